@@ -1,0 +1,233 @@
+//! The datagram backend seam.
+//!
+//! A backend moves whole UDP payloads; it knows nothing of icx frames. The
+//! transport describes each outgoing datagram as a small inline header plus a
+//! slice of a pool buffer ([`TxFrame`]), so a backend can gather the two with
+//! an iovec (or GSO a train of them) and never copy a block in user space.
+//! Frames keep a reference on their buffer until the backend drops them, which
+//! is what lets a zero-copy send hold the buffer until the kernel is done.
+
+use crate::pool::{BufferPool, SharedBuf};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Room for the largest header-only frame (an ack with all its ranges).
+pub const HEADER_INLINE_CAP: usize = 256;
+
+/// What a backend can do, as probed at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Largest UDP payload this backend will send in one datagram.
+    pub max_udp_payload: usize,
+    /// Most datagrams one `send`/`recv` call moves.
+    pub max_batch: usize,
+    /// Can send a train of equal-size frames as one GSO super-datagram.
+    pub gso: bool,
+    /// Coalesces received trains (GRO) before splitting them for the caller.
+    pub gro: bool,
+    /// Sends from pool memory without a kernel copy (SEND_ZC / DPDK extbuf).
+    pub zero_copy_send: bool,
+    /// The pool's regions are registered with the device/ring.
+    pub registered_buffers: bool,
+}
+
+/// An icx header built in place, so emitting a frame allocates nothing.
+#[derive(Clone)]
+pub struct HeaderBuf {
+    bytes: [u8; HEADER_INLINE_CAP],
+    len: u16,
+}
+
+impl HeaderBuf {
+    pub const fn new() -> Self {
+        HeaderBuf {
+            bytes: [0; HEADER_INLINE_CAP],
+            len: 0,
+        }
+    }
+
+    /// A zeroed header of `len` bytes to emit into; `None` if it cannot fit.
+    pub fn with_len(len: usize) -> Option<Self> {
+        let mut h = Self::new();
+        h.set_len(len).then_some(h)
+    }
+
+    /// Returns false (and changes nothing) when `len` exceeds the capacity.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if len > HEADER_INLINE_CAP {
+            return false;
+        }
+        self.len = len as u16;
+        true
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes[..self.len as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for HeaderBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for HeaderBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HeaderBuf({} bytes)", self.len)
+    }
+}
+
+/// A byte range of a shared pool buffer: the data part of a frame.
+#[derive(Clone, Debug, Default)]
+pub struct Payload {
+    buf: Option<SharedBuf>,
+    off: u32,
+    len: u32,
+}
+
+impl Payload {
+    pub const EMPTY: Payload = Payload {
+        buf: None,
+        off: 0,
+        len: 0,
+    };
+
+    /// `None` when the range does not lie within the buffer.
+    pub fn new(buf: SharedBuf, off: usize, len: usize) -> Option<Self> {
+        let end = off.checked_add(len)?;
+        if end > buf.len() {
+            return None;
+        }
+        Some(Payload {
+            buf: Some(buf),
+            off: off as u32,
+            len: len as u32,
+        })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b[self.off as usize..(self.off + self.len) as usize],
+            None => &[],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The underlying buffer, for backends that address registered memory.
+    pub fn buffer(&self) -> Option<&SharedBuf> {
+        self.buf.as_ref()
+    }
+
+    pub fn offset(&self) -> usize {
+        self.off as usize
+    }
+}
+
+/// One outgoing datagram: `header ++ payload`, to `dst`.
+#[derive(Clone, Debug)]
+pub struct TxFrame {
+    pub dst: SocketAddr,
+    pub header: HeaderBuf,
+    pub payload: Payload,
+}
+
+impl TxFrame {
+    pub fn len(&self) -> usize {
+        self.header.len() + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the datagram out; for backends and simulators that must copy anyway.
+    pub fn write_to(&self, out: &mut [u8]) -> usize {
+        let h = self.header.as_slice();
+        let p = self.payload.as_slice();
+        let n = h.len() + p.len();
+        out[..h.len()].copy_from_slice(h);
+        out[h.len()..n].copy_from_slice(p);
+        n
+    }
+}
+
+/// Frames queued for a backend. Reused across loop turns, so steady-state
+/// sending allocates nothing.
+pub type TxBatch = VecDeque<TxFrame>;
+
+/// A received datagram, lent to the caller for the duration of a callback.
+#[derive(Debug, Clone, Copy)]
+pub struct RxDatagram<'a> {
+    pub src: SocketAddr,
+    pub data: &'a [u8],
+}
+
+/// A datagram device under the driver: io_uring, plain sockets, DPDK,
+/// in-process loopback, or a wrapper around one of them.
+pub trait Backend {
+    fn capabilities(&self) -> Capabilities;
+
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Lets a backend register the pool's regions (io_uring fixed buffers,
+    /// DPDK external buffers). The default needs nothing.
+    fn register_pool(&mut self, _pool: &BufferPool) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Takes frames from the front of `batch` and sends them. Returns how many
+    /// were taken; frames left in `batch` were refused for now (backpressure)
+    /// and should be offered again.
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize>;
+
+    /// Hands at most `max` received datagrams to `f` without blocking.
+    /// Returns how many were handed over.
+    fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize>;
+
+    /// Blocks until a datagram may be ready or `timeout` passes (`None`: no
+    /// limit). May return early; callers re-check.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn local_addr(&self) -> SocketAddr {
+        (**self).local_addr()
+    }
+    fn register_pool(&mut self, pool: &BufferPool) -> io::Result<()> {
+        (**self).register_pool(pool)
+    }
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
+        (**self).send(batch)
+    }
+    fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
+        (**self).recv(max, f)
+    }
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).wait(timeout)
+    }
+}

@@ -1,0 +1,20 @@
+//! Core vocabulary shared by every icx layer.
+//!
+//! Protocol crates (`icx-wire`, `icx-transport`, ...) are sans-IO: they take an
+//! [`Instant`] from the caller and never read a clock. This crate supplies the
+//! time newtype, node/cluster identities, the seeded RNG used by simulations,
+//! the [`Backend`] trait every datagram backend implements, and the buffer pool
+//! that blocks live in from send to delivery.
+#![deny(unsafe_code)]
+
+pub mod backend;
+pub mod id;
+pub mod pool;
+pub mod rng;
+pub mod time;
+
+pub use backend::{Backend, Capabilities, HeaderBuf, Payload, RxDatagram, TxBatch, TxFrame};
+pub use id::{Channel, ClusterId, Incarnation, NodeId};
+pub use pool::{BufferPool, HugePages, PoolBuf, PoolConfig, SharedBuf, SizeClass};
+pub use rng::{derive_seed, seeded_rng, SeededRng};
+pub use time::{Clock, Duration, Instant, ManualClock, MonotonicClock};
