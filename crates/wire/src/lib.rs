@@ -1,1 +1,58 @@
+//! icx frame formats.
+//!
+//! Two levels, after smoltcp: [`Frame`] is a checked view over untrusted bytes
+//! (field accessors read fixed byte ranges, construction validates lengths),
+//! and [`FrameRepr`] is the parsed, validated meaning with `parse`/`emit`.
+//! Nothing here can panic on any input: every length is checked before it is
+//! sliced, and the property tests and fuzz target hold that line.
+//!
+//! Every frame shares one 36-byte header; a kind-specific part follows it, and
+//! data frames carry payload after that. `docs/PROTOCOL.md` gives the layout
+//! byte by byte.
 #![deny(unsafe_code)]
+
+mod ack;
+mod data;
+mod frame;
+mod probe;
+
+pub use ack::{AckRanges, AckRepr, MAX_ACK_RANGES};
+pub use data::DataRepr;
+pub use frame::{
+    checksum, decode, Body, Frame, FrameKind, FrameRepr, Header, WireError, HEADER_LEN, MAGIC,
+    VERSION,
+};
+pub use probe::ProbeRepr;
+
+/// Bytes of IP + UDP header in front of every datagram, by IP version.
+pub const IPV4_UDP_OVERHEAD: usize = 20 + 8;
+pub const IPV6_UDP_OVERHEAD: usize = 40 + 8;
+
+/// Largest UDP payload that fits a path MTU without IP fragmentation.
+pub fn max_udp_payload(mtu: usize, ipv6: bool) -> usize {
+    let overhead = if ipv6 {
+        IPV6_UDP_OVERHEAD
+    } else {
+        IPV4_UDP_OVERHEAD
+    };
+    mtu.saturating_sub(overhead)
+}
+
+/// Block bytes one data frame carries at a given UDP payload size.
+pub fn data_capacity(max_udp_payload: usize) -> usize {
+    max_udp_payload.saturating_sub(DataRepr::HEADER_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_arithmetic_matches_the_issue() {
+        assert_eq!(max_udp_payload(1500, false), 1472);
+        assert_eq!(max_udp_payload(1500, true), 1452);
+        assert_eq!(max_udp_payload(9000, false), 8972);
+        assert_eq!(max_udp_payload(9000, true), 8952);
+        assert_eq!(data_capacity(1472), 1472 - 64);
+    }
+}
