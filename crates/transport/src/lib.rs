@@ -1,1 +1,596 @@
+//! Reliable block and message delivery over datagrams, sans-IO.
+//!
+//! An [`Endpoint`] holds one session per peer node. The caller feeds it
+//! received datagrams and the time, and pulls out datagrams to send, events
+//! (delivered, acked, lost) and the next time it wants to be woken, in the
+//! shape of quinn-proto: `handle_*(now, ..)`, `poll_*(now)`, `poll_timeout()`.
+//! It never reads a clock or touches a socket, so the same code runs under
+//! the deterministic simulator, the loopback backend and real NICs.
+//!
+//! What a session does, per direction:
+//! - cuts each message into frames that fit the peer's path MTU (minus IP,
+//!   UDP and icx headers) and never relies on IP fragmentation;
+//! - numbers every frame with a fresh sequence number (retransmissions too),
+//!   so acks are unambiguous and RTT samples clean;
+//! - acks selectively (ranges), detects loss by reordering distance and time,
+//!   and probes with exponential backoff when acks stop;
+//! - keeps in flight at most `window_bytes`, and no more than the receiver's
+//!   advertised credit;
+//! - reassembles in place: each fragment is copied once, straight from the
+//!   datagram to its byte offset in a pool buffer, tracked by a gap bitmap;
+//! - suppresses duplicates at frame and message level;
+//! - gives up on a message at its deadline and reports it lost, by id.
 #![deny(unsafe_code)]
+
+mod session;
+mod stats;
+mod util;
+
+pub mod rtt;
+
+use icx_core::{
+    BufferPool, Channel, ClusterId, Duration, HeaderBuf, Incarnation, Instant, NodeId, Payload,
+    PoolBuf, SharedBuf, TxFrame,
+};
+use icx_wire::{Body, Frame, FrameRepr, WireError};
+use session::Session;
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+
+pub use stats::{EndpointStats, PeerStats, RttHistogram};
+
+/// Endpoint-wide settings. Every timer is here so tests can run in
+/// milliseconds and production in seconds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster: ClusterId,
+    pub node: NodeId,
+    pub incarnation: Incarnation,
+    /// Largest message accepted for sending or reassembly.
+    pub max_message: usize,
+    /// Bytes in flight per peer (sent, not yet acked or declared lost).
+    pub window_bytes: usize,
+    /// Partially reassembled bytes a receiver holds per peer before it stops
+    /// granting credit.
+    pub recv_buffer_bytes: usize,
+    /// Messages queued per peer (sending or awaiting ack) before `send`
+    /// refuses with [`SendError::QueueFull`].
+    pub max_queued: usize,
+    /// Longest a receiver sits on an ack hoping to cover a second frame.
+    pub ack_delay: Duration,
+    /// RTT assumed before the first sample.
+    pub initial_rtt: Duration,
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+    /// Timer resolution assumed for loss detection.
+    pub granularity: Duration,
+    /// Default delivery deadline per channel (from `send`).
+    pub deadline: [Duration; Channel::COUNT],
+    /// Interval between path-MTU probes until one is answered.
+    pub probe_interval: Duration,
+    /// Full-size probes that may go unanswered, while small ones get through,
+    /// before the path is declared too small for its configured MTU.
+    pub probe_attempts: u32,
+}
+
+impl Config {
+    pub fn new(cluster: ClusterId, node: NodeId, incarnation: Incarnation) -> Self {
+        Config {
+            cluster,
+            node,
+            incarnation,
+            max_message: 1 << 20,
+            window_bytes: 1 << 20,
+            recv_buffer_bytes: 4 << 20,
+            max_queued: 4096,
+            ack_delay: Duration::from_micros(200),
+            initial_rtt: Duration::from_millis(1),
+            min_rto: Duration::from_millis(2),
+            max_rto: Duration::from_millis(500),
+            granularity: Duration::from_micros(100),
+            deadline: [
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            ],
+            probe_interval: Duration::from_millis(100),
+            probe_attempts: 5,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.node.is_valid() {
+            return Err(ConfigError::Invalid("node id 0 is reserved"));
+        }
+        if self.incarnation == Incarnation::UNKNOWN {
+            return Err(ConfigError::Invalid("incarnation 0 is reserved"));
+        }
+        if self.max_message == 0 || self.max_message > u32::MAX as usize {
+            return Err(ConfigError::Invalid("max_message must be 1..=4 GiB"));
+        }
+        if self.window_bytes == 0 || self.max_queued == 0 {
+            return Err(ConfigError::Invalid(
+                "window_bytes and max_queued must be > 0",
+            ));
+        }
+        if self.min_rto > self.max_rto {
+            return Err(ConfigError::Invalid("min_rto above max_rto"));
+        }
+        Ok(())
+    }
+}
+
+/// A peer and the path to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub node: NodeId,
+    /// Path MTU at the IP layer (1500, 9000, ...).
+    pub mtu: usize,
+    pub ipv6: bool,
+}
+
+impl PeerConfig {
+    pub fn new(node: NodeId, mtu: usize) -> Self {
+        PeerConfig {
+            node,
+            mtu,
+            ipv6: false,
+        }
+    }
+
+    /// Picks the IP version from the peer's address.
+    pub fn for_addr(node: NodeId, mtu: usize, addr: SocketAddr) -> Self {
+        PeerConfig {
+            node,
+            mtu,
+            ipv6: addr.is_ipv6(),
+        }
+    }
+
+    /// Largest UDP payload on this path.
+    pub fn max_udp_payload(&self) -> usize {
+        icx_wire::max_udp_payload(self.mtu, self.ipv6)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    Invalid(&'static str),
+    DuplicatePeer(NodeId),
+    /// The MTU leaves no room for block data after IP, UDP and icx headers.
+    MtuTooSmall {
+        node: NodeId,
+        mtu: usize,
+        min: usize,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Invalid(why) => write!(f, "invalid transport config: {why}"),
+            ConfigError::DuplicatePeer(n) => write!(f, "peer {n} configured twice"),
+            ConfigError::MtuTooSmall { node, mtu, min } => {
+                write!(f, "MTU {mtu} for peer {node} is below the minimum {min}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    UnknownPeer(NodeId),
+    TooLarge {
+        len: usize,
+        max: usize,
+    },
+    /// The peer's queue is full: back off and retry after acks drain it.
+    QueueFull,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownPeer(n) => write!(f, "unknown peer {n}"),
+            SendError::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds max {max}")
+            }
+            SendError::QueueFull => write!(f, "send queue full"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why a message was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReason {
+    /// Not fully acknowledged by its deadline. The receiver may still have
+    /// delivered it if only acks were lost; it will never deliver it twice.
+    Deadline,
+    /// The peer came back with a new incarnation; its old life's state is gone.
+    PeerRestarted,
+    /// The endpoint was shut down with the message in flight.
+    Shutdown,
+}
+
+/// What the endpoint tells its user.
+#[derive(Debug)]
+pub enum Event {
+    /// A whole message arrived, checked and in order of completion.
+    Delivered {
+        peer: NodeId,
+        channel: Channel,
+        msg_id: u64,
+        data: PoolBuf,
+    },
+    /// Every fragment of a sent message was acknowledged.
+    Acked {
+        peer: NodeId,
+        channel: Channel,
+        msg_id: u64,
+        rtt: Duration,
+    },
+    /// A sent message will not be confirmed ('gc cr block lost').
+    Lost {
+        peer: NodeId,
+        channel: Channel,
+        msg_id: u64,
+        reason: LossReason,
+    },
+    /// Frames arrived from a newer incarnation of the peer.
+    PeerRestarted {
+        peer: NodeId,
+        incarnation: Incarnation,
+    },
+    /// A full-size probe was answered: the configured MTU works.
+    PathVerified {
+        peer: NodeId,
+        mtu: usize,
+        max_udp_payload: usize,
+    },
+    /// Small probes got through but full-size ones did not: the path is
+    /// narrower than the MTU configured for it (jumbo sender, 1500 link).
+    PathMtuMismatch {
+        peer: NodeId,
+        configured_mtu: usize,
+        probed_udp_payload: usize,
+        answered_udp_payload: usize,
+    },
+}
+
+/// A datagram to send to `peer`: `header ++ payload`.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub peer: NodeId,
+    pub header: HeaderBuf,
+    pub payload: Payload,
+}
+
+impl Transmit {
+    pub fn len(&self) -> usize {
+        self.header.len() + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn into_frame(self, dst: SocketAddr) -> TxFrame {
+        TxFrame {
+            dst,
+            header: self.header,
+            payload: self.payload,
+        }
+    }
+}
+
+/// All sessions of one node.
+pub struct Endpoint {
+    cfg: Config,
+    pool: BufferPool,
+    sessions: Vec<Session>,
+    events: VecDeque<Event>,
+    stats: EndpointStats,
+    hist: [RttHistogram; Channel::COUNT],
+    /// Zeroed padding for probes, shared by every probe frame.
+    padding: Option<SharedBuf>,
+    /// Round-robin start for poll_transmit, so one busy peer cannot starve others.
+    rr: usize,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("node", &self.cfg.node)
+            .field("incarnation", &self.cfg.incarnation)
+            .field("peers", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// Panics on an invalid config; use [`Endpoint::try_new`] for user input.
+    pub fn new(cfg: Config, pool: BufferPool) -> Self {
+        match Self::try_new(cfg, pool) {
+            Ok(e) => e,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    pub fn try_new(cfg: Config, pool: BufferPool) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Endpoint {
+            cfg,
+            pool,
+            sessions: Vec::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+            hist: std::array::from_fn(|_| RttHistogram::new()),
+            padding: None,
+            rr: 0,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    /// Adds a peer; the session starts by probing the path MTU.
+    pub fn add_peer(&mut self, p: PeerConfig) -> Result<(), ConfigError> {
+        if !p.node.is_valid() || p.node == self.cfg.node {
+            return Err(ConfigError::Invalid(
+                "peer node id must be non-zero and not our own",
+            ));
+        }
+        if self.sessions.iter().any(|s| s.peer == p.node) {
+            return Err(ConfigError::DuplicatePeer(p.node));
+        }
+        let min_udp = icx_wire::DataRepr::HEADER_LEN + 64;
+        if p.max_udp_payload() < min_udp || p.max_udp_payload() > 65507 {
+            return Err(ConfigError::MtuTooSmall {
+                node: p.node,
+                mtu: p.mtu,
+                min: min_udp + if p.ipv6 { 48 } else { 28 },
+            });
+        }
+        let need = p.max_udp_payload();
+        if self.padding.as_ref().is_none_or(|b| b.len() < need) {
+            let mut b = self
+                .pool
+                .alloc(need)
+                .ok_or(ConfigError::Invalid("pool has no buffer for probe padding"))?;
+            b.fill(0);
+            self.padding = Some(b.freeze());
+        }
+        self.sessions.push(Session::new(&self.cfg, p));
+        Ok(())
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.sessions.iter().map(|s| s.peer)
+    }
+
+    fn session_mut(&mut self, peer: NodeId) -> Option<&mut Session> {
+        self.sessions.iter_mut().find(|s| s.peer == peer)
+    }
+
+    /// Queues a message with the channel's default deadline. The buffer is
+    /// held (not copied) until every fragment is acknowledged.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        channel: Channel,
+        data: SharedBuf,
+    ) -> Result<u64, SendError> {
+        let deadline = now + self.cfg.deadline[channel.index()];
+        self.send_with_deadline(now, peer, channel, data, deadline)
+    }
+
+    pub fn send_with_deadline(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        channel: Channel,
+        data: SharedBuf,
+        deadline: Instant,
+    ) -> Result<u64, SendError> {
+        let max = self.cfg.max_message;
+        let max_queued = self.cfg.max_queued;
+        let s = self.session_mut(peer).ok_or(SendError::UnknownPeer(peer))?;
+        if data.len() > max {
+            return Err(SendError::TooLarge {
+                len: data.len(),
+                max,
+            });
+        }
+        s.enqueue(now, channel, data, deadline, max_queued)
+    }
+
+    /// Copies `bytes` into a pool buffer and sends it: for small control
+    /// messages where the copy costs less than managing a buffer.
+    pub fn send_bytes(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        channel: Channel,
+        bytes: &[u8],
+    ) -> Result<u64, SendError> {
+        let buf = self.pool.alloc_from(bytes).ok_or(SendError::QueueFull)?;
+        self.send(now, peer, channel, buf.freeze())
+    }
+
+    /// Feeds one received UDP payload. Anything that is not a valid frame of
+    /// this cluster, for this node, from a known peer's current life, is
+    /// counted and dropped; it is never delivered.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.stats.datagrams += 1;
+        let frame = match Frame::new_checked(datagram) {
+            Ok(f) => f,
+            Err(WireError::BadMagic) => {
+                self.stats.foreign += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if !frame.verify_checksum() {
+            self.stats.corrupt += 1;
+            // Best effort: the header may itself be damaged.
+            let src = frame.src();
+            if let Some(s) = self.session_mut(src) {
+                s.stats.corrupt += 1;
+            }
+            return;
+        }
+        let repr = match FrameRepr::parse(&frame) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        let h = repr.header;
+        if h.cluster != self.cfg.cluster {
+            self.stats.wrong_cluster += 1;
+            return;
+        }
+        if h.dst != self.cfg.node {
+            self.stats.misdirected += 1;
+            return;
+        }
+        let my_inc = self.cfg.incarnation;
+        let Some(idx) = self.sessions.iter().position(|s| s.peer == h.src) else {
+            self.stats.unknown_node += 1;
+            return;
+        };
+        let s = &mut self.sessions[idx];
+        if h.dst_incarnation != Incarnation::UNKNOWN && h.dst_incarnation != my_inc {
+            // Aimed at an earlier (or later, i.e. confused) life of ours.
+            self.stats.stale += 1;
+            s.stats.rejected += 1;
+            return;
+        }
+        if h.src_incarnation == Incarnation::UNKNOWN || h.src_incarnation < s.peer_incarnation {
+            self.stats.stale += 1;
+            s.stats.rejected += 1;
+            return;
+        }
+        if h.src_incarnation > s.peer_incarnation {
+            let restarted = s.peer_incarnation != Incarnation::UNKNOWN;
+            s.peer_incarnation = h.src_incarnation;
+            if restarted {
+                s.reset_for_restart(&mut self.events);
+                self.events.push_back(Event::PeerRestarted {
+                    peer: h.src,
+                    incarnation: h.src_incarnation,
+                });
+            }
+        }
+        let payload = frame.payload();
+        match repr.body {
+            Body::Data(d) => s.on_data(
+                now,
+                h.channel,
+                h.seq,
+                &d,
+                payload,
+                &self.pool,
+                &self.cfg,
+                &mut self.events,
+                &mut self.stats,
+            ),
+            Body::Ack(a) => s.on_ack(
+                now,
+                &a,
+                &self.cfg,
+                &mut self.events,
+                &mut self.hist,
+                &mut self.stats,
+            ),
+            Body::Probe(p) => s.on_probe(p, datagram.len()),
+            Body::ProbeAck(p) => s.on_probe_ack(p, &mut self.events),
+        }
+    }
+
+    /// The next datagram to send, or `None` until new input or a timeout.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let n = self.sessions.len();
+        for i in 0..n {
+            let idx = (self.rr + i) % n;
+            let t = self.sessions[idx].poll_transmit(now, &self.cfg, self.padding.as_ref());
+            if let Some(t) = t {
+                self.rr = (idx + 1) % n.max(1);
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .iter()
+            .filter_map(|s| s.next_timeout(&self.cfg))
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for s in &mut self.sessions {
+            s.on_timeout(now, &self.cfg, &mut self.events);
+        }
+    }
+
+    /// Gives up every queued message (reported [`LossReason::Shutdown`]).
+    pub fn shutdown(&mut self) {
+        for s in &mut self.sessions {
+            s.abandon_all(LossReason::Shutdown, &mut self.events);
+        }
+    }
+
+    pub fn peer_stats(&self, peer: NodeId) -> Option<&PeerStats> {
+        self.sessions
+            .iter()
+            .find(|s| s.peer == peer)
+            .map(|s| &s.stats)
+    }
+
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    /// Message round-trip time (first transmission to full ack), nanoseconds.
+    pub fn rtt_histogram(&self, channel: Channel) -> &RttHistogram {
+        &self.hist[channel.index()]
+    }
+
+    /// The peer's current smoothed RTT, if known.
+    pub fn peer_srtt(&self, peer: NodeId) -> Option<Duration> {
+        self.sessions
+            .iter()
+            .find(|s| s.peer == peer)
+            .map(|s| s.rtt.srtt())
+    }
+
+    /// Messages queued to `peer` and not yet resolved.
+    pub fn queued(&self, peer: NodeId) -> usize {
+        self.sessions
+            .iter()
+            .find(|s| s.peer == peer)
+            .map_or(0, |s| s.live_messages())
+    }
+}

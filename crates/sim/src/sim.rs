@@ -1,0 +1,698 @@
+//! The event loop: a virtual clock, an event heap, and the nodes.
+
+use crate::link::{LinkConfig, LinkStats, MtuViolation};
+use icx_core::{derive_seed, seeded_rng, Duration, Instant, NodeId, SeededRng};
+use rand::Rng;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::fmt;
+
+/// Where every simulation's clock starts: far enough from zero that protocol
+/// code subtracting durations from `now` does not hit the origin.
+pub const START: Instant = Instant::from_nanos(1_000_000_000);
+
+/// A node emitting more than this from one `poll_transmit` drain is broken
+/// (it would never let the simulation advance).
+const MAX_TRANSMITS_PER_DRAIN: usize = 1 << 18;
+
+/// This many events at one instant means the nodes are livelocked (e.g. a
+/// timer that never clears, or zero-latency ping-pong); fail loudly rather
+/// than spin forever.
+const MAX_EVENTS_PER_INSTANT: u64 = 1_000_000;
+
+/// A simulated host. The simulator calls these; the node never reads a clock.
+///
+/// The shape follows quinn-proto: feed input with `handle_*`, then drain
+/// output with `poll_transmit` and ask `poll_timeout` when to come back.
+pub trait Node {
+    /// A datagram the link delivered to this node, from `src`. It may be
+    /// corrupted, duplicated or late: that is the point.
+    fn handle_datagram(&mut self, now: Instant, src: NodeId, data: &[u8]);
+
+    /// The next datagram this node wants to send: write the UDP payload into
+    /// `buf` (which arrives empty) and return the destination. `None` when
+    /// there is nothing to send now.
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<NodeId>;
+
+    /// When the node next needs `handle_timeout`. A time in the past means
+    /// "as soon as possible".
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Called once `now` has reached the instant `poll_timeout` gave.
+    fn handle_timeout(&mut self, now: Instant);
+}
+
+/// One entry of a recorded trace (see [`Sim::record_trace`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceEvent {
+    Delivered {
+        at: Instant,
+        from: NodeId,
+        to: NodeId,
+        data: Vec<u8>,
+    },
+    Timeout {
+        at: Instant,
+        node: NodeId,
+    },
+}
+
+struct Slot<N> {
+    node: N,
+    /// The earliest timer event outstanding for this node. Later ones may also
+    /// be in the heap; they wake the node spuriously, which is harmless, and
+    /// not re-pushing on every postponed deadline keeps the heap small.
+    armed: Option<Instant>,
+}
+
+struct Link {
+    /// `None` follows the simulator's default link.
+    cfg: Option<LinkConfig>,
+    rng: SeededRng,
+    busy_until: Instant,
+    stats: LinkStats,
+}
+
+impl Link {
+    fn new(seed: u64, from: NodeId, to: NodeId) -> Self {
+        // Seeded by direction, not by creation order, so traffic on one link
+        // never shifts another link's random stream.
+        let stream = (u64::from(from.0) << 16) | u64::from(to.0);
+        Link {
+            cfg: None,
+            rng: seeded_rng(derive_seed(seed, stream)),
+            busy_until: Instant::ZERO,
+            stats: LinkStats::default(),
+        }
+    }
+}
+
+enum EventKind {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        data: Vec<u8>,
+    },
+    Timer {
+        node: NodeId,
+    },
+}
+
+struct Event {
+    at: Instant,
+    /// Insertion order: breaks ties so equal-time events replay identically.
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+
+impl Eq for Event {}
+
+impl PartialOrd for Event {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Event {
+    /// Reversed, so the std max-heap pops the earliest event.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// A deterministic network of [`Node`]s.
+///
+/// Every random choice comes from a per-link-direction stream derived from
+/// the run seed, and ties between events are broken by insertion order, so a
+/// seed replays a run bit for bit.
+///
+/// Partitions cut links both for datagrams sent while the cut is in place and
+/// for datagrams already in flight: a datagram is delivered only if its link
+/// is up when it is sent and when it arrives. That makes a partition take
+/// effect at once, as pulling a cable would.
+pub struct Sim<N> {
+    seed: u64,
+    now: Instant,
+    nodes: BTreeMap<NodeId, Slot<N>>,
+    links: BTreeMap<(NodeId, NodeId), Link>,
+    default_link: LinkConfig,
+    cuts: BTreeSet<(NodeId, NodeId)>,
+    events: BinaryHeap<Event>,
+    next_seq: u64,
+    /// Set when the caller may have changed a node behind our back
+    /// (`add_node`, `node_mut`, ...); every node is polled before the next step.
+    dirty: bool,
+    violations: Vec<MtuViolation>,
+    tx_buf: Vec<u8>,
+    digest: u64,
+    steps: u64,
+    last_event_at: Instant,
+    events_at_instant: u64,
+    trace: Option<Vec<TraceEvent>>,
+}
+
+impl<N> fmt::Debug for Sim<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("now", &self.now)
+            .field("nodes", &self.nodes.keys().collect::<Vec<_>>())
+            .field("pending_events", &self.events.len())
+            .field("cuts", &self.cuts)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<N: Node> Sim<N> {
+    pub fn new(seed: u64) -> Self {
+        Sim {
+            seed,
+            now: START,
+            nodes: BTreeMap::new(),
+            links: BTreeMap::new(),
+            default_link: LinkConfig::default(),
+            cuts: BTreeSet::new(),
+            events: BinaryHeap::new(),
+            next_seq: 0,
+            dirty: false,
+            violations: Vec::new(),
+            tx_buf: Vec::new(),
+            digest: FNV_OFFSET,
+            steps: 0,
+            last_event_at: START,
+            events_at_instant: 0,
+            trace: None,
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Adds a node, or replaces the one with this id (a restart: datagrams in
+    /// flight to the old node reach the new one).
+    pub fn add_node(&mut self, id: NodeId, node: N) {
+        self.nodes.insert(id, Slot { node, armed: None });
+        self.dirty = true;
+    }
+
+    /// Takes a node out (a crash). Datagrams in flight to it are counted
+    /// `unroutable`.
+    pub fn remove_node(&mut self, id: NodeId) -> Option<N> {
+        self.nodes.remove(&id).map(|s| s.node)
+    }
+
+    pub fn contains_node(&self, id: NodeId) -> bool {
+        self.nodes.contains_key(&id)
+    }
+
+    /// # Panics
+    /// If there is no such node: a test bug.
+    pub fn node(&self, id: NodeId) -> &N {
+        match self.nodes.get(&id) {
+            Some(s) => &s.node,
+            None => panic!("sim has no {id:?}"),
+        }
+    }
+
+    /// The node will be polled for transmissions and timers before the next
+    /// step, so work queued through this reference gets sent.
+    ///
+    /// # Panics
+    /// If there is no such node: a test bug.
+    pub fn node_mut(&mut self, id: NodeId) -> &mut N {
+        self.dirty = true;
+        match self.nodes.get_mut(&id) {
+            Some(s) => &mut s.node,
+            None => panic!("sim has no {id:?}"),
+        }
+    }
+
+    /// In id order.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &N)> {
+        self.nodes.iter().map(|(id, s)| (*id, &s.node))
+    }
+
+    /// In id order; every node is polled before the next step.
+    pub fn nodes_mut(&mut self) -> impl Iterator<Item = (NodeId, &mut N)> {
+        self.dirty = true;
+        self.nodes.iter_mut().map(|(id, s)| (*id, &mut s.node))
+    }
+
+    /// Configures one direction. The link keeps its random stream, its
+    /// statistics and any serialisation backlog.
+    pub fn set_link(&mut self, from: NodeId, to: NodeId, cfg: LinkConfig) {
+        self.link_mut(from, to).cfg = Some(cfg);
+    }
+
+    /// Configures both directions between every pair of current nodes.
+    pub fn set_links(&mut self, cfg: LinkConfig) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &a in &ids {
+            for &b in &ids {
+                if a != b {
+                    self.set_link(a, b, cfg.clone());
+                }
+            }
+        }
+    }
+
+    /// The configuration of every link not given one by `set_link(s)`,
+    /// including links between nodes added later.
+    pub fn set_default_link(&mut self, cfg: LinkConfig) {
+        self.default_link = cfg;
+    }
+
+    pub fn default_link(&self) -> &LinkConfig {
+        &self.default_link
+    }
+
+    pub fn link_config(&self, from: NodeId, to: NodeId) -> &LinkConfig {
+        self.links
+            .get(&(from, to))
+            .and_then(|l| l.cfg.as_ref())
+            .unwrap_or(&self.default_link)
+    }
+
+    /// Cuts both directions between every node of `side_a` and every node of
+    /// `side_b`, including datagrams already in flight (see [`Sim`]).
+    pub fn partition(&mut self, side_a: &[NodeId], side_b: &[NodeId]) {
+        for &a in side_a {
+            for &b in side_b {
+                self.cuts.insert((a, b));
+                self.cuts.insert((b, a));
+            }
+        }
+    }
+
+    /// Cuts one direction only: an asymmetric failure.
+    pub fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.cuts.insert((from, to));
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+    }
+
+    /// Restores one direction.
+    pub fn heal_link(&mut self, from: NodeId, to: NodeId) {
+        self.cuts.remove(&(from, to));
+    }
+
+    pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.cuts.contains(&(from, to))
+    }
+
+    /// Delivers the next event (a datagram arrival or a node timer) and lets
+    /// the node it touched transmit everything it has. Returns false when
+    /// nothing is scheduled at all.
+    ///
+    /// # Panics
+    /// When the nodes livelock (a million events without time advancing) or
+    /// a node never stops transmitting: both are node bugs.
+    pub fn step(&mut self) -> bool {
+        self.flush_dirty();
+        loop {
+            match self.run_next(Instant::from_nanos(u64::MAX)) {
+                None => return false,
+                Some(true) => return true,
+                Some(false) => continue,
+            }
+        }
+    }
+
+    /// Runs every event up to and including `t`, then sets the clock to `t`
+    /// (never backwards).
+    pub fn run_until(&mut self, t: Instant) {
+        loop {
+            self.flush_dirty();
+            if self.run_next(t).is_none() {
+                break;
+            }
+        }
+        self.now = self.now.max(t);
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    /// Steps until `pred` holds, `limit` of virtual time passes, or
+    /// `max_steps` events have run. Returns whether `pred` held. When time
+    /// runs out the clock is left at the deadline, as with [`Sim::run_until`].
+    pub fn run_until_cond(
+        &mut self,
+        limit: Duration,
+        max_steps: u64,
+        mut pred: impl FnMut(&Self) -> bool,
+    ) -> bool {
+        let deadline = self.now + limit;
+        let mut steps = 0u64;
+        loop {
+            if pred(self) {
+                return true;
+            }
+            if steps >= max_steps {
+                return false;
+            }
+            self.flush_dirty();
+            match self.run_next(deadline) {
+                None => {
+                    self.now = self.now.max(deadline);
+                    return pred(self);
+                }
+                Some(true) => steps += 1,
+                Some(false) => {}
+            }
+        }
+    }
+
+    pub fn link_stats(&self, from: NodeId, to: NodeId) -> LinkStats {
+        self.links
+            .get(&(from, to))
+            .map(|l| l.stats)
+            .unwrap_or_default()
+    }
+
+    pub fn total_stats(&self) -> LinkStats {
+        let mut total = LinkStats::default();
+        for l in self.links.values() {
+            total += l.stats;
+        }
+        total
+    }
+
+    /// Every datagram that exceeded its link's MTU; tests assert it is empty.
+    pub fn mtu_violations(&self) -> &[MtuViolation] {
+        &self.violations
+    }
+
+    /// A hash of every delivery (time, ends, bytes) and timer firing so far:
+    /// two runs are identical iff their digests match (up to collisions).
+    pub fn trace_digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// Starts (or stops and discards) keeping a full [`TraceEvent`] log, for
+    /// looking at a failing seed.
+    pub fn record_trace(&mut self, on: bool) {
+        self.trace = on.then(Vec::new);
+    }
+
+    pub fn trace(&self) -> &[TraceEvent] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+
+    /// Events handled so far (deliveries and timer firings).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Events in the heap, counting timer checks that may turn out spurious.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// When the next event is due (possibly a spurious timer check).
+    pub fn next_event_at(&self) -> Option<Instant> {
+        self.events.peek().map(|e| e.at)
+    }
+
+    fn link_mut(&mut self, from: NodeId, to: NodeId) -> &mut Link {
+        let seed = self.seed;
+        self.links
+            .entry((from, to))
+            .or_insert_with(|| Link::new(seed, from, to))
+    }
+
+    fn push(&mut self, at: Instant, kind: EventKind) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.events.push(Event { at, seq, kind });
+    }
+
+    fn flush_dirty(&mut self) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.service(id);
+        }
+    }
+
+    /// Pops and runs the next event due at or before `limit`. `None`: there is
+    /// none; `Some(false)`: it was a spurious timer check.
+    fn run_next(&mut self, limit: Instant) -> Option<bool> {
+        if self.events.peek()?.at > limit {
+            return None;
+        }
+        let ev = self.events.pop()?;
+        if ev.at == self.last_event_at {
+            self.events_at_instant += 1;
+            assert!(
+                self.events_at_instant <= MAX_EVENTS_PER_INSTANT,
+                "simulation livelock: {MAX_EVENTS_PER_INSTANT} events at {:?} without time advancing (seed {})",
+                ev.at,
+                self.seed
+            );
+        } else {
+            self.last_event_at = ev.at;
+            self.events_at_instant = 0;
+        }
+        self.now = self.now.max(ev.at);
+        let now = self.now;
+        match ev.kind {
+            EventKind::Deliver { from, to, data } => {
+                let cut = self.cuts.contains(&(from, to));
+                let present = self.nodes.contains_key(&to);
+                let stats = &mut self.link_mut(from, to).stats;
+                if cut {
+                    stats.partitioned += 1;
+                    return Some(true);
+                }
+                if !present {
+                    stats.unroutable += 1;
+                    return Some(true);
+                }
+                stats.delivered += 1;
+                self.steps += 1;
+                self.record_delivery(from, to, &data);
+                if let Some(slot) = self.nodes.get_mut(&to) {
+                    slot.node.handle_datagram(now, from, &data);
+                }
+                self.service(to);
+                Some(true)
+            }
+            EventKind::Timer { node } => {
+                let Some(slot) = self.nodes.get_mut(&node) else {
+                    return Some(false);
+                };
+                if slot.armed == Some(ev.at) {
+                    slot.armed = None;
+                }
+                let due = matches!(slot.node.poll_timeout(), Some(t) if t <= now);
+                if !due {
+                    self.sync_timer(node);
+                    return Some(false);
+                }
+                slot.node.handle_timeout(now);
+                self.steps += 1;
+                self.record_timeout(node);
+                self.service(node);
+                Some(true)
+            }
+        }
+    }
+
+    /// After any interaction with a node: send what it has, re-arm its timer.
+    fn service(&mut self, id: NodeId) {
+        self.drain_transmit(id);
+        self.sync_timer(id);
+    }
+
+    fn drain_transmit(&mut self, id: NodeId) {
+        let mut buf = std::mem::take(&mut self.tx_buf);
+        for _ in 0..MAX_TRANSMITS_PER_DRAIN {
+            buf.clear();
+            let Some(slot) = self.nodes.get_mut(&id) else {
+                break;
+            };
+            let Some(dst) = slot.node.poll_transmit(self.now, &mut buf) else {
+                self.tx_buf = buf;
+                return;
+            };
+            self.transmit(id, dst, &buf);
+        }
+        self.tx_buf = buf;
+        if self.nodes.contains_key(&id) {
+            panic!(
+                "{id:?} emitted {MAX_TRANSMITS_PER_DRAIN} datagrams in one poll_transmit drain at {:?} (seed {})",
+                self.now, self.seed
+            );
+        }
+    }
+
+    fn sync_timer(&mut self, id: NodeId) {
+        let Some(slot) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(want) = slot.node.poll_timeout() else {
+            return;
+        };
+        let at = want.max(self.now);
+        if slot.armed.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        slot.armed = Some(at);
+        self.push(at, EventKind::Timer { node: id });
+    }
+
+    /// Puts one datagram through the link model.
+    fn transmit(&mut self, from: NodeId, to: NodeId, data: &[u8]) {
+        let now = self.now;
+        let present = self.nodes.contains_key(&to);
+        let cut = self.cuts.contains(&(from, to));
+        let seed = self.seed;
+        let link = self
+            .links
+            .entry((from, to))
+            .or_insert_with(|| Link::new(seed, from, to));
+        let cfg = link.cfg.as_ref().unwrap_or(&self.default_link);
+        link.stats.sent += 1;
+        if data.len() > cfg.mtu {
+            link.stats.oversize += 1;
+            let v = MtuViolation {
+                from,
+                to,
+                len: data.len(),
+                mtu: cfg.mtu,
+                at: now,
+            };
+            tracing::error!(?from, ?to, len = v.len, mtu = v.mtu, at = ?now, "datagram exceeds link MTU; not delivered");
+            self.violations.push(v);
+            return;
+        }
+        if !present {
+            link.stats.unroutable += 1;
+            tracing::debug!(?from, ?to, "datagram to unknown node");
+            return;
+        }
+        if cut {
+            link.stats.partitioned += 1;
+            return;
+        }
+        let ser = cfg.serialisation_time(data.len());
+        let depart = if ser.is_zero() {
+            now
+        } else {
+            link.busy_until = link.busy_until.max(now) + ser;
+            link.busy_until
+        };
+        if roll(&mut link.rng, cfg.drop) {
+            link.stats.dropped += 1;
+            return;
+        }
+        let copies = if roll(&mut link.rng, cfg.duplicate) {
+            link.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut at = depart + cfg.latency;
+            let jitter = nanos(cfg.jitter);
+            if jitter > 0 {
+                at += Duration::from_nanos(link.rng.random_range(0..=jitter));
+            }
+            let reorder = nanos(cfg.reorder_delay);
+            if reorder > 0 && roll(&mut link.rng, cfg.reorder) {
+                at += Duration::from_nanos(link.rng.random_range(1..=reorder));
+                link.stats.reordered += 1;
+            }
+            let mut copy = data.to_vec();
+            if !copy.is_empty() && roll(&mut link.rng, cfg.corrupt) {
+                let i = link.rng.random_range(0..copy.len());
+                copy[i] ^= 1 << link.rng.random_range(0..8u32);
+                link.stats.corrupted += 1;
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.events.push(Event {
+                at,
+                seq,
+                kind: EventKind::Deliver {
+                    from,
+                    to,
+                    data: copy,
+                },
+            });
+        }
+    }
+
+    fn record_delivery(&mut self, from: NodeId, to: NodeId, data: &[u8]) {
+        let at = self.now;
+        let mut h = fnv(self.digest, &[0]);
+        h = fnv(h, &at.as_nanos().to_le_bytes());
+        h = fnv(h, &from.0.to_le_bytes());
+        h = fnv(h, &to.0.to_le_bytes());
+        h = fnv(h, &(data.len() as u64).to_le_bytes());
+        self.digest = fnv(h, data);
+        if let Some(t) = &mut self.trace {
+            t.push(TraceEvent::Delivered {
+                at,
+                from,
+                to,
+                data: data.to_vec(),
+            });
+        }
+    }
+
+    fn record_timeout(&mut self, node: NodeId) {
+        let at = self.now;
+        let h = fnv(self.digest, &[1]);
+        let h = fnv(h, &at.as_nanos().to_le_bytes());
+        self.digest = fnv(h, &node.0.to_le_bytes());
+        if let Some(t) = &mut self.trace {
+            t.push(TraceEvent::Timeout { at, node });
+        }
+    }
+}
+
+/// `uniform(0,1) < p`, without drawing when the outcome is certain, so an
+/// ideal link consumes no randomness.
+fn roll(rng: &mut SeededRng, p: f64) -> bool {
+    if p.is_nan() || p <= 0.0 {
+        false
+    } else if p >= 1.0 {
+        true
+    } else {
+        rng.random::<f64>() < p
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

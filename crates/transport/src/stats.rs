@@ -1,0 +1,125 @@
+//! Counters and latency histograms, named so a DBA can match them to
+//! Oracle's 'gc' statistics.
+
+use hdrhistogram::Histogram;
+use icx_core::Duration;
+
+/// Per-peer counters. Frame counters count datagrams; message counters count
+/// whole messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Messages accepted by `send`.
+    pub sent: u64,
+    /// Messages delivered to the user.
+    pub received: u64,
+    /// Messages fully acknowledged.
+    pub acked: u64,
+    /// Messages given up ('gc blocks lost').
+    pub lost: u64,
+    /// Data frames put on the wire, first transmissions and retransmissions.
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    /// Data frames sent again after loss was detected or a probe timer fired.
+    pub retransmitted: u64,
+    /// Frames from this peer that failed their CRC ('gc blocks corrupt').
+    pub corrupt: u64,
+    /// Frames or messages received again and suppressed.
+    pub duplicate: u64,
+    /// Frames from this peer refused: stale incarnation, bad fragment
+    /// geometry, over limits.
+    pub rejected: u64,
+    /// Frames dropped because no pool buffer was free (the sender retransmits).
+    pub no_buffer: u64,
+    /// Partial messages discarded because the sender gave them up.
+    pub abandoned: u64,
+    pub acks_sent: u64,
+    pub acks_received: u64,
+    pub probe_timeouts: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// Drops that cannot be pinned on a configured peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub datagrams: u64,
+    /// Not icx at all (bad magic).
+    pub foreign: u64,
+    /// icx magic but undecodable.
+    pub malformed: u64,
+    pub corrupt: u64,
+    pub wrong_cluster: u64,
+    pub unknown_node: u64,
+    pub misdirected: u64,
+    pub stale: u64,
+}
+
+impl EndpointStats {
+    pub fn rejected(&self) -> u64 {
+        self.foreign
+            + self.malformed
+            + self.corrupt
+            + self.wrong_cluster
+            + self.unknown_node
+            + self.misdirected
+            + self.stale
+    }
+}
+
+/// An HdrHistogram of latencies in nanoseconds, 1 ns to 100 s, 3 digits.
+#[derive(Clone)]
+pub struct RttHistogram(Histogram<u64>);
+
+impl std::fmt::Debug for RttHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RttHistogram(n={}, p50={}ns)",
+            self.0.len(),
+            self.0.value_at_quantile(0.5)
+        )
+    }
+}
+
+impl RttHistogram {
+    const MAX_NS: u64 = 100_000_000_000;
+
+    pub fn new() -> Self {
+        // Cannot fail: the bounds are constants within hdrhistogram's limits.
+        RttHistogram(
+            Histogram::new_with_bounds(1, Self::MAX_NS, 3).expect("valid histogram bounds"),
+        )
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        let ns = (d.as_nanos() as u64).clamp(1, Self::MAX_NS);
+        // Cannot fail: the value is clamped into range.
+        let _ = self.0.record(ns);
+    }
+
+    pub fn inner(&self) -> &Histogram<u64> {
+        &self.0
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn quantile(&self, q: f64) -> Duration {
+        Duration::from_nanos(self.0.value_at_quantile(q))
+    }
+
+    pub fn merge(&mut self, other: &RttHistogram) {
+        let _ = self.0.add(&other.0);
+    }
+}
+
+impl Default for RttHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
