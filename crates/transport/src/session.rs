@@ -23,8 +23,14 @@ const MAX_ID_SPAN: u64 = 1 << 16;
 const MAX_REASSEMBLIES: usize = 1024;
 /// Frames acked per ack when nothing else forces one out.
 const ACK_EVERY: u32 = 4;
-/// A frame is lost once this many later frames have been acked (RFC 9002).
+/// A frame is lost once this many later frames have been acked (RFC 9002)...
 const PACKET_THRESHOLD: u64 = 3;
+/// ...a distance raised, up to this, each time a retransmission proves
+/// spurious (the network reorders more than assumed), as Linux TCP does.
+const MAX_PACKET_THRESHOLD: u64 = 64;
+/// How far below the largest acked a frame declared lost is remembered, so a
+/// late ack for it can be recognised as proof of reordering.
+const LOST_MEMORY: u64 = 256;
 /// Probe replies held for sending; more are dropped (the prober retries).
 const MAX_PROBE_REPLIES: usize = 4;
 
@@ -80,6 +86,8 @@ struct SentPacket {
     frag: u16,
     time: Instant,
     bytes: u32,
+    /// Declared lost (no longer in flight) but remembered for late acks.
+    lost: bool,
 }
 
 /// A message being reassembled in place.
@@ -137,6 +145,7 @@ pub(crate) struct Session {
     sent: VecDeque<Option<SentPacket>>,
     sent_base: u64,
     in_flight: usize,
+    reorder_threshold: u64,
     peer_credit: usize,
     largest_acked: Option<u64>,
     last_sent: Instant,
@@ -178,6 +187,7 @@ impl Session {
             sent: VecDeque::new(),
             sent_base: 1,
             in_flight: 0,
+            reorder_threshold: PACKET_THRESHOLD,
             peer_credit: cfg.window_bytes,
             largest_acked: None,
             last_sent: Instant::ZERO,
@@ -278,7 +288,15 @@ impl Session {
             self.queue.pop_front();
             self.cursor = self.cursor.saturating_sub(1);
         }
-        while matches!(self.sent.front(), Some(None)) {
+        let la = self.largest_acked.unwrap_or(0);
+        while let Some(front) = self.sent.front() {
+            let forget = match front {
+                None => true,
+                Some(p) => p.lost && self.sent_base + LOST_MEMORY <= la,
+            };
+            if !forget {
+                break;
+            }
             self.sent.pop_front();
             self.sent_base += 1;
         }
@@ -351,6 +369,7 @@ impl Session {
         let bytes = (DataRepr::HEADER_LEN + len) as u32;
         let msg_id = m.id;
         self.sent.push_back(Some(SentPacket {
+            lost: false,
             msg_id,
             frag,
             time: now,
@@ -446,9 +465,18 @@ impl Session {
             while seq <= hi {
                 let idx = (seq - self.sent_base) as usize;
                 if let Some(p) = self.sent.get_mut(idx).and_then(Option::take) {
-                    self.in_flight -= p.bytes as usize;
-                    if seq == largest {
-                        largest_sent_at = Some(p.time);
+                    if p.lost {
+                        // It arrived after all: the path reorders this far.
+                        self.stats.spurious_retransmits += 1;
+                        self.reorder_threshold = self
+                            .reorder_threshold
+                            .max(largest - seq + 1)
+                            .min(MAX_PACKET_THRESHOLD);
+                    } else {
+                        self.in_flight -= p.bytes as usize;
+                        if seq == largest {
+                            largest_sent_at = Some(p.time);
+                        }
                     }
                     self.ack_fragment(now, p.msg_id, p.frag, events, hist);
                 }
@@ -495,9 +523,11 @@ impl Session {
             if seq > la {
                 break;
             }
-            let Some(p) = self.sent[i] else { continue };
-            if seq + PACKET_THRESHOLD <= la || p.time + loss_delay <= now {
-                self.sent[i] = None;
+            let Some(p) = self.sent[i].as_mut().filter(|p| !p.lost) else {
+                continue;
+            };
+            if seq + self.reorder_threshold <= la || p.time + loss_delay <= now {
+                p.lost = true;
                 self.in_flight -= p.bytes as usize;
                 self.retx.push_back((p.msg_id, p.frag));
             } else {
@@ -526,8 +556,9 @@ impl Session {
         self.stats.probe_timeouts += 1;
         // Resend the oldest frames in flight; their acks restart the clock.
         let mut n = 0;
-        for slot in self.sent.iter_mut() {
-            if let Some(p) = slot.take() {
+        for p in self.sent.iter_mut().flatten() {
+            if !p.lost {
+                p.lost = true;
                 self.in_flight -= p.bytes as usize;
                 self.retx.push_back((p.msg_id, p.frag));
                 n += 1;
@@ -900,14 +931,12 @@ impl Session {
             && p.size as usize == self.max_udp
             && self.probe.state != PathState::Verified
         {
-            {
-                self.probe.state = PathState::Verified;
-                events.push_back(Event::PathVerified {
-                    peer: self.peer,
-                    mtu: self.path.mtu,
-                    max_udp_payload: self.max_udp,
-                });
-            }
+            self.probe.state = PathState::Verified;
+            events.push_back(Event::PathVerified {
+                peer: self.peer,
+                mtu: self.path.mtu,
+                max_udp_payload: self.max_udp,
+            });
         }
     }
 

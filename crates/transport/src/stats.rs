@@ -21,6 +21,9 @@ pub struct PeerStats {
     pub frames_received: u64,
     /// Data frames sent again after loss was detected or a probe timer fired.
     pub retransmitted: u64,
+    /// Frames declared lost whose original was acked later: reordering, not
+    /// loss. Each one widens the reordering threshold.
+    pub spurious_retransmits: u64,
     /// Frames from this peer that failed their CRC ('gc blocks corrupt').
     pub corrupt: u64,
     /// Frames or messages received again and suppressed.
