@@ -26,8 +26,15 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
     let mtu_udp = icx_wire::max_udp_payload(mtu, false);
     let plan_a = common::plan_sizes(seed, per_side);
     let plan_b = common::plan_sizes(seed ^ 0xb, per_side);
-    let blocks = plan_a.iter().chain(&plan_b).filter(|&&s| s == 8192 || s == 16384 || s == 32768).count();
-    assert!(blocks * 2 >= 2 * per_side, "at least half must be blocks ({blocks})");
+    let blocks = plan_a
+        .iter()
+        .chain(&plan_b)
+        .filter(|&&s| s == 8192 || s == 16384 || s == 32768)
+        .count();
+    assert!(
+        blocks * 2 >= 2 * per_side,
+        "at least half must be blocks ({blocks})"
+    );
 
     let mut sim = Sim::new(seed);
     let mut a = TNode::new(seed, A, 1, B, mtu, |_| {});
@@ -42,16 +49,35 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
 
     let done = sim.run_until_cond(Duration::from_secs(600), 50_000_000, |s| {
         let (a, b) = (s.node(A), s.node(B));
-        a.done_sending() && b.done_sending() && a.tally.delivered.len() == per_side && b.tally.delivered.len() == per_side
+        a.done_sending()
+            && b.done_sending()
+            && a.tally.delivered.len() == per_side
+            && b.tally.delivered.len() == per_side
     });
     let stats = sim.total_stats();
     for id in [A, B] {
         let n = sim.node(id);
-        assert!(n.tally.bad.is_empty(), "{id:?}: {:?}", &n.tally.bad[..n.tally.bad.len().min(10)]);
-        assert!(n.tally.lost.is_empty(), "{id:?} lost {:?}", &n.tally.lost[..n.tally.lost.len().min(10)]);
+        assert!(
+            n.tally.bad.is_empty(),
+            "{id:?}: {:?}",
+            &n.tally.bad[..n.tally.bad.len().min(10)]
+        );
+        assert!(
+            n.tally.lost.is_empty(),
+            "{id:?} lost {:?}",
+            &n.tally.lost[..n.tally.lost.len().min(10)]
+        );
     }
-    assert!(done, "exchange did not finish by t={:?}; link stats {stats:?}", sim.now());
-    assert!(sim.mtu_violations().is_empty(), "MTU violations: {:?}", &sim.mtu_violations()[..1]);
+    assert!(
+        done,
+        "exchange did not finish by t={:?}; link stats {stats:?}",
+        sim.now()
+    );
+    assert!(
+        sim.mtu_violations().is_empty(),
+        "MTU violations: {:?}",
+        &sim.mtu_violations()[..1]
+    );
     let (a, b) = (sim.node(A), sim.node(B));
     assert_eq!(a.tally.acked as usize, per_side);
     assert_eq!(b.tally.acked as usize, per_side);
@@ -63,11 +89,18 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
         .map(|n| n.ep.stats().corrupt + n.ep.stats().malformed + n.ep.stats().foreign)
         .sum();
     assert!(stats.corrupted > 0, "the link corrupted nothing: {stats:?}");
-    assert_eq!(caught, stats.corrupted, "corrupted {} but caught {caught}", stats.corrupted);
+    assert_eq!(
+        caught, stats.corrupted,
+        "corrupted {} but caught {caught}",
+        stats.corrupted
+    );
     let pa = a.ep.peer_stats(B).unwrap();
     let pb = b.ep.peer_stats(A).unwrap();
     assert!(pa.retransmitted > 0 && pb.retransmitted > 0);
-    assert!(pa.duplicate + pb.duplicate > 0, "duplicates were injected but none counted");
+    assert!(
+        pa.duplicate + pb.duplicate > 0,
+        "duplicates were injected but none counted"
+    );
     assert_eq!(pa.received + pb.received, 2 * per_side as u64);
     eprintln!(
         "seed {seed} mtu {mtu}: virtual {:?}, link {stats:?}, A->B retx {} dup {} corrupt {}, p50 {:?} p99 {:?}",

@@ -3,7 +3,10 @@
 //! so the receiver verifies contents and exactly-once delivery on its own.
 #![allow(dead_code)]
 
-use icx_core::{derive_seed, seeded_rng, BufferPool, Channel, ClusterId, Incarnation, Instant, NodeId, PoolConfig};
+use icx_core::{
+    derive_seed, seeded_rng, BufferPool, Channel, ClusterId, Incarnation, Instant, NodeId,
+    PoolConfig,
+};
 use icx_sim::Node;
 use icx_transport::{Config, Endpoint, Event, LossReason, PeerConfig, SendError};
 use rand::Rng;
@@ -69,7 +72,14 @@ pub struct TNode {
 }
 
 impl TNode {
-    pub fn new(seed: u64, id: NodeId, inc: u32, peer: NodeId, mtu: usize, cfg: impl FnOnce(&mut Config)) -> Self {
+    pub fn new(
+        seed: u64,
+        id: NodeId,
+        inc: u32,
+        peer: NodeId,
+        mtu: usize,
+        cfg: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut c = Config::new(CLUSTER, id, Incarnation(inc));
         cfg(&mut c);
         let mut ep = Endpoint::new(c, pool());
@@ -98,7 +108,9 @@ impl TNode {
     fn feed(&mut self, now: Instant) {
         while !self.paused && self.next < self.plan.len() && self.outstanding.len() < self.window {
             let len = self.plan[self.next];
-            let Some(mut buf) = self.ep.pool().alloc(len) else { return };
+            let Some(mut buf) = self.ep.pool().alloc(len) else {
+                return;
+            };
             fill(self.seed, self.id, self.next as u64, &mut buf);
             match self.ep.send(now, self.peer, Channel::Block, buf.freeze()) {
                 Ok(id) => {
@@ -115,12 +127,16 @@ impl TNode {
     fn drain_events(&mut self) {
         while let Some(ev) = self.ep.poll_event() {
             match ev {
-                Event::Delivered { peer, msg_id, data, .. } => {
+                Event::Delivered {
+                    peer, msg_id, data, ..
+                } => {
                     let idx = (msg_id - 1) as usize;
                     let count = self.tally.delivered.entry(msg_id).or_insert(0);
                     *count += 1;
                     if *count > 1 {
-                        self.tally.bad.push(format!("msg {msg_id} delivered {count} times"));
+                        self.tally
+                            .bad
+                            .push(format!("msg {msg_id} delivered {count} times"));
                     }
                     match self.peer_plan.get(idx) {
                         Some(&len) if len == data.len() => {
@@ -130,18 +146,25 @@ impl TNode {
                                 self.tally.bad.push(format!("msg {msg_id} content differs"));
                             }
                         }
-                        other => self.tally.bad.push(format!("msg {msg_id}: len {} vs plan {other:?}", data.len())),
+                        other => self.tally.bad.push(format!(
+                            "msg {msg_id}: len {} vs plan {other:?}",
+                            data.len()
+                        )),
                     }
                 }
                 Event::Acked { msg_id, .. } => {
                     if self.outstanding.remove(&msg_id).is_none() {
-                        self.tally.bad.push(format!("ack for unknown or resolved msg {msg_id}"));
+                        self.tally
+                            .bad
+                            .push(format!("ack for unknown or resolved msg {msg_id}"));
                     }
                     self.tally.acked += 1;
                 }
                 Event::Lost { msg_id, reason, .. } => {
                     if self.outstanding.remove(&msg_id).is_none() {
-                        self.tally.bad.push(format!("loss for unknown or resolved msg {msg_id}"));
+                        self.tally
+                            .bad
+                            .push(format!("loss for unknown or resolved msg {msg_id}"));
                     }
                     self.tally.lost.push((msg_id, reason));
                 }
