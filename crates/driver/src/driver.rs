@@ -1,0 +1,419 @@
+//! The minimal driver loop: one endpoint over one backend on one thread.
+//!
+//! The transport is sans-IO; this is the piece that feeds it the clock and
+//! the wire. Each [`Driver::turn`] receives a bounded batch, fires due
+//! timers, flushes what the endpoint wants to send, and only blocks when none
+//! of that found work. Events stay in the endpoint for the application to
+//! take, so the driver makes no policy decisions.
+
+use icx_core::{Backend, Channel, Clock, Instant, MonotonicClock, NodeId, SharedBuf, TxBatch};
+use icx_transport::{Endpoint, Event, PeerConfig, SendError};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Longest a turn blocks while frames the backend refused are waiting: the
+/// backend's `wait` only wakes for receives, not for send room.
+const BACKPRESSURE_WAIT: Duration = Duration::from_micros(50);
+
+/// Batch bounds, in multiples of the backend's `max_batch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Datagrams received per turn before timers and sending get their turn.
+    pub rx_batches: usize,
+    /// Datagrams pulled from the endpoint per turn, so a long send queue
+    /// cannot keep a turn from receiving acks.
+    pub tx_batches: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            rx_batches: 4,
+            tx_batches: 4,
+        }
+    }
+}
+
+/// What one turn did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TurnStats {
+    /// Datagrams fed to the endpoint.
+    pub received: usize,
+    /// Datagrams the backend took.
+    pub sent: usize,
+    /// The endpoint's timers were due and fired.
+    pub timeout_fired: bool,
+    /// Transmits for a peer with no address in the peer table, dropped.
+    pub unroutable: usize,
+    /// Frames still waiting because the backend refused them.
+    pub backlog: usize,
+    /// The turn blocked in `backend.wait`.
+    pub waited: bool,
+}
+
+impl TurnStats {
+    /// Nothing came in, went out or fired: the turn was free to block.
+    pub fn is_idle(&self) -> bool {
+        self.received == 0 && self.sent == 0 && !self.timeout_fired
+    }
+}
+
+/// Totals over all turns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    pub turns: u64,
+    pub received: u64,
+    pub sent: u64,
+    pub timeouts: u64,
+    pub unroutable: u64,
+    pub waits: u64,
+}
+
+/// Runs an [`Endpoint`] over a [`Backend`] with a [`Clock`].
+#[derive(Debug)]
+pub struct Driver<B: Backend, C: Clock = MonotonicClock> {
+    endpoint: Endpoint,
+    backend: B,
+    clock: C,
+    peers: HashMap<NodeId, SocketAddr>,
+    /// Reused every turn; holds frames the backend refused until next turn.
+    tx: TxBatch,
+    rx_budget: usize,
+    tx_budget: usize,
+    stats: DriverStats,
+}
+
+impl<B: Backend> Driver<B, MonotonicClock> {
+    /// A driver on the real monotonic clock.
+    pub fn new(endpoint: Endpoint, backend: B) -> io::Result<Self> {
+        Self::with_clock(
+            endpoint,
+            backend,
+            MonotonicClock::new(),
+            DriverConfig::default(),
+        )
+    }
+}
+
+impl<B: Backend, C: Clock> Driver<B, C> {
+    /// Registers the endpoint's pool with the backend, so zero-copy backends
+    /// can address the buffers frames point into.
+    pub fn with_clock(
+        endpoint: Endpoint,
+        mut backend: B,
+        clock: C,
+        cfg: DriverConfig,
+    ) -> io::Result<Self> {
+        backend.register_pool(endpoint.pool())?;
+        let batch = backend.capabilities().max_batch.max(1);
+        let tx_budget = batch * cfg.tx_batches.max(1);
+        Ok(Driver {
+            endpoint,
+            backend,
+            clock,
+            peers: HashMap::new(),
+            tx: TxBatch::with_capacity(tx_budget),
+            rx_budget: batch * cfg.rx_batches.max(1),
+            tx_budget,
+            stats: DriverStats::default(),
+        })
+    }
+
+    /// Adds the peer to the endpoint and its address to the peer table.
+    /// Refuses a path MTU the backend cannot carry: that mismatch would
+    /// otherwise show up only as loss.
+    pub fn add_peer(&mut self, peer: PeerConfig, addr: SocketAddr) -> io::Result<()> {
+        let need = peer.max_udp_payload();
+        let have = self.backend.capabilities().max_udp_payload;
+        if need > have {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "peer {} at {addr}: MTU {} needs {need}-byte datagrams, backend carries {have}",
+                    peer.node, peer.mtu
+                ),
+            ));
+        }
+        self.endpoint
+            .add_peer(peer)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.peers.insert(peer.node, addr);
+        Ok(())
+    }
+
+    /// Re-points a peer (e.g. it came back on another port).
+    pub fn set_peer_addr(&mut self, node: NodeId, addr: SocketAddr) -> Option<SocketAddr> {
+        self.peers.insert(node, addr)
+    }
+
+    pub fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.peers.get(&node).copied()
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// [`Endpoint::send`] at the driver's clock.
+    pub fn send(
+        &mut self,
+        peer: NodeId,
+        channel: Channel,
+        data: SharedBuf,
+    ) -> Result<u64, SendError> {
+        let now = self.clock.now();
+        self.endpoint.send(now, peer, channel, data)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.endpoint.poll_event()
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    pub fn stats(&self) -> DriverStats {
+        self.stats
+    }
+
+    /// Takes the endpoint and backend back, e.g. to restart a node.
+    pub fn into_parts(self) -> (Endpoint, B, C) {
+        (self.endpoint, self.backend, self.clock)
+    }
+
+    /// One pass: receive, fire timers, transmit; block for up to `max_wait`
+    /// (less if a timer is due sooner) only when the pass found nothing to do.
+    pub fn turn(&mut self, max_wait: Duration) -> io::Result<TurnStats> {
+        let mut ts = TurnStats::default();
+
+        let (endpoint, clock) = (&mut self.endpoint, &self.clock);
+        // The clock is read per datagram (a vDSO call) so that acks late in a
+        // big batch do not get early timestamps and shrink RTT samples.
+        // Foreign senders are fed too: the endpoint rejects and counts them.
+        ts.received = self.backend.recv(self.rx_budget, &mut |d| {
+            endpoint.handle_datagram(clock.now(), d.data);
+        })?;
+
+        let now = self.clock.now();
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+            ts.timeout_fired = true;
+        }
+
+        self.flush(now, &mut ts)?;
+
+        if ts.is_idle() {
+            let now = self.clock.now();
+            let mut wait = max_wait;
+            if let Some(t) = self.endpoint.poll_timeout() {
+                wait = wait.min(t.saturating_duration_since(now));
+            }
+            if !self.tx.is_empty() {
+                wait = wait.min(BACKPRESSURE_WAIT);
+            }
+            if !wait.is_zero() {
+                self.backend.wait(Some(wait))?;
+                ts.waited = true;
+            }
+        }
+
+        ts.backlog = self.tx.len();
+        let s = &mut self.stats;
+        s.turns += 1;
+        s.received += ts.received as u64;
+        s.sent += ts.sent as u64;
+        s.timeouts += u64::from(ts.timeout_fired);
+        s.unroutable += ts.unroutable as u64;
+        s.waits += u64::from(ts.waited);
+        Ok(ts)
+    }
+
+    /// Moves up to `tx_budget` transmits into the batch and offers it to the
+    /// backend until it is empty or refused.
+    fn flush(&mut self, now: Instant, ts: &mut TurnStats) -> io::Result<()> {
+        while self.tx.len() < self.tx_budget {
+            let Some(t) = self.endpoint.poll_transmit(now) else {
+                break;
+            };
+            match self.peers.get(&t.peer) {
+                Some(&dst) => self.tx.push_back(t.into_frame(dst)),
+                None => {
+                    ts.unroutable += 1;
+                    tracing::debug!(peer = %t.peer, "transmit for a peer with no address, dropped");
+                }
+            }
+        }
+        while !self.tx.is_empty() {
+            let n = self.backend.send(&mut self.tx)?;
+            ts.sent += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loopback::{LoopbackBackend, LoopbackNet};
+    use icx_core::{BufferPool, ClusterId, Incarnation, PoolConfig};
+    use icx_transport::Config;
+
+    fn endpoint(node: u16) -> Endpoint {
+        let pool = BufferPool::new(&PoolConfig::small(64 << 10, 64)).unwrap();
+        Endpoint::new(
+            Config::new(ClusterId(1), NodeId(node), Incarnation(1)),
+            pool,
+        )
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn pair(net: &LoopbackNet) -> (Driver<LoopbackBackend>, Driver<LoopbackBackend>) {
+        let mut a = Driver::new(endpoint(1), net.bind(addr(1)).unwrap()).unwrap();
+        let mut b = Driver::new(endpoint(2), net.bind(addr(2)).unwrap()).unwrap();
+        a.add_peer(PeerConfig::new(NodeId(2), 1500), addr(2))
+            .unwrap();
+        b.add_peer(PeerConfig::new(NodeId(1), 1500), addr(1))
+            .unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn two_drivers_on_one_thread_exchange_a_block() {
+        let net = LoopbackNet::with_mtu(1500);
+        let (mut a, mut b) = pair(&net);
+        let block: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        let buf = a.endpoint().pool().alloc_from(&block).unwrap().freeze();
+        let id = a.send(NodeId(2), Channel::Block, buf).unwrap();
+        let (mut delivered, mut acked) = (None, false);
+        for _ in 0..1000 {
+            a.turn(Duration::from_millis(1)).unwrap();
+            b.turn(Duration::from_millis(1)).unwrap();
+            while let Some(ev) = b.poll_event() {
+                if let Event::Delivered { data, .. } = ev {
+                    delivered = Some(data.to_vec());
+                }
+            }
+            while let Some(ev) = a.poll_event() {
+                if let Event::Acked { msg_id, .. } = ev {
+                    assert_eq!(msg_id, id);
+                    acked = true;
+                }
+            }
+            if acked && delivered.is_some() {
+                break;
+            }
+        }
+        assert_eq!(delivered.as_deref(), Some(&block[..]));
+        assert!(acked);
+        assert_eq!(net.stats().oversize, 0);
+        assert!(
+            a.stats().sent >= 6,
+            "8 KiB at MTU 1500 takes several frames"
+        );
+    }
+
+    #[test]
+    fn idle_turn_waits_at_most_max_wait() {
+        let net = LoopbackNet::new();
+        let mut a = Driver::new(endpoint(1), net.bind(addr(1)).unwrap()).unwrap();
+        let t = std::time::Instant::now();
+        let ts = a.turn(Duration::from_millis(20)).unwrap();
+        let spent = t.elapsed();
+        assert!(ts.is_idle() && ts.waited);
+        assert!(spent >= Duration::from_millis(20) && spent < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn turn_wakes_for_the_endpoints_timer() {
+        let net = LoopbackNet::new();
+        let (mut a, _b) = pair(&net);
+        // The new session probes its path at once and again after
+        // `probe_interval` (100 ms) while unanswered; a long max_wait must
+        // not delay the retry.
+        assert!(a.turn(Duration::from_secs(5)).unwrap().sent > 0);
+        let t = std::time::Instant::now();
+        let mut sent = 0;
+        while sent == 0 && t.elapsed() < Duration::from_secs(3) {
+            sent += a.turn(Duration::from_secs(5)).unwrap().sent;
+        }
+        assert!(sent > 0);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn peer_without_address_is_unroutable() {
+        let net = LoopbackNet::new();
+        let mut a = Driver::new(endpoint(1), net.bind(addr(1)).unwrap()).unwrap();
+        a.endpoint_mut()
+            .add_peer(PeerConfig::new(NodeId(3), 1500))
+            .unwrap();
+        let mut unroutable = 0;
+        for _ in 0..5 {
+            unroutable += a.turn(Duration::from_millis(1)).unwrap().unroutable;
+        }
+        assert!(unroutable > 0);
+        assert_eq!(a.stats().unroutable, unroutable as u64);
+        assert_eq!(net.stats().sent, 0);
+        a.set_peer_addr(NodeId(3), addr(3));
+        a.turn(Duration::from_millis(200)).unwrap();
+        assert_eq!(a.peer_addr(NodeId(3)), Some(addr(3)));
+    }
+
+    #[test]
+    fn refuses_a_path_mtu_the_backend_cannot_carry() {
+        let net = LoopbackNet::with_mtu(1500);
+        let mut a = Driver::new(endpoint(1), net.bind(addr(1)).unwrap()).unwrap();
+        let e = a
+            .add_peer(PeerConfig::new(NodeId(2), 9000), addr(2))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(a.endpoint().peers().next().is_none());
+        a.add_peer(PeerConfig::new(NodeId(2), 1500), addr(2))
+            .unwrap();
+    }
+
+    #[test]
+    fn foreign_datagrams_are_fed_and_counted() {
+        let net = LoopbackNet::new();
+        let mut a = Driver::new(endpoint(1), net.bind(addr(1)).unwrap()).unwrap();
+        let mut stranger = net.bind(addr(9)).unwrap();
+        let mut batch = TxBatch::new();
+        let mut header = icx_core::HeaderBuf::with_len(5).unwrap();
+        header.as_mut_slice().copy_from_slice(b"hello");
+        batch.push_back(icx_core::TxFrame {
+            dst: addr(1),
+            header,
+            payload: icx_core::Payload::EMPTY,
+        });
+        stranger.send(&mut batch).unwrap();
+        let ts = a.turn(Duration::ZERO).unwrap();
+        assert_eq!(ts.received, 1);
+        assert_eq!(a.endpoint().stats().rejected(), 1);
+        assert!(a.poll_event().is_none());
+    }
+}

@@ -1,0 +1,134 @@
+//! The hot path must not touch the heap: once warmed up, moving messages
+//! through driver, fault injector, loopback backend and transport allocates
+//! nothing per datagram. A counting global allocator checks that, counting
+//! only on the thread under test.
+
+use icx_core::{BufferPool, Channel, ClusterId, Duration, Incarnation, NodeId, PoolConfig};
+use icx_driver::{Driver, FaultConfig, FaultInjector, LoopbackBackend, LoopbackNet};
+use icx_transport::{Config, Endpoint, Event, PeerConfig};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_alloc() {
+    // try_with: the allocator may run while thread-locals are torn down.
+    let _ = COUNTING.try_with(|c| {
+        if c.get() {
+            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        }
+    });
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator, which
+// upholds GlobalAlloc's contract; the counting touches only const-initialised
+// thread-locals, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: the caller's layout obligations pass straight through.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: as for alloc.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_alloc();
+        // SAFETY: `ptr` came from this allocator (i.e. System) with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator (i.e. System) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counted<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    ALLOCS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    (r, ALLOCS.with(|a| a.get()))
+}
+
+type Node = Driver<FaultInjector<LoopbackBackend>>;
+
+fn node(net: &LoopbackNet, me: u16, peer: u16) -> Node {
+    let addr = |n: u16| SocketAddr::from(([127, 0, 0, 1], 7000 + n));
+    let pool = BufferPool::new(&PoolConfig::default_blocks()).unwrap();
+    let ep = Endpoint::new(Config::new(ClusterId(3), NodeId(me), Incarnation(1)), pool);
+    let be = FaultInjector::new(
+        net.bind(addr(me)).unwrap(),
+        FaultConfig::tx_loss(0.05, u64::from(me)),
+    );
+    let mut d = Driver::new(ep, be).unwrap();
+    d.add_peer(PeerConfig::new(NodeId(peer), 1500), addr(peer))
+        .unwrap();
+    d
+}
+
+/// Ships `n` 8 KiB blocks from `a` to `b` (at most 64 in flight) on this
+/// thread; returns the datagrams moved.
+fn ship(a: &mut Node, b: &mut Node, n: u32) -> u64 {
+    let before = a.stats().sent + b.stats().sent;
+    let (mut sent, mut acked, mut delivered) = (0u32, 0u32, 0u32);
+    let start = std::time::Instant::now();
+    while acked < n || delivered < n {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        while sent < n && sent - acked < 64 {
+            let Some(mut buf) = a.endpoint().pool().alloc(8192) else {
+                break;
+            };
+            buf[..4].copy_from_slice(&sent.to_le_bytes());
+            if a.send(NodeId(2), Channel::Block, buf.freeze()).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        a.turn(Duration::ZERO).unwrap();
+        b.turn(Duration::ZERO).unwrap();
+        while let Some(ev) = a.poll_event() {
+            match ev {
+                Event::Acked { .. } => acked += 1,
+                Event::Lost { .. } => panic!("lost a message"),
+                _ => {}
+            }
+        }
+        while let Some(ev) = b.poll_event() {
+            if let Event::Delivered { data, .. } = ev {
+                assert_eq!(data.len(), 8192);
+                delivered += 1;
+            }
+        }
+    }
+    a.stats().sent + b.stats().sent - before
+}
+
+#[test]
+fn steady_state_allocates_nothing_per_datagram() {
+    let (_, n) = counted(|| std::hint::black_box(Vec::<u8>::with_capacity(16)));
+    assert_eq!(n, 1, "the counting allocator counts");
+    let net = LoopbackNet::with_mtu(1500);
+    let mut a = node(&net, 1, 2);
+    let mut b = node(&net, 2, 1);
+    // Warm-up: queues, maps and windows grow to their working size.
+    ship(&mut a, &mut b, 3000);
+    let (datagrams, allocs) = counted(|| ship(&mut a, &mut b, 3000));
+    eprintln!("{datagrams} datagrams, {allocs} heap allocations");
+    assert!(datagrams > 3000 * 6);
+    assert_eq!(allocs, 0, "heap allocations in steady state");
+}
