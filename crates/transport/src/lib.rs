@@ -189,6 +189,8 @@ pub enum SendError {
     },
     /// The peer's queue is full: back off and retry after acks drain it.
     QueueFull,
+    /// The pool has no buffer for the copy `send_bytes` makes.
+    NoBuffer,
 }
 
 impl fmt::Display for SendError {
@@ -199,6 +201,7 @@ impl fmt::Display for SendError {
                 write!(f, "message of {len} bytes exceeds max {max}")
             }
             SendError::QueueFull => write!(f, "send queue full"),
+            SendError::NoBuffer => write!(f, "no free pool buffer"),
         }
     }
 }
@@ -424,7 +427,7 @@ impl Endpoint {
         channel: Channel,
         bytes: &[u8],
     ) -> Result<u64, SendError> {
-        let buf = self.pool.alloc_from(bytes).ok_or(SendError::QueueFull)?;
+        let buf = self.pool.alloc_from(bytes).ok_or(SendError::NoBuffer)?;
         self.send(now, peer, channel, buf.freeze())
     }
 
