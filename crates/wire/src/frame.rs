@@ -163,11 +163,13 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     fn check(&self) -> Result<(), WireError> {
         let b = self.buf.as_ref();
+        // Magic first, so a short stray datagram counts as foreign, not as
+        // a damaged icx frame.
+        if b.len() < field::MAGIC.end || be16(b, field::MAGIC) != MAGIC {
+            return Err(WireError::BadMagic);
+        }
         if b.len() < HEADER_LEN {
             return Err(WireError::Truncated);
-        }
-        if be16(b, field::MAGIC) != MAGIC {
-            return Err(WireError::BadMagic);
         }
         if b[field::VERSION] != VERSION {
             return Err(WireError::UnsupportedVersion(b[field::VERSION]));

@@ -1,0 +1,23 @@
+//! The plain kernel-socket UDP backend for icx.
+//!
+//! [`SocketBackend`] implements [`icx_core::Backend`] over one non-blocking
+//! UDP socket with `sendmmsg`/`recvmmsg`. It is the last-resort fallback when
+//! io_uring is unavailable and the in-run baseline that the io_uring and DPDK
+//! backends are benchmarked against, so it stays simple: no GSO, GRO or
+//! zero-copy, but no user-space copy of block data either (each datagram is
+//! gathered from the frame's header and its pool-buffer slice) and no heap
+//! allocation per call.
+//!
+//! Linux only: it relies on `sendmmsg`, `recvmmsg`, `ppoll`, SO_REUSEPORT,
+//! SO_*BUFFORCE and IP(V6)_MTU_DISCOVER.
+
+#[cfg(target_os = "linux")]
+mod socket;
+#[cfg(target_os = "linux")]
+mod sys;
+
+#[cfg(target_os = "linux")]
+pub use socket::{
+    BufferGrant, SocketBackend, SocketConfig, SocketStats, DEFAULT_MAX_BATCH, DEFAULT_RX_BUF_SIZE,
+    DEFAULT_SOCKET_BUFFER, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6,
+};

@@ -1,0 +1,705 @@
+//! [`SocketBackend`]: one non-blocking kernel UDP socket, batched with
+//! `sendmmsg`/`recvmmsg`.
+//!
+//! It is the floor every host has: the fallback when io_uring is missing or
+//! refused, and the baseline the faster backends are measured against in the
+//! same run. It never lets a failure mode of seed 002 hide: DF is always set
+//! (a datagram over the path MTU is refused with EMSGSIZE and counted, never
+//! fragmented by IP), a socket buffer the kernel clamped is logged with the
+//! sysctl to raise, and truncated receives are counted, not delivered.
+
+use crate::sys::{self, decode_addr, empty_mmsghdr, empty_storage, encode_addr, route_addr};
+use icx_core::{Backend, Capabilities, RxDatagram, TxBatch};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Largest UDP payload of an IPv4 datagram (65535 - 20 - 8).
+pub const MAX_UDP_PAYLOAD_V4: usize = 65507;
+/// The IPv6 equivalent with DF set: the 40-byte header counts against the
+/// 65535-byte IP limit as icx-wire reckons it (65535 - 40 - 8).
+pub const MAX_UDP_PAYLOAD_V6: usize = 65487;
+/// Socket buffer requested by default, each way: a few window's worth, so a
+/// burst does not overflow the receive queue (seed 002, cause 2).
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams per `sendmmsg`/`recvmmsg` call by default.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+/// Receive slot size by default: holds any UDP datagram, so nothing sent
+/// within `max_udp_payload` is ever truncated.
+pub const DEFAULT_RX_BUF_SIZE: usize = 64 << 10;
+/// The kernel's cap on messages per `sendmmsg`/`recvmmsg` call (UIO_MAXIOV).
+const MAX_MMSG: usize = 1024;
+/// Failed receive calls tolerated in one `recv` before it gives up for now;
+/// each consumes a pending socket error, so this only bounds a storm.
+const MAX_RECV_ERRORS_PER_CALL: usize = 8;
+
+/// How to open a [`SocketBackend`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// SO_RCVBUF to request, in bytes (0: keep the kernel default).
+    pub recv_buffer: usize,
+    /// SO_SNDBUF to request, in bytes (0: keep the kernel default).
+    pub send_buffer: usize,
+    /// Try SO_RCVBUFFORCE/SO_SNDBUFFORCE first, which pass the sysctl caps
+    /// but need CAP_NET_ADMIN; without it the plain options are used.
+    pub force_buffers: bool,
+    /// Set SO_REUSEPORT so one socket per core can share the port.
+    pub reuse_port: bool,
+    /// Largest UDP payload advertised to the driver, which refuses peers
+    /// whose MTU needs more. Not enforced here: with DF set, the kernel is
+    /// the judge of what fits the path, and says so with EMSGSIZE.
+    pub max_udp_payload: usize,
+    /// Datagrams per `sendmmsg`/`recvmmsg` call, 1..=1024.
+    pub max_batch: usize,
+    /// Bytes per receive slot; longer datagrams are counted as truncated and
+    /// dropped. `max_batch` slots are allocated once, at bind.
+    pub rx_buf_size: usize,
+}
+
+impl SocketConfig {
+    /// Defaults for `addr`: 4 MiB buffers each way (forced when allowed),
+    /// SO_REUSEPORT, the family's largest payload, batches of 64.
+    pub fn new(addr: SocketAddr) -> Self {
+        SocketConfig {
+            addr,
+            recv_buffer: DEFAULT_SOCKET_BUFFER,
+            send_buffer: DEFAULT_SOCKET_BUFFER,
+            force_buffers: true,
+            reuse_port: true,
+            max_udp_payload: if addr.is_ipv6() {
+                MAX_UDP_PAYLOAD_V6
+            } else {
+                MAX_UDP_PAYLOAD_V4
+            },
+            max_batch: DEFAULT_MAX_BATCH,
+            rx_buf_size: DEFAULT_RX_BUF_SIZE,
+        }
+    }
+
+    fn validate(&self) -> io::Result<()> {
+        let bad = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        if self.max_batch == 0 || self.max_batch > MAX_MMSG {
+            return bad(format!(
+                "max_batch {} not in 1..={MAX_MMSG}",
+                self.max_batch
+            ));
+        }
+        if self.rx_buf_size == 0 || self.rx_buf_size > u32::MAX as usize {
+            return bad(format!("rx_buf_size {} out of range", self.rx_buf_size));
+        }
+        if self.max_udp_payload == 0 {
+            return bad("max_udp_payload must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A socket buffer size: what was asked for and what the kernel granted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferGrant {
+    pub requested: usize,
+    /// As read back with getsockopt, halved: Linux doubles the value to
+    /// cover its bookkeeping, and the halved one compares with `requested`.
+    pub granted: usize,
+    /// Granted through SO_*BUFFORCE, past the sysctl cap.
+    pub forced: bool,
+}
+
+impl BufferGrant {
+    /// The kernel gave less than was asked (net.core.{r,w}mem_max).
+    pub fn clamped(&self) -> bool {
+        self.granted < self.requested
+    }
+}
+
+/// What the backend has seen. Datagram counts, except `eagain` (refused
+/// calls) and `send_calls`/`recv_calls` (syscalls made).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    /// Datagrams the kernel accepted.
+    pub sent: u64,
+    /// Datagrams handed to a `recv` callback.
+    pub received: u64,
+    /// Sends refused with EAGAIN/ENOBUFS (send buffer full); the frames stay
+    /// in the batch.
+    pub eagain: u64,
+    /// Datagrams refused with EMSGSIZE (over the path MTU, DF set), dropped.
+    pub emsgsize: u64,
+    /// Datagrams dropped for any other send error (ECONNREFUSED left by an
+    /// ICMP port unreachable, EPERM from a firewall, an unreachable family).
+    pub send_errors: u64,
+    /// Failed receive calls other than "nothing to read".
+    pub recv_errors: u64,
+    /// Datagrams longer than a receive slot, dropped.
+    pub truncated: u64,
+    pub send_calls: u64,
+    pub recv_calls: u64,
+    pub recv_buffer: BufferGrant,
+    pub send_buffer: BufferGrant,
+}
+
+/// Log-once flags: the first occurrence is a warning with details, the rest
+/// only counters, so a misconfigured peer cannot flood the log.
+#[derive(Debug, Default)]
+struct Warned {
+    emsgsize: bool,
+    send_error: bool,
+    truncated: bool,
+    recv_error: bool,
+}
+
+/// Scratch for `sendmmsg`: one header, two iovecs (icx header, payload slice)
+/// and one address per datagram, allocated once at bind.
+struct TxArrays {
+    msgs: Vec<libc::mmsghdr>,
+    iovs: Vec<[libc::iovec; 2]>,
+    addrs: Vec<libc::sockaddr_storage>,
+}
+
+/// Scratch for `recvmmsg`: `max_batch` slots of `slot` bytes in one
+/// allocation, with their headers, iovecs and source addresses.
+struct RxArrays {
+    msgs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_storage>,
+    buf: Box<[u8]>,
+    slot: usize,
+}
+
+// SAFETY: the raw pointers inside these arrays are scratch. Every one is
+// rewritten just before the syscall that reads it and is never dereferenced
+// by Rust code; they point only into the arrays' own heap memory or into
+// frames borrowed for the length of one `send` call. Moving the arrays to
+// another thread therefore moves nothing that is shared.
+unsafe impl Send for TxArrays {}
+// SAFETY: as for TxArrays.
+unsafe impl Send for RxArrays {}
+
+const EMPTY_IOV: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
+impl TxArrays {
+    fn new(n: usize) -> Self {
+        TxArrays {
+            msgs: (0..n).map(|_| empty_mmsghdr()).collect(),
+            iovs: vec![[EMPTY_IOV; 2]; n],
+            addrs: (0..n).map(|_| empty_storage()).collect(),
+        }
+    }
+
+    /// Describes up to `want` frames from the front of `batch`, stopping
+    /// before the first whose address this socket's family cannot reach.
+    /// The iovecs point into the frames: no byte is copied in user space.
+    fn prepare(&mut self, batch: &TxBatch, want: usize, v6: bool) -> usize {
+        let mut n = 0;
+        for frame in batch.iter().take(want.min(self.msgs.len())) {
+            let Some(dst) = route_addr(frame.dst, v6) else {
+                break;
+            };
+            let namelen = encode_addr(dst, &mut self.addrs[n]);
+            let (h, p) = (frame.header.as_slice(), frame.payload.as_slice());
+            // The kernel only reads through these; `*mut` is iovec's type.
+            self.iovs[n] = [
+                libc::iovec {
+                    iov_base: h.as_ptr() as *mut libc::c_void,
+                    iov_len: h.len(),
+                },
+                libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                },
+            ];
+            let m = &mut self.msgs[n];
+            m.msg_len = 0;
+            m.msg_hdr.msg_namelen = namelen;
+            m.msg_hdr.msg_iovlen = if p.is_empty() { 1 } else { 2 };
+            m.msg_hdr.msg_control = std::ptr::null_mut();
+            m.msg_hdr.msg_controllen = 0;
+            m.msg_hdr.msg_flags = 0;
+            n += 1;
+        }
+        // Pointers last, from one base each, so no later borrow of an
+        // element can invalidate them.
+        let (addrs, iovs) = (self.addrs.as_mut_ptr(), self.iovs.as_mut_ptr());
+        for (i, m) in self.msgs[..n].iter_mut().enumerate() {
+            m.msg_hdr.msg_name = addrs.wrapping_add(i).cast();
+            m.msg_hdr.msg_iov = iovs.wrapping_add(i).cast();
+        }
+        n
+    }
+}
+
+impl RxArrays {
+    fn new(n: usize, slot: usize) -> Self {
+        RxArrays {
+            msgs: (0..n).map(|_| empty_mmsghdr()).collect(),
+            iovs: vec![EMPTY_IOV; n],
+            addrs: (0..n).map(|_| empty_storage()).collect(),
+            // Zeroed, so the allocator hands out untouched pages: a slot
+            // costs memory only once a datagram that long has landed in it.
+            buf: vec![0u8; n * slot].into_boxed_slice(),
+            slot,
+        }
+    }
+
+    /// Points the first `n` headers at their slots and resets what the
+    /// kernel overwrites (address length, flags).
+    fn prepare(&mut self, n: usize) {
+        let (buf, addrs, iovs) = (
+            self.buf.as_mut_ptr(),
+            self.addrs.as_mut_ptr(),
+            self.iovs.as_mut_ptr(),
+        );
+        for i in 0..n {
+            self.iovs[i] = libc::iovec {
+                iov_base: buf.wrapping_add(i * self.slot).cast(),
+                iov_len: self.slot,
+            };
+        }
+        for (i, m) in self.msgs[..n].iter_mut().enumerate() {
+            m.msg_len = 0;
+            m.msg_hdr.msg_name = addrs.wrapping_add(i).cast();
+            m.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_iov = iovs.wrapping_add(i);
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = std::ptr::null_mut();
+            m.msg_hdr.msg_controllen = 0;
+            m.msg_hdr.msg_flags = 0;
+        }
+    }
+}
+
+/// A plain UDP socket as an icx [`Backend`].
+pub struct SocketBackend {
+    fd: OwnedFd,
+    addr: SocketAddr,
+    v6: bool,
+    caps: Capabilities,
+    tx: TxArrays,
+    rx: RxArrays,
+    stats: SocketStats,
+    /// The last send hit EAGAIN: `wait` then also wakes for send room, so
+    /// refused frames go out as soon as the kernel drains the buffer.
+    tx_blocked: bool,
+    warned: Warned,
+}
+
+impl fmt::Debug for SocketBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketBackend")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("addr", &self.addr)
+            .field("caps", &self.caps)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn with_context(e: io::Error, what: impl fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Requests a socket buffer size and reports what the kernel granted,
+/// warning when it clamped the request.
+fn set_buffer(fd: RawFd, recv: bool, requested: usize, force: bool) -> io::Result<BufferGrant> {
+    let (opt, force_opt, sysctl, what) = if recv {
+        (
+            libc::SO_RCVBUF,
+            libc::SO_RCVBUFFORCE,
+            "net.core.rmem_max",
+            "receive",
+        )
+    } else {
+        (
+            libc::SO_SNDBUF,
+            libc::SO_SNDBUFFORCE,
+            "net.core.wmem_max",
+            "send",
+        )
+    };
+    let mut forced = false;
+    if requested > 0 {
+        // The kernel doubles the value and keeps it below INT_MAX.
+        let val = requested.min(i32::MAX as usize / 2) as libc::c_int;
+        if force {
+            match sys::set_int(fd, libc::SOL_SOCKET, force_opt, val) {
+                Ok(()) => forced = true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "SO_{}BUFFORCE refused (needs CAP_NET_ADMIN); using the capped option", if recv { "RCV" } else { "SND" })
+                }
+            }
+        }
+        if !forced {
+            sys::set_int(fd, libc::SOL_SOCKET, opt, val)
+                .map_err(|e| with_context(e, format_args!("set {what} buffer to {requested}")))?;
+        }
+    }
+    let granted = sys::get_int(fd, libc::SOL_SOCKET, opt)? as usize / 2;
+    let g = BufferGrant {
+        requested,
+        granted,
+        forced,
+    };
+    if g.clamped() {
+        tracing::warn!(
+            requested,
+            granted,
+            sysctl,
+            "socket {what} buffer clamped by the kernel: bursts beyond it are dropped \
+             (the 'UDP buffer overflow' cause of 'gc block lost'); raise it with \
+             `sysctl -w {sysctl}={requested}` or run with CAP_NET_ADMIN"
+        );
+    }
+    Ok(g)
+}
+
+impl SocketBackend {
+    /// Opens, configures and binds the socket.
+    ///
+    /// With port 0 and `reuse_port`, SO_REUSEPORT is set only after the bind:
+    /// set before, Linux's ephemeral-port search treats ports held by other
+    /// SO_REUSEPORT sockets of the same user as free, and two port-0 binds
+    /// can land on one port and split each other's traffic.
+    pub fn bind(cfg: SocketConfig) -> io::Result<SocketBackend> {
+        cfg.validate()?;
+        let v6 = cfg.addr.is_ipv6();
+        let fd = sys::udp_socket(v6)?;
+        let raw = fd.as_raw_fd();
+
+        // DF on every datagram: the kernel refuses (EMSGSIZE) instead of
+        // fragmenting, since icx fragments by itself and IP reassembly
+        // failures are a cause of lost blocks it must not have.
+        if v6 {
+            sys::set_int(
+                raw,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+            )
+            .map_err(|e| with_context(e, "IPV6_MTU_DISCOVER"))?;
+            // IPv4-mapped traffic on a dual-stack socket follows the IPv4
+            // option; harmless where that traffic cannot occur.
+            if let Err(e) = sys::set_int(
+                raw,
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+            ) {
+                tracing::debug!(error = %e, "IP_MTU_DISCOVER on an IPv6 socket refused");
+            }
+        } else {
+            sys::set_int(
+                raw,
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+            )
+            .map_err(|e| with_context(e, "IP_MTU_DISCOVER"))?;
+        }
+
+        let recv_buffer = set_buffer(raw, true, cfg.recv_buffer, cfg.force_buffers)?;
+        let send_buffer = set_buffer(raw, false, cfg.send_buffer, cfg.force_buffers)?;
+
+        let reuse_before_bind = cfg.reuse_port && cfg.addr.port() != 0;
+        if reuse_before_bind {
+            sys::set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+                .map_err(|e| with_context(e, "SO_REUSEPORT"))?;
+        }
+        sys::bind(&fd, cfg.addr).map_err(|e| with_context(e, format_args!("bind {}", cfg.addr)))?;
+        if cfg.reuse_port && !reuse_before_bind {
+            sys::set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+                .map_err(|e| with_context(e, "SO_REUSEPORT"))?;
+        }
+        let addr = sys::local_addr(&fd)?;
+        tracing::debug!(%addr, ?recv_buffer, ?send_buffer, "udp socket backend bound");
+
+        Ok(SocketBackend {
+            fd,
+            addr,
+            v6,
+            caps: Capabilities {
+                max_udp_payload: cfg.max_udp_payload,
+                max_batch: cfg.max_batch,
+                gso: false,
+                gro: false,
+                zero_copy_send: false,
+                registered_buffers: false,
+            },
+            tx: TxArrays::new(cfg.max_batch),
+            rx: RxArrays::new(cfg.max_batch, cfg.rx_buf_size),
+            stats: SocketStats {
+                recv_buffer,
+                send_buffer,
+                ..SocketStats::default()
+            },
+            tx_blocked: false,
+            warned: Warned::default(),
+        })
+    }
+
+    pub fn stats(&self) -> SocketStats {
+        self.stats
+    }
+
+    /// Reads back the path-MTU mode: true when the socket sends with DF set
+    /// and never fragments (IP(V6)_PMTUDISC_DO).
+    pub fn dont_fragment(&self) -> io::Result<bool> {
+        let (level, opt, want) = if self.v6 {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+            )
+        } else {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+            )
+        };
+        Ok(sys::get_int(self.fd.as_raw_fd(), level, opt)? == want)
+    }
+
+    /// Datagrams the kernel dropped on this socket, mostly for a full
+    /// receive buffer: the overflow the sender only sees as loss.
+    pub fn kernel_drops(&self) -> io::Result<u64> {
+        let m = sys::meminfo(self.fd.as_raw_fd())?;
+        Ok(u64::from(m[libc::SK_MEMINFO_DROPS as usize]))
+    }
+
+    fn drop_front(&mut self, batch: &mut TxBatch, err: &io::Error) {
+        let Some(frame) = batch.pop_front() else {
+            return;
+        };
+        if err.raw_os_error() == Some(libc::EMSGSIZE) {
+            self.stats.emsgsize += 1;
+            if !std::mem::replace(&mut self.warned.emsgsize, true) {
+                tracing::warn!(
+                    src = %self.addr, dst = %frame.dst, len = frame.len(),
+                    "udp: datagram larger than the path MTU refused (DF set, never \
+                     fragmented) and dropped; check the MTU configured for this peer. \
+                     Further ones are only counted"
+                );
+            }
+        } else {
+            self.stats.send_errors += 1;
+            if !std::mem::replace(&mut self.warned.send_error, true) {
+                tracing::warn!(
+                    src = %self.addr, dst = %frame.dst, len = frame.len(), error = %err,
+                    "udp: send failed, datagram dropped; further send errors are only counted"
+                );
+            }
+        }
+    }
+}
+
+impl AsRawFd for SocketBackend {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for SocketBackend {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Errors that mean the socket itself is unusable, not one datagram.
+fn is_fatal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::EFAULT | libc::ENOTSOCK | libc::EOPNOTSUPP)
+    )
+}
+
+impl Backend for SocketBackend {
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends up to `max_batch` frames with as few `sendmmsg` calls as the
+    /// kernel allows. EAGAIN leaves the rest in `batch`; a datagram the
+    /// kernel refuses for itself (EMSGSIZE, ECONNREFUSED, ...) is counted
+    /// and dropped, since retrying it would fail the same way.
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
+        let limit = self.caps.max_batch;
+        let mut taken = 0;
+        while taken < limit && !batch.is_empty() {
+            let n = self.tx.prepare(batch, limit - taken, self.v6);
+            if n == 0 {
+                // The front frame's family does not match the socket's.
+                let e = io::Error::from_raw_os_error(libc::EAFNOSUPPORT);
+                self.drop_front(batch, &e);
+                taken += 1;
+                continue;
+            }
+            self.stats.send_calls += 1;
+            // SAFETY: `msgs[..n]` were filled by `prepare` just now: each
+            // points at its own address and iovecs in `self.tx`, and the
+            // iovecs at header/payload bytes of frames in `batch`, which is
+            // borrowed and unchanged until the call returns. The kernel only
+            // reads the data and writes `msg_len`.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    self.tx.msgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                let r = r as usize;
+                batch.drain(..r);
+                taken += r;
+                self.stats.sent += r as u64;
+                self.tx_blocked = false;
+                // A short count means the next datagram failed; the next
+                // call reports why.
+                continue;
+            }
+            if r == 0 {
+                // Not expected for vlen > 0; treat as "no room now".
+                break;
+            }
+            let e = sys::last_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN | libc::ENOBUFS) => {
+                    self.stats.eagain += 1;
+                    self.tx_blocked = true;
+                    break;
+                }
+                _ if is_fatal(&e) => {
+                    return Err(with_context(e, format_args!("sendmmsg on {}", self.addr)))
+                }
+                _ => {
+                    self.drop_front(batch, &e);
+                    taken += 1;
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Receives with `recvmmsg` until `max` datagrams were read or the
+    /// socket is drained. Truncated datagrams are counted, not handed over,
+    /// but count against `max` so one call stays bounded.
+    fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
+        let (mut budget, mut handed, mut errors) = (max, 0usize, 0usize);
+        while budget > 0 {
+            let want = budget.min(self.rx.msgs.len());
+            self.rx.prepare(want);
+            self.stats.recv_calls += 1;
+            // SAFETY: `msgs[..want]` were set by `prepare` to point at their
+            // own slot (of `slot` bytes inside `buf`), iovec and address in
+            // `self.rx`, all live and not otherwise borrowed during the call.
+            let r = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    self.rx.msgs.as_mut_ptr(),
+                    want as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r < 0 {
+                let e = sys::last_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => continue,
+                    _ if is_fatal(&e) => {
+                        return Err(with_context(e, format_args!("recvmmsg on {}", self.addr)))
+                    }
+                    _ => {
+                        // A pending socket error (e.g. an ICMP report) is
+                        // consumed by the failed call; the data is still there.
+                        self.stats.recv_errors += 1;
+                        if !std::mem::replace(&mut self.warned.recv_error, true) {
+                            tracing::warn!(addr = %self.addr, error = %e, "udp: receive error; further ones are only counted");
+                        }
+                        errors += 1;
+                        if errors >= MAX_RECV_ERRORS_PER_CALL {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let got = r as usize;
+            budget -= got;
+            let rx = &self.rx;
+            for (i, m) in rx.msgs[..got].iter().enumerate() {
+                if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    self.stats.truncated += 1;
+                    if !std::mem::replace(&mut self.warned.truncated, true) {
+                        tracing::warn!(
+                            addr = %self.addr, slot = rx.slot,
+                            "udp: datagram longer than the receive slot, dropped; \
+                             further ones are only counted"
+                        );
+                    }
+                    continue;
+                }
+                let Some(src) = decode_addr(&rx.addrs[i], m.msg_hdr.msg_namelen) else {
+                    self.stats.recv_errors += 1;
+                    continue;
+                };
+                let start = i * rx.slot;
+                let len = (m.msg_len as usize).min(rx.slot);
+                f(RxDatagram {
+                    src,
+                    data: &rx.buf[start..start + len],
+                });
+                handed += 1;
+            }
+            if got < want {
+                // Drained: another call would only say EAGAIN.
+                break;
+            }
+        }
+        self.stats.received += handed as u64;
+        Ok(handed)
+    }
+
+    /// Blocks in `ppoll` until the socket is readable (or, after EAGAIN,
+    /// writable) or `timeout` passes. `ppoll` rather than `poll` keeps
+    /// sub-millisecond timeouts (the driver's 50 µs backpressure wait) exact
+    /// instead of rounding them to 0 or 1 ms.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN | if self.tx_blocked { libc::POLLOUT } else { 0 },
+            revents: 0,
+        };
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `pfd` is one live pollfd, `tsp` null or a live timespec,
+        // and a null signal mask leaves the mask unchanged.
+        let r = unsafe { libc::ppoll(&mut pfd, 1, tsp, std::ptr::null()) };
+        if r < 0 {
+            let e = sys::last_error();
+            // A signal is an early return, which the contract allows.
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(with_context(e, "ppoll"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! Thin, checked wrappers over the socket calls the backend makes, so the
+//! backend itself reads as policy and every `unsafe` sits next to its reason.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// The errno of the last failed call, as an `io::Error`.
+pub(crate) fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// Turns a `-1` return into the errno.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(last_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A non-blocking, close-on-exec UDP socket of the address's family.
+pub(crate) fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain syscall with constant arguments; no pointers involved.
+    let fd = check(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_UDP,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn set_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value points at a live c_int and its exact size is passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live locals; the kernel writes at most `len` bytes.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
+/// The kernel's SO_MEMINFO counters (`SK_MEMINFO_*` indices).
+pub(crate) fn meminfo(fd: RawFd) -> io::Result<[u32; 9]> {
+    let mut v = [0u32; 9];
+    let mut len = size_of::<[u32; 9]>() as libc::socklen_t;
+    // SAFETY: `v` is a live array of `len` bytes; the kernel copies at most that.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            v.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
+pub(crate) fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    let mut ss = empty_storage();
+    let len = encode_addr(addr, &mut ss);
+    // SAFETY: `ss` holds a sockaddr of `len` valid bytes for the socket's family.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    let mut ss = empty_storage();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` is a live sockaddr_storage and `len` its size; the kernel
+    // writes at most that many bytes and updates `len`.
+    check(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    decode_addr(&ss, len).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "getsockname: unexpected address family",
+        )
+    })
+}
+
+/// An all-zero `mmsghdr`: null pointers, zero lengths.
+pub(crate) fn empty_mmsghdr() -> libc::mmsghdr {
+    // SAFETY: mmsghdr is plain old data (integers and nullable raw
+    // pointers); all-zeroes is a valid value on every libc.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+pub(crate) fn empty_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all-zeroes is a valid value.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+/// Writes `addr` as a C sockaddr into `out` and returns its length.
+pub(crate) fn encode_addr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for every
+            // sockaddr type, so the write stays in bounds and aligned.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as for the IPv4 case.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// Reads a C sockaddr the kernel filled in; `None` for other families or a
+/// short length. IPv4-mapped IPv6 sources come back as IPv4, matching how
+/// the backend maps IPv4 destinations on an IPv6 socket.
+pub(crate) fn decode_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match libc::c_int::from(ss.ss_family) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is aligned for it.
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    port,
+                    u32::from_be(sin6.sin6_flowinfo),
+                    sin6.sin6_scope_id,
+                )),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `dst` as the socket's family can address it: IPv4 goes v4-mapped on an
+/// IPv6 socket; an IPv6 destination on an IPv4 socket only if v4-mapped.
+pub(crate) fn route_addr(dst: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
+    match (dst, v6_socket) {
+        (SocketAddr::V4(_), false) | (SocketAddr::V6(_), true) => Some(dst),
+        (SocketAddr::V4(a), true) => Some(SocketAddr::V6(SocketAddrV6::new(
+            a.ip().to_ipv6_mapped(),
+            a.port(),
+            0,
+            0,
+        ))),
+        (SocketAddr::V6(a), false) => a
+            .ip()
+            .to_ipv4_mapped()
+            .map(|ip| SocketAddr::V4(SocketAddrV4::new(ip, a.port()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_round_trips() {
+        for s in [
+            "127.0.0.1:7000",
+            "[::1]:9",
+            "[fe80::1%3]:65535",
+            "0.0.0.0:0",
+        ] {
+            let a: SocketAddr = s.parse().unwrap();
+            let mut ss = empty_storage();
+            let len = encode_addr(a, &mut ss);
+            assert_eq!(decode_addr(&ss, len), Some(a), "{s}");
+            assert_eq!(decode_addr(&ss, len - 1), None, "short length {s}");
+        }
+    }
+
+    #[test]
+    fn mapped_addresses() {
+        let v4: SocketAddr = "10.1.2.3:5".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:5".parse().unwrap();
+        assert_eq!(route_addr(v4, true), Some(mapped));
+        assert_eq!(route_addr(mapped, false), Some(v4));
+        assert_eq!(route_addr("[::1]:5".parse().unwrap(), false), None);
+        let mut ss = empty_storage();
+        let len = encode_addr(mapped, &mut ss);
+        assert_eq!(decode_addr(&ss, len), Some(v4));
+    }
+}
