@@ -11,6 +11,7 @@ use crate::pool::{BufferPool, SharedBuf};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Room for the largest header-only frame (an ack with all its ranges).
@@ -184,6 +185,16 @@ pub struct RxDatagram<'a> {
     pub data: &'a [u8],
 }
 
+/// Interrupts a backend's [`Backend::wait`] from another thread.
+///
+/// Wake-ups are latched: a `wake` that lands while nobody waits makes the
+/// next `wait` return at once. Several wakes before one `wait` may coalesce
+/// into one early return. Cheap enough to call per cross-core handoff, but
+/// callers should skip it when the waiter is known to be running.
+pub trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
 /// A datagram device under the driver: io_uring, plain sockets, DPDK,
 /// in-process loopback, or a wrapper around one of them.
 pub trait Backend {
@@ -209,6 +220,14 @@ pub trait Backend {
     /// Blocks until a datagram may be ready or `timeout` passes (`None`: no
     /// limit). May return early; callers re-check.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// A handle that makes a `wait` (current or next) return early, for a
+    /// per-core runtime whose other threads hand this core work. `None`
+    /// (the default) means the backend cannot be woken: such a caller must
+    /// cap its waits instead.
+    fn waker(&self) -> Option<Arc<dyn Wake>> {
+        None
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Box<B> {
@@ -229,5 +248,8 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         (**self).wait(timeout)
+    }
+    fn waker(&self) -> Option<Arc<dyn Wake>> {
+        (**self).waker()
     }
 }

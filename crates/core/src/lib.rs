@@ -13,7 +13,7 @@ pub mod pool;
 pub mod rng;
 pub mod time;
 
-pub use backend::{Backend, Capabilities, HeaderBuf, Payload, RxDatagram, TxBatch, TxFrame};
+pub use backend::{Backend, Capabilities, HeaderBuf, Payload, RxDatagram, TxBatch, TxFrame, Wake};
 pub use id::{Channel, ClusterId, Incarnation, NodeId};
 pub use pool::{BufferPool, HugePages, PoolBuf, PoolConfig, SharedBuf, SizeClass};
 pub use rng::{derive_seed, seeded_rng, SeededRng};

@@ -6,7 +6,9 @@
 //! can cut and heal a link from another thread while the driver owns the
 //! backend.
 
-use icx_core::{seeded_rng, Backend, BufferPool, Capabilities, RxDatagram, SeededRng, TxBatch};
+use icx_core::{
+    seeded_rng, Backend, BufferPool, Capabilities, RxDatagram, SeededRng, TxBatch, Wake,
+};
 use rand::Rng;
 use std::io;
 use std::net::SocketAddr;
@@ -388,6 +390,10 @@ impl<B: Backend> Backend for FaultInjector<B> {
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.inner.wait(timeout)
+    }
+
+    fn waker(&self) -> Option<Arc<dyn Wake>> {
+        self.inner.waker()
     }
 }
 

@@ -3,12 +3,26 @@
 //! Besides the driver loop this crate holds the backends that need nothing
 //! from the host: [`loopback`], an in-process network for tests and the demo,
 //! and [`fault`], a wrapper that makes any backend lossy on purpose.
+//!
+//! [`Driver`] runs one endpoint on the caller's thread; [`Runtime`] runs a
+//! node on one pinned thread per core, with peers hashed to cores and
+//! cross-core handoff through the SPSC rings of [`spsc`]. `unsafe` is
+//! confined to the ring and CPU pinning.
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+mod affinity;
 mod driver;
 pub mod fault;
 pub mod loopback;
+pub mod runtime;
+#[allow(unsafe_code)]
+pub mod spsc;
 
 pub use driver::{Driver, DriverConfig, DriverStats, TurnStats};
 pub use fault::{FaultConfig, FaultHandle, FaultInjector, FaultStats};
 pub use loopback::{LoopbackBackend, LoopbackConfig, LoopbackNet, LoopbackStats};
+pub use runtime::{
+    owner_core, CoreSnapshot, CoreStats, NodeEvent, Runtime, RuntimeConfig, RuntimeSnapshot,
+    SubmitError,
+};

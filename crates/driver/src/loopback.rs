@@ -8,7 +8,7 @@
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use icx_core::{
-    Backend, BufferPool, Capabilities, PoolBuf, PoolConfig, RxDatagram, SizeClass, TxBatch,
+    Backend, BufferPool, Capabilities, PoolBuf, PoolConfig, RxDatagram, SizeClass, TxBatch, Wake,
 };
 use std::collections::HashMap;
 use std::io;
@@ -287,11 +287,14 @@ impl LoopbackNet {
             },
         );
         drop(hub);
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         Ok(LoopbackBackend {
             net: self.inner.clone(),
             addr,
             id,
             rx,
+            wake_tx,
+            wake_rx,
             parked: None,
             peers: HashMap::new(),
             rx_overflow,
@@ -307,6 +310,10 @@ pub struct LoopbackBackend {
     addr: SocketAddr,
     id: u64,
     rx: Receiver<Queued>,
+    /// A latched wake-up for [`Backend::waker`]: one slot, so repeated
+    /// wakes coalesce and a wake before `wait` is not lost.
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
     /// What `wait` received, handed out first by the next `recv`.
     parked: Option<Queued>,
     /// Destination ports looked up before, so steady-state sends skip the hub lock.
@@ -480,14 +487,40 @@ impl Backend for LoopbackBackend {
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if self.parked.is_some() || !self.rx.is_empty() {
+            // Consume a pending wake-up too: this return serves it.
+            let _ = self.wake_rx.try_recv();
             return Ok(());
         }
+        // `select!` keeps its handles on the stack: no allocation per wait.
         let got = match timeout {
-            Some(t) => self.rx.recv_timeout(t).ok(),
-            None => self.rx.recv().ok(),
+            Some(t) => crossbeam_channel::select! {
+                recv(self.rx) -> m => m.ok(),
+                recv(self.wake_rx) -> _ => None,
+                default(t) => None,
+            },
+            None => crossbeam_channel::select! {
+                recv(self.rx) -> m => m.ok(),
+                recv(self.wake_rx) -> _ => None,
+            },
         };
         self.parked = got;
         Ok(())
+    }
+
+    fn waker(&self) -> Option<Arc<dyn Wake>> {
+        Some(Arc::new(LoopbackWaker(self.wake_tx.clone())))
+    }
+}
+
+/// Wakes a [`LoopbackBackend`] blocked in `wait`.
+#[derive(Debug)]
+struct LoopbackWaker(Sender<()>);
+
+impl Wake for LoopbackWaker {
+    fn wake(&self) {
+        // Full means a wake-up is already pending; disconnected means the
+        // backend is gone. Either way there is nothing to do.
+        let _ = self.0.try_send(());
     }
 }
 
@@ -690,6 +723,31 @@ mod tests {
         a.send(&mut batch).unwrap();
         assert_eq!(drain(&mut b), vec![(a.local_addr(), b"3".to_vec())]);
         assert_eq!(net.inner.pool.in_use(), 0);
+    }
+
+    #[test]
+    fn waker_interrupts_and_latches() {
+        let net = LoopbackNet::new();
+        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
+        let w = a.waker().unwrap();
+        // Latched: a wake before the wait makes it return at once.
+        w.wake();
+        w.wake();
+        let t = std::time::Instant::now();
+        a.wait(Some(Duration::from_secs(10))).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // Coalesced: the two wakes above were one; this wait times out.
+        let t = std::time::Instant::now();
+        a.wait(Some(Duration::from_millis(20))).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        // From another thread, into an unbounded wait.
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.wake();
+        });
+        a.wait(None).unwrap();
+        h.join().unwrap();
+        assert_eq!(a.queued(), 0);
     }
 
     #[test]

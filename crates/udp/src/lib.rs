@@ -14,10 +14,15 @@
 #[cfg(target_os = "linux")]
 mod socket;
 #[cfg(target_os = "linux")]
-mod sys;
+pub mod sys;
+#[cfg(target_os = "linux")]
+mod wake;
+#[cfg(target_os = "linux")]
+pub use wake::EventFd;
 
 #[cfg(target_os = "linux")]
 pub use socket::{
-    BufferGrant, SocketBackend, SocketConfig, SocketStats, DEFAULT_MAX_BATCH, DEFAULT_RX_BUF_SIZE,
-    DEFAULT_SOCKET_BUFFER, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6,
+    bind_socket, BoundSocket, BufferGrant, SocketBackend, SocketConfig, SocketStats,
+    DEFAULT_MAX_BATCH, DEFAULT_RX_BUF_SIZE, DEFAULT_SOCKET_BUFFER, MAX_UDP_PAYLOAD_V4,
+    MAX_UDP_PAYLOAD_V6,
 };

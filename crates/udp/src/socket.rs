@@ -9,11 +9,12 @@
 //! sysctl to raise, and truncated receives are counted, not delivered.
 
 use crate::sys::{self, decode_addr, empty_mmsghdr, empty_storage, encode_addr, route_addr};
-use icx_core::{Backend, Capabilities, RxDatagram, TxBatch};
+use icx_core::{Backend, Capabilities, RxDatagram, TxBatch, Wake};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Largest UDP payload of an IPv4 datagram (65535 - 20 - 8).
@@ -289,6 +290,8 @@ pub struct SocketBackend {
     /// refused frames go out as soon as the kernel drains the buffer.
     tx_blocked: bool,
     warned: Warned,
+    /// Created by the first [`Backend::waker`] call; `wait` then also polls it.
+    wake: OnceLock<Option<Arc<crate::EventFd>>>,
 }
 
 impl fmt::Debug for SocketBackend {
@@ -360,64 +363,94 @@ fn set_buffer(fd: RawFd, recv: bool, requested: usize, force: bool) -> io::Resul
     Ok(g)
 }
 
+/// A configured, bound UDP socket: what [`bind_socket`] hands back.
+#[derive(Debug)]
+pub struct BoundSocket {
+    pub fd: OwnedFd,
+    /// The address actually bound (the chosen port when 0 was asked for).
+    pub addr: SocketAddr,
+    pub recv_buffer: BufferGrant,
+    pub send_buffer: BufferGrant,
+}
+
+/// Opens, configures and binds a non-blocking UDP socket the way every icx
+/// socket backend must: DF set (`IP(V6)_PMTUDISC_DO`), socket buffers sized
+/// from `cfg` with a warning when the kernel clamps them, and SO_REUSEPORT
+/// set after a port-0 bind (before a fixed-port bind).
+///
+/// With port 0 and `reuse_port`, SO_REUSEPORT is set only after the bind:
+/// set before, Linux's ephemeral-port search treats ports held by other
+/// SO_REUSEPORT sockets of the same user as free, and two port-0 binds can
+/// land on one port and split each other's traffic.
+pub fn bind_socket(cfg: &SocketConfig) -> io::Result<BoundSocket> {
+    cfg.validate()?;
+    let v6 = cfg.addr.is_ipv6();
+    let fd = sys::udp_socket(v6)?;
+    let raw = fd.as_raw_fd();
+
+    // DF on every datagram: the kernel refuses (EMSGSIZE) instead of
+    // fragmenting, since icx fragments by itself and IP reassembly
+    // failures are a cause of lost blocks it must not have.
+    if v6 {
+        sys::set_int(
+            raw,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+        .map_err(|e| with_context(e, "IPV6_MTU_DISCOVER"))?;
+        // IPv4-mapped traffic on a dual-stack socket follows the IPv4
+        // option; harmless where that traffic cannot occur.
+        if let Err(e) = sys::set_int(
+            raw,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        ) {
+            tracing::debug!(error = %e, "IP_MTU_DISCOVER on an IPv6 socket refused");
+        }
+    } else {
+        sys::set_int(
+            raw,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+        .map_err(|e| with_context(e, "IP_MTU_DISCOVER"))?;
+    }
+
+    let recv_buffer = set_buffer(raw, true, cfg.recv_buffer, cfg.force_buffers)?;
+    let send_buffer = set_buffer(raw, false, cfg.send_buffer, cfg.force_buffers)?;
+
+    let reuse_before_bind = cfg.reuse_port && cfg.addr.port() != 0;
+    if reuse_before_bind {
+        sys::set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+            .map_err(|e| with_context(e, "SO_REUSEPORT"))?;
+    }
+    sys::bind(&fd, cfg.addr).map_err(|e| with_context(e, format_args!("bind {}", cfg.addr)))?;
+    if cfg.reuse_port && !reuse_before_bind {
+        sys::set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+            .map_err(|e| with_context(e, "SO_REUSEPORT"))?;
+    }
+    let addr = sys::local_addr(&fd)?;
+    Ok(BoundSocket {
+        fd,
+        addr,
+        recv_buffer,
+        send_buffer,
+    })
+}
+
 impl SocketBackend {
-    /// Opens, configures and binds the socket.
-    ///
-    /// With port 0 and `reuse_port`, SO_REUSEPORT is set only after the bind:
-    /// set before, Linux's ephemeral-port search treats ports held by other
-    /// SO_REUSEPORT sockets of the same user as free, and two port-0 binds
-    /// can land on one port and split each other's traffic.
+    /// Opens, configures and binds the socket (see [`bind_socket`]).
     pub fn bind(cfg: SocketConfig) -> io::Result<SocketBackend> {
-        cfg.validate()?;
+        let BoundSocket {
+            fd,
+            addr,
+            recv_buffer,
+            send_buffer,
+        } = bind_socket(&cfg)?;
         let v6 = cfg.addr.is_ipv6();
-        let fd = sys::udp_socket(v6)?;
-        let raw = fd.as_raw_fd();
-
-        // DF on every datagram: the kernel refuses (EMSGSIZE) instead of
-        // fragmenting, since icx fragments by itself and IP reassembly
-        // failures are a cause of lost blocks it must not have.
-        if v6 {
-            sys::set_int(
-                raw,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_DO,
-            )
-            .map_err(|e| with_context(e, "IPV6_MTU_DISCOVER"))?;
-            // IPv4-mapped traffic on a dual-stack socket follows the IPv4
-            // option; harmless where that traffic cannot occur.
-            if let Err(e) = sys::set_int(
-                raw,
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_DO,
-            ) {
-                tracing::debug!(error = %e, "IP_MTU_DISCOVER on an IPv6 socket refused");
-            }
-        } else {
-            sys::set_int(
-                raw,
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_DO,
-            )
-            .map_err(|e| with_context(e, "IP_MTU_DISCOVER"))?;
-        }
-
-        let recv_buffer = set_buffer(raw, true, cfg.recv_buffer, cfg.force_buffers)?;
-        let send_buffer = set_buffer(raw, false, cfg.send_buffer, cfg.force_buffers)?;
-
-        let reuse_before_bind = cfg.reuse_port && cfg.addr.port() != 0;
-        if reuse_before_bind {
-            sys::set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
-                .map_err(|e| with_context(e, "SO_REUSEPORT"))?;
-        }
-        sys::bind(&fd, cfg.addr).map_err(|e| with_context(e, format_args!("bind {}", cfg.addr)))?;
-        if cfg.reuse_port && !reuse_before_bind {
-            sys::set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
-                .map_err(|e| with_context(e, "SO_REUSEPORT"))?;
-        }
-        let addr = sys::local_addr(&fd)?;
         tracing::debug!(%addr, ?recv_buffer, ?send_buffer, "udp socket backend bound");
 
         Ok(SocketBackend {
@@ -441,6 +474,7 @@ impl SocketBackend {
             },
             tx_blocked: false,
             warned: Warned::default(),
+            wake: OnceLock::new(),
         })
     }
 
@@ -674,15 +708,25 @@ impl Backend for SocketBackend {
     }
 
     /// Blocks in `ppoll` until the socket is readable (or, after EAGAIN,
-    /// writable) or `timeout` passes. `ppoll` rather than `poll` keeps
-    /// sub-millisecond timeouts (the driver's 50 µs backpressure wait) exact
-    /// instead of rounding them to 0 or 1 ms.
+    /// writable), the [`waker`](Backend::waker) fires, or `timeout` passes.
+    /// `ppoll` rather than `poll` keeps sub-millisecond timeouts (the
+    /// driver's 50 µs backpressure wait) exact instead of rounding them to
+    /// 0 or 1 ms.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN | if self.tx_blocked { libc::POLLOUT } else { 0 },
-            revents: 0,
-        };
+        let wake = self.wake.get().and_then(Option::as_ref);
+        let mut pfds = [
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN | if self.tx_blocked { libc::POLLOUT } else { 0 },
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.map_or(-1, |w| w.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let nfds: libc::nfds_t = if wake.is_some() { 2 } else { 1 };
         let ts = timeout.map(|t| libc::timespec {
             tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
             tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -690,9 +734,9 @@ impl Backend for SocketBackend {
         let tsp = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `pfd` is one live pollfd, `tsp` null or a live timespec,
-        // and a null signal mask leaves the mask unchanged.
-        let r = unsafe { libc::ppoll(&mut pfd, 1, tsp, std::ptr::null()) };
+        // SAFETY: `pfds[..nfds]` are live pollfds, `tsp` null or a live
+        // timespec, and a null signal mask leaves the mask unchanged.
+        let r = unsafe { libc::ppoll(pfds.as_mut_ptr(), nfds, tsp, std::ptr::null()) };
         if r < 0 {
             let e = sys::last_error();
             // A signal is an early return, which the contract allows.
@@ -700,6 +744,25 @@ impl Backend for SocketBackend {
                 return Err(with_context(e, "ppoll"));
             }
         }
+        if let Some(w) = wake {
+            if pfds[1].revents != 0 {
+                w.drain();
+            }
+        }
         Ok(())
+    }
+
+    /// An eventfd polled alongside the socket, created on first use (one
+    /// extra fd per socket that a runtime drives). `None` if the kernel
+    /// refuses an eventfd (logged once): the caller then caps its waits.
+    fn waker(&self) -> Option<Arc<dyn Wake>> {
+        let w = self.wake.get_or_init(|| match crate::EventFd::new() {
+            Ok(e) => Some(Arc::new(e)),
+            Err(e) => {
+                tracing::warn!(addr = %self.addr, error = %e, "udp: no eventfd for wake-ups; waits will be capped instead");
+                None
+            }
+        });
+        w.clone().map(|w| w as Arc<dyn Wake>)
     }
 }

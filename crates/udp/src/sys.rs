@@ -1,5 +1,6 @@
 //! Thin, checked wrappers over the socket calls the backend makes, so the
 //! backend itself reads as policy and every `unsafe` sits next to its reason.
+//! Public so that other socket backends (icx-uring) share them.
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
@@ -7,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The errno of the last failed call, as an `io::Error`.
-pub(crate) fn last_error() -> io::Error {
+pub fn last_error() -> io::Error {
     io::Error::last_os_error()
 }
 
@@ -21,7 +22,7 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// A non-blocking, close-on-exec UDP socket of the address's family.
-pub(crate) fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
+pub fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
     let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain syscall with constant arguments; no pointers involved.
     let fd = check(unsafe {
@@ -35,12 +36,7 @@ pub(crate) fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub(crate) fn set_int(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    v: libc::c_int,
-) -> io::Result<()> {
+pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
     // SAFETY: the option value points at a live c_int and its exact size is passed.
     check(unsafe {
         libc::setsockopt(
@@ -54,7 +50,7 @@ pub(crate) fn set_int(
     .map(drop)
 }
 
-pub(crate) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+pub fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `v` and `len` are live locals; the kernel writes at most `len` bytes.
@@ -71,7 +67,7 @@ pub(crate) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::R
 }
 
 /// The kernel's SO_MEMINFO counters (`SK_MEMINFO_*` indices).
-pub(crate) fn meminfo(fd: RawFd) -> io::Result<[u32; 9]> {
+pub fn meminfo(fd: RawFd) -> io::Result<[u32; 9]> {
     let mut v = [0u32; 9];
     let mut len = size_of::<[u32; 9]>() as libc::socklen_t;
     // SAFETY: `v` is a live array of `len` bytes; the kernel copies at most that.
@@ -87,7 +83,7 @@ pub(crate) fn meminfo(fd: RawFd) -> io::Result<[u32; 9]> {
     Ok(v)
 }
 
-pub(crate) fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+pub fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
     let mut ss = empty_storage();
     let len = encode_addr(addr, &mut ss);
     // SAFETY: `ss` holds a sockaddr of `len` valid bytes for the socket's family.
@@ -101,7 +97,7 @@ pub(crate) fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
     .map(drop)
 }
 
-pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     let mut ss = empty_storage();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `ss` is a live sockaddr_storage and `len` its size; the kernel
@@ -122,19 +118,19 @@ pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
 }
 
 /// An all-zero `mmsghdr`: null pointers, zero lengths.
-pub(crate) fn empty_mmsghdr() -> libc::mmsghdr {
+pub fn empty_mmsghdr() -> libc::mmsghdr {
     // SAFETY: mmsghdr is plain old data (integers and nullable raw
     // pointers); all-zeroes is a valid value on every libc.
     unsafe { MaybeUninit::zeroed().assume_init() }
 }
 
-pub(crate) fn empty_storage() -> libc::sockaddr_storage {
+pub fn empty_storage() -> libc::sockaddr_storage {
     // SAFETY: sockaddr_storage is plain old data; all-zeroes is a valid value.
     unsafe { MaybeUninit::zeroed().assume_init() }
 }
 
 /// Writes `addr` as a C sockaddr into `out` and returns its length.
-pub(crate) fn encode_addr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub fn encode_addr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -170,7 +166,7 @@ pub(crate) fn encode_addr(addr: SocketAddr, out: &mut libc::sockaddr_storage) ->
 /// Reads a C sockaddr the kernel filled in; `None` for other families or a
 /// short length. IPv4-mapped IPv6 sources come back as IPv4, matching how
 /// the backend maps IPv4 destinations on an IPv6 socket.
-pub(crate) fn decode_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+pub fn decode_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let len = len as usize;
     match libc::c_int::from(ss.ss_family) {
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
@@ -206,7 +202,7 @@ pub(crate) fn decode_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> 
 
 /// `dst` as the socket's family can address it: IPv4 goes v4-mapped on an
 /// IPv6 socket; an IPv6 destination on an IPv4 socket only if v4-mapped.
-pub(crate) fn route_addr(dst: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
+pub fn route_addr(dst: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
     match (dst, v6_socket) {
         (SocketAddr::V4(_), false) | (SocketAddr::V6(_), true) => Some(dst),
         (SocketAddr::V4(a), true) => Some(SocketAddr::V6(SocketAddrV6::new(

@@ -1,0 +1,176 @@
+//! Shared by the runtime tests: per-core SocketBackends on one port, message
+//! contents derived from (seed, index), and a probe of which core's socket
+//! the kernel's SO_REUSEPORT hash picks for a flow.
+#![allow(dead_code)]
+
+use icx_core::{
+    derive_seed, seeded_rng, Backend, BufferPool, Channel, ClusterId, Duration, HeaderBuf,
+    Incarnation, NodeId, Payload, PoolConfig, TxBatch, TxFrame,
+};
+use icx_driver::{FaultConfig, FaultInjector, RuntimeConfig};
+use icx_transport::Config;
+use icx_udp::{SocketBackend, SocketConfig};
+use rand::{Rng, RngCore};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+pub const CLUSTER: ClusterId = ClusterId(7);
+/// Messages 0..TINY are 1..=TINY bytes long: too short to carry their index,
+/// so the receiver recognises them by length (each length occurs once).
+pub const TINY: u32 = 3;
+pub const INDEX_LEN: usize = 4;
+
+/// The length of message `i`: at least half are exactly 8, 16 or 32 KiB;
+/// the rest spread log-uniformly from 4 B to 64 KiB.
+pub fn msg_len(seed: u64, i: u32) -> usize {
+    if i < TINY {
+        return i as usize + 1;
+    }
+    let mut r = seeded_rng(derive_seed(seed, u64::from(i)));
+    if r.random_bool(0.5) {
+        [8 << 10, 16 << 10, 32 << 10][r.random_range(0..3)]
+    } else {
+        let exp = r.random_range(2.0..16.0f64);
+        (2f64.powf(exp) as usize).clamp(INDEX_LEN, 64 << 10)
+    }
+}
+
+/// Fills `out` with message `i`'s contents: index first, then seeded bytes.
+pub fn fill_msg(seed: u64, i: u32, out: &mut [u8]) {
+    if out.len() < INDEX_LEN {
+        out.fill(i as u8 ^ 0xA5);
+        return;
+    }
+    out[..INDEX_LEN].copy_from_slice(&i.to_le_bytes());
+    seeded_rng(derive_seed(seed ^ 0xC0FFEE, u64::from(i))).fill_bytes(&mut out[INDEX_LEN..]);
+}
+
+/// Which message `data` claims to be, before its contents are checked.
+pub fn msg_index(data: &[u8]) -> u32 {
+    if data.len() < INDEX_LEN {
+        data.len() as u32 - 1
+    } else {
+        u32::from_le_bytes(data[..INDEX_LEN].try_into().unwrap())
+    }
+}
+
+/// Checks a delivered message against (seed, index); returns its index.
+pub fn check_msg(seed: u64, data: &[u8], scratch: &mut Vec<u8>) -> u32 {
+    let i = msg_index(data);
+    let len = msg_len(seed, i);
+    assert_eq!(data.len(), len, "message {i} length");
+    scratch.resize(len, 0);
+    fill_msg(seed, i, scratch);
+    assert!(data == &scratch[..], "message {i} contents differ");
+    i
+}
+
+pub fn transport(node: NodeId, incarnation: u32) -> Config {
+    let mut cfg = Config::new(CLUSTER, node, Incarnation(incarnation));
+    // Deadlines are not under test, and other builds share the machine.
+    cfg.deadline = [Duration::from_secs(60); Channel::COUNT];
+    cfg.max_rto = Duration::from_millis(200);
+    cfg
+}
+
+pub fn runtime_config(node: NodeId, incarnation: u32, cores: usize) -> RuntimeConfig {
+    let pool = BufferPool::new(&PoolConfig::default_blocks()).unwrap();
+    let mut rc = RuntimeConfig::new(transport(node, incarnation), pool, cores);
+    // Two CPUs here: pin core i to CPU i modulo what the host has.
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    rc.cpus = (0..cores).map(|i| i % ncpu).collect();
+    rc.shutdown_timeout = std::time::Duration::from_secs(10);
+    rc
+}
+
+/// `cores` sockets sharing one port on 127.0.0.1: the first binds port 0
+/// (or `port`), the rest join its port with SO_REUSEPORT.
+pub fn bind_node(cores: usize, port: u16) -> (Vec<SocketBackend>, SocketAddr) {
+    let first = bind_retry(SocketAddr::from(([127, 0, 0, 1], port)));
+    let addr = first.local_addr();
+    let mut v = vec![first];
+    for _ in 1..cores {
+        v.push(bind_retry(addr));
+    }
+    (v, addr)
+}
+
+fn bind_retry(addr: SocketAddr) -> SocketBackend {
+    let mut last = None;
+    for _ in 0..50 {
+        match SocketBackend::bind(SocketConfig::new(addr)) {
+            Ok(b) => return b,
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+    panic!("bind {addr}: {:?}", last);
+}
+
+/// A factory handing out pre-bound sockets, each wrapped in a fault
+/// injector dropping `tx_drop` of sent datagrams.
+pub fn factory(
+    sockets: Vec<SocketBackend>,
+    tx_drop: f64,
+    seed: u64,
+) -> impl Fn(usize) -> io::Result<FaultInjector<SocketBackend>> + Send + Sync + 'static {
+    let slots: Arc<Vec<Mutex<Option<SocketBackend>>>> =
+        Arc::new(sockets.into_iter().map(|s| Mutex::new(Some(s))).collect());
+    move |core| {
+        let s = slots
+            .get(core)
+            .and_then(|m| m.lock().unwrap().take())
+            .ok_or_else(|| io::Error::other(format!("no socket for core {core}")))?;
+        Ok(FaultInjector::new(
+            s,
+            FaultConfig::tx_loss(tx_drop, derive_seed(seed, core as u64)),
+        ))
+    }
+}
+
+/// Which of `to`'s sockets the kernel hands a datagram from `from`'s port:
+/// SO_REUSEPORT picks by a hash of the 4-tuple, the same for every datagram
+/// of the flow and blind to icx ownership.
+pub fn reuseport_choice(from: &mut SocketBackend, to: &mut [SocketBackend]) -> usize {
+    let dst = to[0].local_addr();
+    let mut header = HeaderBuf::with_len(5).unwrap();
+    header.as_mut_slice().copy_from_slice(b"probe");
+    let mut batch = TxBatch::new();
+    batch.push_back(TxFrame {
+        dst,
+        header,
+        payload: Payload::EMPTY,
+    });
+    while !batch.is_empty() {
+        from.send(&mut batch).unwrap();
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        for (i, s) in to.iter_mut().enumerate() {
+            let mut got = false;
+            s.recv(16, &mut |d| got |= d.data == b"probe").unwrap();
+            if got {
+                return i;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("probe to {dst} never arrived");
+}
+
+/// Process CPU time (user + system) so far.
+pub fn cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage writes one rusage into the zeroed local.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a live, writable rusage.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(r, 0);
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
