@@ -205,12 +205,20 @@ impl<B: Backend, C: Clock> Driver<B, C> {
     pub fn turn(&mut self, max_wait: Duration) -> io::Result<TurnStats> {
         let mut ts = TurnStats::default();
 
-        let (endpoint, clock) = (&mut self.endpoint, &self.clock);
+        // A server that accepts unknown peers learns (and follows) each
+        // peer's address from its accepted frames; configured addresses are
+        // otherwise fixed.
+        let learn = self.endpoint.config().accept_unknown.is_some();
+        let (endpoint, clock, peers) = (&mut self.endpoint, &self.clock, &mut self.peers);
         // The clock is read per datagram (a vDSO call) so that acks late in a
         // big batch do not get early timestamps and shrink RTT samples.
         // Foreign senders are fed too: the endpoint rejects and counts them.
         ts.received = self.backend.recv(self.rx_budget, &mut |d| {
-            endpoint.handle_datagram(clock.now(), d.data);
+            if let Some(node) = endpoint.handle_datagram(clock.now(), d.data) {
+                if learn && peers.get(&node) != Some(&d.src) {
+                    peers.insert(node, d.src);
+                }
+            }
         })?;
 
         let now = self.clock.now();

@@ -171,6 +171,9 @@ pub enum NodeEvent {
         tag: u64,
         error: SendError,
     },
+    /// A session was created for an unconfigured node (only when the
+    /// transport config has `accept_unknown`).
+    PeerAdded { peer: NodeId },
     PeerRestarted {
         peer: NodeId,
         incarnation: Incarnation,
@@ -1222,6 +1225,7 @@ impl<B: Backend> Core<B> {
             Event::PeerRestarted { peer, incarnation } => {
                 NodeEvent::PeerRestarted { peer, incarnation }
             }
+            Event::PeerAdded { peer } => NodeEvent::PeerAdded { peer },
             Event::PathVerified {
                 peer,
                 mtu,

@@ -34,7 +34,7 @@ impl Tally {
             NodeEvent::Delivered { data, .. } => {
                 self.delivered.push(check_msg(seed, &data, scratch))
             }
-            NodeEvent::PathMtuMismatch { .. } => panic!("{e:?}"),
+            NodeEvent::PathMtuMismatch { .. } | NodeEvent::PeerAdded { .. } => panic!("{e:?}"),
             NodeEvent::PathVerified { .. } => {}
         }
     }

@@ -72,6 +72,19 @@ pub struct Config {
     /// Full-size probes that may go unanswered, while small ones get through,
     /// before the path is declared too small for its configured MTU.
     pub probe_attempts: u32,
+    /// Accept frames from nodes not configured, adding a session for each
+    /// (up to `max_peers`) with this path: for servers such as `ibench
+    /// server` that serve any client. Off for cluster members, whose peers
+    /// are known.
+    pub accept_unknown: Option<PeerTemplate>,
+    pub max_peers: usize,
+}
+
+/// The path assumed for peers learnt from their first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerTemplate {
+    pub mtu: usize,
+    pub ipv6: bool,
 }
 
 impl Config {
@@ -96,6 +109,8 @@ impl Config {
             ],
             probe_interval: Duration::from_millis(100),
             probe_attempts: 5,
+            accept_unknown: None,
+            max_peers: 1024,
         }
     }
 
@@ -244,6 +259,9 @@ pub enum Event {
         msg_id: u64,
         reason: LossReason,
     },
+    /// A frame from an unconfigured node created a session for it
+    /// (only with [`Config::accept_unknown`]).
+    PeerAdded { peer: NodeId },
     /// Frames arrived from a newer incarnation of the peer.
     PeerRestarted {
         peer: NodeId,
@@ -433,18 +451,19 @@ impl Endpoint {
 
     /// Feeds one received UDP payload. Anything that is not a valid frame of
     /// this cluster, for this node, from a known peer's current life, is
-    /// counted and dropped; it is never delivered.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+    /// counted and dropped; it is never delivered. Returns the sending node
+    /// when the frame was accepted, so a driver can learn its address.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Option<NodeId> {
         self.stats.datagrams += 1;
         let frame = match Frame::new_checked(datagram) {
             Ok(f) => f,
             Err(WireError::BadMagic) => {
                 self.stats.foreign += 1;
-                return;
+                return None;
             }
             Err(_) => {
                 self.stats.malformed += 1;
-                return;
+                return None;
             }
         };
         if !frame.verify_checksum() {
@@ -454,40 +473,61 @@ impl Endpoint {
             if let Some(s) = self.session_mut(src) {
                 s.stats.corrupt += 1;
             }
-            return;
+            return None;
         }
         let repr = match FrameRepr::parse(&frame) {
             Ok(r) => r,
             Err(_) => {
                 self.stats.malformed += 1;
-                return;
+                return None;
             }
         };
         let h = repr.header;
         if h.cluster != self.cfg.cluster {
             self.stats.wrong_cluster += 1;
-            return;
+            return None;
         }
         if h.dst != self.cfg.node {
             self.stats.misdirected += 1;
-            return;
+            return None;
         }
         let my_inc = self.cfg.incarnation;
-        let Some(idx) = self.sessions.iter().position(|s| s.peer == h.src) else {
-            self.stats.unknown_node += 1;
-            return;
+        let idx = match self.sessions.iter().position(|s| s.peer == h.src) {
+            Some(i) => i,
+            None => {
+                let learnt = match self.cfg.accept_unknown {
+                    Some(t)
+                        if self.sessions.len() < self.cfg.max_peers
+                            && h.src_incarnation != Incarnation::UNKNOWN =>
+                    {
+                        self.add_peer(PeerConfig {
+                            node: h.src,
+                            mtu: t.mtu,
+                            ipv6: t.ipv6,
+                        })
+                        .is_ok()
+                    }
+                    _ => false,
+                };
+                if !learnt {
+                    self.stats.unknown_node += 1;
+                    return None;
+                }
+                self.events.push_back(Event::PeerAdded { peer: h.src });
+                self.sessions.len() - 1
+            }
         };
         let s = &mut self.sessions[idx];
         if h.dst_incarnation != Incarnation::UNKNOWN && h.dst_incarnation != my_inc {
             // Aimed at an earlier (or later, i.e. confused) life of ours.
             self.stats.stale += 1;
             s.stats.rejected += 1;
-            return;
+            return None;
         }
         if h.src_incarnation == Incarnation::UNKNOWN || h.src_incarnation < s.peer_incarnation {
             self.stats.stale += 1;
             s.stats.rejected += 1;
-            return;
+            return None;
         }
         if h.src_incarnation > s.peer_incarnation {
             let restarted = s.peer_incarnation != Incarnation::UNKNOWN;
@@ -524,6 +564,7 @@ impl Endpoint {
             Body::Probe(p) => s.on_probe(p, datagram.len()),
             Body::ProbeAck(p) => s.on_probe_ack(p, &mut self.events),
         }
+        Some(h.src)
     }
 
     /// The next datagram to send, or `None` until new input or a timeout.

@@ -228,3 +228,54 @@ fn bad_config_is_an_error_not_a_panic() {
     assert!(e.add_peer(PeerConfig::new(NodeId(2), 1500)).is_ok());
     assert!(e.add_peer(PeerConfig::new(NodeId(2), 1500)).is_err());
 }
+
+#[test]
+fn server_accepts_unknown_peers_only_when_configured_and_up_to_a_cap() {
+    let pool = BufferPool::new(&PoolConfig::small(1 << 20, 64)).unwrap();
+    let mut cfg = Config::new(ClusterId(1), NodeId(1), Incarnation(1));
+    cfg.accept_unknown = Some(icx_transport::PeerTemplate {
+        mtu: 1500,
+        ipv6: false,
+    });
+    cfg.max_peers = 2;
+    let mut server = Endpoint::new(cfg, pool);
+    let mut clients: Vec<_> = [7u16, 8, 9].iter().map(|&n| ep(1, n, 1, &[1])).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_bytes(T0, NodeId(1), Channel::Control, &[i as u8; 3000])
+            .unwrap();
+        pump(c, &mut server, T0);
+    }
+    let evs: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+    let added: Vec<_> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerAdded { peer } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(added, vec![NodeId(7), NodeId(8)]);
+    assert_eq!(
+        evs.iter()
+            .filter(|e| matches!(e, Event::Delivered { .. }))
+            .count(),
+        2
+    );
+    assert!(
+        server.stats().unknown_node > 0,
+        "the third client is over the cap"
+    );
+    // The server can answer a learnt peer.
+    server
+        .send_bytes(T0, NodeId(7), Channel::Control, b"pong")
+        .unwrap();
+    pump(&mut server, &mut clients[0], T0);
+    assert!(delivered(&mut clients[0]).iter().any(|(_, d)| d == b"pong"));
+    // Without the option, nothing is learnt.
+    let mut closed = ep(1, 1, 1, &[]);
+    let mut c = ep(1, 7, 1, &[1]);
+    c.send_bytes(T0, NodeId(1), Channel::Control, b"hi")
+        .unwrap();
+    pump(&mut c, &mut closed, T0);
+    assert!(closed.peers().next().is_none());
+    assert!(delivered(&mut closed).is_empty());
+}
