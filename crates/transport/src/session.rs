@@ -623,6 +623,9 @@ impl Session {
 
     fn note_received(&mut self, now: Instant, seq: u64, cfg: &Config, urgent: bool) {
         let in_order = self.received.max().is_none_or(|m| seq == m + 1);
+        if self.received.max().is_some_and(|m| seq < m) {
+            self.stats.out_of_order += 1;
+        }
         self.received.insert(seq);
         if self.received.max() == Some(seq) {
             self.largest_recv_at = now;

@@ -19,6 +19,9 @@ pub struct PeerStats {
     /// Data frames put on the wire, first transmissions and retransmissions.
     pub frames_sent: u64,
     pub frames_received: u64,
+    /// Data frames that arrived with a lower sequence number than one
+    /// already seen (reordered in the network, or a retransmission).
+    pub out_of_order: u64,
     /// Data frames sent again after loss was detected or a probe timer fired.
     pub retransmitted: u64,
     /// Frames declared lost whose original was acked later: reordering, not
