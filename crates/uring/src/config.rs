@@ -1,0 +1,187 @@
+//! How to open a [`UringBackend`](crate::UringBackend).
+
+use icx_udp::{SocketConfig, DEFAULT_SOCKET_BUFFER, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6};
+use std::net::SocketAddr;
+
+/// Environment variable that, when set to anything but `0` or empty, makes
+/// [`open_backend`](crate::open_backend) use the plain-socket backend, as
+/// [`UringConfig::force_sockets`] does.
+pub const FORCE_SOCKETS_ENV: &str = "ICX_FORCE_SOCKETS";
+
+/// Default SEND_ZC threshold: a send (one frame, or one GSO train) of at
+/// least this many bytes goes zero-copy; smaller ones are copied.
+///
+/// Why 16 KiB: a zero-copy send pins the pages and costs a second completion
+/// (the notification), which outweighs `memcpy` for small sends; the kernel's
+/// MSG_ZEROCOPY notes put the break-even around 10 KB. On loopback the kernel
+/// copies anyway, so there only the overhead can be measured:
+/// `tests/zc_cost.rs` finds SEND_ZC 16-41 % slower per send from 1.5 KB to
+/// 36 KB, which is why `ZeroCopy::Auto` also turns it off once the kernel
+/// reports copies. 16 KiB keeps single MTU-1500/9000 frames and an 8 KiB
+/// block's train (about 8.8 KB) on the copy path. A zero-copy send is also
+/// limited to 17 pages of iovecs (MAX_SKB_FRAGS, else EMSGSIZE), so in
+/// practice it serves jumbo-frame trains of up to 4 frames; MTU-1500 trains
+/// of 16/32 KiB blocks (12-24 header/payload pairs) are copied.
+pub const DEFAULT_ZC_THRESHOLD: usize = 16 << 10;
+
+/// When to send with IORING_OP_SENDMSG_ZC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ZeroCopy {
+    /// Always copy (plain SENDMSG).
+    Off,
+    /// Zero-copy for sends of at least [`DEFAULT_ZC_THRESHOLD`] bytes, and
+    /// turned off at run time (logged) once the kernel keeps reporting that
+    /// it copied anyway (loopback, a device without scatter-gather), since
+    /// then the attempt is pure overhead.
+    #[default]
+    Auto,
+    /// Zero-copy for sends of at least this many bytes (0: every send),
+    /// never turned off at run time.
+    Threshold(usize),
+}
+
+/// Setup flags to try for the ring, strongest first; each step down is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RingSetup {
+    /// SINGLE_ISSUER | DEFER_TASKRUN, then COOP_TASKRUN, then none.
+    /// With SINGLE_ISSUER the ring belongs to the first thread that sends,
+    /// receives or waits on it: build it anywhere, then use it on one thread.
+    #[default]
+    Best,
+    /// COOP_TASKRUN, then none: for a backend used from several threads in turn.
+    Coop,
+    /// No setup flags.
+    Plain,
+}
+
+/// How to open a [`UringBackend`](crate::UringBackend). Every feature flag
+/// can be turned off to force its fallback path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UringConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Submission queue entries (the completion queue gets 4x).
+    pub ring_entries: u32,
+    pub ring_setup: RingSetup,
+    /// SO_RCVBUF / SO_SNDBUF to request (0: kernel default); a clamp by
+    /// `net.core.rmem_max`/`wmem_max` is logged.
+    pub recv_buffer: usize,
+    pub send_buffer: usize,
+    /// Try SO_*BUFFORCE (CAP_NET_ADMIN) first.
+    pub force_buffers: bool,
+    /// SO_REUSEPORT, so one socket per core can share the port.
+    pub reuse_port: bool,
+    /// Provided receive buffers (rounded up to a power of two, at most
+    /// 32768). 0: 256 with GRO (64 KiB each), else 1024.
+    pub rx_buffers: usize,
+    /// Payload room of each receive buffer; longer datagrams are truncated,
+    /// counted and dropped. 0: 64 KiB with GRO (a coalesced train), else 9 KiB.
+    pub rx_buf_payload: usize,
+    /// Multishot RECVMSG with a provided buffer ring; false forces
+    /// single-shot receives, re-posted after each completion.
+    pub multishot: bool,
+    /// Send trains of equal-size frames as one UDP_SEGMENT (GSO) send;
+    /// false forces one datagram per frame.
+    pub gso: bool,
+    /// UDP_GRO: receive coalesced trains, split here into datagrams.
+    pub gro: bool,
+    pub zero_copy: ZeroCopy,
+    /// `wait` spins on the completion queue instead of blocking (lowest
+    /// latency, one busy core).
+    pub busy_poll: bool,
+    /// Register the pool's regions with the ring (pins them; needs
+    /// RLIMIT_MEMLOCK or CAP_IPC_LOCK, else logged and skipped).
+    pub register_buffers: bool,
+    /// Largest UDP payload advertised (capped by `rx_buf_payload`).
+    pub max_udp_payload: usize,
+    /// Frames one `send` call takes at most (and datagrams per `recv` batch
+    /// reported in the capabilities).
+    pub max_batch: usize,
+    /// Sends in flight (each one frame or one GSO train).
+    pub tx_slots: usize,
+    /// Frames in flight over all sends.
+    pub tx_frames: usize,
+    /// Most segments in one GSO send (the kernel allows 64).
+    pub max_gso_segments: usize,
+    /// Use the plain-socket backend in [`open_backend`](crate::open_backend)
+    /// (also forced by the [`FORCE_SOCKETS_ENV`] variable).
+    pub force_sockets: bool,
+}
+
+impl UringConfig {
+    /// Everything on: multishot + GRO receive, GSO, SEND_ZC (auto), registered
+    /// pool, 4 MiB socket buffers, SO_REUSEPORT, the family's largest payload.
+    pub fn new(addr: SocketAddr) -> Self {
+        UringConfig {
+            addr,
+            ring_entries: 512,
+            ring_setup: RingSetup::Best,
+            recv_buffer: DEFAULT_SOCKET_BUFFER,
+            send_buffer: DEFAULT_SOCKET_BUFFER,
+            force_buffers: true,
+            reuse_port: true,
+            rx_buffers: 0,
+            rx_buf_payload: 0,
+            multishot: true,
+            gso: true,
+            gro: true,
+            zero_copy: ZeroCopy::Auto,
+            busy_poll: false,
+            register_buffers: true,
+            max_udp_payload: if addr.is_ipv6() {
+                MAX_UDP_PAYLOAD_V6
+            } else {
+                MAX_UDP_PAYLOAD_V4
+            },
+            max_batch: 128,
+            tx_slots: 256,
+            tx_frames: 1024,
+            max_gso_segments: 64,
+            force_sockets: false,
+        }
+    }
+
+    /// The plain-socket configuration equivalent to this one.
+    pub fn socket_config(&self) -> SocketConfig {
+        let mut s = SocketConfig::new(self.addr);
+        s.recv_buffer = self.recv_buffer;
+        s.send_buffer = self.send_buffer;
+        s.force_buffers = self.force_buffers;
+        s.reuse_port = self.reuse_port;
+        s.max_udp_payload = self.max_udp_payload;
+        s.max_batch = self.max_batch.clamp(1, 1024);
+        if self.rx_buf_payload != 0 {
+            s.rx_buf_size = self.rx_buf_payload;
+        }
+        s
+    }
+
+    pub(crate) fn rx_payload(&self, gro: bool) -> usize {
+        match self.rx_buf_payload {
+            0 if gro => 64 << 10,
+            0 => 9 << 10,
+            n => n,
+        }
+    }
+
+    pub(crate) fn rx_count(&self, gro: bool) -> usize {
+        let n = match self.rx_buffers {
+            0 if gro => 256,
+            0 => 1024,
+            n => n,
+        };
+        n.clamp(1, 32768).next_power_of_two()
+    }
+
+    pub(crate) fn sockets_forced(&self) -> Option<&'static str> {
+        if self.force_sockets {
+            return Some("force_sockets set in the configuration");
+        }
+        match std::env::var_os(FORCE_SOCKETS_ENV) {
+            Some(v) if !v.is_empty() && v != "0" => {
+                Some("ICX_FORCE_SOCKETS set in the environment")
+            }
+            _ => None,
+        }
+    }
+}
