@@ -1,4 +1,5 @@
-//! Runtimes over real UDP sockets on 127.0.0.1, 2 cores each: a peer is
+//! Runtimes over real UDP sockets on 127.0.0.1, 2 cores each, over
+//! icx-udp's `SocketBackend` and over icx-uring's `UringBackend`: a peer is
 //! killed and restarted mid-stream, and a shutdown resolves every message.
 
 mod common;
@@ -65,6 +66,15 @@ fn send(rt: &mut Runtime, pool: &BufferPool, seed: u64, peer: NodeId, i: u32) ->
 
 #[test]
 fn kill_and_restart_one_endpoint_mid_stream() {
+    kill_and_restart(Kind::Sockets);
+}
+
+#[test]
+fn uring_kill_and_restart_one_endpoint_mid_stream() {
+    kill_and_restart(Kind::Uring);
+}
+
+fn kill_and_restart(kind: Kind) {
     let seed_ab = 0xAB_0001u64; // A -> B messages
     let seed_ba = 0xBA_0001u64; // B -> A messages
     let limit = Duration::from_secs(120);
@@ -74,11 +84,11 @@ fn kill_and_restart_one_endpoint_mid_stream() {
     let a_cfg =
         runtime_config(a_id, 1, CORES).peer(PeerConfig::for_addr(b_id, MTU, b_addr), b_addr);
     let a_pool = a_cfg.pool.clone();
-    let mut a = Runtime::start(a_cfg, factory(a_socks, 0.0, 1)).unwrap();
+    let mut a = Runtime::start(a_cfg, kind.factory(a_socks, 0.0, 1)).unwrap();
     let b_cfg =
         runtime_config(b_id, 1, CORES).peer(PeerConfig::for_addr(a_id, MTU, a_addr), a_addr);
     let b_pool = b_cfg.pool.clone();
-    let mut b1 = Runtime::start(b_cfg, factory(b_socks, 0.0, 2)).unwrap();
+    let mut b1 = Runtime::start(b_cfg, kind.factory(b_socks, 0.0, 2)).unwrap();
 
     let mut scratch = Vec::new();
     let (mut ta, mut tb1) = (Tally::default(), Tally::default());
@@ -104,8 +114,8 @@ fn kill_and_restart_one_endpoint_mid_stream() {
         tb1.drain(&mut b1, seed_ab, &mut scratch);
     }
 
-    // Kill B: a burst it never gets to send, then shutdown. Everything B had
-    // in flight (the burst included) is reported lost, none vanishes.
+    // Kill B: a burst, then shutdown at once. Everything B had in flight is
+    // reported lost, none vanishes.
     for _ in 0..16 {
         assert!(send(&mut b1, &b_pool, seed_ba, a_id, b_next));
         b_next += 1;
@@ -117,11 +127,10 @@ fn kill_and_restart_one_endpoint_mid_stream() {
         b_next as usize,
         "B: every send acked or lost"
     );
-    assert!(
-        tb1.lost.len() >= 16,
-        "B reported its in-flight lost: {:?}",
-        tb1.lost.len()
-    );
+    // How many are still unacked when the core stops depends on scheduling
+    // (A acks within tens of microseconds on loopback), but with up to 80
+    // outstanding some always are.
+    assert!(!tb1.lost.is_empty(), "B reported its in-flight lost");
     assert!(tb1.lost.iter().all(|&(_, r)| r == LossReason::Shutdown));
     drop(b1);
 
@@ -144,7 +153,7 @@ fn kill_and_restart_one_endpoint_mid_stream() {
     assert_eq!(b2_addr, b_addr);
     let b2_cfg =
         runtime_config(b_id, 2, CORES).peer(PeerConfig::for_addr(a_id, MTU, a_addr), a_addr);
-    let mut b2 = Runtime::start(b2_cfg, factory(b2_socks, 0.0, 3)).unwrap();
+    let mut b2 = Runtime::start(b2_cfg, kind.factory(b2_socks, 0.0, 3)).unwrap();
     let mut tb2 = Tally::default();
 
     // A learns of the restart and gives up what was in flight to B's old life.
@@ -233,7 +242,7 @@ fn kill_and_restart_one_endpoint_mid_stream() {
     }
     assert!(ta.lost.iter().all(|&(_, r)| r != LossReason::Deadline));
     eprintln!(
-        "restart: A sent {a_next}, acked {}, lost {} ({} to the restart); B1 delivered {}, \
+        "{kind:?} restart: A sent {a_next}, acked {}, lost {} ({} to the restart); B1 delivered {}, \
          B2 delivered {}; B1 sent {b_next}, acked {}, lost {} (shutdown); {:?}",
         ta.acked.len(),
         ta.lost.len(),
@@ -248,6 +257,15 @@ fn kill_and_restart_one_endpoint_mid_stream() {
 
 #[test]
 fn shutdown_reports_every_in_flight_message_lost() {
+    shutdown_reports_lost(Kind::Sockets);
+}
+
+#[test]
+fn uring_shutdown_reports_every_in_flight_message_lost() {
+    shutdown_reports_lost(Kind::Uring);
+}
+
+fn shutdown_reports_lost(kind: Kind) {
     let seed = 0x5D_0001u64;
     let (a_id, b_id, c_id) = (NodeId(1), NodeId(2), NodeId(3));
     let (a_socks, a_addr) = bind_node(CORES, 0);
@@ -257,15 +275,15 @@ fn shutdown_reports_every_in_flight_message_lost() {
         .peer(PeerConfig::for_addr(b_id, MTU, b_addr), b_addr)
         .peer(PeerConfig::for_addr(c_id, MTU, c_addr), c_addr);
     let pool = a_cfg.pool.clone();
-    let mut a = Runtime::start(a_cfg, factory(a_socks, 0.05, 11)).unwrap();
+    let mut a = Runtime::start(a_cfg, kind.factory(a_socks, 0.05, 11)).unwrap();
     let mut rb = Runtime::start(
         runtime_config(b_id, 1, 1).peer(PeerConfig::for_addr(a_id, MTU, a_addr), a_addr),
-        factory(b_socks, 0.05, 12),
+        kind.factory(b_socks, 0.05, 12),
     )
     .unwrap();
     let mut rc = Runtime::start(
         runtime_config(c_id, 1, 1).peer(PeerConfig::for_addr(a_id, MTU, a_addr), a_addr),
-        factory(c_socks, 0.05, 13),
+        kind.factory(c_socks, 0.05, 13),
     )
     .unwrap();
     let mut scratch = Vec::new();
@@ -304,7 +322,7 @@ fn shutdown_reports_every_in_flight_message_lost() {
         .filter(|&&(_, r)| r == LossReason::Shutdown)
         .count();
     eprintln!(
-        "shutdown: sent {sent}, acked {}, lost {} (shutdown {shut})",
+        "{kind:?} shutdown: sent {sent}, acked {}, lost {} (shutdown {shut})",
         ta.acked.len(),
         ta.lost.len()
     );

@@ -239,3 +239,19 @@ fn mtu_mismatch_event_names_sizes() {
         other => panic!("expected a mismatch, got {other:?}"),
     }
 }
+
+/// A peer that comes up late, on a lossy path, is verified, not misjudged
+/// as an MTU mismatch: only rounds in which it answered count.
+#[test]
+fn late_peer_on_lossy_path_is_not_a_mismatch() {
+    run_seeds(&[51, 52, 53, 54, 55], |seed| {
+        let mut sim = Sim::new(seed);
+        sim.add_node(A, TNode::new(seed, A, 1, B, 1500, |_| {}));
+        sim.set_default_link(LinkConfig::ideal(icx_sim::MTU_IPV4_1500).with_drop(0.3));
+        sim.run_for(Duration::from_secs(3));
+        sim.add_node(B, TNode::new(seed, B, 1, A, 1500, |_| {}));
+        sim.run_for(Duration::from_secs(10));
+        assert_eq!(sim.node(A).tally.mtu_mismatch, 0);
+        assert_eq!(sim.node(A).tally.path_verified, 1);
+    });
+}

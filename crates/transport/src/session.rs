@@ -119,6 +119,10 @@ struct Probe {
     /// Frames of the current round still to send: 2 = full then small.
     to_send: u8,
     small_answered: bool,
+    /// Rounds that ended with the peer known reachable (a small probe was
+    /// answered) but no full-size answer: only these count towards a
+    /// mismatch, so a peer that starts late is not misjudged.
+    failed_full_rounds: u32,
 }
 
 #[derive(Debug)]
@@ -208,6 +212,7 @@ impl Session {
                 next_at: Instant::ZERO,
                 to_send: 0,
                 small_answered: false,
+                failed_full_rounds: 0,
             },
             probe_replies: VecDeque::new(),
         }
@@ -872,14 +877,21 @@ impl Session {
     }
 
     fn start_probe_round(&mut self, now: Instant, cfg: &Config) {
-        if self.probe.round >= cfg.probe_attempts && self.probe.small_answered {
-            self.probe.state = PathState::Mismatch;
-            return;
+        if self.probe.round > 0 && self.probe.small_answered {
+            self.probe.failed_full_rounds += 1;
+            if self.probe.failed_full_rounds >= cfg.probe_attempts {
+                self.probe.state = PathState::Mismatch;
+                return;
+            }
         }
         self.probe.round += 1;
         self.probe.to_send = 2;
         // Back off while the peer is silent altogether (it may just be down).
-        let shift = self.probe.round.saturating_sub(cfg.probe_attempts).min(6);
+        let shift = if self.probe.small_answered {
+            0
+        } else {
+            self.probe.round.saturating_sub(cfg.probe_attempts).min(6)
+        };
         self.probe.next_at = now + cfg.probe_interval * (1 << shift);
     }
 

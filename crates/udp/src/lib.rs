@@ -12,11 +12,15 @@
 //! SO_*BUFFORCE and IP(V6)_MTU_DISCOVER.
 
 #[cfg(target_os = "linux")]
+mod mtu;
+#[cfg(target_os = "linux")]
 mod socket;
 #[cfg(target_os = "linux")]
 pub mod sys;
 #[cfg(target_os = "linux")]
 mod wake;
+#[cfg(target_os = "linux")]
+pub use mtu::{peer_config, route_mtu, MAX_IP_MTU};
 #[cfg(target_os = "linux")]
 pub use wake::EventFd;
 

@@ -84,11 +84,27 @@ pub fn meminfo(fd: RawFd) -> io::Result<[u32; 9]> {
 }
 
 pub fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    addr_call(fd, addr, libc::bind)
+}
+
+/// Sets the socket's default destination. On UDP this only picks the route
+/// (and binds an ephemeral port if unbound): no packet is sent.
+pub fn connect(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    addr_call(fd, addr, libc::connect)
+}
+
+/// `call(fd, sockaddr, len)` for a call taking one address (bind, connect).
+fn addr_call(
+    fd: &OwnedFd,
+    addr: SocketAddr,
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+) -> io::Result<()> {
     let mut ss = empty_storage();
     let len = encode_addr(addr, &mut ss);
-    // SAFETY: `ss` holds a sockaddr of `len` valid bytes for the socket's family.
+    // SAFETY: `ss` holds a sockaddr of `len` valid bytes for the socket's
+    // family, and `call` only reads it.
     check(unsafe {
-        libc::bind(
+        call(
             fd.as_raw_fd(),
             (&ss as *const libc::sockaddr_storage).cast(),
             len,

@@ -1,6 +1,7 @@
-//! Shared by the runtime tests: per-core SocketBackends on one port, message
-//! contents derived from (seed, index), and a probe of which core's socket
-//! the kernel's SO_REUSEPORT hash picks for a flow.
+//! Shared by the runtime tests: per-core sockets on one port, factories
+//! running the cores on them or on io_uring backends in their place
+//! ([`Kind`]), message contents derived from (seed, index), and a probe of
+//! which core's socket the kernel's SO_REUSEPORT hash picks for a flow.
 #![allow(dead_code)]
 
 use icx_core::{
@@ -10,6 +11,7 @@ use icx_core::{
 use icx_driver::{FaultConfig, FaultInjector, RuntimeConfig};
 use icx_transport::Config;
 use icx_udp::{SocketBackend, SocketConfig};
+use icx_uring::{UringBackend, UringConfig};
 use rand::{Rng, RngCore};
 use std::io;
 use std::net::SocketAddr;
@@ -110,6 +112,52 @@ fn bind_retry(addr: SocketAddr) -> SocketBackend {
     panic!("bind {addr}: {:?}", last);
 }
 
+/// The backend a runtime test runs its cores on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// icx-udp's plain-socket backend (`recvmmsg`/`sendmmsg`).
+    Sockets,
+    /// icx-uring's io_uring backend, its ring built on the core thread.
+    Uring,
+}
+
+impl Kind {
+    /// A factory for [`Runtime::start`](icx_driver::Runtime::start) taking
+    /// `sockets` from [`bind_node`], one per core, each behind a fault
+    /// injector dropping `tx_drop` of sent datagrams.
+    ///
+    /// `Sockets` runs on the pre-bound sockets themselves. `Uring` uses each
+    /// one as a placeholder that holds the port and its place in the
+    /// SO_REUSEPORT group: on the core thread the factory opens a
+    /// `UringBackend` (ring and socket) on the same address, which joins the
+    /// group, then closes the placeholder. Closing moves the group's last
+    /// socket into the freed slot, so after core k's swap the io_uring
+    /// socket sits where placeholder k was, and the kernel's flow-to-socket
+    /// choice probed by [`reuseport_choice`] still holds. The ports are held
+    /// from the first bind, so nothing else can take them meanwhile.
+    pub fn factory(
+        self,
+        sockets: Vec<SocketBackend>,
+        tx_drop: f64,
+        seed: u64,
+    ) -> impl Fn(usize) -> io::Result<FaultInjector<Box<dyn Backend>>> + Send + Sync + 'static {
+        factory_with(sockets, tx_drop, seed, move |core, s| match self {
+            Kind::Sockets => Ok(Box::new(s) as Box<dyn Backend>),
+            Kind::Uring => Ok(Box::new(uring_in_place_of(core, s)?)),
+        })
+    }
+}
+
+/// Opens an io_uring backend on `placeholder`'s address (the caller's
+/// thread becomes the ring's single issuer), then closes the placeholder.
+pub fn uring_in_place_of(core: usize, placeholder: SocketBackend) -> io::Result<UringBackend> {
+    let addr = placeholder.local_addr();
+    let b = UringBackend::new(UringConfig::new(addr))?;
+    drop(placeholder);
+    eprintln!("core {core} on {addr}: io_uring {:?}", b.features());
+    Ok(b)
+}
+
 /// A factory handing out pre-bound sockets, each wrapped in a fault
 /// injector dropping `tx_drop` of sent datagrams.
 pub fn factory(
@@ -117,6 +165,17 @@ pub fn factory(
     tx_drop: f64,
     seed: u64,
 ) -> impl Fn(usize) -> io::Result<FaultInjector<SocketBackend>> + Send + Sync + 'static {
+    factory_with(sockets, tx_drop, seed, |_, s| Ok(s))
+}
+
+/// A factory that takes core `k`'s socket, turns it into a backend with
+/// `open(k, socket)` (on the core thread) and wraps that in a fault injector.
+fn factory_with<B: Backend>(
+    sockets: Vec<SocketBackend>,
+    tx_drop: f64,
+    seed: u64,
+    open: impl Fn(usize, SocketBackend) -> io::Result<B> + Send + Sync + 'static,
+) -> impl Fn(usize) -> io::Result<FaultInjector<B>> + Send + Sync + 'static {
     let slots: Arc<Vec<Mutex<Option<SocketBackend>>>> =
         Arc::new(sockets.into_iter().map(|s| Mutex::new(Some(s))).collect());
     move |core| {
@@ -125,7 +184,7 @@ pub fn factory(
             .and_then(|m| m.lock().unwrap().take())
             .ok_or_else(|| io::Error::other(format!("no socket for core {core}")))?;
         Ok(FaultInjector::new(
-            s,
+            open(core, s)?,
             FaultConfig::tx_loss(tx_drop, derive_seed(seed, core as u64)),
         ))
     }
