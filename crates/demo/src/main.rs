@@ -1,5 +1,7 @@
-//! icx-demo: two nodes, each on its own thread and driver, over an in-process
-//! link that drops (and optionally duplicates and corrupts) datagrams.
+//! icx-demo: two nodes, each on its own thread and driver, over real UDP on
+//! 127.0.0.1 (io_uring by default; plain sockets or the in-process loopback
+//! on request), with a fault injector that drops (and optionally duplicates
+//! and corrupts) datagrams.
 //!
 //! Node 1 ships blocks to node 2, which verifies every byte and answers each
 //! with a small reply, so both directions carry data and acks. At the end it
@@ -9,9 +11,10 @@
 
 use clap::Parser;
 use icx_core::{
-    derive_seed, seeded_rng, BufferPool, Channel, ClusterId, Incarnation, NodeId, PoolConfig,
+    derive_seed, seeded_rng, Backend, BufferPool, Channel, ClusterId, Incarnation, NodeId,
+    PoolConfig,
 };
-use icx_driver::{Driver, FaultConfig, FaultInjector, FaultStats, LoopbackBackend, LoopbackNet};
+use icx_driver::{Driver, FaultConfig, FaultInjector, FaultStats, LoopbackNet};
 use icx_transport::{
     Config, Endpoint, EndpointStats, Event, PeerConfig, PeerStats, RttHistogram, SendError,
 };
@@ -39,9 +42,14 @@ const TURN_WAIT: Duration = Duration::from_millis(1);
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "icx-demo",
-    about = "Ship verified blocks between two icx nodes over a lossy in-process link"
+    about = "Ship verified blocks between two icx nodes over a lossy link on 127.0.0.1"
 )]
 struct Args {
+    /// Datagram backend: io_uring (falls back to sockets, with the reason
+    /// logged, where io_uring is unavailable), plain kernel sockets, or the
+    /// in-process loopback.
+    #[arg(long, value_enum, default_value_t = BackendKind::Uring)]
+    backend: BackendKind,
     /// Bytes per block (8 KiB is the usual database block).
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(8..=1 << 20))]
     block_size: u32,
@@ -154,20 +162,49 @@ impl Seen {
     }
 }
 
-type Node = Driver<FaultInjector<LoopbackBackend>>;
-
-fn addr(n: NodeId) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7000 + n.0))
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendKind {
+    Uring,
+    Sockets,
+    Loopback,
 }
 
-fn make_node(net: &LoopbackNet, me: NodeId, peer: NodeId, args: &Args) -> Result<Node, String> {
+type Node = Driver<FaultInjector<Box<dyn Backend + Send>>>;
+
+/// Binds a node's datagram endpoint: an ephemeral port on 127.0.0.1 for the
+/// socket backends, a fixed in-process address for the loopback.
+fn open_backend(
+    kind: BackendKind,
+    net: &LoopbackNet,
+    me: NodeId,
+) -> Result<Box<dyn Backend + Send>, String> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    match kind {
+        BackendKind::Uring => icx_uring::open_backend(icx_uring::UringConfig::new(any))
+            .map_err(|e| format!("io_uring backend: {e}")),
+        BackendKind::Sockets => icx_udp::SocketBackend::bind(icx_udp::SocketConfig::new(any))
+            .map(|b| Box::new(b) as Box<dyn Backend + Send>)
+            .map_err(|e| format!("socket backend: {e}")),
+        BackendKind::Loopback => {
+            let a = SocketAddr::from(([127, 0, 0, 1], 7000 + me.0));
+            net.bind(a)
+                .map(|b| Box::new(b) as Box<dyn Backend + Send>)
+                .map_err(|e| format!("bind {a}: {e}"))
+        }
+    }
+}
+
+fn make_node(
+    backend: Box<dyn Backend + Send>,
+    me: NodeId,
+    peer: NodeId,
+    peer_addr: SocketAddr,
+    args: &Args,
+) -> Result<Node, String> {
     let pool =
         BufferPool::new(&PoolConfig::default_blocks()).map_err(|e| format!("buffer pool: {e}"))?;
     let cfg = Config::new(CLUSTER, me, Incarnation(1));
     let endpoint = Endpoint::try_new(cfg, pool).map_err(|e| e.to_string())?;
-    let backend = net
-        .bind(addr(me))
-        .map_err(|e| format!("bind {}: {e}", addr(me)))?;
     let faults = FaultInjector::new(
         backend,
         FaultConfig {
@@ -179,7 +216,7 @@ fn make_node(net: &LoopbackNet, me: NodeId, peer: NodeId, args: &Args) -> Result
         },
     );
     let mut d = Driver::new(endpoint, faults).map_err(|e| format!("driver: {e}"))?;
-    d.add_peer(PeerConfig::for_addr(peer, args.mtu, addr(peer)), addr(peer))
+    d.add_peer(PeerConfig::for_addr(peer, args.mtu, peer_addr), peer_addr)
         .map_err(|e| format!("peer {peer}: {e}"))?;
     Ok(d)
 }
@@ -607,8 +644,14 @@ fn main() -> ExitCode {
     }
 
     let net = LoopbackNet::with_mtu(args.mtu);
-    let nodes =
-        make_node(&net, N1, N2, &args).and_then(|a| Ok((a, make_node(&net, N2, N1, &args)?)));
+    let nodes = open_backend(args.backend, &net, N1).and_then(|b1| {
+        let b2 = open_backend(args.backend, &net, N2)?;
+        let (a1, a2) = (b1.local_addr(), b2.local_addr());
+        Ok((
+            make_node(b1, N1, N2, a2, &args)?,
+            make_node(b2, N2, N1, a1, &args)?,
+        ))
+    });
     let (n1, n2) = match nodes {
         Ok(n) => n,
         Err(e) => {
@@ -622,7 +665,8 @@ fn main() -> ExitCode {
         None => format!("{} blocks", args.count),
     };
     println!(
-        "icx-demo: node1 -> node2, {what} of {} B, MTU {} ({max_udp} B datagrams), loss {:.1} %, seed {}",
+        "icx-demo: node1 -> node2 over {:?}, {what} of {} B, MTU {} ({max_udp} B datagrams), loss {:.1} %, seed {}",
+        args.backend,
         args.block_size,
         args.mtu,
         args.loss * 100.0,
