@@ -189,13 +189,15 @@ impl AckRepr {
             if gap > u32::MAX as u64 {
                 break;
             }
-            let len = (high - low + 1).min(u32::MAX as u64);
+            // Saturating: [0, u64::MAX] has 2^64 members.
+            let full = (high - low).saturating_add(1);
+            let len = full.min(u32::MAX as u64);
             let at = field::RANGES + written * field::RANGE_LEN;
             ext[at..at + 4].copy_from_slice(&(gap as u32).to_be_bytes());
             ext[at + 4..at + 8].copy_from_slice(&(len as u32).to_be_bytes());
             written += 1;
-            prev_low = Some(high - len + 1);
-            if len != high - low + 1 {
+            prev_low = Some(high - (len - 1));
+            if len != full {
                 break;
             }
         }

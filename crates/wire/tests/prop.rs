@@ -235,3 +235,46 @@ fn rejects_inconsistent_fragments() {
     corrupt[hl + 3] ^= 0x10;
     assert_eq!(decode(&corrupt), Err(WireError::BadChecksum));
 }
+
+#[test]
+fn ack_ending_at_zero_reemits() {
+    // Found by the ack_decode fuzz target: a range ending at sequence 0 made
+    // emit underflow.
+    let mut ranges = AckRanges::new();
+    assert!(ranges.push(0, 0));
+    let a = AckRepr {
+        ack_delay_us: 1,
+        credit: 2,
+        ranges,
+    };
+    let h = Header {
+        kind: FrameKind::Ack,
+        flags: 0,
+        channel: Channel::Control,
+        cluster: ClusterId(1),
+        src: NodeId(1),
+        dst: NodeId(2),
+        src_incarnation: Incarnation(1),
+        dst_incarnation: Incarnation(1),
+        seq: 0,
+    };
+    let repr = FrameRepr {
+        header: h,
+        body: Body::Ack(a),
+    };
+    let mut buf = vec![0u8; repr.header_len()];
+    repr.emit(&mut buf, &[]).unwrap();
+    assert_eq!(decode(&buf).unwrap().0, repr);
+    let mut wide = AckRanges::new();
+    assert!(wide.push(0, u64::MAX));
+    let repr = FrameRepr {
+        header: h,
+        body: Body::Ack(AckRepr {
+            ack_delay_us: 0,
+            credit: 0,
+            ranges: wide,
+        }),
+    };
+    let mut buf = vec![0u8; repr.header_len()];
+    repr.emit(&mut buf, &[]).unwrap();
+}
