@@ -1,0 +1,155 @@
+//! Backend selection: the one place that knows which datagram backends exist.
+
+use clap::ValueEnum;
+use icx_core::Backend;
+use icx_driver::{FaultConfig, FaultInjector, LoopbackNet};
+use icx_uring::{UringConfig, ZeroCopy};
+use serde::Serialize;
+use std::net::SocketAddr;
+
+/// Backends `--backend` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// io_uring (falls back to plain sockets, logged, when the kernel refuses it).
+    Uring,
+    /// Plain kernel UDP sockets (recvmmsg/sendmmsg).
+    Sockets,
+    /// In-process loopback network (only with `ibench loopback`).
+    Loopback,
+    /// DPDK (needs a build with the `dpdk` feature).
+    Dpdk,
+}
+
+/// `--zero-copy` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZcMode {
+    /// SEND_ZC for large sends, switched off when the kernel copies anyway.
+    Auto,
+    /// SEND_ZC for sends of 16 KiB and more, always.
+    On,
+    Off,
+}
+
+/// On/off toggles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    On,
+    Off,
+}
+
+impl Toggle {
+    pub fn on(self) -> bool {
+        self == Toggle::On
+    }
+}
+
+/// Everything that decides how a backend is opened.
+#[derive(Clone, Debug)]
+pub struct BackendOpts {
+    pub kind: BackendKind,
+    pub zero_copy: ZcMode,
+    pub gso: bool,
+    pub gro: bool,
+    pub busy_poll: bool,
+    /// Fraction of datagrams dropped each way (`--loss`), 0 for none.
+    pub loss: f64,
+    pub seed: u64,
+}
+
+/// The features a backend ended up with, as reported.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackendInfo {
+    /// The backend actually running ("uring", "sockets", "loopback").
+    pub name: String,
+    /// Why it is not the one asked for, if it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    pub gso: bool,
+    pub gro: bool,
+    pub zero_copy_send: bool,
+    pub busy_poll: bool,
+    pub registered_buffers: bool,
+    pub max_udp_payload: usize,
+}
+
+pub struct Opened {
+    pub backend: Box<dyn Backend + Send>,
+    pub info: BackendInfo,
+}
+
+/// Opens the backend `opts` asks for, bound to `addr`, wrapped in a fault
+/// injector when `--loss` is set. `net` is the in-process network for
+/// `--backend loopback`.
+pub fn open(
+    opts: &BackendOpts,
+    addr: SocketAddr,
+    net: Option<&LoopbackNet>,
+) -> Result<Opened, String> {
+    let (backend, name, fallback): (Box<dyn Backend + Send>, &str, Option<String>) = match opts.kind
+    {
+        BackendKind::Dpdk => {
+            return Err(
+                "--backend dpdk: ibench was not built with the dpdk feature (use uring or sockets)"
+                    .into(),
+            )
+        }
+        BackendKind::Loopback => {
+            let net = net.ok_or(
+                "--backend loopback is the in-process network: it only works with `ibench loopback <verb>`",
+            )?;
+            let b = net
+                .bind(addr)
+                .map_err(|e| format!("loopback bind {addr}: {e}"))?;
+            (Box::new(b), "loopback", None)
+        }
+        BackendKind::Sockets => {
+            let b = icx_udp::SocketBackend::bind(icx_udp::SocketConfig::new(addr))
+                .map_err(|e| format!("cannot bind UDP socket {addr}: {e}"))?;
+            (Box::new(b), "sockets", None)
+        }
+        BackendKind::Uring => {
+            let mut cfg = UringConfig::new(addr);
+            cfg.zero_copy = match opts.zero_copy {
+                ZcMode::Auto => ZeroCopy::Auto,
+                ZcMode::On => ZeroCopy::Threshold(icx_uring::DEFAULT_ZC_THRESHOLD),
+                ZcMode::Off => ZeroCopy::Off,
+            };
+            cfg.gso = opts.gso;
+            cfg.gro = opts.gro;
+            cfg.busy_poll = opts.busy_poll;
+            match icx_uring::open(cfg)
+                .map_err(|e| format!("cannot open io_uring backend on {addr}: {e}"))?
+            {
+                icx_uring::Opened::Uring(b) => (b, "uring", None),
+                icx_uring::Opened::Sockets(b, why) => (b, "sockets", Some(why)),
+            }
+        }
+    };
+    let caps = backend.capabilities();
+    let info = BackendInfo {
+        name: name.to_string(),
+        fallback,
+        gso: caps.gso,
+        gro: caps.gro,
+        zero_copy_send: caps.zero_copy_send,
+        busy_poll: opts.busy_poll,
+        registered_buffers: caps.registered_buffers,
+        max_udp_payload: caps.max_udp_payload,
+    };
+    let backend: Box<dyn Backend + Send> = if opts.loss > 0.0 {
+        Box::new(FaultInjector::new(
+            backend,
+            FaultConfig {
+                tx_drop: opts.loss,
+                rx_drop: opts.loss,
+                ..FaultConfig::none(opts.seed)
+            },
+        ))
+    } else {
+        backend
+    };
+    Ok(Opened { backend, info })
+}

@@ -1,0 +1,622 @@
+//! `ibench server`: answers any client over icx, and runs the plain-UDP
+//! baseline echo/sink on the next port (PORT+1).
+
+use crate::backend::{self, BackendInfo, BackendOpts};
+use crate::proto::{Header, Kind, ServerStats, FLAG_ACK, HEADER_LEN, ROUTED_LEN};
+use crate::sys;
+use crate::CLUSTER;
+use icx_core::{Backend, BufferPool, Channel, NodeId, PoolConfig};
+use icx_driver::{Driver, LoopbackNet};
+use icx_transport::{Config, Endpoint, Event, PeerConfig, PeerTemplate, SendError};
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Replies waiting for room in a client's send queue, over all clients;
+/// beyond this the oldest is dropped (and counted), so a vanished client
+/// cannot make the server hoard memory.
+const MAX_PENDING: usize = 65536;
+/// Sessions kept; every client run is a new node, and the transport keeps a
+/// session per node it has seen.
+const MAX_PEERS: usize = 60_000;
+/// Largest message served (the transport's `max_message`).
+pub const MAX_MESSAGE: usize = 1 << 20;
+/// Largest baseline datagram.
+pub const MAX_UDP_DATAGRAM: usize = 65507;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub node: u16,
+    pub mtu: usize,
+    pub backend: BackendOpts,
+    pub cpu: Option<usize>,
+    /// Print counters every few seconds.
+    pub verbose: bool,
+    /// Turn wait (zero with busy-poll).
+    pub busy_poll: bool,
+}
+
+/// What a server did, printed on exit (Ctrl-C) and with `--verbose`.
+#[derive(Clone, Debug, Default)]
+pub struct ServerCounters {
+    pub clients: u64,
+    pub restarts: u64,
+    pub pings: u64,
+    pub block_requests: u64,
+    pub blocks_sent: u64,
+    pub forwarded: u64,
+    pub forwarded_in: u64,
+    pub oneway_msgs: u64,
+    pub oneway_bytes: u64,
+    pub stats_requests: u64,
+    /// icx messages that were not ibench requests.
+    pub bad_requests: u64,
+    pub lost: u64,
+    pub replies_dropped: u64,
+    /// Endpoint-level rejections (garbage, other clusters, stale lives, ...).
+    pub datagrams: u64,
+    pub rejected: u64,
+    pub foreign: u64,
+    pub malformed: u64,
+    pub corrupt: u64,
+    pub unknown_node: u64,
+    pub misdirected: u64,
+    pub stale: u64,
+    pub wrong_cluster: u64,
+}
+
+impl ServerCounters {
+    pub fn print(&self, who: &str) {
+        println!(
+            "{who}: clients {} (restarts {}), pings {}, block requests {}, blocks sent {}, forwarded {} out / {} in, one-way {} msgs {} bytes, stats {}",
+            self.clients,
+            self.restarts,
+            self.pings,
+            self.block_requests,
+            self.blocks_sent,
+            self.forwarded,
+            self.forwarded_in,
+            self.oneway_msgs,
+            self.oneway_bytes,
+            self.stats_requests
+        );
+        println!(
+            "{who}: datagrams {}, rejected {} (foreign {}, malformed {}, corrupt {}, wrong cluster {}, unknown node {}, misdirected {}, stale {}), bad requests {}, lost {}, replies dropped {}",
+            self.datagrams,
+            self.rejected,
+            self.foreign,
+            self.malformed,
+            self.corrupt,
+            self.wrong_cluster,
+            self.unknown_node,
+            self.misdirected,
+            self.stale,
+            self.bad_requests,
+            self.lost,
+            self.replies_dropped
+        );
+    }
+}
+
+/// Baseline (plain UDP) counters.
+#[derive(Clone, Debug, Default)]
+pub struct BaselineCounters {
+    pub datagrams: u64,
+    pub bad: u64,
+    pub replies: u64,
+    pub send_errors: u64,
+}
+
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub baseline_addr: Option<SocketAddr>,
+    pub info: BackendInfo,
+    pub node: u16,
+    stop: Arc<AtomicBool>,
+    icx: JoinHandle<Result<ServerCounters, String>>,
+    baseline: Option<JoinHandle<BaselineCounters>>,
+}
+
+impl ServerHandle {
+    /// The serving thread ended (an error, or the stop flag).
+    pub fn is_finished(&self) -> bool {
+        self.icx.is_finished()
+    }
+
+    /// Waits for the server threads (after the stop flag is set).
+    pub fn join(self) -> Result<(ServerCounters, BaselineCounters), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let c = self
+            .icx
+            .join()
+            .map_err(|_| "server thread panicked".to_string())??;
+        let b = match self.baseline {
+            Some(h) => h
+                .join()
+                .map_err(|_| "baseline thread panicked".to_string())?,
+            None => BaselineCounters::default(),
+        };
+        Ok((c, b))
+    }
+}
+
+fn make_endpoint(node: u16, mtu: usize, ipv6: bool) -> Result<Endpoint, String> {
+    let pool =
+        BufferPool::new(&PoolConfig::default_blocks()).map_err(|e| format!("buffer pool: {e}"))?;
+    let mut cfg = Config::new(CLUSTER, NodeId(node), crate::wall_incarnation());
+    cfg.max_message = MAX_MESSAGE;
+    cfg.accept_unknown = Some(PeerTemplate { mtu, ipv6 });
+    cfg.max_peers = MAX_PEERS;
+    Endpoint::try_new(cfg, pool).map_err(|e| e.to_string())
+}
+
+/// Binds the icx backend and the baseline socket on PORT+1 and starts both
+/// threads. With port 0, retries until a port whose successor is free too.
+pub fn start(
+    cfg: &ServerConfig,
+    net: Option<&LoopbackNet>,
+    stop: Arc<AtomicBool>,
+) -> Result<ServerHandle, String> {
+    if cfg.node == 0 {
+        return Err("--node must be 1..=65535 (0 is reserved)".into());
+    }
+    crate::check_mtu(cfg.mtu, cfg.bind.is_ipv6())?;
+    let mut attempts = 0;
+    let (opened, baseline_sock) = loop {
+        attempts += 1;
+        let opened = backend::open(&cfg.backend, cfg.bind, net)?;
+        let addr = opened.backend.local_addr();
+        let base_addr = if net.is_some() {
+            // The in-process network's ports are not kernel ports.
+            SocketAddr::new(cfg.bind.ip(), 0)
+        } else {
+            SocketAddr::new(addr.ip(), addr.port().wrapping_add(1))
+        };
+        match UdpSocket::bind(base_addr) {
+            Ok(s) => break (opened, Some(s)),
+            Err(e) if cfg.bind.port() == 0 && attempts < 50 => {
+                tracing::debug!("baseline port {base_addr} busy ({e}), retrying");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("baseline UDP port {base_addr} unavailable ({e}); serving icx only");
+                break (opened, None);
+            }
+        }
+    };
+    let addr = opened.backend.local_addr();
+    let baseline_addr = baseline_sock.as_ref().and_then(|s| s.local_addr().ok());
+    let endpoint = make_endpoint(cfg.node, cfg.mtu, addr.is_ipv6())?;
+    let driver = Driver::new(endpoint, opened.backend).map_err(|e| format!("driver: {e}"))?;
+    let info = opened.info;
+    let icx = {
+        let stop = stop.clone();
+        let cfg = cfg.clone();
+        std::thread::Builder::new()
+            .name(format!("ibench-server-{}", cfg.node))
+            .spawn(move || {
+                if let Some(cpu) = cfg.cpu {
+                    sys::pin_current_thread(cpu).map_err(|e| format!("pin to cpu {cpu}: {e}"))?;
+                }
+                Server::new(driver, &cfg).run(&stop)
+            })
+            .map_err(|e| format!("spawn server thread: {e}"))?
+    };
+    let baseline = match baseline_sock {
+        Some(sock) => {
+            let stop = stop.clone();
+            let cpu = cfg.cpu;
+            Some(
+                std::thread::Builder::new()
+                    .name("ibench-baseline".into())
+                    .spawn(move || {
+                        if let Some(cpu) = cpu {
+                            let _ = sys::pin_current_thread(cpu);
+                        }
+                        run_baseline(sock, &stop)
+                    })
+                    .map_err(|e| format!("spawn baseline thread: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    Ok(ServerHandle {
+        addr,
+        baseline_addr,
+        info,
+        node: cfg.node,
+        stop,
+        icx,
+        baseline,
+    })
+}
+
+struct Pending {
+    peer: NodeId,
+    channel: Channel,
+    len: usize,
+    header: Header,
+    stats: Option<ServerStats>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct PerClient {
+    oneway_msgs: u64,
+    oneway_bytes: u64,
+}
+
+struct Server {
+    driver: Driver<Box<dyn Backend + Send>>,
+    node: u16,
+    mtu: usize,
+    verbose: bool,
+    wait: Duration,
+    start: Instant,
+    c: ServerCounters,
+    pending: VecDeque<Pending>,
+    clients: HashMap<NodeId, PerClient>,
+}
+
+impl Server {
+    fn new(driver: Driver<Box<dyn Backend + Send>>, cfg: &ServerConfig) -> Self {
+        Server {
+            driver,
+            node: cfg.node,
+            mtu: cfg.mtu,
+            verbose: cfg.verbose,
+            wait: if cfg.busy_poll {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(5)
+            },
+            start: Instant::now(),
+            c: ServerCounters::default(),
+            pending: VecDeque::new(),
+            clients: HashMap::new(),
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool) -> Result<ServerCounters, String> {
+        let mut last_print = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            self.flush_pending();
+            self.driver
+                .turn(self.wait)
+                .map_err(|e| format!("server driver: {e}"))?;
+            while let Some(ev) = self.driver.poll_event() {
+                self.on_event(ev);
+            }
+            if self.verbose && last_print.elapsed() >= Duration::from_secs(5) {
+                last_print = Instant::now();
+                self.snapshot()
+                    .print(&format!("ibench server node {}", self.node));
+            }
+        }
+        Ok(self.snapshot())
+    }
+
+    fn snapshot(&self) -> ServerCounters {
+        let mut c = self.c.clone();
+        let e = self.driver.endpoint().stats();
+        c.datagrams = e.datagrams;
+        c.rejected = e.rejected();
+        c.foreign = e.foreign;
+        c.malformed = e.malformed;
+        c.corrupt = e.corrupt;
+        c.wrong_cluster = e.wrong_cluster;
+        c.unknown_node = e.unknown_node;
+        c.misdirected = e.misdirected;
+        c.stale = e.stale;
+        c
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Delivered { peer, data, .. } => self.on_message(peer, &data),
+            Event::PeerAdded { .. } => self.c.clients += 1,
+            Event::PeerRestarted { peer, .. } => {
+                self.c.restarts += 1;
+                self.pending.retain(|p| p.peer != peer);
+            }
+            Event::Lost { .. } => self.c.lost += 1,
+            Event::PathMtuMismatch {
+                peer,
+                configured_mtu,
+                answered_udp_payload,
+                ..
+            } => {
+                tracing::warn!(%peer, configured_mtu, answered_udp_payload, "path to client narrower than --mtu");
+            }
+            _ => {}
+        }
+    }
+
+    fn queue(&mut self, p: Pending) {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+            self.c.replies_dropped += 1;
+        }
+        self.pending.push_back(p);
+    }
+
+    fn on_message(&mut self, peer: NodeId, data: &[u8]) {
+        let Some(h) = Header::parse(data) else {
+            self.c.bad_requests += 1;
+            return;
+        };
+        match h.kind {
+            Kind::Ping => {
+                self.c.pings += 1;
+                let mut r = h;
+                r.kind = Kind::Pong;
+                self.queue(Pending {
+                    peer,
+                    channel: Channel::Control,
+                    len: data.len(),
+                    header: r,
+                    stats: None,
+                });
+            }
+            Kind::OneWay => {
+                self.c.oneway_msgs += 1;
+                self.c.oneway_bytes += data.len() as u64;
+                let pc = self.clients.entry(peer).or_default();
+                pc.oneway_msgs += 1;
+                pc.oneway_bytes += data.len() as u64;
+            }
+            Kind::BlockReq => {
+                self.c.block_requests += 1;
+                self.queue_block(peer, h);
+            }
+            Kind::FwdBlockReq => {
+                self.c.block_requests += 1;
+                let (Some(holder), Some(client_addr)) =
+                    (h.holder_addr, self.driver.peer_addr(peer))
+                else {
+                    self.c.bad_requests += 1;
+                    return;
+                };
+                let holder_node = NodeId(h.holder_node);
+                if !self.ensure_peer(holder_node, holder) {
+                    self.c.bad_requests += 1;
+                    return;
+                }
+                let mut f = h;
+                f.kind = Kind::Forwarded;
+                f.client_node = peer.0;
+                f.client_addr = Some(client_addr);
+                self.c.forwarded += 1;
+                self.queue(Pending {
+                    peer: holder_node,
+                    channel: Channel::Control,
+                    len: ROUTED_LEN,
+                    header: f,
+                    stats: None,
+                });
+            }
+            Kind::Forwarded => {
+                self.c.forwarded_in += 1;
+                let client = NodeId(h.client_node);
+                let Some(addr) = h.client_addr else {
+                    self.c.bad_requests += 1;
+                    return;
+                };
+                if !self.ensure_peer(client, addr) {
+                    self.c.bad_requests += 1;
+                    return;
+                }
+                self.queue_block(client, h);
+            }
+            Kind::StatsReq => {
+                self.c.stats_requests += 1;
+                let s = self.stats_for(peer);
+                let mut r = h;
+                r.kind = Kind::StatsReply;
+                self.queue(Pending {
+                    peer,
+                    channel: Channel::Control,
+                    len: HEADER_LEN + ServerStats::LEN,
+                    header: r,
+                    stats: Some(s),
+                });
+            }
+            _ => self.c.bad_requests += 1,
+        }
+    }
+
+    fn queue_block(&mut self, to: NodeId, h: Header) {
+        let len = (h.reply_size as usize).clamp(HEADER_LEN, MAX_MESSAGE);
+        let mut r = Header::new(Kind::Block, h.seq, h.ts);
+        r.reply_size = h.reply_size;
+        self.queue(Pending {
+            peer: to,
+            channel: Channel::Block,
+            len,
+            header: r,
+            stats: None,
+        });
+    }
+
+    /// Makes sure `node` has a session and an address (a 3-way holder or
+    /// client the server has not heard from yet).
+    fn ensure_peer(&mut self, node: NodeId, addr: SocketAddr) -> bool {
+        if !node.is_valid() || node.0 == self.node {
+            return false;
+        }
+        if self.driver.peer_addr(node).is_some() {
+            return true;
+        }
+        if self.driver.endpoint().peers().any(|p| p == node) {
+            self.driver.set_peer_addr(node, addr);
+            return true;
+        }
+        match self
+            .driver
+            .add_peer(PeerConfig::for_addr(node, self.mtu, addr), addr)
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%node, %addr, "cannot add peer: {e}");
+                false
+            }
+        }
+    }
+
+    fn stats_for(&self, peer: NodeId) -> ServerStats {
+        let ep = self.driver.endpoint();
+        let p = ep.peer_stats(peer).cloned().unwrap_or_default();
+        let pc = self.clients.get(&peer).copied().unwrap_or_default();
+        ServerStats {
+            cpu_ns: sys::thread_cpu_time().as_nanos() as u64,
+            wall_ns: self.start.elapsed().as_nanos() as u64,
+            mtu: self.mtu as u64,
+            node: u64::from(self.node),
+            oneway_msgs: pc.oneway_msgs,
+            oneway_bytes: pc.oneway_bytes,
+            sent: p.sent,
+            received: p.received,
+            retransmitted: p.retransmitted,
+            lost: p.lost,
+            corrupt: p.corrupt,
+            duplicate: p.duplicate,
+            out_of_order: p.out_of_order,
+            rejected: p.rejected,
+            frames_sent: p.frames_sent,
+            endpoint_rejected: ep.stats().rejected(),
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        while let Some(p) = self.pending.front() {
+            let Some(mut buf) = self.driver.endpoint().pool().alloc(p.len) else {
+                return;
+            };
+            p.header.write(&mut buf);
+            if let Some(s) = &p.stats {
+                s.write(&mut buf[HEADER_LEN..]);
+            }
+            let (peer, channel, kind) = (p.peer, p.channel, p.header.kind);
+            match self.driver.send(peer, channel, buf.freeze()) {
+                Ok(_) => {
+                    if kind == Kind::Block {
+                        self.c.blocks_sent += 1;
+                    }
+                    self.pending.pop_front();
+                }
+                Err(SendError::QueueFull | SendError::NoBuffer) => return,
+                Err(e) => {
+                    tracing::debug!(%peer, "reply dropped: {e}");
+                    self.c.replies_dropped += 1;
+                    self.pending.pop_front();
+                }
+            }
+        }
+    }
+}
+
+/// The plain-UDP baseline: echoes pings, answers block requests (one
+/// datagram per block, IP-fragmented above the MTU as a plain UDP
+/// interconnect would be), forwards 3-way requests, counts one-way data.
+fn run_baseline(sock: UdpSocket, stop: &AtomicBool) -> BaselineCounters {
+    let mut c = BaselineCounters::default();
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+    let start = Instant::now();
+    let mut rx = vec![0u8; 65536];
+    let mut tx = vec![0u8; 65536];
+    let (mut oneway_msgs, mut oneway_bytes) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let (n, src) = match sock.recv_from(&mut rx) {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        c.datagrams += 1;
+        let Some(h) = Header::parse(&rx[..n]) else {
+            c.bad += 1;
+            continue;
+        };
+        let reply: Option<(usize, SocketAddr)> = match h.kind {
+            Kind::Ping => {
+                let mut r = h;
+                r.kind = Kind::Pong;
+                tx[..n].copy_from_slice(&rx[..n]);
+                r.write(&mut tx[..n]);
+                Some((n, src))
+            }
+            Kind::OneWay => {
+                oneway_msgs += 1;
+                oneway_bytes += n as u64;
+                (h.flags & FLAG_ACK != 0).then(|| {
+                    let mut r = h;
+                    r.kind = Kind::OneWayAck;
+                    r.write(&mut tx);
+                    (HEADER_LEN, src)
+                })
+            }
+            Kind::BlockReq | Kind::Forwarded => {
+                let to = if h.kind == Kind::Forwarded {
+                    h.client_addr
+                } else {
+                    Some(src)
+                };
+                to.map(|to| {
+                    let len = (h.reply_size as usize).clamp(HEADER_LEN, MAX_UDP_DATAGRAM);
+                    let mut r = Header::new(Kind::Block, h.seq, h.ts);
+                    r.reply_size = h.reply_size;
+                    r.write(&mut tx);
+                    (len, to)
+                })
+            }
+            Kind::FwdBlockReq => h.holder_addr.map(|holder| {
+                let mut f = h;
+                f.kind = Kind::Forwarded;
+                f.client_addr = Some(src);
+                f.write(&mut tx);
+                (ROUTED_LEN, holder)
+            }),
+            Kind::StatsReq => {
+                let s = ServerStats {
+                    cpu_ns: sys::thread_cpu_time().as_nanos() as u64,
+                    wall_ns: start.elapsed().as_nanos() as u64,
+                    oneway_msgs,
+                    oneway_bytes,
+                    received: c.datagrams,
+                    ..ServerStats::default()
+                };
+                let mut r = h;
+                r.kind = Kind::StatsReply;
+                r.write(&mut tx);
+                s.write(&mut tx[HEADER_LEN..]);
+                Some((HEADER_LEN + ServerStats::LEN, src))
+            }
+            _ => {
+                c.bad += 1;
+                None
+            }
+        };
+        if let Some((len, to)) = reply {
+            match sock.send_to(&tx[..len], to) {
+                Ok(_) => c.replies += 1,
+                Err(_) => c.send_errors += 1,
+            }
+        }
+    }
+    c
+}
+
+/// The line a server prints when it starts (tests parse the addresses).
+pub fn describe(h: &ServerHandle) -> String {
+    match h.baseline_addr {
+        Some(b) => format!(
+            "listening on {} (icx node {}, backend {}), baseline UDP on {}",
+            h.addr, h.node, h.info.name, b
+        ),
+        None => format!(
+            "listening on {} (icx node {}, backend {}), no baseline port",
+            h.addr, h.node, h.info.name
+        ),
+    }
+}

@@ -1,0 +1,508 @@
+//! End-to-end tests of the `ibench` binary on 127.0.0.1: every verb's JSON,
+//! induced loss, the baseline, CSV, hlog and plot files, bad arguments, and
+//! separate server processes (garbage datagrams, client restarts, 3-way).
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ibench");
+/// No single ibench run in these tests may take longer than this.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs ibench to completion, killing it past `RUN_LIMIT`.
+fn ibench(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ibench");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            panic!("ibench {args:?} ran longer than {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let o = ibench(args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "ibench {args:?} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        o.status
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("ibench {args:?}: stdout is not one JSON object ({e}):\n{stdout}")
+    })
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("field {key} missing or not a number in {v}"))
+}
+
+fn int(v: &Value, key: &str) -> u64 {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("field {key} missing or not an unsigned integer in {v}"))
+}
+
+/// The stable contract: the fields every result carries, with sane values.
+fn check_result(v: &Value, verb: &str, transport: &str) {
+    assert_eq!(v["verb"].as_str(), Some(verb), "{v}");
+    assert_eq!(v["transport"].as_str(), Some(transport), "{v}");
+    assert!(v["backend"].as_str().is_some_and(|b| !b.is_empty()));
+    assert!(int(v, "mtu") >= 156);
+    assert!(int(v, "msg_size") >= 32);
+    assert!(int(v, "frames_per_msg") >= 1);
+    let rtt = &v["rtt_us"];
+    for k in ["p50", "p90", "p99", "p999", "p9999", "max", "mean"] {
+        assert!(num(rtt, k) > 0.0, "rtt_us.{k} in {v}");
+    }
+    for k in ["min", "p25", "p75", "p99999", "stddev"] {
+        num(rtt, k);
+    }
+    let (p50, p90, p99, p999, max) = (
+        num(rtt, "p50"),
+        num(rtt, "p90"),
+        num(rtt, "p99"),
+        num(rtt, "p999"),
+        num(rtt, "max"),
+    );
+    assert!(
+        num(rtt, "min") <= p50 && p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max,
+        "percentiles out of order: {rtt}"
+    );
+    assert!(num(v, "msgs_per_sec") > 0.0);
+    assert!(num(v, "gbit_per_sec") > 0.0);
+    for k in [
+        "sent",
+        "received",
+        "retransmitted",
+        "lost",
+        "corrupt",
+        "duplicate",
+    ] {
+        int(v, k);
+    }
+    assert!(int(v, "sent") > 0 && int(v, "received") > 0, "{v}");
+    if transport == "icx" {
+        assert_eq!(int(v, "lost"), 0, "{v}");
+    }
+    assert_eq!(int(v, "corrupt"), 0, "{v}");
+    assert!(num(&v["cpu"], "client_pct") >= 0.0);
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ibench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn loopback_ping_pong_json() {
+    let v = ok_json(&["loopback", "ping-pong", "-t", "1", "--json"]);
+    check_result(&v, "ping-pong", "icx");
+    assert_eq!(int(&v, "frames_per_msg"), 1);
+    assert_eq!(int(&v, "sent"), int(&v, "received"));
+    assert!(num(&v["cpu"], "server_pct") >= 0.0);
+}
+
+#[test]
+fn loopback_throughput_json() {
+    let v = ok_json(&["loopback", "throughput", "-t", "1", "-m", "8K", "--json"]);
+    check_result(&v, "throughput", "icx");
+    assert_eq!(int(&v, "msg_size"), 8192);
+    assert_eq!(
+        int(&v, "frames_per_msg"),
+        6,
+        "8 KiB at MTU 1500 takes 6 frames"
+    );
+    assert_eq!(int(&v, "inflight"), 64);
+}
+
+#[test]
+fn loopback_under_load_json() {
+    let v = ok_json(&[
+        "loopback",
+        "under-load",
+        "-t",
+        "1",
+        "--rate",
+        "2000",
+        "--json",
+    ]);
+    check_result(&v, "under-load", "icx");
+    let load = &v["load"];
+    assert!(
+        int(load, "sent") > 0 && int(load, "delivered") > 0,
+        "{load}"
+    );
+}
+
+#[test]
+fn loopback_block_json() {
+    let v = ok_json(&[
+        "loopback",
+        "block",
+        "-t",
+        "1",
+        "--block-size",
+        "16K",
+        "--mtu",
+        "9000",
+        "--json",
+    ]);
+    check_result(&v, "block", "icx");
+    assert_eq!(int(&v, "msg_size"), 16384);
+    assert_eq!(int(&v, "mtu"), 9000);
+    assert_eq!(
+        int(&v, "frames_per_msg"),
+        2,
+        "16 KiB at MTU 9000 takes 2 frames"
+    );
+}
+
+#[test]
+fn loopback_block_three_way_json() {
+    let v = ok_json(&["loopback", "block", "--three-way", "-t", "1", "--json"]);
+    check_result(&v, "block-3way", "icx");
+    assert!(v["holder"].as_str().is_some());
+    assert!(num(&v["cpu"], "holder_pct") >= 0.0);
+}
+
+#[test]
+fn loopback_sweep_json_and_loopback_backend() {
+    let v = ok_json(&[
+        "loopback",
+        "sweep",
+        "--sizes",
+        "64,8K",
+        "-t",
+        "0.5",
+        "--backend",
+        "loopback",
+        "--json",
+    ]);
+    check_result(&v, "sweep", "icx");
+    assert_eq!(v["backend"].as_str(), Some("loopback"));
+    let results = v["results"].as_array().expect("results array");
+    assert_eq!(results.len(), 2);
+    for r in results {
+        check_result(r, "sweep", "icx");
+    }
+    assert_eq!(int(&results[1], "msg_size"), 8192);
+}
+
+#[test]
+fn induced_loss_is_repaired() {
+    let v = ok_json(&[
+        "loopback",
+        "block",
+        "-t",
+        "1",
+        "--loss",
+        "5",
+        "--json",
+        "--backend",
+        "sockets",
+    ]);
+    check_result(&v, "block", "icx");
+    assert!(
+        int(&v, "retransmitted") > 0,
+        "5 % loss must cause retransmits: {v}"
+    );
+    assert_eq!(int(&v, "lost"), 0);
+}
+
+#[test]
+fn baseline_has_the_same_shape() {
+    let v = ok_json(&["loopback", "ping-pong", "-t", "1", "--baseline", "--json"]);
+    check_result(&v, "ping-pong", "icx");
+    let b = &v["baseline"];
+    check_result(b, "ping-pong", "udp");
+    assert!(num(&v["ratio"], "p50") > 0.0);
+}
+
+#[test]
+fn csv_has_a_header_and_a_row_per_size() {
+    let o = ibench(&[
+        "loopback", "sweep", "--sizes", "64,1K,4K", "-t", "0.3", "--csv",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("verb,transport,backend,msg_size,mtu,frames_per_msg"));
+    let cols = lines[0].split(',').count();
+    for (i, l) in lines[1..].iter().enumerate() {
+        assert_eq!(l.split(',').count(), cols, "row {l}");
+        assert!(l.starts_with("sweep,icx,"));
+        let size: usize = l.split(',').nth(3).unwrap().parse().unwrap();
+        assert_eq!(size, [64, 1024, 4096][i]);
+    }
+}
+
+#[test]
+fn hlog_and_plots_are_written() {
+    let hlog = tmp("run.hlog");
+    let svg = tmp("run.svg");
+    let png = tmp("run.png");
+    let o = ibench(&[
+        "loopback",
+        "ping-pong",
+        "-t",
+        "1",
+        "-q",
+        "--hlog",
+        hlog.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = std::fs::read_to_string(&hlog).unwrap();
+    assert!(log.contains("HISTE"), "{log}");
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.starts_with("<svg") && s.contains("percentile"), "svg");
+    let o = ibench(&[
+        "loopback",
+        "block",
+        "-t",
+        "0.5",
+        "-q",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = std::fs::read(&png).unwrap();
+    assert!(p.len() > 1000 && p.starts_with(b"\x89PNG"));
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let o = ibench(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "ibench {args:?} should fail");
+    assert!(
+        err.contains(needle),
+        "ibench {args:?}: stderr lacks {needle:?}:\n{err}"
+    );
+}
+
+#[test]
+fn bad_arguments_fail_clearly() {
+    fails_with(&["frobnicate"], "unrecognized subcommand");
+    fails_with(
+        &["ping-pong", "--peer", "127.0.0.1:9", "--mtu", "10"],
+        "--mtu 10 is too small",
+    );
+    fails_with(
+        &["ping-pong", "--peer", "127.0.0.1:9", "--backend", "nope"],
+        "invalid value 'nope'",
+    );
+    fails_with(
+        &["ping-pong", "--peer", "127.0.0.1:9", "--backend", "dpdk"],
+        "not built with the dpdk feature",
+    );
+    fails_with(&["ping-pong"], "needs --peer");
+    fails_with(
+        &["ping-pong", "--peer", "not-an-address"],
+        "cannot parse --peer",
+    );
+    fails_with(
+        &["block", "--peer", "127.0.0.1:9", "--block-size", "2M"],
+        "over the largest message",
+    );
+    fails_with(&["loopback", "ping-pong", "--loss", "200"], "--loss");
+    fails_with(
+        &["block", "--peer", "127.0.0.1:9", "--three-way"],
+        "needs --holder",
+    );
+    fails_with(
+        &[
+            "ping-pong",
+            "--peer",
+            "127.0.0.1:9",
+            "--backend",
+            "loopback",
+        ],
+        "only works with `ibench loopback",
+    );
+}
+
+#[test]
+fn silent_peer_is_a_clear_error() {
+    // A bound socket that never answers.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = s.local_addr().unwrap().to_string();
+    let t = Instant::now();
+    fails_with(
+        &["ping-pong", "--peer", &peer, "--connect-timeout", "1"],
+        &format!("no answer from {peer}"),
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// A separate `ibench server` process, stopped with SIGINT on drop.
+struct ServerProc {
+    child: Child,
+    addr: String,
+    baseline: String,
+}
+
+impl ServerProc {
+    fn start(node: u16) -> ServerProc {
+        let mut child = Command::new(BIN)
+            .args([
+                "server",
+                "--bind",
+                "127.0.0.1:0",
+                "--node",
+                &node.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "ibench server: listening on A (icx node N, backend B), baseline UDP on C"
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("server banner: {line}"))
+            .to_string();
+        let baseline = line
+            .split("baseline UDP on ")
+            .nth(1)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| panic!("server banner: {line}"));
+        ServerProc {
+            child,
+            addr,
+            baseline,
+        }
+    }
+
+    /// Interrupts the server and returns what it printed on exit.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                panic!("server did not stop on SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut s = String::new();
+        let _ = self.child.stdout.take().unwrap().read_to_string(&mut s);
+        s
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn server_process_survives_garbage_and_client_restarts() {
+    let srv = ServerProc::start(1);
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..40usize {
+        let mut d = vec![0xA5u8; i * 37 % 1500];
+        if i % 2 == 0 && d.len() >= 2 {
+            // icx magic, then nonsense.
+            d[0] = 0x58;
+            d[1] = 0x49;
+        }
+        junk.send_to(&d, &srv.addr).unwrap();
+        junk.send_to(b"not ibench", &srv.baseline).unwrap();
+    }
+    let v = ok_json(&[
+        "ping-pong",
+        "--peer",
+        &srv.addr,
+        "-t",
+        "1",
+        "--baseline",
+        "--json",
+    ]);
+    check_result(&v, "ping-pong", "icx");
+    check_result(&v["baseline"], "ping-pong", "udp");
+    // A second client run is a new node and life; the server serves it too.
+    let v = ok_json(&["block", "--peer", &srv.addr, "-t", "0.5", "--json"]);
+    check_result(&v, "block", "icx");
+    let out = srv.stop();
+    assert!(out.contains("clients 2"), "{out}");
+    let rejected: u64 = out
+        .split("rejected ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rejected count in {out}"));
+    assert!(rejected >= 39, "garbage must be counted: {out}");
+}
+
+#[test]
+fn three_way_block_through_two_server_processes() {
+    let fwd = ServerProc::start(1);
+    let holder = ServerProc::start(2);
+    let v = ok_json(&[
+        "block",
+        "--three-way",
+        "--peer",
+        &fwd.addr,
+        "--holder",
+        &holder.addr,
+        "--block-size",
+        "32K",
+        "-t",
+        "1",
+        "--baseline",
+        "--json",
+    ]);
+    check_result(&v, "block-3way", "icx");
+    assert_eq!(int(&v, "msg_size"), 32768);
+    check_result(&v["baseline"], "block-3way", "udp");
+    let out = holder.stop();
+    assert!(!out.contains("forwarded 0 out / 0 in"), "{out}");
+    drop(fwd);
+}
