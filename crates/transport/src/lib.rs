@@ -59,6 +59,9 @@ pub struct Config {
     pub max_queued: usize,
     /// Longest a receiver sits on an ack hoping to cover a second frame.
     pub ack_delay: Duration,
+    /// Longest the ack of a just-completed message waits for a reply to
+    /// piggyback on (request/response traffic then sends no ack frames).
+    pub reply_ack_delay: Duration,
     /// RTT assumed before the first sample.
     pub initial_rtt: Duration,
     pub min_rto: Duration,
@@ -98,6 +101,7 @@ impl Config {
             recv_buffer_bytes: 4 << 20,
             max_queued: 4096,
             ack_delay: Duration::from_micros(200),
+            reply_ack_delay: Duration::from_micros(50),
             initial_rtt: Duration::from_millis(1),
             min_rto: Duration::from_millis(2),
             max_rto: Duration::from_millis(500),
@@ -561,6 +565,27 @@ impl Endpoint {
                 &mut self.hist,
                 &mut self.stats,
             ),
+            Body::DataAck(d, a) => {
+                s.on_ack(
+                    now,
+                    &a,
+                    &self.cfg,
+                    &mut self.events,
+                    &mut self.hist,
+                    &mut self.stats,
+                );
+                s.on_data(
+                    now,
+                    h.channel,
+                    h.seq,
+                    &d,
+                    payload,
+                    &self.pool,
+                    &self.cfg,
+                    &mut self.events,
+                    &mut self.stats,
+                );
+            }
             Body::Probe(p) => s.on_probe(p, datagram.len()),
             Body::ProbeAck(p) => s.on_probe_ack(p, &mut self.events),
         }

@@ -31,6 +31,8 @@ const MAX_PACKET_THRESHOLD: u64 = 64;
 /// How far below the largest acked a frame declared lost is remembered, so a
 /// late ack for it can be recognised as proof of reordering.
 const LOST_MEMORY: u64 = 256;
+/// Ranges a piggybacked ack carries (keeps the data header small).
+const PIGGYBACK_RANGES: usize = 8;
 /// Probe replies held for sending; more are dropped (the prober retries).
 const MAX_PROBE_REPLIES: usize = 4;
 
@@ -342,10 +344,21 @@ impl Session {
         let seq = self.next_seq;
         self.next_seq += 1;
         let floor = self.msg_floor();
+        let (off, len) = self.queue[i].frag_range(frag);
+        // Carry a pending ack when it fits: a reply then acks its request
+        // without a datagram of its own.
+        let piggy = (self.ack_pending > 0).then(|| self.build_ack(now, cfg, PIGGYBACK_RANGES));
         let m = &mut self.queue[i];
-        let (off, len) = m.frag_range(frag);
         m.first_sent.get_or_insert(now);
-        let repr = FrameRepr {
+        let data = DataRepr {
+            msg_id: m.id,
+            msg_len: m.buf.len() as u32,
+            frag_offset: off as u32,
+            frag_index: frag,
+            frag_count: m.frag_count,
+            msg_floor: floor,
+        };
+        let mut repr = FrameRepr {
             header: Header {
                 kind: FrameKind::Data,
                 flags: 0,
@@ -357,22 +370,31 @@ impl Session {
                 dst_incarnation: self.peer_incarnation,
                 seq,
             },
-            body: Body::Data(DataRepr {
-                msg_id: m.id,
-                msg_len: m.buf.len() as u32,
-                frag_offset: off as u32,
-                frag_index: frag,
-                frag_count: m.frag_count,
-                msg_floor: floor,
-            }),
+            body: Body::Data(data),
         };
+        let mut acked = false;
+        if let Some(a) = piggy {
+            let with = FrameRepr {
+                header: repr.header,
+                body: Body::DataAck(data, a),
+            };
+            if with.header_len() + len <= self.max_udp {
+                repr = with;
+                acked = true;
+            }
+        }
+        let hl = repr.header_len();
         let mut header = HeaderBuf::new();
-        header.set_len(DataRepr::HEADER_LEN);
-        // Cannot fail: the header buffer was sized for a data header.
+        header.set_len(hl);
+        // Cannot fail: a data header plus PIGGYBACK_RANGES fits the buffer.
         let _ = repr.emit(header.as_mut_slice(), &m.buf[off..off + len]);
         let payload = Payload::new(m.buf.clone(), off, len).unwrap_or(Payload::EMPTY);
-        let bytes = (DataRepr::HEADER_LEN + len) as u32;
+        let bytes = (hl + len) as u32;
         let msg_id = m.id;
+        if acked {
+            self.stats.acks_piggybacked += 1;
+            self.ack_sent();
+        }
         self.sent.push_back(Some(SentPacket {
             lost: false,
             msg_id,
@@ -626,7 +648,17 @@ impl Session {
 
     // ------------------------------------------------------------- receive
 
-    fn note_received(&mut self, now: Instant, seq: u64, cfg: &Config, urgent: bool) {
+    /// `urgent`: ack at once (reordering, duplicates). `complete`: a message
+    /// just completed; its ack waits at most `reply_ack_delay` for a reply
+    /// to ride on.
+    fn note_received(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        cfg: &Config,
+        urgent: bool,
+        complete: bool,
+    ) {
         let in_order = self.received.max().is_none_or(|m| seq == m + 1);
         if self.received.max().is_some_and(|m| seq < m) {
             self.stats.out_of_order += 1;
@@ -638,9 +670,15 @@ impl Session {
         self.ack_pending += 1;
         if urgent || !in_order || self.ack_pending >= ACK_EVERY {
             self.ack_now = true;
-        } else if self.ack_at.is_none() {
-            self.ack_at = Some(now + cfg.ack_delay);
+            return;
         }
+        let delay = if complete {
+            cfg.reply_ack_delay.min(cfg.ack_delay)
+        } else {
+            cfg.ack_delay
+        };
+        let at = now + delay;
+        self.ack_at = Some(self.ack_at.map_or(at, |t| t.min(at)));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -672,7 +710,7 @@ impl Session {
         if self.delivered.contains(d.msg_id) {
             // A retransmission of something already delivered: its ack was lost.
             self.stats.duplicate += 1;
-            self.note_received(now, seq, cfg, true);
+            self.note_received(now, seq, cfg, true, false);
             return;
         }
         if d.msg_id - self.delivered.floor() > MAX_ID_SPAN || d.msg_len as usize > cfg.max_message {
@@ -700,14 +738,14 @@ impl Session {
         }
         if !r.got.set(d.frag_index as usize) {
             self.stats.duplicate += 1;
-            self.note_received(now, seq, cfg, true);
+            self.note_received(now, seq, cfg, true, false);
             return;
         }
         r.buf[off..off + payload.len()].copy_from_slice(payload);
         r.got_count += 1;
         self.stats.bytes_received += payload.len() as u64;
         let complete = r.got_count == r.frag_count;
-        self.note_received(now, seq, cfg, complete);
+        self.note_received(now, seq, cfg, false, complete);
         if complete {
             let r = self.reasm.swap_remove(idx);
             self.partial_bytes -= r.buf.len();
@@ -793,9 +831,10 @@ impl Session {
         self.stats.abandoned += (before - self.reasm.len()) as u64;
     }
 
-    fn ack_frame(&mut self, now: Instant, cfg: &Config) -> Transmit {
+    /// The ack of what has arrived so far, newest `max_ranges` ranges.
+    fn build_ack(&self, now: Instant, cfg: &Config, max_ranges: usize) -> AckRepr {
         let mut ranges = AckRanges::new();
-        for (lo, hi) in self.received.iter_desc().take(MAX_ACK_RANGES) {
+        for (lo, hi) in self.received.iter_desc().take(max_ranges) {
             ranges.push(lo, hi);
         }
         let delay = (now - self.largest_recv_at)
@@ -805,21 +844,29 @@ impl Session {
             .recv_buffer_bytes
             .saturating_sub(self.partial_bytes)
             .min(u32::MAX as usize) as u32;
+        AckRepr {
+            ack_delay_us: delay,
+            credit,
+            ranges,
+        }
+    }
+
+    fn ack_sent(&mut self) {
+        self.ack_pending = 0;
+        self.ack_now = false;
+        self.ack_at = None;
+    }
+
+    fn ack_frame(&mut self, now: Instant, cfg: &Config) -> Transmit {
         let repr = FrameRepr {
             header: self.header(cfg, Channel::Control, 0, FrameKind::Ack),
-            body: Body::Ack(AckRepr {
-                ack_delay_us: delay,
-                credit,
-                ranges,
-            }),
+            body: Body::Ack(self.build_ack(now, cfg, MAX_ACK_RANGES)),
         };
         let mut header = HeaderBuf::new();
         header.set_len(repr.header_len());
         // Cannot fail: MAX_ACK_RANGES keeps an ack within the inline buffer.
         let _ = repr.emit(header.as_mut_slice(), &[]);
-        self.ack_pending = 0;
-        self.ack_now = false;
-        self.ack_at = None;
+        self.ack_sent();
         self.stats.acks_sent += 1;
         Transmit {
             peer: self.peer,

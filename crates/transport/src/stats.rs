@@ -38,7 +38,10 @@ pub struct PeerStats {
     pub no_buffer: u64,
     /// Partial messages discarded because the sender gave them up.
     pub abandoned: u64,
+    /// Ack frames of their own.
     pub acks_sent: u64,
+    /// Acks carried on data frames instead.
+    pub acks_piggybacked: u64,
     pub acks_received: u64,
     pub probe_timeouts: u64,
     pub bytes_sent: u64,

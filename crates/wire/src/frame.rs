@@ -11,6 +11,9 @@ pub const MAGIC: u16 = 0x4958;
 pub const VERSION: u8 = 1;
 /// Length of the common header.
 pub const HEADER_LEN: usize = 36;
+/// Flag on a data frame: an ack (the ack frame's kind-specific part) follows
+/// the data header, so a reply carries the ack of the request it answers.
+pub const FLAG_ACK: u8 = 0x01;
 
 // The common header (36 bytes, big-endian), in front of every frame:
 //
@@ -274,6 +277,8 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     Data(DataRepr),
+    /// A data frame with a piggybacked ack (`FLAG_ACK`).
+    DataAck(DataRepr, AckRepr),
     Ack(AckRepr),
     Probe(ProbeRepr),
     ProbeAck(ProbeRepr),
@@ -282,7 +287,7 @@ pub enum Body {
 impl Body {
     pub fn kind(&self) -> FrameKind {
         match self {
-            Body::Data(_) => FrameKind::Data,
+            Body::Data(_) | Body::DataAck(..) => FrameKind::Data,
             Body::Ack(_) => FrameKind::Ack,
             Body::Probe(_) => FrameKind::Probe,
             Body::ProbeAck(_) => FrameKind::ProbeAck,
@@ -305,7 +310,8 @@ impl FrameRepr {
         let channel = Channel::from_u8(raw_ch).ok_or(WireError::UnknownChannel(raw_ch))?;
         let header = Header {
             kind: frame.kind(),
-            flags: frame.flags(),
+            // FLAG_ACK is carried by the body variant, not the flags.
+            flags: frame.flags() & !FLAG_ACK,
             channel,
             cluster: frame.cluster(),
             src: frame.src(),
@@ -317,6 +323,11 @@ impl FrameRepr {
         let ext = frame.ext();
         let payload_len = frame.payload().len();
         let body = match header.kind {
+            FrameKind::Data if frame.flags() & FLAG_ACK != 0 => {
+                let d = DataRepr::parse(ext, payload_len)?;
+                let a = AckRepr::parse(ext.get(DataRepr::EXT_LEN..).unwrap_or(&[]))?;
+                Body::DataAck(d, a)
+            }
             FrameKind::Data => Body::Data(DataRepr::parse(ext, payload_len)?),
             FrameKind::Ack => Body::Ack(AckRepr::parse(ext)?),
             FrameKind::Probe => Body::Probe(ProbeRepr::parse(ext)?),
@@ -330,6 +341,7 @@ impl FrameRepr {
         HEADER_LEN
             + match &self.body {
                 Body::Data(_) => DataRepr::EXT_LEN,
+                Body::DataAck(_, a) => DataRepr::EXT_LEN + a.ext_len(),
                 Body::Ack(a) => a.ext_len(),
                 Body::Probe(_) | Body::ProbeAck(_) => ProbeRepr::EXT_LEN,
             }
@@ -345,7 +357,11 @@ impl FrameRepr {
         b[field::MAGIC].copy_from_slice(&MAGIC.to_be_bytes());
         b[field::VERSION] = VERSION;
         b[field::KIND] = self.body.kind() as u8;
-        b[field::FLAGS] = h.flags;
+        b[field::FLAGS] = match self.body {
+            Body::DataAck(..) => h.flags | FLAG_ACK,
+            Body::Data(_) => h.flags & !FLAG_ACK,
+            _ => h.flags,
+        };
         b[field::CHANNEL] = h.channel as u8;
         b[field::HEADER_LEN].copy_from_slice(&(hl as u16).to_be_bytes());
         b[field::CLUSTER].copy_from_slice(&h.cluster.0.to_be_bytes());
@@ -358,6 +374,10 @@ impl FrameRepr {
         let ext = &mut b[HEADER_LEN..];
         match &self.body {
             Body::Data(d) => d.emit(ext),
+            Body::DataAck(d, a) => {
+                d.emit(ext);
+                a.emit(&mut ext[DataRepr::EXT_LEN..]);
+            }
             Body::Ack(a) => a.emit(ext),
             Body::Probe(p) | Body::ProbeAck(p) => p.emit(ext),
         }

@@ -18,7 +18,7 @@ fn header(kind: FrameKind) -> impl Strategy<Value = Header> {
     )
         .prop_map(move |(flags, ch, cl, s, d, si, di, seq)| Header {
             kind,
-            flags,
+            flags: flags & !FLAG_ACK,
             channel: Channel::from_u8(ch).unwrap(),
             cluster: ClusterId(cl),
             src: NodeId(s),
@@ -130,6 +130,12 @@ proptest! {
     #[test]
     fn data_roundtrip(h in header(FrameKind::Data), (d, payload) in data()) {
         roundtrip(&FrameRepr { header: h, body: Body::Data(d) }, &payload);
+    }
+
+    #[test]
+    fn data_with_piggybacked_ack_roundtrip(h in header(FrameKind::Data), (d, payload) in data(), a in ack()) {
+        prop_assume!(!a.ranges.is_empty());
+        roundtrip(&FrameRepr { header: h, body: Body::DataAck(d, a) }, &payload);
     }
 
     #[test]
