@@ -148,6 +148,13 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         self.peers.insert(node, addr)
     }
 
+    /// Forgets a peer: its session (queued messages reported lost) and its
+    /// address.
+    pub fn remove_peer(&mut self, node: NodeId) -> bool {
+        self.peers.remove(&node);
+        self.endpoint.remove_peer(node)
+    }
+
     pub fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
         self.peers.get(&node).copied()
     }

@@ -22,6 +22,9 @@ const MAX_PENDING: usize = 65536;
 /// Sessions kept; every client run is a new node, and the transport keeps a
 /// session per node it has seen.
 const MAX_PEERS: usize = 60_000;
+/// A client session idle this long, with nothing queued, is forgotten, so a
+/// long-lived server does not accumulate one per client run.
+const CLIENT_IDLE: Duration = Duration::from_secs(60);
 /// Largest message served (the transport's `max_message`).
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Largest baseline datagram.
@@ -282,7 +285,21 @@ impl Server {
 
     fn run(mut self, stop: &AtomicBool) -> Result<ServerCounters, String> {
         let mut last_print = Instant::now();
+        let mut last_sweep = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if last_sweep.elapsed() >= Duration::from_secs(5) {
+                last_sweep = Instant::now();
+                let now = self.driver.now();
+                let idle: Vec<_> = self
+                    .driver
+                    .endpoint()
+                    .idle_peers(now, CLIENT_IDLE)
+                    .collect();
+                for peer in idle {
+                    self.driver.remove_peer(peer);
+                    tracing::debug!(%peer, "forgot idle client");
+                }
+            }
             self.flush_pending();
             self.driver
                 .turn(self.wait)

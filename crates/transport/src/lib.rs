@@ -237,6 +237,8 @@ pub enum LossReason {
     PeerRestarted,
     /// The endpoint was shut down with the message in flight.
     Shutdown,
+    /// The peer was removed from the endpoint.
+    PeerRemoved,
 }
 
 /// What the endpoint tells its user.
@@ -522,6 +524,7 @@ impl Endpoint {
             }
         };
         let s = &mut self.sessions[idx];
+        s.last_heard = now;
         if h.dst_incarnation != Incarnation::UNKNOWN && h.dst_incarnation != my_inc {
             // Aimed at an earlier (or later, i.e. confused) life of ours.
             self.stats.stale += 1;
@@ -622,6 +625,31 @@ impl Endpoint {
         for s in &mut self.sessions {
             s.on_timeout(now, &self.cfg, &mut self.events);
         }
+    }
+
+    /// Removes a peer and its session; whatever was queued to it is reported
+    /// lost ([`LossReason::PeerRemoved`]). Frames from it are then counted
+    /// as from an unknown node (or, with `accept_unknown`, start a new
+    /// session). Returns whether the peer existed.
+    pub fn remove_peer(&mut self, peer: NodeId) -> bool {
+        let Some(i) = self.sessions.iter().position(|s| s.peer == peer) else {
+            return false;
+        };
+        let mut s = self.sessions.swap_remove(i);
+        s.abandon_all(LossReason::PeerRemoved, &mut self.events);
+        self.rr = 0;
+        true
+    }
+
+    /// Peers with nothing queued that have not been heard from for `idle`:
+    /// what a server that accepts any client should forget now and then.
+    pub fn idle_peers(&self, now: Instant, idle: Duration) -> impl Iterator<Item = NodeId> + '_ {
+        self.sessions
+            .iter()
+            .filter(move |s| {
+                s.live_messages() == 0 && now.saturating_duration_since(s.last_heard) >= idle
+            })
+            .map(|s| s.peer)
     }
 
     /// Gives up every queued message (reported [`LossReason::Shutdown`]).

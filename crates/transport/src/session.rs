@@ -131,6 +131,8 @@ struct Probe {
 pub(crate) struct Session {
     pub(crate) peer: NodeId,
     pub(crate) peer_incarnation: Incarnation,
+    /// When a frame from the peer was last accepted.
+    pub(crate) last_heard: Instant,
     path: PeerConfig,
     max_udp: usize,
     frag_cap: usize,
@@ -179,6 +181,7 @@ impl Session {
         Session {
             peer: path.node,
             peer_incarnation: Incarnation::UNKNOWN,
+            last_heard: Instant::ZERO,
             path,
             max_udp,
             frag_cap: icx_wire::data_capacity(max_udp),

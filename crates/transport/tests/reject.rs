@@ -279,3 +279,48 @@ fn server_accepts_unknown_peers_only_when_configured_and_up_to_a_cap() {
     assert!(closed.peers().next().is_none());
     assert!(delivered(&mut closed).is_empty());
 }
+
+#[test]
+fn idle_peers_can_be_forgotten_and_come_back() {
+    let pool = BufferPool::new(&PoolConfig::small(1 << 20, 64)).unwrap();
+    let mut cfg = Config::new(ClusterId(1), NodeId(1), Incarnation(1));
+    cfg.accept_unknown = Some(icx_transport::PeerTemplate {
+        mtu: 1500,
+        ipv6: false,
+    });
+    let mut server = Endpoint::new(cfg, pool);
+    let mut c = ep(1, 7, 1, &[1]);
+    c.send_bytes(T0, NodeId(1), Channel::Control, b"hello")
+        .unwrap();
+    pump(&mut c, &mut server, T0);
+    assert_eq!(delivered(&mut server).len(), 1);
+    let later = T0 + Duration::from_secs(61);
+    assert_eq!(
+        server
+            .idle_peers(T0 + Duration::from_secs(1), Duration::from_secs(60))
+            .count(),
+        0
+    );
+    // A message queued to the peer keeps it.
+    server
+        .send_bytes(T0, NodeId(7), Channel::Control, b"pending")
+        .unwrap();
+    assert_eq!(server.idle_peers(later, Duration::from_secs(60)).count(), 0);
+    assert!(server.remove_peer(NodeId(7)));
+    assert!(std::iter::from_fn(|| server.poll_event()).any(|e| matches!(
+        e,
+        Event::Lost {
+            reason: icx_transport::LossReason::PeerRemoved,
+            ..
+        }
+    )));
+    assert!(!server.remove_peer(NodeId(7)));
+    // The client comes back and is accepted as new.
+    c.send_bytes(later, NodeId(1), Channel::Control, b"again")
+        .unwrap();
+    pump(&mut c, &mut server, later);
+    let evs: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, Event::PeerAdded { peer: NodeId(7) })));
+}
