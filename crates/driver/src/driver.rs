@@ -211,30 +211,7 @@ impl<B: Backend, C: Clock> Driver<B, C> {
     /// (less if a timer is due sooner) only when the pass found nothing to do.
     pub fn turn(&mut self, max_wait: Duration) -> io::Result<TurnStats> {
         let mut ts = TurnStats::default();
-
-        // A server that accepts unknown peers learns (and follows) each
-        // peer's address from its accepted frames; configured addresses are
-        // otherwise fixed.
-        let learn = self.endpoint.config().accept_unknown.is_some();
-        let (endpoint, clock, peers) = (&mut self.endpoint, &self.clock, &mut self.peers);
-        // The clock is read per datagram (a vDSO call) so that acks late in a
-        // big batch do not get early timestamps and shrink RTT samples.
-        // Foreign senders are fed too: the endpoint rejects and counts them.
-        ts.received = self.backend.recv(self.rx_budget, &mut |d| {
-            if let Some(node) = endpoint.handle_datagram(clock.now(), d.data) {
-                if learn && peers.get(&node) != Some(&d.src) {
-                    peers.insert(node, d.src);
-                }
-            }
-        })?;
-
-        let now = self.clock.now();
-        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-            self.endpoint.handle_timeout(now);
-            ts.timeout_fired = true;
-        }
-
-        self.flush(now, &mut ts)?;
+        self.pass(&mut ts)?;
 
         if ts.is_idle() {
             let now = self.clock.now();
@@ -248,6 +225,9 @@ impl<B: Backend, C: Clock> Driver<B, C> {
             if !wait.is_zero() {
                 self.backend.wait(Some(wait))?;
                 ts.waited = true;
+                // Handle what woke us in this turn: the caller then sees
+                // its events one turn (and one wake-up) sooner.
+                self.pass(&mut ts)?;
             }
         }
 
@@ -260,6 +240,32 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         s.unroutable += ts.unroutable as u64;
         s.waits += u64::from(ts.waited);
         Ok(ts)
+    }
+
+    /// Receive, fire due timers, transmit.
+    fn pass(&mut self, ts: &mut TurnStats) -> io::Result<()> {
+        // A server that accepts unknown peers learns (and follows) each
+        // peer's address from its accepted frames; configured addresses are
+        // otherwise fixed.
+        let learn = self.endpoint.config().accept_unknown.is_some();
+        let (endpoint, clock, peers) = (&mut self.endpoint, &self.clock, &mut self.peers);
+        // The clock is read per datagram (a vDSO call) so that acks late in a
+        // big batch do not get early timestamps and shrink RTT samples.
+        // Foreign senders are fed too: the endpoint rejects and counts them.
+        ts.received += self.backend.recv(self.rx_budget, &mut |d| {
+            if let Some(node) = endpoint.handle_datagram(clock.now(), d.data) {
+                if learn && peers.get(&node) != Some(&d.src) {
+                    peers.insert(node, d.src);
+                }
+            }
+        })?;
+
+        let now = self.clock.now();
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+            ts.timeout_fired = true;
+        }
+        self.flush(now, ts)
     }
 
     /// Moves up to `tx_budget` transmits into the batch and offers it to the
