@@ -22,6 +22,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 runs="${FUZZ_RUNS:-50000}"
+# A fixed seed makes a CI run repeatable; FUZZ_SEED=0 lets libFuzzer pick one.
+seed="${FUZZ_SEED:-1}"
 max_len="${FUZZ_MAX_LEN:-12000}"
 len_control="${FUZZ_LEN_CONTROL:-10}"
 targets="${FUZZ_TARGETS:-frame_decode reassembly ack_decode}"
@@ -58,7 +60,7 @@ for t in $targets; do
     [ "$t" = frame_decode ] && n=$((runs * 10))
     echo "== fuzz smoke: $t ($n runs, max_len $max_len${FUZZ_PLAIN:+, uninstrumented})"
     start=$(date +%s%N)
-    if "$bin/$t" -runs="$n" -max_len="$max_len" -len_control="$len_control" -print_final_stats=1 \
+    if "$bin/$t" -seed="$seed" -runs="$n" -max_len="$max_len" -len_control="$len_control" -print_final_stats=1 \
         -artifact_prefix="$here/artifacts/$t/" "${corpus[@]}" >"$log/$t" 2>&1; then
         ms=$(( ($(date +%s%N) - start) / 1000000 ))
         echo "   ok in ${ms} ms"

@@ -310,8 +310,12 @@ impl FrameRepr {
         let channel = Channel::from_u8(raw_ch).ok_or(WireError::UnknownChannel(raw_ch))?;
         let header = Header {
             kind: frame.kind(),
-            // FLAG_ACK is carried by the body variant, not the flags.
-            flags: frame.flags() & !FLAG_ACK,
+            // On data frames FLAG_ACK is carried by the body variant, not
+            // the flags; other kinds keep every bit as sent.
+            flags: match frame.kind() {
+                FrameKind::Data => frame.flags() & !FLAG_ACK,
+                _ => frame.flags(),
+            },
             channel,
             cluster: frame.cluster(),
             src: frame.src(),

@@ -284,3 +284,33 @@ fn ack_ending_at_zero_reemits() {
     let mut buf = vec![0u8; repr.header_len()];
     repr.emit(&mut buf, &[]).unwrap();
 }
+
+#[test]
+fn non_data_frames_keep_flag_bit_zero() {
+    // Found by the frame_decode fuzz target: a probe with flag bit 0 set was
+    // re-emitted without it.
+    let repr = FrameRepr {
+        header: Header {
+            kind: FrameKind::Probe,
+            flags: 0x8d,
+            channel: Channel::Control,
+            cluster: ClusterId(0),
+            src: NodeId(0),
+            dst: NodeId(0),
+            src_incarnation: Incarnation(0),
+            dst_incarnation: Incarnation(0),
+            seq: 0,
+        },
+        body: Body::Probe(ProbeRepr {
+            probe_id: 0,
+            size: 0,
+        }),
+    };
+    let mut buf = vec![0u8; repr.header_len()];
+    repr.emit(&mut buf, &[]).unwrap();
+    let (back, _) = decode(&buf).unwrap();
+    assert_eq!(back, repr);
+    let mut again = vec![0u8; back.header_len()];
+    back.emit(&mut again, &[]).unwrap();
+    assert_eq!(again, buf);
+}
