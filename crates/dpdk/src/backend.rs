@@ -1,0 +1,980 @@
+//! [`DpdkBackend`]: an ethdev port (one rx/tx queue pair) under the icx
+//! [`Backend`] trait, speaking plain Ethernet/IPv4/UDP so it interoperates
+//! with kernel-socket nodes (io_uring, plain sockets).
+//!
+//! - **Transmit**: each frame is copied into an mbuf from this backend's own
+//!   pool (headers built in place, then the icx header and the block slice),
+//!   checksummed (or marked for the port's checksum offload), and handed to
+//!   `rte_eth_tx_burst`. Frames the queue refuses stay in the batch
+//!   (backpressure). Frames to a neighbour not yet resolved are dropped and
+//!   counted (the transport retransmits) while an ARP request goes out.
+//! - **Receive**: `rte_eth_rx_burst`; each frame is parsed in place and the
+//!   UDP payload lent to the callback straight from the mbuf (a chained
+//!   mbuf is first gathered into a scratch buffer); ARP is answered; every
+//!   other frame is counted by reason and freed.
+//! - **Waiting**: poll mode has no interrupt here: `wait` polls the rx
+//!   queue, spinning for `spin_us`, then sleeping between polls from 5 us
+//!   doubling up to `idle_sleep_us` (timer slack lowered to 1 us for the
+//!   thread), or spinning throughout with `busy_poll`. A received burst is
+//!   kept for the next `recv`. The waker sets a flag the loop checks.
+//!
+//! Copies: one on send (pool buffer to mbuf) and one on receive (mbuf to the
+//! reassembly buffer, done by the transport). Attaching the pool as external
+//! buffers (`rte_pktmbuf_attach_extbuf` on `BufferPool::regions()`) would
+//! remove the send copy on NICs that DMA from registered memory; af_packet
+//! copies into its ring anyway, so this first version copies.
+
+use crate::arp::{ArpAction, ArpTable};
+use crate::config::{DpdkConfig, PortSelect};
+use crate::eal::{self, strerror};
+use crate::error::DpdkError;
+use crate::net::{
+    self, ArpPacket, DropReason, MacAddr, Parsed, RxChecksums, TxChecksums, UdpFlow, HEADERS_LEN,
+    MIN_FRAME_LEN,
+};
+use icx_core::{Backend, Capabilities, RxDatagram, TxBatch, Wake};
+use icx_dpdk_sys::{self as sys, flags};
+use std::ffi::{CStr, CString};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Counters of one backend. Every received frame lands in exactly one of
+/// `delivered`, `arp_received` or a drop counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DpdkStats {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    /// UDP datagrams handed to the caller.
+    pub delivered: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames the tx queue refused (left in the batch for later).
+    pub tx_refused: u64,
+    /// No mbuf for a frame (left in the batch for later).
+    pub tx_no_mbuf: u64,
+    /// Frames dropped because the neighbour's MAC is unknown.
+    pub unresolved: u64,
+    /// Datagrams over the path's largest UDP payload (like EMSGSIZE).
+    pub oversize: u64,
+    /// Destinations icx cannot reach here (IPv6).
+    pub unsupported_dst: u64,
+    pub arp_received: u64,
+    pub arp_replies_sent: u64,
+    pub arp_requests_sent: u64,
+    /// Received frames spread over several mbufs (gathered before parsing).
+    pub rx_chained: u64,
+    pub drop_malformed: u64,
+    pub drop_other_mac: u64,
+    pub drop_not_ipv4: u64,
+    pub drop_other_ip: u64,
+    pub drop_not_udp: u64,
+    pub drop_other_port: u64,
+    pub drop_fragment: u64,
+    pub drop_bad_ip_checksum: u64,
+    pub drop_bad_udp_checksum: u64,
+    /// Received frames too big for the scratch buffer.
+    pub drop_oversize_rx: u64,
+}
+
+impl DpdkStats {
+    /// Frames received that were not for us or not icx-shaped.
+    pub fn dropped(&self) -> u64 {
+        self.drop_malformed
+            + self.drop_other_mac
+            + self.drop_not_ipv4
+            + self.drop_other_ip
+            + self.drop_not_udp
+            + self.drop_other_port
+            + self.drop_fragment
+            + self.drop_bad_ip_checksum
+            + self.drop_bad_udp_checksum
+            + self.drop_oversize_rx
+    }
+
+    fn count_drop(&mut self, r: DropReason) {
+        let c = match r {
+            DropReason::Malformed => &mut self.drop_malformed,
+            DropReason::OtherMac => &mut self.drop_other_mac,
+            DropReason::NotIpv4 => &mut self.drop_not_ipv4,
+            DropReason::OtherIp => &mut self.drop_other_ip,
+            DropReason::NotUdp => &mut self.drop_not_udp,
+            DropReason::OtherPort => &mut self.drop_other_port,
+            DropReason::Fragment => &mut self.drop_fragment,
+            DropReason::BadIpChecksum => &mut self.drop_bad_ip_checksum,
+            DropReason::BadUdpChecksum => &mut self.drop_bad_udp_checksum,
+        };
+        *c += 1;
+    }
+}
+
+/// The port's own counters (`rte_eth_stats_get`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub oerrors: u64,
+    pub rx_nombuf: u64,
+}
+
+/// What the port turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortInfo {
+    pub port: u16,
+    pub name: String,
+    pub driver: String,
+    pub mac: MacAddr,
+    pub max_mtu: u16,
+    /// The MTU was set through ethdev (else left to the device/kernel).
+    pub mtu_set: bool,
+    pub tx_checksum_offload: TxChecksums,
+    pub rx_checksum_offload: bool,
+}
+
+/// The waker: a latched flag that `wait` polls.
+#[derive(Debug, Default)]
+struct Waker {
+    flag: AtomicBool,
+}
+
+impl Wake for Waker {
+    fn wake(&self) {
+        self.flag.store(true, Ordering::Release);
+    }
+}
+
+/// Distinguishes the mempools of several backends in one process.
+static POOL_SEQ: AtomicU32 = AtomicU32::new(0);
+
+const SCRATCH_LEN: usize = 64 << 10;
+
+/// The DPDK backend. Owns its port (stopped and closed on drop) and mbuf pool.
+pub struct DpdkBackend {
+    port: u16,
+    queue: u16,
+    mp: *mut sys::rte_mempool,
+    info: PortInfo,
+    mac: MacAddr,
+    addr: SocketAddrV4,
+    max_udp_payload: usize,
+    max_batch: usize,
+    arp_enabled: bool,
+    arp: ArpTable,
+    busy_poll: bool,
+    spin: Duration,
+    idle_sleep: Duration,
+    slack_set: bool,
+    tx_csum: TxChecksums,
+    rx_csum_offload: bool,
+    ip_id: u16,
+    /// Received mbufs not yet handed to `recv` (filled by `wait`).
+    rx_stash: Vec<*mut sys::rte_mbuf>,
+    rx_head: usize,
+    /// Scratch for the tx burst and for gathering chained rx mbufs.
+    tx_mbufs: Vec<*mut sys::rte_mbuf>,
+    tx_index: Vec<usize>,
+    ctrl: Vec<*mut sys::rte_mbuf>,
+    scratch: Box<[u8]>,
+    waker: Arc<Waker>,
+    stats: DpdkStats,
+}
+
+// SAFETY: the raw pointers are this backend's own mempool and the mbufs it
+// holds; DPDK allows a queue and a mempool to be used from any one thread at
+// a time, and `&mut self` makes every use exclusive.
+unsafe impl Send for DpdkBackend {}
+
+impl std::fmt::Debug for DpdkBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpdkBackend")
+            .field("port", &self.info)
+            .field("queue", &self.queue)
+            .field("addr", &self.addr)
+            .field("mac", &self.mac)
+            .finish_non_exhaustive()
+    }
+}
+
+fn port_err(port: u16, step: &'static str, ret: i32) -> DpdkError {
+    let errno = if ret < 0 { -ret } else { eal::errno() };
+    DpdkError::Port {
+        port,
+        step,
+        errno,
+        message: strerror(errno),
+    }
+}
+
+fn port_name(port: u16) -> Option<String> {
+    let mut buf = [0 as std::os::raw::c_char; sys::RTE_ETH_NAME_MAX_LEN as usize];
+    // SAFETY: buf is RTE_ETH_NAME_MAX_LEN bytes, as the call requires.
+    let r = unsafe { sys::rte_eth_dev_get_name_by_port(port, buf.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    Some(
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// The ports the EAL probed, as (id, name).
+pub fn ports() -> Vec<(u16, String)> {
+    (0..sys::RTE_MAX_ETHPORTS as u16)
+        // SAFETY: a plain query on a port id.
+        .filter(|&p| unsafe { sys::rte_eth_dev_is_valid_port(p) } == 1)
+        .map(|p| (p, port_name(p).unwrap_or_default()))
+        .collect()
+}
+
+fn select_port(sel: &PortSelect) -> Result<u16, DpdkError> {
+    let all = ports();
+    let available = || all.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+    match sel {
+        PortSelect::Only => match all.as_slice() {
+            [(p, _)] => Ok(*p),
+            _ => Err(DpdkError::NoPort {
+                wanted: "(the only one)".into(),
+                available: available(),
+            }),
+        },
+        PortSelect::Id(p) => all
+            .iter()
+            .find(|(q, _)| q == p)
+            .map(|(q, _)| *q)
+            .ok_or_else(|| DpdkError::NoPort {
+                wanted: format!("id {p}"),
+                available: available(),
+            }),
+        PortSelect::Name(n) => {
+            let c = CString::new(n.as_str())
+                .map_err(|_| DpdkError::Config(format!("port name {n:?} has a NUL")))?;
+            let mut id = 0u16;
+            // SAFETY: c is NUL-terminated; id is a valid out-pointer.
+            let r = unsafe { sys::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
+            if r == 0 {
+                Ok(id)
+            } else {
+                Err(DpdkError::NoPort {
+                    wanted: format!("named {n:?}"),
+                    available: available(),
+                })
+            }
+        }
+    }
+}
+
+impl DpdkBackend {
+    /// Initialises the EAL (first call in the process) and opens the port.
+    /// Every failure is an error naming the step and what to check; nothing
+    /// panics.
+    pub fn open(cfg: DpdkConfig) -> Result<Self, DpdkError> {
+        if cfg.queues != 1 || cfg.queue != 0 {
+            return Err(DpdkError::Config(
+                "this version drives one queue pair per port (queues = 1, queue = 0)".into(),
+            ));
+        }
+        if cfg.max_batch == 0 || cfg.max_batch > 512 {
+            return Err(DpdkError::Config("max_batch must be 1..=512".into()));
+        }
+        let max_udp_payload = icx_max_udp_payload(cfg.mtu);
+        if max_udp_payload == 0 {
+            return Err(DpdkError::Config(format!("MTU {} is too small", cfg.mtu)));
+        }
+        eal::init(&cfg.eal)?;
+        let port = select_port(&cfg.port)?;
+        let name = port_name(port).unwrap_or_default();
+
+        // SAFETY: zeroed rte_eth_dev_info is a valid out-parameter.
+        let mut dev: sys::rte_eth_dev_info = unsafe { std::mem::zeroed() };
+        // SAFETY: valid port id and out-pointer.
+        let r = unsafe { sys::rte_eth_dev_info_get(port, &mut dev) };
+        if r != 0 {
+            return Err(port_err(port, "rte_eth_dev_info_get", r));
+        }
+        let driver = if dev.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: the driver name is a static NUL-terminated string.
+            unsafe { CStr::from_ptr(dev.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        if dev.max_rx_queues < cfg.queues || dev.max_tx_queues < cfg.queues {
+            return Err(DpdkError::Config(format!(
+                "port {port} ({name}, {driver}) has {} rx / {} tx queues, {} wanted",
+                dev.max_rx_queues, dev.max_tx_queues, cfg.queues
+            )));
+        }
+        let room = cfg.mbuf_data_room();
+        let frame = cfg.mtu + net::ETH_HDR_LEN;
+        if usize::from(room) < frame {
+            return Err(DpdkError::Config(format!(
+                "mbuf data room {room} cannot hold a {frame}-byte frame (MTU {})",
+                cfg.mtu
+            )));
+        }
+
+        // Checksum offloads, when asked for and offered.
+        let want = cfg.checksum_offload;
+        let tx_csum = TxChecksums {
+            ip_offload: want && dev.tx_offload_capa & flags::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM != 0,
+            udp_offload: want && dev.tx_offload_capa & flags::RTE_ETH_TX_OFFLOAD_UDP_CKSUM != 0,
+        };
+        let rx_both = flags::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | flags::RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+        let rx_csum_offload = want && dev.rx_offload_capa & rx_both == rx_both;
+
+        // SAFETY: DPDK's examples zero rte_eth_conf for defaults.
+        let mut conf: sys::rte_eth_conf = unsafe { std::mem::zeroed() };
+        if tx_csum.ip_offload {
+            conf.txmode.offloads |= flags::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+        }
+        if tx_csum.udp_offload {
+            conf.txmode.offloads |= flags::RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+        }
+        if rx_csum_offload {
+            conf.rxmode.offloads |= rx_both;
+        }
+        // Set the MTU through ethdev only where the driver allows it;
+        // af_packet reports a 1518 maximum but carries what the kernel
+        // interface's MTU allows, so there it is left alone.
+        // (ethdev also checks mtu + 18 bytes of Ethernet overhead against
+        // max_rx_pktlen: af_packet reports a large max_mtu but 1518 there.)
+        let mtu_set = cfg.mtu as u64 <= u64::from(dev.max_mtu)
+            && cfg.mtu >= usize::from(dev.min_mtu)
+            && (cfg.mtu + 18) as u64 <= u64::from(dev.max_rx_pktlen);
+        if mtu_set {
+            conf.rxmode.mtu = cfg.mtu as u32;
+        } else {
+            tracing::info!(port, driver = %driver, mtu = cfg.mtu, max_mtu = dev.max_mtu, max_rx_pktlen = dev.max_rx_pktlen,
+                "icx-dpdk: MTU not set through ethdev (over the driver's max_mtu); the device's own MTU must carry it (af_packet: the kernel interface MTU)");
+        }
+        // SAFETY: valid port, conf lives across the call.
+        let r = unsafe { sys::rte_eth_dev_configure(port, cfg.queues, cfg.queues, &conf) };
+        if r != 0 {
+            return Err(port_err(port, "rte_eth_dev_configure", r));
+        }
+        let (mut nrx, mut ntx) = (cfg.rx_desc, cfg.tx_desc);
+        // SAFETY: valid port and out-pointers.
+        let r = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(port, &mut nrx, &mut ntx) };
+        if r != 0 {
+            return Err(port_err(port, "rte_eth_dev_adjust_nb_rx_tx_desc", r));
+        }
+        // SAFETY: valid port.
+        let socket = unsafe { sys::rte_eth_dev_socket_id(port) };
+
+        let pool_name = CString::new(format!(
+            "icx_p{port}q{}_{}",
+            cfg.queue,
+            POOL_SEQ.fetch_add(1, Ordering::Relaxed)
+        ))
+        .expect("no NUL");
+        let data_room = room + sys::RTE_PKTMBUF_HEADROOM as u16;
+        // SAFETY: name is NUL-terminated; sizes are plain numbers.
+        let mp = unsafe {
+            sys::rte_pktmbuf_pool_create(pool_name.as_ptr(), cfg.mbufs, 256, 0, data_room, socket)
+        };
+        if mp.is_null() {
+            let e = eal::errno();
+            return Err(DpdkError::Port {
+                port,
+                step: "rte_pktmbuf_pool_create (mbufs)",
+                errno: e,
+                message: format!(
+                    "{}: {} mbufs of {} bytes; with --no-huge raise -m, else reserve more hugepages",
+                    strerror(e),
+                    cfg.mbufs,
+                    data_room
+                ),
+            });
+        }
+        // From here on, a failure must free the pool.
+        let fail = |step: &'static str, r: i32| {
+            let e = port_err(port, step, r);
+            // SAFETY: mp was created above and is not used by a started port.
+            unsafe { sys::rte_mempool_free(mp) };
+            e
+        };
+        // SAFETY: valid port, queue index < configured; NULL conf = defaults.
+        let r = unsafe {
+            sys::rte_eth_rx_queue_setup(port, cfg.queue, nrx, socket as u32, std::ptr::null(), mp)
+        };
+        if r != 0 {
+            return Err(fail("rte_eth_rx_queue_setup", r));
+        }
+        // SAFETY: as above.
+        let r = unsafe {
+            sys::rte_eth_tx_queue_setup(port, cfg.queue, ntx, socket as u32, std::ptr::null())
+        };
+        if r != 0 {
+            return Err(fail("rte_eth_tx_queue_setup", r));
+        }
+        // SAFETY: configured port with its queues set up.
+        let r = unsafe { sys::rte_eth_dev_start(port) };
+        if r != 0 {
+            return Err(fail("rte_eth_dev_start", r));
+        }
+        if cfg.promiscuous {
+            // SAFETY: started port.
+            let r = unsafe { sys::rte_eth_promiscuous_enable(port) };
+            if r != 0 {
+                tracing::warn!(port, error = %strerror(-r), "icx-dpdk: promiscuous mode refused");
+            }
+        }
+        // SAFETY: zeroed is a valid out-parameter.
+        let mut ea: sys::rte_ether_addr = unsafe { std::mem::zeroed() };
+        // SAFETY: valid port and out-pointer.
+        let r = unsafe { sys::rte_eth_macaddr_get(port, &mut ea) };
+        if r != 0 {
+            // SAFETY: started by us, stopped before the pool goes.
+            unsafe { sys::rte_eth_dev_stop(port) };
+            return Err(fail("rte_eth_macaddr_get", r));
+        }
+        let port_mac = MacAddr(ea.addr_bytes);
+        let mac = cfg.mac.unwrap_or(port_mac);
+        let info = PortInfo {
+            port,
+            name,
+            driver,
+            mac: port_mac,
+            max_mtu: dev.max_mtu,
+            mtu_set,
+            tx_checksum_offload: tx_csum,
+            rx_checksum_offload: rx_csum_offload,
+        };
+        tracing::info!(?info, %mac, addr = %cfg.addr, mtu = cfg.mtu, "icx-dpdk: port started");
+        let mut arp = ArpTable::new();
+        for (ip, m) in &cfg.neighbours {
+            arp.insert_static(*ip, *m);
+        }
+        let max_batch = cfg.max_batch;
+        Ok(DpdkBackend {
+            port,
+            queue: cfg.queue,
+            mp,
+            info,
+            mac,
+            addr: cfg.addr,
+            max_udp_payload,
+            max_batch,
+            arp_enabled: cfg.arp,
+            arp,
+            busy_poll: cfg.busy_poll,
+            spin: Duration::from_micros(cfg.spin_us),
+            idle_sleep: Duration::from_micros(cfg.idle_sleep_us.max(1)),
+            slack_set: false,
+            tx_csum,
+            rx_csum_offload,
+            ip_id: 0,
+            rx_stash: Vec::with_capacity(max_batch),
+            rx_head: 0,
+            tx_mbufs: Vec::with_capacity(max_batch),
+            tx_index: Vec::with_capacity(max_batch),
+            ctrl: Vec::with_capacity(max_batch),
+            scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
+            waker: Arc::new(Waker::default()),
+            stats: DpdkStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> DpdkStats {
+        self.stats
+    }
+
+    pub fn port_info(&self) -> &PortInfo {
+        &self.info
+    }
+
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// The neighbour table (static entries and what ARP resolved).
+    pub fn neighbours(&self) -> &ArpTable {
+        &self.arp
+    }
+
+    /// Adds a static neighbour entry.
+    pub fn add_neighbour(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        self.arp.insert_static(ip, mac);
+    }
+
+    pub fn port_stats(&self) -> PortStats {
+        // SAFETY: zeroed is a valid out-parameter.
+        let mut s: sys::rte_eth_stats = unsafe { std::mem::zeroed() };
+        // SAFETY: valid port and out-pointer.
+        if unsafe { sys::rte_eth_stats_get(self.port, &mut s) } != 0 {
+            return PortStats::default();
+        }
+        PortStats {
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        }
+    }
+
+    /// Mbufs currently out of the pool (in queues, stashed, or in flight).
+    pub fn mbufs_in_use(&self) -> u32 {
+        // SAFETY: mp is our live mempool.
+        unsafe { sys::rte_mempool_in_use_count(self.mp) }
+    }
+
+    /// Sends an ARP request for `ip` now unless one went out recently.
+    pub fn resolve(&mut self, ip: Ipv4Addr) {
+        if self.arp.should_request(ip, Instant::now()) {
+            let p = ArpTable::request(self.mac, *self.addr.ip(), ip);
+            if self.queue_ctrl(&p, MacAddr::BROADCAST) {
+                self.stats.arp_requests_sent += 1;
+            }
+        }
+    }
+
+    /// Builds a control frame (ARP) into an mbuf for the next flush.
+    fn queue_ctrl(&mut self, p: &ArpPacket, dst: MacAddr) -> bool {
+        if self.ctrl.len() >= self.max_batch {
+            return false;
+        }
+        // SAFETY: mp is our live mempool.
+        let m = unsafe { sys::icx_rte_pktmbuf_alloc(self.mp) };
+        if m.is_null() {
+            return false;
+        }
+        // SAFETY: m is a fresh mbuf; append returns NULL or room for 60 bytes.
+        let p_data = unsafe { sys::icx_rte_pktmbuf_append(m, MIN_FRAME_LEN as u16) };
+        if p_data.is_null() {
+            // SAFETY: m is ours and not queued.
+            unsafe { sys::icx_rte_pktmbuf_free(m) };
+            return false;
+        }
+        // SAFETY: append reserved MIN_FRAME_LEN bytes at p_data in m's buffer.
+        let out = unsafe { std::slice::from_raw_parts_mut(p_data.cast::<u8>(), MIN_FRAME_LEN) };
+        p.emit_frame(self.mac, dst, out);
+        self.ctrl.push(m);
+        true
+    }
+
+    /// Sends queued control frames; those the queue refuses are dropped
+    /// (ARP is retried by its own timer or by the asker).
+    fn flush_ctrl(&mut self) {
+        if self.ctrl.is_empty() {
+            return;
+        }
+        let n = self.ctrl.len() as u16;
+        // SAFETY: ctrl holds n mbufs we own; tx_burst takes ownership of the
+        // first `sent`.
+        let sent =
+            unsafe { sys::icx_rte_eth_tx_burst(self.port, self.queue, self.ctrl.as_mut_ptr(), n) };
+        for &m in &self.ctrl[usize::from(sent)..] {
+            // SAFETY: not taken by the queue, still ours.
+            unsafe { sys::icx_rte_pktmbuf_free(m) };
+        }
+        self.ctrl.clear();
+    }
+
+    /// Polls the rx queue into the stash; returns how many arrived.
+    fn poll_rx(&mut self) -> usize {
+        if self.rx_head < self.rx_stash.len() {
+            return self.rx_stash.len() - self.rx_head;
+        }
+        self.rx_stash.clear();
+        self.rx_head = 0;
+        let cap = self.rx_stash.capacity();
+        // SAFETY: the stash has room for `cap` pointers; rx_burst writes at
+        // most that many and returns the count, which we then expose.
+        unsafe {
+            let n = sys::icx_rte_eth_rx_burst(
+                self.port,
+                self.queue,
+                self.rx_stash.as_mut_ptr(),
+                cap as u16,
+            );
+            self.rx_stash.set_len(usize::from(n));
+        }
+        self.rx_stash.len()
+    }
+
+    /// Handles one received mbuf and frees it. Returns whether a datagram
+    /// was handed to `f`.
+    fn handle_rx(&mut self, m: *mut sys::rte_mbuf, f: &mut dyn FnMut(RxDatagram<'_>)) -> bool {
+        // SAFETY: m came from rx_burst and is ours until freed below.
+        let (segs, pkt_len, ol) = unsafe {
+            (
+                sys::icx_rte_pktmbuf_nb_segs(m),
+                sys::icx_rte_pktmbuf_pkt_len(m) as usize,
+                sys::icx_rte_pktmbuf_ol_flags(m),
+            )
+        };
+        self.stats.rx_frames += 1;
+        self.stats.rx_bytes += pkt_len as u64;
+        let delivered;
+        {
+            let frame: &[u8] = if segs == 1 {
+                // SAFETY: a single-segment mbuf's data is data_len bytes at mtod.
+                unsafe {
+                    std::slice::from_raw_parts(
+                        sys::icx_rte_pktmbuf_mtod(m).cast::<u8>(),
+                        usize::from(sys::icx_rte_pktmbuf_data_len(m)),
+                    )
+                }
+            } else {
+                self.stats.rx_chained += 1;
+                if pkt_len > self.scratch.len() {
+                    self.stats.drop_oversize_rx += 1;
+                    // SAFETY: ours, not used after.
+                    unsafe { sys::icx_rte_pktmbuf_free(m) };
+                    return false;
+                }
+                let mut at = 0;
+                let mut seg = m;
+                while !seg.is_null() && at < pkt_len {
+                    // SAFETY: seg is a segment of the chain we own.
+                    let (p, l) = unsafe {
+                        (
+                            sys::icx_rte_pktmbuf_mtod(seg).cast::<u8>(),
+                            usize::from(sys::icx_rte_pktmbuf_data_len(seg)),
+                        )
+                    };
+                    let l = l.min(pkt_len - at);
+                    // SAFETY: the segment holds l bytes at p; scratch has room
+                    // (pkt_len <= scratch.len()).
+                    self.scratch[at..at + l]
+                        .copy_from_slice(unsafe { std::slice::from_raw_parts(p, l) });
+                    at += l;
+                    // SAFETY: as above.
+                    seg = unsafe { sys::icx_rte_pktmbuf_next(seg) };
+                }
+                // Detach the borrow of self.scratch from self for the parse below.
+                let s: &[u8] = &self.scratch[..at];
+                // SAFETY: scratch is not written again until this frame is done.
+                unsafe { std::slice::from_raw_parts(s.as_ptr(), s.len()) }
+            };
+            let verified = if self.rx_csum_offload {
+                RxChecksums {
+                    ip: rx_verdict(
+                        ol,
+                        flags::RTE_MBUF_F_RX_IP_CKSUM_MASK,
+                        flags::RTE_MBUF_F_RX_IP_CKSUM_GOOD,
+                        flags::RTE_MBUF_F_RX_IP_CKSUM_BAD,
+                    ),
+                    udp: rx_verdict(
+                        ol,
+                        flags::RTE_MBUF_F_RX_L4_CKSUM_MASK,
+                        flags::RTE_MBUF_F_RX_L4_CKSUM_GOOD,
+                        flags::RTE_MBUF_F_RX_L4_CKSUM_BAD,
+                    ),
+                }
+            } else {
+                RxChecksums::default()
+            };
+            match net::parse(frame, self.mac, *self.addr.ip(), self.addr.port(), verified) {
+                Parsed::Udp {
+                    src_ip,
+                    src_port,
+                    payload,
+                    ..
+                } => {
+                    f(RxDatagram {
+                        src: SocketAddr::V4(SocketAddrV4::new(src_ip, src_port)),
+                        data: payload,
+                    });
+                    delivered = true;
+                }
+                Parsed::Arp(p) => {
+                    self.stats.arp_received += 1;
+                    if let ArpAction::Reply(r) = self.arp.handle(&p, self.mac, *self.addr.ip()) {
+                        if self.queue_ctrl(&r, r.target_mac) {
+                            self.stats.arp_replies_sent += 1;
+                        }
+                    }
+                    delivered = false;
+                }
+                Parsed::Drop(r) => {
+                    self.stats.count_drop(r);
+                    delivered = false;
+                }
+            }
+        }
+        // SAFETY: ours; the frame borrow ended above.
+        unsafe { sys::icx_rte_pktmbuf_free(m) };
+        if delivered {
+            self.stats.delivered += 1;
+        }
+        delivered
+    }
+
+    /// Builds the mbuf for `frame`'s datagram to `dst_mac`, or None when the
+    /// pool is empty.
+    fn build(
+        &mut self,
+        t: &icx_core::TxFrame,
+        dst: SocketAddrV4,
+        dst_mac: MacAddr,
+    ) -> Option<*mut sys::rte_mbuf> {
+        let len = HEADERS_LEN + t.len();
+        // SAFETY: mp is our live mempool.
+        let m = unsafe { sys::icx_rte_pktmbuf_alloc(self.mp) };
+        if m.is_null() {
+            return None;
+        }
+        // SAFETY: fresh mbuf; append returns NULL or `len` bytes of room
+        // (len <= mtu + 14 <= data room, checked at open).
+        let p = unsafe { sys::icx_rte_pktmbuf_append(m, len as u16) };
+        if p.is_null() {
+            // SAFETY: ours, not queued.
+            unsafe { sys::icx_rte_pktmbuf_free(m) };
+            return None;
+        }
+        // SAFETY: append reserved `len` bytes at p.
+        let out = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };
+        t.write_to(&mut out[HEADERS_LEN..]);
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let flow = UdpFlow {
+            src_mac: self.mac,
+            dst_mac,
+            src_ip: *self.addr.ip(),
+            dst_ip: *dst.ip(),
+            src_port: self.addr.port(),
+            dst_port: dst.port(),
+        };
+        net::emit_udp(out, &flow, self.ip_id, self.tx_csum);
+        if self.tx_csum.ip_offload || self.tx_csum.udp_offload {
+            let mut ol = flags::RTE_MBUF_F_TX_IPV4;
+            if self.tx_csum.ip_offload {
+                ol |= flags::RTE_MBUF_F_TX_IP_CKSUM;
+            }
+            if self.tx_csum.udp_offload {
+                ol |= flags::RTE_MBUF_F_TX_UDP_CKSUM;
+            }
+            // SAFETY: m is ours; sets flags and the l2/l3 lengths.
+            unsafe {
+                sys::icx_rte_pktmbuf_set_tx_offload(
+                    m,
+                    ol,
+                    net::ETH_HDR_LEN as u16,
+                    net::IPV4_HDR_LEN as u16,
+                )
+            };
+        }
+        Some(m)
+    }
+}
+
+fn rx_verdict(ol: u64, mask: u64, good: u64, bad: u64) -> Option<bool> {
+    match ol & mask {
+        x if x == good => Some(true),
+        x if x == bad => Some(false),
+        // Unknown, or "none" (not checked): check in software.
+        _ => None,
+    }
+}
+
+/// `icx_wire::max_udp_payload` for IPv4, without depending on icx-wire.
+fn icx_max_udp_payload(mtu: usize) -> usize {
+    mtu.saturating_sub(net::IPV4_HDR_LEN + net::UDP_HDR_LEN)
+}
+
+impl Backend for DpdkBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_udp_payload: self.max_udp_payload,
+            max_batch: self.max_batch,
+            gso: false,
+            gro: false,
+            zero_copy_send: false,
+            registered_buffers: false,
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        SocketAddr::V4(self.addr)
+    }
+
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
+        self.tx_mbufs.clear();
+        self.tx_index.clear();
+        let mut examined = 0;
+        for (i, t) in batch.iter().enumerate().take(self.max_batch) {
+            let dst = match t.dst {
+                SocketAddr::V4(a) => a,
+                SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                    Some(ip) => SocketAddrV4::new(ip, a.port()),
+                    None => {
+                        self.stats.unsupported_dst += 1;
+                        examined = i + 1;
+                        continue;
+                    }
+                },
+            };
+            if t.len() > self.max_udp_payload {
+                self.stats.oversize += 1;
+                examined = i + 1;
+                continue;
+            }
+            let Some(dst_mac) = self.arp.lookup(*dst.ip()) else {
+                self.stats.unresolved += 1;
+                if self.arp_enabled {
+                    self.resolve(*dst.ip());
+                }
+                examined = i + 1;
+                continue;
+            };
+            match self.build(t, dst, dst_mac) {
+                Some(m) => {
+                    self.tx_mbufs.push(m);
+                    self.tx_index.push(i);
+                    examined = i + 1;
+                }
+                None => {
+                    // Pool empty: the rest waits for the next call.
+                    self.stats.tx_no_mbuf += 1;
+                    break;
+                }
+            }
+        }
+        self.flush_ctrl();
+        let built = self.tx_mbufs.len();
+        let sent = if built > 0 {
+            // SAFETY: tx_mbufs holds `built` mbufs we own; the queue takes
+            // the first `sent`.
+            usize::from(unsafe {
+                sys::icx_rte_eth_tx_burst(
+                    self.port,
+                    self.queue,
+                    self.tx_mbufs.as_mut_ptr(),
+                    built as u16,
+                )
+            })
+        } else {
+            0
+        };
+        for &m in &self.tx_mbufs[sent..] {
+            // SAFETY: refused by the queue: still ours.
+            unsafe { sys::icx_rte_pktmbuf_free(m) };
+        }
+        let taken = if sent < built {
+            self.stats.tx_refused += (built - sent) as u64;
+            // Frames before the first refused one are done (sent or dropped).
+            self.tx_index[sent]
+        } else {
+            examined
+        };
+        for i in 0..sent {
+            let t = &batch[self.tx_index[i]];
+            self.stats.tx_frames += 1;
+            self.stats.tx_bytes += (HEADERS_LEN + t.len()) as u64;
+        }
+        batch.drain(..taken);
+        Ok(taken)
+    }
+
+    fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
+        let mut delivered = 0;
+        // Bounded: at most `max` datagrams, and at most 4 bursts' worth of
+        // frames that were not datagrams (ARP, strangers).
+        let mut budget = max + 4 * self.max_batch;
+        while delivered < max && budget > 0 {
+            if self.poll_rx() == 0 {
+                break;
+            }
+            while self.rx_head < self.rx_stash.len() && delivered < max && budget > 0 {
+                let m = self.rx_stash[self.rx_head];
+                self.rx_head += 1;
+                budget -= 1;
+                if self.handle_rx(m, f) {
+                    delivered += 1;
+                }
+            }
+        }
+        // ARP replies produced while receiving.
+        self.flush_ctrl();
+        Ok(delivered)
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let start = Instant::now();
+        let mut naps = 0u32;
+        loop {
+            if self.waker.flag.swap(false, Ordering::Acquire) {
+                return Ok(());
+            }
+            if self.poll_rx() > 0 {
+                return Ok(());
+            }
+            let spent = start.elapsed();
+            if timeout.is_some_and(|t| spent >= t) {
+                return Ok(());
+            }
+            if self.busy_poll || spent < self.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            if !self.slack_set {
+                // The default 50 us timer slack would stretch every short
+                // nap to ~100 us; 1 us keeps the backoff meaningful.
+                // SAFETY: PR_SET_TIMERSLACK takes an integer; affects this thread only.
+                unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000u64, 0u64, 0u64, 0u64) };
+                self.slack_set = true;
+            }
+            // Back off from 5 us, doubling up to `idle_sleep`: a reply that
+            // comes soon is seen soon, an idle core wakes rarely.
+            let mut nap = (Duration::from_micros(5) * (1u32 << naps.min(16))).min(self.idle_sleep);
+            naps += 1;
+            if let Some(t) = timeout {
+                nap = nap.min(t.saturating_sub(spent));
+            }
+            std::thread::sleep(nap);
+        }
+    }
+
+    fn waker(&self) -> Option<Arc<dyn Wake>> {
+        Some(self.waker.clone())
+    }
+}
+
+impl Drop for DpdkBackend {
+    fn drop(&mut self) {
+        for &m in &self.rx_stash[self.rx_head..] {
+            // SAFETY: received, never handed out: ours.
+            unsafe { sys::icx_rte_pktmbuf_free(m) };
+        }
+        self.rx_stash.clear();
+        for &m in &self.ctrl {
+            // SAFETY: queued control frames not sent: ours.
+            unsafe { sys::icx_rte_pktmbuf_free(m) };
+        }
+        self.ctrl.clear();
+        // SAFETY: the port was started by this backend; stopping releases
+        // the mbufs its queues hold, then the pool can go.
+        unsafe {
+            sys::rte_eth_dev_stop(self.port);
+            sys::rte_eth_dev_close(self.port);
+            sys::rte_mempool_free(self.mp);
+        }
+    }
+}
+
+/// For the logs: the address this backend answers for.
+pub fn describe(b: &DpdkBackend) -> String {
+    let tx = b.info.tx_checksum_offload;
+    format!(
+        "{} on port {} ({}, {}) mac {}; checksum offload: tx ip {} udp {}, rx {}; mtu set through ethdev: {}",
+        IpAddr::V4(*b.addr.ip()),
+        b.info.port,
+        b.info.name,
+        b.info.driver,
+        b.mac,
+        tx.ip_offload,
+        tx.udp_offload,
+        b.info.rx_checksum_offload,
+        b.info.mtu_set
+    )
+}

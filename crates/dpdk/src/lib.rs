@@ -1,0 +1,48 @@
+//! The DPDK backend for icx (DESIGN §3), behind the `dpdk` feature.
+//!
+//! With the feature, [`DpdkBackend`] drives one ethdev port (a PCI NIC bound
+//! to vfio-pci, or a virtual device such as `net_af_packet` for tests) under
+//! the same [`icx_core::Backend`] trait as the io_uring backend, and puts
+//! plain Ethernet/IPv4/UDP on the wire, so DPDK and kernel-socket nodes
+//! interoperate. Without the feature only the pure-Rust parts build (header
+//! build/parse with checksums, ARP, configuration), and
+//! [`open`] returns [`DpdkError::NotBuilt`].
+//!
+//! Library requirement: DPDK 22.11 (`libdpdk-dev`) through `icx-dpdk-sys`.
+//! Run-time requirement: root (or the capabilities listed in `hw/README.md`).
+
+pub mod arp;
+pub mod config;
+pub mod error;
+pub mod net;
+
+#[cfg(feature = "dpdk")]
+mod backend;
+#[cfg(feature = "dpdk")]
+pub mod eal;
+
+pub use arp::ArpTable;
+pub use config::{DpdkConfig, EalArgs, PortSelect};
+pub use error::DpdkError;
+pub use net::MacAddr;
+
+#[cfg(feature = "dpdk")]
+pub use backend::{describe, ports, DpdkBackend, DpdkStats, PortInfo, PortStats};
+
+/// Whether this build has the DPDK backend.
+pub const BUILT: bool = cfg!(feature = "dpdk");
+
+/// Opens the DPDK backend, boxed for a driver or runtime. Without the
+/// `dpdk` feature: [`DpdkError::NotBuilt`] (as an `io::Error` of kind
+/// `Unsupported`).
+pub fn open(cfg: DpdkConfig) -> std::io::Result<Box<dyn icx_core::Backend + Send>> {
+    #[cfg(feature = "dpdk")]
+    {
+        Ok(Box::new(DpdkBackend::open(cfg)?))
+    }
+    #[cfg(not(feature = "dpdk"))]
+    {
+        let _ = cfg;
+        Err(DpdkError::NotBuilt.into())
+    }
+}
