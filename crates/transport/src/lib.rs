@@ -548,49 +548,35 @@ impl Endpoint {
             }
         }
         let payload = frame.payload();
-        match repr.body {
-            Body::Data(d) => s.on_data(
+        let (data, ack) = match repr.body {
+            Body::Data(d) => (Some(d), None),
+            Body::Ack(a) => (None, Some(a)),
+            Body::DataAck(d, a) => (Some(d), Some(a)),
+            Body::Probe(p) => {
+                s.on_probe(p, datagram.len());
+                return Some(h.src);
+            }
+            Body::ProbeAck(p) => {
+                s.on_probe_ack(p, &mut self.events);
+                return Some(h.src);
+            }
+        };
+        // A piggybacked ack first: it may open window for the reply.
+        if let Some(a) = ack {
+            s.on_ack(now, &a, &self.cfg, &mut self.events, &mut self.hist);
+        }
+        if let Some(d) = data {
+            let (pool, cfg) = (&self.pool, &self.cfg);
+            s.on_data(
                 now,
                 h.channel,
                 h.seq,
                 &d,
                 payload,
-                &self.pool,
-                &self.cfg,
+                pool,
+                cfg,
                 &mut self.events,
-                &mut self.stats,
-            ),
-            Body::Ack(a) => s.on_ack(
-                now,
-                &a,
-                &self.cfg,
-                &mut self.events,
-                &mut self.hist,
-                &mut self.stats,
-            ),
-            Body::DataAck(d, a) => {
-                s.on_ack(
-                    now,
-                    &a,
-                    &self.cfg,
-                    &mut self.events,
-                    &mut self.hist,
-                    &mut self.stats,
-                );
-                s.on_data(
-                    now,
-                    h.channel,
-                    h.seq,
-                    &d,
-                    payload,
-                    &self.pool,
-                    &self.cfg,
-                    &mut self.events,
-                    &mut self.stats,
-                );
-            }
-            Body::Probe(p) => s.on_probe(p, datagram.len()),
-            Body::ProbeAck(p) => s.on_probe_ack(p, &mut self.events),
+            );
         }
         Some(h.src)
     }

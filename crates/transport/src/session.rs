@@ -2,7 +2,7 @@
 //! deadlines) and the receive side (acks, reassembly, duplicate suppression).
 
 use crate::rtt::RttEstimator;
-use crate::stats::{EndpointStats, PeerStats, RttHistogram};
+use crate::stats::{PeerStats, RttHistogram};
 use crate::util::{FragBits, IdWindow, RangeSet};
 use crate::{Config, Event, LossReason, PeerConfig, SendError, Transmit};
 use icx_core::{
@@ -477,7 +477,6 @@ impl Session {
         cfg: &Config,
         events: &mut VecDeque<Event>,
         hist: &mut [RttHistogram; Channel::COUNT],
-        _estats: &mut EndpointStats,
     ) {
         let largest = ack.largest();
         if largest == 0 || largest >= self.next_seq {
@@ -695,7 +694,6 @@ impl Session {
         pool: &BufferPool,
         cfg: &Config,
         events: &mut VecDeque<Event>,
-        _estats: &mut EndpointStats,
     ) {
         self.stats.frames_received += 1;
         if seq == 0 {
