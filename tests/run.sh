@@ -48,6 +48,8 @@ fi
 log "DPDK backend: clippy and tests (feature dpdk)"
 cargo clippy -p icx-dpdk -p icx-dpdk-sys --all-targets --features "$dpdk_feat" -- -D warnings
 cargo test -p icx-dpdk-sys -p icx-dpdk --features "$dpdk_feat" --no-fail-fast
+# ibench --backend dpdk server in one namespace, io_uring client in the other.
+cargo test -p ibench --features dpdk --test dpdk_lab -- --test-threads 1
 
 log "fuzz targets: build and smoke-run"
 bash tests/fuzz/smoke.sh

@@ -50,6 +50,12 @@ impl Toggle {
 #[derive(Clone, Debug)]
 pub struct BackendOpts {
     pub kind: BackendKind,
+    /// EAL arguments (`--backend dpdk`).
+    pub eal: Option<String>,
+    /// The client's own address (`--backend dpdk`).
+    pub local: Option<SocketAddr>,
+    /// IP MTU framed for (a DPDK port advertises `mtu - 28` of UDP payload).
+    pub mtu: usize,
     pub zero_copy: ZcMode,
     pub gso: bool,
     pub gro: bool,
@@ -80,6 +86,26 @@ pub struct Opened {
     pub info: BackendInfo,
 }
 
+/// The DPDK arguments make sense together (checked before anything binds).
+pub fn check_dpdk_args(opts: &BackendOpts) -> Result<(), String> {
+    if opts.kind != BackendKind::Dpdk {
+        if opts.eal.is_some() {
+            return Err("--eal only applies to --backend dpdk".into());
+        }
+        return Ok(());
+    }
+    if !icx_dpdk::BUILT {
+        return Err(
+            "--backend dpdk: ibench was not built with the dpdk feature (cargo build -p ibench --features dpdk; or use uring or sockets)"
+                .into(),
+        );
+    }
+    if opts.eal.is_none() {
+        return Err("--backend dpdk needs --eal \"EAL ARGS\" (see hw/README.md)".into());
+    }
+    Ok(())
+}
+
 /// Opens the backend `opts` asks for, bound to `addr`, wrapped in a fault
 /// injector when `--loss` is set. `net` is the in-process network for
 /// `--backend loopback`.
@@ -91,10 +117,19 @@ pub fn open(
     let (backend, name, fallback): (Box<dyn Backend + Send>, &str, Option<String>) = match opts.kind
     {
         BackendKind::Dpdk => {
-            return Err(
-                "--backend dpdk: ibench was not built with the dpdk feature (use uring or sockets)"
-                    .into(),
-            )
+            check_dpdk_args(opts)?;
+            let SocketAddr::V4(v4) = addr else {
+                return Err(format!("--backend dpdk needs an IPv4 address, not {addr}"));
+            };
+            if v4.port() == 0 || v4.ip().is_unspecified() {
+                return Err(format!(
+                    "--backend dpdk owns its address: give a concrete IP and port, not {addr}"
+                ));
+            }
+            let eal = icx_dpdk::EalArgs::parse(opts.eal.as_deref().unwrap_or_default());
+            let b = icx_dpdk::open(icx_dpdk::DpdkConfig::new(eal, v4, opts.mtu))
+                .map_err(|e| format!("cannot open DPDK backend on {addr}: {e}"))?;
+            (b, "dpdk", None)
         }
         BackendKind::Loopback => {
             let net = net.ok_or(

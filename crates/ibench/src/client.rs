@@ -181,7 +181,11 @@ impl Client {
         if let Some(cpu) = cfg.cpu {
             sys::pin_current_thread(cpu).map_err(|e| format!("pin to cpu {cpu}: {e}"))?;
         }
-        let bind: SocketAddr = if cfg.peer.is_ipv6() {
+        let bind: SocketAddr = if cfg.backend.kind == backend::BackendKind::Dpdk {
+            cfg.backend
+                .local
+                .ok_or("--backend dpdk needs --local IP:PORT (the address DPDK owns)")?
+        } else if cfg.peer.is_ipv6() {
             "[::]:0".parse().expect("literal")
         } else if cfg.peer.ip().is_loopback() {
             "127.0.0.1:0".parse().expect("literal")

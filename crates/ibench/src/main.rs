@@ -131,12 +131,23 @@ struct BackendArgs {
     /// Spin instead of sleeping while waiting for datagrams (one busy core per side).
     #[arg(long)]
     busy_poll: bool,
+    /// DPDK EAL arguments for `--backend dpdk`, e.g.
+    /// "--no-huge --no-pci -m 256 --file-prefix ib1 --vdev=net_af_packet0,iface=veth0".
+    #[arg(long, value_name = "EAL ARGS", allow_hyphen_values = true)]
+    eal: Option<String>,
+    /// Client's own address for `--backend dpdk` (DPDK owns this IPv4
+    /// address and UDP port on its port); other backends pick one.
+    #[arg(long, value_name = "IP:PORT")]
+    local: Option<SocketAddr>,
 }
 
 impl BackendArgs {
-    fn opts(&self, loss: f64, seed: u64) -> BackendOpts {
+    fn opts(&self, loss: f64, seed: u64, mtu: usize) -> BackendOpts {
         BackendOpts {
             kind: self.backend,
+            eal: self.eal.clone(),
+            local: self.local,
+            mtu,
             zero_copy: self.zero_copy,
             gso: self.gso.on(),
             gro: self.gro.on(),
@@ -478,17 +489,12 @@ fn main() -> ExitCode {
 fn run_server(a: &ServerArgs) -> Result<ExitCode, Failure> {
     let bind = resolve("--bind", &a.bind).map_err(Failure::Usage)?;
     check_mtu(a.mtu, bind.is_ipv6()).map_err(Failure::Usage)?;
-    if a.backend.backend == BackendKind::Dpdk {
-        return Err(Failure::Usage(
-            "--backend dpdk: ibench was not built with the dpdk feature (use uring or sockets)"
-                .into(),
-        ));
-    }
+    backend::check_dpdk_args(&a.backend.opts(0.0, 1, a.mtu)).map_err(Failure::Usage)?;
     let cfg = server::ServerConfig {
         bind,
         node: a.node,
         mtu: a.mtu,
-        backend: a.backend.opts(0.0, 1),
+        backend: a.backend.opts(0.0, 1, a.mtu),
         cpu: a.cpu,
         verbose: a.verbose,
         busy_poll: a.backend.busy_poll,
@@ -514,10 +520,10 @@ fn run_server(a: &ServerArgs) -> Result<ExitCode, Failure> {
 
 fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
     validate(verb, a).map_err(Failure::Usage)?;
-    if a.backend.backend == BackendKind::Dpdk {
+    backend::check_dpdk_args(&a.backend.opts(0.0, 1, a.mtu)).map_err(Failure::Usage)?;
+    if local && a.backend.backend == BackendKind::Dpdk {
         return Err(Failure::Usage(
-            "--backend dpdk: ibench was not built with the dpdk feature (use uring or sockets)"
-                .into(),
+            "--backend dpdk cannot run both ends in one process (one DPDK EAL per process): run `ibench server --backend dpdk` and the client in another process".into(),
         ));
     }
     if !local && a.backend.backend == BackendKind::Loopback {
@@ -537,7 +543,7 @@ fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
             bind: "127.0.0.1:0".parse().expect("literal"),
             node,
             mtu: a.mtu,
-            backend: a.backend.opts(0.0, 1),
+            backend: a.backend.opts(0.0, 1, a.mtu),
             cpu: server_cpu,
             verbose: false,
             busy_poll: a.backend.busy_poll,
@@ -631,7 +637,7 @@ fn run_client(
         server_node: a.server_node,
         holder: t.holder.map(|h| (h, a.holder_node)),
         mtu: a.mtu,
-        backend: a.backend.opts(a.loss / 100.0, a.seed),
+        backend: a.backend.opts(a.loss / 100.0, a.seed, a.mtu),
         cpu,
         connect_timeout: Duration::from_secs_f64(a.connect_timeout),
     };
