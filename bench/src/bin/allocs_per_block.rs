@@ -8,42 +8,14 @@
 
 use icx_core::{Backend, BufferPool, Channel, ClusterId, Incarnation, NodeId, PoolConfig};
 use icx_driver::Driver;
+use icx_testkit::alloc::{total_allocs, CountingAlloc};
 use icx_transport::{Config, Endpoint, Event, PeerConfig};
 use icx_uring::{UringBackend, UringConfig};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; the only
-// addition is a relaxed counter increment, which allocates nothing.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const WARMUP: u64 = 3_000;
 const MEASURED: u64 = 20_000;
@@ -77,7 +49,7 @@ fn run(block: usize, mtu: usize) -> Result<(f64, f64), String> {
             ));
         }
         if base.is_none() && acked >= WARMUP && delivered >= WARMUP {
-            base = Some((ALLOCS.load(Ordering::Relaxed), Instant::now(), acked));
+            base = Some((total_allocs(), Instant::now(), acked));
         }
         while sent < total && sent - acked < WINDOW {
             let Some(mut buf) = a.endpoint().pool().alloc(block) else {
@@ -106,7 +78,7 @@ fn run(block: usize, mtu: usize) -> Result<(f64, f64), String> {
         }
     }
     let (a0, t0, k0) = base.ok_or("never left warm-up")?;
-    let allocs = ALLOCS.load(Ordering::Relaxed) - a0;
+    let allocs = total_allocs() - a0;
     let blocks = acked - k0;
     let gbit = (blocks * block as u64 * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9;
     Ok((allocs as f64 / blocks as f64, gbit))

@@ -11,7 +11,7 @@
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
-mod affinity;
+pub mod affinity;
 mod driver;
 pub mod fault;
 pub mod loopback;

@@ -1,7 +1,8 @@
 //! SocketBackend against the real kernel, on loopback addresses only.
 #![cfg(target_os = "linux")]
 
-use icx_core::{Backend, BufferPool, HeaderBuf, Payload, PoolConfig, TxBatch, TxFrame};
+use icx_core::{Backend, BufferPool, Payload, PoolConfig, TxBatch, TxFrame};
+use icx_testkit::sock::{header, offer_all, recv_n};
 use icx_udp::{SocketBackend, SocketConfig, MAX_UDP_PAYLOAD_V4};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -19,8 +20,7 @@ fn pool() -> BufferPool {
 }
 
 fn frame(pool: &BufferPool, dst: SocketAddr, hdr: &[u8], body: &[u8]) -> TxFrame {
-    let mut header = HeaderBuf::with_len(hdr.len()).unwrap();
-    header.as_mut_slice().copy_from_slice(hdr);
+    let header = header(hdr);
     let payload = if body.is_empty() {
         Payload::EMPTY
     } else {
@@ -34,30 +34,9 @@ fn frame(pool: &BufferPool, dst: SocketAddr, hdr: &[u8], body: &[u8]) -> TxFrame
     }
 }
 
-/// Receives until `n` datagrams arrived or `limit` passed.
-fn recv_n(b: &mut SocketBackend, n: usize, limit: Duration) -> Vec<(SocketAddr, Vec<u8>)> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    while out.len() < n && start.elapsed() < limit {
-        b.wait(Some(Duration::from_millis(10))).unwrap();
-        b.recv(usize::MAX, &mut |d| out.push((d.src, d.data.to_vec())))
-            .unwrap();
-    }
-    out
-}
-
 /// Offers the whole batch, bounded in rounds.
 fn send_all(a: &mut SocketBackend, batch: &mut TxBatch) -> usize {
-    let mut taken = 0;
-    for _ in 0..10_000 {
-        if batch.is_empty() {
-            break;
-        }
-        taken += a.send(batch).unwrap();
-        if !batch.is_empty() {
-            a.wait(Some(Duration::from_micros(100))).unwrap();
-        }
-    }
+    let taken = offer_all(a, batch, Duration::from_micros(100), false);
     assert!(batch.is_empty(), "send made no progress");
     taken
 }

@@ -3,7 +3,8 @@
 //! ENOBUFS re-arming, and each forced fallback.
 #![cfg(target_os = "linux")]
 
-use icx_core::{Backend, BufferPool, HeaderBuf, Payload, PoolConfig, TxBatch, TxFrame};
+use icx_core::{Backend, BufferPool, Payload, PoolConfig, TxBatch, TxFrame};
+use icx_testkit::sock::{header, offer_all, recv_n};
 use icx_uring::{open, SetupMode, UringBackend, UringConfig, ZeroCopy};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -21,12 +22,6 @@ fn bind(c: UringConfig) -> UringBackend {
 
 fn pool() -> BufferPool {
     BufferPool::new(&PoolConfig::small(64 << 10, 16)).unwrap()
-}
-
-fn header(tag: &[u8]) -> HeaderBuf {
-    let mut h = HeaderBuf::with_len(tag.len()).unwrap();
-    h.as_mut_slice().copy_from_slice(tag);
-    h
 }
 
 /// The frames of a `len`-byte block cut into `frag`-byte fragments, each
@@ -65,32 +60,9 @@ fn bytes(f: &TxFrame) -> Vec<u8> {
     v
 }
 
-/// Offers the whole batch, bounded in rounds.
+/// Offers the whole batch, bounded in rounds, reaping completions.
 fn send_all<B: Backend>(a: &mut B, batch: &mut TxBatch) -> usize {
-    let mut taken = 0;
-    for _ in 0..10_000 {
-        if batch.is_empty() {
-            break;
-        }
-        taken += a.send(batch).unwrap();
-        if !batch.is_empty() {
-            a.wait(Some(Duration::from_micros(200))).unwrap();
-            a.recv(0, &mut |_| {}).unwrap();
-        }
-    }
-    taken
-}
-
-/// Receives until `n` datagrams arrived or `limit` passed.
-fn recv_n<B: Backend>(b: &mut B, n: usize, limit: Duration) -> Vec<(SocketAddr, Vec<u8>)> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    while out.len() < n && start.elapsed() < limit {
-        b.wait(Some(Duration::from_millis(10))).unwrap();
-        b.recv(usize::MAX, &mut |d| out.push((d.src, d.data.to_vec())))
-            .unwrap();
-    }
-    out
+    offer_all(a, batch, Duration::from_micros(200), true)
 }
 
 /// Reaps send completions until `sent` datagrams are confirmed.

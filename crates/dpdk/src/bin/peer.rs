@@ -22,22 +22,16 @@
 //!     [--busy-poll]   (spin instead of sleeping when idle; one core each)
 //! ```
 
-use icx_core::{
-    derive_seed, seeded_rng, Backend, BufferPool, Channel, ClusterId, Duration, Incarnation,
-    NodeId, PoolConfig,
-};
+use icx_core::{Backend, Channel, Duration, NodeId};
 use icx_dpdk::{DpdkBackend, DpdkConfig, EalArgs, MacAddr};
 use icx_driver::Driver;
-use icx_transport::{Config, Endpoint, Event, PeerConfig, SendError};
+use icx_testkit::plan::{self, endpoint, fill_msg, INDEX_LEN};
+use icx_transport::{Event, PeerConfig, SendError};
 use icx_uring::{UringBackend, UringConfig};
-use rand::{Rng, RngCore};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::ExitCode;
 use std::time::Instant as StdInstant;
 
-const CLUSTER: ClusterId = ClusterId(7);
-const TINY: u32 = 3;
-const INDEX_LEN: usize = 4;
 const MAX_OUTSTANDING: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,44 +40,22 @@ enum Sizes {
     Fixed(usize),
 }
 
-/// The length of message `i` (as in icx-uring's exchange test): at least
-/// half exactly 8, 16 or 32 KiB, the rest log-uniform from 4 B to 64 KiB,
-/// the first three 1..=3 bytes.
+/// The length of message `i`: the plan's (as in the exchange tests) for
+/// mixed sizes.
 fn msg_len(sizes: Sizes, seed: u64, i: u32) -> usize {
-    let Sizes::Mixed = sizes else {
-        let Sizes::Fixed(n) = sizes else {
-            unreachable!()
-        };
-        return n;
-    };
-    if i < TINY {
-        return i as usize + 1;
-    }
-    let mut r = seeded_rng(derive_seed(seed, u64::from(i)));
-    if r.random_bool(0.5) {
-        [8 << 10, 16 << 10, 32 << 10][r.random_range(0..3)]
-    } else {
-        let exp = r.random_range(2.0..16.0f64);
-        (2f64.powf(exp) as usize).clamp(INDEX_LEN, 64 << 10)
+    match sizes {
+        Sizes::Mixed => plan::msg_len(seed, i),
+        Sizes::Fixed(n) => n,
     }
 }
 
-fn fill_msg(seed: u64, i: u32, out: &mut [u8]) {
-    if out.len() < INDEX_LEN {
-        out.fill(i as u8 ^ 0xA5);
-        return;
-    }
-    out[..INDEX_LEN].copy_from_slice(&i.to_le_bytes());
-    seeded_rng(derive_seed(seed ^ 0xC0FFEE, u64::from(i))).fill_bytes(&mut out[INDEX_LEN..]);
-}
-
+/// Which message `data` claims to be; fixed-size messages too short for an
+/// index claim none.
 fn msg_index(sizes: Sizes, data: &[u8]) -> u32 {
-    if data.len() < INDEX_LEN && sizes == Sizes::Mixed {
-        data.len() as u32 - 1
-    } else if data.len() < INDEX_LEN {
+    if data.len() < INDEX_LEN && sizes != Sizes::Mixed {
         u32::MAX
     } else {
-        u32::from_le_bytes(data[..INDEX_LEN].try_into().unwrap())
+        plan::msg_index(data)
     }
 }
 
@@ -178,14 +150,6 @@ fn parse_args() -> Result<Args, String> {
         return Err("--peer-ip is required".into());
     }
     Ok(a)
-}
-
-fn endpoint(me: NodeId) -> Endpoint {
-    let mut cfg = Config::new(CLUSTER, me, Incarnation(1));
-    cfg.deadline = [Duration::from_secs(60); Channel::COUNT];
-    cfg.max_rto = Duration::from_millis(200);
-    let pool = BufferPool::new(&PoolConfig::default_blocks()).expect("buffer pool");
-    Endpoint::new(cfg, pool)
 }
 
 /// Backend-specific counters for the RESULT line.
