@@ -1,5 +1,5 @@
-//! [`DpdkBackend`]: an ethdev port (one rx/tx queue pair) under the icx
-//! [`Backend`] trait, speaking plain Ethernet/IPv4/UDP so it interoperates
+//! [`DpdkBackend`]: one rx/tx queue pair of an ethdev port ([`DpdkPort`],
+//! shared by the per-core backends) under the icx [`Backend`] trait, speaking plain Ethernet/IPv4/UDP so it interoperates
 //! with kernel-socket nodes (io_uring, plain sockets).
 //!
 //! - **Transmit**: each frame is copied into an mbuf from this backend's own
@@ -37,8 +37,8 @@ use icx_dpdk_sys::{self as sys, flags};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Counters of one backend. Every received frame lands in exactly one of
@@ -92,6 +92,60 @@ impl DpdkStats {
             + self.drop_bad_ip_checksum
             + self.drop_bad_udp_checksum
             + self.drop_oversize_rx
+    }
+
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &DpdkStats) {
+        let DpdkStats {
+            rx_frames,
+            rx_bytes,
+            delivered,
+            tx_frames,
+            tx_bytes,
+            tx_refused,
+            tx_no_mbuf,
+            unresolved,
+            oversize,
+            unsupported_dst,
+            arp_received,
+            arp_replies_sent,
+            arp_requests_sent,
+            rx_chained,
+            drop_malformed,
+            drop_other_mac,
+            drop_not_ipv4,
+            drop_other_ip,
+            drop_not_udp,
+            drop_other_port,
+            drop_fragment,
+            drop_bad_ip_checksum,
+            drop_bad_udp_checksum,
+            drop_oversize_rx,
+        } = *o;
+        self.rx_frames += rx_frames;
+        self.rx_bytes += rx_bytes;
+        self.delivered += delivered;
+        self.tx_frames += tx_frames;
+        self.tx_bytes += tx_bytes;
+        self.tx_refused += tx_refused;
+        self.tx_no_mbuf += tx_no_mbuf;
+        self.unresolved += unresolved;
+        self.oversize += oversize;
+        self.unsupported_dst += unsupported_dst;
+        self.arp_received += arp_received;
+        self.arp_replies_sent += arp_replies_sent;
+        self.arp_requests_sent += arp_requests_sent;
+        self.rx_chained += rx_chained;
+        self.drop_malformed += drop_malformed;
+        self.drop_other_mac += drop_other_mac;
+        self.drop_not_ipv4 += drop_not_ipv4;
+        self.drop_other_ip += drop_other_ip;
+        self.drop_not_udp += drop_not_udp;
+        self.drop_other_port += drop_other_port;
+        self.drop_fragment += drop_fragment;
+        self.drop_bad_ip_checksum += drop_bad_ip_checksum;
+        self.drop_bad_udp_checksum += drop_bad_udp_checksum;
+        self.drop_oversize_rx += drop_oversize_rx;
     }
 
     fn count_drop(&mut self, r: DropReason) {
@@ -152,12 +206,97 @@ static POOL_SEQ: AtomicU32 = AtomicU32::new(0);
 
 const SCRATCH_LEN: usize = 64 << 10;
 
-/// The DPDK backend. Owns its port (stopped and closed on drop) and mbuf pool.
+/// Live per-queue frame counters, readable while the queue's backend runs
+/// on another thread (updated once per burst).
+#[derive(Debug, Default)]
+struct QueueCounters {
+    rx_frames: AtomicU64,
+    tx_frames: AtomicU64,
+}
+
+/// The port, shared by the queue backends: EAL, the configured and started
+/// ethdev port, one mbuf pool per queue, the neighbour entries learned on
+/// any queue. Stopped, closed and its pools freed when the last
+/// [`DpdkPort`] handle and the last backend are gone.
+struct PortShared {
+    port: u16,
+    queues: u16,
+    /// One pool per queue: the queue's rx ring fills from it and its
+    /// backend builds tx frames from it. Mempool get/put are thread-safe
+    /// (multi-producer/consumer ring); a thread that is not an EAL lcore
+    /// simply gets no per-lcore cache.
+    pools: Vec<*mut sys::rte_mempool>,
+    info: PortInfo,
+    cfg: DpdkConfig,
+    mac: MacAddr,
+    max_udp_payload: usize,
+    tx_csum: TxChecksums,
+    rx_csum_offload: bool,
+    /// Whether a backend drives queue q now.
+    claimed: Vec<AtomicBool>,
+    counters: Vec<QueueCounters>,
+    /// Final [`DpdkStats`] of each queue's dropped backends (summed).
+    retired: Mutex<Vec<DpdkStats>>,
+    /// Neighbour entries learned by ARP on any queue, and a version bumped
+    /// on every change so queues refresh their local copy cheaply.
+    learned: Mutex<Vec<(Ipv4Addr, MacAddr)>>,
+    learned_version: AtomicU64,
+}
+
+// SAFETY: the raw pointers are mempools owned by this object and freed only
+// in its Drop; DPDK mempool get/put are thread-safe (the default ring ops
+// are multi-producer/multi-consumer), and the ethdev calls made through a
+// shared reference (info/stats queries) are safe from any thread. Per-queue
+// rx/tx bursts are made only by the one backend that claimed the queue.
+unsafe impl Send for PortShared {}
+// SAFETY: as above; all mutable state is behind atomics or mutexes.
+unsafe impl Sync for PortShared {}
+
+impl Drop for PortShared {
+    fn drop(&mut self) {
+        // SAFETY: every backend (holding an Arc) is gone, so no burst is in
+        // flight; stopping releases the mbufs the queues hold, then the
+        // pools can go.
+        unsafe {
+            sys::rte_eth_dev_stop(self.port);
+            sys::rte_eth_dev_close(self.port);
+        }
+        for &mp in &self.pools {
+            // SAFETY: created by open, no longer referenced by the port.
+            unsafe { sys::rte_mempool_free(mp) };
+        }
+    }
+}
+
+/// A started ethdev port with `cfg.queues` rx/tx queue pairs, shared
+/// (reference-counted) by one [`DpdkBackend`] per queue, for the per-core
+/// runtime: open it once, then in the runtime's factory
+/// `move |core| DpdkBackend::for_queue(port.clone(), core as u16)`.
+/// Frames arrive on a queue by the device's choice (RSS, af_packet's fanout
+/// hash), not by which core owns the peer; the runtime hands them over.
+#[derive(Clone)]
+pub struct DpdkPort {
+    shared: Arc<PortShared>,
+}
+
+impl std::fmt::Debug for DpdkPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpdkPort")
+            .field("port", &self.shared.info)
+            .field("queues", &self.shared.queues)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The DPDK backend: one rx/tx queue pair of a [`DpdkPort`]. Opened alone
+/// ([`DpdkBackend::open`]) it owns its single-queue port (stopped and closed
+/// on drop); per core, see [`DpdkBackend::for_queue`].
 pub struct DpdkBackend {
+    shared: Arc<PortShared>,
     port: u16,
     queue: u16,
     mp: *mut sys::rte_mempool,
-    info: PortInfo,
+    learned_seen: u64,
     mac: MacAddr,
     addr: SocketAddrV4,
     max_udp_payload: usize,
@@ -183,15 +322,16 @@ pub struct DpdkBackend {
     stats: DpdkStats,
 }
 
-// SAFETY: the raw pointers are this backend's own mempool and the mbufs it
-// holds; DPDK allows a queue and a mempool to be used from any one thread at
-// a time, and `&mut self` makes every use exclusive.
+// SAFETY: the raw pointers are its queue's mempool and the mbufs it holds;
+// DPDK allows a queue to be used from any one thread at a time (this backend
+// claimed the queue, so no other backend bursts on it), mempools from any
+// thread, and `&mut self` makes every use exclusive.
 unsafe impl Send for DpdkBackend {}
 
 impl std::fmt::Debug for DpdkBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DpdkBackend")
-            .field("port", &self.info)
+            .field("port", &self.shared.info)
             .field("queue", &self.queue)
             .field("addr", &self.addr)
             .field("mac", &self.mac)
@@ -270,15 +410,14 @@ fn select_port(sel: &PortSelect) -> Result<u16, DpdkError> {
     }
 }
 
-impl DpdkBackend {
-    /// Initialises the EAL (first call in the process) and opens the port.
-    /// Every failure is an error naming the step and what to check; nothing
-    /// panics.
+impl DpdkPort {
+    /// Initialises the EAL (first call in the process), configures the port
+    /// with `cfg.queues` rx/tx queue pairs (one mbuf pool each) and starts
+    /// it. `cfg.queue` is ignored here. Every failure is an error naming the
+    /// step and what to check; nothing panics.
     pub fn open(cfg: DpdkConfig) -> Result<Self, DpdkError> {
-        if cfg.queues != 1 || cfg.queue != 0 {
-            return Err(DpdkError::Config(
-                "this version drives one queue pair per port (queues = 1, queue = 0)".into(),
-            ));
+        if cfg.queues == 0 {
+            return Err(DpdkError::Config("queues must be at least 1".into()));
         }
         if cfg.max_batch == 0 || cfg.max_batch > 512 {
             return Err(DpdkError::Config("max_batch must be 1..=512".into()));
@@ -369,51 +508,66 @@ impl DpdkBackend {
         // SAFETY: valid port.
         let socket = unsafe { sys::rte_eth_dev_socket_id(port) };
 
-        let pool_name = CString::new(format!(
-            "icx_p{port}q{}_{}",
-            cfg.queue,
-            POOL_SEQ.fetch_add(1, Ordering::Relaxed)
-        ))
-        .expect("no NUL");
         let data_room = room + sys::RTE_PKTMBUF_HEADROOM as u16;
-        // SAFETY: name is NUL-terminated; sizes are plain numbers.
-        let mp = unsafe {
-            sys::rte_pktmbuf_pool_create(pool_name.as_ptr(), cfg.mbufs, 256, 0, data_room, socket)
+        let seq = POOL_SEQ.fetch_add(1, Ordering::Relaxed);
+        let mut pools: Vec<*mut sys::rte_mempool> = Vec::with_capacity(usize::from(cfg.queues));
+        let free_pools = |pools: &[*mut sys::rte_mempool]| {
+            for &mp in pools {
+                // SAFETY: created below and not used by a started port.
+                unsafe { sys::rte_mempool_free(mp) };
+            }
         };
-        if mp.is_null() {
-            let e = eal::errno();
-            return Err(DpdkError::Port {
-                port,
-                step: "rte_pktmbuf_pool_create (mbufs)",
-                errno: e,
-                message: format!(
-                    "{}: {} mbufs of {} bytes; with --no-huge raise -m, else reserve more hugepages",
-                    strerror(e),
+        for q in 0..cfg.queues {
+            let pool_name = CString::new(format!("icx_p{port}q{q}_{seq}")).expect("no NUL");
+            // SAFETY: name is NUL-terminated; sizes are plain numbers.
+            let mp = unsafe {
+                sys::rte_pktmbuf_pool_create(
+                    pool_name.as_ptr(),
                     cfg.mbufs,
-                    data_room
-                ),
-            });
+                    256,
+                    0,
+                    data_room,
+                    socket,
+                )
+            };
+            if mp.is_null() {
+                let e = eal::errno();
+                free_pools(&pools);
+                return Err(DpdkError::Port {
+                    port,
+                    step: "rte_pktmbuf_pool_create (mbufs)",
+                    errno: e,
+                    message: format!(
+                        "{}: {} mbufs of {} bytes for queue {q}; with --no-huge raise -m, else reserve more hugepages",
+                        strerror(e),
+                        cfg.mbufs,
+                        data_room
+                    ),
+                });
+            }
+            pools.push(mp);
         }
-        // From here on, a failure must free the pool.
+        // From here on, a failure must free the pools.
         let fail = |step: &'static str, r: i32| {
             let e = port_err(port, step, r);
-            // SAFETY: mp was created above and is not used by a started port.
-            unsafe { sys::rte_mempool_free(mp) };
+            free_pools(&pools);
             e
         };
-        // SAFETY: valid port, queue index < configured; NULL conf = defaults.
-        let r = unsafe {
-            sys::rte_eth_rx_queue_setup(port, cfg.queue, nrx, socket as u32, std::ptr::null(), mp)
-        };
-        if r != 0 {
-            return Err(fail("rte_eth_rx_queue_setup", r));
-        }
-        // SAFETY: as above.
-        let r = unsafe {
-            sys::rte_eth_tx_queue_setup(port, cfg.queue, ntx, socket as u32, std::ptr::null())
-        };
-        if r != 0 {
-            return Err(fail("rte_eth_tx_queue_setup", r));
+        for (q, &mp) in (0..cfg.queues).zip(&pools) {
+            // SAFETY: valid port, queue index < configured; NULL conf = defaults.
+            let r = unsafe {
+                sys::rte_eth_rx_queue_setup(port, q, nrx, socket as u32, std::ptr::null(), mp)
+            };
+            if r != 0 {
+                return Err(fail("rte_eth_rx_queue_setup", r));
+            }
+            // SAFETY: as above.
+            let r = unsafe {
+                sys::rte_eth_tx_queue_setup(port, q, ntx, socket as u32, std::ptr::null())
+            };
+            if r != 0 {
+                return Err(fail("rte_eth_tx_queue_setup", r));
+            }
         }
         // SAFETY: configured port with its queues set up.
         let r = unsafe { sys::rte_eth_dev_start(port) };
@@ -448,20 +602,117 @@ impl DpdkBackend {
             tx_checksum_offload: tx_csum,
             rx_checksum_offload: rx_csum_offload,
         };
-        tracing::info!(?info, %mac, addr = %cfg.addr, mtu = cfg.mtu, "icx-dpdk: port started");
+        tracing::info!(?info, %mac, addr = %cfg.addr, mtu = cfg.mtu, queues = cfg.queues, "icx-dpdk: port started");
+        let queues = cfg.queues;
+        Ok(DpdkPort {
+            shared: Arc::new(PortShared {
+                port,
+                queues,
+                pools,
+                info,
+                mac,
+                max_udp_payload,
+                tx_csum,
+                rx_csum_offload,
+                claimed: (0..queues).map(|_| AtomicBool::new(false)).collect(),
+                counters: (0..queues).map(|_| QueueCounters::default()).collect(),
+                retired: Mutex::new(vec![DpdkStats::default(); usize::from(queues)]),
+                learned: Mutex::new(Vec::new()),
+                learned_version: AtomicU64::new(0),
+                cfg,
+            }),
+        })
+    }
+
+    pub fn queues(&self) -> u16 {
+        self.shared.queues
+    }
+
+    pub fn port_info(&self) -> &PortInfo {
+        &self.shared.info
+    }
+
+    pub fn mac(&self) -> MacAddr {
+        self.shared.mac
+    }
+
+    /// Frames received and sent on queue `q` so far (live; updated once per
+    /// burst by the queue's backend).
+    pub fn queue_frames(&self, q: u16) -> (u64, u64) {
+        let c = &self.shared.counters[usize::from(q)];
+        (
+            c.rx_frames.load(Ordering::Relaxed),
+            c.tx_frames.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The summed final counters of queue `q`'s backends that were dropped.
+    pub fn retired_stats(&self, q: u16) -> DpdkStats {
+        self.shared
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[usize::from(q)]
+    }
+
+    /// Mbufs out of all the queues' pools.
+    pub fn mbufs_in_use(&self) -> u32 {
+        self.shared
+            .pools
+            .iter()
+            // SAFETY: live mempools of this port.
+            .map(|&mp| unsafe { sys::rte_mempool_in_use_count(mp) })
+            .sum()
+    }
+
+    pub fn port_stats(&self) -> PortStats {
+        port_stats(self.shared.port)
+    }
+}
+
+impl DpdkBackend {
+    /// Initialises the EAL (first call in the process) and opens a port with
+    /// one queue pair (`cfg.queues = 1`, `cfg.queue = 0`), driven by this
+    /// backend; for one queue per core see [`DpdkPort`] and
+    /// [`for_queue`](Self::for_queue). Every failure is an error naming the
+    /// step and what to check; nothing panics.
+    pub fn open(cfg: DpdkConfig) -> Result<Self, DpdkError> {
+        if cfg.queues != 1 || cfg.queue != 0 {
+            return Err(DpdkError::Config(
+                "DpdkBackend::open drives a single-queue port (queues = 1, queue = 0); for several queues open a DpdkPort and use DpdkBackend::for_queue".into(),
+            ));
+        }
+        Self::for_queue(DpdkPort::open(cfg)?, 0)
+    }
+
+    /// The backend of queue pair `queue` of `port` (one per core). Each
+    /// queue can have one backend at a time; it is released on drop.
+    pub fn for_queue(port: DpdkPort, queue: u16) -> Result<Self, DpdkError> {
+        let shared = port.shared;
+        if queue >= shared.queues {
+            return Err(DpdkError::Config(format!(
+                "queue {queue} asked for, the port has {} queue pairs",
+                shared.queues
+            )));
+        }
+        if shared.claimed[usize::from(queue)].swap(true, Ordering::AcqRel) {
+            return Err(DpdkError::Config(format!(
+                "queue {queue} already has a backend"
+            )));
+        }
+        let cfg = &shared.cfg;
         let mut arp = ArpTable::new();
         for (ip, m) in &cfg.neighbours {
             arp.insert_static(*ip, *m);
         }
         let max_batch = cfg.max_batch;
-        Ok(DpdkBackend {
-            port,
-            queue: cfg.queue,
-            mp,
-            info,
-            mac,
+        let mut b = DpdkBackend {
+            port: shared.port,
+            queue,
+            mp: shared.pools[usize::from(queue)],
+            learned_seen: 0,
+            mac: shared.mac,
             addr: cfg.addr,
-            max_udp_payload,
+            max_udp_payload: shared.max_udp_payload,
             max_batch,
             arp_enabled: cfg.arp,
             arp,
@@ -469,8 +720,8 @@ impl DpdkBackend {
             spin: Duration::from_micros(cfg.spin_us),
             idle_sleep: Duration::from_micros(cfg.idle_sleep_us.max(1)),
             slack_set: false,
-            tx_csum,
-            rx_csum_offload,
+            tx_csum: shared.tx_csum,
+            rx_csum_offload: shared.rx_csum_offload,
             ip_id: 0,
             rx_stash: Vec::with_capacity(max_batch),
             rx_head: 0,
@@ -480,7 +731,57 @@ impl DpdkBackend {
             scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
             waker: Arc::new(Waker::default()),
             stats: DpdkStats::default(),
-        })
+            shared,
+        };
+        b.refresh_neighbours();
+        Ok(b)
+    }
+
+    /// The queue pair this backend drives.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// The port this backend's queue belongs to.
+    pub fn port(&self) -> DpdkPort {
+        DpdkPort {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Takes in the neighbour entries other queues learned since last time.
+    fn refresh_neighbours(&mut self) {
+        let v = self.shared.learned_version.load(Ordering::Acquire);
+        if v == self.learned_seen {
+            return;
+        }
+        let learned = self
+            .shared
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for &(ip, mac) in learned.iter() {
+            self.arp.learn(ip, mac);
+        }
+        self.learned_seen = v;
+    }
+
+    /// Shares what this queue's ARP table says about `ip` with the others.
+    fn publish_neighbour(&mut self, ip: Ipv4Addr) {
+        let Some(mac) = self.arp.lookup(ip) else {
+            return;
+        };
+        let mut learned = self
+            .shared
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match learned.iter_mut().find(|(i, _)| *i == ip) {
+            Some((_, m)) if *m == mac => return,
+            Some((_, m)) => *m = mac,
+            None => learned.push((ip, mac)),
+        }
+        self.shared.learned_version.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn stats(&self) -> DpdkStats {
@@ -488,7 +789,7 @@ impl DpdkBackend {
     }
 
     pub fn port_info(&self) -> &PortInfo {
-        &self.info
+        &self.shared.info
     }
 
     pub fn mac(&self) -> MacAddr {
@@ -506,20 +807,7 @@ impl DpdkBackend {
     }
 
     pub fn port_stats(&self) -> PortStats {
-        // SAFETY: zeroed is a valid out-parameter.
-        let mut s: sys::rte_eth_stats = unsafe { std::mem::zeroed() };
-        // SAFETY: valid port and out-pointer.
-        if unsafe { sys::rte_eth_stats_get(self.port, &mut s) } != 0 {
-            return PortStats::default();
-        }
-        PortStats {
-            ipackets: s.ipackets,
-            opackets: s.opackets,
-            imissed: s.imissed,
-            ierrors: s.ierrors,
-            oerrors: s.oerrors,
-            rx_nombuf: s.rx_nombuf,
-        }
+        port_stats(self.port)
     }
 
     /// Mbufs currently out of the pool (in queues, stashed, or in flight).
@@ -599,7 +887,13 @@ impl DpdkBackend {
             );
             self.rx_stash.set_len(usize::from(n));
         }
-        self.rx_stash.len()
+        let n = self.rx_stash.len();
+        if n > 0 {
+            self.shared.counters[usize::from(self.queue)]
+                .rx_frames
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        n
     }
 
     /// Handles one received mbuf and frees it. Returns whether a datagram
@@ -690,7 +984,13 @@ impl DpdkBackend {
                 }
                 Parsed::Arp(p) => {
                     self.stats.arp_received += 1;
-                    if let ArpAction::Reply(r) = self.arp.handle(&p, self.mac, *self.addr.ip()) {
+                    let action = self.arp.handle(&p, self.mac, *self.addr.ip());
+                    if p.sender_ip != *self.addr.ip() {
+                        // Whatever queue the neighbour's ARP came in on,
+                        // every queue can send to it now.
+                        self.publish_neighbour(p.sender_ip);
+                    }
+                    if let ArpAction::Reply(r) = action {
                         if self.queue_ctrl(&r, r.target_mac) {
                             self.stats.arp_replies_sent += 1;
                         }
@@ -768,6 +1068,23 @@ impl DpdkBackend {
     }
 }
 
+fn port_stats(port: u16) -> PortStats {
+    // SAFETY: zeroed is a valid out-parameter.
+    let mut s: sys::rte_eth_stats = unsafe { std::mem::zeroed() };
+    // SAFETY: valid port and out-pointer.
+    if unsafe { sys::rte_eth_stats_get(port, &mut s) } != 0 {
+        return PortStats::default();
+    }
+    PortStats {
+        ipackets: s.ipackets,
+        opackets: s.opackets,
+        imissed: s.imissed,
+        ierrors: s.ierrors,
+        oerrors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    }
+}
+
 fn rx_verdict(ol: u64, mask: u64, good: u64, bad: u64) -> Option<bool> {
     match ol & mask {
         x if x == good => Some(true),
@@ -799,6 +1116,7 @@ impl Backend for DpdkBackend {
     }
 
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
+        self.refresh_neighbours();
         self.tx_mbufs.clear();
         self.tx_index.clear();
         let mut examined = 0;
@@ -867,6 +1185,11 @@ impl Backend for DpdkBackend {
         } else {
             examined
         };
+        if sent > 0 {
+            self.shared.counters[usize::from(self.queue)]
+                .tx_frames
+                .fetch_add(sent as u64, Ordering::Relaxed);
+        }
         for i in 0..sent {
             let t = &batch[self.tx_index[i]];
             self.stats.tx_frames += 1;
@@ -952,29 +1275,32 @@ impl Drop for DpdkBackend {
             unsafe { sys::icx_rte_pktmbuf_free(m) };
         }
         self.ctrl.clear();
-        // SAFETY: the port was started by this backend; stopping releases
-        // the mbufs its queues hold, then the pool can go.
-        unsafe {
-            sys::rte_eth_dev_stop(self.port);
-            sys::rte_eth_dev_close(self.port);
-            sys::rte_mempool_free(self.mp);
+        {
+            let mut r = self
+                .shared
+                .retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            r[usize::from(self.queue)].add(&self.stats);
         }
+        self.shared.claimed[usize::from(self.queue)].store(false, Ordering::Release);
+        // The port itself stops when its last handle goes (PortShared::drop).
     }
 }
 
 /// For the logs: the address this backend answers for.
 pub fn describe(b: &DpdkBackend) -> String {
-    let tx = b.info.tx_checksum_offload;
+    let tx = b.shared.info.tx_checksum_offload;
     format!(
         "{} on port {} ({}, {}) mac {}; checksum offload: tx ip {} udp {}, rx {}; mtu set through ethdev: {}",
         IpAddr::V4(*b.addr.ip()),
-        b.info.port,
-        b.info.name,
-        b.info.driver,
+        b.shared.info.port,
+        b.shared.info.name,
+        b.shared.info.driver,
         b.mac,
         tx.ip_offload,
         tx.udp_offload,
-        b.info.rx_checksum_offload,
-        b.info.mtu_set
+        b.shared.info.rx_checksum_offload,
+        b.shared.info.mtu_set
     )
 }

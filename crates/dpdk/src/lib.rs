@@ -27,7 +27,7 @@ pub use error::DpdkError;
 pub use net::MacAddr;
 
 #[cfg(feature = "dpdk")]
-pub use backend::{describe, ports, DpdkBackend, DpdkStats, PortInfo, PortStats};
+pub use backend::{describe, ports, DpdkBackend, DpdkPort, DpdkStats, PortInfo, PortStats};
 
 /// Whether this build has the DPDK backend.
 pub const BUILT: bool = cfg!(feature = "dpdk");

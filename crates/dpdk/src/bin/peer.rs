@@ -20,11 +20,17 @@
 //!                      peer's --echo; reports round-trip percentiles)
 //!     [--echo]        (send every delivered message back)
 //!     [--busy-poll]   (spin instead of sleeping when idle; one core each)
+//!     [--cores N]     (dpdk: run the per-core Runtime on N cores, one
+//!                      queue pair each (af_packet qpairs=N); reports
+//!                      per-queue frames and the runtime's handoffs)
+//!     [--extra-peer ID@PORT]  (with --cores: one more peer at --peer-ip,
+//!                      exchanging the same --send/--expect; repeatable)
 //! ```
 
 use icx_core::{Backend, Channel, Duration, NodeId};
-use icx_dpdk::{DpdkBackend, DpdkConfig, EalArgs, MacAddr};
-use icx_driver::Driver;
+use icx_core::{BufferPool, PoolConfig};
+use icx_dpdk::{DpdkBackend, DpdkConfig, DpdkPort, EalArgs, MacAddr};
+use icx_driver::{Driver, NodeEvent, Runtime, RuntimeConfig, SubmitError};
 use icx_testkit::plan::{self, endpoint, fill_msg, INDEX_LEN};
 use icx_transport::{Event, PeerConfig, SendError};
 use icx_uring::{UringBackend, UringConfig};
@@ -81,6 +87,8 @@ struct Args {
     pingpong: u32,
     echo: bool,
     busy_poll: bool,
+    cores: usize,
+    extra_peers: Vec<(u16, u16)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -105,6 +113,8 @@ fn parse_args() -> Result<Args, String> {
         pingpong: 0,
         echo: false,
         busy_poll: false,
+        cores: 0,
+        extra_peers: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -136,6 +146,14 @@ fn parse_args() -> Result<Args, String> {
             "--limit" => a.limit = v.parse().map_err(|e| bad(&e))?,
             "--junk" => a.junk = v.parse().map_err(|e| bad(&e))?,
             "--pingpong" => a.pingpong = v.parse().map_err(|e| bad(&e))?,
+            "--cores" => a.cores = v.parse().map_err(|e| bad(&e))?,
+            "--extra-peer" => {
+                let (id, port) = v.split_once('@').ok_or_else(|| bad(&"want ID@PORT"))?;
+                a.extra_peers.push((
+                    id.parse().map_err(|e| bad(&e))?,
+                    port.parse().map_err(|e| bad(&e))?,
+                ));
+            }
             "--sizes" => {
                 a.sizes = match v.as_str() {
                     "mixed" => Sizes::Mixed,
@@ -391,6 +409,240 @@ fn run<B: Report>(backend: B, a: &Args) -> Outcome {
     }
 }
 
+/// One peer of the runtime mode: what was sent to it and received from it.
+struct RtPeer {
+    node: NodeId,
+    seed: u64,
+    next: u32,
+    retry: Vec<u32>,
+    outstanding: usize,
+    acked: u32,
+    delivered: u32,
+    seen: Vec<bool>,
+}
+
+/// `--cores N`: the per-core [`Runtime`] over `port`'s N queue pairs, one
+/// backend per core built on its core thread; every peer gets `--send`
+/// messages and must deliver `--expect`, each exactly once.
+fn run_runtime(port: DpdkPort, a: &Args) -> Outcome {
+    let me = NodeId(a.me);
+    let cores = a.cores;
+    let mut addrs = vec![(a.peer, a.peer_port)];
+    addrs.extend(a.extra_peers.iter().copied());
+    let pool = match BufferPool::new(&PoolConfig::default_blocks()) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("pool: {e}")),
+    };
+    let mut cfg = RuntimeConfig::new(plan::transport_config(me, 1), pool.clone(), cores);
+    // The lab machine may have few CPUs, shared with the other endpoint.
+    cfg.pin = false;
+    cfg.busy_poll = a.busy_poll;
+    let mut peers: Vec<RtPeer> = Vec::new();
+    for &(id, p) in &addrs {
+        let addr = SocketAddr::V4(SocketAddrV4::new(a.peer_ip, p));
+        cfg = cfg.peer(PeerConfig::for_addr(NodeId(id), a.mtu, addr), addr);
+        peers.push(RtPeer {
+            node: NodeId(id),
+            seed: a.seed ^ u64::from(id),
+            next: 0,
+            retry: Vec::new(),
+            outstanding: 0,
+            acked: 0,
+            delivered: 0,
+            seen: vec![false; a.expect as usize],
+        });
+    }
+    let factory_port = port.clone();
+    let mut rt = match Runtime::start(cfg, move |core| {
+        DpdkBackend::for_queue(factory_port.clone(), core as u16).map_err(std::io::Error::from)
+    }) {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("runtime: {e}")),
+    };
+    let my_seed = a.seed ^ u64::from(a.me);
+    let limit = std::time::Duration::from_secs(a.limit);
+    let start = StdInstant::now();
+    let mut errors: Vec<String> = Vec::new();
+    let mut expect_buf = Vec::with_capacity(64 << 10);
+    let (mut lost, mut refused, mut bytes) = (0u32, 0u64, 0u64);
+    let done = |peers: &[RtPeer], lost: u32| {
+        peers
+            .iter()
+            .all(|p| p.acked + lost >= a.send && p.delivered == a.expect)
+    };
+    while !done(&peers, lost) && errors.is_empty() {
+        if start.elapsed() > limit {
+            let st: Vec<String> = peers
+                .iter()
+                .map(|p| {
+                    format!(
+                        "peer {}: sent {} acked {} delivered {}",
+                        p.node, p.next, p.acked, p.delivered
+                    )
+                })
+                .collect();
+            errors.push(format!("timed out after {limit:?}: {}", st.join("; ")));
+            break;
+        }
+        for (pi, p) in peers.iter_mut().enumerate() {
+            while p.outstanding < MAX_OUTSTANDING && (p.next < a.send || !p.retry.is_empty()) {
+                let i = p.retry.last().copied().unwrap_or(p.next);
+                let len = msg_len(a.sizes, my_seed, i);
+                let Some(mut buf) = pool.alloc(len) else {
+                    break;
+                };
+                fill_msg(my_seed, i, &mut buf);
+                let tag = ((pi as u64) << 32) | u64::from(i);
+                match rt.send(p.node, Channel::Block, buf.freeze(), tag) {
+                    Ok(()) => {
+                        if p.retry.pop().is_none() {
+                            p.next += 1;
+                        }
+                        p.outstanding += 1;
+                    }
+                    Err(SubmitError::Backpressure(_)) => break,
+                    Err(e) => {
+                        errors.push(format!("send {i} to {}: {e}", p.node));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut ev = rt.wait_event(Duration::from_millis(5));
+        // Bounded per round: the sends above get their turn again.
+        let mut budget = 4096;
+        while let Some(e) = ev {
+            match e {
+                NodeEvent::Acked { tag, .. } => {
+                    let p = &mut peers[(tag >> 32) as usize];
+                    p.acked += 1;
+                    p.outstanding = p.outstanding.saturating_sub(1);
+                }
+                NodeEvent::Refused { tag, .. } => {
+                    // The owning core's queue was full: offer it again.
+                    refused += 1;
+                    let p = &mut peers[(tag >> 32) as usize];
+                    p.outstanding = p.outstanding.saturating_sub(1);
+                    p.retry.push(tag as u32);
+                }
+                NodeEvent::Lost {
+                    peer,
+                    msg_id,
+                    reason,
+                    ..
+                } => {
+                    lost += 1;
+                    errors.push(format!("to {peer}: message id {msg_id} lost: {reason:?}"));
+                }
+                NodeEvent::Delivered { peer, data, .. } => {
+                    let Some(p) = peers.iter_mut().find(|p| p.node == peer) else {
+                        errors.push(format!("delivery from unexpected node {peer}"));
+                        ev = rt.poll_event();
+                        continue;
+                    };
+                    let i = msg_index(a.sizes, &data);
+                    if i >= a.expect {
+                        errors.push(format!("from {peer}: message claims index {i}"));
+                    } else if p.seen[i as usize] {
+                        errors.push(format!("from {peer}: message {i} delivered twice"));
+                    } else {
+                        p.seen[i as usize] = true;
+                        let len = msg_len(a.sizes, p.seed, i);
+                        expect_buf.resize(len, 0);
+                        fill_msg(p.seed, i, &mut expect_buf);
+                        if data.len() != len || data[..] != expect_buf[..] {
+                            errors.push(format!(
+                                "from {peer}: message {i}: wrong length or contents"
+                            ));
+                        } else {
+                            p.delivered += 1;
+                            bytes += len as u64;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            budget -= 1;
+            if budget == 0 {
+                break;
+            }
+            ev = rt.poll_event();
+        }
+    }
+    let busy = start.elapsed().as_secs_f64();
+    // Linger: the cores keep answering the peers' retransmissions on their
+    // own; give the peers' last acks a second, draining events (bounded).
+    let linger = StdInstant::now();
+    while linger.elapsed() < std::time::Duration::from_millis(1500) {
+        while rt.poll_event().is_some() {}
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (mut retx, mut corrupt, mut duplicate) = (0u64, 0u64, 0u64);
+    match rt.snapshot(Duration::from_secs(2)) {
+        Ok(snap) => {
+            for p in &peers {
+                if let Some(s) = snap.peer(p.node) {
+                    retx += s.retransmitted;
+                    corrupt += s.corrupt;
+                    duplicate += s.duplicate;
+                }
+            }
+        }
+        Err(e) => errors.push(format!("snapshot: {e}")),
+    }
+    let totals = rt.stats();
+    if let Err(e) = rt.shutdown() {
+        errors.push(format!("shutdown: {e}"));
+    }
+    drop(rt);
+    // Every backend is gone now: their final counters are on the port.
+    let mut sum = icx_dpdk::DpdkStats::default();
+    let mut per_queue = String::new();
+    for q in 0..port.queues() {
+        let s = port.retired_stats(q);
+        let (rx, tx) = port.queue_frames(q);
+        per_queue.push_str(&format!("q{q}_rx={rx} q{q}_tx={tx} "));
+        sum.add(&s);
+    }
+    let ps = port.port_stats();
+    let acked: u32 = peers.iter().map(|p| p.acked).sum();
+    let delivered: u32 = peers.iter().map(|p| p.delivered).sum();
+    let sent: u32 = peers.iter().map(|p| p.next).sum();
+    let line = format!(
+        "RESULT backend=dpdk ok={} cores={cores} peers={} sent={sent} acked={acked} lost={lost} delivered={delivered} bytes={bytes} secs={busy:.3} refused={refused} retransmitted={retx} duplicate={duplicate} corrupt={corrupt} handoffs_out={} handoffs_in={} handoff_drops={} unroutable={} {per_queue}rx_frames={} tx_frames={} dropped={} drop_other_port={} drop_bad_ip_checksum={} drop_bad_udp_checksum={} arp_received={} arp_replies_sent={} arp_requests_sent={} unresolved={} oversize={} tx_refused={} tx_no_mbuf={} port_imissed={} port_ierrors={} port_oerrors={} mbufs_in_use={}",
+        errors.is_empty(),
+        peers.len(),
+        totals.handoffs_out,
+        totals.handoffs_in,
+        totals.handoff_drops,
+        totals.unroutable,
+        sum.rx_frames,
+        sum.tx_frames,
+        sum.dropped(),
+        sum.drop_other_port,
+        sum.drop_bad_ip_checksum,
+        sum.drop_bad_udp_checksum,
+        sum.arp_received,
+        sum.arp_replies_sent,
+        sum.arp_requests_sent,
+        sum.unresolved,
+        sum.oversize,
+        sum.tx_refused,
+        sum.tx_no_mbuf,
+        ps.imissed,
+        ps.ierrors,
+        ps.oerrors,
+        port.mbufs_in_use(),
+    );
+    for e in errors.iter().take(10) {
+        eprintln!("icx-dpdk-peer: error: {e}");
+    }
+    Outcome {
+        ok: errors.is_empty(),
+        line,
+    }
+}
+
 fn send_junk(a: &Args) -> std::io::Result<()> {
     let s = UdpSocket::bind(SocketAddrV4::new(a.ip, 0))?;
     for i in 0..a.junk {
@@ -437,7 +689,7 @@ fn main() -> ExitCode {
                 (None, Some(i)) => {
                     let prefix = format!("icxpeer{}", std::process::id());
                     runtime_dir = Some(format!("/var/run/dpdk/{prefix}"));
-                    EalArgs::af_packet(i, &prefix, a.mtu > 1500)
+                    EalArgs::af_packet_queues(i, &prefix, a.mtu > 1500, a.cores.max(1) as u16)
                 }
                 (None, None) => {
                     eprintln!("icx-dpdk-peer: --backend dpdk needs --eal or --iface");
@@ -449,12 +701,20 @@ fn main() -> ExitCode {
             if let Some(m) = a.peer_mac {
                 cfg.neighbours.push((a.peer_ip, m));
             }
-            match DpdkBackend::open(cfg) {
-                Ok(b) => {
-                    eprintln!("icx-dpdk-peer: {}", icx_dpdk::describe(&b));
-                    run(b, &a)
+            if a.cores > 0 {
+                cfg.queues = a.cores as u16;
+                match DpdkPort::open(cfg) {
+                    Ok(port) => run_runtime(port, &a),
+                    Err(e) => fail(format!("{e}")),
                 }
-                Err(e) => fail(format!("{e}")),
+            } else {
+                match DpdkBackend::open(cfg) {
+                    Ok(b) => {
+                        eprintln!("icx-dpdk-peer: {}", icx_dpdk::describe(&b));
+                        run(b, &a)
+                    }
+                    Err(e) => fail(format!("{e}")),
+                }
             }
         }
         "uring" => {
