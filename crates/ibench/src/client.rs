@@ -2,13 +2,14 @@
 //! with warm-up and a measured phase, and gathers what both sides counted.
 
 use crate::backend::{self, BackendInfo, BackendOpts};
+pub use crate::proto::Counters;
 use crate::proto::{Header, Kind, ServerStats, HEADER_LEN};
 use crate::stats::{self, Intervals};
 use crate::{sys, CLUSTER, INTERRUPTED};
 use hdrhistogram::Histogram;
 use icx_core::{Backend, BufferPool, Channel, NodeId, PoolConfig};
 use icx_driver::{Driver, LoopbackNet};
-use icx_transport::{Config, Endpoint, Event, PeerConfig, PeerStats, SendError};
+use icx_transport::{Config, Endpoint, Event, PeerConfig, SendError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -57,76 +58,6 @@ pub struct Pattern {
 impl Pattern {
     pub fn round_trip(&self) -> bool {
         self.kind != Kind::OneWay
-    }
-}
-
-/// Counters both sides keep, summed, as deltas over the measured phase.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    pub sent: u64,
-    pub received: u64,
-    pub retransmitted: u64,
-    pub lost: u64,
-    pub corrupt: u64,
-    pub duplicate: u64,
-    pub out_of_order: u64,
-    pub rejected: u64,
-    pub frames_sent: u64,
-}
-
-impl Counters {
-    fn from_peer(p: &PeerStats) -> Self {
-        Counters {
-            sent: p.sent,
-            received: p.received,
-            retransmitted: p.retransmitted,
-            lost: p.lost,
-            corrupt: p.corrupt,
-            duplicate: p.duplicate,
-            out_of_order: p.out_of_order,
-            rejected: p.rejected,
-            frames_sent: p.frames_sent,
-        }
-    }
-
-    fn from_server(s: &ServerStats) -> Self {
-        Counters {
-            sent: s.sent,
-            received: s.received,
-            retransmitted: s.retransmitted,
-            lost: s.lost,
-            corrupt: s.corrupt,
-            duplicate: s.duplicate,
-            out_of_order: s.out_of_order,
-            rejected: s.rejected,
-            frames_sent: s.frames_sent,
-        }
-    }
-
-    pub fn add(&mut self, o: &Counters) {
-        self.sent += o.sent;
-        self.received += o.received;
-        self.retransmitted += o.retransmitted;
-        self.lost += o.lost;
-        self.corrupt += o.corrupt;
-        self.duplicate += o.duplicate;
-        self.out_of_order += o.out_of_order;
-        self.rejected += o.rejected;
-        self.frames_sent += o.frames_sent;
-    }
-
-    fn minus(&self, o: &Counters) -> Counters {
-        Counters {
-            sent: self.sent.saturating_sub(o.sent),
-            received: self.received.saturating_sub(o.received),
-            retransmitted: self.retransmitted.saturating_sub(o.retransmitted),
-            lost: self.lost.saturating_sub(o.lost),
-            corrupt: self.corrupt.saturating_sub(o.corrupt),
-            duplicate: self.duplicate.saturating_sub(o.duplicate),
-            out_of_order: self.out_of_order.saturating_sub(o.out_of_order),
-            rejected: self.rejected.saturating_sub(o.rejected),
-            frames_sent: self.frames_sent.saturating_sub(o.frames_sent),
-        }
     }
 }
 
@@ -664,7 +595,7 @@ impl Client {
             let end = self.fetch_stats(*n, wait)?;
             match (begin, end) {
                 (Some(b), Some(e)) => {
-                    let c = Counters::from_server(&e).minus(&Counters::from_server(&b));
+                    let c = e.session.minus(&b.session);
                     let dw = e.wall_ns.saturating_sub(b.wall_ns).max(1);
                     let pct = 100.0 * e.cpu_ns.saturating_sub(b.cpu_ns) as f64 / dw as f64;
                     if i == 0 {

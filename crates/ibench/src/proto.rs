@@ -201,6 +201,63 @@ fn read_addr(b: &[u8]) -> Option<SocketAddr> {
     (port != 0).then_some(SocketAddr::new(ip, port))
 }
 
+/// Transport counters of one session (as either side sees it); summed or
+/// differenced over a measured phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub sent: u64,
+    pub received: u64,
+    pub retransmitted: u64,
+    pub lost: u64,
+    pub corrupt: u64,
+    pub duplicate: u64,
+    pub out_of_order: u64,
+    pub rejected: u64,
+    pub frames_sent: u64,
+}
+
+impl Counters {
+    pub fn from_peer(p: &icx_transport::PeerStats) -> Self {
+        Counters {
+            sent: p.sent,
+            received: p.received,
+            retransmitted: p.retransmitted,
+            lost: p.lost,
+            corrupt: p.corrupt,
+            duplicate: p.duplicate,
+            out_of_order: p.out_of_order,
+            rejected: p.rejected,
+            frames_sent: p.frames_sent,
+        }
+    }
+
+    pub fn add(&mut self, o: &Counters) {
+        self.sent += o.sent;
+        self.received += o.received;
+        self.retransmitted += o.retransmitted;
+        self.lost += o.lost;
+        self.corrupt += o.corrupt;
+        self.duplicate += o.duplicate;
+        self.out_of_order += o.out_of_order;
+        self.rejected += o.rejected;
+        self.frames_sent += o.frames_sent;
+    }
+
+    pub fn minus(&self, o: &Counters) -> Counters {
+        Counters {
+            sent: self.sent.saturating_sub(o.sent),
+            received: self.received.saturating_sub(o.received),
+            retransmitted: self.retransmitted.saturating_sub(o.retransmitted),
+            lost: self.lost.saturating_sub(o.lost),
+            corrupt: self.corrupt.saturating_sub(o.corrupt),
+            duplicate: self.duplicate.saturating_sub(o.duplicate),
+            out_of_order: self.out_of_order.saturating_sub(o.out_of_order),
+            rejected: self.rejected.saturating_sub(o.rejected),
+            frames_sent: self.frames_sent.saturating_sub(o.frames_sent),
+        }
+    }
+}
+
 /// A server's counters, sent in a stats reply after the header as
 /// little-endian u64s in this order (new fields are only ever appended).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -215,15 +272,7 @@ pub struct ServerStats {
     pub oneway_msgs: u64,
     pub oneway_bytes: u64,
     /// The server's transport counters for its session with the client.
-    pub sent: u64,
-    pub received: u64,
-    pub retransmitted: u64,
-    pub lost: u64,
-    pub corrupt: u64,
-    pub duplicate: u64,
-    pub out_of_order: u64,
-    pub rejected: u64,
-    pub frames_sent: u64,
+    pub session: Counters,
     /// Datagrams the server rejected in all (foreign, malformed, corrupt,
     /// other cluster, unknown node, misdirected, stale).
     pub endpoint_rejected: u64,
@@ -241,15 +290,15 @@ impl ServerStats {
             self.node,
             self.oneway_msgs,
             self.oneway_bytes,
-            self.sent,
-            self.received,
-            self.retransmitted,
-            self.lost,
-            self.corrupt,
-            self.duplicate,
-            self.out_of_order,
-            self.rejected,
-            self.frames_sent,
+            self.session.sent,
+            self.session.received,
+            self.session.retransmitted,
+            self.session.lost,
+            self.session.corrupt,
+            self.session.duplicate,
+            self.session.out_of_order,
+            self.session.rejected,
+            self.session.frames_sent,
             self.endpoint_rejected,
         ]
     }
@@ -276,15 +325,17 @@ impl ServerStats {
             node: v(3),
             oneway_msgs: v(4),
             oneway_bytes: v(5),
-            sent: v(6),
-            received: v(7),
-            retransmitted: v(8),
-            lost: v(9),
-            corrupt: v(10),
-            duplicate: v(11),
-            out_of_order: v(12),
-            rejected: v(13),
-            frames_sent: v(14),
+            session: Counters {
+                sent: v(6),
+                received: v(7),
+                retransmitted: v(8),
+                lost: v(9),
+                corrupt: v(10),
+                duplicate: v(11),
+                out_of_order: v(12),
+                rejected: v(13),
+                frames_sent: v(14),
+            },
             endpoint_rejected: v(15),
         })
     }
@@ -327,7 +378,10 @@ mod tests {
         let s = ServerStats {
             cpu_ns: 1,
             endpoint_rejected: 16,
-            retransmitted: 9,
+            session: Counters {
+                retransmitted: 9,
+                ..Counters::default()
+            },
             ..ServerStats::default()
         };
         let mut b = [0u8; ServerStats::LEN];

@@ -2,7 +2,7 @@
 //! baseline echo/sink on the next port (PORT+1).
 
 use crate::backend::{self, BackendInfo, BackendOpts};
-use crate::proto::{Header, Kind, ServerStats, FLAG_ACK, HEADER_LEN, ROUTED_LEN};
+use crate::proto::{Counters, Header, Kind, ServerStats, FLAG_ACK, HEADER_LEN, ROUTED_LEN};
 use crate::sys;
 use crate::CLUSTER;
 use icx_core::{Backend, BufferPool, Channel, NodeId, PoolConfig};
@@ -494,15 +494,7 @@ impl Server {
             node: u64::from(self.node),
             oneway_msgs: pc.oneway_msgs,
             oneway_bytes: pc.oneway_bytes,
-            sent: p.sent,
-            received: p.received,
-            retransmitted: p.retransmitted,
-            lost: p.lost,
-            corrupt: p.corrupt,
-            duplicate: p.duplicate,
-            out_of_order: p.out_of_order,
-            rejected: p.rejected,
-            frames_sent: p.frames_sent,
+            session: Counters::from_peer(&p),
             endpoint_rejected: ep.stats().rejected(),
         }
     }
@@ -600,7 +592,10 @@ fn run_baseline(sock: UdpSocket, stop: &AtomicBool) -> BaselineCounters {
                     wall_ns: start.elapsed().as_nanos() as u64,
                     oneway_msgs,
                     oneway_bytes,
-                    received: c.datagrams,
+                    session: Counters {
+                        received: c.datagrams,
+                        ..Counters::default()
+                    },
                     ..ServerStats::default()
                 };
                 let mut r = h;
