@@ -325,9 +325,15 @@ pub struct Endpoint {
     hist: [RttHistogram; Channel::COUNT],
     /// Zeroed padding for probes, shared by every probe frame.
     padding: Option<SharedBuf>,
-    /// Round-robin start for poll_transmit, so one busy peer cannot starve others.
+    /// Round-robin start for poll_transmit, so one busy peer cannot starve
+    /// others, and frames sent to it in the current burst.
     rr: usize,
+    burst: usize,
 }
+
+/// Frames one peer may send in a row before the next peer's turn: about one
+/// 64 KiB GSO train at MTU 1500.
+const BURST_FRAMES: usize = 44;
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -359,6 +365,7 @@ impl Endpoint {
             hist: std::array::from_fn(|_| RttHistogram::new()),
             padding: None,
             rr: 0,
+            burst: 0,
         })
     }
 
@@ -588,7 +595,17 @@ impl Endpoint {
             let idx = (self.rr + i) % n;
             let t = self.sessions[idx].poll_transmit(now, &self.cfg, self.padding.as_ref());
             if let Some(t) = t {
-                self.rr = (idx + 1) % n.max(1);
+                // Stay with a peer for a burst: consecutive frames to one
+                // destination are what a backend batches into one GSO train.
+                if idx != self.rr {
+                    self.rr = idx;
+                    self.burst = 0;
+                }
+                self.burst += 1;
+                if self.burst >= BURST_FRAMES {
+                    self.rr = (idx + 1) % n;
+                    self.burst = 0;
+                }
                 return Some(t);
             }
         }

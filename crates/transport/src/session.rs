@@ -33,8 +33,30 @@ const MAX_PACKET_THRESHOLD: u64 = 64;
 const LOST_MEMORY: u64 = 256;
 /// Ranges a piggybacked ack carries (keeps the data header small).
 const PIGGYBACK_RANGES: usize = 8;
+/// Ranges a separate ack carries. The wire allows 24 ([`MAX_ACK_RANGES`],
+/// still accepted from peers), but every frame's header travels inline in the
+/// transmit queue, and a smaller inline buffer is cheaper to move; twelve
+/// ranges describe more loss than a window holds in practice.
+const ACK_FRAME_RANGES: usize = 12;
+const _: () = assert!(
+    icx_wire::HEADER_LEN + AckRepr::EXT_FIXED_LEN + 8 * ACK_FRAME_RANGES
+        <= icx_core::HEADER_INLINE_CAP
+);
+const _: () = assert!(ACK_FRAME_RANGES <= MAX_ACK_RANGES);
+const _: () = assert!(
+    DataRepr::HEADER_LEN + AckRepr::EXT_FIXED_LEN + 8 * PIGGYBACK_RANGES
+        <= icx_core::HEADER_INLINE_CAP
+);
 /// Probe replies held for sending; more are dropped (the prober retries).
 const MAX_PROBE_REPLIES: usize = 4;
+/// Short last fragments held back while later messages' full-size fragments
+/// go first. Backends send runs of equal-size frames as one GSO train, and a
+/// short frame ends a train: deferring the tails lets one train carry several
+/// blocks (then the tails go as a train of their own), which on 8 KiB blocks
+/// at MTU 1500 cuts the sends per block from one to about a quarter. The
+/// bound keeps a tail from waiting behind more than a train's worth of
+/// frames.
+const MAX_DEFERRED_TAILS: usize = 8;
 
 /// Timers, as a fieldless enum over a fixed set: the session's next timeout
 /// is the minimum of these.
@@ -148,6 +170,12 @@ pub(crate) struct Session {
     live: usize,
     /// Index of the first message that may still have unsent fragments.
     cursor: usize,
+    /// Deferred short last fragments (message id, frame bytes), in message
+    /// order; see [`MAX_DEFERRED_TAILS`]. Their bytes are reserved in the
+    /// window when deferred, so they can always go.
+    tails: VecDeque<(u64, u32)>,
+    tail_reserved: usize,
+    tails_flushing: bool,
     retx: VecDeque<(u64, u16)>,
     /// Data frames by sequence number from `sent_base`; None once resolved.
     sent: VecDeque<Option<SentPacket>>,
@@ -192,6 +220,9 @@ impl Session {
             queue: VecDeque::new(),
             live: 0,
             cursor: 0,
+            tails: VecDeque::new(),
+            tail_reserved: 0,
+            tails_flushing: false,
             retx: VecDeque::new(),
             sent: VecDeque::new(),
             sent_base: 1,
@@ -418,9 +449,22 @@ impl Session {
 
     fn window_allows(&self, cfg: &Config, bytes: usize) -> bool {
         let limit = cfg.window_bytes.min(self.peer_credit);
+        let committed = self.in_flight + self.tail_reserved;
         // One frame may always go when nothing is in flight, so a zero credit
         // cannot deadlock the session.
-        self.in_flight == 0 || self.in_flight + bytes <= limit
+        committed == 0 || committed + bytes <= limit
+    }
+
+    /// Sends the oldest deferred tail whose message is still unresolved.
+    fn pop_tail(&mut self, now: Instant, cfg: &Config) -> Option<Transmit> {
+        while let Some((id, bytes)) = self.tails.pop_front() {
+            self.tail_reserved -= bytes as usize;
+            if let Some(i) = self.msg_index(id) {
+                let frag = self.queue[i].frag_count - 1;
+                return Some(self.data_frame(now, cfg, i, frag));
+            }
+        }
+        None
     }
 
     pub(crate) fn poll_transmit(
@@ -453,6 +497,12 @@ impl Session {
             self.stats.retransmitted += 1;
             return Some(self.data_frame(now, cfg, i, frag));
         }
+        if self.tails_flushing {
+            if let Some(t) = self.pop_tail(now, cfg) {
+                return Some(t);
+            }
+            self.tails_flushing = false;
+        }
         while self.cursor < self.queue.len() {
             let m = &self.queue[self.cursor];
             if m.done || m.next_frag >= m.frag_count {
@@ -460,14 +510,28 @@ impl Session {
                 continue;
             }
             let frag = m.next_frag;
-            let bytes = DataRepr::HEADER_LEN + m.frag_range(frag).1;
+            let len = m.frag_range(frag).1;
+            let bytes = DataRepr::HEADER_LEN + len;
             if !self.window_allows(cfg, bytes) {
-                return None;
+                break;
             }
+            let short_tail = frag > 0 && frag + 1 == m.frag_count && len < m.frag_cap as usize;
+            let id = m.id;
             self.queue[self.cursor].next_frag += 1;
+            if short_tail {
+                self.tails.push_back((id, bytes as u32));
+                self.tail_reserved += bytes;
+                if self.tails.len() >= MAX_DEFERRED_TAILS {
+                    // Send them all, as one train, before more full frames.
+                    self.tails_flushing = true;
+                    return self.pop_tail(now, cfg);
+                }
+                continue;
+            }
             return Some(self.data_frame(now, cfg, self.cursor, frag));
         }
-        None
+        // Nothing more of full size can go now: the tails follow as a train.
+        self.pop_tail(now, cfg)
     }
 
     pub(crate) fn on_ack(
@@ -624,6 +688,9 @@ impl Session {
         }
         self.queue.clear();
         self.cursor = 0;
+        self.tails.clear();
+        self.tail_reserved = 0;
+        self.tails_flushing = false;
         self.retx.clear();
         self.next_deadline = None;
     }
@@ -861,11 +928,11 @@ impl Session {
     fn ack_frame(&mut self, now: Instant, cfg: &Config) -> Transmit {
         let repr = FrameRepr {
             header: self.header(cfg, Channel::Control, 0, FrameKind::Ack),
-            body: Body::Ack(self.build_ack(now, cfg, MAX_ACK_RANGES)),
+            body: Body::Ack(self.build_ack(now, cfg, ACK_FRAME_RANGES)),
         };
         let mut header = HeaderBuf::new();
         header.set_len(repr.header_len());
-        // Cannot fail: MAX_ACK_RANGES keeps an ack within the inline buffer.
+        // Cannot fail: ACK_FRAME_RANGES keeps an ack within the inline buffer.
         let _ = repr.emit(header.as_mut_slice(), &[]);
         self.ack_sent();
         self.stats.acks_sent += 1;
@@ -1028,7 +1095,8 @@ impl Session {
     pub(crate) fn next_timeout(&self, cfg: &Config) -> Option<Instant> {
         let pending_now = self.ack_now && self.ack_pending > 0
             || self.probe.to_send > 0
-            || !self.probe_replies.is_empty();
+            || !self.probe_replies.is_empty()
+            || !self.tails.is_empty();
         let t = Timer::ALL.iter().filter_map(|&t| self.timer(t, cfg)).min();
         if pending_now {
             // Output is waiting: ask to be polled at once.
