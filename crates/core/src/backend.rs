@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Room for the largest header-only frame (an ack with all its ranges).
-pub const HEADER_INLINE_CAP: usize = 256;
+pub const HEADER_INLINE_CAP: usize = 160;
 
 /// What a backend can do, as probed at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

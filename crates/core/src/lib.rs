@@ -13,7 +13,10 @@ pub mod pool;
 pub mod rng;
 pub mod time;
 
-pub use backend::{Backend, Capabilities, HeaderBuf, Payload, RxDatagram, TxBatch, TxFrame, Wake};
+pub use backend::{
+    Backend, Capabilities, HeaderBuf, Payload, RxDatagram, TxBatch, TxFrame, Wake,
+    HEADER_INLINE_CAP,
+};
 pub use id::{Channel, ClusterId, Incarnation, NodeId};
 pub use pool::{BufferPool, HugePages, PoolBuf, PoolConfig, SharedBuf, SizeClass};
 pub use rng::{derive_seed, seeded_rng, SeededRng};
