@@ -1341,6 +1341,7 @@ impl Drop for UringBackend {
         if !self.started {
             return;
         }
+        tracing::debug!(stats = ?self.stats, "io_uring backend closing");
         let mut ok = true;
         let cancel = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
             .build()
