@@ -132,6 +132,27 @@ proptest! {
         roundtrip(&FrameRepr { header: h, body: Body::Data(d) }, &payload);
     }
 
+    /// The CRC is defined over the payload, then the header with the CRC
+    /// field zeroed (docs/PROTOCOL.md); a precomputed payload CRC seals the
+    /// same frame as the payload itself.
+    #[test]
+    fn crc_covers_payload_then_header(h in header(FrameKind::Data), (d, payload) in data()) {
+        let repr = FrameRepr { header: h, body: Body::Data(d) };
+        let mut a = vec![0u8; repr.header_len()];
+        let mut b = a.clone();
+        repr.emit(&mut a, &payload).unwrap();
+        repr.emit_sealed(&mut b, crc32c::crc32c(&payload)).unwrap();
+        prop_assert_eq!(&a, &b);
+        let mut spec: Vec<u8> = payload.clone();
+        let mut zeroed = a.clone();
+        zeroed[32..36].fill(0);
+        spec.extend_from_slice(&zeroed);
+        prop_assert_eq!(u32::from_be_bytes(a[32..36].try_into().unwrap()), crc32c::crc32c(&spec));
+        let mut dgram = a.clone();
+        dgram.extend_from_slice(&payload);
+        prop_assert_eq!(checksum(&dgram), crc32c::crc32c(&spec));
+    }
+
     #[test]
     fn data_with_piggybacked_ack_roundtrip(h in header(FrameKind::Data), (d, payload) in data(), a in ack()) {
         prop_assume!(!a.ranges.is_empty());
