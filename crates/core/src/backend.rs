@@ -68,6 +68,14 @@ impl HeaderBuf {
         &self.bytes[..self.len as usize]
     }
 
+    /// Becomes a copy of `src`, touching only its `len` bytes (cheaper than
+    /// assigning the whole inline buffer).
+    pub fn copy_from(&mut self, src: &HeaderBuf) {
+        let n = src.len as usize;
+        self.bytes[..n].copy_from_slice(&src.bytes[..n]);
+        self.len = src.len;
+    }
+
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.bytes[..self.len as usize]
     }

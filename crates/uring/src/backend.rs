@@ -1180,7 +1180,8 @@ impl Backend for UringBackend {
                 }
             }
             let gso = (n > 1).then_some(seg as u16);
-            let si = self.tx.fill(dst, batch.drain(..n), gso);
+            let si = self.tx.fill(dst, batch.range_mut(..n), gso);
+            batch.drain(..n);
             let slot = self.tx.slot_mut(si).expect("slot just filled");
             let zc = self.zc.on && total >= self.zc.threshold && slot.pages <= self.zc.max_pages;
             slot.zc = zc;

@@ -1,10 +1,13 @@
 //! The in-flight send slab: every send (one frame, or one GSO train) owns a
 //! slot holding its msghdr, iovecs, destination and UDP_SEGMENT cmsg, and
-//! the frames themselves, until its completion (and, for SEND_ZC, its
-//! notification) arrives. All of it is allocated once; slots and frames
-//! never move, so the pointers handed to the kernel stay valid.
+//! its frames (a copy of each header, and the payload with its reference on
+//! the block), until its completion (and, for SEND_ZC, its notification)
+//! arrives. All of it is allocated once; slots and frame cells never move,
+//! so the pointers handed to the kernel stay valid. Frames are not moved in
+//! whole: only the header's bytes are copied and the payload is taken, which
+//! costs less than moving the inline header buffer twice.
 
-use icx_core::TxFrame;
+use icx_core::{HeaderBuf, Payload, TxFrame};
 use icx_udp::sys::{empty_storage, encode_addr};
 use std::net::SocketAddr;
 
@@ -82,7 +85,8 @@ impl Slot {
 pub(crate) struct TxSlab {
     slots: Box<[Slot]>,
     free_slots: Vec<u32>,
-    frames: Box<[Option<TxFrame>]>,
+    headers: Box<[HeaderBuf]>,
+    payloads: Box<[Payload]>,
     free_frames: Vec<u32>,
 }
 
@@ -99,7 +103,8 @@ impl TxSlab {
         TxSlab {
             slots: (0..slots).map(|_| Slot::new()).collect(),
             free_slots: (0..slots as u32).rev().collect(),
-            frames: (0..frames).map(|_| None).collect(),
+            headers: (0..frames).map(|_| HeaderBuf::new()).collect(),
+            payloads: (0..frames).map(|_| Payload::EMPTY).collect(),
             free_frames: (0..frames as u32).rev().collect(),
         }
     }
@@ -113,14 +118,15 @@ impl TxSlab {
         self.slots.len() - self.free_slots.len()
     }
 
-    /// Moves `frames` into a free slot and lays out its msghdr: one
-    /// (header, payload) iovec pair per frame, the destination, and a
-    /// UDP_SEGMENT cmsg of `seg` bytes when `gso`. Returns the slot index.
-    /// The caller has checked `has_room(frames.len())`.
-    pub(crate) fn fill(
+    /// Takes `frames` into a free slot (header bytes copied, payload taken,
+    /// leaving the frames empty for the caller to drop) and lays out its
+    /// msghdr: one (header, payload) iovec pair per frame, the destination,
+    /// and a UDP_SEGMENT cmsg of `seg` bytes when `gso`. Returns the slot
+    /// index. The caller has checked `has_room(frames.len())`.
+    pub(crate) fn fill<'a>(
         &mut self,
         dst: SocketAddr,
-        frames: impl Iterator<Item = TxFrame>,
+        frames: impl Iterator<Item = &'a mut TxFrame>,
         gso: Option<u16>,
     ) -> u32 {
         let si = self.free_slots.pop().expect("caller checked has_room");
@@ -128,9 +134,11 @@ impl TxSlab {
         let (mut n, mut niov, mut bytes, mut pages) = (0usize, 0usize, 0usize, 0usize);
         for f in frames {
             let fi = self.free_frames.pop().expect("caller checked has_room");
-            let cell = &mut self.frames[fi as usize];
-            let f = cell.insert(f);
-            let (h, p) = (f.header.as_slice(), f.payload.as_slice());
+            let header = &mut self.headers[fi as usize];
+            header.copy_from(&f.header);
+            let payload = &mut self.payloads[fi as usize];
+            *payload = std::mem::take(&mut f.payload);
+            let (h, p) = (header.as_slice(), payload.as_slice());
             bytes += h.len() + p.len();
             // The kernel only reads through these; `*mut` is iovec's type.
             // The frame now sits in the slab and does not move until freed.
@@ -190,7 +198,7 @@ impl TxSlab {
             return false;
         }
         for &fi in &slot.frames[..slot.n_frames as usize] {
-            self.frames[fi as usize] = None;
+            self.payloads[fi as usize] = Payload::EMPTY;
             self.free_frames.push(fi);
         }
         slot.n_frames = 0;
