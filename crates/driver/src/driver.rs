@@ -252,10 +252,15 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         // The clock is read per datagram (a vDSO call) so that acks late in a
         // big batch do not get early timestamps and shrink RTT samples.
         // Foreign senders are fed too: the endpoint rejects and counts them.
+        // Datagrams come in runs from one peer: remember the last one checked.
+        let mut known: Option<(NodeId, SocketAddr)> = None;
         ts.received += self.backend.recv(self.rx_budget, &mut |d| {
             if let Some(node) = endpoint.handle_datagram(clock.now(), d.data) {
-                if learn && peers.get(&node) != Some(&d.src) {
-                    peers.insert(node, d.src);
+                if learn && known != Some((node, d.src)) {
+                    if peers.get(&node) != Some(&d.src) {
+                        peers.insert(node, d.src);
+                    }
+                    known = Some((node, d.src));
                 }
             }
         })?;
@@ -271,12 +276,21 @@ impl<B: Backend, C: Clock> Driver<B, C> {
     /// Moves up to `tx_budget` transmits into the batch and offers it to the
     /// backend until it is empty or refused.
     fn flush(&mut self, now: Instant, ts: &mut TurnStats) -> io::Result<()> {
+        // Transmits come in bursts to one peer: remember the last address.
+        let mut last: Option<(NodeId, SocketAddr)> = None;
         while self.tx.len() < self.tx_budget {
             let Some(t) = self.endpoint.poll_transmit(now) else {
                 break;
             };
-            match self.peers.get(&t.peer) {
-                Some(&dst) => self.tx.push_back(t.into_frame(dst)),
+            let dst = match last {
+                Some((node, addr)) if node == t.peer => Some(addr),
+                _ => self.peers.get(&t.peer).copied(),
+            };
+            match dst {
+                Some(dst) => {
+                    last = Some((t.peer, dst));
+                    self.tx.push_back(t.into_frame(dst));
+                }
                 None => {
                     ts.unroutable += 1;
                     tracing::debug!(peer = %t.peer, "transmit for a peer with no address, dropped");
