@@ -60,6 +60,8 @@ pub struct BackendOpts {
     pub gso: bool,
     pub gro: bool,
     pub busy_poll: bool,
+    /// io_uring: spin this long in a wait before sleeping.
+    pub spin: std::time::Duration,
     /// Fraction of datagrams dropped each way (`--loss`), 0 for none.
     pub loss: f64,
     pub seed: u64,
@@ -77,6 +79,8 @@ pub struct BackendInfo {
     pub gro: bool,
     pub zero_copy_send: bool,
     pub busy_poll: bool,
+    /// Microseconds an io_uring wait spins before sleeping (0 elsewhere).
+    pub spin_us: u64,
     pub registered_buffers: bool,
     pub max_udp_payload: usize,
 }
@@ -155,6 +159,7 @@ pub fn open(
             cfg.gso = opts.gso;
             cfg.gro = opts.gro;
             cfg.busy_poll = opts.busy_poll;
+            cfg.spin = opts.spin;
             match icx_uring::open(cfg)
                 .map_err(|e| format!("cannot open io_uring backend on {addr}: {e}"))?
             {
@@ -171,6 +176,11 @@ pub fn open(
         gro: caps.gro,
         zero_copy_send: caps.zero_copy_send,
         busy_poll: opts.busy_poll,
+        spin_us: if name == "uring" && !opts.busy_poll {
+            opts.spin.as_micros() as u64
+        } else {
+            0
+        },
         registered_buffers: caps.registered_buffers,
         max_udp_payload: caps.max_udp_payload,
     };

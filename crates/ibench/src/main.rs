@@ -131,6 +131,11 @@ struct BackendArgs {
     /// Spin instead of sleeping while waiting for datagrams (one busy core per side).
     #[arg(long)]
     busy_poll: bool,
+    /// Without --busy-poll, how long an io_uring wait spins before it sleeps
+    /// (0: sleep at once). Request/response traffic then never sleeps between
+    /// messages; an idle side still does.
+    #[arg(long, value_name = "US", default_value_t = icx_uring::DEFAULT_SPIN.as_micros() as u64)]
+    spin_us: u64,
     /// DPDK EAL arguments for `--backend dpdk`, e.g.
     /// "--no-huge --no-pci -m 256 --file-prefix ib1 --vdev=net_af_packet0,iface=veth0".
     #[arg(long, value_name = "EAL ARGS", allow_hyphen_values = true)]
@@ -152,6 +157,7 @@ impl BackendArgs {
             gso: self.gso.on(),
             gro: self.gro.on(),
             busy_poll: self.busy_poll,
+            spin: Duration::from_micros(self.spin_us),
             loss,
             seed,
         }

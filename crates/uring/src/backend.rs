@@ -131,6 +131,9 @@ pub struct UringStats {
     pub tx_full: u64,
     /// io_uring_enter calls made by send/recv/wait.
     pub enters: u64,
+    /// Waits that found a completion while spinning, and waits that slept.
+    pub spin_hits: u64,
+    pub sleeps: u64,
     pub recv_buffer: BufferGrant,
     pub send_buffer: BufferGrant,
 }
@@ -1277,22 +1280,38 @@ impl Backend for UringBackend {
             }
             return Ok(());
         }
-        if self.cfg.busy_poll {
-            let start = Instant::now();
+        // Spin first: forever (busy poll, bounded by `timeout`), or for the
+        // configured spell, after which a quiet ring goes to sleep.
+        let spin = if self.cfg.busy_poll {
+            timeout
+        } else {
+            Some(timeout.map_or(self.cfg.spin, |t| t.min(self.cfg.spin)))
+        };
+        let start = Instant::now();
+        if spin != Some(Duration::ZERO) {
             let mut spins = 0u32;
             loop {
                 self.flush_taskrun()?;
                 if !self.ring.completion().is_empty() {
+                    self.stats.spin_hits += 1;
                     return Ok(());
                 }
                 spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(64) && timeout.is_some_and(|t| start.elapsed() >= t) {
-                    return Ok(());
+                if spins.is_multiple_of(64) && spin.is_some_and(|t| start.elapsed() >= t) {
+                    break;
                 }
                 std::hint::spin_loop();
             }
+            if self.cfg.busy_poll {
+                return Ok(());
+            }
+        }
+        let timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        if timeout == Some(Duration::ZERO) {
+            return Ok(());
         }
         self.stats.enters += 1;
+        self.stats.sleeps += 1;
         let r = match timeout {
             Some(t) => {
                 let ts = Timespec::from(t);

@@ -2,6 +2,7 @@
 
 use icx_udp::{SocketConfig, DEFAULT_SOCKET_BUFFER, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Environment variable that, when set to anything but `0` or empty, makes
 /// [`open_backend`](crate::open_backend) use the plain-socket backend, as
@@ -23,6 +24,11 @@ pub const FORCE_SOCKETS_ENV: &str = "ICX_FORCE_SOCKETS";
 /// practice it serves jumbo-frame trains of up to 4 frames; MTU-1500 trains
 /// of 16/32 KiB blocks (12-24 header/payload pairs) are copied.
 pub const DEFAULT_ZC_THRESHOLD: usize = 16 << 10;
+
+/// How long `wait` spins before it blocks, by default: about two loopback
+/// round trips, so request/response traffic never sleeps between messages
+/// (bench/RESULTS.md), like the kernel's `net.core.busy_read` of 50 us.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// When to send with IORING_OP_SENDMSG_ZC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -89,6 +95,11 @@ pub struct UringConfig {
     /// `wait` spins on the completion queue instead of blocking (lowest
     /// latency, one busy core).
     pub busy_poll: bool,
+    /// Otherwise `wait` spins this long before it blocks: a reply due within
+    /// microseconds is picked up without a sleep and a wake-up, while an
+    /// idle ring still sleeps (the spin is paid once per wait, and an idle
+    /// driver waits for its timers, milliseconds apart). Zero: block at once.
+    pub spin: Duration,
     /// Register the pool's regions with the ring (pins them; needs
     /// RLIMIT_MEMLOCK or CAP_IPC_LOCK, else logged and skipped).
     pub register_buffers: bool,
@@ -127,6 +138,7 @@ impl UringConfig {
             gro: true,
             zero_copy: ZeroCopy::Auto,
             busy_poll: false,
+            spin: DEFAULT_SPIN,
             register_buffers: true,
             max_udp_payload: if addr.is_ipv6() {
                 MAX_UDP_PAYLOAD_V6

@@ -38,7 +38,9 @@ mod setup;
 #[cfg(target_os = "linux")]
 mod tx;
 
-pub use config::{RingSetup, UringConfig, ZeroCopy, DEFAULT_ZC_THRESHOLD, FORCE_SOCKETS_ENV};
+pub use config::{
+    RingSetup, UringConfig, ZeroCopy, DEFAULT_SPIN, DEFAULT_ZC_THRESHOLD, FORCE_SOCKETS_ENV,
+};
 
 #[cfg(target_os = "linux")]
 pub use backend::{Features, UringBackend, UringStats};

@@ -386,6 +386,31 @@ fn waker_interrupts_a_long_wait() {
     );
 }
 
+/// A wait spins for `spin` before it sleeps: a datagram arriving within the
+/// spell is picked up without sleeping; with no spin the wait sleeps.
+#[test]
+fn wait_spins_before_sleeping() {
+    for (spin, spun) in [(Duration::from_secs(5), true), (Duration::ZERO, false)] {
+        let mut c = cfg(V4);
+        c.spin = spin;
+        let mut b = bind(c);
+        b.recv(16, &mut |_| {}).unwrap();
+        let dst = b.local_addr();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.send_to(b"wake", dst).unwrap();
+        });
+        let before = b.stats();
+        b.wait(Some(Duration::from_secs(10))).unwrap();
+        t.join().unwrap();
+        let after = b.stats();
+        assert_eq!(after.spin_hits - before.spin_hits, u64::from(spun), "spin {spin:?}");
+        assert_eq!(after.sleeps - before.sleeps, u64::from(!spun), "spin {spin:?}");
+        assert_eq!(recv_n(&mut b, 1, Duration::from_secs(5)).len(), 1);
+    }
+}
+
 #[test]
 fn pool_registration() {
     let mut b = bind(cfg(V4));
