@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end benchmarks of the io_uring backend on 127.0.0.1 against
 # baselines measured in the same run:
-#   - 64 B ping-pong round trip (p50/p99/p99.9): ibench over icx (io_uring,
-#     blocking and busy-poll) vs ibench's plain-UDP baseline (in-run) vs
+#   - 64 B ping-pong round trip (p50/p99/p99.9): ibench over icx (io_uring:
+#     default wait (spins 100 us, then sleeps), sleeping at once (--spin-us 0),
+#     and busy-poll) vs ibench's plain-UDP baseline (in-run) vs
 #     `sockperf ping-pong` (whose "latency" is half the round trip: we double it);
 #   - one-way goodput of reliable 8 KiB and 32 KiB blocks at MTU 1500 and
 #     9000 framing, one core each side, vs ibench's plain-UDP sink (in-run) and
@@ -38,6 +39,7 @@ for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
     sockperf ping-pong -i 127.0.0.1 -p 11111 -m 64 -t "$secs" --full-rtt >"$out/sockperf.$r.txt" 2>&1 || true
     $ib loopback ping-pong -m 64 -t "$secs" --cores 0,1 --baseline --json >"$out/pp.$r.json"
+    $ib loopback ping-pong -m 64 -t "$secs" --cores 0,1 --spin-us 0 --json >"$out/ppsleep.$r.json"
     $ib loopback ping-pong -m 64 -t "$secs" --cores 0,1 --busy-poll --json >"$out/ppbusy.$r.json"
     qperf --listen_port 19765 -t "$secs" -m 8192 127.0.0.1 udp_bw >"$out/qperf.$r.txt" 2>&1 || true
     for mtu in 1500 9000; do
@@ -67,19 +69,27 @@ def qperf(p):
     return x * {"GB": 8.0, "MB": 8e-3, "KB": 8e-6}[unit]
 R = range(1, rounds + 1)
 print("## ping-pong, 64 B, round trip in µs (median over %d rounds)\n" % rounds)
-print("| what | p50 | p99 | p99.9 |\n|---|---:|---:|---:|")
-rows = {}
-rows["icx io_uring (blocking wait)"] = [js(f"{out}/pp.{r}.json")["rtt_us"] for r in R]
-rows["icx io_uring --busy-poll"] = [js(f"{out}/ppbusy.{r}.json")["rtt_us"] for r in R]
-rows["plain UDP (ibench baseline, in-run)"] = [js(f"{out}/pp.{r}.json")["baseline"]["rtt_us"] for r in R]
+print("| what | p50 | p99 | p99.9 | client CPU % |\n|---|---:|---:|---:|---:|")
+rows, cpu = {}, {}
+def icx_row(name, f, sub=None):
+    d = [js(f"{out}/{f}.{r}.json") for r in R]
+    if sub: d = [x[sub] for x in d]
+    rows[name] = [x["rtt_us"] for x in d]
+    cpu[name] = med(x["cpu"]["client_pct"] for x in d)
+icx_row("icx io_uring (default: spin 100 us, then sleep)", "pp")
+icx_row("icx io_uring --spin-us 0 (sleep at once)", "ppsleep")
+icx_row("icx io_uring --busy-poll", "ppbusy")
+icx_row("plain UDP (ibench baseline, in-run, blocking)", "pp", "baseline")
 sp = [sockperf(f"{out}/sockperf.{r}.txt") for r in R]
 if all(sp): rows["sockperf ping-pong (--full-rtt)"] = sp
 agg = {k: {q: med(x[q] for x in v) for q in ("p50", "p99", "p999")} for k, v in rows.items()}
-for k, v in agg.items(): print(f"| {k} | {v['p50']:.1f} | {v['p99']:.1f} | {v['p999']:.1f} |")
+for k, v in agg.items():
+    c = f"{cpu[k]:.0f}" if k in cpu else "n/a"
+    print(f"| {k} | {v['p50']:.1f} | {v['p99']:.1f} | {v['p999']:.1f} | {c} |")
 if "sockperf ping-pong (--full-rtt)" in agg:
     s = agg["sockperf ping-pong (--full-rtt)"]
     print("\nratio to sockperf (lower is better; target <= 0.8):\n")
-    for k in ("icx io_uring (blocking wait)", "icx io_uring --busy-poll"):
+    for k in ("icx io_uring (default: spin 100 us, then sleep)", "icx io_uring --spin-us 0 (sleep at once)", "icx io_uring --busy-poll"):
         v = agg[k]
         print(f"- {k}: p50 {v['p50']/s['p50']:.2f}x, p99 {v['p99']/s['p99']:.2f}x, p99.9 {v['p999']/s['p999']:.2f}x")
 print("\n## one-way goodput of reliable blocks, Gbit/s (median over %d rounds)\n" % rounds)

@@ -25,10 +25,12 @@ pub const FORCE_SOCKETS_ENV: &str = "ICX_FORCE_SOCKETS";
 /// of 16/32 KiB blocks (12-24 header/payload pairs) are copied.
 pub const DEFAULT_ZC_THRESHOLD: usize = 16 << 10;
 
-/// How long `wait` spins before it blocks, by default: about two loopback
-/// round trips, so request/response traffic never sleeps between messages
-/// (bench/RESULTS.md), like the kernel's `net.core.busy_read` of 50 us.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// How long `wait` spins before it blocks, by default: longer than a
+/// loopback round trip at its 99.9th percentile on the benchmark machine, so
+/// request/response traffic almost never sleeps between messages (50 us, the
+/// kernel's usual `net.core.busy_read`, left a sleep in the tail:
+/// bench/RESULTS.md).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
 
 /// When to send with IORING_OP_SENDMSG_ZC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
