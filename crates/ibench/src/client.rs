@@ -199,12 +199,12 @@ impl Client {
                     Event::PathMtuMismatch {
                         peer,
                         configured_mtu,
+                        probed_udp_payload,
                         answered_udp_payload,
-                        ..
                     } => {
                         let addr = servers.iter().find(|s| s.0 == peer).map(|s| s.1);
                         return Err(format!(
-                            "path MTU to {} is smaller than --mtu {configured_mtu}: only {answered_udp_payload}-byte datagrams get through (jumbo/MTU mismatch)",
+                            "path MTU to {} is smaller than --mtu {configured_mtu}: full-size {probed_udp_payload}-byte datagrams (DF) get no answer while {answered_udp_payload}-byte ones do (jumbo/MTU mismatch: check the MTU of every link on the path, or use a smaller --mtu)",
                             addr.map_or_else(|| peer.to_string(), |a| a.to_string())
                         ));
                     }
