@@ -78,3 +78,21 @@ impl Channel {
         }
     }
 }
+
+/// The core, of `cores`, that owns `node`'s session on a multi-core node.
+///
+/// Fibonacci hashing of the node number, scaled to the core count by
+/// multiply-and-shift: any numbering of nodes spreads evenly over any
+/// number of cores (1..=65536), and the whole computation is four 32-bit
+/// operations, which a classic-BPF `SO_REUSEPORT` program repeats in the
+/// kernel so each peer's datagrams reach the socket of the core that owns
+/// it (`icx_udp::attach_owner_steering`). Changing it changes which core a
+/// node's datagrams go to; it is internal to a node, not part of the wire.
+pub fn owner_core(node: NodeId, cores: usize) -> usize {
+    let cores = cores.clamp(1, 1 << 16) as u32;
+    let h = u32::from(node.0).wrapping_mul(OWNER_HASH_MUL) >> 16;
+    ((h * cores) >> 16) as usize
+}
+
+/// The multiplier of [`owner_core`]: 2^32 / golden ratio, odd.
+pub const OWNER_HASH_MUL: u32 = 0x9E37_79B1;

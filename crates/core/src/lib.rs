@@ -17,7 +17,7 @@ pub use backend::{
     Backend, Capabilities, HeaderBuf, Payload, RxDatagram, TxBatch, TxFrame, Wake,
     HEADER_INLINE_CAP,
 };
-pub use id::{Channel, ClusterId, Incarnation, NodeId};
+pub use id::{owner_core, Channel, ClusterId, Incarnation, NodeId, OWNER_HASH_MUL};
 pub use pool::{BufferPool, HugePages, PoolBuf, PoolConfig, SharedBuf, SizeClass};
 pub use rng::{derive_seed, seeded_rng, SeededRng};
 pub use time::{Clock, Duration, Instant, ManualClock, MonotonicClock};

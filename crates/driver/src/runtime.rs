@@ -71,15 +71,7 @@ const EVENT_STALL_WAIT: Duration = Duration::from_micros(200);
 /// Most cores a runtime runs (wake-up bookkeeping uses a 64-bit mask).
 pub const MAX_CORES: usize = 64;
 
-/// The core that owns `node`'s session among `cores`: a fixed hash
-/// (SplitMix64's finaliser), stable across processes, restarts and versions.
-pub fn owner_core(node: NodeId, cores: usize) -> usize {
-    let mut z = u64::from(node.0).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z % cores.max(1) as u64) as usize
-}
+pub use icx_core::owner_core;
 
 /// How to run a node.
 #[derive(Debug, Clone)]

@@ -77,10 +77,16 @@ fn run_receiver(
     }
 }
 
-fn exchange(kind: Kind, seed: u64, mtu: usize) {
+/// `steer`: A's sockets carry the owner-steering program, so the kernel
+/// delivers B's and C's datagrams to the cores that own them.
+fn exchange(kind: Kind, seed: u64, mtu: usize, steer: bool) {
     let count: u32 = 20_000;
     let limit = Duration::from_secs(240);
-    let (mut a_socks, a_addr) = bind_node(CORES, 0);
+    let (mut a_socks, a_addr) = if steer {
+        bind_node_steered(CORES, 0)
+    } else {
+        bind_node(CORES, 0)
+    };
     let (mut b_socks, b_addr) = bind_node(CORES, 0);
     let (c_socks, c_addr) = bind_node(CORES, 0);
 
@@ -239,11 +245,21 @@ fn exchange(kind: Kind, seed: u64, mtu: usize) {
         pb.retransmitted > 0 && pc.retransmitted > 0,
         "drops repaired by retransmission"
     );
-    assert!(handoffs > 0, "datagrams crossed cores");
-    assert!(
-        a_snap.totals().handoffs_in > 0,
-        "A's owner core received B's flow from the other core"
-    );
+    if steer {
+        // B's id was picked so that the kernel's flow hash alone would put
+        // its datagrams on the wrong core of A.
+        assert_eq!(
+            a_snap.totals().handoffs_out + a_snap.totals().handoffs_in,
+            0,
+            "steered: every datagram reached its owner core directly"
+        );
+    } else {
+        assert!(handoffs > 0, "datagrams crossed cores");
+        assert!(
+            a_snap.totals().handoffs_in > 0,
+            "A's owner core received B's flow from the other core"
+        );
+    }
     assert!(
         a_snap.cores.iter().all(|c| c.stats.commands > 0),
         "both A cores sent"
@@ -253,20 +269,26 @@ fn exchange(kind: Kind, seed: u64, mtu: usize) {
 
 #[test]
 fn runtime_exchange_mtu_1500_two_cores_5pct_loss() {
-    exchange(Kind::Sockets, 0x1C5_0001_u64, 1500);
+    exchange(Kind::Sockets, 0x1C5_0001_u64, 1500, false);
 }
 
 #[test]
 fn runtime_exchange_mtu_9000_two_cores_5pct_loss() {
-    exchange(Kind::Sockets, 0x1C5_9001_u64, 9000);
+    exchange(Kind::Sockets, 0x1C5_9001_u64, 9000, false);
 }
 
 #[test]
 fn uring_runtime_exchange_mtu_1500_two_cores_5pct_loss() {
-    exchange(Kind::Uring, 0x1C5_0002_u64, 1500);
+    exchange(Kind::Uring, 0x1C5_0002_u64, 1500, false);
+}
+
+/// The kernel steers by source node (SO_ATTACH_REUSEPORT_CBPF): no handoffs.
+#[test]
+fn uring_runtime_exchange_mtu_9000_two_cores_5pct_loss_steered() {
+    exchange(Kind::Uring, 0x1C5_9002_u64, 9000, true);
 }
 
 #[test]
-fn uring_runtime_exchange_mtu_9000_two_cores_5pct_loss() {
-    exchange(Kind::Uring, 0x1C5_9002_u64, 9000);
+fn steered_runtime_exchange_mtu_1500_two_cores_5pct_loss() {
+    exchange(Kind::Sockets, 0x1C5_0003_u64, 1500, true);
 }

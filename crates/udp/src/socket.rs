@@ -59,6 +59,11 @@ pub struct SocketConfig {
     /// Bytes per receive slot; longer datagrams are counted as truncated and
     /// dropped. `max_batch` slots are allocated once, at bind.
     pub rx_buf_size: usize,
+    /// With SO_REUSEPORT, have the kernel deliver each datagram to the
+    /// socket of the core owning its sender, as `owner_core(node, n)` for
+    /// this many cores (0: off, the kernel's flow hash picks). Core k's
+    /// socket must be the k-th to bind ([`sys::attach_owner_steering`]).
+    pub steer_cores: usize,
 }
 
 impl SocketConfig {
@@ -78,6 +83,7 @@ impl SocketConfig {
             },
             max_batch: DEFAULT_MAX_BATCH,
             rx_buf_size: DEFAULT_RX_BUF_SIZE,
+            steer_cores: 0,
         }
     }
 
@@ -431,6 +437,13 @@ pub fn bind_socket(cfg: &SocketConfig) -> io::Result<BoundSocket> {
     if cfg.reuse_port && !reuse_before_bind {
         sys::set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
             .map_err(|e| with_context(e, "SO_REUSEPORT"))?;
+    }
+    // The group exists once a second socket joins a port (a socket bound to
+    // port 0 gets SO_REUSEPORT only after binding, so it has none of its
+    // own): the joiners attach the program, which serves the whole group.
+    if reuse_before_bind && cfg.steer_cores > 1 {
+        sys::attach_owner_steering(raw, cfg.steer_cores)
+            .map_err(|e| with_context(e, "SO_ATTACH_REUSEPORT_CBPF (owner steering)"))?;
     }
     let addr = sys::local_addr(&fd)?;
     Ok(BoundSocket {

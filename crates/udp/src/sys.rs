@@ -234,6 +234,63 @@ pub fn route_addr(dst: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
     }
 }
 
+/// One classic-BPF instruction (no jump targets).
+pub fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    bpf_jump(code, k, 0, 0)
+}
+
+/// One classic-BPF conditional jump: `jt`/`jf` instructions ahead.
+pub fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// Attaches to `fd`'s SO_REUSEPORT group a classic-BPF program that picks,
+/// for each datagram, the group's socket number `owner_core(src node,
+/// cores)`, reading the source node from the icx header (bytes 12-13 of the
+/// UDP payload). Sockets are numbered in the order they joined the group,
+/// so core k's socket must be the k-th to bind. A datagram too short for
+/// the load goes to socket 0; a result past the group's size falls back to
+/// the kernel's hash. Either way the receiving core hands the datagram to
+/// its owner, so a wrong pick costs a handoff, never a datagram.
+pub fn attach_owner_steering(fd: RawFd, cores: usize) -> io::Result<()> {
+    let cores = cores.clamp(1, 1 << 16) as u32;
+    let stmt = bpf_stmt;
+    let prog = [
+        // A = source node (big-endian u16 at payload offset 12)
+        stmt(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 12),
+        // A = ((A * OWNER_HASH_MUL mod 2^32) >> 16) * cores >> 16
+        stmt(
+            libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K,
+            icx_core::OWNER_HASH_MUL,
+        ),
+        stmt(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
+        stmt(libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K, cores),
+        stmt(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
+        stmt(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the option value is a sock_fprog whose filter array lives
+    // across the call (the kernel copies it); its exact size is passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,3 +337,51 @@ fn receive_overflow_shows_in_kernel_drops() {
     send_all(&mut a, &mut batch);
     assert!(b.kernel_drops().unwrap() > 0);
 }
+
+/// With owner steering, the kernel delivers each datagram to the socket of
+/// the core that owns its sender (by the icx header's source node), for any
+/// number of cores; without it the kernel's flow hash decides.
+#[test]
+fn reuseport_group_steers_by_source_node() {
+    for cores in [2usize, 3, 4] {
+        let mut cfg = SocketConfig::new(V4.parse().unwrap());
+        cfg.steer_cores = cores;
+        let first = SocketBackend::bind(cfg.clone()).unwrap();
+        cfg.addr = first.local_addr();
+        let mut socks = vec![first];
+        for _ in 1..cores {
+            socks.push(SocketBackend::bind(cfg.clone()).unwrap());
+        }
+        let dst = socks[0].local_addr();
+        // One sender socket per node, so the flow hash alone would put many
+        // nodes on one socket.
+        let nodes: Vec<u16> = (1..=24).collect();
+        for &n in &nodes {
+            let mut d = [0u8; 40];
+            d[12..14].copy_from_slice(&n.to_be_bytes());
+            UdpSocket::bind(V4).unwrap().send_to(&d, dst).unwrap();
+        }
+        let mut got = 0;
+        for (core, s) in socks.iter_mut().enumerate() {
+            let want = nodes
+                .iter()
+                .filter(|&&n| icx_core::owner_core(icx_core::NodeId(n), cores) == core)
+                .count();
+            let recvd = recv_n(s, want, Duration::from_secs(5));
+            for (_, d) in &recvd {
+                let n = u16::from_be_bytes([d[12], d[13]]);
+                assert_eq!(
+                    icx_core::owner_core(icx_core::NodeId(n), cores),
+                    core,
+                    "node {n} landed on core {core} of {cores}"
+                );
+            }
+            assert_eq!(recvd.len(), want, "core {core} of {cores}");
+            got += recvd.len();
+        }
+        assert_eq!(got, nodes.len());
+        // A datagram too short to name a node goes to socket 0.
+        UdpSocket::bind(V4).unwrap().send_to(b"x", dst).unwrap();
+        assert_eq!(recv_n(&mut socks[0], 1, Duration::from_secs(5)).len(), 1);
+    }
+}

@@ -79,6 +79,10 @@ pub struct UringConfig {
     pub force_buffers: bool,
     /// SO_REUSEPORT, so one socket per core can share the port.
     pub reuse_port: bool,
+    /// Kernel steering of each datagram to the socket of the core owning
+    /// its sender, for this many cores (0: off); see
+    /// [`SocketConfig::steer_cores`](icx_udp::SocketConfig).
+    pub steer_cores: usize,
     /// Provided receive buffers (rounded up to a power of two, at most
     /// 32768). 0: 256 with GRO (64 KiB each), else 1024.
     pub rx_buffers: usize,
@@ -133,6 +137,7 @@ impl UringConfig {
             send_buffer: DEFAULT_SOCKET_BUFFER,
             force_buffers: true,
             reuse_port: true,
+            steer_cores: 0,
             rx_buffers: 0,
             rx_buf_payload: 0,
             multishot: true,
@@ -162,6 +167,7 @@ impl UringConfig {
         s.send_buffer = self.send_buffer;
         s.force_buffers = self.force_buffers;
         s.reuse_port = self.reuse_port;
+        s.steer_cores = self.steer_cores;
         s.max_udp_payload = self.max_udp_payload;
         s.max_batch = self.max_batch.clamp(1, 1024);
         if self.rx_buf_payload != 0 {

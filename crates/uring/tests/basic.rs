@@ -405,8 +405,16 @@ fn wait_spins_before_sleeping() {
         b.wait(Some(Duration::from_secs(10))).unwrap();
         t.join().unwrap();
         let after = b.stats();
-        assert_eq!(after.spin_hits - before.spin_hits, u64::from(spun), "spin {spin:?}");
-        assert_eq!(after.sleeps - before.sleeps, u64::from(!spun), "spin {spin:?}");
+        assert_eq!(
+            after.spin_hits - before.spin_hits,
+            u64::from(spun),
+            "spin {spin:?}"
+        );
+        assert_eq!(
+            after.sleeps - before.sleeps,
+            u64::from(!spun),
+            "spin {spin:?}"
+        );
         assert_eq!(recv_n(&mut b, 1, Duration::from_secs(5)).len(), 1);
     }
 }

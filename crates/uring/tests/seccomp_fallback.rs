@@ -6,6 +6,7 @@
 
 use icx_core::Backend;
 use icx_testkit::sock::recv_n;
+use icx_udp::sys::{bpf_jump, bpf_stmt};
 use icx_uring::{open, Opened, UringConfig};
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -14,23 +15,12 @@ use std::time::Duration;
 /// `io_uring_setup` with `errno` and allowing everything else.
 fn deny_io_uring_setup(errno: u32) {
     let nr = libc::SYS_io_uring_setup as u32;
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
     let filter = [
         // A = seccomp_data.nr (offset 0)
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: nr,
-        },
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | errno),
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        bpf_jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, nr, 0, 1),
+        bpf_stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | errno),
+        bpf_stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
     ];
     let prog = libc::sock_fprog {
         len: filter.len() as u16,

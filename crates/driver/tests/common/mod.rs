@@ -35,19 +35,32 @@ pub fn runtime_config(node: NodeId, incarnation: u32, cores: usize) -> RuntimeCo
 /// `cores` sockets sharing one port on 127.0.0.1: the first binds port 0
 /// (or `port`), the rest join its port with SO_REUSEPORT.
 pub fn bind_node(cores: usize, port: u16) -> (Vec<SocketBackend>, SocketAddr) {
-    let first = bind_retry(SocketAddr::from(([127, 0, 0, 1], port)));
+    bind_node_with(cores, port, 0)
+}
+
+/// [`bind_node`] with the kernel steering each datagram to the socket of
+/// the core that owns its sender (`SocketConfig::steer_cores`); the
+/// program stays with the port's group when io_uring sockets replace these.
+pub fn bind_node_steered(cores: usize, port: u16) -> (Vec<SocketBackend>, SocketAddr) {
+    bind_node_with(cores, port, cores)
+}
+
+fn bind_node_with(cores: usize, port: u16, steer: usize) -> (Vec<SocketBackend>, SocketAddr) {
+    let first = bind_retry(SocketAddr::from(([127, 0, 0, 1], port)), steer);
     let addr = first.local_addr();
     let mut v = vec![first];
     for _ in 1..cores {
-        v.push(bind_retry(addr));
+        v.push(bind_retry(addr, steer));
     }
     (v, addr)
 }
 
-fn bind_retry(addr: SocketAddr) -> SocketBackend {
+fn bind_retry(addr: SocketAddr, steer: usize) -> SocketBackend {
     let mut last = None;
+    let mut cfg = SocketConfig::new(addr);
+    cfg.steer_cores = steer;
     for _ in 0..50 {
-        match SocketBackend::bind(SocketConfig::new(addr)) {
+        match SocketBackend::bind(cfg.clone()) {
             Ok(b) => return b,
             Err(e) => {
                 last = Some(e);
