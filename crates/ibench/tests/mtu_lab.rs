@@ -17,7 +17,9 @@ fn lab(script: &str) -> Option<Output> {
         return None;
     }
     let out = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../hw/netns-lab.sh"))
-        .args(["run", "--prefix", "ibmtu", "--mtu", "9000", "--subnet", "7", "--"])
+        .args([
+            "run", "--prefix", "ibmtu", "--mtu", "9000", "--subnet", "7", "--",
+        ])
         .args(["bash", "-c", script])
         .env("IBENCH", IBENCH)
         .output()
@@ -57,7 +59,10 @@ echo "== rc $?"
         jumbo.contains("smaller than --mtu 9000") && jumbo.contains("jumbo/MTU mismatch"),
         "no mismatch error:\n{stdout}"
     );
-    assert!(!jumbo.contains("== rc 0"), "the jumbo run succeeded:\n{stdout}");
+    assert!(
+        !jumbo.contains("== rc 0"),
+        "the jumbo run succeeded:\n{stdout}"
+    );
     let ok = stdout.split("== 1500").nth(1).unwrap_or_default();
     assert!(ok.contains("== rc 0"), "the 1500 run failed:\n{stdout}");
     let json = &ok[ok.find('{').expect("a JSON report")..ok.rfind('}').unwrap() + 1];
