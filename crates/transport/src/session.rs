@@ -93,9 +93,6 @@ struct OutMsg {
     first_sent: Option<Instant>,
     deadline: Instant,
     done: bool,
-    /// Payload CRCs of fragment group `crc_group` (fragments 3g..3g+2).
-    crc_group: Option<u16>,
-    crcs: [u32; 3],
 }
 
 impl OutMsg {
@@ -103,25 +100,6 @@ impl OutMsg {
         let off = frag as usize * self.frag_cap as usize;
         let len = (self.buf.len() - off).min(self.frag_cap as usize);
         (off, len)
-    }
-
-    /// CRC32C of a fragment's payload. Fragments are checksummed three at a
-    /// time (independent CRC chains overlap in the CPU), and the other two
-    /// kept for when they are sent.
-    fn payload_crc(&mut self, frag: u16) -> u32 {
-        let group = frag / 3;
-        if self.crc_group != Some(group) {
-            let slice = |k: u16| match group * 3 + k {
-                f if f < self.frag_count => {
-                    let (off, len) = self.frag_range(f);
-                    &self.buf[off..off + len]
-                }
-                _ => &[][..],
-            };
-            self.crcs = icx_crc::crc32c_x3([slice(0), slice(1), slice(2)]);
-            self.crc_group = Some(group);
-        }
-        self.crcs[usize::from(frag % 3)]
     }
 }
 
@@ -328,8 +306,6 @@ impl Session {
             first_sent: None,
             deadline,
             done: false,
-            crc_group: None,
-            crcs: [0; 3],
         });
         self.live += 1;
         self.stats.sent += 1;
@@ -444,9 +420,8 @@ impl Session {
         let hl = repr.header_len();
         let mut header = HeaderBuf::new();
         header.set_len(hl);
-        let crc = m.payload_crc(frag);
         // Cannot fail: a data header plus PIGGYBACK_RANGES fits the buffer.
-        let _ = repr.emit_sealed(header.as_mut_slice(), crc);
+        let _ = repr.emit(header.as_mut_slice(), &m.buf[off..off + len]);
         let payload = Payload::new(m.buf.clone(), off, len).unwrap_or(Payload::EMPTY);
         let bytes = (hl + len) as u32;
         let msg_id = m.id;

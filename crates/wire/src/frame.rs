@@ -241,39 +241,19 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     pub fn verify_checksum(&self) -> bool {
         let b = self.buf.as_ref();
-        b.len() >= HEADER_LEN && checksum(b) == self.checksum_field()
+        b.len() >= HEADER_LEN
+            && checksum(&b[..HEADER_LEN], &b[HEADER_LEN..]) == self.checksum_field()
     }
 }
 
-/// The CRC a whole datagram should carry ([`seal`] over its payload and
-/// header, as its header-length field divides them; clamped to the datagram).
-pub fn checksum(datagram: &[u8]) -> u32 {
-    let hl = datagram
-        .get(field::HEADER_LEN)
-        .map_or(datagram.len(), |h| {
-            u16::from_be_bytes([h[0], h[1]]) as usize
-        })
-        .min(datagram.len());
-    let (header, payload) = datagram.split_at(hl);
-    seal(icx_crc::crc32c(payload), header)
-}
-
-/// A frame's CRC32C: over its payload first, then its header with the CRC
-/// field taken as zero (`header` is the whole header, common part and
-/// kind-specific part). `payload_crc` is the CRC32C of the payload alone.
-///
-/// Payload first, so a sender can checksum a block's fragments before their
-/// headers exist, three at a time ([`icx_crc::crc32c_x3`]), and seal each
-/// frame with its header alone (which also covers a retransmission's new
-/// sequence number without touching the payload again).
-pub fn seal(payload_crc: u32, header: &[u8]) -> u32 {
-    let Some(after) = header.get(field::CRC.end..) else {
-        // Shorter than a common header: no frame, but still a defined value.
-        return icx_crc::crc32c_append(payload_crc, header);
-    };
-    let crc = icx_crc::crc32c_append(payload_crc, &header[..field::CRC.start]);
+/// CRC32C of a datagram given as its first 36 bytes and the rest, with the
+/// CRC field taken as zero. Split so a sender can checksum header and pool
+/// payload where they lie, without gathering them.
+pub fn checksum(common: &[u8], rest: &[u8]) -> u32 {
+    let crc = icx_crc::crc32c(&common[..field::CRC.start]);
     let crc = icx_crc::crc32c_append(crc, &[0; 4]);
-    icx_crc::crc32c_append(crc, after)
+    let crc = icx_crc::crc32c_append(crc, &common[field::CRC.end..]);
+    icx_crc::crc32c_append(crc, rest)
 }
 
 /// The common header's meaning.
@@ -372,14 +352,9 @@ impl FrameRepr {
     }
 
     /// Writes the header into `buf[..header_len()]` and seals it with the
-    /// frame CRC over `payload` and the header ([`seal`]). Returns the header
-    /// length, or `Truncated` if `buf` is too small.
+    /// CRC32C over header and `payload`. Returns the header length, or
+    /// `Truncated` if `buf` is too small.
     pub fn emit(&self, buf: &mut [u8], payload: &[u8]) -> Result<usize, WireError> {
-        self.emit_sealed(buf, icx_crc::crc32c(payload))
-    }
-
-    /// [`FrameRepr::emit`] for a payload whose CRC32C the caller already has.
-    pub fn emit_sealed(&self, buf: &mut [u8], payload_crc: u32) -> Result<usize, WireError> {
         let hl = self.header_len();
         let b = buf.get_mut(..hl).ok_or(WireError::Truncated)?;
         let h = &self.header;
@@ -410,8 +385,9 @@ impl FrameRepr {
             Body::Ack(a) => a.emit(ext),
             Body::Probe(p) | Body::ProbeAck(p) => p.emit(ext),
         }
-        // The CRC field is zero here, so one pass over the header is `seal`.
-        let crc = icx_crc::crc32c_append(payload_crc, b);
+        // The CRC field is zero here: one pass over the header, then the
+        // payload where it lies.
+        let crc = icx_crc::crc32c_append(icx_crc::crc32c(b), payload);
         b[field::CRC].copy_from_slice(&crc.to_be_bytes());
         Ok(hl)
     }

@@ -19,8 +19,8 @@ mod probe;
 pub use ack::{AckRanges, AckRepr, MAX_ACK_RANGES};
 pub use data::DataRepr;
 pub use frame::{
-    checksum, decode, seal, Body, Frame, FrameKind, FrameRepr, Header, WireError, FLAG_ACK,
-    HEADER_LEN, MAGIC, VERSION,
+    checksum, decode, Body, Frame, FrameKind, FrameRepr, Header, WireError, FLAG_ACK, HEADER_LEN,
+    MAGIC, VERSION,
 };
 pub use probe::ProbeRepr;
 

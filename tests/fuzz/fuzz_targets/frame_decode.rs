@@ -172,7 +172,7 @@ fn nudge(bytes: &[u8], mode: u8, skip: Option<u8>) -> Vec<u8> {
         }
     }
     if fix(5) {
-        let crc = checksum(&b);
+        let crc = checksum(&b[..HEADER_LEN], &b[HEADER_LEN..]);
         put32(&mut b, 32, crc);
     }
     b
