@@ -31,7 +31,7 @@ proptest! {
 #[test]
 fn every_lane_length() {
     let data: Vec<u8> = (0..12400u32)
-        .map(|i| ((i * 2_654_435_761u32) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     for len in (180..=12300)
         .step_by(7)
