@@ -273,39 +273,70 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         self.flush(now, ts)
     }
 
-    /// Moves up to `tx_budget` transmits into the batch and offers it to the
-    /// backend until it is empty or refused.
     fn flush(&mut self, now: Instant, ts: &mut TurnStats) -> io::Result<()> {
-        // Transmits come in bursts to one peer: remember the last address.
-        let mut last: Option<(NodeId, SocketAddr)> = None;
-        while self.tx.len() < self.tx_budget {
-            let Some(t) = self.endpoint.poll_transmit(now) else {
-                break;
-            };
-            let dst = match last {
-                Some((node, addr)) if node == t.peer => Some(addr),
-                _ => self.peers.get(&t.peer).copied(),
-            };
-            match dst {
-                Some(dst) => {
-                    last = Some((t.peer, dst));
-                    self.tx.push_back(t.into_frame(dst));
-                }
-                None => {
-                    ts.unroutable += 1;
-                    tracing::debug!(peer = %t.peer, "transmit for a peer with no address, dropped");
-                }
-            }
-        }
-        while !self.tx.is_empty() {
-            let n = self.backend.send(&mut self.tx)?;
-            ts.sent += n;
-            if n == 0 {
-                break;
-            }
-        }
+        let f = flush_transmits(
+            &mut self.endpoint,
+            &mut self.backend,
+            &mut self.tx,
+            self.tx_budget,
+            &self.peers,
+            now,
+        )?;
+        ts.sent += f.sent;
+        ts.unroutable += f.unroutable;
         Ok(())
     }
+}
+
+/// What one [`flush_transmits`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Flushed {
+    pub(crate) sent: usize,
+    pub(crate) unroutable: usize,
+}
+
+/// Moves up to `budget` transmits from the endpoint into `tx` (addressed by
+/// `peers`; a peer without an address is counted and dropped) and offers the
+/// batch to the backend until it is empty or refused. Shared by the
+/// single-thread driver and the runtime's cores.
+pub(crate) fn flush_transmits<B: Backend + ?Sized>(
+    endpoint: &mut Endpoint,
+    backend: &mut B,
+    tx: &mut TxBatch,
+    budget: usize,
+    peers: &HashMap<NodeId, SocketAddr>,
+    now: Instant,
+) -> io::Result<Flushed> {
+    let mut f = Flushed::default();
+    // Transmits come in bursts to one peer: remember the last address.
+    let mut last: Option<(NodeId, SocketAddr)> = None;
+    while tx.len() < budget {
+        let Some(t) = endpoint.poll_transmit(now) else {
+            break;
+        };
+        let dst = match last {
+            Some((node, addr)) if node == t.peer => Some(addr),
+            _ => peers.get(&t.peer).copied(),
+        };
+        match dst {
+            Some(dst) => {
+                last = Some((t.peer, dst));
+                tx.push_back(t.into_frame(dst));
+            }
+            None => {
+                f.unroutable += 1;
+                tracing::debug!(peer = %t.peer, "transmit for a peer with no address, dropped");
+            }
+        }
+    }
+    while !tx.is_empty() {
+        let n = backend.send(tx)?;
+        f.sent += n;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(f)
 }
 
 #[cfg(test)]

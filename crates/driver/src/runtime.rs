@@ -1287,25 +1287,17 @@ impl<B: Backend> Core<B> {
     /// Moves up to `tx_budget` transmits into the batch and offers it to the
     /// backend until empty or refused. True when anything was sent.
     fn flush(&mut self, now: icx_core::Instant) -> io::Result<bool> {
-        while self.tx.len() < self.tx_budget {
-            let Some(t) = self.endpoint.poll_transmit(now) else {
-                break;
-            };
-            match self.addrs.get(&t.peer) {
-                Some(&dst) => self.tx.push_back(t.into_frame(dst)),
-                None => self.delta.unroutable += 1,
-            }
-        }
-        let mut sent = 0;
-        while !self.tx.is_empty() {
-            let n = self.backend.send(&mut self.tx)?;
-            sent += n;
-            if n == 0 {
-                break;
-            }
-        }
-        self.delta.datagrams_out += sent as u64;
-        Ok(sent > 0)
+        let f = crate::driver::flush_transmits(
+            &mut self.endpoint,
+            &mut self.backend,
+            &mut self.tx,
+            self.tx_budget,
+            &self.addrs,
+            now,
+        )?;
+        self.delta.unroutable += f.unroutable as u64;
+        self.delta.datagrams_out += f.sent as u64;
+        Ok(f.sent > 0)
     }
 
     /// Nothing to do: spin (busy poll) or sleep until the endpoint's next
