@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod id;
+pub mod ip;
 pub mod pool;
 pub mod rng;
 pub mod time;
@@ -18,6 +19,9 @@ pub use backend::{
     HEADER_INLINE_CAP,
 };
 pub use id::{owner_core, Channel, ClusterId, Incarnation, NodeId, OWNER_HASH_MUL};
+pub use ip::{
+    ip_udp_overhead, max_udp_payload, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD, MAX_UDP_PAYLOAD,
+};
 pub use pool::{BufferPool, HugePages, PoolBuf, PoolConfig, SharedBuf, SizeClass};
 pub use rng::{derive_seed, seeded_rng, SeededRng};
 pub use time::{Clock, Duration, Instant, ManualClock, MonotonicClock};

@@ -43,12 +43,10 @@ use crate::driver::DriverConfig;
 use crate::spsc;
 use crossbeam_utils::CachePadded;
 use icx_core::{
-    Backend, BufferPool, Channel, Clock, Incarnation, MonotonicClock, NodeId, PoolBuf, SharedBuf,
-    TxBatch, Wake,
+    Backend, BufferPool, Channel, Clock, MonotonicClock, NodeId, PoolBuf, SharedBuf, TxBatch, Wake,
 };
-use icx_transport::{
-    Endpoint, EndpointStats, Event, LossReason, PeerConfig, PeerStats, RttHistogram, SendError,
-};
+use icx_transport::protocol::{HostEvent, TagMap};
+use icx_transport::{Endpoint, EndpointStats, PeerConfig, PeerStats, RttHistogram};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
@@ -130,58 +128,12 @@ impl RuntimeConfig {
     }
 }
 
-/// What the runtime tells the application. `Acked`, `Lost` and `Refused`
+/// What the runtime tells the application: the protocol host's event, so a
+/// [`Protocol`](icx_transport::protocol::Protocol) on the application thread
+/// takes the runtime's events as they come. `Acked`, `Lost` and `Refused`
 /// carry the `tag` given to [`Runtime::send`]; every send the runtime
 /// accepted ends in exactly one of them.
-#[derive(Debug)]
-pub enum NodeEvent {
-    Delivered {
-        peer: NodeId,
-        channel: Channel,
-        msg_id: u64,
-        data: PoolBuf,
-    },
-    Acked {
-        peer: NodeId,
-        channel: Channel,
-        msg_id: u64,
-        tag: u64,
-        rtt: Duration,
-    },
-    Lost {
-        peer: NodeId,
-        channel: Channel,
-        msg_id: u64,
-        tag: u64,
-        reason: LossReason,
-    },
-    /// The owning core's endpoint refused the message (its per-peer queue
-    /// was full, or no pool buffer): nothing was sent.
-    Refused {
-        peer: NodeId,
-        channel: Channel,
-        tag: u64,
-        error: SendError,
-    },
-    /// A session was created for an unconfigured node (only when the
-    /// transport config has `accept_unknown`).
-    PeerAdded { peer: NodeId },
-    PeerRestarted {
-        peer: NodeId,
-        incarnation: Incarnation,
-    },
-    PathVerified {
-        peer: NodeId,
-        mtu: usize,
-        max_udp_payload: usize,
-    },
-    PathMtuMismatch {
-        peer: NodeId,
-        configured_mtu: usize,
-        probed_udp_payload: usize,
-        answered_udp_payload: usize,
-    },
-}
+pub type NodeEvent = HostEvent;
 
 /// Why [`Runtime::send`] refused a message at once.
 #[derive(Debug)]
@@ -938,7 +890,7 @@ struct Core<B: Backend> {
     /// any wait, the endpoint's events stay in the endpoint.
     backlog: VecDeque<NodeEvent>,
     /// Caller tags of messages in flight, by (peer, message id).
-    tags: HashMap<(NodeId, u64), u64>,
+    tags: TagMap,
     shared: Arc<Shared>,
     has_waker: bool,
     busy_poll: bool,
@@ -995,7 +947,7 @@ impl<B: Backend> Core<B> {
             tx_budget,
             rings,
             backlog: VecDeque::new(),
-            tags: HashMap::with_capacity(1024),
+            tags: TagMap::default(),
             shared: s.shared,
             has_waker,
             busy_poll: s.busy_poll,
@@ -1124,9 +1076,7 @@ impl<B: Backend> Core<B> {
                     None => self.endpoint.send(now, peer, channel, data),
                 };
                 match res {
-                    Ok(id) => {
-                        self.tags.insert((peer, id), tag);
-                    }
+                    Ok(id) => self.tags.insert(peer, id, tag),
                     Err(error) => self.emit(NodeEvent::Refused {
                         peer,
                         channel,
@@ -1177,78 +1127,6 @@ impl<B: Backend> Core<B> {
         }
     }
 
-    fn convert(&mut self, ev: Event) -> NodeEvent {
-        match ev {
-            Event::Delivered {
-                peer,
-                channel,
-                msg_id,
-                data,
-            } => NodeEvent::Delivered {
-                peer,
-                channel,
-                msg_id,
-                data,
-            },
-            Event::Acked {
-                peer,
-                channel,
-                msg_id,
-                rtt,
-            } => NodeEvent::Acked {
-                peer,
-                channel,
-                msg_id,
-                tag: self.take_tag(peer, msg_id),
-                rtt,
-            },
-            Event::Lost {
-                peer,
-                channel,
-                msg_id,
-                reason,
-            } => NodeEvent::Lost {
-                peer,
-                channel,
-                msg_id,
-                tag: self.take_tag(peer, msg_id),
-                reason,
-            },
-            Event::PeerRestarted { peer, incarnation } => {
-                NodeEvent::PeerRestarted { peer, incarnation }
-            }
-            Event::PeerAdded { peer } => NodeEvent::PeerAdded { peer },
-            Event::PathVerified {
-                peer,
-                mtu,
-                max_udp_payload,
-            } => NodeEvent::PathVerified {
-                peer,
-                mtu,
-                max_udp_payload,
-            },
-            Event::PathMtuMismatch {
-                peer,
-                configured_mtu,
-                probed_udp_payload,
-                answered_udp_payload,
-            } => NodeEvent::PathMtuMismatch {
-                peer,
-                configured_mtu,
-                probed_udp_payload,
-                answered_udp_payload,
-            },
-        }
-    }
-
-    fn take_tag(&mut self, peer: NodeId, msg_id: u64) -> u64 {
-        self.tags.remove(&(peer, msg_id)).unwrap_or_else(|| {
-            // Every message is sent through `command`, so this is a bug.
-            debug_assert!(false, "no tag for {peer} message {msg_id}");
-            u64::MAX
-        })
-    }
-
     /// Moves waiting events into the event ring until it is full. Returns
     /// (moved any, nothing left behind).
     fn pump_events(&mut self) -> (bool, bool) {
@@ -1266,7 +1144,7 @@ impl<B: Backend> Core<B> {
             let Some(ev) = self.endpoint.poll_event() else {
                 break;
             };
-            let ev = self.convert(ev);
+            let ev = self.tags.wrap(ev);
             if let Err(ev) = self.rings.events.push(ev) {
                 self.backlog.push_back(ev);
                 full = true;

@@ -9,6 +9,7 @@ use icx_core::{
 use icx_driver::{
     owner_core, LoopbackBackend, LoopbackNet, NodeEvent, Runtime, RuntimeConfig, SubmitError,
 };
+use icx_transport::Event;
 use icx_transport::{Config, LossReason, PeerConfig};
 use std::io;
 use std::net::SocketAddr;
@@ -129,19 +130,30 @@ fn messages_cross_cores_over_loopback() {
     let mut got_c = 0;
     drain_until(&mut a, |e| {
         match e {
-            NodeEvent::Acked { tag, .. } => {
+            NodeEvent::Transport {
+                event: Event::Acked { .. },
+                tag,
+            } => {
                 assert!(!acked[tag as usize]);
                 acked[tag as usize] = true;
                 count += 1;
             }
-            NodeEvent::Lost { .. } | NodeEvent::Refused { .. } => panic!("{e:?}"),
+            NodeEvent::Transport {
+                event: Event::Lost { .. },
+                ..
+            }
+            | NodeEvent::Refused { .. } => panic!("{e:?}"),
             _ => {}
         }
         count == n
     });
     for (rt, got) in [(&mut rb, &mut got_b), (&mut rc, &mut got_c)] {
         drain_until(rt, |e| {
-            if let NodeEvent::Delivered { data, .. } = e {
+            if let NodeEvent::Transport {
+                event: Event::Delivered { data, .. },
+                ..
+            } = e
+            {
                 let len = data.len();
                 assert_eq!((len - 100) % 37, 0);
                 assert!(data.iter().all(|&x| x == ((len - 100) / 37) as u8));
@@ -164,7 +176,16 @@ fn messages_cross_cores_over_loopback() {
     for rt in [&mut a, &mut rb, &mut rc] {
         rt.shutdown().unwrap();
         while let Some(e) = rt.poll_event() {
-            assert!(!matches!(e, NodeEvent::Lost { .. }), "{e:?}");
+            assert!(
+                !matches!(
+                    e,
+                    NodeEvent::Transport {
+                        event: Event::Lost { .. },
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
         }
     }
     assert!(matches!(
@@ -262,8 +283,15 @@ fn full_command_ring_pushes_back_and_no_waker_backend_still_serves() {
         }
         if let Some(e) = a.wait_event(std::time::Duration::from_millis(10)) {
             match e {
-                NodeEvent::Acked { .. } => acked += 1,
-                NodeEvent::Lost { .. } | NodeEvent::Refused { .. } => panic!("{e:?}"),
+                NodeEvent::Transport {
+                    event: Event::Acked { .. },
+                    ..
+                } => acked += 1,
+                NodeEvent::Transport {
+                    event: Event::Lost { .. },
+                    ..
+                }
+                | NodeEvent::Refused { .. } => panic!("{e:?}"),
                 _ => {}
             }
         }
@@ -277,8 +305,11 @@ fn full_command_ring_pushes_back_and_no_waker_backend_still_serves() {
         assert!(
             !matches!(
                 e,
-                NodeEvent::Lost {
-                    reason: LossReason::Shutdown,
+                NodeEvent::Transport {
+                    event: Event::Lost {
+                        reason: LossReason::Shutdown,
+                        ..
+                    },
                     ..
                 }
             ),

@@ -19,6 +19,7 @@ mod common;
 use common::*;
 use icx_core::{Channel, NodeId};
 use icx_driver::{owner_core, NodeEvent, Runtime, RuntimeSnapshot, SubmitError};
+use icx_transport::Event;
 use icx_transport::PeerConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,7 +47,11 @@ fn run_receiver(
     let mut scratch = Vec::with_capacity(64 << 10);
     let (mut delivered, mut bytes) = (0u32, 0u64);
     let mut take = |ev: NodeEvent| {
-        if let NodeEvent::Delivered { data, .. } = ev {
+        if let NodeEvent::Transport {
+            event: Event::Delivered { data, .. },
+            ..
+        } = ev
+        {
             let i = check_msg(seed, &data, &mut scratch);
             assert!(i < count, "message claims index {i}");
             assert!(!seen[i as usize], "message {i} delivered twice");
@@ -180,20 +185,32 @@ fn exchange(kind: Kind, seed: u64, mtu: usize, steer: bool) {
         let mut ev = Some(ev);
         while let Some(e) = ev.take().or_else(|| a.poll_event()) {
             match e {
-                NodeEvent::Acked { tag, .. } => {
+                NodeEvent::Transport {
+                    event: Event::Acked { .. },
+                    tag,
+                } => {
                     assert!(!resolved[tag as usize], "{tag} resolved twice");
                     resolved[tag as usize] = true;
                     acked += 1;
                     outstanding -= 1;
                 }
-                NodeEvent::Lost { tag, reason, .. } => {
+                NodeEvent::Transport {
+                    event: Event::Lost { reason, .. },
+                    tag,
+                } => {
                     eprintln!("lost message {tag}: {reason:?}");
                     lost += 1;
                     outstanding -= 1;
                 }
                 NodeEvent::Refused { tag, error, .. } => panic!("refused {tag}: {error}"),
-                NodeEvent::Delivered { .. } => panic!("A receives nothing"),
-                NodeEvent::PathMtuMismatch { .. } => panic!("{e:?}"),
+                NodeEvent::Transport {
+                    event: Event::Delivered { .. },
+                    ..
+                } => panic!("A receives nothing"),
+                NodeEvent::Transport {
+                    event: Event::PathMtuMismatch { .. },
+                    ..
+                } => panic!("{e:?}"),
                 _ => {}
             }
         }

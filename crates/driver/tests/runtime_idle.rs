@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use icx_core::{Channel, NodeId};
 use icx_driver::{NodeEvent, Runtime};
+use icx_transport::Event;
 use icx_transport::PeerConfig;
 use std::time::{Duration, Instant};
 
@@ -41,11 +42,19 @@ fn ping(a: &mut Runtime, b: &mut Runtime) {
     let (mut acked, mut delivered) = (false, false);
     while !(acked && delivered) {
         assert!(start.elapsed() < Duration::from_secs(10), "ping timed out");
-        if let Some(NodeEvent::Acked { tag: 1, .. }) = a.wait_event(Duration::from_millis(5)) {
+        if let Some(NodeEvent::Transport {
+            event: Event::Acked { .. },
+            tag: 1,
+        }) = a.wait_event(Duration::from_millis(5))
+        {
             acked = true;
         }
         while let Some(e) = b.poll_event() {
-            if let NodeEvent::Delivered { data, .. } = e {
+            if let NodeEvent::Transport {
+                event: Event::Delivered { data, .. },
+                ..
+            } = e
+            {
                 assert!(data.iter().all(|&x| x == 7));
                 delivered = true;
             }
@@ -64,7 +73,16 @@ fn idle_runtime_sleeps_and_busy_poll_still_delivers() {
     // The app thread parks too: wait_event blocks for the whole second.
     while t0.elapsed() < Duration::from_secs(1) {
         if let Some(e) = a.wait_event(Duration::from_secs(1).saturating_sub(t0.elapsed())) {
-            assert!(!matches!(e, NodeEvent::Delivered { .. }), "{e:?}");
+            assert!(
+                !matches!(
+                    e,
+                    NodeEvent::Transport {
+                        event: Event::Delivered { .. },
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
         }
     }
     let (cpu, wall) = (cpu_time() - c0, t0.elapsed());

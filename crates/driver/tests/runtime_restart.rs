@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use icx_core::{BufferPool, Channel, Incarnation, NodeId};
 use icx_driver::{NodeEvent, Runtime, SubmitError};
+use icx_transport::Event;
 use icx_transport::{LossReason, PeerConfig};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -26,17 +27,38 @@ struct Tally {
 impl Tally {
     fn take(&mut self, e: NodeEvent, seed: u64, scratch: &mut Vec<u8>) {
         match e {
-            NodeEvent::Acked { tag, .. } => assert!(self.acked.insert(tag), "{tag} acked twice"),
-            NodeEvent::Lost { tag, reason, .. } => self.lost.push((tag, reason)),
+            NodeEvent::Transport {
+                event: Event::Acked { .. },
+                tag,
+            } => assert!(self.acked.insert(tag), "{tag} acked twice"),
+            NodeEvent::Transport {
+                event: Event::Lost { reason, .. },
+                tag,
+            } => self.lost.push((tag, reason)),
             NodeEvent::Refused { tag, error, .. } => panic!("refused {tag}: {error}"),
-            NodeEvent::PeerRestarted { peer, incarnation } => {
-                self.restarted.push((peer, incarnation))
+            NodeEvent::Transport {
+                event:
+                    Event::PeerRestarted {
+                        peer, incarnation, ..
+                    },
+                ..
+            } => self.restarted.push((peer, incarnation)),
+            NodeEvent::Transport {
+                event: Event::Delivered { data, .. },
+                ..
+            } => self.delivered.push(check_msg(seed, &data, scratch)),
+            NodeEvent::Transport {
+                event: Event::PathMtuMismatch { .. },
+                ..
             }
-            NodeEvent::Delivered { data, .. } => {
-                self.delivered.push(check_msg(seed, &data, scratch))
-            }
-            NodeEvent::PathMtuMismatch { .. } | NodeEvent::PeerAdded { .. } => panic!("{e:?}"),
-            NodeEvent::PathVerified { .. } => {}
+            | NodeEvent::Transport {
+                event: Event::PeerAdded { .. } | Event::PeerRemoved { .. },
+                ..
+            } => panic!("{e:?}"),
+            NodeEvent::Transport {
+                event: Event::PathVerified { .. },
+                ..
+            } => {}
         }
     }
 

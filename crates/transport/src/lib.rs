@@ -26,6 +26,7 @@ mod session;
 mod stats;
 mod util;
 
+pub mod protocol;
 pub mod rtt;
 
 use icx_core::{
@@ -177,11 +178,18 @@ impl PeerConfig {
 pub enum ConfigError {
     Invalid(&'static str),
     DuplicatePeer(NodeId),
+    UnknownPeer(NodeId),
     /// The MTU leaves no room for block data after IP, UDP and icx headers.
     MtuTooSmall {
         node: NodeId,
         mtu: usize,
         min: usize,
+    },
+    /// The MTU would need UDP datagrams larger than IP can carry.
+    MtuTooLarge {
+        node: NodeId,
+        mtu: usize,
+        max: usize,
     },
 }
 
@@ -190,6 +198,10 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Invalid(why) => write!(f, "invalid transport config: {why}"),
             ConfigError::DuplicatePeer(n) => write!(f, "peer {n} configured twice"),
+            ConfigError::UnknownPeer(n) => write!(f, "unknown peer {n}"),
+            ConfigError::MtuTooLarge { node, mtu, max } => {
+                write!(f, "MTU {mtu} for peer {node} is above the maximum {max}")
+            }
             ConfigError::MtuTooSmall { node, mtu, min } => {
                 write!(f, "MTU {mtu} for peer {node} is below the minimum {min}")
             }
@@ -268,6 +280,9 @@ pub enum Event {
     /// A frame from an unconfigured node created a session for it
     /// (only with [`Config::accept_unknown`]).
     PeerAdded { peer: NodeId },
+    /// [`Endpoint::remove_peer`] removed the peer; its messages were
+    /// reported lost first ([`LossReason::PeerRemoved`]).
+    PeerRemoved { peer: NodeId },
     /// Frames arrived from a newer incarnation of the peer.
     PeerRestarted {
         peer: NodeId,
@@ -387,12 +402,28 @@ impl Endpoint {
         if self.sessions.iter().any(|s| s.peer == p.node) {
             return Err(ConfigError::DuplicatePeer(p.node));
         }
-        let min_udp = icx_wire::DataRepr::HEADER_LEN + 64;
-        if p.max_udp_payload() < min_udp || p.max_udp_payload() > 65507 {
+        self.check_path(&p)?;
+        self.sessions.push(Session::new(&self.cfg, p));
+        Ok(())
+    }
+
+    /// Checks the MTU of a path and makes sure the probe padding covers it.
+    fn check_path(&mut self, p: &PeerConfig) -> Result<(), ConfigError> {
+        let overhead = icx_wire::ip_udp_overhead(p.ipv6);
+        let min = icx_wire::MIN_UDP_PAYLOAD + overhead;
+        let max = icx_wire::MAX_UDP_PAYLOAD + overhead;
+        if p.mtu < min {
             return Err(ConfigError::MtuTooSmall {
                 node: p.node,
                 mtu: p.mtu,
-                min: min_udp + if p.ipv6 { 48 } else { 28 },
+                min,
+            });
+        }
+        if p.mtu > max {
+            return Err(ConfigError::MtuTooLarge {
+                node: p.node,
+                mtu: p.mtu,
+                max,
             });
         }
         let need = p.max_udp_payload();
@@ -404,7 +435,6 @@ impl Endpoint {
             b.fill(0);
             self.padding = Some(b.freeze());
         }
-        self.sessions.push(Session::new(&self.cfg, p));
         Ok(())
     }
 
@@ -640,8 +670,34 @@ impl Endpoint {
         };
         let mut s = self.sessions.swap_remove(i);
         s.abandon_all(LossReason::PeerRemoved, &mut self.events);
+        self.events.push_back(Event::PeerRemoved { peer });
         self.rr = 0;
         true
+    }
+
+    /// Changes the path MTU of a peer (a re-addressed peer, or a route whose
+    /// MTU changed). Messages already queued keep their fragment size; new
+    /// ones are cut for the new MTU, and the path is probed again, so a
+    /// [`Event::PathVerified`] or [`Event::PathMtuMismatch`] follows.
+    pub fn set_peer_mtu(&mut self, peer: NodeId, mtu: usize) -> Result<(), ConfigError> {
+        let Some(i) = self.sessions.iter().position(|s| s.peer == peer) else {
+            return Err(ConfigError::UnknownPeer(peer));
+        };
+        let p = PeerConfig {
+            mtu,
+            ..self.sessions[i].path()
+        };
+        self.check_path(&p)?;
+        self.sessions[i].set_path(p);
+        Ok(())
+    }
+
+    /// The configured path of a peer.
+    pub fn peer_config(&self, peer: NodeId) -> Option<PeerConfig> {
+        self.sessions
+            .iter()
+            .find(|s| s.peer == peer)
+            .map(|s| s.path())
     }
 
     /// Peers with nothing queued that have not been heard from for `idle`:

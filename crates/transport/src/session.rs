@@ -149,6 +149,19 @@ struct Probe {
     failed_full_rounds: u32,
 }
 
+impl Probe {
+    fn new() -> Self {
+        Probe {
+            state: PathState::Probing,
+            round: 0,
+            next_at: Instant::ZERO,
+            to_send: 0,
+            small_answered: false,
+            failed_full_rounds: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) peer: NodeId,
@@ -242,20 +255,27 @@ impl Session {
             delivered: IdWindow::default(),
             reasm: Vec::new(),
             partial_bytes: 0,
-            probe: Probe {
-                state: PathState::Probing,
-                round: 0,
-                next_at: Instant::ZERO,
-                to_send: 0,
-                small_answered: false,
-                failed_full_rounds: 0,
-            },
+            probe: Probe::new(),
             probe_replies: VecDeque::new(),
         }
     }
 
     pub(crate) fn live_messages(&self) -> usize {
         self.live
+    }
+
+    pub(crate) fn path(&self) -> PeerConfig {
+        self.path
+    }
+
+    /// A new path MTU: later messages are cut for it (queued ones keep their
+    /// fragment size, which the receiver learnt from their first fragment)
+    /// and the path is probed again.
+    pub(crate) fn set_path(&mut self, path: PeerConfig) {
+        self.path = path;
+        self.max_udp = path.max_udp_payload();
+        self.frag_cap = icx_wire::data_capacity(self.max_udp);
+        self.probe = Probe::new();
     }
 
     fn header(&self, cfg: &Config, channel: Channel, seq: u64, kind: FrameKind) -> Header {

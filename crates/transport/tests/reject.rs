@@ -324,3 +324,80 @@ fn idle_peers_can_be_forgotten_and_come_back() {
         .iter()
         .any(|e| matches!(e, Event::PeerAdded { peer: NodeId(7) })));
 }
+
+#[test]
+fn path_mtu_bounds_are_named_the_right_way_round() {
+    use icx_transport::ConfigError;
+    let mut e = ep(1, 1, 1, &[]);
+    // 28 + 100 (data header 64 + 64 bytes of block) is the smallest IPv4 MTU.
+    assert_eq!(
+        e.add_peer(PeerConfig::new(NodeId(2), 155)),
+        Err(ConfigError::MtuTooSmall {
+            node: NodeId(2),
+            mtu: 155,
+            min: 156
+        })
+    );
+    let err = e.add_peer(PeerConfig::new(NodeId(2), 70_000)).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::MtuTooLarge {
+            node: NodeId(2),
+            mtu: 70_000,
+            max: 65_535
+        }
+    );
+    assert!(err.to_string().contains("above the maximum 65535"), "{err}");
+    e.add_peer(PeerConfig::new(NodeId(2), 156)).unwrap();
+    e.add_peer(PeerConfig::new(NodeId(3), 65_535)).unwrap();
+}
+
+#[test]
+fn set_peer_mtu_reprobes_and_removal_is_an_event() {
+    let mut a = ep(1, 1, 1, &[2]);
+    let mut b = ep(1, 2, 1, &[1]);
+    let mut now = T0;
+    for _ in 0..4 {
+        pump(&mut a, &mut b, now);
+        pump(&mut b, &mut a, now);
+        now += Duration::from_millis(1);
+    }
+    let verified = |e: &mut Endpoint| {
+        std::iter::from_fn(|| e.poll_event())
+            .filter_map(|ev| match ev {
+                Event::PathVerified { mtu, .. } => Some(mtu),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(verified(&mut a), vec![1500]);
+    a.set_peer_mtu(NodeId(2), 1400).unwrap();
+    assert_eq!(a.peer_config(NodeId(2)).unwrap().mtu, 1400);
+    assert!(a.set_peer_mtu(NodeId(9), 1400).is_err());
+    assert!(a.set_peer_mtu(NodeId(2), 100).is_err());
+    for _ in 0..4 {
+        pump(&mut a, &mut b, now);
+        pump(&mut b, &mut a, now);
+        now += Duration::from_millis(1);
+    }
+    assert_eq!(verified(&mut a), vec![1400]);
+    // A message cut for the new MTU arrives whole.
+    let id = a
+        .send_bytes(now, NodeId(2), Channel::Block, &[5; 4000])
+        .unwrap();
+    for _ in 0..4 {
+        pump(&mut a, &mut b, now);
+        pump(&mut b, &mut a, now);
+        now += Duration::from_millis(1);
+    }
+    let got = delivered(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, vec![5; 4000]);
+    assert!(a.remove_peer(NodeId(2)));
+    let evs: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::PeerRemoved { peer: NodeId(2) })),
+        "{evs:?} (msg {id})"
+    );
+}

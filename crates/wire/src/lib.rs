@@ -24,19 +24,13 @@ pub use frame::{
 };
 pub use probe::ProbeRepr;
 
-/// Bytes of IP + UDP header in front of every datagram, by IP version.
-pub const IPV4_UDP_OVERHEAD: usize = 20 + 8;
-pub const IPV6_UDP_OVERHEAD: usize = 40 + 8;
+pub use icx_core::{
+    ip_udp_overhead, max_udp_payload, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD, MAX_UDP_PAYLOAD,
+};
 
-/// Largest UDP payload that fits a path MTU without IP fragmentation.
-pub fn max_udp_payload(mtu: usize, ipv6: bool) -> usize {
-    let overhead = if ipv6 {
-        IPV6_UDP_OVERHEAD
-    } else {
-        IPV4_UDP_OVERHEAD
-    };
-    mtu.saturating_sub(overhead)
-}
+/// Smallest UDP payload a path must carry: a data header plus 64 bytes of
+/// block, so a message is never cut into absurdly many frames.
+pub const MIN_UDP_PAYLOAD: usize = DataRepr::HEADER_LEN + 64;
 
 /// Block bytes one data frame carries at a given UDP payload size.
 pub fn data_capacity(max_udp_payload: usize) -> usize {

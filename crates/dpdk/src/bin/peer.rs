@@ -32,6 +32,7 @@ use icx_core::{BufferPool, PoolConfig};
 use icx_dpdk::{DpdkBackend, DpdkConfig, DpdkPort, EalArgs, MacAddr};
 use icx_driver::{Driver, NodeEvent, Runtime, RuntimeConfig, SubmitError};
 use icx_testkit::plan::{self, endpoint, fill_msg, INDEX_LEN};
+use icx_transport::Event;
 use icx_transport::{Event, PeerConfig, SendError};
 use icx_uring::{UringBackend, UringConfig};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -513,7 +514,10 @@ fn run_runtime(port: DpdkPort, a: &Args) -> Outcome {
         let mut budget = 4096;
         while let Some(e) = ev {
             match e {
-                NodeEvent::Acked { tag, .. } => {
+                NodeEvent::Transport {
+                    event: Event::Acked { .. },
+                    tag,
+                } => {
                     let p = &mut peers[(tag >> 32) as usize];
                     p.acked += 1;
                     p.outstanding = p.outstanding.saturating_sub(1);
@@ -525,16 +529,23 @@ fn run_runtime(port: DpdkPort, a: &Args) -> Outcome {
                     p.outstanding = p.outstanding.saturating_sub(1);
                     p.retry.push(tag as u32);
                 }
-                NodeEvent::Lost {
-                    peer,
-                    msg_id,
-                    reason,
+                NodeEvent::Transport {
+                    event:
+                        Event::Lost {
+                            peer,
+                            msg_id,
+                            reason,
+                            ..
+                        },
                     ..
                 } => {
                     lost += 1;
                     errors.push(format!("to {peer}: message id {msg_id} lost: {reason:?}"));
                 }
-                NodeEvent::Delivered { peer, data, .. } => {
+                NodeEvent::Transport {
+                    event: Event::Delivered { peer, data, .. },
+                    ..
+                } => {
                     let Some(p) = peers.iter_mut().find(|p| p.node == peer) else {
                         errors.push(format!("delivery from unexpected node {peer}"));
                         ev = rt.poll_event();

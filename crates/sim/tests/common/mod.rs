@@ -171,9 +171,10 @@ impl TNode {
                 Event::PeerRestarted { .. } => self.tally.restarts += 1,
                 Event::PathVerified { .. } => self.tally.path_verified += 1,
                 Event::PathMtuMismatch { .. } => self.tally.mtu_mismatch += 1,
-                Event::PeerAdded { peer } => {
-                    self.tally.bad.push(format!("unexpected new peer {peer:?}"))
-                }
+                Event::PeerAdded { peer } | Event::PeerRemoved { peer } => self
+                    .tally
+                    .bad
+                    .push(format!("unexpected peer change {peer:?}")),
             }
         }
     }
