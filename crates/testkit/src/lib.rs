@@ -10,10 +10,12 @@
 //!   own `#[global_allocator]` static of [`alloc::CountingAlloc`]);
 //! - [`garbage`]: a stranger throwing junk datagrams at two drivers while
 //!   they exchange messages, over any backend;
-//! - [`sock`]: small helpers for tests driving a backend by hand.
+//! - [`sock`]: small helpers for tests driving a backend by hand;
+//! - [`toy`]: a toy upper-layer protocol that proves the protocol hosts.
 
 pub mod alloc;
 pub mod exchange;
 pub mod garbage;
 pub mod plan;
 pub mod sock;
+pub mod toy;
