@@ -170,11 +170,7 @@ impl Protocol for Counter {
                         None => self.problems.push(format!("value from non-peer {peer}")),
                     }
                 }
-                Event::Acked { .. } => {
-                    if self.resolve(tag).is_some() {
-                        self.acked += 1;
-                    }
-                }
+                Event::Acked { .. } => self.acked += u64::from(self.resolve(tag).is_some()),
                 Event::Lost { .. } => {
                     if let Some(peer) = self.resolve(tag) {
                         self.lost += 1;
