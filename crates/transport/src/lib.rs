@@ -22,6 +22,7 @@
 //! - gives up on a message at its deadline and reports it lost, by id.
 #![deny(unsafe_code)]
 
+mod cc;
 mod session;
 mod stats;
 mod util;
@@ -39,6 +40,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 
+pub use cc::CcConfig;
 pub use stats::{EndpointStats, PeerStats, RttHistogram};
 
 /// Endpoint-wide settings. Every timer is here so tests can run in
@@ -50,11 +52,23 @@ pub struct Config {
     pub incarnation: Incarnation,
     /// Largest message accepted for sending or reassembly.
     pub max_message: usize,
-    /// Bytes in flight per peer (sent, not yet acked or declared lost).
+    /// Block-channel bytes in flight per peer (sent, not yet acked or
+    /// declared lost); the congestion window and the receiver's credit may
+    /// hold it lower.
     pub window_bytes: usize,
-    /// Partially reassembled bytes a receiver holds per peer before it stops
-    /// granting credit.
+    /// Bytes in flight per peer on each of the heartbeat and control
+    /// channels: a reserve of their own, outside the block window, so blocks
+    /// never hold them back.
+    pub small_window_bytes: usize,
+    /// Partially reassembled block bytes a receiver holds per peer before it
+    /// stops granting credit.
     pub recv_buffer_bytes: usize,
+    /// Partially reassembled heartbeat and control bytes a receiver holds per
+    /// peer, apart from the blocks' budget. Keep it at least twice
+    /// `small_window_bytes`.
+    pub small_recv_bytes: usize,
+    /// Delay-based congestion control of the block channel.
+    pub cc: CcConfig,
     /// Messages queued per peer (sending or awaiting ack) before `send`
     /// refuses with [`SendError::QueueFull`].
     pub max_queued: usize,
@@ -99,7 +113,10 @@ impl Config {
             incarnation,
             max_message: 1 << 20,
             window_bytes: 1 << 20,
+            small_window_bytes: 256 << 10,
             recv_buffer_bytes: 4 << 20,
+            small_recv_bytes: 1 << 20,
+            cc: CcConfig::default(),
             max_queued: 4096,
             ack_delay: Duration::from_micros(200),
             reply_ack_delay: Duration::from_micros(50),
@@ -129,9 +146,14 @@ impl Config {
         if self.max_message == 0 || self.max_message > u32::MAX as usize {
             return Err(ConfigError::Invalid("max_message must be 1..=4 GiB"));
         }
-        if self.window_bytes == 0 || self.max_queued == 0 {
+        if self.window_bytes == 0 || self.small_window_bytes == 0 || self.max_queued == 0 {
             return Err(ConfigError::Invalid(
-                "window_bytes and max_queued must be > 0",
+                "window_bytes, small_window_bytes and max_queued must be > 0",
+            ));
+        }
+        if self.cc.min_window == 0 || self.cc.base_rtt_window.is_zero() {
+            return Err(ConfigError::Invalid(
+                "cc.min_window and cc.base_rtt_window must be > 0",
             ));
         }
         if self.min_rto > self.max_rto {
@@ -476,7 +498,8 @@ impl Endpoint {
                 max,
             });
         }
-        s.enqueue(now, channel, data, deadline, max_queued)
+        let _ = now;
+        s.enqueue(channel, data, deadline, max_queued)
     }
 
     /// Copies `bytes` into a pool buffer and sends it: for small control
@@ -619,12 +642,25 @@ impl Endpoint {
     }
 
     /// The next datagram to send, or `None` until new input or a timeout.
+    ///
+    /// Strict priority across peers as within each: any peer's probes, due
+    /// acks, heartbeat and control frames go before any block frame. Block
+    /// frames then go peer by peer in bursts, so a backend sees runs to one
+    /// address it can batch into one GSO train.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         let n = self.sessions.len();
         for i in 0..n {
             let idx = (self.rr + i) % n;
-            let t = self.sessions[idx].poll_transmit(now, &self.cfg, self.padding.as_ref());
-            if let Some(t) = t {
+            let s = &mut self.sessions[idx];
+            if s.has_urgent() {
+                if let Some(t) = s.poll_urgent(now, &self.cfg, self.padding.as_ref()) {
+                    return Some(t);
+                }
+            }
+        }
+        for i in 0..n {
+            let idx = (self.rr + i) % n;
+            if let Some(t) = self.sessions[idx].poll_block(now, &self.cfg) {
                 // Stay with a peer for a burst: consecutive frames to one
                 // destination are what a backend batches into one GSO train.
                 if idx != self.rr {
@@ -732,6 +768,16 @@ impl Endpoint {
     /// Message round-trip time (first transmission to full ack), nanoseconds.
     pub fn rtt_histogram(&self, channel: Channel) -> &RttHistogram {
         &self.hist[channel.index()]
+    }
+
+    /// The peer's block congestion window (bytes; `usize::MAX` with
+    /// congestion control off) and the queueing delay of its latest RTT
+    /// sample.
+    pub fn peer_cc(&self, peer: NodeId) -> Option<(usize, Duration)> {
+        self.sessions
+            .iter()
+            .find(|s| s.peer == peer)
+            .map(|s| s.cc_state())
     }
 
     /// The peer's current smoothed RTT, if known.

@@ -46,6 +46,11 @@ pub struct PeerStats {
     pub probe_timeouts: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The block channel's congestion window at the latest RTT sample, bytes.
+    pub cc_window: u64,
+    /// Times the congestion controller shrank the block window (queueing
+    /// delay over its target, congestive loss, repeated probe timeouts).
+    pub cc_cuts: u64,
 }
 
 /// Drops that cannot be pinned on a configured peer.

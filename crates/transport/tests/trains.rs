@@ -10,10 +10,11 @@ const T0: Instant = Instant::from_nanos(1_000_000);
 
 fn ep(node: u16, peers: &[u16]) -> Endpoint {
     let pool = BufferPool::new(&PoolConfig::small(4 << 20, 256)).unwrap();
-    let mut e = Endpoint::new(
-        Config::new(ClusterId(1), NodeId(node), Incarnation(1)),
-        pool,
-    );
+    let mut cfg = Config::new(ClusterId(1), NodeId(node), Incarnation(1));
+    // Frame order, not pacing, is under test: let the first window hold
+    // every block these tests queue.
+    cfg.cc.initial_window = cfg.window_bytes;
+    let mut e = Endpoint::new(cfg, pool);
     for &p in peers {
         e.add_peer(PeerConfig::new(NodeId(p), 1500)).unwrap();
     }

@@ -1,0 +1,274 @@
+//! Delay-based congestion control for the block channel, in the shape of
+//! Swift (Kumar et al., SIGCOMM 2020), which eRPC's Timely also follows.
+//!
+//! Priority at the sender only orders the sender's own queue. Frames already
+//! sent wait in socket buffers, NIC rings and switch queues, and a heartbeat
+//! sent behind them waits for all of them. So block traffic is held to a
+//! window that keeps the queue it builds near a small target: the controller
+//! compares each RTT sample with the path's base RTT (a windowed minimum);
+//! the difference is the queueing delay block traffic has built.
+//!
+//! - Below half the target the window grows by half the bytes acked (about
+//!   1.5x per RTT, to find the link rate quickly); below the target by one
+//!   frame per RTT (additive increase).
+//! - Above the target it shrinks, at most once per RTT, by a factor
+//!   proportional to the excess, `1 - beta * (delay - target) / delay`,
+//!   never by more than `MAX_DECREASE`.
+//! - Loss is a signal too, but only where it is congestive: a loss while
+//!   the queue is at or above half the target (a full buffer) halves the
+//!   window, once per RTT; random loss on an empty queue (a bad cable, the
+//!   simulator's 5 %) is not a reason to slow down and only gets counted.
+//!   Two probe timeouts in a row reset the window to its minimum.
+//!
+//! The receiver's credit and `window_bytes` stay the upper bound. Heartbeat
+//! and control traffic are not under this controller: they have their own
+//! reserve (see `Config::small_window_bytes`).
+
+use icx_core::{Duration, Instant};
+
+/// Window decrease on delay, per unit of relative excess (Swift's beta).
+const BETA: f64 = 0.8;
+/// Largest decrease on one delay signal.
+const MAX_DECREASE: f64 = 0.5;
+
+/// The controller's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CcConfig {
+    /// Off: the block window is `window_bytes` and the receiver's credit.
+    pub enabled: bool,
+    /// Queueing delay (RTT above the base RTT) block traffic is held near.
+    pub target_delay: Duration,
+    /// Window before the first RTT sample.
+    pub initial_window: usize,
+    /// The window never shrinks below this (a few frames, so a block keeps
+    /// moving and acks keep coming).
+    pub min_window: usize,
+    /// How long a base RTT is trusted before it is measured afresh (routes
+    /// and queues change; a stale minimum would make every sample look late).
+    pub base_rtt_window: Duration,
+}
+
+impl Default for CcConfig {
+    fn default() -> Self {
+        CcConfig {
+            enabled: true,
+            target_delay: Duration::from_micros(50),
+            initial_window: 256 << 10,
+            min_window: 6 << 10,
+            base_rtt_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One peer's block-channel controller.
+#[derive(Debug, Clone)]
+pub(crate) struct DelayController {
+    cfg: CcConfig,
+    window: usize,
+    /// Windowed minimum of RTT samples in two buckets: the base RTT is the
+    /// smaller of the two, and the older bucket is dropped every half window.
+    base_cur: Duration,
+    base_prev: Duration,
+    bucket_at: Option<Instant>,
+    last_decrease: Instant,
+    last_delay: Duration,
+    ptos: u32,
+    pub(crate) delay_cuts: u64,
+    pub(crate) loss_cuts: u64,
+}
+
+impl DelayController {
+    pub(crate) fn new(cfg: CcConfig) -> Self {
+        DelayController {
+            cfg,
+            window: cfg.initial_window.max(cfg.min_window),
+            base_cur: Duration::MAX,
+            base_prev: Duration::MAX,
+            bucket_at: None,
+            last_decrease: Instant::ZERO,
+            last_delay: Duration::ZERO,
+            ptos: 0,
+            delay_cuts: 0,
+            loss_cuts: 0,
+        }
+    }
+
+    /// Bytes of block frames the controller lets be in flight.
+    pub(crate) fn window(&self) -> usize {
+        if self.cfg.enabled {
+            self.window
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// The queueing delay of the latest sample.
+    pub(crate) fn queue_delay(&self) -> Duration {
+        self.last_delay
+    }
+
+    fn base_rtt(&self) -> Duration {
+        self.base_cur.min(self.base_prev)
+    }
+
+    fn note_sample(&mut self, now: Instant, sample: Duration) {
+        let half = self.cfg.base_rtt_window / 2;
+        match self.bucket_at {
+            Some(at) if now.saturating_duration_since(at) < half => {}
+            _ => {
+                self.base_prev = self.base_cur;
+                self.base_cur = Duration::MAX;
+                self.bucket_at = Some(now);
+            }
+        }
+        self.base_cur = self.base_cur.min(sample);
+    }
+
+    /// An RTT sample (ack delay removed) arrived with an ack that newly
+    /// acknowledged `acked` block bytes; `frame` is a full frame's size,
+    /// `srtt` paces decreases to one per RTT; `cap` is the window's upper
+    /// bound (`window_bytes` and credit). `limited`: the window held a
+    /// frame back since the last sample.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_ack(
+        &mut self,
+        now: Instant,
+        sample: Duration,
+        acked: usize,
+        frame: usize,
+        srtt: Duration,
+        cap: usize,
+        limited: bool,
+    ) {
+        self.ptos = 0;
+        self.note_sample(now, sample);
+        let delay = sample.saturating_sub(self.base_rtt());
+        self.last_delay = delay;
+        let target = self.cfg.target_delay;
+        if delay <= target {
+            if !limited {
+                // A sender with little to send must not bank a window it
+                // has not tested.
+                return;
+            }
+            let inc = if delay * 2 <= target {
+                acked / 2
+            } else {
+                (frame as u128 * acked as u128 / self.window.max(1) as u128) as usize
+            };
+            self.window = (self.window + inc.max(1)).min(cap.max(self.cfg.min_window));
+        } else if now.saturating_duration_since(self.last_decrease) >= srtt {
+            let excess = (delay - target).as_nanos() as f64 / delay.as_nanos().max(1) as f64;
+            let f = (1.0 - BETA * excess).max(1.0 - MAX_DECREASE);
+            self.shrink(now, f);
+            self.delay_cuts += 1;
+        }
+    }
+
+    /// A block frame was declared lost.
+    pub(crate) fn on_loss(&mut self, now: Instant, srtt: Duration) {
+        let congestive = self.last_delay * 2 >= self.cfg.target_delay;
+        if congestive && now.saturating_duration_since(self.last_decrease) >= srtt {
+            self.shrink(now, 0.5);
+            self.loss_cuts += 1;
+        }
+    }
+
+    /// The probe timer fired: acks stopped coming altogether.
+    pub(crate) fn on_pto(&mut self, now: Instant) {
+        self.ptos += 1;
+        if self.ptos >= 2 {
+            self.window = self.cfg.min_window;
+            self.last_decrease = now;
+            self.loss_cuts += 1;
+        }
+    }
+
+    fn shrink(&mut self, now: Instant, f: f64) {
+        self.window = ((self.window as f64 * f) as usize).max(self.cfg.min_window);
+        self.last_decrease = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+
+    fn at(us: u64) -> Instant {
+        Instant::from_nanos(1_000_000 + us * 1000)
+    }
+
+    #[test]
+    fn grows_while_the_queue_is_empty_and_shrinks_past_the_target() {
+        let mut c = DelayController::new(CcConfig::default());
+        let w0 = c.window();
+        for i in 0..10 {
+            c.on_ack(at(i * 40), US * 40, 16 << 10, 1408, US * 40, 1 << 20, true);
+        }
+        assert!(c.window() > w0, "{} vs {w0}", c.window());
+        let w = c.window();
+        c.on_ack(at(500), US * 40, 16 << 10, 1408, US * 40, 1 << 20, false);
+        assert_eq!(c.window(), w, "grew without being window-limited");
+        let w1 = c.window();
+        // 150 us of queue against a 50 us target: cut, once per RTT.
+        c.on_ack(at(1000), US * 190, 1408, 1408, US * 40, 1 << 20, true);
+        let w2 = c.window();
+        assert!(w2 < w1 && w2 >= w1 / 2, "{w2} vs {w1}");
+        c.on_ack(at(1001), US * 190, 1408, 1408, US * 40, 1 << 20, true);
+        assert_eq!(c.window(), w2, "a second cut within one RTT");
+        c.on_ack(at(1100), US * 190, 1408, 1408, US * 40, 1 << 20, true);
+        assert!(c.window() < w2);
+        assert_eq!(c.delay_cuts, 2);
+    }
+
+    #[test]
+    fn random_loss_on_an_empty_queue_is_not_congestion() {
+        let mut c = DelayController::new(CcConfig::default());
+        c.on_ack(at(0), US * 40, 1408, 1408, US * 40, 1 << 20, true);
+        let w = c.window();
+        c.on_loss(at(100), US * 40);
+        assert_eq!(c.window(), w);
+        // With a queue at the target, loss is a full buffer: halve.
+        c.on_ack(at(200), US * 90, 1408, 1408, US * 40, 1 << 20, true);
+        let w = c.window();
+        c.on_loss(at(400), US * 40);
+        assert_eq!(c.window(), (w / 2).max(CcConfig::default().min_window));
+        assert_eq!(c.loss_cuts, 1);
+    }
+
+    #[test]
+    fn bounded_by_cap_and_min_and_resets_on_repeated_timeouts() {
+        let cfg = CcConfig::default();
+        let mut c = DelayController::new(cfg);
+        for i in 0..100 {
+            c.on_ack(at(i * 40), US * 40, 1 << 20, 1408, US * 40, 300 << 10, true);
+        }
+        assert_eq!(c.window(), 300 << 10);
+        c.on_pto(at(5000));
+        assert_eq!(c.window(), 300 << 10);
+        c.on_pto(at(9000));
+        assert_eq!(c.window(), cfg.min_window);
+        let off = DelayController::new(CcConfig {
+            enabled: false,
+            ..cfg
+        });
+        assert_eq!(off.window(), usize::MAX);
+    }
+
+    #[test]
+    fn base_rtt_is_forgotten_after_its_window() {
+        let cfg = CcConfig {
+            base_rtt_window: Duration::from_millis(10),
+            ..CcConfig::default()
+        };
+        let mut c = DelayController::new(cfg);
+        c.on_ack(at(0), US * 10, 1408, 1408, US * 10, 1 << 20, true);
+        // The path got longer (a new route): 100 us is the new base.
+        for i in 1..40 {
+            c.on_ack(at(i * 1000), US * 100, 1408, 1408, US * 100, 1 << 20, true);
+        }
+        assert!(c.queue_delay() < US, "{:?}", c.queue_delay());
+    }
+}

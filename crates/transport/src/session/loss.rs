@@ -1,0 +1,201 @@
+//! Acks received, loss detection, probe timeouts and deadlines.
+
+use super::{Session, BLOCK};
+use crate::stats::RttHistogram;
+use crate::{Config, Event, LossReason};
+use icx_core::{Channel, Duration, Instant};
+use icx_wire::{AckRepr, DataRepr};
+use std::collections::VecDeque;
+
+/// A frame is lost once this many later frames have been acked (RFC 9002)...
+pub(super) const PACKET_THRESHOLD: u64 = 3;
+/// ...a distance raised, up to this, each time a retransmission proves
+/// spurious (the network reorders more than assumed), as Linux TCP does.
+const MAX_PACKET_THRESHOLD: u64 = 64;
+/// How far below the largest acked a frame declared lost is remembered, so a
+/// late ack for it can be recognised as proof of reordering.
+pub(super) const LOST_MEMORY: u64 = 256;
+
+impl Session {
+    pub(crate) fn on_ack(
+        &mut self,
+        now: Instant,
+        ack: &AckRepr,
+        cfg: &Config,
+        events: &mut VecDeque<Event>,
+        hist: &mut [RttHistogram; Channel::COUNT],
+    ) {
+        let largest = ack.largest();
+        if largest == 0 || largest >= self.next_seq {
+            // Acks for frames we never sent: a confused or hostile peer.
+            self.stats.rejected += 1;
+            return;
+        }
+        self.stats.acks_received += 1;
+        self.peer_credit = ack.credit as usize;
+        let mut largest_sent_at = None;
+        for &(lo, hi) in ack.ranges.as_slice() {
+            let lo = lo.max(self.sent_base);
+            let hi = hi.min(self.next_seq - 1);
+            let mut seq = lo;
+            while seq <= hi {
+                let idx = (seq - self.sent_base) as usize;
+                if let Some(p) = self.sent.get_mut(idx).and_then(Option::take) {
+                    if p.lost {
+                        // It arrived after all: the path reorders this far.
+                        self.stats.spurious_retransmits += 1;
+                        self.reorder_threshold = self
+                            .reorder_threshold
+                            .max(largest - seq + 1)
+                            .min(MAX_PACKET_THRESHOLD);
+                    } else {
+                        self.in_flight[p.channel.index()] -= p.bytes as usize;
+                        if p.channel == Channel::Block {
+                            self.block_acked += p.bytes as usize;
+                        }
+                        if seq == largest {
+                            largest_sent_at = Some(p.time);
+                        }
+                    }
+                    self.ack_fragment(now, p.msg_id, p.frag, events, hist);
+                }
+                seq += 1;
+            }
+        }
+        if let Some(t) = largest_sent_at {
+            let delay = Duration::from_micros(ack.ack_delay_us as u64).min(cfg.ack_delay * 2);
+            let sample = now - t;
+            self.rtt.update(sample, delay);
+            self.pto_count = 0;
+            if self.block_acked > 0 {
+                let frame = DataRepr::HEADER_LEN + self.frag_cap;
+                let cap = cfg.window_bytes.min(self.peer_credit);
+                self.cc.on_ack(
+                    now,
+                    sample.saturating_sub(delay),
+                    self.block_acked,
+                    frame,
+                    self.rtt.srtt(),
+                    cap,
+                    self.block_limited,
+                );
+                self.block_acked = 0;
+                self.block_limited = false;
+            }
+            self.sync_cc_stats();
+        }
+        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        self.detect_lost(now, cfg);
+        self.pop_resolved();
+    }
+
+    fn sync_cc_stats(&mut self) {
+        self.stats.cc_window = self.cc.window() as u64;
+        self.stats.cc_cuts = self.cc.delay_cuts + self.cc.loss_cuts;
+    }
+
+    fn ack_fragment(
+        &mut self,
+        now: Instant,
+        id: u64,
+        frag: u16,
+        events: &mut VecDeque<Event>,
+        hist: &mut [RttHistogram; Channel::COUNT],
+    ) {
+        let Some(i) = self.msg_index(id) else { return };
+        let m = &mut self.queue[i];
+        if !m.acked.set(frag as usize) {
+            return;
+        }
+        m.acked_count += 1;
+        if m.acked_count == m.frag_count {
+            let rtt = now - m.first_sent.unwrap_or(now);
+            hist[m.channel.index()].record(rtt);
+            self.resolve(i, events, Ok(rtt));
+        }
+    }
+
+    pub(super) fn detect_lost(&mut self, now: Instant, cfg: &Config) {
+        self.loss_time = None;
+        let Some(la) = self.largest_acked else { return };
+        let loss_delay = self.rtt.loss_delay(cfg.granularity);
+        let mut block_lost = false;
+        for i in 0..self.sent.len() {
+            let seq = self.sent_base + i as u64;
+            if seq > la {
+                break;
+            }
+            let Some(p) = self.sent[i].as_mut().filter(|p| !p.lost) else {
+                continue;
+            };
+            if seq + self.reorder_threshold <= la || p.time + loss_delay <= now {
+                p.lost = true;
+                let c = p.channel.index();
+                self.in_flight[c] -= p.bytes as usize;
+                self.retx[c].push_back((p.msg_id, p.frag));
+                block_lost |= c == BLOCK;
+            } else {
+                let t = p.time + loss_delay;
+                self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
+            }
+        }
+        if block_lost {
+            self.cc.on_loss(now, self.rtt.srtt());
+            self.sync_cc_stats();
+        }
+    }
+
+    pub(super) fn pto_at(&self, cfg: &Config) -> Option<Instant> {
+        if self.total_in_flight() == 0 {
+            return None;
+        }
+        let base = self
+            .rtt
+            .pto_base(cfg.granularity, cfg.ack_delay)
+            .max(cfg.min_rto);
+        let backed = base
+            .saturating_mul(1 << self.pto_count.min(16))
+            .min(cfg.max_rto);
+        Some(self.last_sent + backed)
+    }
+
+    pub(super) fn on_pto(&mut self, now: Instant) {
+        self.pto_count += 1;
+        self.stats.probe_timeouts += 1;
+        // Resend the oldest frames in flight, highest channel first; their
+        // acks restart the clock.
+        let mut n = 0;
+        for p in self.sent.iter_mut().flatten() {
+            if !p.lost {
+                p.lost = true;
+                let c = p.channel.index();
+                self.in_flight[c] -= p.bytes as usize;
+                self.retx[c].push_back((p.msg_id, p.frag));
+                n += 1;
+                if n == 2 {
+                    break;
+                }
+            }
+        }
+        self.cc.on_pto(now);
+        self.sync_cc_stats();
+        self.pop_resolved();
+    }
+
+    pub(super) fn expire(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        self.next_deadline = None;
+        for i in 0..self.queue.len() {
+            let m = &self.queue[i];
+            if m.done {
+                continue;
+            }
+            if m.deadline <= now {
+                self.resolve(i, events, Err(LossReason::Deadline));
+            } else {
+                self.next_deadline =
+                    Some(self.next_deadline.map_or(m.deadline, |d| d.min(m.deadline)));
+            }
+        }
+        self.pop_resolved();
+    }
+}

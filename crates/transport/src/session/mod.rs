@@ -1,0 +1,296 @@
+//! One peer's session, in four parts along its seams:
+//! - [`send`]: the queue, channel priority, fragmentation, the window;
+//! - [`loss`]: acks received, loss detection, probe timeouts, deadlines;
+//! - [`recv`]: acks sent, reassembly, duplicate suppression;
+//! - [`probe`]: the path-MTU probe;
+//! - [`timers`]: the session's timers over all of them.
+//!
+//! Channels are strictly prioritised (heartbeat, then control, then block)
+//! for first transmissions, retransmissions and acks alike. Each channel has
+//! its own send list and retransmission list, and its own bytes in flight:
+//! heartbeat and control each have a reserve of `small_window_bytes`, so
+//! blocks filling the block window (or the receiver's credit, or the
+//! congestion window) never hold them back. On the receive side, their
+//! reassembly has its own budget (`small_recv_bytes`) apart from the
+//! blocks' `recv_buffer_bytes`.
+
+mod loss;
+mod probe;
+mod recv;
+mod send;
+mod timers;
+
+use crate::cc::DelayController;
+use crate::rtt::RttEstimator;
+use crate::stats::PeerStats;
+use crate::util::{FragBits, IdWindow, RangeSet};
+use crate::{Config, Event, LossReason, PeerConfig};
+use icx_core::{Channel, Incarnation, Instant, NodeId, PoolBuf, SharedBuf};
+use icx_wire::{FrameKind, Header, ProbeRepr};
+use probe::Probe;
+use std::collections::VecDeque;
+
+/// Received sequence ranges remembered for acks and frame-level duplicate
+/// suppression.
+const RECV_RANGES: usize = 64;
+/// A receiver accepts message ids at most this far above the sender's floor;
+/// a sender holds at most this many messages (resolved ones in the middle
+/// included) so its ids stay inside.
+const MAX_ID_SPAN: u64 = 1 << 16;
+/// Partial block reassemblies per peer, whatever their size...
+const MAX_REASSEMBLIES: usize = 1024;
+/// ...and partial heartbeat and control ones, counted apart.
+const MAX_SMALL_REASSEMBLIES: usize = 256;
+
+const N: usize = Channel::COUNT;
+const BLOCK: usize = Channel::Block as usize;
+
+/// Whether a channel is one of the small, latency-critical ones.
+fn is_small(ch: Channel) -> bool {
+    ch != Channel::Block
+}
+
+/// A message being sent.
+#[derive(Debug)]
+struct OutMsg {
+    id: u64,
+    channel: Channel,
+    buf: SharedBuf,
+    frag_cap: u32,
+    frag_count: u16,
+    next_frag: u16,
+    acked: FragBits,
+    acked_count: u16,
+    first_sent: Option<Instant>,
+    deadline: Instant,
+    done: bool,
+}
+
+impl OutMsg {
+    fn frag_range(&self, frag: u16) -> (usize, usize) {
+        let off = frag as usize * self.frag_cap as usize;
+        let len = (self.buf.len() - off).min(self.frag_cap as usize);
+        (off, len)
+    }
+}
+
+/// A data frame on the wire, awaiting ack or loss.
+#[derive(Debug, Clone, Copy)]
+struct SentPacket {
+    msg_id: u64,
+    frag: u16,
+    channel: Channel,
+    /// Declared lost (no longer in flight) but remembered for late acks.
+    lost: bool,
+    time: Instant,
+    bytes: u32,
+}
+
+/// A message being reassembled in place.
+#[derive(Debug)]
+struct Reassembly {
+    id: u64,
+    channel: Channel,
+    buf: PoolBuf,
+    /// Every fragment but the last has exactly this many bytes, at offset
+    /// index * frag_size: fragments must tile the message.
+    frag_size: u32,
+    frag_count: u16,
+    got: FragBits,
+    got_count: u16,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) peer: NodeId,
+    pub(crate) peer_incarnation: Incarnation,
+    /// When a frame from the peer was last accepted.
+    pub(crate) last_heard: Instant,
+    path: PeerConfig,
+    max_udp: usize,
+    frag_cap: usize,
+    pub(crate) stats: PeerStats,
+    pub(crate) rtt: RttEstimator,
+
+    // Send side.
+    next_msg_id: u64,
+    next_seq: u64,
+    /// Messages in id order, front = lowest unresolved. Resolved ones in the
+    /// middle stay as tombstones until they reach the front.
+    queue: VecDeque<OutMsg>,
+    /// Unresolved messages per channel.
+    live: [usize; N],
+    /// Per channel, ids of messages that may still have unsent fragments,
+    /// in id order.
+    unsent: [VecDeque<u64>; N],
+    /// Deferred short last block fragments (message id, frame bytes), in
+    /// message order; see `send::MAX_DEFERRED_TAILS`. Their bytes are
+    /// reserved in the block window when deferred, so they can always go.
+    tails: VecDeque<(u64, u32)>,
+    tail_reserved: usize,
+    tails_flushing: bool,
+    /// Fragments to send again, per channel.
+    retx: [VecDeque<(u64, u16)>; N],
+    /// Data frames by sequence number from `sent_base`; None once resolved.
+    sent: VecDeque<Option<SentPacket>>,
+    sent_base: u64,
+    /// Bytes in flight per channel.
+    in_flight: [usize; N],
+    reorder_threshold: u64,
+    peer_credit: usize,
+    largest_acked: Option<u64>,
+    last_sent: Instant,
+    pto_count: u32,
+    loss_time: Option<Instant>,
+    next_deadline: Option<Instant>,
+    cc: DelayController,
+    /// The block window held a frame back since the last RTT sample.
+    block_limited: bool,
+    /// Block bytes newly acked since the last RTT sample.
+    block_acked: usize,
+
+    // Receive side.
+    received: RangeSet,
+    largest_recv_at: Instant,
+    ack_pending: u32,
+    ack_now: bool,
+    ack_at: Option<Instant>,
+    delivered: IdWindow,
+    reasm: Vec<Reassembly>,
+    /// Bytes of partial reassemblies: blocks, and heartbeat + control.
+    partial_block: usize,
+    partial_small: usize,
+
+    probe: Probe,
+    probe_replies: VecDeque<ProbeRepr>,
+}
+
+impl Session {
+    pub(crate) fn new(cfg: &Config, path: PeerConfig) -> Self {
+        let max_udp = path.max_udp_payload();
+        Session {
+            peer: path.node,
+            peer_incarnation: Incarnation::UNKNOWN,
+            last_heard: Instant::ZERO,
+            path,
+            max_udp,
+            frag_cap: icx_wire::data_capacity(max_udp),
+            stats: PeerStats::default(),
+            rtt: RttEstimator::new(cfg.initial_rtt),
+            next_msg_id: 1,
+            next_seq: 1,
+            queue: VecDeque::new(),
+            live: [0; N],
+            unsent: Default::default(),
+            tails: VecDeque::new(),
+            tail_reserved: 0,
+            tails_flushing: false,
+            retx: Default::default(),
+            sent: VecDeque::new(),
+            sent_base: 1,
+            in_flight: [0; N],
+            reorder_threshold: loss::PACKET_THRESHOLD,
+            peer_credit: cfg.window_bytes,
+            largest_acked: None,
+            last_sent: Instant::ZERO,
+            pto_count: 0,
+            loss_time: None,
+            next_deadline: None,
+            cc: DelayController::new(cfg.cc),
+            block_limited: false,
+            block_acked: 0,
+            received: RangeSet::new(RECV_RANGES),
+            largest_recv_at: Instant::ZERO,
+            ack_pending: 0,
+            ack_now: false,
+            ack_at: None,
+            delivered: IdWindow::default(),
+            reasm: Vec::new(),
+            partial_block: 0,
+            partial_small: 0,
+            probe: Probe::new(),
+            probe_replies: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn live_messages(&self) -> usize {
+        self.live.iter().sum()
+    }
+
+    fn total_in_flight(&self) -> usize {
+        self.in_flight.iter().sum()
+    }
+
+    pub(crate) fn path(&self) -> PeerConfig {
+        self.path
+    }
+
+    /// A new path MTU: later messages are cut for it (queued ones keep their
+    /// fragment size, which the receiver learnt from their first fragment)
+    /// and the path is probed again.
+    pub(crate) fn set_path(&mut self, path: PeerConfig) {
+        self.path = path;
+        self.max_udp = path.max_udp_payload();
+        self.frag_cap = icx_wire::data_capacity(self.max_udp);
+        self.probe = Probe::new();
+    }
+
+    /// The block congestion window and the queueing delay behind it.
+    pub(crate) fn cc_state(&self) -> (usize, icx_core::Duration) {
+        (self.cc.window(), self.cc.queue_delay())
+    }
+
+    fn header(&self, cfg: &Config, channel: Channel, seq: u64, kind: FrameKind) -> Header {
+        Header {
+            kind,
+            flags: 0,
+            channel,
+            cluster: cfg.cluster,
+            src: cfg.node,
+            dst: self.peer,
+            src_incarnation: cfg.incarnation,
+            dst_incarnation: self.peer_incarnation,
+            seq,
+        }
+    }
+
+    pub(crate) fn abandon_all(&mut self, reason: LossReason, events: &mut VecDeque<Event>) {
+        for i in 0..self.queue.len() {
+            if !self.queue[i].done {
+                self.resolve(i, events, Err(reason));
+            }
+        }
+        self.queue.clear();
+        for l in &mut self.unsent {
+            l.clear();
+        }
+        self.tails.clear();
+        self.tail_reserved = 0;
+        self.tails_flushing = false;
+        for r in &mut self.retx {
+            r.clear();
+        }
+        self.next_deadline = None;
+    }
+
+    /// The peer came back as a new incarnation: everything both ways with its
+    /// old life is void.
+    pub(crate) fn reset_for_restart(&mut self, events: &mut VecDeque<Event>) {
+        self.abandon_all(LossReason::PeerRestarted, events);
+        self.sent_base = self.next_seq;
+        self.sent.clear();
+        self.in_flight = [0; N];
+        self.largest_acked = None;
+        self.loss_time = None;
+        self.pto_count = 0;
+        self.received.clear();
+        self.ack_pending = 0;
+        self.ack_now = false;
+        self.ack_at = None;
+        self.delivered.reset();
+        self.reasm.clear();
+        self.partial_block = 0;
+        self.partial_small = 0;
+        self.probe_replies.clear();
+    }
+}

@@ -1,0 +1,355 @@
+//! The send side: the queue, channel priority, fragmentation and the window.
+
+use super::{is_small, OutMsg, SentPacket, Session, BLOCK, MAX_ID_SPAN};
+use crate::{Config, Event, LossReason, SendError, Transmit};
+use icx_core::{Channel, Duration, HeaderBuf, Instant, Payload, SharedBuf};
+use icx_wire::{AckRepr, Body, DataRepr, FrameKind, FrameRepr, Header};
+use std::collections::VecDeque;
+
+/// Ranges a piggybacked ack carries (keeps the data header small).
+pub(super) const PIGGYBACK_RANGES: usize = 8;
+const _: () = assert!(
+    DataRepr::HEADER_LEN + AckRepr::EXT_FIXED_LEN + 8 * PIGGYBACK_RANGES
+        <= icx_core::HEADER_INLINE_CAP
+);
+/// Short last fragments held back while later messages' full-size fragments
+/// go first. Backends send runs of equal-size frames as one GSO train, and a
+/// short frame ends a train: deferring the tails lets one train carry several
+/// blocks (then the tails go as a train of their own), which on 8 KiB blocks
+/// at MTU 1500 cuts the sends per block from one to about a quarter. The
+/// bound keeps a tail from waiting behind more than a train's worth of
+/// frames. Block channel only: the small channels never wait.
+const MAX_DEFERRED_TAILS: usize = 8;
+
+/// The channels whose frames go before any block frame, in priority order.
+const SMALL: [Channel; 2] = [Channel::Heartbeat, Channel::Control];
+
+impl Session {
+    pub(crate) fn enqueue(
+        &mut self,
+        channel: Channel,
+        buf: SharedBuf,
+        deadline: Instant,
+        max_queued: usize,
+    ) -> Result<u64, SendError> {
+        // Per channel, so blocks filling their queue never refuse a
+        // heartbeat; and a bound on the id span the receiver accepts.
+        if self.live[channel.index()] >= max_queued || self.queue.len() as u64 >= MAX_ID_SPAN {
+            return Err(SendError::QueueFull);
+        }
+        let frag_count = buf.len().div_ceil(self.frag_cap).max(1);
+        if frag_count > u16::MAX as usize {
+            return Err(SendError::TooLarge {
+                len: buf.len(),
+                max: self.frag_cap * u16::MAX as usize,
+            });
+        }
+        let id = self.next_msg_id;
+        self.next_msg_id += 1;
+        self.queue.push_back(OutMsg {
+            id,
+            channel,
+            buf,
+            frag_cap: self.frag_cap as u32,
+            frag_count: frag_count as u16,
+            next_frag: 0,
+            acked: crate::util::FragBits::new(frag_count),
+            acked_count: 0,
+            first_sent: None,
+            deadline,
+            done: false,
+        });
+        self.unsent[channel.index()].push_back(id);
+        self.live[channel.index()] += 1;
+        self.stats.sent += 1;
+        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        Ok(id)
+    }
+
+    pub(super) fn msg_index(&self, id: u64) -> Option<usize> {
+        let front = self.queue.front()?.id;
+        let i = usize::try_from(id.checked_sub(front)?).ok()?;
+        (i < self.queue.len() && !self.queue[i].done).then_some(i)
+    }
+
+    /// Lowest unresolved message id: the receiver may forget everything below.
+    fn msg_floor(&self) -> u64 {
+        self.queue.front().map_or(self.next_msg_id, |m| m.id)
+    }
+
+    pub(super) fn pop_resolved(&mut self) {
+        while self.queue.front().is_some_and(|m| m.done) {
+            self.queue.pop_front();
+        }
+        let la = self.largest_acked.unwrap_or(0);
+        while let Some(front) = self.sent.front() {
+            let forget = match front {
+                None => true,
+                Some(p) => p.lost && self.sent_base + super::loss::LOST_MEMORY <= la,
+            };
+            if !forget {
+                break;
+            }
+            self.sent.pop_front();
+            self.sent_base += 1;
+        }
+    }
+
+    pub(super) fn resolve(
+        &mut self,
+        i: usize,
+        events: &mut VecDeque<Event>,
+        outcome: Result<Duration, LossReason>,
+    ) {
+        let m = &mut self.queue[i];
+        m.done = true;
+        self.live[m.channel.index()] -= 1;
+        let (peer, channel, msg_id) = (self.peer, m.channel, m.id);
+        match outcome {
+            Ok(rtt) => {
+                self.stats.acked += 1;
+                events.push_back(Event::Acked {
+                    peer,
+                    channel,
+                    msg_id,
+                    rtt,
+                });
+            }
+            Err(reason) => {
+                self.stats.lost += 1;
+                events.push_back(Event::Lost {
+                    peer,
+                    channel,
+                    msg_id,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn data_frame(&mut self, now: Instant, cfg: &Config, i: usize, frag: u16) -> Transmit {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let floor = self.msg_floor();
+        let (off, len) = self.queue[i].frag_range(frag);
+        // Carry a pending ack when it fits: a reply then acks its request
+        // without a datagram of its own.
+        let piggy = (self.ack_pending > 0).then(|| self.build_ack(now, cfg, PIGGYBACK_RANGES));
+        let m = &mut self.queue[i];
+        m.first_sent.get_or_insert(now);
+        let data = DataRepr {
+            msg_id: m.id,
+            msg_len: m.buf.len() as u32,
+            frag_offset: off as u32,
+            frag_index: frag,
+            frag_count: m.frag_count,
+            msg_floor: floor,
+        };
+        let mut repr = FrameRepr {
+            header: Header {
+                kind: FrameKind::Data,
+                flags: 0,
+                channel: m.channel,
+                cluster: cfg.cluster,
+                src: cfg.node,
+                dst: self.peer,
+                src_incarnation: cfg.incarnation,
+                dst_incarnation: self.peer_incarnation,
+                seq,
+            },
+            body: Body::Data(data),
+        };
+        let mut acked = false;
+        if let Some(a) = piggy {
+            let with = FrameRepr {
+                header: repr.header,
+                body: Body::DataAck(data, a),
+            };
+            if with.header_len() + len <= self.max_udp {
+                repr = with;
+                acked = true;
+            }
+        }
+        let hl = repr.header_len();
+        let mut header = HeaderBuf::new();
+        header.set_len(hl);
+        // Cannot fail: a data header plus PIGGYBACK_RANGES fits the buffer.
+        let _ = repr.emit(header.as_mut_slice(), &m.buf[off..off + len]);
+        let payload = Payload::new(m.buf.clone(), off, len).unwrap_or(Payload::EMPTY);
+        let bytes = (hl + len) as u32;
+        let (msg_id, channel) = (m.id, m.channel);
+        if acked {
+            self.stats.acks_piggybacked += 1;
+            self.ack_sent();
+        }
+        self.sent.push_back(Some(SentPacket {
+            msg_id,
+            frag,
+            channel,
+            lost: false,
+            time: now,
+            bytes,
+        }));
+        self.in_flight[channel.index()] += bytes as usize;
+        self.last_sent = now;
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += len as u64;
+        Transmit {
+            peer: self.peer,
+            header,
+            payload,
+        }
+    }
+
+    /// Whether a frame of `bytes` on `ch` may go now. Blocks: within the
+    /// least of `window_bytes`, the receiver's credit and the congestion
+    /// window. Heartbeat and control: within their own reserve each.
+    fn window_allows(&mut self, cfg: &Config, ch: Channel, bytes: usize) -> bool {
+        let c = ch.index();
+        let (committed, limit) = if is_small(ch) {
+            (self.in_flight[c], cfg.small_window_bytes)
+        } else {
+            (
+                self.in_flight[c] + self.tail_reserved,
+                cfg.window_bytes.min(self.peer_credit).min(self.cc.window()),
+            )
+        };
+        // One frame may always go when nothing is in flight, so a zero credit
+        // cannot deadlock the session.
+        let ok = committed == 0 || committed + bytes <= limit;
+        if !ok && c == BLOCK {
+            self.block_limited = true;
+        }
+        ok
+    }
+
+    /// Sends the oldest deferred tail whose message is still unresolved.
+    fn pop_tail(&mut self, now: Instant, cfg: &Config) -> Option<Transmit> {
+        while let Some((id, bytes)) = self.tails.pop_front() {
+            self.tail_reserved -= bytes as usize;
+            if let Some(i) = self.msg_index(id) {
+                let frag = self.queue[i].frag_count - 1;
+                return Some(self.data_frame(now, cfg, i, frag));
+            }
+        }
+        None
+    }
+
+    /// Whether [`Session::poll_urgent`] may have something.
+    pub(crate) fn has_urgent(&self) -> bool {
+        !self.probe_replies.is_empty()
+            || self.probe.wants_to_send()
+            || self.ack_pending > 0
+            || SMALL
+                .iter()
+                .any(|c| !self.retx[c.index()].is_empty() || !self.unsent[c.index()].is_empty())
+    }
+
+    /// Frames that go before any block frame: probes, due acks, then the
+    /// heartbeat and control channels, each retransmissions first.
+    pub(crate) fn poll_urgent(
+        &mut self,
+        now: Instant,
+        cfg: &Config,
+        padding: Option<&SharedBuf>,
+    ) -> Option<Transmit> {
+        if let Some(t) = self.poll_probe(now, cfg, padding) {
+            return Some(t);
+        }
+        if self.ack_pending > 0 && (self.ack_now || self.ack_at.is_some_and(|t| t <= now)) {
+            return Some(self.ack_frame(now, cfg));
+        }
+        for ch in SMALL {
+            if let Some(t) = self.poll_retx(now, cfg, ch) {
+                return Some(t);
+            }
+            if let Some(t) = self.poll_new(now, cfg, ch) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// The next block frame: retransmissions first (they complete messages
+    /// the receiver holds), then new fragments, deferring short tails.
+    pub(crate) fn poll_block(&mut self, now: Instant, cfg: &Config) -> Option<Transmit> {
+        if let Some(t) = self.poll_retx(now, cfg, Channel::Block) {
+            return Some(t);
+        }
+        if !self.retx[BLOCK].is_empty() {
+            // The window is full: nothing new may overtake a retransmission.
+            return None;
+        }
+        if self.tails_flushing {
+            if let Some(t) = self.pop_tail(now, cfg) {
+                return Some(t);
+            }
+            self.tails_flushing = false;
+        }
+        if let Some(t) = self.poll_new(now, cfg, Channel::Block) {
+            return Some(t);
+        }
+        // Nothing more of full size can go now: the tails follow as a train.
+        self.pop_tail(now, cfg)
+    }
+
+    fn poll_retx(&mut self, now: Instant, cfg: &Config, ch: Channel) -> Option<Transmit> {
+        let c = ch.index();
+        while let Some(&(id, frag)) = self.retx[c].front() {
+            let Some(i) = self.msg_index(id) else {
+                self.retx[c].pop_front();
+                continue;
+            };
+            if self.queue[i].acked.get(frag as usize) {
+                self.retx[c].pop_front();
+                continue;
+            }
+            let bytes = DataRepr::HEADER_LEN + self.queue[i].frag_range(frag).1;
+            if !self.window_allows(cfg, ch, bytes) {
+                return None;
+            }
+            self.retx[c].pop_front();
+            self.stats.retransmitted += 1;
+            return Some(self.data_frame(now, cfg, i, frag));
+        }
+        None
+    }
+
+    /// The next first transmission on `ch`, in message order.
+    fn poll_new(&mut self, now: Instant, cfg: &Config, ch: Channel) -> Option<Transmit> {
+        let c = ch.index();
+        while let Some(&id) = self.unsent[c].front() {
+            let Some(i) = self.msg_index(id) else {
+                // Resolved before it was all sent (its deadline passed).
+                self.unsent[c].pop_front();
+                continue;
+            };
+            let m = &self.queue[i];
+            let frag = m.next_frag;
+            let len = m.frag_range(frag).1;
+            let bytes = DataRepr::HEADER_LEN + len;
+            if !self.window_allows(cfg, ch, bytes) {
+                return None;
+            }
+            let m = &mut self.queue[i];
+            let last = frag + 1 == m.frag_count;
+            let short_tail = c == BLOCK && frag > 0 && last && len < m.frag_cap as usize;
+            m.next_frag += 1;
+            if last {
+                self.unsent[c].pop_front();
+            }
+            if short_tail {
+                self.tails.push_back((id, bytes as u32));
+                self.tail_reserved += bytes;
+                if self.tails.len() >= MAX_DEFERRED_TAILS {
+                    // Send them all, as one train, before more full frames.
+                    self.tails_flushing = true;
+                    return self.pop_tail(now, cfg);
+                }
+                continue;
+            }
+            return Some(self.data_frame(now, cfg, i, frag));
+        }
+        None
+    }
+}

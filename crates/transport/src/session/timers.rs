@@ -1,0 +1,75 @@
+//! The session's timers: its next timeout is the minimum of these.
+
+use super::probe::PathState;
+use super::Session;
+use crate::{Config, Event};
+use icx_core::Instant;
+use std::collections::VecDeque;
+
+/// Timers, as a fieldless enum over a fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Ack,
+    Loss,
+    Pto,
+    Deadline,
+    Probe,
+}
+
+impl Timer {
+    const ALL: [Timer; 5] = [
+        Timer::Ack,
+        Timer::Loss,
+        Timer::Pto,
+        Timer::Deadline,
+        Timer::Probe,
+    ];
+}
+
+impl Session {
+    fn timer(&self, t: Timer, cfg: &Config) -> Option<Instant> {
+        match t {
+            Timer::Ack => self.ack_at.filter(|_| self.ack_pending > 0),
+            Timer::Loss => self.loss_time,
+            Timer::Pto => self.pto_at(cfg),
+            Timer::Deadline => self.next_deadline,
+            Timer::Probe => (self.probe.state == PathState::Probing && self.probe.to_send == 0)
+                .then_some(self.probe.next_at),
+        }
+    }
+
+    pub(crate) fn next_timeout(&self, cfg: &Config) -> Option<Instant> {
+        let pending_now = self.ack_now && self.ack_pending > 0
+            || self.probe.to_send > 0
+            || !self.probe_replies.is_empty()
+            || !self.tails.is_empty();
+        let t = Timer::ALL.iter().filter_map(|&t| self.timer(t, cfg)).min();
+        if pending_now {
+            // Output is waiting: ask to be polled at once.
+            return Some(Instant::ZERO);
+        }
+        t
+    }
+
+    pub(crate) fn on_timeout(&mut self, now: Instant, cfg: &Config, events: &mut VecDeque<Event>) {
+        for t in Timer::ALL {
+            if self.timer(t, cfg).is_none_or(|at| at > now) {
+                continue;
+            }
+            match t {
+                Timer::Ack => self.ack_now = true,
+                Timer::Loss => self.detect_lost(now, cfg),
+                Timer::Pto => self.on_pto(now),
+                Timer::Deadline => self.expire(now, events),
+                Timer::Probe => {
+                    let was = self.probe.state;
+                    self.start_probe_round(now, cfg);
+                    if was == PathState::Probing && self.probe.state == PathState::Mismatch {
+                        self.mismatch_event(events);
+                    }
+                }
+            }
+        }
+        self.pop_resolved();
+    }
+}
