@@ -46,8 +46,12 @@ pub struct Pattern {
     /// Bytes of each reply, for block requests.
     pub reply_size: usize,
     pub inflight: usize,
+    /// Channel of requests (ping, block requests); the server answers on it
+    /// (blocks themselves always travel on the block channel).
+    pub channel: Channel,
     /// Background one-way flow (under-load): messages/s and size.
     pub load: Option<(f64, usize)>,
+    pub load_channel: Channel,
     pub warmup: Duration,
     pub duration: Option<Duration>,
     pub count: Option<u64>,
@@ -323,8 +327,8 @@ impl Client {
     /// Runs one pattern: warm-up, measured phase, drain, final stats.
     pub fn run(&mut self, p: &Pattern) -> Result<Measured, String> {
         let servers = self.servers();
-        // Requests go on the control channel, one-way data on the block channel.
-        let (target, channel) = (self.server, Channel::Control);
+        // Requests go on the pattern's channel, one-way data on the block channel.
+        let (target, channel) = (self.server, p.channel);
         let clock0 = Instant::now();
         let measure_start = clock0 + p.warmup;
         let mut measure_start_ns = u64::MAX;
@@ -437,7 +441,7 @@ impl Client {
                     while next_load <= now {
                         next_load += iv;
                         let h = Header::new(Kind::OneWay, 0, self.now_ns());
-                        match self.send_msg(self.server, Channel::Block, size, &h)? {
+                        match self.send_msg(self.server, p.load_channel, size, &h)? {
                             Some(_) => {
                                 if phase == 1 {
                                     load_sent += 1;

@@ -15,7 +15,7 @@ mod sys;
 use backend::{BackendKind, BackendOpts, Toggle, ZcMode};
 use clap::{Args, Parser, Subcommand};
 use client::{Client, ClientConfig, Measured, Pattern};
-use icx_core::{ClusterId, Incarnation};
+use icx_core::{Channel, ClusterId, Incarnation};
 use icx_driver::LoopbackNet;
 use proto::{Kind, HEADER_LEN, ROUTED_LEN};
 use report::{Context, Report};
@@ -240,6 +240,13 @@ struct RunArgs {
     /// under-load: bytes of each background message.
     #[arg(long, value_parser = parse_size, default_value = "8K")]
     load_size: usize,
+    /// icx channel of the measured requests and their replies: heartbeat,
+    /// control or block (default: heartbeat for under-load, else control).
+    #[arg(long, value_parser = parse_channel)]
+    ping_channel: Option<Channel>,
+    /// under-load: icx channel of the background flow.
+    #[arg(long, value_parser = parse_channel, default_value = "block")]
+    load_channel: Channel,
     /// Percent of datagrams the client drops each way (fault injection).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
@@ -279,6 +286,13 @@ struct RunArgs {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+}
+
+fn parse_channel(s: &str) -> Result<Channel, String> {
+    Channel::ALL
+        .into_iter()
+        .find(|c| c.name() == s.trim())
+        .ok_or_else(|| format!("'{s}' is not a channel (heartbeat, control or block)"))
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -665,12 +679,19 @@ fn run_client(
         };
         (rate, a.load_size)
     });
+    let channel = a.ping_channel.unwrap_or(if verb == Verb::UnderLoad {
+        Channel::Heartbeat
+    } else {
+        Channel::Control
+    });
     let base = Pattern {
         kind: Kind::Ping,
         len: a.msg_size,
         reply_size: 0,
         inflight,
+        channel,
         load,
+        load_channel: a.load_channel,
         warmup: Duration::from_secs_f64(a.warmup),
         duration,
         count: a.count,
@@ -736,6 +757,8 @@ fn run_client(
         inflight,
         warmup_s: a.warmup,
         load,
+        channel,
+        load_channel: a.load_channel,
     };
     let udp_info = backend::BackendInfo {
         name: "kernel-udp".into(),

@@ -4,6 +4,7 @@
 use crate::backend::BackendInfo;
 use crate::client::{Counters, Measured};
 use crate::stats::Rtt;
+use icx_core::Channel;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -26,6 +27,8 @@ pub struct Load {
     /// Requested background rate, messages/s.
     pub rate: f64,
     pub msg_size: usize,
+    /// icx channel of the background flow.
+    pub channel: &'static str,
     pub sent: u64,
     /// Delivered at the server (its count).
     pub delivered: u64,
@@ -76,6 +79,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_size: Option<usize>,
     pub frames_per_msg: usize,
+    /// icx channel of the measured requests (and ping replies).
+    pub channel: &'static str,
     pub inflight: usize,
     pub warmup_s: f64,
     pub duration_s: f64,
@@ -121,6 +126,8 @@ pub struct Context {
     pub inflight: usize,
     pub warmup_s: f64,
     pub load: Option<(f64, usize)>,
+    pub channel: Channel,
+    pub load_channel: Channel,
 }
 
 pub fn frames_for(ctx: &Context) -> (usize, usize, usize) {
@@ -149,6 +156,7 @@ pub fn build(ctx: &Context, m: &Measured) -> Report {
         m.load.map(|(sent, delivered, behind)| Load {
             rate,
             msg_size: size,
+            channel: ctx.load_channel.name(),
             sent,
             delivered,
             behind,
@@ -170,6 +178,7 @@ pub fn build(ctx: &Context, m: &Measured) -> Report {
         msg_size: ctx.msg_size,
         request_size: ctx.request_size,
         frames_per_msg: frames,
+        channel: ctx.channel.name(),
         inflight: ctx.inflight,
         warmup_s: ctx.warmup_s,
         duration_s: secs,
@@ -254,7 +263,7 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         w,
-        "ibench: message {} B{}, MTU {} ({} B datagrams, {} B data/frame, {} frame{}/msg), inflight {}",
+        "ibench: message {} B{}, MTU {} ({} B datagrams, {} B data/frame, {} frame{}/msg), inflight {}, channel {}",
         r.msg_size,
         r.request_size
             .map(|q| format!(" (request {q} B)"))
@@ -264,7 +273,8 @@ pub fn table(r: &Report) -> String {
         r.data_per_frame,
         r.frames_per_msg,
         if r.frames_per_msg == 1 { "" } else { "s" },
-        r.inflight
+        r.inflight,
+        r.channel
     );
     let _ = writeln!(
         w,
@@ -285,8 +295,8 @@ pub fn table(r: &Report) -> String {
     if let Some(l) = &r.load {
         let _ = writeln!(
             w,
-            "ibench: background load {:.0} msg/s x {} B requested: {} sent, {} delivered ({:.0} msg/s, {:.3} Gbit/s), {} behind schedule",
-            l.rate, l.msg_size, l.sent, l.delivered, l.msgs_per_sec, l.gbit_per_sec, l.behind
+            "ibench: background load {:.0} msg/s x {} B on the {} channel requested: {} sent, {} delivered ({:.0} msg/s, {:.3} Gbit/s), {} behind schedule",
+            l.rate, l.msg_size, l.channel, l.sent, l.delivered, l.msgs_per_sec, l.gbit_per_sec, l.behind
         );
     }
     let _ = writeln!(

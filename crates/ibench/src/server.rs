@@ -333,7 +333,12 @@ impl Server {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Delivered { peer, data, .. } => self.on_message(peer, &data),
+            Event::Delivered {
+                peer,
+                channel,
+                data,
+                ..
+            } => self.on_message(peer, channel, &data),
             Event::PeerAdded { .. } => self.c.clients += 1,
             Event::PeerRestarted { peer, .. } => {
                 self.c.restarts += 1;
@@ -360,7 +365,7 @@ impl Server {
         self.pending.push_back(p);
     }
 
-    fn on_message(&mut self, peer: NodeId, data: &[u8]) {
+    fn on_message(&mut self, peer: NodeId, channel: Channel, data: &[u8]) {
         let Some(h) = Header::parse(data) else {
             self.c.bad_requests += 1;
             return;
@@ -370,9 +375,11 @@ impl Server {
                 self.c.pings += 1;
                 let mut r = h;
                 r.kind = Kind::Pong;
+                // Answer on the channel asked on: a ping on the heartbeat
+                // channel measures that channel both ways.
                 self.queue(Pending {
                     peer,
-                    channel: Channel::Control,
+                    channel,
                     len: data.len(),
                     header: r,
                     stats: None,

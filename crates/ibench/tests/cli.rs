@@ -168,6 +168,31 @@ fn loopback_under_load_json() {
         int(load, "sent") > 0 && int(load, "delivered") > 0,
         "{load}"
     );
+    // Pings on the heartbeat channel, the load on the block channel.
+    assert_eq!(v["channel"], "heartbeat", "{v}");
+    assert_eq!(load["channel"], "block", "{load}");
+}
+
+#[test]
+fn channels_can_be_chosen() {
+    let v = ok_json(&[
+        "loopback",
+        "under-load",
+        "-t",
+        "0.5",
+        "--rate",
+        "1000",
+        "--ping-channel",
+        "control",
+        "--load-channel",
+        "control",
+        "--json",
+    ]);
+    check_result(&v, "under-load", "icx");
+    assert_eq!(v["channel"], "control", "{v}");
+    assert_eq!(v["load"]["channel"], "control", "{v}");
+    let v = ok_json(&["loopback", "ping-pong", "-t", "0.5", "--json"]);
+    assert_eq!(v["channel"], "control", "{v}");
 }
 
 #[test]
@@ -320,6 +345,10 @@ fn fails_with(args: &[&str], needle: &str) {
 
 #[test]
 fn bad_arguments_fail_clearly() {
+    fails_with(
+        &["loopback", "under-load", "--ping-channel", "bulk"],
+        "not a channel",
+    );
     fails_with(&["frobnicate"], "unrecognized subcommand");
     fails_with(
         &["ping-pong", "--peer", "127.0.0.1:9", "--mtu", "10"],
