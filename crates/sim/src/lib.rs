@@ -9,6 +9,10 @@
 //! event, and every random choice comes from the run seed, so a failing seed
 //! printed by [`run_seeds`] replays the exact run.
 //!
+//! [`host`] runs an upper-layer [`Protocol`](icx_transport::protocol::Protocol)
+//! over a transport endpoint on every simulated node: [`host::cluster`]
+//! builds N fully meshed nodes in one call.
+//!
 //! ```
 //! use icx_core::{Instant, NodeId};
 //! use icx_sim::{run_seeds, LinkConfig, Node, Sim};
@@ -44,6 +48,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod host;
 mod link;
 mod rx;
 mod seeds;
