@@ -2,9 +2,16 @@
 //!
 //! Sans-IO nodes (see [`Node`]) exchange UDP payloads over simulated links
 //! that lose, duplicate, reorder, corrupt, rate-limit and partition traffic
-//! and refuse anything over the MTU. Time is virtual and jumps from event to
+//! and refuse anything over the MTU. A link can have a finite buffer
+//! ([`LinkConfig::queue_limit`]) and a node a finite receive rate
+//! ([`RxConfig`]), and the one-way delay of chosen datagrams can be recorded
+//! ([`Sim::record_deliveries`]). Time is virtual and jumps from event to
 //! event, and every random choice comes from the run seed, so a failing seed
 //! printed by [`run_seeds`] replays the exact run.
+//!
+//! [`host`] runs an upper-layer [`Protocol`](icx_transport::protocol::Protocol)
+//! over a transport endpoint on every simulated node: [`host::cluster`]
+//! builds N fully meshed nodes in one call.
 //!
 //! ```
 //! use icx_core::{Instant, NodeId};
@@ -41,10 +48,13 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod host;
 mod link;
+mod rx;
 mod seeds;
 mod sim;
 
 pub use link::{LinkConfig, LinkStats, MtuViolation, MTU_IPV4_1500, MTU_IPV4_9000, MTU_IPV6_1500};
+pub use rx::{RxConfig, RxStats};
 pub use seeds::{run_seeds, seeds_from_env, SEED_ENV};
-pub use sim::{Node, Sim, TraceEvent, START};
+pub use sim::{Delivery, DeliveryRecord, Node, Sim, TraceEvent, START};

@@ -39,6 +39,15 @@ pub struct LinkConfig {
     /// Serialisation rate of this direction in bits per second of UDP payload
     /// (headers are not counted). `None` is infinitely fast.
     pub bandwidth_bps: Option<u64>,
+    /// The sender-side buffer of this direction, in bytes of UDP payload
+    /// waiting for serialisation (the datagram on the wire counts for what
+    /// it has not yet sent). A datagram that finds more than this already
+    /// waiting is tail-dropped and counted in [`LinkStats::overflow`], so the
+    /// buffer holds at most `queue_limit` plus one datagram, and queueing
+    /// delay is at most `(queue_limit + len) * 8 / bandwidth_bps`. Only
+    /// meaningful with `bandwidth_bps` (an infinitely fast link never
+    /// queues); `None` is an unbounded buffer.
+    pub queue_limit: Option<usize>,
 }
 
 impl Default for LinkConfig {
@@ -61,6 +70,7 @@ impl LinkConfig {
             corrupt: 0.0,
             mtu,
             bandwidth_bps: None,
+            queue_limit: None,
         }
     }
 
@@ -116,24 +126,55 @@ impl LinkConfig {
         self
     }
 
+    /// A finite buffer of `bytes` in front of the serialiser (see
+    /// [`LinkConfig::queue_limit`]); use with [`LinkConfig::with_bandwidth`].
+    pub fn with_queue_limit(mut self, bytes: usize) -> Self {
+        self.queue_limit = Some(bytes);
+        self
+    }
+
     /// Time to put `len` bytes on the wire; zero for an unlimited (or zero-rate,
     /// treated as unlimited) link.
     pub(crate) fn serialisation_time(&self, len: usize) -> Duration {
-        match self.bandwidth_bps {
-            Some(bps) if bps > 0 => {
-                let ns = (len as u128 * 8 * 1_000_000_000).div_ceil(bps as u128);
-                Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
-            }
-            _ => Duration::ZERO,
+        transfer_time(self.bandwidth_bps, len)
+    }
+
+    /// Bytes not yet serialised when the serialiser is busy for `backlog`
+    /// more; zero on an unlimited link.
+    pub(crate) fn backlog_bytes(&self, backlog: Duration) -> u64 {
+        bytes_in(self.bandwidth_bps, backlog)
+    }
+}
+
+/// Time to move `len` bytes at `bps` bits per second, rounded up to the
+/// nanosecond; zero when the rate is unlimited (`None` or 0).
+pub(crate) fn transfer_time(bps: Option<u64>, len: usize) -> Duration {
+    match bps {
+        Some(bps) if bps > 0 => {
+            let ns = (len as u128 * 8 * 1_000_000_000).div_ceil(bps as u128);
+            Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
         }
+        _ => Duration::ZERO,
+    }
+}
+
+/// Whole bytes moved in `d` at `bps` (rounded down, so a backlog made of
+/// rounded-up transfer times maps back to its bytes).
+fn bytes_in(bps: Option<u64>, d: Duration) -> u64 {
+    match bps {
+        Some(bps) if bps > 0 => {
+            let b = d.as_nanos() * u128::from(bps) / 8_000_000_000;
+            u64::try_from(b).unwrap_or(u64::MAX)
+        }
+        _ => 0,
     }
 }
 
 /// What happened to datagrams on a link (or, summed, on all of them).
 ///
 /// `sent` counts datagrams the sender emitted; each ends up in exactly one of
-/// `oversize`, `unroutable`, `partitioned` (cut when sent), `dropped` or on
-/// its way. Copies on their way end up `delivered` or `partitioned` (cut
+/// `oversize`, `unroutable`, `partitioned` (cut when sent), `overflow`,
+/// `dropped` or on its way. Copies on their way end up `delivered` or `partitioned` (cut
 /// while in flight) or `unroutable` (receiver removed while in flight), so
 /// `delivered` can exceed `sent - dropped` by up to `duplicated`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,6 +194,13 @@ pub struct LinkStats {
     pub oversize: u64,
     /// Datagrams and copies addressed to a node the simulator does not have.
     pub unroutable: u64,
+    /// Datagrams tail-dropped because the link's buffer was full
+    /// ([`LinkConfig::queue_limit`]).
+    pub overflow: u64,
+    /// The most bytes ever waiting for serialisation, counting the datagram
+    /// just queued (only on links with a bandwidth). Summed stats keep the
+    /// largest.
+    pub peak_queue_bytes: u64,
 }
 
 impl AddAssign for LinkStats {
@@ -166,6 +214,8 @@ impl AddAssign for LinkStats {
         self.partitioned += o.partitioned;
         self.oversize += o.oversize;
         self.unroutable += o.unroutable;
+        self.overflow += o.overflow;
+        self.peak_queue_bytes = self.peak_queue_bytes.max(o.peak_queue_bytes);
     }
 }
 

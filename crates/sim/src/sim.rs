@@ -1,6 +1,7 @@
 //! The event loop: a virtual clock, an event heap, and the nodes.
 
 use crate::link::{LinkConfig, LinkStats, MtuViolation};
+use crate::rx::{RxConfig, RxStats};
 use icx_core::{derive_seed, seeded_rng, Duration, Instant, NodeId, SeededRng};
 use rand::Rng;
 use std::cmp::Ordering;
@@ -45,8 +46,10 @@ pub trait Node {
 /// One entry of a recorded trace (see [`Sim::record_trace`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TraceEvent {
+    /// Handed to `to` at `at`; `sent_at` is when `from` emitted it.
     Delivered {
         at: Instant,
+        sent_at: Instant,
         from: NodeId,
         to: NodeId,
         data: Vec<u8>,
@@ -55,6 +58,66 @@ pub enum TraceEvent {
         at: Instant,
         node: NodeId,
     },
+}
+
+/// A datagram being handed to a node, as a delivery classifier sees it (see
+/// [`Sim::record_deliveries`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// When the sender emitted it (from `poll_transmit`), before any queueing
+    /// for serialisation.
+    pub sent_at: Instant,
+    /// When the link delivered it to the receiving host.
+    pub arrived_at: Instant,
+    /// When it was handed to the node: `arrived_at` plus any time in the
+    /// node's receive queue ([`RxConfig`]).
+    pub delivered_at: Instant,
+    /// The UDP payload as delivered (corrupted, if the link corrupted it).
+    pub data: &'a [u8],
+}
+
+impl Delivery<'_> {
+    /// One-way delay: emission to handover.
+    pub fn delay(&self) -> Duration {
+        self.delivered_at - self.sent_at
+    }
+}
+
+/// A delivery the classifier kept, with the class it gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub sent_at: Instant,
+    pub arrived_at: Instant,
+    pub delivered_at: Instant,
+    pub len: usize,
+    pub class: u64,
+}
+
+impl DeliveryRecord {
+    /// One-way delay: emission to handover.
+    pub fn delay(&self) -> Duration {
+        self.delivered_at - self.sent_at
+    }
+}
+
+type Classifier = Box<dyn FnMut(&Delivery<'_>) -> Option<u64> + Send>;
+
+struct DeliveryLog {
+    classify: Classifier,
+    records: Vec<DeliveryRecord>,
+}
+
+/// A node's receive queue (see [`RxConfig`]).
+#[derive(Default)]
+struct Rx {
+    /// `None`: datagrams go straight to the node once the queue has drained.
+    cfg: Option<RxConfig>,
+    busy_until: Instant,
+    stats: RxStats,
 }
 
 struct Slot<N> {
@@ -88,10 +151,20 @@ impl Link {
 }
 
 enum EventKind {
+    /// The link hands the datagram to the receiving host.
     Deliver {
         from: NodeId,
         to: NodeId,
         data: Vec<u8>,
+        sent_at: Instant,
+    },
+    /// The receiving host's queue hands the datagram to the node.
+    Process {
+        from: NodeId,
+        to: NodeId,
+        data: Vec<u8>,
+        sent_at: Instant,
+        arrived_at: Instant,
     },
     Timer {
         node: NodeId,
@@ -135,7 +208,8 @@ impl Ord for Event {
 /// Partitions cut links both for datagrams sent while the cut is in place and
 /// for datagrams already in flight: a datagram is delivered only if its link
 /// is up when it is sent and when it arrives. That makes a partition take
-/// effect at once, as pulling a cable would.
+/// effect at once, as pulling a cable would. A datagram already in a node's
+/// receive queue ([`Sim::set_node_rx`]) has left the wire: cuts do not touch it.
 pub struct Sim<N> {
     seed: u64,
     now: Instant,
@@ -143,6 +217,8 @@ pub struct Sim<N> {
     links: BTreeMap<(NodeId, NodeId), Link>,
     default_link: LinkConfig,
     cuts: BTreeSet<(NodeId, NodeId)>,
+    rx: BTreeMap<NodeId, Rx>,
+    deliveries: Option<DeliveryLog>,
     events: BinaryHeap<Event>,
     next_seq: u64,
     /// Set when the caller may have changed a node behind our back
@@ -179,6 +255,8 @@ impl<N: Node> Sim<N> {
             links: BTreeMap::new(),
             default_link: LinkConfig::default(),
             cuts: BTreeSet::new(),
+            rx: BTreeMap::new(),
+            deliveries: None,
             events: BinaryHeap::new(),
             next_seq: 0,
             dirty: false,
@@ -313,6 +391,78 @@ impl<N: Node> Sim<N> {
 
     pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
         self.cuts.contains(&(from, to))
+    }
+
+    /// Gives `node` a receive queue drained at a finite rate (see
+    /// [`RxConfig`]), or with `None` takes it away: datagrams already
+    /// waiting are still handed over in order, later ones go straight to the
+    /// node. The setting belongs to the id, so it survives a restart.
+    pub fn set_node_rx(&mut self, node: NodeId, cfg: Option<RxConfig>) {
+        self.rx.entry(node).or_default().cfg = cfg;
+    }
+
+    /// `node` processes `bps` bits of UDP payload per second (the unit of
+    /// [`LinkConfig::bandwidth_bps`]) with `queue_limit` receive slots.
+    pub fn set_node_rx_rate(&mut self, node: NodeId, bps: u64, queue_limit: usize) {
+        self.set_node_rx(
+            node,
+            Some(RxConfig::rate(bps).with_queue_limit(queue_limit)),
+        );
+    }
+
+    pub fn node_rx(&self, node: NodeId) -> Option<&RxConfig> {
+        self.rx.get(&node).and_then(|r| r.cfg.as_ref())
+    }
+
+    /// What the node's receive queue did (all zero without one).
+    pub fn node_rx_stats(&self, node: NodeId) -> RxStats {
+        self.rx.get(&node).map(|r| r.stats).unwrap_or_default()
+    }
+
+    /// Bytes waiting for serialisation on a link direction now, the
+    /// datagram on the wire counting for what it has not yet sent.
+    pub fn link_backlog(&self, from: NodeId, to: NodeId) -> u64 {
+        self.links.get(&(from, to)).map_or(0, |l| {
+            self.link_config(from, to)
+                .backlog_bytes(l.busy_until.saturating_duration_since(self.now))
+        })
+    }
+
+    /// Starts recording every datagram handed to a node for which `classify`
+    /// returns a class (replacing any earlier recorder and its records). The
+    /// classifier sees the bytes, so a test can pick out, say, heartbeat
+    /// frames by their header and read their one-way delays from
+    /// [`Sim::deliveries`]. It consumes no randomness: a run replays the same
+    /// with or without it. Off by default, and then costs nothing.
+    pub fn record_deliveries(
+        &mut self,
+        classify: impl FnMut(&Delivery<'_>) -> Option<u64> + Send + 'static,
+    ) {
+        self.deliveries = Some(DeliveryLog {
+            classify: Box::new(classify),
+            records: Vec::new(),
+        });
+    }
+
+    /// Stops recording and returns what was recorded.
+    pub fn stop_recording_deliveries(&mut self) -> Vec<DeliveryRecord> {
+        self.deliveries
+            .take()
+            .map(|d| d.records)
+            .unwrap_or_default()
+    }
+
+    /// The deliveries recorded so far, in delivery order.
+    pub fn deliveries(&self) -> &[DeliveryRecord] {
+        self.deliveries.as_ref().map_or(&[], |d| &d.records)
+    }
+
+    /// Takes the deliveries recorded so far; recording goes on.
+    pub fn take_deliveries(&mut self) -> Vec<DeliveryRecord> {
+        self.deliveries
+            .as_mut()
+            .map(|d| std::mem::take(&mut d.records))
+            .unwrap_or_default()
     }
 
     /// Delivers the next event (a datagram arrival or a node timer) and lets
@@ -475,7 +625,12 @@ impl<N: Node> Sim<N> {
         self.now = self.now.max(ev.at);
         let now = self.now;
         match ev.kind {
-            EventKind::Deliver { from, to, data } => {
+            EventKind::Deliver {
+                from,
+                to,
+                data,
+                sent_at,
+            } => {
                 let cut = self.cuts.contains(&(from, to));
                 let present = self.nodes.contains_key(&to);
                 let stats = &mut self.link_mut(from, to).stats;
@@ -488,12 +643,36 @@ impl<N: Node> Sim<N> {
                     return Some(true);
                 }
                 stats.delivered += 1;
-                self.steps += 1;
-                self.record_delivery(from, to, &data);
-                if let Some(slot) = self.nodes.get_mut(&to) {
-                    slot.node.handle_datagram(now, from, &data);
+                let queue = self
+                    .rx
+                    .get(&to)
+                    .is_some_and(|rx| rx.cfg.is_some() || rx.stats.queued > 0);
+                if queue {
+                    self.enqueue_rx(from, to, data, sent_at);
+                    return Some(true);
                 }
-                self.service(to);
+                self.hand_over(from, to, &data, sent_at, now);
+                Some(true)
+            }
+            EventKind::Process {
+                from,
+                to,
+                data,
+                sent_at,
+                arrived_at,
+            } => {
+                let present = self.nodes.contains_key(&to);
+                if let Some(rx) = self.rx.get_mut(&to) {
+                    rx.stats.queued = rx.stats.queued.saturating_sub(1);
+                    if present {
+                        rx.stats.handed += 1;
+                    } else {
+                        rx.stats.orphaned += 1;
+                    }
+                }
+                if present {
+                    self.hand_over(from, to, &data, sent_at, arrived_at);
+                }
                 Some(true)
             }
             EventKind::Timer { node } => {
@@ -515,6 +694,56 @@ impl<N: Node> Sim<N> {
                 Some(true)
             }
         }
+    }
+
+    /// Gives a datagram to its node now, and lets the node respond.
+    fn hand_over(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        data: &[u8],
+        sent_at: Instant,
+        arrived_at: Instant,
+    ) {
+        let now = self.now;
+        self.steps += 1;
+        self.record_delivery(from, to, data, sent_at, arrived_at);
+        if let Some(slot) = self.nodes.get_mut(&to) {
+            slot.node.handle_datagram(now, from, data);
+        }
+        self.service(to);
+    }
+
+    /// Puts an arriving datagram in its node's receive queue, or drops it
+    /// when the queue is full.
+    fn enqueue_rx(&mut self, from: NodeId, to: NodeId, data: Vec<u8>, sent_at: Instant) {
+        let now = self.now;
+        let Some(rx) = self.rx.get_mut(&to) else {
+            return;
+        };
+        rx.stats.arrived += 1;
+        let (limit, service) = match &rx.cfg {
+            Some(c) => (c.queue_limit, c.service_time(data.len())),
+            None => (None, Duration::ZERO),
+        };
+        if limit.is_some_and(|l| rx.stats.queued >= l as u64) {
+            rx.stats.dropped += 1;
+            return;
+        }
+        rx.busy_until = rx.busy_until.max(now) + service;
+        rx.stats.queued += 1;
+        rx.stats.max_queue = rx.stats.max_queue.max(rx.stats.queued);
+        let at = rx.busy_until;
+        self.push(
+            at,
+            EventKind::Process {
+                from,
+                to,
+                data,
+                sent_at,
+                arrived_at: now,
+            },
+        );
     }
 
     /// After any interaction with a node: send what it has, re-arm its timer.
@@ -598,6 +827,13 @@ impl<N: Node> Sim<N> {
         let depart = if ser.is_zero() {
             now
         } else {
+            let waiting = cfg.backlog_bytes(link.busy_until.saturating_duration_since(now));
+            if cfg.queue_limit.is_some_and(|l| waiting > l as u64) {
+                link.stats.overflow += 1;
+                return;
+            }
+            link.stats.peak_queue_bytes =
+                link.stats.peak_queue_bytes.max(waiting + data.len() as u64);
             link.busy_until = link.busy_until.max(now) + ser;
             link.busy_until
         };
@@ -637,12 +873,20 @@ impl<N: Node> Sim<N> {
                     from,
                     to,
                     data: copy,
+                    sent_at: now,
                 },
             });
         }
     }
 
-    fn record_delivery(&mut self, from: NodeId, to: NodeId, data: &[u8]) {
+    fn record_delivery(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        data: &[u8],
+        sent_at: Instant,
+        arrived_at: Instant,
+    ) {
         let at = self.now;
         let mut h = fnv(self.digest, &[0]);
         h = fnv(h, &at.as_nanos().to_le_bytes());
@@ -653,10 +897,32 @@ impl<N: Node> Sim<N> {
         if let Some(t) = &mut self.trace {
             t.push(TraceEvent::Delivered {
                 at,
+                sent_at,
                 from,
                 to,
                 data: data.to_vec(),
             });
+        }
+        if let Some(log) = &mut self.deliveries {
+            let d = Delivery {
+                from,
+                to,
+                sent_at,
+                arrived_at,
+                delivered_at: at,
+                data,
+            };
+            if let Some(class) = (log.classify)(&d) {
+                log.records.push(DeliveryRecord {
+                    from,
+                    to,
+                    sent_at,
+                    arrived_at,
+                    delivered_at: at,
+                    len: data.len(),
+                    class,
+                });
+            }
         }
     }
 

@@ -135,7 +135,7 @@ fn run_to_quiescence(sim: &mut Sim<Toy>) {
 fn assert_accounted(s: LinkStats) {
     assert_eq!(
         s.sent + s.duplicated,
-        s.delivered + s.dropped + s.partitioned + s.oversize + s.unroutable,
+        s.delivered + s.dropped + s.partitioned + s.oversize + s.unroutable + s.overflow,
         "{s:?}"
     );
 }
@@ -606,6 +606,12 @@ proptest! {
         bw in prop_oneof![Just(None), (0u64..10_000_000_000).prop_map(Some)],
         sizes in proptest::collection::vec(0usize..3_000, 1..40),
         cut_at in proptest::option::of(0u64..2_000),
+        queue in proptest::option::of(0usize..5_000),
+        rx in proptest::option::of((
+            proptest::option::of(0u64..10_000_000_000),
+            0u64..100,
+            proptest::option::of(0usize..20),
+        )),
     ) {
         let mut sim = sim_with(seed, &[A, B], || Toy { echo_cap: 200, ..Toy::echoing() });
         sim.set_links(LinkConfig {
@@ -618,7 +624,15 @@ proptest! {
             corrupt: probs[3],
             mtu,
             bandwidth_bps: bw,
+            queue_limit: queue,
         });
+        if let Some((bps, per_us, slots)) = rx {
+            sim.set_node_rx(B, Some(icx_sim::RxConfig {
+                bps,
+                per_datagram: Duration::from_micros(per_us),
+                queue_limit: slots,
+            }));
+        }
         for (i, &n) in sizes.iter().enumerate() {
             let mut d = vec![i as u8; n];
             if let Some(h) = d.first_mut() {
@@ -634,7 +648,10 @@ proptest! {
         let s = sim.total_stats();
         assert_accounted(s);
         prop_assert_eq!(s.oversize as usize, sim.mtu_violations().len());
+        let r = sim.node_rx_stats(B);
+        prop_assert_eq!(r.arrived, r.handed + r.dropped + r.orphaned + r.queued);
+        prop_assert_eq!(r.queued, 0);
         let received = sim.node(A).received.len() + sim.node(B).received.len();
-        prop_assert_eq!(received as u64, s.delivered);
+        prop_assert_eq!(received as u64, s.delivered - r.dropped);
     }
 }

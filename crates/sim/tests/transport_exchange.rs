@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TNode;
+use common::tnode;
 use icx_core::{Duration, NodeId};
 use icx_sim::{run_seeds, LinkConfig, Sim};
 
@@ -37,35 +37,35 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
     );
 
     let mut sim = Sim::new(seed);
-    let mut a = TNode::new(seed, A, 1, B, mtu, |_| {});
-    let mut b = TNode::new(seed, B, 1, A, mtu, |_| {});
-    a.plan = plan_a.clone();
-    a.peer_plan = plan_b.clone();
-    b.plan = plan_b;
-    b.peer_plan = plan_a;
+    let mut a = tnode(seed, A, 1, B, mtu, |_| {});
+    let mut b = tnode(seed, B, 1, A, mtu, |_| {});
+    a.proto_mut().plan = plan_a.clone();
+    a.proto_mut().peer_plan = plan_b.clone();
+    b.proto_mut().plan = plan_b;
+    b.proto_mut().peer_plan = plan_a;
     sim.add_node(A, a);
     sim.add_node(B, b);
     sim.set_links(hostile(mtu_udp));
 
     let done = sim.run_until_cond(Duration::from_secs(600), 50_000_000, |s| {
         let (a, b) = (s.node(A), s.node(B));
-        a.done_sending()
-            && b.done_sending()
-            && a.tally.delivered.len() == per_side
-            && b.tally.delivered.len() == per_side
+        a.proto().done_sending()
+            && b.proto().done_sending()
+            && a.proto().tally.delivered.len() == per_side
+            && b.proto().tally.delivered.len() == per_side
     });
     let stats = sim.total_stats();
     for id in [A, B] {
         let n = sim.node(id);
         assert!(
-            n.tally.bad.is_empty(),
+            n.proto().tally.bad.is_empty(),
             "{id:?}: {:?}",
-            &n.tally.bad[..n.tally.bad.len().min(10)]
+            &n.proto().tally.bad[..n.proto().tally.bad.len().min(10)]
         );
         assert!(
-            n.tally.lost.is_empty(),
+            n.proto().tally.lost.is_empty(),
             "{id:?} lost {:?}",
-            &n.tally.lost[..n.tally.lost.len().min(10)]
+            &n.proto().tally.lost[..n.proto().tally.lost.len().min(10)]
         );
     }
     assert!(
@@ -79,14 +79,21 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
         &sim.mtu_violations()[..1]
     );
     let (a, b) = (sim.node(A), sim.node(B));
-    assert_eq!(a.tally.acked as usize, per_side);
-    assert_eq!(b.tally.acked as usize, per_side);
-    assert_eq!(a.tally.path_verified + b.tally.path_verified, 2);
+    assert_eq!(a.proto().tally.acked as usize, per_side);
+    assert_eq!(b.proto().tally.acked as usize, per_side);
+    assert_eq!(
+        a.proto().tally.path_verified + b.proto().tally.path_verified,
+        2
+    );
 
     // Every corrupted datagram that reached a node was caught and counted.
     let caught: u64 = [a, b]
         .iter()
-        .map(|n| n.ep.stats().corrupt + n.ep.stats().malformed + n.ep.stats().foreign)
+        .map(|n| {
+            n.endpoint().stats().corrupt
+                + n.endpoint().stats().malformed
+                + n.endpoint().stats().foreign
+        })
         .sum();
     assert!(stats.corrupted > 0, "the link corrupted nothing: {stats:?}");
     assert_eq!(
@@ -94,8 +101,8 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
         "corrupted {} but caught {caught}",
         stats.corrupted
     );
-    let pa = a.ep.peer_stats(B).unwrap();
-    let pb = b.ep.peer_stats(A).unwrap();
+    let pa = a.endpoint().peer_stats(B).unwrap();
+    let pb = b.endpoint().peer_stats(A).unwrap();
     assert!(pa.retransmitted > 0 && pb.retransmitted > 0);
     assert!(
         pa.duplicate + pb.duplicate > 0,
@@ -107,9 +114,9 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
         sim.now() - icx_sim::START,
         pa.retransmitted,
         pb.duplicate,
-        a.ep.stats().corrupt + b.ep.stats().corrupt,
-        a.ep.rtt_histogram(icx_core::Channel::Block).quantile(0.5),
-        a.ep.rtt_histogram(icx_core::Channel::Block).quantile(0.99),
+        a.endpoint().stats().corrupt + b.endpoint().stats().corrupt,
+        a.endpoint().rtt_histogram(icx_core::Channel::Block).quantile(0.5),
+        a.endpoint().rtt_histogram(icx_core::Channel::Block).quantile(0.99),
     );
 }
 

@@ -2,8 +2,9 @@
 
 mod common;
 
-use common::TNode;
-use icx_core::{Channel, Duration, NodeId};
+use common::{tnode, TNode};
+use icx_core::{Channel, Duration, Incarnation, NodeId};
+use icx_sim::host::write_transmit;
 use icx_sim::{run_seeds, LinkConfig, Sim};
 use icx_transport::{Event, LossReason};
 use std::collections::HashSet;
@@ -31,11 +32,11 @@ fn partition_longer_than_deadline_reports_losses_then_recovers() {
         let n = 3000;
         let plan = vec![8192; n];
         let mut sim = Sim::new(seed);
-        let mut a = TNode::new(seed, A, 1, B, 1500, short_deadlines);
-        let mut b = TNode::new(seed, B, 1, A, 1500, short_deadlines);
-        a.plan = plan.clone();
-        a.window = 32;
-        b.peer_plan = plan;
+        let mut a = tnode(seed, A, 1, B, 1500, short_deadlines);
+        let mut b = tnode(seed, B, 1, A, 1500, short_deadlines);
+        a.proto_mut().plan = plan.clone();
+        a.proto_mut().window = 32;
+        b.proto_mut().peer_plan = plan;
         sim.add_node(A, a);
         sim.add_node(B, b);
         sim.set_links(link());
@@ -43,50 +44,54 @@ fn partition_longer_than_deadline_reports_losses_then_recovers() {
         assert!(
             sim.run_until_cond(Duration::from_secs(10), 10_000_000, |s| s
                 .node(A)
+                .proto()
                 .tally
                 .acked
                 >= 500)
         );
-        sim.node_mut(A).paused = true;
-        let in_flight: HashSet<u64> = sim.node(A).outstanding.keys().copied().collect();
+        sim.node_mut(A).proto_mut().paused = true;
+        let in_flight: HashSet<u64> = sim.node(A).proto().outstanding.keys().copied().collect();
         assert!(!in_flight.is_empty());
         sim.partition(&[A], &[B]);
         sim.run_for(Duration::from_secs(1));
 
         let a = sim.node(A);
         assert!(
-            a.outstanding.is_empty(),
+            a.proto().outstanding.is_empty(),
             "unresolved after the deadline: {:?}",
-            a.outstanding.keys()
+            a.proto().outstanding.keys()
         );
         assert!(
-            !a.tally.lost.is_empty(),
+            !a.proto().tally.lost.is_empty(),
             "a partition of 1 s with a 300 ms deadline lost nothing"
         );
-        for (id, reason) in &a.tally.lost {
+        for (id, reason) in &a.proto().tally.lost {
             assert!(in_flight.contains(id), "lost {id} was not in flight");
             assert_eq!(*reason, LossReason::Deadline);
         }
-        let lost: HashSet<u64> = a.tally.lost.iter().map(|l| l.0).collect();
+        let lost: HashSet<u64> = a.proto().tally.lost.iter().map(|l| l.0).collect();
 
         sim.heal();
-        sim.node_mut(A).paused = false;
+        sim.node_mut(A).proto_mut().paused = false;
         let done = sim.run_until_cond(Duration::from_secs(30), 20_000_000, |s| {
-            s.node(A).done_sending()
+            s.node(A).proto().done_sending()
         });
         assert!(done, "session did not recover after heal");
         let (a, b) = (sim.node(A), sim.node(B));
         assert!(
-            a.tally.bad.is_empty() && b.tally.bad.is_empty(),
+            a.proto().tally.bad.is_empty() && b.proto().tally.bad.is_empty(),
             "{:?} {:?}",
-            a.tally.bad,
-            b.tally.bad
+            a.proto().tally.bad,
+            b.proto().tally.bad
         );
         // Every message is resolved exactly once at the sender...
-        assert_eq!(a.tally.acked as usize + a.tally.lost.len(), n);
+        assert_eq!(
+            a.proto().tally.acked as usize + a.proto().tally.lost.len(),
+            n
+        );
         // ...and delivered at most once; only lost ones may be missing.
         for id in 1..=n as u64 {
-            let got = b.tally.delivered.get(&id).copied().unwrap_or(0);
+            let got = b.proto().tally.delivered.get(&id).copied().unwrap_or(0);
             assert!(got <= 1);
             if got == 0 {
                 assert!(
@@ -95,7 +100,10 @@ fn partition_longer_than_deadline_reports_losses_then_recovers() {
                 );
             }
         }
-        assert_eq!(a.tally.lost.len() as u64, a.ep.peer_stats(B).unwrap().lost);
+        assert_eq!(
+            a.proto().tally.lost.len() as u64,
+            a.endpoint().peer_stats(B).unwrap().lost
+        );
     });
 }
 
@@ -106,60 +114,71 @@ fn restart_with_new_incarnation() {
     run_seeds(&[31, 32], |seed| {
         let plan = vec![16384; 400];
         let mut sim = Sim::new(seed);
-        let mut a = TNode::new(seed, A, 1, B, 1500, |_| {});
-        let mut b = TNode::new(seed, B, 1, A, 1500, |_| {});
-        a.plan = plan.clone();
-        b.plan = plan.clone();
-        a.peer_plan = plan.clone();
-        b.peer_plan = plan.clone();
+        let mut a = tnode(seed, A, 1, B, 1500, |_| {});
+        let mut b = tnode(seed, B, 1, A, 1500, |_| {});
+        a.proto_mut().plan = plan.clone();
+        b.proto_mut().plan = plan.clone();
+        a.proto_mut().peer_plan = plan.clone();
+        b.proto_mut().peer_plan = plan.clone();
         sim.add_node(A, a);
         sim.add_node(B, b);
         sim.set_links(link());
         assert!(
             sim.run_until_cond(Duration::from_secs(10), 10_000_000, |s| s
                 .node(B)
+                .proto()
                 .tally
                 .acked
                 >= 100)
         );
-        let b_in_flight = sim.node(B).outstanding.len();
+        let b_in_flight = sim.node(B).proto().outstanding.len();
         assert!(b_in_flight > 0);
 
         // A dies and comes back as incarnation 2 with the same plan.
-        let mut a2 = TNode::new(seed, A, 2, B, 1500, |_| {});
-        a2.plan = plan.clone();
-        a2.peer_plan = plan.clone();
-        sim.add_node(A, a2);
+        let old = sim
+            .restart(A, |id, pool, members| {
+                assert_eq!(members, [A, B]);
+                let mut t = TNode::new(seed, id, B, pool.clone());
+                t.plan = plan.clone();
+                t.peer_plan = plan.clone();
+                t
+            })
+            .expect("restart");
+        assert_eq!(old.incarnation(), Incarnation(1));
+        assert_eq!(sim.node(A).incarnation(), Incarnation(2));
+        drop(old);
         assert!(sim.run_until_cond(Duration::from_secs(5), 10_000_000, |s| s
             .node(B)
+            .proto()
             .tally
             .restarts
             == 1));
         let b = sim.node_mut(B);
         assert!(b
+            .proto()
             .tally
             .lost
             .iter()
             .all(|l| l.1 == LossReason::PeerRestarted));
         assert_eq!(
-            b.tally.lost.len(),
+            b.proto().tally.lost.len(),
             b_in_flight,
             "every message in flight to the old life is reported lost"
         );
         // Message ids restart with the new life.
-        b.tally.delivered.clear();
+        b.proto_mut().tally.delivered.clear();
 
         let done = sim.run_until_cond(Duration::from_secs(30), 20_000_000, |s| {
-            s.node(A).done_sending()
-                && s.node(B).done_sending()
-                && s.node(B).tally.delivered.len() == 400
+            s.node(A).proto().done_sending()
+                && s.node(B).proto().done_sending()
+                && s.node(B).proto().tally.delivered.len() == 400
         });
         assert!(done);
         for id in [A, B] {
             assert!(
-                sim.node(id).tally.bad.is_empty(),
+                sim.node(id).proto().tally.bad.is_empty(),
                 "{:?}",
-                sim.node(id).tally.bad
+                sim.node(id).proto().tally.bad
             );
         }
     });
@@ -171,15 +190,15 @@ fn restart_with_new_incarnation() {
 fn jumbo_sender_on_1500_path_reports_mtu_mismatch() {
     let seed = 41;
     let mut sim = Sim::new(seed);
-    let a = TNode::new(seed, A, 1, B, 9000, |_| {});
-    let b = TNode::new(seed, B, 1, A, 1500, |_| {});
+    let a = tnode(seed, A, 1, B, 9000, |_| {});
+    let b = tnode(seed, B, 1, A, 1500, |_| {});
     sim.add_node(A, a);
     sim.add_node(B, b);
     sim.set_links(LinkConfig::ideal(icx_sim::MTU_IPV4_1500));
     sim.run_for(Duration::from_secs(2));
-    assert_eq!(sim.node(A).tally.mtu_mismatch, 1);
-    assert_eq!(sim.node(A).tally.path_verified, 0);
-    assert_eq!(sim.node(B).tally.path_verified, 1);
+    assert_eq!(sim.node(A).proto().tally.mtu_mismatch, 1);
+    assert_eq!(sim.node(A).proto().tally.path_verified, 0);
+    assert_eq!(sim.node(B).proto().tally.path_verified, 1);
     assert!(sim
         .mtu_violations()
         .iter()
@@ -204,14 +223,14 @@ fn mtu_mismatch_event_names_sizes() {
     for _ in 0..100 {
         while let Some(t) = a.poll_transmit(now) {
             if t.len() <= 1472 {
-                let mut d = t.header.as_slice().to_vec();
-                d.extend_from_slice(t.payload.as_slice());
+                let mut d = Vec::new();
+                write_transmit(&t, &mut d);
                 b.handle_datagram(now, &d);
             }
         }
         while let Some(t) = b.poll_transmit(now) {
-            let mut d = t.header.as_slice().to_vec();
-            d.extend_from_slice(t.payload.as_slice());
+            let mut d = Vec::new();
+            write_transmit(&t, &mut d);
             a.handle_datagram(now, &d);
         }
         if let Some(e) = std::iter::from_fn(|| a.poll_event())
@@ -246,12 +265,12 @@ fn mtu_mismatch_event_names_sizes() {
 fn late_peer_on_lossy_path_is_not_a_mismatch() {
     run_seeds(&[51, 52, 53, 54, 55], |seed| {
         let mut sim = Sim::new(seed);
-        sim.add_node(A, TNode::new(seed, A, 1, B, 1500, |_| {}));
+        sim.add_node(A, tnode(seed, A, 1, B, 1500, |_| {}));
         sim.set_default_link(LinkConfig::ideal(icx_sim::MTU_IPV4_1500).with_drop(0.3));
         sim.run_for(Duration::from_secs(3));
-        sim.add_node(B, TNode::new(seed, B, 1, A, 1500, |_| {}));
+        sim.add_node(B, tnode(seed, B, 1, A, 1500, |_| {}));
         sim.run_for(Duration::from_secs(10));
-        assert_eq!(sim.node(A).tally.mtu_mismatch, 0);
-        assert_eq!(sim.node(A).tally.path_verified, 1);
+        assert_eq!(sim.node(A).proto().tally.mtu_mismatch, 0);
+        assert_eq!(sim.node(A).proto().tally.path_verified, 1);
     });
 }

@@ -1,18 +1,16 @@
-//! A transport endpoint as a simulated node, with a workload that checks
+//! A workload for the transport on the simulator's protocol host, checking
 //! every delivery: each message's size and bytes follow from (seed, index),
 //! so the receiver verifies contents and exactly-once delivery on its own.
 #![allow(dead_code)]
 
-use icx_core::{
-    derive_seed, seeded_rng, BufferPool, Channel, ClusterId, Incarnation, Instant, NodeId,
-    PoolConfig,
-};
-use icx_sim::Node;
-use icx_transport::{Config, Endpoint, Event, LossReason, PeerConfig, SendError};
+use icx_core::{derive_seed, seeded_rng, BufferPool, Channel, Incarnation, Instant, NodeId};
+use icx_sim::host::{self, HostNode};
+use icx_transport::protocol::{HostEvent, Output, Protocol};
+use icx_transport::{Config, Event, LossReason, PeerConfig, SendError};
 use rand::Rng;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
-pub const CLUSTER: ClusterId = ClusterId(0x1c5);
+pub use icx_sim::host::CLUSTER;
 
 /// Message sizes: at least half are 8/16/32 KiB blocks, the rest 1 B..64 KiB.
 pub fn plan_sizes(seed: u64, n: usize) -> Vec<usize> {
@@ -35,7 +33,7 @@ pub fn fill(seed: u64, src: NodeId, index: u64, out: &mut [u8]) {
 }
 
 pub fn pool() -> BufferPool {
-    BufferPool::new(&PoolConfig::small(64 << 10, 512)).expect("pool")
+    BufferPool::new(&icx_core::PoolConfig::small(64 << 10, 512)).expect("pool")
 }
 
 #[derive(Debug, Default)]
@@ -49,12 +47,16 @@ pub struct Tally {
     pub mtu_mismatch: u64,
 }
 
-/// One node: sends its plan to `peer` with at most `window` messages
-/// outstanding, and checks what the peer sends it.
+/// One node's workload: sends its plan to `peer` with at most `window`
+/// messages outstanding, and checks what the peer sends it. Each send's tag
+/// is its plan index + 1, which is also the message id the transport gives
+/// it (ids count from 1 per peer), so acks and losses are checked against
+/// the host's tag bookkeeping too.
+#[derive(Debug)]
 pub struct TNode {
     pub id: NodeId,
     pub peer: NodeId,
-    pub ep: Endpoint,
+    pub pool: BufferPool,
     pub seed: u64,
     /// Sizes of what this node sends, by index; sent in order from `next`.
     pub plan: Vec<usize>,
@@ -62,42 +64,47 @@ pub struct TNode {
     /// Sizes the peer sends, by index (msg id = index + 1).
     pub peer_plan: Vec<usize>,
     pub window: usize,
-    /// Our msg id -> plan index, for messages not yet resolved.
+    /// Tag (= msg id) -> plan index, for messages not yet resolved.
     pub outstanding: HashMap<u64, usize>,
-    pub sent_at: HashMap<u64, Instant>,
     pub tally: Tally,
     /// When set, stop queueing new messages (e.g. during a partition phase).
     pub paused: bool,
-    pub send_after: VecDeque<usize>,
+    /// The endpoint refused a send as its queue was full: wait for an ack.
+    blocked: bool,
+}
+
+/// A node running [`TNode`] towards `peer` on a fresh endpoint.
+pub fn tnode(
+    seed: u64,
+    id: NodeId,
+    inc: u32,
+    peer: NodeId,
+    mtu: usize,
+    cfg: impl FnOnce(&mut Config),
+) -> HostNode<TNode> {
+    let mut c = Config::new(CLUSTER, id, Incarnation(inc));
+    cfg(&mut c);
+    let pool = pool();
+    let ep =
+        host::endpoint_with_peers(c, pool.clone(), [PeerConfig::new(peer, mtu)]).expect("endpoint");
+    HostNode::new(ep, TNode::new(seed, id, peer, pool))
 }
 
 impl TNode {
-    pub fn new(
-        seed: u64,
-        id: NodeId,
-        inc: u32,
-        peer: NodeId,
-        mtu: usize,
-        cfg: impl FnOnce(&mut Config),
-    ) -> Self {
-        let mut c = Config::new(CLUSTER, id, Incarnation(inc));
-        cfg(&mut c);
-        let mut ep = Endpoint::new(c, pool());
-        ep.add_peer(PeerConfig::new(peer, mtu)).expect("peer");
+    pub fn new(seed: u64, id: NodeId, peer: NodeId, pool: BufferPool) -> Self {
         TNode {
             id,
             peer,
-            ep,
+            pool,
             seed,
             plan: Vec::new(),
             next: 0,
             peer_plan: Vec::new(),
             window: 64,
             outstanding: HashMap::new(),
-            sent_at: HashMap::new(),
             tally: Tally::default(),
             paused: false,
-            send_after: VecDeque::new(),
+            blocked: false,
         }
     }
 
@@ -105,67 +112,58 @@ impl TNode {
         self.next == self.plan.len() && self.outstanding.is_empty()
     }
 
-    fn feed(&mut self, now: Instant) {
-        while !self.paused && self.next < self.plan.len() && self.outstanding.len() < self.window {
-            let len = self.plan[self.next];
-            let Some(mut buf) = self.ep.pool().alloc(len) else {
-                return;
-            };
-            fill(self.seed, self.id, self.next as u64, &mut buf);
-            match self.ep.send(now, self.peer, Channel::Block, buf.freeze()) {
-                Ok(id) => {
-                    self.outstanding.insert(id, self.next);
-                    self.sent_at.insert(id, now);
-                    self.next += 1;
-                }
-                Err(SendError::QueueFull) => return,
-                Err(e) => panic!("send failed: {e}"),
-            }
+    fn resolved(&mut self, tag: u64, msg_id: u64, what: &str) {
+        self.blocked = false;
+        if tag != msg_id {
+            self.tally
+                .bad
+                .push(format!("{what} of msg {msg_id} came with tag {tag}"));
+        }
+        if self.outstanding.remove(&tag).is_none() {
+            self.tally
+                .bad
+                .push(format!("{what} for unknown or resolved msg {msg_id}"));
         }
     }
 
-    fn drain_events(&mut self) {
-        while let Some(ev) = self.ep.poll_event() {
-            match ev {
+    fn delivered(&mut self, peer: NodeId, msg_id: u64, data: &[u8]) {
+        let idx = (msg_id - 1) as usize;
+        let count = self.tally.delivered.entry(msg_id).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            self.tally
+                .bad
+                .push(format!("msg {msg_id} delivered {count} times"));
+        }
+        match self.peer_plan.get(idx) {
+            Some(&len) if len == data.len() => {
+                let mut want = vec![0u8; len];
+                fill(self.seed, peer, idx as u64, &mut want);
+                if want[..] != data[..] {
+                    self.tally.bad.push(format!("msg {msg_id} content differs"));
+                }
+            }
+            other => self.tally.bad.push(format!(
+                "msg {msg_id}: len {} vs plan {other:?}",
+                data.len()
+            )),
+        }
+    }
+}
+
+impl Protocol for TNode {
+    fn handle_event(&mut self, _now: Instant, event: HostEvent) {
+        match event {
+            HostEvent::Transport { event, tag } => match event {
                 Event::Delivered {
                     peer, msg_id, data, ..
-                } => {
-                    let idx = (msg_id - 1) as usize;
-                    let count = self.tally.delivered.entry(msg_id).or_insert(0);
-                    *count += 1;
-                    if *count > 1 {
-                        self.tally
-                            .bad
-                            .push(format!("msg {msg_id} delivered {count} times"));
-                    }
-                    match self.peer_plan.get(idx) {
-                        Some(&len) if len == data.len() => {
-                            let mut want = vec![0u8; len];
-                            fill(self.seed, peer, idx as u64, &mut want);
-                            if want[..] != data[..] {
-                                self.tally.bad.push(format!("msg {msg_id} content differs"));
-                            }
-                        }
-                        other => self.tally.bad.push(format!(
-                            "msg {msg_id}: len {} vs plan {other:?}",
-                            data.len()
-                        )),
-                    }
-                }
+                } => self.delivered(peer, msg_id, &data),
                 Event::Acked { msg_id, .. } => {
-                    if self.outstanding.remove(&msg_id).is_none() {
-                        self.tally
-                            .bad
-                            .push(format!("ack for unknown or resolved msg {msg_id}"));
-                    }
+                    self.resolved(tag, msg_id, "ack");
                     self.tally.acked += 1;
                 }
                 Event::Lost { msg_id, reason, .. } => {
-                    if self.outstanding.remove(&msg_id).is_none() {
-                        self.tally
-                            .bad
-                            .push(format!("loss for unknown or resolved msg {msg_id}"));
-                    }
+                    self.resolved(tag, msg_id, "loss");
                     self.tally.lost.push((msg_id, reason));
                 }
                 Event::PeerRestarted { .. } => self.tally.restarts += 1,
@@ -175,31 +173,45 @@ impl TNode {
                     .tally
                     .bad
                     .push(format!("unexpected peer change {peer:?}")),
+            },
+            HostEvent::Refused { tag, error, .. } => {
+                // Refused at once, so it was the latest: send it again later.
+                self.outstanding.remove(&tag);
+                self.next = (tag - 1) as usize;
+                match error {
+                    SendError::QueueFull => self.blocked = true,
+                    e => self.tally.bad.push(format!("send refused: {e}")),
+                }
             }
         }
     }
-}
 
-impl Node for TNode {
-    fn handle_datagram(&mut self, now: Instant, _src: NodeId, data: &[u8]) {
-        self.ep.handle_datagram(now, data);
-        self.drain_events();
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<NodeId> {
-        self.feed(now);
-        let t = self.ep.poll_transmit(now)?;
-        buf.extend_from_slice(t.header.as_slice());
-        buf.extend_from_slice(t.payload.as_slice());
-        Some(t.peer)
-    }
+    fn handle_timeout(&mut self, _now: Instant) {}
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.ep.poll_timeout()
+        None
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-        self.drain_events();
+    fn poll_output(&mut self, _now: Instant) -> Option<Output> {
+        if self.paused
+            || self.blocked
+            || self.next >= self.plan.len()
+            || self.outstanding.len() >= self.window
+        {
+            return None;
+        }
+        let len = self.plan[self.next];
+        let mut buf = self.pool.alloc(len)?;
+        fill(self.seed, self.id, self.next as u64, &mut buf);
+        let tag = self.next as u64 + 1;
+        self.outstanding.insert(tag, self.next);
+        self.next += 1;
+        Some(Output::Send {
+            peer: self.peer,
+            channel: Channel::Block,
+            data: buf.freeze(),
+            tag,
+            deadline: None,
+        })
     }
 }
