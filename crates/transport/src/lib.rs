@@ -28,7 +28,7 @@ mod stats;
 mod util;
 
 pub mod protocol;
-pub mod rtt;
+mod rtt;
 
 use icx_core::{
     BufferPool, Channel, ClusterId, Duration, HeaderBuf, Incarnation, Instant, NodeId, Payload,

@@ -3,7 +3,7 @@
 use icx_core::Duration;
 
 #[derive(Debug, Clone, Copy)]
-pub struct RttEstimator {
+pub(crate) struct RttEstimator {
     srtt: Duration,
     rttvar: Duration,
     min_rtt: Duration,
@@ -47,18 +47,6 @@ impl RttEstimator {
         self.srtt
     }
 
-    pub fn rttvar(&self) -> Duration {
-        self.rttvar
-    }
-
-    pub fn latest(&self) -> Duration {
-        self.latest
-    }
-
-    pub fn min_rtt(&self) -> Option<Duration> {
-        self.has_sample.then_some(self.min_rtt)
-    }
-
     /// Base probe timeout before backoff.
     pub fn pto_base(&self, granularity: Duration, max_ack_delay: Duration) -> Duration {
         self.srtt + (self.rttvar * 4).max(granularity) + max_ack_delay
@@ -81,7 +69,7 @@ mod tests {
             r.update(Duration::from_micros(200), Duration::from_micros(50));
         }
         assert!(r.srtt() < Duration::from_micros(260), "{:?}", r.srtt());
-        assert_eq!(r.min_rtt(), Some(Duration::from_micros(200)));
+        assert_eq!(r.min_rtt, Duration::from_micros(200));
         // A single slow sample moves srtt a little, not all the way.
         r.update(Duration::from_millis(10), Duration::ZERO);
         assert!(r.srtt() < Duration::from_millis(2));
