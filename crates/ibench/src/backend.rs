@@ -62,6 +62,8 @@ pub struct BackendOpts {
     pub busy_poll: bool,
     /// io_uring: spin this long in a wait before sleeping.
     pub spin: std::time::Duration,
+    /// The transport's block-channel congestion control (`--cc`).
+    pub cc: bool,
     /// Fraction of datagrams dropped each way (`--loss`), 0 for none.
     pub loss: f64,
     pub seed: u64,
@@ -83,6 +85,8 @@ pub struct BackendInfo {
     pub spin_us: u64,
     pub registered_buffers: bool,
     pub max_udp_payload: usize,
+    /// The block channel's congestion control (`--cc`).
+    pub congestion_control: bool,
 }
 
 pub struct Opened {
@@ -183,6 +187,7 @@ pub fn open(
         },
         registered_buffers: caps.registered_buffers,
         max_udp_payload: caps.max_udp_payload,
+        congestion_control: opts.cc,
     };
     let backend: Box<dyn Backend + Send> = if opts.loss > 0.0 {
         Box::new(FaultInjector::new(

@@ -133,6 +133,7 @@ impl Client {
             .map_err(|e| format!("buffer pool: {e}"))?;
         let mut tc = Config::new(CLUSTER, me, crate::wall_incarnation());
         tc.max_message = crate::server::MAX_MESSAGE;
+        tc.cc.enabled = cfg.backend.cc;
         let endpoint = Endpoint::try_new(tc, pool).map_err(|e| e.to_string())?;
         let mut driver =
             Driver::new(endpoint, opened.backend).map_err(|e| format!("driver: {e}"))?;

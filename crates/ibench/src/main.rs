@@ -136,6 +136,10 @@ struct BackendArgs {
     /// messages; an idle side still does.
     #[arg(long, value_name = "US", default_value_t = icx_uring::DEFAULT_SPIN.as_micros() as u64)]
     spin_us: u64,
+    /// Delay-based congestion control of the block channel (on: block
+    /// traffic keeps the queue it builds near the controller's target).
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    cc: Toggle,
     /// DPDK EAL arguments for `--backend dpdk`, e.g.
     /// "--no-huge --no-pci -m 256 --file-prefix ib1 --vdev=net_af_packet0,iface=veth0".
     #[arg(long, value_name = "EAL ARGS", allow_hyphen_values = true)]
@@ -158,6 +162,7 @@ impl BackendArgs {
             gro: self.gro.on(),
             busy_poll: self.busy_poll,
             spin: Duration::from_micros(self.spin_us),
+            cc: self.cc.on(),
             loss,
             seed,
         }

@@ -147,13 +147,14 @@ impl ServerHandle {
     }
 }
 
-fn make_endpoint(node: u16, mtu: usize, ipv6: bool) -> Result<Endpoint, String> {
+fn make_endpoint(node: u16, mtu: usize, ipv6: bool, cc: bool) -> Result<Endpoint, String> {
     let pool =
         BufferPool::new(&PoolConfig::default_blocks()).map_err(|e| format!("buffer pool: {e}"))?;
     let mut cfg = Config::new(CLUSTER, NodeId(node), crate::wall_incarnation());
     cfg.max_message = MAX_MESSAGE;
     cfg.accept_unknown = Some(PeerTemplate { mtu, ipv6 });
     cfg.max_peers = MAX_PEERS;
+    cfg.cc.enabled = cc;
     Endpoint::try_new(cfg, pool).map_err(|e| e.to_string())
 }
 
@@ -193,7 +194,7 @@ pub fn start(
     };
     let addr = opened.backend.local_addr();
     let baseline_addr = baseline_sock.as_ref().and_then(|s| s.local_addr().ok());
-    let endpoint = make_endpoint(cfg.node, cfg.mtu, addr.is_ipv6())?;
+    let endpoint = make_endpoint(cfg.node, cfg.mtu, addr.is_ipv6(), cfg.backend.cc)?;
     let driver = Driver::new(endpoint, opened.backend).map_err(|e| format!("driver: {e}"))?;
     let info = opened.info;
     let icx = {
