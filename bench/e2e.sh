@@ -41,15 +41,15 @@ for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
     if [ "$only" != goodput ]; then
         sockperf ping-pong -i 127.0.0.1 -p 11111 -m 64 -t "$secs" --full-rtt >"$out/sockperf.$r.txt" 2>&1 || true
-        $ib loopback ping-pong -m 64 -t "$secs" --cores 0,1 --baseline --json >"$out/pp.$r.json"
-        $ib loopback ping-pong -m 64 -t "$secs" --cores 0,1 --spin-us 0 --json >"$out/ppsleep.$r.json"
-        $ib loopback ping-pong -m 64 -t "$secs" --cores 0,1 --busy-poll --json >"$out/ppbusy.$r.json"
+        $ib loopback ping-pong -m 64 -t "$secs" --cpus 0,1 --baseline --json >"$out/pp.$r.json"
+        $ib loopback ping-pong -m 64 -t "$secs" --cpus 0,1 --spin-us 0 --json >"$out/ppsleep.$r.json"
+        $ib loopback ping-pong -m 64 -t "$secs" --cpus 0,1 --busy-poll --json >"$out/ppbusy.$r.json"
     fi
     if [ "$only" != latency ]; then
         qperf --listen_port 19765 -t "$secs" -m 8192 127.0.0.1 udp_bw >"$out/qperf.$r.txt" 2>&1 || true
         for mtu in 1500 9000; do
             for m in 8192 32768; do
-                $ib loopback throughput -m "$m" --mtu "$mtu" -t "$secs" --cores 0,1 --baseline --json \
+                $ib loopback throughput -m "$m" --mtu "$mtu" -t "$secs" --cpus 0,1 --baseline --json \
                     >"$out/tp.$mtu.$m.$r.json"
             done
         done

@@ -265,7 +265,11 @@ struct RunArgs {
     #[arg(long)]
     server_cpu: Option<usize>,
     /// CLIENT,SERVER CPUs (shorthand for --cpu and --server-cpu).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["cpu", "server_cpu"])]
+    cpus: Option<Vec<usize>>,
+    /// The old spelling of --cpus CLIENT,SERVER (two values), kept for
+    /// existing scripts.
+    #[arg(long, value_delimiter = ',', hide = true, conflicts_with = "cpus")]
     cores: Option<Vec<usize>>,
     /// Also run the same pattern over plain kernel UDP and print the ratios.
     #[arg(long)]
@@ -426,9 +430,9 @@ fn validate(verb: Verb, a: &RunArgs) -> Result<(), String> {
             return Err(format!("--rate {r} must be > 0"));
         }
     }
-    if let Some(c) = &a.cores {
+    if let Some(c) = a.cpus.as_ref().or(a.cores.as_ref()) {
         if c.len() != 2 {
-            return Err("--cores takes two CPUs: CLIENT,SERVER".into());
+            return Err("--cpus takes two CPUs: CLIENT,SERVER".into());
         }
     }
     if !(a.connect_timeout > 0.0 && a.connect_timeout.is_finite()) {
@@ -557,7 +561,7 @@ fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
                 .into(),
         ));
     }
-    let (cpu, server_cpu) = match &a.cores {
+    let (cpu, server_cpu) = match a.cpus.as_ref().or(a.cores.as_ref()) {
         Some(c) => (Some(c[0]), Some(c[1])),
         None => (a.cpu, a.server_cpu),
     };
