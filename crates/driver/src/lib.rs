@@ -19,10 +19,10 @@ pub mod runtime;
 #[allow(unsafe_code)]
 pub mod spsc;
 
-pub use driver::{Driver, DriverConfig, DriverStats, TurnStats};
+pub use driver::{BackendMtuError, Driver, DriverConfig, DriverStats, TurnStats};
 pub use fault::{FaultConfig, FaultHandle, FaultInjector, FaultStats};
 pub use loopback::{LoopbackBackend, LoopbackConfig, LoopbackNet, LoopbackStats};
 pub use runtime::{
-    owner_core, CoreSnapshot, CoreStats, NodeEvent, Runtime, RuntimeConfig, RuntimeSnapshot,
-    SubmitError,
+    owner_core, CoreSnapshot, CoreStats, NodeEvent, PeerError, Runtime, RuntimeConfig,
+    RuntimeSnapshot, SubmitError,
 };

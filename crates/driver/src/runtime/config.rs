@@ -14,7 +14,8 @@ pub struct RuntimeConfig {
     /// The node's buffer pool, shared by all cores and the application:
     /// blocks to send, reassembly, and handoff copies come from it.
     pub pool: BufferPool,
-    /// Every peer and its address; each is served by its owning core.
+    /// Every peer and its address at start; each is served by its owning
+    /// core. More can be added at run time ([`Runtime::add_peer`](super::Runtime::add_peer)).
     pub peers: Vec<(PeerConfig, SocketAddr)>,
     /// One core thread per entry; with `pin`, core `i` runs on `cpus[i]`.
     pub cpus: Vec<usize>,
@@ -30,7 +31,7 @@ pub struct RuntimeConfig {
     pub handoff_ring: usize,
     /// Receive and transmit budgets per turn.
     pub driver: DriverConfig,
-    /// Bound on [`Runtime::shutdown`].
+    /// Bound on [`Runtime::shutdown`](super::Runtime::shutdown).
     pub shutdown_timeout: Duration,
 }
 

@@ -4,13 +4,14 @@
 use super::stats::{CoreSnapshot, CoreStats};
 use super::wake::{lock, Shared};
 use super::{NodeEvent, NO_WAKER_MAX_WAIT};
-use crate::driver::DriverConfig;
+use crate::driver::{check_backend_mtu, DriverConfig};
 use crate::spsc;
 use icx_core::{
-    Backend, BufferPool, Channel, Clock, MonotonicClock, NodeId, PoolBuf, SharedBuf, TxBatch,
+    owner_core, Backend, BufferPool, Channel, Clock, MonotonicClock, NodeId, PoolBuf, SharedBuf,
+    TxBatch,
 };
 use icx_transport::protocol::TagMap;
-use icx_transport::{Endpoint, PeerConfig};
+use icx_transport::{Endpoint, Event, PeerConfig};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ const BACKPRESSURE_WAIT: Duration = Duration::from_micros(50);
 /// not wake cores when it drains events, so the core looks again soon.
 const EVENT_STALL_WAIT: Duration = Duration::from_micros(200);
 
+/// What the application asks of a core, in order.
 pub(super) enum Command {
     Send {
         peer: NodeId,
@@ -34,6 +36,23 @@ pub(super) enum Command {
         deadline: Option<Duration>,
     },
     Snapshot(crossbeam_channel::Sender<CoreSnapshot>),
+    /// Answered with `PeerAdded`, or (logged) `PeerRemoved` if refused.
+    AddPeer {
+        peer: PeerConfig,
+        addr: SocketAddr,
+    },
+    /// Answered with the endpoint's `Lost { PeerRemoved }`s and `PeerRemoved`.
+    RemovePeer(NodeId),
+    SetPeerAddr(NodeId, SocketAddr),
+    /// Answered later by the new probe's `PathVerified`/`PathMtuMismatch`.
+    SetPeerMtu(NodeId, usize),
+}
+
+/// A datagram received by a core that does not own its sender.
+pub(super) struct Handoff {
+    pub(super) data: PoolBuf,
+    /// Where it came from, so the owner can learn the address.
+    pub(super) src: SocketAddr,
 }
 
 /// A core's half of the rings, assembled by `start` and moved to its thread.
@@ -41,19 +60,26 @@ pub(super) struct CoreRings {
     pub(super) commands: spsc::Consumer<Command>,
     pub(super) events: spsc::Producer<NodeEvent>,
     /// Indexed by destination core; `None` at our own index.
-    pub(super) hand_out: Vec<Option<spsc::Producer<PoolBuf>>>,
-    pub(super) hand_in: Vec<spsc::Consumer<PoolBuf>>,
+    pub(super) hand_out: Vec<Option<spsc::Producer<Handoff>>>,
+    pub(super) hand_in: Vec<spsc::Consumer<Handoff>>,
+}
+
+/// What a core tells `start` once its backend is up.
+pub(super) struct CoreReady {
+    pub(super) local_addr: SocketAddr,
+    /// The backend's largest UDP payload, for the application side's checks.
+    pub(super) max_udp_payload: usize,
 }
 
 pub(super) struct CoreSetup {
     pub(super) idx: usize,
+    pub(super) cores: usize,
     pub(super) cpu: usize,
     pub(super) pin: bool,
     pub(super) busy_poll: bool,
     pub(super) transport: icx_transport::Config,
     pub(super) pool: BufferPool,
     pub(super) peers: Vec<(PeerConfig, SocketAddr)>,
-    pub(super) owners: Arc<HashMap<NodeId, usize>>,
     pub(super) driver: DriverConfig,
     pub(super) clock: MonotonicClock,
     pub(super) shared: Arc<Shared>,
@@ -64,7 +90,7 @@ pub(super) fn core_thread<B: Backend>(
     s: CoreSetup,
     rings: CoreRings,
     factory: &dyn Fn(usize) -> io::Result<B>,
-    ready: crossbeam_channel::Sender<io::Result<SocketAddr>>,
+    ready: crossbeam_channel::Sender<io::Result<CoreReady>>,
 ) {
     let idx = s.idx;
     let shared = s.shared.clone();
@@ -90,7 +116,10 @@ pub(super) fn core_thread<B: Backend>(
             return;
         }
     };
-    let _ = ready.send(Ok(core.backend.local_addr()));
+    let _ = ready.send(Ok(CoreReady {
+        local_addr: core.backend.local_addr(),
+        max_udp_payload: core.max_udp_payload,
+    }));
     drop(ready);
     if let Err(e) = core.run() {
         tracing::error!(core = idx, error = %e, "icx runtime: backend failed; core stops");
@@ -100,18 +129,27 @@ pub(super) fn core_thread<B: Backend>(
 
 struct Core<B: Backend> {
     idx: usize,
+    /// Cores in the runtime: a datagram from node `n` belongs to core
+    /// `owner_core(n, cores)`.
+    cores: usize,
     backend: B,
+    /// The backend's largest UDP payload: paths needing more are refused.
+    max_udp_payload: usize,
     endpoint: Endpoint,
     clock: MonotonicClock,
+    /// Where each owned peer is sent to.
     addrs: HashMap<NodeId, SocketAddr>,
-    owners: Arc<HashMap<NodeId, usize>>,
+    /// With `accept_unknown`, peers' addresses follow their accepted frames
+    /// (as the single-thread driver does); otherwise they are configured.
+    learn: bool,
     pool: BufferPool,
     tx: TxBatch,
     rx_budget: usize,
     tx_budget: usize,
     rings: CoreRings,
     /// Events the full ring refused, offered again first, in order. While
-    /// any wait, the endpoint's events stay in the endpoint.
+    /// any wait, the endpoint's events stay in the endpoint (except when the
+    /// core adds one of its own: the endpoint's go first, to keep order).
     backlog: VecDeque<NodeEvent>,
     /// Caller tags of messages in flight, by (peer, message id).
     tags: TagMap,
@@ -123,6 +161,25 @@ struct Core<B: Backend> {
     delta: CoreStats,
 }
 
+/// Records `src` as `node`'s address; `known` caches the last pair seen, as
+/// datagrams come in runs from one peer.
+fn learn_addr(
+    addrs: &mut HashMap<NodeId, SocketAddr>,
+    known: &mut Option<(NodeId, SocketAddr)>,
+    delta: &mut CoreStats,
+    node: NodeId,
+    src: SocketAddr,
+) {
+    if *known == Some((node, src)) {
+        return;
+    }
+    if addrs.get(&node) != Some(&src) {
+        addrs.insert(node, src);
+        delta.learnt_addrs += 1;
+    }
+    *known = Some((node, src));
+}
+
 impl<B: Backend> Core<B> {
     fn new(
         s: CoreSetup,
@@ -131,21 +188,22 @@ impl<B: Backend> Core<B> {
     ) -> io::Result<Self> {
         let mut backend = factory(s.idx)?;
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
-        let mut endpoint =
+        let endpoint =
             Endpoint::try_new(s.transport, s.pool.clone()).map_err(|e| invalid(e.to_string()))?;
         backend.register_pool(endpoint.pool())?;
         let caps = backend.capabilities();
-        let mut addrs = HashMap::with_capacity(s.peers.len());
-        for (p, addr) in &s.peers {
-            let need = p.max_udp_payload();
-            if need > caps.max_udp_payload {
-                return Err(invalid(format!(
-                    "peer {} at {addr}: MTU {} needs {need}-byte datagrams, backend carries {}",
-                    p.node, p.mtu, caps.max_udp_payload
-                )));
-            }
-            endpoint.add_peer(*p).map_err(|e| invalid(e.to_string()))?;
-            addrs.insert(p.node, *addr);
+        if let Some(t) = endpoint.config().accept_unknown {
+            let p = PeerConfig {
+                node: endpoint.config().node,
+                mtu: t.mtu,
+                ipv6: t.ipv6,
+            };
+            check_backend_mtu(&p, caps.max_udp_payload).map_err(|e| {
+                invalid(format!(
+                    "accept_unknown: MTU {} needs {}-byte datagrams, backend carries {}",
+                    e.mtu, e.need, e.have
+                ))
+            })?;
         }
         let waker = backend.waker();
         let has_waker = waker.is_some();
@@ -158,13 +216,16 @@ impl<B: Backend> Core<B> {
         let _ = s.shared.cores[s.idx].waker.set(waker);
         let batch = caps.max_batch.max(1);
         let tx_budget = batch * s.driver.tx_batches.max(1);
-        Ok(Core {
+        let learn = endpoint.config().accept_unknown.is_some();
+        let mut core = Core {
             idx: s.idx,
+            cores: s.cores,
             backend,
+            max_udp_payload: caps.max_udp_payload,
             endpoint,
             clock: s.clock,
-            addrs,
-            owners: s.owners,
+            addrs: HashMap::with_capacity(s.peers.len()),
+            learn,
             pool: s.pool,
             tx: TxBatch::with_capacity(tx_budget),
             rx_budget: batch * s.driver.rx_batches.max(1),
@@ -177,7 +238,42 @@ impl<B: Backend> Core<B> {
             busy_poll: s.busy_poll,
             shutdown_timeout: s.shutdown_timeout,
             delta: CoreStats::default(),
-        })
+        };
+        for (p, addr) in s.peers {
+            core.add_peer(p, addr)
+                .map_err(|e| invalid(format!("{e} (at {addr})")))?;
+        }
+        Ok(core)
+    }
+
+    /// Adds a peer this core owns: the backend must carry its path, and the
+    /// endpoint must take it.
+    fn add_peer(&mut self, p: PeerConfig, addr: SocketAddr) -> Result<(), String> {
+        check_backend_mtu(&p, self.max_udp_payload).map_err(|e| e.to_string())?;
+        self.endpoint.add_peer(p).map_err(|e| e.to_string())?;
+        self.addrs.insert(p.node, addr);
+        Ok(())
+    }
+
+    /// A new path MTU for a peer this core owns.
+    fn set_peer_mtu(&mut self, node: NodeId, mtu: usize) -> Result<(), String> {
+        let Some(path) = self.endpoint.peer_config(node) else {
+            return Err(format!("unknown peer {node}"));
+        };
+        if path.mtu == mtu {
+            return Ok(());
+        }
+        check_backend_mtu(&PeerConfig { mtu, ..path }, self.max_udp_payload)
+            .map_err(|e| e.to_string())?;
+        self.endpoint
+            .set_peer_mtu(node, mtu)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A peer command this core cannot carry out: logged and counted.
+    fn peer_error(&mut self, node: NodeId, what: &str, why: &str) {
+        self.delta.peer_errors += 1;
+        tracing::error!(core = self.idx, peer = %node, "icx runtime: {what} refused: {why}");
     }
 
     fn run(&mut self) -> io::Result<()> {
@@ -212,12 +308,17 @@ impl<B: Backend> Core<B> {
             work = true;
         }
 
+        let learn = self.learn;
+        let mut known: Option<(NodeId, SocketAddr)> = None;
         for ring in &mut self.rings.hand_in {
             for _ in 0..self.rx_budget {
-                let Some(buf) = ring.pop() else {
+                let Some(h) = ring.pop() else {
                     break;
                 };
-                self.endpoint.handle_datagram(self.clock.now(), &buf);
+                let accepted = self.endpoint.handle_datagram(self.clock.now(), &h.data);
+                if let (Some(node), true) = (accepted, learn) {
+                    learn_addr(&mut self.addrs, &mut known, &mut self.delta, node, h.src);
+                }
                 self.delta.handoffs_in += 1;
                 work = true;
             }
@@ -227,27 +328,40 @@ impl<B: Backend> Core<B> {
         let received = {
             let Core {
                 idx,
+                cores,
                 backend,
                 endpoint,
                 clock,
-                owners,
+                addrs,
                 pool,
                 rings,
                 delta,
                 rx_budget,
                 ..
             } = self;
-            let me = *idx;
+            let (me, cores) = (*idx, *cores);
             backend.recv(*rx_budget, &mut |d| {
-                let owner = match icx_wire::Frame::new_checked(d.data) {
-                    Ok(f) => owners.get(&f.src()).copied().unwrap_or(0),
-                    Err(_) => 0,
+                // The owner is a pure hash of the sender's node id, so every
+                // core agrees without a table: frames from nodes that are not
+                // (yet) peers go to the core that would own them, whose
+                // endpoint counts them or, with `accept_unknown`, adds them.
+                // What is not an icx frame at all is counted where it lands.
+                let owner = match cores {
+                    1 => me,
+                    _ => match icx_wire::Frame::new_checked(d.data) {
+                        Ok(f) => owner_core(f.src(), cores),
+                        Err(_) => me,
+                    },
                 };
                 if owner == me {
-                    endpoint.handle_datagram(clock.now(), d.data);
+                    // Only a frame the endpoint accepted teaches an address.
+                    let accepted = endpoint.handle_datagram(clock.now(), d.data);
+                    if let (Some(node), true) = (accepted, learn) {
+                        learn_addr(addrs, &mut known, delta, node, d.src);
+                    }
                     return;
                 }
-                let Some(ring) = rings.hand_out[owner].as_mut() else {
+                let Some(ring) = rings.hand_out.get_mut(owner).and_then(Option::as_mut) else {
                     return;
                 };
                 let Some(mut buf) = pool.alloc(d.data.len()) else {
@@ -255,7 +369,10 @@ impl<B: Backend> Core<B> {
                     return;
                 };
                 buf.copy_from_slice(d.data);
-                match ring.push(buf) {
+                match ring.push(Handoff {
+                    data: buf,
+                    src: d.src,
+                }) {
                     Ok(()) => {
                         delta.handoffs_out += 1;
                         woken |= 1 << owner;
@@ -312,6 +429,53 @@ impl<B: Backend> Core<B> {
             Command::Snapshot(reply) => {
                 let _ = reply.try_send(self.snapshot());
             }
+            Command::AddPeer { peer, addr } => {
+                let node = peer.node;
+                let res = if self.endpoint.peer_config(node).is_some() {
+                    // Learnt through `accept_unknown` before this command
+                    // came: the configured path and address win.
+                    self.set_peer_mtu(node, peer.mtu).map(|()| {
+                        self.addrs.insert(node, addr);
+                    })
+                } else {
+                    self.add_peer(peer, addr)
+                };
+                let answer = match res {
+                    Ok(()) => Event::PeerAdded { peer: node },
+                    Err(why) => {
+                        // The application side counted it a peer: say it is not.
+                        self.peer_error(node, "add_peer", &why);
+                        Event::PeerRemoved { peer: node }
+                    }
+                };
+                self.emit(NodeEvent::Transport {
+                    event: answer,
+                    tag: 0,
+                });
+            }
+            Command::RemovePeer(node) => {
+                self.addrs.remove(&node);
+                // The endpoint reports the losses and `PeerRemoved` itself;
+                // a peer it never had (its add failed) still gets the answer.
+                if !self.endpoint.remove_peer(node) {
+                    self.emit(NodeEvent::Transport {
+                        event: Event::PeerRemoved { peer: node },
+                        tag: 0,
+                    });
+                }
+            }
+            Command::SetPeerAddr(node, addr) => {
+                if self.endpoint.peer_config(node).is_some() {
+                    self.addrs.insert(node, addr);
+                } else {
+                    self.peer_error(node, "set_peer_addr", "not a peer of this core");
+                }
+            }
+            Command::SetPeerMtu(node, mtu) => {
+                if let Err(why) = self.set_peer_mtu(node, mtu) {
+                    self.peer_error(node, "set_peer_mtu", &why);
+                }
+            }
         }
     }
 
@@ -332,23 +496,15 @@ impl<B: Backend> Core<B> {
         }
     }
 
-    /// Publishes an event the core made itself (not the endpoint's),
-    /// behind any already waiting for room.
+    /// Publishes an event the core made itself (not the endpoint's), behind
+    /// everything the endpoint said before it: a removal's losses come
+    /// before the answer to an add that follows it.
     fn emit(&mut self, ev: NodeEvent) {
-        if self.backlog.is_empty() {
-            match self.rings.events.push(ev) {
-                Ok(()) => {
-                    self.delta.events += 1;
-                    self.shared.wake_app();
-                }
-                Err(ev) => {
-                    self.delta.event_stalls += 1;
-                    self.backlog.push_back(ev);
-                }
-            }
-        } else {
-            self.backlog.push_back(ev);
+        while let Some(e) = self.endpoint.poll_event() {
+            self.backlog.push_back(self.tags.wrap(e));
         }
+        self.backlog.push_back(ev);
+        self.pump_events();
     }
 
     /// Moves waiting events into the event ring until it is full. Returns

@@ -20,13 +20,31 @@
 //!   another core is copied into a pool buffer and handed over through that
 //!   (from, to) pair's SPSC ring, and the owner is woken. A full ring (or an
 //!   empty pool) drops it and counts a handoff drop: the sender retransmits,
-//!   as for any loss. Datagrams that are not icx frames or come from nodes
-//!   that are not peers go to core 0, so each is counted once.
+//!   as for any loss. Because the owner is a hash, not a table, a frame
+//!   from a node that is not (yet) a peer goes to the core that would own
+//!   it: its endpoint counts it, or with `accept_unknown` creates the
+//!   session there. Datagrams that are not icx frames are counted by the
+//!   core they land on. Each is counted once.
+//! - **Peers at run time.** [`Runtime::add_peer`], [`Runtime::remove_peer`],
+//!   [`Runtime::set_peer_addr`] and [`Runtime::set_peer_mtu`] check what the
+//!   application side can at once (duplicate or unknown peer, MTU bounds,
+//!   the owning core's backend) and go as commands to the owning core,
+//!   behind the sends already queued there; answers come back as events
+//!   (`PeerAdded`, `Lost { PeerRemoved }` then `PeerRemoved`, a new
+//!   `PathVerified`). See the `peers` module for what is checked where.
+//! - **Accepting unknown peers.** With `Config::accept_unknown`, the owning
+//!   core's endpoint creates a session on a node's first frame; the core
+//!   then sends to the source address of that node's accepted frames
+//!   (never of a rejected one) and follows it if it changes, and the
+//!   `PeerAdded` event, passing through [`Runtime::poll_event`], makes the
+//!   node a peer `send` accepts. `max_peers` applies per core.
 //! - **Application.** One thread talks to the runtime (`&mut self` methods;
 //!   the type is `Send`, not `Sync`). `send` goes through the owning core's
 //!   command ring and wakes it; a full ring is refused at once, handing the
 //!   buffer back. Events come back through one SPSC ring per core;
 //!   [`Runtime::wait_event`] parks the thread and the cores unpark it.
+//!   [`Runtime::now`] is the cores' clock, for a protocol on that thread
+//!   (see the `host` module).
 //! - **Waiting.** An idle core blocks in `backend.wait` until its endpoint's
 //!   next timer or a wake-up through [`Backend::waker`]. A core only asks
 //!   for a wake-up after announcing it is about to sleep (a `parked` flag
@@ -41,20 +59,23 @@
 
 mod config;
 mod core;
+mod peers;
 mod stats;
 mod wake;
 
 pub use config::RuntimeConfig;
+pub use peers::PeerError;
 pub use stats::{CoreSnapshot, CoreStats, RuntimeSnapshot};
 
 use self::core::{core_thread, Command, CoreRings, CoreSetup};
 use crate::spsc;
 use crossbeam_utils::CachePadded;
-use icx_core::{Backend, Channel, MonotonicClock, NodeId, SharedBuf};
+use icx_core::{Backend, Channel, Clock, Instant, MonotonicClock, NodeId, SharedBuf};
 use icx_transport::protocol::HostEvent;
 use icx_transport::Endpoint;
+use peers::Members;
 use stats::Counters;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -118,8 +139,13 @@ pub struct Runtime {
     /// Events collected during shutdown, handed out by `poll_event`.
     pending: VecDeque<NodeEvent>,
     threads: Vec<JoinHandle<()>>,
-    owners: HashMap<NodeId, usize>,
+    /// Who is a peer, as far as the application side knows.
+    members: Members,
+    /// The clock every core reads.
+    clock: MonotonicClock,
     local_addrs: Vec<SocketAddr>,
+    /// Each core's backend's largest UDP payload.
+    max_udp: Vec<usize>,
     max_message: usize,
     shutdown_timeout: Duration,
     busy_poll: bool,
@@ -156,13 +182,13 @@ impl Runtime {
         // Validate the endpoint config once, here, rather than on every core.
         Endpoint::try_new(cfg.transport.clone(), cfg.pool.clone())
             .map_err(|e| invalid(e.to_string()))?;
-        let mut owners = HashMap::new();
+        let learnt_ipv6 = cfg.transport.accept_unknown.is_some_and(|t| t.ipv6);
+        let mut members = Members::new(n, cfg.transport.node, learnt_ipv6);
         for (p, _) in &cfg.peers {
-            if owners.insert(p.node, owner_core(p.node, n)).is_some() {
+            if !members.insert_configured(p) {
                 return Err(invalid(format!("peer {} configured twice", p.node)));
             }
         }
-        let owners_arc = Arc::new(owners.clone());
 
         let shared = Arc::new(Shared {
             cores: (0..n)
@@ -215,8 +241,10 @@ impl Runtime {
             events,
             pending: VecDeque::new(),
             threads: Vec::with_capacity(n),
-            owners,
+            members,
+            clock,
             local_addrs: Vec::with_capacity(n),
+            max_udp: Vec::with_capacity(n),
             max_message: cfg.transport.max_message,
             shutdown_timeout: cfg.shutdown_timeout,
             busy_poll: cfg.busy_poll,
@@ -227,6 +255,7 @@ impl Runtime {
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let setup = CoreSetup {
                 idx,
+                cores: n,
                 cpu: cfg.cpus[idx],
                 pin: cfg.pin,
                 busy_poll: cfg.busy_poll,
@@ -238,7 +267,6 @@ impl Runtime {
                     .filter(|(p, _)| owner_core(p.node, n) == idx)
                     .copied()
                     .collect(),
-                owners: owners_arc.clone(),
                 driver: cfg.driver,
                 clock,
                 shared: shared.clone(),
@@ -262,7 +290,10 @@ impl Runtime {
                 )))
             });
             match res {
-                Ok(addr) => rt.local_addrs.push(addr),
+                Ok(ready) => {
+                    rt.local_addrs.push(ready.local_addr);
+                    rt.max_udp.push(ready.max_udp_payload);
+                }
                 Err(e) => {
                     let _ = rt.shutdown();
                     return Err(io::Error::new(e.kind(), format!("core {idx}: {e}")));
@@ -285,9 +316,17 @@ impl Runtime {
         &self.local_addrs
     }
 
-    /// The core that serves `peer`, if it is one.
-    pub fn owner(&self, peer: NodeId) -> Option<usize> {
-        self.owners.get(&peer).copied()
+    /// The monotonic clock the cores run their endpoints on: a protocol on
+    /// the application thread takes its `now` from here, so its timers and
+    /// the transport's agree.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// [`shutdown`](Self::shutdown) ran: sends are refused, and the last
+    /// events wait in `poll_event`.
+    pub fn is_shut_down(&self) -> bool {
+        self.stopped
     }
 
     pub fn is_busy_poll(&self) -> bool {
@@ -330,7 +369,7 @@ impl Runtime {
         if self.stopped {
             return Err(SubmitError::ShutDown);
         }
-        let Some(&core) = self.owners.get(&peer) else {
+        let Some(core) = self.members.owner(peer) else {
             return Err(SubmitError::UnknownPeer(peer));
         };
         if data.len() > self.max_message {
@@ -346,18 +385,30 @@ impl Runtime {
             tag,
             deadline,
         };
-        match self.commands[core].push(cmd) {
-            Ok(()) => {
-                self.shared.cores[core].wake();
-                Ok(())
-            }
+        match self.command(core, cmd) {
+            Ok(()) => Ok(()),
             Err(Command::Send { data, .. }) => Err(SubmitError::Backpressure(data)),
-            Err(Command::Snapshot(_)) => unreachable!("a send was pushed"),
+            Err(_) => unreachable!("a send was pushed"),
         }
     }
 
-    /// The next event from any core, without blocking.
+    /// Queues a command to `core` and wakes it; a full ring hands it back.
+    fn command(&mut self, core: usize, cmd: Command) -> Result<(), Command> {
+        self.commands[core].push(cmd)?;
+        self.shared.cores[core].wake();
+        Ok(())
+    }
+
+    /// The next event from any core, without blocking. `PeerAdded` and
+    /// `PeerRemoved` also update which peers [`send`](Self::send) accepts
+    /// (a peer learnt through `accept_unknown` becomes sendable here).
     pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        let ev = self.next_event()?;
+        self.members.note(&ev);
+        Some(ev)
+    }
+
+    fn next_event(&mut self) -> Option<NodeEvent> {
         if let Some(e) = self.pending.pop_front() {
             return Some(e);
         }

@@ -70,6 +70,12 @@ core_counters! {
     event_stalls,
     /// Transmits for a peer with no address, dropped.
     unroutable,
+    /// Peer addresses learnt or changed from accepted frames (only with
+    /// `accept_unknown`).
+    learnt_addrs,
+    /// Peer commands (add, re-address, MTU change) this core refused,
+    /// each logged with its reason.
+    peer_errors,
     /// Passes of the core loop.
     turns,
     /// Times the core blocked in `backend.wait`.
