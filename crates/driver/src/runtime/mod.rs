@@ -44,7 +44,7 @@
 //!   buffer back. Events come back through one SPSC ring per core;
 //!   [`Runtime::wait_event`] parks the thread and the cores unpark it.
 //!   [`Runtime::now`] is the cores' clock, for a protocol on that thread
-//!   (see the `host` module).
+//!   (see [`crate::host`]).
 //! - **Waiting.** An idle core blocks in `backend.wait` until its endpoint's
 //!   next timer or a wake-up through [`Backend::waker`]. A core only asks
 //!   for a wake-up after announcing it is about to sleep (a `parked` flag
