@@ -243,3 +243,209 @@ fn uring_counter_converges_on_three_runtimes() {
     });
     check(&out, rounds);
 }
+
+/// A protocol that asks for a fixed list of sends at once and records how
+/// each tag came back.
+struct Burst {
+    out: Vec<icx_transport::protocol::Output>,
+    acked: Vec<u64>,
+    lost: Vec<u64>,
+    refused: Vec<(u64, icx_transport::SendError)>,
+    delivered: usize,
+}
+
+impl Protocol for Burst {
+    fn handle_event(&mut self, _now: icx_core::Instant, ev: icx_transport::protocol::HostEvent) {
+        use icx_transport::protocol::HostEvent;
+        use icx_transport::Event;
+        match ev {
+            HostEvent::Transport {
+                event: Event::Acked { .. },
+                tag,
+            } => self.acked.push(tag),
+            HostEvent::Transport {
+                event: Event::Lost { .. },
+                tag,
+            } => self.lost.push(tag),
+            HostEvent::Transport {
+                event: Event::Delivered { .. },
+                ..
+            } => self.delivered += 1,
+            HostEvent::Refused { tag, error, .. } => self.refused.push((tag, error)),
+            _ => {}
+        }
+    }
+    fn handle_timeout(&mut self, _now: icx_core::Instant) {}
+    fn poll_timeout(&self) -> Option<icx_core::Instant> {
+        None
+    }
+    fn poll_output(&mut self, _now: icx_core::Instant) -> Option<icx_transport::protocol::Output> {
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(self.out.remove(0))
+        }
+    }
+}
+
+/// A loopback backend whose `recv` blocks while a gate is closed, holding
+/// its core still so its command ring fills.
+struct Gated {
+    inner: icx_driver::LoopbackBackend,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl icx_core::Backend for Gated {
+    fn capabilities(&self) -> icx_core::Capabilities {
+        self.inner.capabilities()
+    }
+    fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+    fn send(&mut self, batch: &mut icx_core::TxBatch) -> std::io::Result<usize> {
+        self.inner.send(batch)
+    }
+    fn recv(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(icx_core::RxDatagram<'_>),
+    ) -> std::io::Result<usize> {
+        let (m, cv) = &*self.gate;
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.recv(max, f)
+    }
+    fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.inner.wait(timeout)
+    }
+}
+
+/// Backpressure from a full command ring is retried by the host, refusals
+/// come back as `Refused` with their tags, and a shut-down runtime is an
+/// error from `turn`.
+#[test]
+fn host_retries_backpressure_and_returns_refusals() {
+    use icx_core::{BufferPool, PoolConfig};
+    use icx_transport::protocol::Output;
+    use icx_transport::SendError;
+    let net = icx_driver::LoopbackNet::new();
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let pool = || BufferPool::new(&PoolConfig::small(64 << 10, 256)).unwrap();
+    let mut a_cfg = RuntimeConfig::new(transport(NodeId(1), 1), pool(), 1)
+        .peer(PeerConfig::new(NodeId(2), 1500), addr(8100));
+    a_cfg.pin = false;
+    a_cfg.command_ring = 8;
+    let max_message = a_cfg.transport.max_message;
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let (g, n) = (gate.clone(), net.clone());
+    let mut a = Runtime::start(a_cfg, move |_| {
+        Ok(Gated {
+            inner: n.bind(addr(8000))?,
+            gate: g.clone(),
+        })
+    })
+    .unwrap();
+    let mut b_cfg = RuntimeConfig::new(transport(NodeId(2), 1), pool(), 1)
+        .peer(PeerConfig::new(NodeId(1), 1500), addr(8000));
+    b_cfg.pin = false;
+    let n = net.clone();
+    let mut b = Runtime::start(b_cfg, move |_| n.bind(addr(8100))).unwrap();
+
+    let p = pool();
+    let send = |peer: u16, len: usize, tag: u64| Output::Send {
+        peer: NodeId(peer),
+        channel: Channel::Control,
+        data: p.alloc(len).unwrap().freeze(),
+        tag,
+        deadline: None,
+    };
+    let mut out: Vec<Output> = (0..20).map(|t| send(2, 1000, t)).collect();
+    out.insert(3, send(9, 10, 100));
+    let big = BufferPool::new(&PoolConfig::small(2 << 20, 1)).unwrap();
+    out.insert(
+        5,
+        Output::Send {
+            peer: NodeId(2),
+            channel: Channel::Control,
+            data: big.alloc(max_message + 1).unwrap().freeze(),
+            tag: 101,
+            deadline: Some(Duration::from_secs(1)),
+        },
+    );
+    let mut proto = Burst {
+        out,
+        acked: Vec::new(),
+        lost: Vec::new(),
+        refused: Vec::new(),
+        delivered: 0,
+    };
+    let mut host = RuntimeHost::new();
+    // The core is stuck: the ring takes 8 sends, the host keeps the 9th.
+    for _ in 0..3 {
+        host.turn(&mut a, &mut proto, Duration::from_millis(1))
+            .unwrap();
+    }
+    assert!(host.stats().backpressure > 0, "{:?}", host.stats());
+    assert!(!host.is_idle());
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    let mut b_proto = Burst {
+        out: Vec::new(),
+        acked: Vec::new(),
+        lost: Vec::new(),
+        refused: Vec::new(),
+        delivered: 0,
+    };
+    let mut b_host = RuntimeHost::new();
+    let start = std::time::Instant::now();
+    while proto.acked.len() < 20 || proto.refused.len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "acked {:?}, refused {:?}, {:?}",
+            proto.acked,
+            proto.refused,
+            host.stats()
+        );
+        host.turn(&mut a, &mut proto, Duration::from_millis(2))
+            .unwrap();
+        b_host.turn(&mut b, &mut b_proto, Duration::ZERO).unwrap();
+    }
+    let mut acked = proto.acked.clone();
+    acked.sort_unstable();
+    assert_eq!(acked, (0..20).collect::<Vec<u64>>(), "each acked once");
+    assert!(proto.lost.is_empty());
+    proto.refused.sort_unstable_by_key(|r| r.0);
+    assert_eq!(
+        proto.refused,
+        [
+            (100, SendError::UnknownPeer(NodeId(9))),
+            (
+                101,
+                SendError::TooLarge {
+                    len: max_message + 1,
+                    max: max_message
+                }
+            )
+        ]
+    );
+    let s = host.stats();
+    assert_eq!((s.sent, s.refused), (20, 2), "{s:?}");
+    assert!(host.is_idle());
+
+    // Shut down: the next send is an error from the turn, not a panic, and
+    // once the last events are taken every turn says so.
+    a.shutdown().unwrap();
+    proto.out.push(send(2, 10, 200));
+    let e = host
+        .turn(&mut a, &mut proto, Duration::from_millis(1))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotConnected, "{e}");
+    let e = host
+        .turn(&mut a, &mut proto, Duration::from_millis(1))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotConnected, "{e}");
+    b.shutdown().unwrap();
+}
