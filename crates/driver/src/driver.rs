@@ -125,17 +125,8 @@ impl<B: Backend, C: Clock> Driver<B, C> {
     /// Refuses a path MTU the backend cannot carry: that mismatch would
     /// otherwise show up only as loss.
     pub fn add_peer(&mut self, peer: PeerConfig, addr: SocketAddr) -> io::Result<()> {
-        let need = peer.max_udp_payload();
-        let have = self.backend.capabilities().max_udp_payload;
-        if need > have {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "peer {} at {addr}: MTU {} needs {need}-byte datagrams, backend carries {have}",
-                    peer.node, peer.mtu
-                ),
-            ));
-        }
+        check_backend_mtu(&peer, self.backend.capabilities().max_udp_payload)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e} (at {addr})")))?;
         self.endpoint
             .add_peer(peer)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -286,6 +277,46 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         ts.unroutable += f.unroutable;
         Ok(())
     }
+}
+
+/// A path MTU the backend cannot carry: the datagrams it needs are larger
+/// than the backend's largest. Caught up front, because on the wire the
+/// mismatch would only show up as loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendMtuError {
+    pub node: NodeId,
+    pub mtu: usize,
+    /// The UDP payload the MTU needs.
+    pub need: usize,
+    /// The backend's largest UDP payload.
+    pub have: usize,
+}
+
+impl std::fmt::Display for BackendMtuError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "peer {}: MTU {} needs {}-byte datagrams, backend carries {}",
+            self.node, self.mtu, self.need, self.have
+        )
+    }
+}
+
+impl std::error::Error for BackendMtuError {}
+
+/// Checks `peer`'s path against a backend's largest UDP payload `have`.
+/// Used by the driver, the runtime's cores and the runtime's application side.
+pub(crate) fn check_backend_mtu(peer: &PeerConfig, have: usize) -> Result<(), BackendMtuError> {
+    let need = peer.max_udp_payload();
+    if need > have {
+        return Err(BackendMtuError {
+            node: peer.node,
+            mtu: peer.mtu,
+            need,
+            have,
+        });
+    }
+    Ok(())
 }
 
 /// What one [`flush_transmits`] did.

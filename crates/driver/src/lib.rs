@@ -6,23 +6,26 @@
 //!
 //! [`Driver`] runs one endpoint on the caller's thread; [`Runtime`] runs a
 //! node on one pinned thread per core, with peers hashed to cores and
-//! cross-core handoff through the SPSC rings of [`spsc`]. `unsafe` is
-//! confined to the ring and CPU pinning.
+//! cross-core handoff through the SPSC rings of [`spsc`]; [`host`] runs a
+//! sans-IO upper-layer protocol on a `Runtime`. `unsafe` is confined to the
+//! ring and CPU pinning.
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 pub mod affinity;
 mod driver;
 pub mod fault;
+pub mod host;
 pub mod loopback;
 pub mod runtime;
 #[allow(unsafe_code)]
 pub mod spsc;
 
-pub use driver::{Driver, DriverConfig, DriverStats, TurnStats};
+pub use driver::{BackendMtuError, Driver, DriverConfig, DriverStats, TurnStats};
 pub use fault::{FaultConfig, FaultHandle, FaultInjector, FaultStats};
+pub use host::{HostStats, RuntimeHost};
 pub use loopback::{LoopbackBackend, LoopbackConfig, LoopbackNet, LoopbackStats};
 pub use runtime::{
-    owner_core, CoreSnapshot, CoreStats, NodeEvent, Runtime, RuntimeConfig, RuntimeSnapshot,
-    SubmitError,
+    owner_core, CoreSnapshot, CoreStats, NodeEvent, PeerError, Runtime, RuntimeConfig,
+    RuntimeSnapshot, SubmitError,
 };

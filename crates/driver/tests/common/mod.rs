@@ -192,3 +192,15 @@ pub fn cpu_time() -> std::time::Duration {
     };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
+
+/// Why io_uring cannot run here (the kernel refuses the ring, it is
+/// disabled, or the fallback is forced), or `None` when it can: tests over
+/// io_uring print the reason and skip instead of failing.
+pub fn uring_unavailable() -> Option<String> {
+    let cfg = UringConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    match icx_uring::open(cfg) {
+        Ok(icx_uring::Opened::Uring(_)) => None,
+        Ok(icx_uring::Opened::Sockets(_, why)) => Some(why),
+        Err(e) => Some(format!("opening a backend failed: {e}")),
+    }
+}
