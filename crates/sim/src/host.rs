@@ -334,14 +334,18 @@ pub fn endpoint_with_peers(
 }
 
 /// The pool [`ClusterBuilder`] gives each node unless told otherwise: small
-/// enough for a hundred nodes in one test process (4 MiB of address space a
-/// node, touched only as used), big enough for control traffic and
-/// messages up to 64 KiB: 1024 x 2 KiB, 64 x 16 KiB, 16 x 64 KiB.
+/// enough for a hundred nodes in one test process, big enough for control
+/// traffic and messages up to 64 KiB: 4096 x 256 B (heartbeats and other
+/// small messages: a hundred nodes' worth in flight touch a few pages),
+/// 960 x 2 KiB, 64 x 16 KiB, 16 x 64 KiB.
+/// Each class stays under 2 MiB, so the pool does not ask for transparent
+/// hugepages: memory is touched a page, not 2 MiB, at a time.
 pub fn node_pool_config() -> PoolConfig {
     let class = |buf_size, count| SizeClass { buf_size, count };
     PoolConfig {
         classes: vec![
-            class(2 << 10, 1024),
+            class(256, 4096),
+            class(2 << 10, 960),
             class(16 << 10, 64),
             class(64 << 10, 16),
         ],
