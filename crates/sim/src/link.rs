@@ -177,6 +177,9 @@ fn bytes_in(bps: Option<u64>, d: Duration) -> u64 {
 /// `dropped` or on its way. Copies on their way end up `delivered` or `partitioned` (cut
 /// while in flight) or `unroutable` (receiver removed while in flight), so
 /// `delivered` can exceed `sent - dropped` by up to `duplicated`.
+/// `delivered` counts hand-overs to the receiving host: a node with a receive
+/// queue ([`RxConfig`](crate::RxConfig)) may still drop some of them, counted
+/// in its [`RxStats`](crate::RxStats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {
     pub sent: u64,

@@ -60,7 +60,8 @@ impl RxConfig {
 
     /// Time to process one datagram of `len` bytes.
     pub fn service_time(&self, len: usize) -> Duration {
-        self.per_datagram + transfer_time(self.bps, len)
+        self.per_datagram
+            .saturating_add(transfer_time(self.bps, len))
     }
 }
 
