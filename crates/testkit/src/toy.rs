@@ -4,9 +4,10 @@
 //! Every node counts rounds on a timer. Each round it raises its counter and
 //! sends the new value to every peer; each node keeps the highest value it
 //! has seen from each peer. A value reported lost is sent again (the newest
-//! one), so under any loss that heals every node converges on every other's
-//! final count. Every send's tag must come back exactly once, as acked,
-//! lost or refused: the checks in [`Counter::problems`] hold the host to it.
+//! one), and a refused one an interval later, so under any loss that heals
+//! every node converges on every other's final count. Every send's tag must
+//! come back exactly once, as acked, lost or refused: the checks in
+//! [`Counter::problems`] hold the host to it.
 
 use icx_core::{BufferPool, Channel, Duration, Instant, NodeId};
 use icx_transport::protocol::{HostEvent, Output, Protocol};
@@ -30,6 +31,10 @@ pub struct Counter {
     /// The highest value seen from each peer.
     pub seen: BTreeMap<NodeId, u64>,
     next_at: Option<Instant>,
+    /// Peers whose send was refused, retried one interval later (not at
+    /// once: a full queue stays full until acks drain it).
+    retry: Vec<NodeId>,
+    retry_at: Option<Instant>,
     out: VecDeque<Output>,
     next_tag: u64,
     /// Tags sent and not yet resolved, with their peer.
@@ -63,6 +68,8 @@ impl Counter {
             rounds,
             value: 0,
             next_at: Some(Instant::ZERO),
+            retry: Vec::new(),
+            retry_at: None,
             out: VecDeque::new(),
             next_tag: 1,
             pending: BTreeMap::new(),
@@ -88,11 +95,12 @@ impl Counter {
             && self.seen.values().all(|&v| v == rounds_of_peers)
             && self.pending.is_empty()
             && self.out.is_empty()
+            && self.retry.is_empty()
     }
 
     /// Sends not yet acked, lost or refused.
     pub fn unresolved(&self) -> usize {
-        self.pending.len() + self.out.len()
+        self.pending.len() + self.out.len() + self.retry.len()
     }
 
     /// What the host did wrong, if anything: a tag resolved twice or never
@@ -143,7 +151,7 @@ impl Counter {
 }
 
 impl Protocol for Counter {
-    fn handle_event(&mut self, _now: Instant, event: HostEvent) {
+    fn handle_event(&mut self, now: Instant, event: HostEvent) {
         match event {
             HostEvent::Transport { event, tag } => match event {
                 Event::Delivered {
@@ -183,13 +191,22 @@ impl Protocol for Counter {
             HostEvent::Refused { peer, tag, .. } => {
                 if self.resolve(tag).is_some() {
                     self.refused += 1;
-                    self.queue(peer);
+                    if !self.retry.contains(&peer) {
+                        self.retry.push(peer);
+                    }
+                    self.retry_at.get_or_insert(now + self.interval);
                 }
             }
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.retry_at = None;
+            for peer in std::mem::take(&mut self.retry) {
+                self.queue(peer);
+            }
+        }
         let Some(at) = self.next_at else { return };
         if now < at {
             return;
@@ -203,7 +220,10 @@ impl Protocol for Counter {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.next_at
+        match (self.next_at, self.retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn poll_output(&mut self, _now: Instant) -> Option<Output> {
