@@ -64,6 +64,9 @@ pub struct BackendOpts {
     pub spin: std::time::Duration,
     /// The transport's block-channel congestion control (`--cc`).
     pub cc: bool,
+    /// Run the per-core runtime with this many core threads (`--cores`)
+    /// instead of the single-thread driver.
+    pub cores: Option<usize>,
     /// Fraction of datagrams dropped each way (`--loss`), 0 for none.
     pub loss: f64,
     pub seed: u64,
@@ -87,6 +90,10 @@ pub struct BackendInfo {
     pub max_udp_payload: usize,
     /// The block channel's congestion control (`--cc`).
     pub congestion_control: bool,
+    /// Core threads of the per-core runtime (`--cores`); absent for the
+    /// single-thread driver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores: Option<usize>,
 }
 
 pub struct Opened {
@@ -188,6 +195,7 @@ pub fn open(
         registered_buffers: caps.registered_buffers,
         max_udp_payload: caps.max_udp_payload,
         congestion_control: opts.cc,
+        cores: opts.cores,
     };
     let backend: Box<dyn Backend + Send> = if opts.loss > 0.0 {
         Box::new(FaultInjector::new(

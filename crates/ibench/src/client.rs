@@ -7,9 +7,11 @@ use crate::proto::{Header, Kind, ServerStats, HEADER_LEN};
 use crate::stats::{self, Intervals};
 use crate::{sys, CLUSTER, INTERRUPTED};
 use hdrhistogram::Histogram;
-use icx_core::{Backend, BufferPool, Channel, NodeId, PoolConfig};
-use icx_driver::{Driver, LoopbackNet};
-use icx_transport::{Config, Endpoint, Event, PeerConfig, SendError};
+use crate::net::{Net, NotSent};
+use icx_core::{BufferPool, Channel, NodeId, PoolConfig};
+use icx_driver::LoopbackNet;
+use icx_transport::protocol::HostEvent;
+use icx_transport::{Config, Event, PeerConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -88,7 +90,7 @@ pub struct Measured {
 }
 
 pub struct Client {
-    driver: Driver<Box<dyn Backend + Send>>,
+    net: Net,
     cfg: ClientConfig,
     pub info: BackendInfo,
     pub me: NodeId,
@@ -127,16 +129,13 @@ impl Client {
         } else {
             "0.0.0.0:0".parse().expect("literal")
         };
-        let opened = backend::open(&cfg.backend, bind, net)?;
         let me = NodeId(client_node_id());
         let pool = BufferPool::new(&PoolConfig::default_blocks())
             .map_err(|e| format!("buffer pool: {e}"))?;
         let mut tc = Config::new(CLUSTER, me, crate::wall_incarnation());
         tc.max_message = crate::server::MAX_MESSAGE;
         tc.cc.enabled = cfg.backend.cc;
-        let endpoint = Endpoint::try_new(tc, pool).map_err(|e| e.to_string())?;
-        let mut driver =
-            Driver::new(endpoint, opened.backend).map_err(|e| format!("driver: {e}"))?;
+        let (mut driver, info) = Net::open(&cfg.backend, bind, net, tc, pool)?;
         let server = NodeId(cfg.server_node);
         driver
             .add_peer(PeerConfig::for_addr(server, cfg.mtu, cfg.peer), cfg.peer)
@@ -156,9 +155,9 @@ impl Client {
             None => None,
         };
         let mut c = Client {
-            driver,
+            net: driver,
             cfg: cfg.clone(),
-            info: opened.info,
+            info,
             me,
             server,
             holder,
@@ -194,8 +193,9 @@ impl Client {
                 ));
             }
             self.turn(TURN_WAIT)?;
-            while let Some(ev) = self.driver.poll_event() {
-                match ev {
+            while let Some(ev) = self.net.poll_event() {
+                let Some(ev) = ev.transport() else { continue };
+                match *ev {
                     Event::PathVerified { peer, .. } => {
                         if let Some(i) = servers.iter().position(|s| s.0 == peer) {
                             verified[i] = true;
@@ -244,14 +244,11 @@ impl Client {
         } else {
             wait
         };
-        self.driver
-            .turn(wait)
-            .map(|_| ())
-            .map_err(|e| format!("driver: {e}"))
+        self.net.turn(wait)
     }
 
     fn now_ns(&self) -> u64 {
-        self.driver.now().as_nanos()
+        self.net.now().as_nanos()
     }
 
     fn send_msg(
@@ -261,14 +258,14 @@ impl Client {
         len: usize,
         h: &Header,
     ) -> Result<Option<u64>, String> {
-        let Some(mut buf) = self.driver.endpoint().pool().alloc(len) else {
+        let Some(mut buf) = self.net.pool().alloc(len) else {
             return Ok(None);
         };
         h.write(&mut buf);
-        match self.driver.send(peer, channel, buf.freeze()) {
-            Ok(id) => Ok(Some(id)),
-            Err(SendError::QueueFull | SendError::NoBuffer) => Ok(None),
-            Err(e) => Err(format!("send: {e}")),
+        match self.net.send(peer, channel, buf.freeze()) {
+            Ok(tag) => Ok(Some(tag)),
+            Err(NotSent::Full) => Ok(None),
+            Err(NotSent::Error(e)) => Err(e),
         }
     }
 
@@ -292,7 +289,7 @@ impl Client {
                 seq = self.request_stats(node)?;
             }
             self.turn(TURN_WAIT)?;
-            while let Some(ev) = self.driver.poll_event() {
+            while let Some(ev) = self.net.poll_event() {
                 self.absorb(ev);
             }
             if let Some(s) = seq.and_then(|s| self.stats_replies.remove(&s)) {
@@ -303,8 +300,12 @@ impl Client {
     }
 
     /// Handles an event outside a measured run: keeps stats replies.
-    fn absorb(&mut self, ev: Event) {
-        if let Event::Delivered { data, .. } = ev {
+    fn absorb(&mut self, ev: HostEvent) {
+        if let HostEvent::Transport {
+            event: Event::Delivered { data, .. },
+            ..
+        } = ev
+        {
             if let Some(h) = Header::parse(&data) {
                 if h.kind == Kind::StatsReply {
                     if let Some(s) = ServerStats::parse(&data[HEADER_LEN..]) {
@@ -315,11 +316,11 @@ impl Client {
         }
     }
 
-    fn client_counters(&self) -> Counters {
+    fn client_counters(&mut self) -> Counters {
         let mut c = Counters::default();
         for (n, _) in self.servers() {
-            if let Some(p) = self.driver.endpoint().peer_stats(n) {
-                c.add(&Counters::from_peer(p));
+            if let Some(p) = self.net.peer_stats(n) {
+                c.add(&Counters::from_peer(&p));
             }
         }
         c
@@ -364,7 +365,7 @@ impl Client {
                     // Nothing measured yet: stop at once.
                     measure_start_ns = self.now_ns();
                     start_client = self.client_counters();
-                    start_cpu = sys::thread_cpu_time();
+                    start_cpu = self.net.cpu_time();
                 }
                 measure_end = Some(now);
                 phase = 2;
@@ -374,7 +375,7 @@ impl Client {
                 phase = 1;
                 measure_start_ns = self.now_ns();
                 start_client = self.client_counters();
-                start_cpu = sys::thread_cpu_time();
+                start_cpu = self.net.cpu_time();
                 for (i, (n, _)) in servers.iter().enumerate() {
                     start_stats[i] = self.request_stats(*n)?;
                 }
@@ -464,7 +465,23 @@ impl Client {
             }
             self.turn(wait)?;
             let now_ns = self.now_ns();
-            while let Some(ev) = self.driver.poll_event() {
+            while let Some(ev) = self.net.poll_event() {
+                let (ev, tag) = match ev {
+                    HostEvent::Transport { event, tag } => (event, tag),
+                    HostEvent::Refused { tag, .. } => {
+                        // Not sent after all (the runtime's queue was full).
+                        if let Some((seq, _, measured)) = msgs.remove(&tag) {
+                            outstanding.remove(&seq);
+                            if measured {
+                                sent = sent.saturating_sub(1);
+                            }
+                        } else if phase == 1 {
+                            load_sent = load_sent.saturating_sub(1);
+                            load_behind += 1;
+                        }
+                        continue;
+                    }
+                };
                 match ev {
                     Event::Delivered { data, .. } => {
                         let Some(h) = Header::parse(&data) else {
@@ -490,12 +507,9 @@ impl Client {
                         }
                     }
                     Event::Acked {
-                        msg_id,
-                        rtt,
-                        channel: ch,
-                        ..
+                        rtt, channel: ch, ..
                     } => {
-                        if let Some((_, _, measured)) = msgs.remove(&msg_id) {
+                        if let Some((_, _, measured)) = msgs.remove(&tag) {
                             if p.kind == Kind::OneWay && ch == Channel::Block && measured {
                                 let ns = rtt.as_nanos() as u64;
                                 stats::record(&mut hist, ns);
@@ -505,8 +519,8 @@ impl Client {
                             }
                         }
                     }
-                    Event::Lost { msg_id, .. } => {
-                        if let Some((seq, _, measured)) = msgs.remove(&msg_id) {
+                    Event::Lost { .. } => {
+                        if let Some((seq, _, measured)) = msgs.remove(&tag) {
                             outstanding.remove(&seq);
                             if measured {
                                 lost += 1;
@@ -569,7 +583,7 @@ impl Client {
             );
         }
         let end_client = self.client_counters();
-        let cpu = sys::thread_cpu_time().saturating_sub(start_cpu);
+        let cpu = self.net.cpu_time().saturating_sub(start_cpu);
         let measure_end = measure_end.unwrap_or_else(Instant::now);
         let measured_from = measure_start.min(measure_end);
         let wall = measure_end

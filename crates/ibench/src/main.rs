@@ -6,6 +6,7 @@ mod backend;
 mod baseline;
 mod client;
 mod plot;
+mod net;
 mod proto;
 mod report;
 mod server;
@@ -136,6 +137,11 @@ struct BackendArgs {
     /// messages; an idle side still does.
     #[arg(long, value_name = "US", default_value_t = icx_uring::DEFAULT_SPIN.as_micros() as u64)]
     spin_us: u64,
+    /// Run the per-core runtime with N core threads on this side (and, for
+    /// `ibench loopback`, on the in-process server), instead of one thread
+    /// running the transport itself. io_uring or sockets only.
+    #[arg(long, value_name = "N", value_parser = parse_cores)]
+    cores: Option<usize>,
     /// Delay-based congestion control of the block channel (on: block
     /// traffic keeps the queue it builds near the controller's target).
     #[arg(long, value_enum, default_value_t = Toggle::On)]
@@ -163,6 +169,7 @@ impl BackendArgs {
             busy_poll: self.busy_poll,
             spin: Duration::from_micros(self.spin_us),
             cc: self.cc.on(),
+            cores: self.cores,
             loss,
             seed,
         }
@@ -267,10 +274,6 @@ struct RunArgs {
     /// CLIENT,SERVER CPUs (shorthand for --cpu and --server-cpu).
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["cpu", "server_cpu"])]
     cpus: Option<Vec<usize>>,
-    /// The old spelling of --cpus CLIENT,SERVER (two values), kept for
-    /// existing scripts.
-    #[arg(long, value_delimiter = ',', hide = true, conflicts_with = "cpus")]
-    cores: Option<Vec<usize>>,
     /// Also run the same pattern over plain kernel UDP and print the ratios.
     #[arg(long)]
     baseline: bool,
@@ -295,6 +298,21 @@ struct RunArgs {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+}
+
+fn parse_cores(s: &str) -> Result<usize, String> {
+    if s.contains(',') {
+        return Err(format!(
+            "'{s}': --cores is the number of runtime cores per side (pin the threads with --cpus CLIENT,SERVER)"
+        ));
+    }
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=icx_driver::runtime::MAX_CORES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a core count (1..={})",
+            icx_driver::runtime::MAX_CORES
+        )),
+    }
 }
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
@@ -430,7 +448,7 @@ fn validate(verb: Verb, a: &RunArgs) -> Result<(), String> {
             return Err(format!("--rate {r} must be > 0"));
         }
     }
-    if let Some(c) = a.cpus.as_ref().or(a.cores.as_ref()) {
+    if let Some(c) = &a.cpus {
         if c.len() != 2 {
             return Err("--cpus takes two CPUs: CLIENT,SERVER".into());
         }
@@ -561,7 +579,7 @@ fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
                 .into(),
         ));
     }
-    let (cpu, server_cpu) = match a.cpus.as_ref().or(a.cores.as_ref()) {
+    let (cpu, server_cpu) = match &a.cpus {
         Some(c) => (Some(c[0]), Some(c[1])),
         None => (a.cpu, a.server_cpu),
     };

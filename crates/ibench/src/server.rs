@@ -5,9 +5,11 @@ use crate::backend::{self, BackendInfo, BackendOpts};
 use crate::proto::{Counters, Header, Kind, ServerStats, FLAG_ACK, HEADER_LEN, ROUTED_LEN};
 use crate::sys;
 use crate::CLUSTER;
-use icx_core::{Backend, BufferPool, Channel, NodeId, PoolConfig};
-use icx_driver::{Driver, LoopbackNet};
-use icx_transport::{Config, Endpoint, Event, PeerConfig, PeerTemplate, SendError};
+use crate::net::{Net, NotSent};
+use icx_core::{BufferPool, Channel, NodeId, PoolConfig};
+use icx_driver::LoopbackNet;
+use icx_transport::protocol::HostEvent;
+use icx_transport::{Config, Event, PeerConfig, PeerTemplate};
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,15 +149,13 @@ impl ServerHandle {
     }
 }
 
-fn make_endpoint(node: u16, mtu: usize, ipv6: bool, cc: bool) -> Result<Endpoint, String> {
-    let pool =
-        BufferPool::new(&PoolConfig::default_blocks()).map_err(|e| format!("buffer pool: {e}"))?;
+fn transport_config(node: u16, mtu: usize, ipv6: bool, cc: bool) -> Config {
     let mut cfg = Config::new(CLUSTER, NodeId(node), crate::wall_incarnation());
     cfg.max_message = MAX_MESSAGE;
     cfg.accept_unknown = Some(PeerTemplate { mtu, ipv6 });
     cfg.max_peers = MAX_PEERS;
     cfg.cc.enabled = cc;
-    Endpoint::try_new(cfg, pool).map_err(|e| e.to_string())
+    cfg
 }
 
 /// Binds the icx backend and the baseline socket on PORT+1 and starts both
@@ -170,10 +170,13 @@ pub fn start(
     }
     crate::check_mtu(cfg.mtu, cfg.bind.is_ipv6())?;
     let mut attempts = 0;
-    let (opened, baseline_sock) = loop {
+    let pool =
+        BufferPool::new(&PoolConfig::default_blocks()).map_err(|e| format!("buffer pool: {e}"))?;
+    let tc = transport_config(cfg.node, cfg.mtu, cfg.bind.is_ipv6(), cfg.backend.cc);
+    let ((driver, info), baseline_sock) = loop {
         attempts += 1;
-        let opened = backend::open(&cfg.backend, cfg.bind, net)?;
-        let addr = opened.backend.local_addr();
+        let opened = Net::open(&cfg.backend, cfg.bind, net, tc.clone(), pool.clone())?;
+        let addr = opened.0.local_addr();
         let base_addr = if net.is_some() {
             // The in-process network's ports are not kernel ports.
             SocketAddr::new(cfg.bind.ip(), 0)
@@ -192,11 +195,8 @@ pub fn start(
             }
         }
     };
-    let addr = opened.backend.local_addr();
+    let addr = driver.local_addr();
     let baseline_addr = baseline_sock.as_ref().and_then(|s| s.local_addr().ok());
-    let endpoint = make_endpoint(cfg.node, cfg.mtu, addr.is_ipv6(), cfg.backend.cc)?;
-    let driver = Driver::new(endpoint, opened.backend).map_err(|e| format!("driver: {e}"))?;
-    let info = opened.info;
     let icx = {
         let stop = stop.clone();
         let cfg = cfg.clone();
@@ -254,7 +254,7 @@ struct PerClient {
 }
 
 struct Server {
-    driver: Driver<Box<dyn Backend + Send>>,
+    driver: Net,
     node: u16,
     mtu: usize,
     verbose: bool,
@@ -263,10 +263,13 @@ struct Server {
     c: ServerCounters,
     pending: VecDeque<Pending>,
     clients: HashMap<NodeId, PerClient>,
+    /// Addresses of peers the server looked up or set (3-way routing), so
+    /// the runtime's cores are asked once.
+    known_addrs: HashMap<NodeId, SocketAddr>,
 }
 
 impl Server {
-    fn new(driver: Driver<Box<dyn Backend + Send>>, cfg: &ServerConfig) -> Self {
+    fn new(driver: Net, cfg: &ServerConfig) -> Self {
         Server {
             driver,
             node: cfg.node,
@@ -281,6 +284,7 @@ impl Server {
             c: ServerCounters::default(),
             pending: VecDeque::new(),
             clients: HashMap::new(),
+            known_addrs: HashMap::new(),
         }
     }
 
@@ -290,13 +294,7 @@ impl Server {
         while !stop.load(Ordering::Relaxed) {
             if last_sweep.elapsed() >= Duration::from_secs(5) {
                 last_sweep = Instant::now();
-                let now = self.driver.now();
-                let idle: Vec<_> = self
-                    .driver
-                    .endpoint()
-                    .idle_peers(now, CLIENT_IDLE)
-                    .collect();
-                for peer in idle {
+                for peer in self.driver.idle_peers(CLIENT_IDLE) {
                     self.driver.remove_peer(peer);
                     tracing::debug!(%peer, "forgot idle client");
                 }
@@ -304,7 +302,7 @@ impl Server {
             self.flush_pending();
             self.driver
                 .turn(self.wait)
-                .map_err(|e| format!("server driver: {e}"))?;
+                .map_err(|e| format!("server: {e}"))?;
             while let Some(ev) = self.driver.poll_event() {
                 self.on_event(ev);
             }
@@ -314,12 +312,14 @@ impl Server {
                     .print(&format!("ibench server node {}", self.node));
             }
         }
-        Ok(self.snapshot())
+        let c = self.snapshot();
+        self.driver.shutdown();
+        Ok(c)
     }
 
-    fn snapshot(&self) -> ServerCounters {
+    fn snapshot(&mut self) -> ServerCounters {
         let mut c = self.c.clone();
-        let e = self.driver.endpoint().stats();
+        let e = self.driver.endpoint_stats();
         c.datagrams = e.datagrams;
         c.rejected = e.rejected();
         c.foreign = e.foreign;
@@ -332,7 +332,15 @@ impl Server {
         c
     }
 
-    fn on_event(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: HostEvent) {
+        let ev = match ev {
+            HostEvent::Transport { event, .. } => event,
+            HostEvent::Refused { peer, error, .. } => {
+                tracing::debug!(%peer, "reply refused: {error}");
+                self.c.replies_dropped += 1;
+                return;
+            }
+        };
         match ev {
             Event::Delivered {
                 peer,
@@ -399,9 +407,14 @@ impl Server {
             }
             Kind::FwdBlockReq => {
                 self.c.block_requests += 1;
-                let (Some(holder), Some(client_addr)) =
-                    (h.holder_addr, self.driver.peer_addr(peer))
-                else {
+                let client_addr = match self.known_addrs.get(&peer) {
+                    Some(a) => Some(*a),
+                    None => self.driver.peer_addr(peer),
+                };
+                if let Some(a) = client_addr {
+                    self.known_addrs.insert(peer, a);
+                }
+                let (Some(holder), Some(client_addr)) = (h.holder_addr, client_addr) else {
                     self.c.bad_requests += 1;
                     return;
                 };
@@ -472,18 +485,24 @@ impl Server {
         if !node.is_valid() || node.0 == self.node {
             return false;
         }
-        if self.driver.peer_addr(node).is_some() {
+        if self.known_addrs.get(&node) == Some(&addr) {
             return true;
         }
-        if self.driver.endpoint().peers().any(|p| p == node) {
-            self.driver.set_peer_addr(node, addr);
+        if self.driver.is_peer(node) {
+            if self.driver.peer_addr(node) != Some(addr) {
+                self.driver.set_peer_addr(node, addr);
+            }
+            self.known_addrs.insert(node, addr);
             return true;
         }
         match self
             .driver
             .add_peer(PeerConfig::for_addr(node, self.mtu, addr), addr)
         {
-            Ok(()) => true,
+            Ok(()) => {
+                self.known_addrs.insert(node, addr);
+                true
+            }
             Err(e) => {
                 tracing::warn!(%node, %addr, "cannot add peer: {e}");
                 false
@@ -491,25 +510,25 @@ impl Server {
         }
     }
 
-    fn stats_for(&self, peer: NodeId) -> ServerStats {
-        let ep = self.driver.endpoint();
-        let p = ep.peer_stats(peer).cloned().unwrap_or_default();
+    fn stats_for(&mut self, peer: NodeId) -> ServerStats {
+        let p = self.driver.peer_stats(peer).unwrap_or_default();
+        let rejected = self.driver.endpoint_stats().rejected();
         let pc = self.clients.get(&peer).copied().unwrap_or_default();
         ServerStats {
-            cpu_ns: sys::thread_cpu_time().as_nanos() as u64,
+            cpu_ns: self.driver.cpu_time().as_nanos() as u64,
             wall_ns: self.start.elapsed().as_nanos() as u64,
             mtu: self.mtu as u64,
             node: u64::from(self.node),
             oneway_msgs: pc.oneway_msgs,
             oneway_bytes: pc.oneway_bytes,
             session: Counters::from_peer(&p),
-            endpoint_rejected: ep.stats().rejected(),
+            endpoint_rejected: rejected,
         }
     }
 
     fn flush_pending(&mut self) {
         while let Some(p) = self.pending.front() {
-            let Some(mut buf) = self.driver.endpoint().pool().alloc(p.len) else {
+            let Some(mut buf) = self.driver.pool().alloc(p.len) else {
                 return;
             };
             p.header.write(&mut buf);
@@ -524,8 +543,8 @@ impl Server {
                     }
                     self.pending.pop_front();
                 }
-                Err(SendError::QueueFull | SendError::NoBuffer) => return,
-                Err(e) => {
+                Err(NotSent::Full) => return,
+                Err(NotSent::Error(e)) => {
                     tracing::debug!(%peer, "reply dropped: {e}");
                     self.c.replies_dropped += 1;
                     self.pending.pop_front();

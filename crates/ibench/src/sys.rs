@@ -1,31 +1,12 @@
-//! The only unsafe code in ibench: per-thread CPU time. CPU pinning is
-//! icx-driver's.
+//! Thread facts ibench uses: icx-driver's (the runtime's core threads use
+//! the same), re-exported here.
 
-use std::time::Duration;
-
-/// Pins the calling thread to `cpu` (icx-driver's, which the runtime's core
-/// threads use too).
-pub use icx_driver::affinity::pin_current_thread;
-
-/// User + system CPU time consumed by the calling thread.
-pub fn thread_cpu_time() -> Duration {
-    // SAFETY: rusage is plain old data; all-zeroes is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_THREAD asks about the calling thread; `ru` is a live,
-    // writable rusage for the call to fill.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-    if r != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
+pub use icx_driver::affinity::{pin_current_thread, thread_cpu_time};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn cpu_time_advances_when_spinning() {

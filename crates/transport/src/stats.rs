@@ -69,6 +69,18 @@ pub struct EndpointStats {
 }
 
 impl EndpointStats {
+    /// Adds another endpoint's counts (a multi-core node's total).
+    pub fn add(&mut self, o: &EndpointStats) {
+        self.datagrams += o.datagrams;
+        self.foreign += o.foreign;
+        self.malformed += o.malformed;
+        self.corrupt += o.corrupt;
+        self.wrong_cluster += o.wrong_cluster;
+        self.unknown_node += o.unknown_node;
+        self.misdirected += o.misdirected;
+        self.stale += o.stale;
+    }
+
     pub fn rejected(&self) -> u64 {
         self.foreign
             + self.malformed

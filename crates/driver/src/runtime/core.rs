@@ -492,6 +492,8 @@ impl<B: Backend> Core<B> {
                 .peers()
                 .filter_map(|p| self.endpoint.peer_stats(p).map(|s| (p, s.clone())))
                 .collect(),
+            addrs: self.addrs.iter().map(|(n, a)| (*n, *a)).collect(),
+            cpu: crate::affinity::thread_cpu_time(),
             rtt: std::array::from_fn(|i| self.endpoint.rtt_histogram(Channel::ALL[i]).clone()),
         }
     }

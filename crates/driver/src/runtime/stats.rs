@@ -91,6 +91,11 @@ pub struct CoreSnapshot {
     pub endpoint: EndpointStats,
     /// The peers this core owns.
     pub peers: Vec<(NodeId, PeerStats)>,
+    /// Their addresses (configured, re-addressed or learnt from accepted
+    /// frames).
+    pub addrs: Vec<(NodeId, SocketAddr)>,
+    /// CPU time the core thread has used.
+    pub cpu: std::time::Duration,
     /// Message round-trip times per channel ([`Channel::index`]).
     pub rtt: [RttHistogram; Channel::COUNT],
 }
@@ -109,6 +114,20 @@ impl RuntimeSnapshot {
             .flat_map(|c| c.peers.iter())
             .find(|(n, _)| *n == node)
             .map(|(_, s)| s)
+    }
+
+    /// A peer's address, as its owning core knows it.
+    pub fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.cores
+            .iter()
+            .flat_map(|c| c.addrs.iter())
+            .find(|(n, _)| *n == node)
+            .map(|(_, a)| *a)
+    }
+
+    /// CPU time of every core thread, summed.
+    pub fn cpu(&self) -> std::time::Duration {
+        self.cores.iter().map(|c| c.cpu).sum()
     }
 
     /// Runtime counters summed over cores.

@@ -1,0 +1,333 @@
+//! The interconnect under ibench: the single-thread [`Driver`] (the default,
+//! lowest latency: the measuring thread runs the transport itself), or the
+//! per-core [`Runtime`] with `--cores N` (core threads run the transport,
+//! the measuring thread talks to them through rings), behind one interface.
+//!
+//! Both report [`HostEvent`]s, whose `tag` names the message a send
+//! returned: the driver's message id, or the tag ibench gave the runtime.
+
+use crate::backend::{self, BackendOpts, Opened};
+use icx_core::{Backend, BufferPool, Channel, Instant, NodeId, SharedBuf};
+use icx_driver::{Driver, LoopbackNet, PeerError, Runtime, RuntimeConfig, SubmitError};
+use icx_transport::protocol::HostEvent;
+use icx_transport::{Endpoint, EndpointStats, Event, PeerConfig, PeerStats, SendError};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a runtime snapshot (counters of every core) may take.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+pub enum Net {
+    Single(Box<Driver<Box<dyn Backend + Send>>>),
+    Multi(Multi),
+}
+
+pub struct Multi {
+    rt: Runtime,
+    pool: BufferPool,
+    next_tag: u64,
+    events: VecDeque<HostEvent>,
+    /// When each peer was last heard from (deliveries), for idle sweeps:
+    /// the sessions live on the cores, this is the application's view.
+    heard: HashMap<NodeId, Instant>,
+}
+
+/// Why a send did not go.
+pub enum NotSent {
+    /// Queue or pool full: try later (counts as falling behind).
+    Full,
+    Error(String),
+}
+
+impl Net {
+    /// Opens the backend(s) bound to `bind` and the transport over them:
+    /// one driver, or a runtime of `cores` core threads sharing the port.
+    pub fn open(
+        opts: &BackendOpts,
+        bind: SocketAddr,
+        net: Option<&LoopbackNet>,
+        transport: icx_transport::Config,
+        pool: BufferPool,
+    ) -> Result<(Net, backend::BackendInfo), String> {
+        let Some(n) = opts.cores else {
+            let Opened { backend, info } = backend::open(opts, bind, net)?;
+            let endpoint = Endpoint::try_new(transport, pool).map_err(|e| e.to_string())?;
+            let d = Driver::new(endpoint, backend).map_err(|e| format!("driver: {e}"))?;
+            return Ok((Net::Single(Box::new(d)), info));
+        };
+        if opts.kind == backend::BackendKind::Loopback || net.is_some() {
+            return Err(
+                "--cores runs the per-core runtime over kernel sockets: use --backend uring or sockets (not the in-process loopback network)"
+                    .into(),
+            );
+        }
+        if opts.kind == backend::BackendKind::Dpdk {
+            return Err("--cores with --backend dpdk is not supported by ibench yet".into());
+        }
+        let mut rc = RuntimeConfig::new(transport, pool.clone(), n);
+        rc.busy_poll = opts.busy_poll;
+        // The measuring thread is pinned by --cpu/--cpus; core threads float
+        // (two ends of a loopback run on one small host would fight over
+        // the same CPUs).
+        rc.pin = false;
+        // Core 0 binds (port 0 picks one); the others join its port with
+        // SO_REUSEPORT. The factory runs on each core's thread, in order.
+        let first: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let info: Arc<Mutex<Option<backend::BackendInfo>>> = Arc::new(Mutex::new(None));
+        let (opts2, first2, info2) = (opts.clone(), first.clone(), info.clone());
+        let rt = Runtime::start(rc, move |core| {
+            let addr = match *first2.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(a) if core > 0 => a,
+                _ => bind,
+            };
+            let o = backend::open(&opts2, addr, None).map_err(std::io::Error::other)?;
+            if core == 0 {
+                *first2.lock().unwrap_or_else(|e| e.into_inner()) = Some(o.backend.local_addr());
+                *info2.lock().unwrap_or_else(|e| e.into_inner()) = Some(o.info);
+            }
+            Ok(o.backend)
+        })
+        .map_err(|e| format!("runtime of {n} cores on {bind}: {e}"))?;
+        let info = info
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        Ok((
+            Net::Multi(Multi {
+                rt,
+                pool,
+                next_tag: 1,
+                events: VecDeque::new(),
+                heard: HashMap::new(),
+            }),
+            info,
+        ))
+    }
+
+    pub fn cores(&self) -> Option<usize> {
+        match self {
+            Net::Single(_) => None,
+            Net::Multi(m) => Some(m.rt.cores()),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            Net::Single(d) => d.backend().local_addr(),
+            Net::Multi(m) => m.rt.local_addr(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        match self {
+            Net::Single(d) => d.now(),
+            Net::Multi(m) => m.rt.now(),
+        }
+    }
+
+    pub fn pool(&self) -> &BufferPool {
+        match self {
+            Net::Single(d) => d.endpoint().pool(),
+            Net::Multi(m) => &m.pool,
+        }
+    }
+
+    pub fn add_peer(&mut self, p: PeerConfig, addr: SocketAddr) -> Result<(), String> {
+        match self {
+            Net::Single(d) => d.add_peer(p, addr).map_err(|e| e.to_string()),
+            Net::Multi(m) => m.rt.add_peer(p, addr).map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn is_peer(&self, node: NodeId) -> bool {
+        match self {
+            Net::Single(d) => d.endpoint().peers().any(|p| p == node),
+            Net::Multi(m) => m.rt.peers().any(|p| p == node),
+        }
+    }
+
+    pub fn remove_peer(&mut self, node: NodeId) {
+        match self {
+            Net::Single(d) => {
+                d.remove_peer(node);
+            }
+            Net::Multi(m) => {
+                if let Err(e) = m.rt.remove_peer(node) {
+                    tracing::debug!(%node, "remove peer: {e}");
+                }
+            }
+        }
+    }
+
+    /// Queues `data`; returns the tag its `Acked`/`Lost` (or, on the
+    /// runtime, `Refused`) will carry.
+    pub fn send(&mut self, peer: NodeId, channel: Channel, data: SharedBuf) -> Result<u64, NotSent> {
+        match self {
+            Net::Single(d) => match d.send(peer, channel, data) {
+                Ok(id) => Ok(id),
+                Err(SendError::QueueFull | SendError::NoBuffer) => Err(NotSent::Full),
+                Err(e) => Err(NotSent::Error(format!("send: {e}"))),
+            },
+            Net::Multi(m) => {
+                let tag = m.next_tag;
+                match m.rt.send(peer, channel, data, tag) {
+                    Ok(()) => {
+                        m.next_tag += 1;
+                        Ok(tag)
+                    }
+                    Err(SubmitError::Backpressure(_)) => Err(NotSent::Full),
+                    Err(e) => Err(NotSent::Error(format!("send: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// Runs the transport (single) or waits for the cores (multi) for up to
+    /// `wait`, then leaves what happened for [`Net::poll_event`].
+    pub fn turn(&mut self, wait: Duration) -> Result<(), String> {
+        match self {
+            Net::Single(d) => d.turn(wait).map(|_| ()).map_err(|e| format!("driver: {e}")),
+            Net::Multi(m) => {
+                if m.events.is_empty() {
+                    let ev = if wait.is_zero() {
+                        m.rt.poll_event()
+                    } else {
+                        m.rt.wait_event(wait)
+                    };
+                    m.events.extend(ev);
+                }
+                if m.rt.is_shut_down() {
+                    return Err("runtime shut down".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<HostEvent> {
+        match self {
+            Net::Single(d) => d.poll_event().map(|event| {
+                let tag = match &event {
+                    Event::Acked { msg_id, .. } | Event::Lost { msg_id, .. } => *msg_id,
+                    _ => 0,
+                };
+                HostEvent::Transport { event, tag }
+            }),
+            Net::Multi(m) => {
+                let ev = m.events.pop_front().or_else(|| m.rt.poll_event())?;
+                match ev.transport() {
+                    Some(Event::Delivered { peer, .. } | Event::PeerAdded { peer }) => {
+                        m.heard.insert(*peer, m.rt.now());
+                    }
+                    Some(Event::PeerRemoved { peer }) => {
+                        m.heard.remove(peer);
+                    }
+                    _ => {}
+                }
+                Some(ev)
+            }
+        }
+    }
+
+    /// Peers not heard from for `idle` (the driver also requires nothing
+    /// queued to them).
+    pub fn idle_peers(&mut self, idle: Duration) -> Vec<NodeId> {
+        let idle = icx_core::Duration::from_nanos(idle.as_nanos() as u64);
+        match self {
+            Net::Single(d) => d.endpoint().idle_peers(d.now(), idle).collect(),
+            Net::Multi(m) => {
+                let now = m.rt.now();
+                m.heard
+                    .iter()
+                    .filter(|(_, t)| now.saturating_duration_since(**t) >= idle)
+                    .map(|(n, _)| *n)
+                    .collect()
+            }
+        }
+    }
+
+    /// A peer's address (the runtime asks its owning core).
+    pub fn peer_addr(&mut self, node: NodeId) -> Option<SocketAddr> {
+        match self {
+            Net::Single(d) => d.peer_addr(node),
+            Net::Multi(m) => m.rt.snapshot(SNAPSHOT_WAIT).ok()?.peer_addr(node),
+        }
+    }
+
+    pub fn set_peer_addr(&mut self, node: NodeId, addr: SocketAddr) {
+        match self {
+            Net::Single(d) => {
+                d.set_peer_addr(node, addr);
+            }
+            Net::Multi(m) => {
+                if let Err(e) = m.rt.set_peer_addr(node, addr) {
+                    tracing::debug!(%node, "re-address peer: {e}");
+                }
+            }
+        }
+    }
+
+    /// CPU time of the threads that run the transport: the calling thread
+    /// (single), or every core thread plus the calling one (multi).
+    pub fn cpu_time(&mut self) -> Duration {
+        let me = crate::sys::thread_cpu_time();
+        match self {
+            Net::Single(_) => me,
+            Net::Multi(m) => me + m.rt.snapshot(SNAPSHOT_WAIT).map_or(Duration::ZERO, |s| s.cpu()),
+        }
+    }
+
+    /// One peer's transport counters (the runtime asks the owning core).
+    pub fn peer_stats(&mut self, node: NodeId) -> Option<PeerStats> {
+        match self {
+            Net::Single(d) => d.endpoint().peer_stats(node).cloned(),
+            Net::Multi(m) => m
+                .rt
+                .snapshot(SNAPSHOT_WAIT)
+                .ok()
+                .and_then(|s| s.peer(node).cloned()),
+        }
+    }
+
+    /// Endpoint-level counters (summed over cores).
+    pub fn endpoint_stats(&mut self) -> EndpointStats {
+        match self {
+            Net::Single(d) => d.endpoint().stats().clone(),
+            Net::Multi(m) => {
+                let mut t = EndpointStats::default();
+                if let Ok(s) = m.rt.snapshot(SNAPSHOT_WAIT) {
+                    for c in &s.cores {
+                        t.add(&c.endpoint);
+                    }
+                }
+                t
+            }
+        }
+    }
+
+    /// The runtime's handoffs between cores (datagrams received by one core
+    /// for a peer another owns), for the report.
+    pub fn handoffs(&self) -> Option<u64> {
+        match self {
+            Net::Single(_) => None,
+            Net::Multi(m) => Some(m.rt.stats().handoffs_out),
+        }
+    }
+
+    pub fn shutdown(&mut self) {
+        if let Net::Multi(m) = self {
+            if let Err(e) = m.rt.shutdown() {
+                tracing::warn!("runtime shutdown: {e}");
+            }
+        }
+    }
+}
+
+impl From<PeerError> for NotSent {
+    fn from(e: PeerError) -> Self {
+        NotSent::Error(e.to_string())
+    }
+}
