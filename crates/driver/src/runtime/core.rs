@@ -433,7 +433,7 @@ impl<B: Backend> Core<B> {
                 let node = peer.node;
                 let res = if self.endpoint.peer_config(node).is_some() {
                     // Learnt through `accept_unknown` before this command
-                    // came: the configured path and address win.
+                    // came: the MTU and address given here win.
                     self.set_peer_mtu(node, peer.mtu).map(|()| {
                         self.addrs.insert(node, addr);
                     })
