@@ -2,12 +2,12 @@
 //! with warm-up and a measured phase, and gathers what both sides counted.
 
 use crate::backend::{self, BackendInfo, BackendOpts};
+use crate::net::{Net, NotSent};
 pub use crate::proto::Counters;
 use crate::proto::{Header, Kind, ServerStats, HEADER_LEN};
 use crate::stats::{self, Intervals};
 use crate::{sys, CLUSTER, INTERRUPTED};
 use hdrhistogram::Histogram;
-use crate::net::{Net, NotSent};
 use icx_core::{BufferPool, Channel, NodeId, PoolConfig};
 use icx_driver::LoopbackNet;
 use icx_transport::protocol::HostEvent;

@@ -5,8 +5,8 @@
 mod backend;
 mod baseline;
 mod client;
-mod plot;
 mod net;
+mod plot;
 mod proto;
 mod report;
 mod server;

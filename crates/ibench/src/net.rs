@@ -19,8 +19,10 @@ use std::time::Duration;
 /// How long a runtime snapshot (counters of every core) may take.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
+// One per side of a run, never moved on a hot path: the sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Net {
-    Single(Box<Driver<Box<dyn Backend + Send>>>),
+    Single(Driver<Box<dyn Backend + Send>>),
     Multi(Multi),
 }
 
@@ -55,7 +57,7 @@ impl Net {
             let Opened { backend, info } = backend::open(opts, bind, net)?;
             let endpoint = Endpoint::try_new(transport, pool).map_err(|e| e.to_string())?;
             let d = Driver::new(endpoint, backend).map_err(|e| format!("driver: {e}"))?;
-            return Ok((Net::Single(Box::new(d)), info));
+            return Ok((Net::Single(d), info));
         };
         if opts.kind == backend::BackendKind::Loopback || net.is_some() {
             return Err(
@@ -105,13 +107,6 @@ impl Net {
             }),
             info,
         ))
-    }
-
-    pub fn cores(&self) -> Option<usize> {
-        match self {
-            Net::Single(_) => None,
-            Net::Multi(m) => Some(m.rt.cores()),
-        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -164,7 +159,12 @@ impl Net {
 
     /// Queues `data`; returns the tag its `Acked`/`Lost` (or, on the
     /// runtime, `Refused`) will carry.
-    pub fn send(&mut self, peer: NodeId, channel: Channel, data: SharedBuf) -> Result<u64, NotSent> {
+    pub fn send(
+        &mut self,
+        peer: NodeId,
+        channel: Channel,
+        data: SharedBuf,
+    ) -> Result<u64, NotSent> {
         match self {
             Net::Single(d) => match d.send(peer, channel, data) {
                 Ok(id) => Ok(id),
@@ -276,7 +276,12 @@ impl Net {
         let me = crate::sys::thread_cpu_time();
         match self {
             Net::Single(_) => me,
-            Net::Multi(m) => me + m.rt.snapshot(SNAPSHOT_WAIT).map_or(Duration::ZERO, |s| s.cpu()),
+            Net::Multi(m) => {
+                me + m
+                    .rt
+                    .snapshot(SNAPSHOT_WAIT)
+                    .map_or(Duration::ZERO, |s| s.cpu())
+            }
         }
     }
 
@@ -284,11 +289,11 @@ impl Net {
     pub fn peer_stats(&mut self, node: NodeId) -> Option<PeerStats> {
         match self {
             Net::Single(d) => d.endpoint().peer_stats(node).cloned(),
-            Net::Multi(m) => m
-                .rt
-                .snapshot(SNAPSHOT_WAIT)
-                .ok()
-                .and_then(|s| s.peer(node).cloned()),
+            Net::Multi(m) => {
+                m.rt.snapshot(SNAPSHOT_WAIT)
+                    .ok()
+                    .and_then(|s| s.peer(node).cloned())
+            }
         }
     }
 
@@ -305,15 +310,6 @@ impl Net {
                 }
                 t
             }
-        }
-    }
-
-    /// The runtime's handoffs between cores (datagrams received by one core
-    /// for a peer another owns), for the report.
-    pub fn handoffs(&self) -> Option<u64> {
-        match self {
-            Net::Single(_) => None,
-            Net::Multi(m) => Some(m.rt.stats().handoffs_out),
         }
     }
 

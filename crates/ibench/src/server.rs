@@ -1,11 +1,11 @@
 //! `ibench server`: answers any client over icx, and runs the plain-UDP
 //! baseline echo/sink on the next port (PORT+1).
 
-use crate::backend::{self, BackendInfo, BackendOpts};
+use crate::backend::{BackendInfo, BackendOpts};
+use crate::net::{Net, NotSent};
 use crate::proto::{Counters, Header, Kind, ServerStats, FLAG_ACK, HEADER_LEN, ROUTED_LEN};
 use crate::sys;
 use crate::CLUSTER;
-use crate::net::{Net, NotSent};
 use icx_core::{BufferPool, Channel, NodeId, PoolConfig};
 use icx_driver::LoopbackNet;
 use icx_transport::protocol::HostEvent;
@@ -648,13 +648,18 @@ fn run_baseline(sock: UdpSocket, stop: &AtomicBool) -> BaselineCounters {
 
 /// The line a server prints when it starts (tests parse the addresses).
 pub fn describe(h: &ServerHandle) -> String {
+    let cores = h
+        .info
+        .cores
+        .map(|n| format!(", runtime of {n} core{}", if n == 1 { "" } else { "s" }))
+        .unwrap_or_default();
     match h.baseline_addr {
         Some(b) => format!(
-            "listening on {} (icx node {}, backend {}), baseline UDP on {}",
+            "listening on {} (icx node {}, backend {}{cores}), baseline UDP on {}",
             h.addr, h.node, h.info.name, b
         ),
         None => format!(
-            "listening on {} (icx node {}, backend {}), no baseline port",
+            "listening on {} (icx node {}, backend {}{cores}), no baseline port",
             h.addr, h.node, h.info.name
         ),
     }

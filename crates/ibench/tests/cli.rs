@@ -346,6 +346,25 @@ fn fails_with(args: &[&str], needle: &str) {
 #[test]
 fn bad_arguments_fail_clearly() {
     fails_with(
+        &["loopback", "ping-pong", "--cores", "0,1"],
+        "number of runtime cores",
+    );
+    fails_with(
+        &["loopback", "ping-pong", "--cores", "0"],
+        "not a core count",
+    );
+    fails_with(
+        &[
+            "loopback",
+            "ping-pong",
+            "--backend",
+            "loopback",
+            "--cores",
+            "2",
+        ],
+        "per-core runtime",
+    );
+    fails_with(
         &["loopback", "under-load", "--ping-channel", "bulk"],
         "not a channel",
     );
@@ -410,6 +429,10 @@ struct ServerProc {
 
 impl ServerProc {
     fn start(node: u16) -> ServerProc {
+        Self::start_with(node, &[])
+    }
+
+    fn start_with(node: u16, extra: &[&str]) -> ServerProc {
         let mut child = Command::new(BIN)
             .args([
                 "server",
@@ -418,6 +441,7 @@ impl ServerProc {
                 "--node",
                 &node.to_string(),
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -534,4 +558,75 @@ fn three_way_block_through_two_server_processes() {
     let out = holder.stop();
     assert!(!out.contains("forwarded 0 out / 0 in"), "{out}");
     drop(fwd);
+}
+
+#[test]
+fn the_per_core_runtime_on_both_ends() {
+    // In one process: client and in-process server each on a 2-core runtime.
+    let v = ok_json(&[
+        "loopback",
+        "ping-pong",
+        "-t",
+        "0.5",
+        "--cores",
+        "2",
+        "--json",
+    ]);
+    check_result(&v, "ping-pong", "icx");
+    assert_eq!(v["features"]["cores"], 2, "{v}");
+    let v = ok_json(&[
+        "loopback",
+        "throughput",
+        "-m",
+        "8K",
+        "-t",
+        "0.5",
+        "--cores",
+        "2",
+        "--json",
+    ]);
+    check_result(&v, "throughput", "icx");
+    // Runtime servers in their own processes: a driver client, a runtime
+    // client, and a 3-way request routed through two runtime servers (the
+    // forwarder learns the client's address from its owning core).
+    let fwd = ServerProc::start_with(1, &["--cores", "2"]);
+    let holder = ServerProc::start_with(2, &["--cores", "2"]);
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..20usize {
+        junk.send_to(&vec![0x5Au8; 1 + i * 53 % 1400], &fwd.addr)
+            .unwrap();
+    }
+    let v = ok_json(&["ping-pong", "--peer", &fwd.addr, "-t", "0.5", "--json"]);
+    check_result(&v, "ping-pong", "icx");
+    let v = ok_json(&[
+        "block", "--peer", &fwd.addr, "-t", "0.5", "--cores", "2", "--json",
+    ]);
+    check_result(&v, "block", "icx");
+    let v = ok_json(&[
+        "block",
+        "--three-way",
+        "--peer",
+        &fwd.addr,
+        "--holder",
+        &holder.addr,
+        "-t",
+        "0.5",
+        "--cores",
+        "2",
+        "--json",
+    ]);
+    check_result(&v, "block-3way", "icx");
+    let out = fwd.stop();
+    assert!(out.contains("clients "), "{out}");
+    let rejected: u64 = out
+        .split("rejected ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rejected count in {out}"));
+    assert!(
+        rejected >= 20,
+        "garbage must be counted on the runtime too: {out}"
+    );
+    holder.stop();
 }

@@ -299,8 +299,9 @@ pub enum Event {
         msg_id: u64,
         reason: LossReason,
     },
-    /// A frame from an unconfigured node created a session for it
-    /// (only with [`Config::accept_unknown`]).
+    /// A frame from an unconfigured node created a session for it (only
+    /// with [`Config::accept_unknown`]). Hosts that add peers at run time
+    /// (the per-core runtime) also answer an add with it.
     PeerAdded { peer: NodeId },
     /// [`Endpoint::remove_peer`] removed the peer; its messages were
     /// reported lost first ([`LossReason::PeerRemoved`]).
