@@ -194,6 +194,30 @@ impl PeerConfig {
     pub fn max_udp_payload(&self) -> usize {
         icx_wire::max_udp_payload(self.mtu, self.ipv6)
     }
+
+    /// The MTU leaves room for a data header and some block, and needs no
+    /// datagram larger than IP carries: what every host checks before it
+    /// hands a path to an endpoint.
+    pub fn check_mtu(&self) -> Result<(), ConfigError> {
+        let overhead = icx_wire::ip_udp_overhead(self.ipv6);
+        let min = icx_wire::MIN_UDP_PAYLOAD + overhead;
+        let max = icx_wire::MAX_UDP_PAYLOAD + overhead;
+        if self.mtu < min {
+            return Err(ConfigError::MtuTooSmall {
+                node: self.node,
+                mtu: self.mtu,
+                min,
+            });
+        }
+        if self.mtu > max {
+            return Err(ConfigError::MtuTooLarge {
+                node: self.node,
+                mtu: self.mtu,
+                max,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,23 +456,7 @@ impl Endpoint {
 
     /// Checks the MTU of a path and makes sure the probe padding covers it.
     fn check_path(&mut self, p: &PeerConfig) -> Result<(), ConfigError> {
-        let overhead = icx_wire::ip_udp_overhead(p.ipv6);
-        let min = icx_wire::MIN_UDP_PAYLOAD + overhead;
-        let max = icx_wire::MAX_UDP_PAYLOAD + overhead;
-        if p.mtu < min {
-            return Err(ConfigError::MtuTooSmall {
-                node: p.node,
-                mtu: p.mtu,
-                min,
-            });
-        }
-        if p.mtu > max {
-            return Err(ConfigError::MtuTooLarge {
-                node: p.node,
-                mtu: p.mtu,
-                max,
-            });
-        }
+        p.check_mtu()?;
         let need = p.max_udp_payload();
         if self.padding.as_ref().is_none_or(|b| b.len() < need) {
             let mut b = self

@@ -125,7 +125,7 @@ impl Members {
             return Err(ConfigError::DuplicatePeer(p.node).into());
         }
         let core = icx_core::owner_core(p.node, self.cores);
-        check_path(p)?;
+        p.check_mtu()?;
         check_backend_mtu(p, max_udp[core])?;
         Ok(core)
     }
@@ -143,7 +143,7 @@ impl Members {
             .ok_or(ConfigError::UnknownPeer(node))?;
         let p = PeerConfig { node, mtu, ipv6 };
         let core = icx_core::owner_core(node, self.cores);
-        check_path(&p)?;
+        p.check_mtu()?;
         check_backend_mtu(&p, max_udp[core])?;
         Ok(core)
     }
@@ -202,30 +202,6 @@ impl Members {
     pub(super) fn iter(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.peers.keys().copied()
     }
-}
-
-/// The transport's bounds on a path MTU (`Endpoint::add_peer` and
-/// `set_peer_mtu` apply the same, from the same constants), checked here so
-/// a bad MTU is refused at once rather than by the core.
-fn check_path(p: &PeerConfig) -> Result<(), ConfigError> {
-    let overhead = icx_wire::ip_udp_overhead(p.ipv6);
-    let min = icx_wire::MIN_UDP_PAYLOAD + overhead;
-    let max = icx_wire::MAX_UDP_PAYLOAD + overhead;
-    if p.mtu < min {
-        return Err(ConfigError::MtuTooSmall {
-            node: p.node,
-            mtu: p.mtu,
-            min,
-        });
-    }
-    if p.mtu > max {
-        return Err(ConfigError::MtuTooLarge {
-            node: p.node,
-            mtu: p.mtu,
-            max,
-        });
-    }
-    Ok(())
 }
 
 impl Runtime {
