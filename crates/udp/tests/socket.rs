@@ -2,6 +2,7 @@
 #![cfg(target_os = "linux")]
 
 use icx_core::{Backend, BufferPool, Payload, PoolConfig, TxBatch, TxFrame};
+use icx_testkit::lab;
 use icx_testkit::sock::{header, offer_all, recv_n};
 use icx_udp::{SocketBackend, SocketConfig, MAX_UDP_PAYLOAD_V4};
 use std::net::{SocketAddr, UdpSocket};
@@ -183,8 +184,9 @@ fn clamped_buffer_is_reported() {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        if max >= want {
-            eprintln!("skipping: net.core.{sysctl} = {max} would grant {want}");
+        let granted =
+            (max >= want).then(|| format!("net.core.{sysctl} = {max} would grant {want}"));
+        if !lab::run_or_skip(granted) {
             return;
         }
     }
@@ -200,9 +202,8 @@ fn clamped_buffer_is_reported() {
         assert!(g.clamped() && !g.forced);
     }
 
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping the SO_RCVBUFFORCE half: not root");
+    let not_root = (!lab::is_root()).then_some("not root: the SO_RCVBUFFORCE half needs root");
+    if !lab::require_or_skip(not_root) {
         return;
     }
     cfg.recv_buffer = 64 << 20;

@@ -45,7 +45,7 @@ pub use config::{
 #[cfg(target_os = "linux")]
 pub use backend::{Features, UringBackend, UringStats};
 #[cfg(target_os = "linux")]
-pub use setup::SetupMode;
+pub use setup::{unavailable, SetupMode};
 
 #[cfg(target_os = "linux")]
 use icx_core::Backend;
