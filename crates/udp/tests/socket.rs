@@ -1,10 +1,11 @@
 //! SocketBackend against the real kernel, on loopback addresses only.
 #![cfg(target_os = "linux")]
 
+use icx_core::MAX_UDP_PAYLOAD;
 use icx_core::{Backend, BufferPool, Payload, PoolConfig, TxBatch, TxFrame};
 use icx_testkit::lab;
 use icx_testkit::sock::{header, offer_all, recv_n};
-use icx_udp::{SocketBackend, SocketConfig, MAX_UDP_PAYLOAD_V4};
+use icx_udp::{SocketBackend, SocketConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -157,18 +158,13 @@ fn ipv4_over_udp_maximum_is_emsgsize() {
     let mut b = bind(V4);
     let mut batch = TxBatch::new();
     for _ in 0..3 {
-        batch.push_back(frame(
-            &p,
-            b.local_addr(),
-            b"h",
-            &vec![1; MAX_UDP_PAYLOAD_V4],
-        ));
+        batch.push_back(frame(&p, b.local_addr(), b"h", &vec![1; MAX_UDP_PAYLOAD]));
     }
     batch.push_back(frame(
         &p,
         b.local_addr(),
         b"h",
-        &vec![1; MAX_UDP_PAYLOAD_V4 - 1],
+        &vec![1; MAX_UDP_PAYLOAD - 1],
     ));
     assert_eq!(send_all(&mut a, &mut batch), 4);
     assert_eq!(a.stats().emsgsize, 3);

@@ -1124,11 +1124,7 @@ impl Backend for UringBackend {
         } else {
             1
         };
-        let max_bytes = if self.v6 {
-            icx_udp::MAX_UDP_PAYLOAD_V6
-        } else {
-            icx_udp::MAX_UDP_PAYLOAD_V4
-        };
+        let max_bytes = icx_core::max_udp_payload(icx_core::MAX_IP_MTU, self.v6);
         let fd = Fd(self.socket.as_raw_fd());
         let mut taken = 0;
         let mut queued = 0;

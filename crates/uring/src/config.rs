@@ -1,6 +1,7 @@
 //! How to open a [`UringBackend`](crate::UringBackend).
 
-use icx_udp::{SocketConfig, DEFAULT_SOCKET_BUFFER, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6};
+use icx_core::{max_udp_payload, MAX_IP_MTU};
+use icx_udp::{SocketConfig, DEFAULT_SOCKET_BUFFER};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -147,11 +148,7 @@ impl UringConfig {
             busy_poll: false,
             spin: DEFAULT_SPIN,
             register_buffers: true,
-            max_udp_payload: if addr.is_ipv6() {
-                MAX_UDP_PAYLOAD_V6
-            } else {
-                MAX_UDP_PAYLOAD_V4
-            },
+            max_udp_payload: max_udp_payload(MAX_IP_MTU, addr.is_ipv6()),
             max_batch: 128,
             tx_slots: 256,
             tx_frames: 1024,
