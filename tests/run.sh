@@ -48,7 +48,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # system DPDK, libclang for bindgen, and the lab tools; its lab tests run in
 # network namespaces as root and skip, saying why, otherwise (as root, with
 # ICX_REQUIRE_LAB=1, a missing prerequisite fails them).
-dpdk_feat=icx-dpdk/dpdk,icx-dpdk-sys/dpdk
+# icx-dpdk-peer is the lab's endpoint binary with the lab tests that run it.
+dpdk_feat=icx-dpdk/dpdk,icx-dpdk-sys/dpdk,icx-dpdk-peer/dpdk
 need=()
 pkg-config --exists libdpdk 2>/dev/null || need+=(libdpdk-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
@@ -61,8 +62,8 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 log "DPDK backend: clippy and tests (feature dpdk)"
-cargo clippy -p icx-dpdk -p icx-dpdk-sys --all-targets --features "$dpdk_feat" -- -D warnings
-cargo test -p icx-dpdk-sys -p icx-dpdk --features "$dpdk_feat" --no-fail-fast
+cargo clippy -p icx-dpdk -p icx-dpdk-sys -p icx-dpdk-peer --all-targets --features "$dpdk_feat" -- -D warnings
+cargo test -p icx-dpdk-sys -p icx-dpdk -p icx-dpdk-peer --features "$dpdk_feat" --no-fail-fast
 # ibench --backend dpdk server in one namespace, io_uring client in the other.
 cargo test -p ibench --features dpdk --test dpdk_lab -- --test-threads 1
 

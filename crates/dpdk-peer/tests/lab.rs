@@ -10,6 +10,7 @@
 //! Every lab is torn down when its guard drops, on failure too; every child
 //! is killed at its deadline.
 #![cfg(all(feature = "dpdk", target_os = "linux"))]
+#![deny(unsafe_code)]
 
 use icx_testkit::lab;
 use std::collections::HashMap;
