@@ -27,5 +27,5 @@ pub use wake::EventFd;
 #[cfg(target_os = "linux")]
 pub use socket::{
     bind_socket, BoundSocket, BufferGrant, SocketBackend, SocketConfig, SocketStats,
-    DEFAULT_MAX_BATCH, DEFAULT_RX_BUF_SIZE, DEFAULT_SOCKET_BUFFER,
+    DEFAULT_SOCKET_BUFFER,
 };

@@ -21,10 +21,10 @@ use std::time::Duration;
 /// burst does not overflow the receive queue (seed 002, cause 2).
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams per `sendmmsg`/`recvmmsg` call by default.
-pub const DEFAULT_MAX_BATCH: usize = 64;
+pub(crate) const DEFAULT_MAX_BATCH: usize = 64;
 /// Receive slot size by default: holds any UDP datagram, so nothing sent
 /// within `max_udp_payload` is ever truncated.
-pub const DEFAULT_RX_BUF_SIZE: usize = 64 << 10;
+pub(crate) const DEFAULT_RX_BUF_SIZE: usize = 64 << 10;
 /// The kernel's cap on messages per `sendmmsg`/`recvmmsg` call (UIO_MAXIOV).
 const MAX_MMSG: usize = 1024;
 /// Failed receive calls tolerated in one `recv` before it gives up for now;

@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Environment variable that, when set to anything but `0` or empty, makes
 /// [`open_backend`](crate::open_backend) use the plain-socket backend, as
 /// [`UringConfig::force_sockets`] does.
-pub const FORCE_SOCKETS_ENV: &str = "ICX_FORCE_SOCKETS";
+pub(crate) const FORCE_SOCKETS_ENV: &str = "ICX_FORCE_SOCKETS";
 
 /// Default SEND_ZC threshold: a send (one frame, or one GSO train) of at
 /// least this many bytes goes zero-copy; smaller ones are copied.
@@ -158,7 +158,7 @@ impl UringConfig {
     }
 
     /// The plain-socket configuration equivalent to this one.
-    pub fn socket_config(&self) -> SocketConfig {
+    pub(crate) fn socket_config(&self) -> SocketConfig {
         let mut s = SocketConfig::new(self.addr);
         s.recv_buffer = self.recv_buffer;
         s.send_buffer = self.send_buffer;
