@@ -1,4 +1,4 @@
-//! The DPDK backend for icx (DESIGN §3), behind the `dpdk` feature.
+//! The DPDK backend for icx, behind the `dpdk` feature.
 //!
 //! With the feature, [`DpdkBackend`] drives one ethdev port (a PCI NIC bound
 //! to vfio-pci, or a virtual device such as `net_af_packet` for tests) under

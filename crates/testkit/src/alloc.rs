@@ -10,6 +10,8 @@
 //! #[global_allocator]
 //! static GLOBAL: icx_testkit::alloc::CountingAlloc = icx_testkit::alloc::CountingAlloc;
 //! ```
+// The one unsafe code of the testkit: a GlobalAlloc impl must be unsafe.
+#![allow(unsafe_code)]
 
 use icx_core::{Backend, BufferPool, HeaderBuf, Payload, PoolConfig, TxBatch, TxFrame};
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -14,6 +14,7 @@
 //!   skipping with the reason, or failing under `ICX_REQUIRE_LAB=1`;
 //! - [`sock`]: small helpers for tests driving a backend by hand;
 //! - [`toy`]: a toy upper-layer protocol that proves the protocol hosts.
+#![deny(unsafe_code)]
 
 pub mod alloc;
 pub mod exchange;

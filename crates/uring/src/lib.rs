@@ -1,4 +1,4 @@
-//! The io_uring UDP backend for icx (DESIGN §3): one ring and one UDP socket
+//! The io_uring UDP backend for icx, the default: one ring and one UDP socket
 //! per instance; a per-core runtime opens one per core on a shared port
 //! (SO_REUSEPORT).
 //!
