@@ -17,7 +17,8 @@
 # driver (bifurcated); DPDK's mlx5 PMD talks to it through rdma-core.
 # DPDK's own tool does the same: `dpdk-devbind.py` (package dpdk).
 set -euo pipefail
-[ "$(id -u)" = 0 ] || { echo "bind-vfio: needs root" >&2; exit 77; }
+. "$(dirname "$0")/need-root.sh"
+need_root bind-vfio
 STATE=/run/icx-vfio
 cmd=${1:-status}
 dev=${2:-}

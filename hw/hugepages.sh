@@ -11,7 +11,8 @@
 # `--huge-unlink` (EalArgs::pci does), so a crashed process leaves no
 # hugepage files holding memory.
 set -euo pipefail
-[ "$(id -u)" = 0 ] || { echo "hugepages: needs root" >&2; exit 77; }
+. "$(dirname "$0")/need-root.sh"
+need_root hugepages
 MNT=/dev/hugepages
 if [ "${1:-}" = "--release" ]; then
   echo 0 > /proc/sys/vm/nr_hugepages

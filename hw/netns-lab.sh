@@ -23,6 +23,7 @@
 # never puts on a wire. IPv6 is off inside the namespaces, so the only
 # foreign frames the endpoints see are the ones tests send on purpose.
 set -euo pipefail
+. "$(dirname "$0")/need-root.sh"
 
 usage() { sed -n '2,16p' "$0" >&2; exit 2; }
 
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-[ "$(id -u)" = 0 ] || { echo "netns-lab: needs root (network namespaces, veth, nftables)" >&2; exit 77; }
+need_root netns-lab "network namespaces, veth, nftables"
 case $PREFIX in *[!a-z0-9]*|'') echo "netns-lab: --prefix must be [a-z0-9]+" >&2; exit 2 ;; esac
 [ ${#PREFIX} -le 10 ] || { echo "netns-lab: --prefix at most 10 characters (interface names)" >&2; exit 2; }
 

@@ -21,6 +21,7 @@
 # Nothing here matters to the DPDK backend (it bypasses the kernel stack),
 # except on the kernel-socket peers it talks to.
 set -euo pipefail
+. "$(dirname "$0")/need-root.sh"
 SETTINGS=(
   net.core.rmem_default=4194304
   net.core.rmem_max=4194304
@@ -35,7 +36,7 @@ cmd=${1:-show}
 case $cmd in
   show) for s in "${SETTINGS[@]}"; do k=${s%%=*}; echo "$k = $(sysctl -n "$k") (icx: ${s#*=})"; done ;;
   apply|persist)
-    [ "$(id -u)" = 0 ] || { echo "sysctl: needs root" >&2; exit 77; }
+    need_root sysctl
     # high before low: the kernel refuses low > high.
     for s in "${SETTINGS[@]}"; do sysctl -qw "$s"; done
     if [ "$cmd" = persist ]; then

@@ -12,6 +12,7 @@
 //! - `round`: both, plus copying each datagram into a buffer (as a NIC
 //!   would) and feeding the receiver's acks back to the sender, so state
 //!   stays flat for any number of iterations.
+#![deny(unsafe_code)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use icx_bench::{

@@ -2,6 +2,7 @@
 //! plus CRC32C over header and payload) at the payload sizes of a 1500 and a
 //! 9000 MTU path, and ack frames with the most ranges an ack carries. CRC32C
 //! of the payload alone is measured beside them as the floor.
+#![deny(unsafe_code)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use icx_bench::{ack_frame, data_frame, emit};

@@ -5,6 +5,7 @@
 //! zero: every buffer, frame and completion slot is preallocated.
 //!
 //! `cargo run --release -p icx-bench --bin allocs_per_block`
+#![deny(unsafe_code)]
 
 use icx_core::{Backend, BufferPool, Channel, ClusterId, Incarnation, NodeId, PoolConfig};
 use icx_driver::Driver;

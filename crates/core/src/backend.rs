@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Room for the largest header-only frame (an ack with all its ranges).
+/// Room for the largest header the transport emits: an ack frame with 12
+/// ranges (152 bytes) or a data header with an 8-range piggybacked ack (148).
+/// The wire allows acks of up to 24 ranges (248 bytes); the transport sends
+/// fewer so that every queued frame stays this small (it asserts both fits).
 pub const HEADER_INLINE_CAP: usize = 160;
 
 /// What a backend can do, as probed at run time.

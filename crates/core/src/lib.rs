@@ -20,7 +20,8 @@ pub use backend::{
 };
 pub use id::{owner_core, Channel, ClusterId, Incarnation, NodeId, OWNER_HASH_MUL};
 pub use ip::{
-    ip_udp_overhead, max_udp_payload, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD, MAX_UDP_PAYLOAD,
+    ip_udp_overhead, max_udp_payload, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD, MAX_IP_MTU,
+    MAX_UDP_PAYLOAD,
 };
 pub use pool::{BufferPool, HugePages, PoolBuf, PoolConfig, SharedBuf, SizeClass};
 pub use rng::{derive_seed, seeded_rng, SeededRng};

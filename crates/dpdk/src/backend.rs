@@ -422,7 +422,7 @@ impl DpdkPort {
         if cfg.max_batch == 0 || cfg.max_batch > 512 {
             return Err(DpdkError::Config("max_batch must be 1..=512".into()));
         }
-        let max_udp_payload = icx_max_udp_payload(cfg.mtu);
+        let max_udp_payload = icx_core::max_udp_payload(cfg.mtu, false);
         if max_udp_payload == 0 {
             return Err(DpdkError::Config(format!("MTU {} is too small", cfg.mtu)));
         }
@@ -1092,11 +1092,6 @@ fn rx_verdict(ol: u64, mask: u64, good: u64, bad: u64) -> Option<bool> {
         // Unknown, or "none" (not checked): check in software.
         _ => None,
     }
-}
-
-/// `icx_wire::max_udp_payload` for IPv4, without depending on icx-wire.
-fn icx_max_udp_payload(mtu: usize) -> usize {
-    mtu.saturating_sub(net::IPV4_HDR_LEN + net::UDP_HDR_LEN)
 }
 
 impl Backend for DpdkBackend {

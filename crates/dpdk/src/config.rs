@@ -2,7 +2,7 @@
 //! port, our addresses, the neighbour table and queue/pool sizes.
 #![deny(unsafe_code)]
 
-use crate::net::{MacAddr, ETH_HDR_LEN};
+use crate::net::MacAddr;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Which ethdev port to drive.
@@ -169,11 +169,12 @@ impl DpdkConfig {
 
     /// The mbuf data room used: `mbuf_data`, or a whole frame of `mtu`
     /// (plus a VLAN tag) in one segment, rounded up to 2/4/8/16 KiB.
-    pub fn mbuf_data_room(&self) -> u16 {
+    #[cfg(feature = "dpdk")]
+    pub(crate) fn mbuf_data_room(&self) -> u16 {
         if self.mbuf_data != 0 {
             return self.mbuf_data;
         }
-        let frame = self.mtu + ETH_HDR_LEN + 4;
+        let frame = self.mtu + crate::net::ETH_HDR_LEN + 4;
         let mut room = 2048usize;
         while room < frame && room < 16384 {
             room *= 2;

@@ -91,7 +91,8 @@ impl From<DpdkError> for io::Error {
 }
 
 /// What to check when `rte_eal_init` fails with `errno`.
-pub fn eal_hint(errno: i32, args: &[String]) -> &'static str {
+#[cfg(feature = "dpdk")]
+pub(crate) fn eal_hint(errno: i32, args: &[String]) -> &'static str {
     let no_huge = args.iter().any(|a| a == "--no-huge");
     // EAL reports missing hugepages as EACCES, ENOMEM or ENOENT depending
     // on the step that failed; look for ourselves.

@@ -1,4 +1,4 @@
-//! The DPDK backend for icx (DESIGN §3), behind the `dpdk` feature.
+//! The DPDK backend for icx, behind the `dpdk` feature.
 //!
 //! With the feature, [`DpdkBackend`] drives one ethdev port (a PCI NIC bound
 //! to vfio-pci, or a virtual device such as `net_af_packet` for tests) under
@@ -11,20 +11,25 @@
 //! Library requirement: DPDK 22.11 (`libdpdk-dev`) through `icx-dpdk-sys`.
 //! Run-time requirement: root (or the capabilities listed in `hw/README.md`).
 
-pub mod arp;
-pub mod config;
+// Ethernet/IPv4/UDP and ARP: only the backend (feature `dpdk`) uses them;
+// without the feature they are built for their unit tests.
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+mod arp;
+mod config;
 pub mod error;
-pub mod net;
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+mod net;
 
 #[cfg(feature = "dpdk")]
 mod backend;
 #[cfg(feature = "dpdk")]
 pub mod eal;
 
+// ArpTable: what `DpdkBackend::neighbours` returns.
 pub use arp::ArpTable;
 pub use config::{DpdkConfig, EalArgs, PortSelect};
 pub use error::DpdkError;
-pub use net::MacAddr;
+pub use net::{BadMac, MacAddr};
 
 #[cfg(feature = "dpdk")]
 pub use backend::{describe, ports, DpdkBackend, DpdkPort, DpdkStats, PortInfo, PortStats};

@@ -31,6 +31,9 @@ pub const IPV4_HDR_LEN: usize = 20;
 pub const UDP_HDR_LEN: usize = 8;
 /// Ethernet + IPv4 (no options) + UDP.
 pub const HEADERS_LEN: usize = ETH_HDR_LEN + IPV4_HDR_LEN + UDP_HDR_LEN;
+// The transport sizes frames by icx-core's IP/UDP overhead; the headers built
+// here must be that size.
+const _: () = assert!(IPV4_HDR_LEN + UDP_HDR_LEN == icx_core::IPV4_UDP_OVERHEAD);
 /// An ARP packet for IPv4 over Ethernet, without the Ethernet header.
 pub const ARP_LEN: usize = 28;
 /// Ethernet frames are padded to 60 bytes (64 with the FCS the NIC adds).

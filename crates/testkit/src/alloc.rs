@@ -1,6 +1,6 @@
 //! A counting global allocator: forwards everything to [`System`] and
 //! counts allocations (`alloc`, `alloc_zeroed`, `realloc`) two ways, on the
-//! threads that asked for it ([`count_on_this_thread`], [`counted`]) and in
+//! threads that asked for it ([`counted`]) and in
 //! total over all threads ([`total_allocs`]). [`assert_send_recv_allocate_nothing`]
 //! is the backends' hot-path check.
 //!
@@ -10,6 +10,8 @@
 //! #[global_allocator]
 //! static GLOBAL: icx_testkit::alloc::CountingAlloc = icx_testkit::alloc::CountingAlloc;
 //! ```
+// The one unsafe code of the testkit: a GlobalAlloc impl must be unsafe.
+#![allow(unsafe_code)]
 
 use icx_core::{Backend, BufferPool, HeaderBuf, Payload, PoolConfig, TxBatch, TxFrame};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -67,12 +69,12 @@ unsafe impl GlobalAlloc for CountingAlloc {
 }
 
 /// Turns counting on or off for the calling thread.
-pub fn count_on_this_thread(on: bool) {
+pub(crate) fn count_on_this_thread(on: bool) {
     COUNTING.with(|c| c.set(on));
 }
 
 /// Allocations counted on the calling thread so far.
-pub fn thread_allocs() -> u64 {
+pub(crate) fn thread_allocs() -> u64 {
     ALLOCS.with(Cell::get)
 }
 

@@ -19,9 +19,9 @@ use std::time::Duration;
 const CLUSTER: ClusterId = ClusterId(7);
 const MESSAGES: usize = 200;
 /// Receive slot of node B: room for MTU-1500 frames, not for the oversize junk.
-pub const B_SLOT: usize = 2048;
+pub(crate) const B_SLOT: usize = 2048;
 /// Receive slot of node A: room for every datagram the stranger sends.
-pub const A_SLOT: usize = 64 << 10;
+pub(crate) const A_SLOT: usize = 64 << 10;
 
 fn endpoint_in(cluster: ClusterId, node: u16) -> Endpoint {
     let pool = BufferPool::new(&PoolConfig::small(64 << 10, 256)).unwrap();
@@ -47,19 +47,19 @@ fn frames_of(cluster: ClusterId) -> Vec<Vec<u8>> {
 
 /// What the stranger sends, sorted by how it must be counted.
 #[derive(Debug)]
-pub struct Junk {
+pub(crate) struct Junk {
     /// Not icx at all: the transport counts them as foreign.
-    pub foreign: Vec<Vec<u8>>,
+    pub(crate) foreign: Vec<Vec<u8>>,
     /// icx magic but broken, or too short to tell: rejected otherwise.
-    pub broken: Vec<Vec<u8>>,
+    pub(crate) broken: Vec<Vec<u8>>,
     /// Longer than B's receive slot: dropped by the backend.
-    pub oversize: Vec<Vec<u8>>,
+    pub(crate) oversize: Vec<Vec<u8>>,
     /// Whole frames of cluster 8: the transport counts them as wrong_cluster.
-    pub other_cluster: Vec<Vec<u8>>,
+    pub(crate) other_cluster: Vec<Vec<u8>>,
 }
 
 /// The junk, with frames of another cluster if `other_cluster`.
-pub fn junk(other_cluster: bool) -> Junk {
+pub(crate) fn junk(other_cluster: bool) -> Junk {
     let mut rng = seeded_rng(0x6A_4B);
     let mut foreign = Vec::new();
     for _ in 0..60 {

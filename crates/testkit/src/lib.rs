@@ -10,12 +10,16 @@
 //!   own `#[global_allocator]` static of [`alloc::CountingAlloc`]);
 //! - [`garbage`]: a stranger throwing junk datagrams at two drivers while
 //!   they exchange messages, over any backend;
+//! - [`lab`]: whether a test needing root and the namespace lab can run,
+//!   skipping with the reason, or failing under `ICX_REQUIRE_LAB=1`;
 //! - [`sock`]: small helpers for tests driving a backend by hand;
 //! - [`toy`]: a toy upper-layer protocol that proves the protocol hosts.
+#![deny(unsafe_code)]
 
 pub mod alloc;
 pub mod exchange;
 pub mod garbage;
+pub mod lab;
 pub mod plan;
 pub mod sock;
 pub mod toy;

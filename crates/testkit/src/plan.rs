@@ -13,7 +13,7 @@ use rand::{Rng, RngCore};
 pub const CLUSTER: ClusterId = ClusterId(7);
 /// Messages 0..TINY are 1..=TINY bytes long: too short to carry their index,
 /// so the receiver recognises them by length (each length occurs once).
-pub const TINY: u32 = 3;
+pub(crate) const TINY: u32 = 3;
 /// Bytes of the little-endian index at the start of every longer message.
 pub const INDEX_LEN: usize = 4;
 
@@ -61,7 +61,7 @@ pub fn check_msg(seed: u64, data: &[u8], scratch: &mut Vec<u8>) -> u32 {
 
 /// Checks that `data` is exactly message `i` of the plan; `scratch` holds
 /// the expected bytes.
-pub fn check_msg_as(seed: u64, i: u32, data: &[u8], scratch: &mut Vec<u8>) {
+pub(crate) fn check_msg_as(seed: u64, i: u32, data: &[u8], scratch: &mut Vec<u8>) {
     let len = msg_len(seed, i);
     assert_eq!(data.len(), len, "message {i} length");
     scratch.resize(len, 0);

@@ -20,13 +20,12 @@ pub mod sys;
 #[cfg(target_os = "linux")]
 mod wake;
 #[cfg(target_os = "linux")]
-pub use mtu::{peer_config, route_mtu, MAX_IP_MTU};
+pub use mtu::{peer_mtu, route_mtu};
 #[cfg(target_os = "linux")]
 pub use wake::EventFd;
 
 #[cfg(target_os = "linux")]
 pub use socket::{
     bind_socket, BoundSocket, BufferGrant, SocketBackend, SocketConfig, SocketStats,
-    DEFAULT_MAX_BATCH, DEFAULT_RX_BUF_SIZE, DEFAULT_SOCKET_BUFFER, MAX_UDP_PAYLOAD_V4,
-    MAX_UDP_PAYLOAD_V6,
+    DEFAULT_SOCKET_BUFFER,
 };

@@ -3,16 +3,10 @@
 //! any PMTU exception the kernel has cached for that destination).
 
 use crate::sys;
-use icx_core::NodeId;
-use icx_transport::PeerConfig;
+use icx_core::MAX_IP_MTU;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
-
-/// Largest IP packet: what [`peer_config`] caps a route's MTU at (Linux
-/// reports up to 65535 for IPv4 routes, but 65536 for an IPv6 route over a
-/// loopback of MTU 65536).
-pub const MAX_IP_MTU: usize = 65_535;
 
 /// The MTU of the route to `peer`, in bytes at the IP layer.
 ///
@@ -58,19 +52,20 @@ pub fn route_mtu(peer: SocketAddr) -> io::Result<usize> {
         .ok_or_else(|| io::Error::other(format!("route to {peer}: kernel reported MTU {v}")))
 }
 
-/// The configuration of peer `node` at `addr`: `mtu` when configured, else
-/// the MTU of the route to `addr` ([`route_mtu`], capped at
-/// [`MAX_IP_MTU`]). The session's DF probe checks either at start.
-pub fn peer_config(node: NodeId, addr: SocketAddr, mtu: Option<usize>) -> io::Result<PeerConfig> {
-    let mtu = match mtu {
-        Some(m) => m,
+/// The path MTU to configure for a peer at `addr`: `configured` when given,
+/// else the MTU of the route to `addr` ([`route_mtu`], capped at
+/// [`MAX_IP_MTU`]). The session's DF probe checks either at start. (A
+/// transport `PeerConfig` is then `PeerConfig::for_addr(node, mtu, addr)`;
+/// this crate, a backend, does not depend on the transport.)
+pub fn peer_mtu(addr: SocketAddr, configured: Option<usize>) -> io::Result<usize> {
+    match configured {
+        Some(m) => Ok(m),
         None => {
             let m = route_mtu(addr)?.min(MAX_IP_MTU);
-            tracing::debug!(%node, %addr, mtu = m, "icx: peer MTU from the route");
-            m
+            tracing::debug!(%addr, mtu = m, "icx: peer MTU from the route");
+            Ok(m)
         }
-    };
-    Ok(PeerConfig::for_addr(node, mtu, addr))
+    }
 }
 
 #[cfg(test)]
@@ -107,14 +102,12 @@ mod tests {
     }
 
     #[test]
-    fn peer_config_prefers_configured_mtu() {
+    fn peer_mtu_prefers_configured_mtu() {
         let v4: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-        let p = peer_config(NodeId(3), v4, Some(1500)).unwrap();
-        assert_eq!((p.node, p.mtu, p.ipv6), (NodeId(3), 1500, false));
-        let p = peer_config(NodeId(3), v4, None).unwrap();
-        assert_eq!(p.mtu, lo_mtu().min(MAX_IP_MTU));
-        if let Ok(p) = peer_config(NodeId(4), "[::1]:7000".parse().unwrap(), None) {
-            assert_eq!((p.mtu, p.ipv6), (lo_mtu().min(MAX_IP_MTU), true));
+        assert_eq!(peer_mtu(v4, Some(1500)).unwrap(), 1500);
+        assert_eq!(peer_mtu(v4, None).unwrap(), lo_mtu().min(MAX_IP_MTU));
+        if let Ok(m) = peer_mtu("[::1]:7000".parse().unwrap(), None) {
+            assert_eq!(m, lo_mtu().min(MAX_IP_MTU));
         }
     }
 }

@@ -9,7 +9,7 @@
 //! sysctl to raise, and truncated receives are counted, not delivered.
 
 use crate::sys::{self, decode_addr, empty_mmsghdr, empty_storage, encode_addr, route_addr};
-use icx_core::{Backend, Capabilities, RxDatagram, TxBatch, Wake};
+use icx_core::{max_udp_payload, Backend, Capabilities, RxDatagram, TxBatch, Wake, MAX_IP_MTU};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -17,19 +17,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Largest UDP payload of an IPv4 datagram (65535 - 20 - 8).
-pub const MAX_UDP_PAYLOAD_V4: usize = 65507;
-/// The IPv6 equivalent with DF set: the 40-byte header counts against the
-/// 65535-byte IP limit as icx-wire reckons it (65535 - 40 - 8).
-pub const MAX_UDP_PAYLOAD_V6: usize = 65487;
 /// Socket buffer requested by default, each way: a few window's worth, so a
 /// burst does not overflow the receive queue (seed 002, cause 2).
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams per `sendmmsg`/`recvmmsg` call by default.
-pub const DEFAULT_MAX_BATCH: usize = 64;
+pub(crate) const DEFAULT_MAX_BATCH: usize = 64;
 /// Receive slot size by default: holds any UDP datagram, so nothing sent
 /// within `max_udp_payload` is ever truncated.
-pub const DEFAULT_RX_BUF_SIZE: usize = 64 << 10;
+pub(crate) const DEFAULT_RX_BUF_SIZE: usize = 64 << 10;
 /// The kernel's cap on messages per `sendmmsg`/`recvmmsg` call (UIO_MAXIOV).
 const MAX_MMSG: usize = 1024;
 /// Failed receive calls tolerated in one `recv` before it gives up for now;
@@ -68,7 +63,9 @@ pub struct SocketConfig {
 
 impl SocketConfig {
     /// Defaults for `addr`: 4 MiB buffers each way (forced when allowed),
-    /// SO_REUSEPORT, the family's largest payload, batches of 64.
+    /// SO_REUSEPORT, the family's largest payload (the UDP payload of a
+    /// 65,535-byte IP packet: 65,507 B over IPv4, 65,487 B over IPv6),
+    /// batches of 64.
     pub fn new(addr: SocketAddr) -> Self {
         SocketConfig {
             addr,
@@ -76,11 +73,7 @@ impl SocketConfig {
             send_buffer: DEFAULT_SOCKET_BUFFER,
             force_buffers: true,
             reuse_port: true,
-            max_udp_payload: if addr.is_ipv6() {
-                MAX_UDP_PAYLOAD_V6
-            } else {
-                MAX_UDP_PAYLOAD_V4
-            },
+            max_udp_payload: max_udp_payload(MAX_IP_MTU, addr.is_ipv6()),
             max_batch: DEFAULT_MAX_BATCH,
             rx_buf_size: DEFAULT_RX_BUF_SIZE,
             steer_cores: 0,

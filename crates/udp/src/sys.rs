@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The errno of the last failed call, as an `io::Error`.
-pub fn last_error() -> io::Error {
+pub(crate) fn last_error() -> io::Error {
     io::Error::last_os_error()
 }
 
@@ -22,7 +22,7 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// A non-blocking, close-on-exec UDP socket of the address's family.
-pub fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
+pub(crate) fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
     let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain syscall with constant arguments; no pointers involved.
     let fd = check(unsafe {
@@ -50,7 +50,7 @@ pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int)
     .map(drop)
 }
 
-pub fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+pub(crate) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `v` and `len` are live locals; the kernel writes at most `len` bytes.
@@ -83,13 +83,13 @@ pub fn meminfo(fd: RawFd) -> io::Result<[u32; 9]> {
     Ok(v)
 }
 
-pub fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+pub(crate) fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
     addr_call(fd, addr, libc::bind)
 }
 
 /// Sets the socket's default destination. On UDP this only picks the route
 /// (and binds an ephemeral port if unbound): no packet is sent.
-pub fn connect(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+pub(crate) fn connect(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
     addr_call(fd, addr, libc::connect)
 }
 
@@ -113,7 +113,7 @@ fn addr_call(
     .map(drop)
 }
 
-pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     let mut ss = empty_storage();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `ss` is a live sockaddr_storage and `len` its size; the kernel
@@ -134,7 +134,7 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
 }
 
 /// An all-zero `mmsghdr`: null pointers, zero lengths.
-pub fn empty_mmsghdr() -> libc::mmsghdr {
+pub(crate) fn empty_mmsghdr() -> libc::mmsghdr {
     // SAFETY: mmsghdr is plain old data (integers and nullable raw
     // pointers); all-zeroes is a valid value on every libc.
     unsafe { MaybeUninit::zeroed().assume_init() }
@@ -257,7 +257,7 @@ pub fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 /// the load goes to socket 0; a result past the group's size falls back to
 /// the kernel's hash. Either way the receiving core hands the datagram to
 /// its owner, so a wrong pick costs a handoff, never a datagram.
-pub fn attach_owner_steering(fd: RawFd, cores: usize) -> io::Result<()> {
+pub(crate) fn attach_owner_steering(fd: RawFd, cores: usize) -> io::Result<()> {
     let cores = cores.clamp(1, 1 << 16) as u32;
     let stmt = bpf_stmt;
     let prog = [

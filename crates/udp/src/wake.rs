@@ -28,7 +28,7 @@ impl EventFd {
     }
 
     /// Adds one to the counter, making the fd readable.
-    pub fn signal(&self) {
+    pub(crate) fn signal(&self) {
         let one: u64 = 1;
         // SAFETY: writes the 8 bytes of a live u64, as eventfd(2) requires.
         // EAGAIN (counter at its maximum) still leaves the fd readable, so

@@ -1,9 +1,11 @@
 //! SocketBackend against the real kernel, on loopback addresses only.
 #![cfg(target_os = "linux")]
 
+use icx_core::MAX_UDP_PAYLOAD;
 use icx_core::{Backend, BufferPool, Payload, PoolConfig, TxBatch, TxFrame};
+use icx_testkit::lab;
 use icx_testkit::sock::{header, offer_all, recv_n};
-use icx_udp::{SocketBackend, SocketConfig, MAX_UDP_PAYLOAD_V4};
+use icx_udp::{SocketBackend, SocketConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -156,18 +158,13 @@ fn ipv4_over_udp_maximum_is_emsgsize() {
     let mut b = bind(V4);
     let mut batch = TxBatch::new();
     for _ in 0..3 {
-        batch.push_back(frame(
-            &p,
-            b.local_addr(),
-            b"h",
-            &vec![1; MAX_UDP_PAYLOAD_V4],
-        ));
+        batch.push_back(frame(&p, b.local_addr(), b"h", &vec![1; MAX_UDP_PAYLOAD]));
     }
     batch.push_back(frame(
         &p,
         b.local_addr(),
         b"h",
-        &vec![1; MAX_UDP_PAYLOAD_V4 - 1],
+        &vec![1; MAX_UDP_PAYLOAD - 1],
     ));
     assert_eq!(send_all(&mut a, &mut batch), 4);
     assert_eq!(a.stats().emsgsize, 3);
@@ -183,8 +180,9 @@ fn clamped_buffer_is_reported() {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        if max >= want {
-            eprintln!("skipping: net.core.{sysctl} = {max} would grant {want}");
+        let granted =
+            (max >= want).then(|| format!("net.core.{sysctl} = {max} would grant {want}"));
+        if !lab::run_or_skip(granted) {
             return;
         }
     }
@@ -200,9 +198,8 @@ fn clamped_buffer_is_reported() {
         assert!(g.clamped() && !g.forced);
     }
 
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping the SO_RCVBUFFORCE half: not root");
+    let not_root = (!lab::is_root()).then_some("not root: the SO_RCVBUFFORCE half needs root");
+    if !lab::require_or_skip(not_root) {
         return;
     }
     cfg.recv_buffer = 64 << 20;

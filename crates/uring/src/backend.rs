@@ -356,24 +356,9 @@ impl UringBackend {
                 "max_batch, tx_slots and max_udp_payload must be > 0".into()
             ));
         }
-        let (ring, setup_mode) = setup::build_ring(&cfg)?;
+        let (ring, setup_mode, ops) = setup::open_ring(&cfg)?;
         if setup_mode != SetupMode::DeferTaskrun && cfg.ring_setup == crate::RingSetup::Best {
             tracing::info!(setup = %setup_mode, "io_uring: SINGLE_ISSUER|DEFER_TASKRUN unavailable, using weaker setup flags");
-        }
-        let ops = match setup::probe_ops(&ring) {
-            Ok(o) => o,
-            Err(e) => {
-                return Err(OpenError::Unavailable(with_context(
-                    e,
-                    "io_uring opcode probe (kernel older than 5.6)",
-                )))
-            }
-        };
-        if !(ops.sendmsg && ops.recvmsg && ops.poll) {
-            return Err(OpenError::Unavailable(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "io_uring lacks SENDMSG/RECVMSG/POLL_ADD",
-            )));
         }
 
         let sock = bind_socket(&cfg.socket_config()).map_err(OpenError::Other)?;
@@ -1139,11 +1124,7 @@ impl Backend for UringBackend {
         } else {
             1
         };
-        let max_bytes = if self.v6 {
-            icx_udp::MAX_UDP_PAYLOAD_V6
-        } else {
-            icx_udp::MAX_UDP_PAYLOAD_V4
-        };
+        let max_bytes = icx_core::max_udp_payload(icx_core::MAX_IP_MTU, self.v6);
         let fd = Fd(self.socket.as_raw_fd());
         let mut taken = 0;
         let mut queued = 0;

@@ -1,13 +1,14 @@
 //! How to open a [`UringBackend`](crate::UringBackend).
 
-use icx_udp::{SocketConfig, DEFAULT_SOCKET_BUFFER, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6};
+use icx_core::{max_udp_payload, MAX_IP_MTU};
+use icx_udp::{SocketConfig, DEFAULT_SOCKET_BUFFER};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Environment variable that, when set to anything but `0` or empty, makes
 /// [`open_backend`](crate::open_backend) use the plain-socket backend, as
 /// [`UringConfig::force_sockets`] does.
-pub const FORCE_SOCKETS_ENV: &str = "ICX_FORCE_SOCKETS";
+pub(crate) const FORCE_SOCKETS_ENV: &str = "ICX_FORCE_SOCKETS";
 
 /// Default SEND_ZC threshold: a send (one frame, or one GSO train) of at
 /// least this many bytes goes zero-copy; smaller ones are copied.
@@ -147,11 +148,7 @@ impl UringConfig {
             busy_poll: false,
             spin: DEFAULT_SPIN,
             register_buffers: true,
-            max_udp_payload: if addr.is_ipv6() {
-                MAX_UDP_PAYLOAD_V6
-            } else {
-                MAX_UDP_PAYLOAD_V4
-            },
+            max_udp_payload: max_udp_payload(MAX_IP_MTU, addr.is_ipv6()),
             max_batch: 128,
             tx_slots: 256,
             tx_frames: 1024,
@@ -161,7 +158,7 @@ impl UringConfig {
     }
 
     /// The plain-socket configuration equivalent to this one.
-    pub fn socket_config(&self) -> SocketConfig {
+    pub(crate) fn socket_config(&self) -> SocketConfig {
         let mut s = SocketConfig::new(self.addr);
         s.recv_buffer = self.recv_buffer;
         s.send_buffer = self.send_buffer;

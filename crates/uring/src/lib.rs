@@ -1,4 +1,4 @@
-//! The io_uring UDP backend for icx (DESIGN §3): one ring and one UDP socket
+//! The io_uring UDP backend for icx, the default: one ring and one UDP socket
 //! per instance; a per-core runtime opens one per core on a shared port
 //! (SO_REUSEPORT).
 //!
@@ -38,14 +38,12 @@ mod setup;
 #[cfg(target_os = "linux")]
 mod tx;
 
-pub use config::{
-    RingSetup, UringConfig, ZeroCopy, DEFAULT_SPIN, DEFAULT_ZC_THRESHOLD, FORCE_SOCKETS_ENV,
-};
+pub use config::{RingSetup, UringConfig, ZeroCopy, DEFAULT_SPIN, DEFAULT_ZC_THRESHOLD};
 
 #[cfg(target_os = "linux")]
 pub use backend::{Features, UringBackend, UringStats};
 #[cfg(target_os = "linux")]
-pub use setup::SetupMode;
+pub use setup::{unavailable, SetupMode};
 
 #[cfg(target_os = "linux")]
 use icx_core::Backend;
@@ -78,7 +76,7 @@ impl Opened {
 /// Opens the io_uring backend, or the plain-socket backend when io_uring is
 /// unavailable (ENOSYS, EPERM from `kernel.io_uring_disabled` or seccomp, a
 /// kernel too old) or when forced by [`UringConfig::force_sockets`] or the
-/// [`FORCE_SOCKETS_ENV`] variable. The choice is logged with its reason.
+/// `ICX_FORCE_SOCKETS` environment variable. The choice is logged with its reason.
 #[cfg(target_os = "linux")]
 pub fn open(cfg: UringConfig) -> std::io::Result<Opened> {
     if let Some(why) = cfg.sockets_forced() {

@@ -58,7 +58,7 @@ fn setup_refused(e: &io::Error) -> bool {
 }
 
 /// Creates the ring, trying the setup flags from strongest to none.
-pub(crate) fn build_ring(cfg: &UringConfig) -> Result<(IoUring, SetupMode), OpenError> {
+fn build_ring(cfg: &UringConfig) -> Result<(IoUring, SetupMode), OpenError> {
     let entries = cfg.ring_entries.clamp(8, 32768).next_power_of_two();
     let modes: &[SetupMode] = match cfg.ring_setup {
         RingSetup::Best => &[
@@ -117,6 +117,37 @@ pub(crate) fn build_ring(cfg: &UringConfig) -> Result<(IoUring, SetupMode), Open
     )))
 }
 
+/// Creates the ring and checks it has what the backend cannot do without
+/// (SENDMSG, RECVMSG, POLL_ADD); anything missing is `Unavailable`.
+pub(crate) fn open_ring(cfg: &UringConfig) -> Result<(IoUring, SetupMode, Ops), OpenError> {
+    let (ring, mode) = build_ring(cfg)?;
+    let ops = probe_ops(&ring).map_err(|e| {
+        OpenError::Unavailable(io::Error::new(
+            e.kind(),
+            format!("io_uring opcode probe (kernel older than 5.6): {e}"),
+        ))
+    })?;
+    if !(ops.sendmsg && ops.recvmsg && ops.poll) {
+        return Err(OpenError::Unavailable(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring lacks SENDMSG/RECVMSG/POLL_ADD",
+        )));
+    }
+    Ok((ring, mode, ops))
+}
+
+/// Why io_uring cannot back a socket on this thread, or `None`: the probe
+/// [`crate::open`] runs before falling back, without a socket.
+pub fn unavailable() -> Option<String> {
+    let cfg = UringConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    match open_ring(&cfg) {
+        Ok(_) => None,
+        Err(OpenError::Unavailable(e) | OpenError::Other(e)) => {
+            Some(format!("io_uring unavailable: {e}"))
+        }
+    }
+}
+
 /// Opcode support, as the kernel reports it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ops {
@@ -129,7 +160,7 @@ pub(crate) struct Ops {
     pub(crate) multishot_recvmsg: bool,
 }
 
-pub(crate) fn probe_ops(ring: &IoUring) -> io::Result<Ops> {
+fn probe_ops(ring: &IoUring) -> io::Result<Ops> {
     let mut p = Probe::new();
     ring.submitter().register_probe(&mut p)?;
     Ok(Ops {

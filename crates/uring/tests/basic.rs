@@ -4,6 +4,7 @@
 #![cfg(target_os = "linux")]
 
 use icx_core::{Backend, BufferPool, Payload, PoolConfig, TxBatch, TxFrame};
+use icx_testkit::lab::run_or_skip;
 use icx_testkit::sock::{header, offer_all, recv_n};
 use icx_uring::{open, SetupMode, UringBackend, UringConfig, ZeroCopy};
 use std::net::{SocketAddr, UdpSocket};
@@ -84,6 +85,9 @@ fn report(b: &UringBackend) {
 
 #[test]
 fn probing_reports_what_this_kernel_has() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let b = bind(cfg(V4));
     report(&b);
     let f = b.features();
@@ -150,16 +154,25 @@ fn ping(addr: &str, c: impl Fn(UringConfig) -> UringConfig) {
 
 #[test]
 fn send_recv_ipv4() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     ping(V4, |c| c);
 }
 
 #[test]
 fn send_recv_ipv6() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     ping(V6, |c| c);
 }
 
 #[test]
 fn send_recv_each_forced_fallback() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     for (name, f) in [
         (
             "multishot off",
@@ -235,6 +248,9 @@ fn trains(
 
 #[test]
 fn gso_gro_trains_8k_and_32k_at_1500_framing() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     for block in [8 << 10, 32 << 10] {
         let (a, b) = trains(V4, block, 1408, |c| c);
         let (sa, sb) = (a.stats(), b.stats());
@@ -254,6 +270,9 @@ fn gso_gro_trains_8k_and_32k_at_1500_framing() {
 
 #[test]
 fn gso_trains_ipv6_and_without_gro() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let (a, _) = trains(V6, 32 << 10, 1408, |c| c);
     assert!(a.stats().gso_sends > 0 || !a.features().gso);
     let (_, b) = trains(V4, 32 << 10, 1408, |mut c| {
@@ -270,6 +289,9 @@ fn gso_trains_ipv6_and_without_gro() {
 
 #[test]
 fn truncated_datagrams_are_counted_not_delivered() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     for multishot in [true, false] {
         let mut c = cfg(V4);
         c.gro = false;
@@ -295,6 +317,9 @@ fn truncated_datagrams_are_counted_not_delivered() {
 
 #[test]
 fn tiny_buffer_ring_rearms_after_enobufs() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let mut c = cfg(V4);
     c.gro = false;
     c.rx_buffers = 4;
@@ -328,6 +353,9 @@ fn tiny_buffer_ring_rearms_after_enobufs() {
 
 #[test]
 fn forced_sockets_and_env() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let mut c = cfg(V4);
     c.force_sockets = true;
     let o = open(c).unwrap();
@@ -352,6 +380,9 @@ fn forced_sockets_and_env() {
 
 #[test]
 fn waker_interrupts_a_long_wait() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let mut b = bind(cfg(V4));
     let w = b.waker().expect("uring backend has a waker");
     let t = std::thread::spawn(move || {
@@ -390,6 +421,9 @@ fn waker_interrupts_a_long_wait() {
 /// spell is picked up without sleeping; with no spin the wait sleeps.
 #[test]
 fn wait_spins_before_sleeping() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     for (spin, spun) in [(Duration::from_secs(5), true), (Duration::ZERO, false)] {
         let mut c = cfg(V4);
         c.spin = spin;
@@ -421,6 +455,9 @@ fn wait_spins_before_sleeping() {
 
 #[test]
 fn pool_registration() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let mut b = bind(cfg(V4));
     let p = BufferPool::new(&PoolConfig::default_blocks()).unwrap();
     b.register_pool(&p).unwrap();
@@ -431,8 +468,7 @@ fn pool_registration() {
         b.capabilities().registered_buffers,
         b.features().registered_buffers
     );
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if icx_testkit::lab::is_root() {
         assert!(b.features().registered_buffers);
     }
     let mut c = cfg(V4);
@@ -444,6 +480,9 @@ fn pool_registration() {
 
 #[test]
 fn sockets_share_a_port_with_reuseport() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let a = bind(cfg(V4));
     let mut c = cfg(V4);
     c.addr = a.local_addr();

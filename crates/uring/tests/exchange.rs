@@ -10,6 +10,7 @@
 
 use icx_core::Backend;
 use icx_testkit::exchange::{self, Extras, Outcome, Probe, Run};
+use icx_testkit::lab::run_or_skip;
 use icx_uring::{UringBackend, UringConfig, UringStats, ZeroCopy};
 use std::net::SocketAddr;
 
@@ -84,11 +85,17 @@ fn full(seed: u64, mtu: usize) -> Outcome<Seen> {
 
 #[test]
 fn exchange_mtu_1500_with_5pct_loss() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     full(0x1C5_0001, 1500);
 }
 
 #[test]
 fn exchange_mtu_9000_with_5pct_loss() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     full(0x1C5_9000, 9000);
 }
 
@@ -104,6 +111,9 @@ fn small(seed: u64, mtu: usize) -> Run {
 
 #[test]
 fn fallback_single_shot_receive() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let (a, b) = pair(|c| c.multishot = false);
     assert!(!a.features().multishot);
     let o = exchange(small(11, 1500), a, b, probe_uring, None);
@@ -112,6 +122,9 @@ fn fallback_single_shot_receive() {
 
 #[test]
 fn fallback_no_gso_no_gro() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let (a, b) = pair(|c| {
         c.gso = false;
         c.gro = false;
@@ -124,6 +137,9 @@ fn fallback_no_gso_no_gro() {
 
 #[test]
 fn fallback_zero_copy_off() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let (a, b) = pair(|c| c.zero_copy = ZeroCopy::Off);
     let o = exchange(small(13, 9000), a, b, probe_uring, None);
     assert_eq!(o.s.backend.stats.unwrap().zc_sends, 0);
@@ -131,6 +147,9 @@ fn fallback_zero_copy_off() {
 
 #[test]
 fn zero_copy_forced_for_every_send() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let (a, b) = pair(|c| c.zero_copy = ZeroCopy::Threshold(0));
     let o = exchange(small(14, 9000), a, b, probe_uring, None);
     let s = o.s.backend.stats.unwrap();
@@ -155,6 +174,9 @@ fn fallback_plain_sockets_via_open_backend() {
 
 #[test]
 fn tiny_receive_ring_runs_dry_and_rearms() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     let a = uring(|_| {});
     let b = uring(|c| {
         c.rx_buffers = 4;

@@ -9,6 +9,7 @@
 #![cfg(target_os = "linux")]
 
 use icx_testkit::garbage::junk_is_counted;
+use icx_testkit::lab::run_or_skip;
 use icx_uring::{UringBackend, UringConfig};
 use std::net::SocketAddr;
 
@@ -30,10 +31,16 @@ fn junk_run(multishot: bool) {
 
 #[test]
 fn junk_is_counted_and_the_exchange_completes() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     junk_run(true);
 }
 
 #[test]
 fn junk_is_counted_with_single_shot_receives() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     junk_run(false);
 }

@@ -1,7 +1,9 @@
 //! io_uring really unavailable, not just forced off: a thread whose seccomp
 //! filter makes `io_uring_setup` fail (EPERM, as a container runtime's
 //! profile does; ENOSYS, as an old kernel does) must get the plain-socket
-//! backend with the reason, and that backend must deliver.
+//! backend with the reason, and that backend must deliver; and
+//! `icx_uring::unavailable()`, the probe the other tests skip on, must say
+//! why.
 #![cfg(target_os = "linux")]
 
 use icx_core::Backend;
@@ -48,6 +50,9 @@ fn deny_io_uring_setup(errno: u32) {
 fn falls_back(errno: i32) {
     std::thread::spawn(move || {
         deny_io_uring_setup(errno as u32);
+        // The probe tests use to skip sees the refusal too, with its reason.
+        let why = icx_uring::unavailable().expect("probe reports io_uring refused");
+        assert!(why.contains("io_uring_setup refused"), "{why}");
         let mut b = match open(UringConfig::new("127.0.0.1:0".parse().unwrap())).unwrap() {
             Opened::Sockets(b, why) => {
                 eprintln!("errno {errno}: fell back: {why}");

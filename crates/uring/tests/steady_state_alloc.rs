@@ -5,6 +5,7 @@
 #![cfg(target_os = "linux")]
 
 use icx_testkit::alloc::CountingAlloc;
+use icx_testkit::lab::run_or_skip;
 use icx_uring::{UringBackend, UringConfig, ZeroCopy};
 
 #[global_allocator]
@@ -12,6 +13,9 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn send_and_recv_allocate_nothing_once_warm() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     for (multishot, zc) in [
         (true, ZeroCopy::Auto),
         (false, ZeroCopy::Off),

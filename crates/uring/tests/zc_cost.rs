@@ -7,6 +7,7 @@
 #![cfg(target_os = "linux")]
 
 use icx_core::{Backend, BufferPool, HeaderBuf, Payload, PoolConfig, TxBatch, TxFrame};
+use icx_testkit::lab::run_or_skip;
 use icx_uring::{UringBackend, UringConfig, ZeroCopy};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -53,6 +54,9 @@ fn run(zc: ZeroCopy, frag: usize, segs: usize, sends: usize) -> (f64, u64, u64) 
 #[test]
 #[ignore]
 fn zero_copy_overhead_by_size() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
     for (frag, segs) in [
         (1408, 1),
         (8908, 1),

@@ -3,7 +3,10 @@
 
 use crate::frame::{be16, be32, be64, WireError};
 
-/// Ranges one ack carries; keeps an ack frame within the inline header buffer.
+/// Most ranges an ack may carry; receivers reject more. A sender may emit
+/// fewer: a 24-range ack frame has a 248-byte header, more than the 160-byte
+/// inline header buffer (`icx_core::HEADER_INLINE_CAP`) the transport builds
+/// frames in, so the transport sends at most 12 (8 piggybacked).
 pub const MAX_ACK_RANGES: usize = 24;
 
 // Ack header (20 bytes + 8 per range, after the common header):

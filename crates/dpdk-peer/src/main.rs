@@ -26,13 +26,13 @@
 //!     [--extra-peer ID@PORT]  (with --cores: one more peer at --peer-ip,
 //!                      exchanging the same --send/--expect; repeatable)
 //! ```
+#![deny(unsafe_code)]
 
 use icx_core::{Backend, Channel, Duration, NodeId};
 use icx_core::{BufferPool, PoolConfig};
 use icx_dpdk::{DpdkBackend, DpdkConfig, DpdkPort, EalArgs, MacAddr};
 use icx_driver::{Driver, NodeEvent, Runtime, RuntimeConfig, SubmitError};
 use icx_testkit::plan::{self, endpoint, fill_msg, INDEX_LEN};
-use icx_transport::Event;
 use icx_transport::{Event, PeerConfig, SendError};
 use icx_uring::{UringBackend, UringConfig};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};

@@ -1,6 +1,7 @@
 //! DPDK in the network-namespace lab (`hw/netns-lab.sh`), over
 //! `net_af_packet` on veth pairs. Root only: without root (or without `ip`,
-//! `nft`) each test prints why and passes without running.
+//! `ethtool`, `nft`) each test prints why and passes without running, unless
+//! `ICX_REQUIRE_LAB=1` (set by `tests/run.sh` as root) makes that a failure.
 //!
 //! DPDK's EAL initialises once per process, so every endpoint is its own
 //! `icx-dpdk-peer` process started inside its namespace with `ip netns
@@ -9,7 +10,9 @@
 //! Every lab is torn down when its guard drops, on failure too; every child
 //! is killed at its deadline.
 #![cfg(all(feature = "dpdk", target_os = "linux"))]
+#![deny(unsafe_code)]
 
+use icx_testkit::lab;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -27,38 +30,15 @@ fn lab_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../hw/netns-lab.sh")
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Why this test cannot run here, if it cannot.
-fn skip_reason(need_nft: bool) -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: network namespaces, veth and af_packet need root".into());
+/// Whether the lab is here: root, `ip` and `ethtool`, and `nft` for the
+/// loss lab. If not, prints why (the test then passes), or fails under
+/// `ICX_REQUIRE_LAB=1` (`icx_testkit::lab`).
+fn ready(nft: bool) -> bool {
+    let mut tools = vec![("ip", "iproute2"), ("ethtool", "ethtool")];
+    if nft {
+        tools.push(("nft", "nftables"));
     }
-    for c in ["ip", "ethtool"] {
-        if !have(c) {
-            return Some(format!("`{c}` missing (apt-get install iproute2 ethtool)"));
-        }
-    }
-    if need_nft && !have("nft") {
-        return Some("`nft` missing (apt-get install nftables)".into());
-    }
-    None
-}
-
-macro_rules! skip_unless_ready {
-    ($nft:expr) => {
-        if let Some(why) = skip_reason($nft) {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
+    lab::ready("network namespaces, veth and af_packet", &tools)
 }
 
 /// A lab; `down` runs when dropped, whatever happened.
@@ -334,13 +314,17 @@ fn dpdk_pair(prefix: &str, mtu: usize, count: u32, seed: u64) {
 
 #[test]
 fn dpdk_to_dpdk_20000_mixed_messages_mtu_9000() {
-    skip_unless_ready!(false);
+    if !ready(false) {
+        return;
+    }
     dpdk_pair("icxd9", 9000, 20_000, 0xD9);
 }
 
 #[test]
 fn dpdk_to_dpdk_20000_mixed_messages_mtu_1500() {
-    skip_unless_ready!(false);
+    if !ready(false) {
+        return;
+    }
     dpdk_pair("icxd15", 1500, 20_000, 0xD15);
 }
 
@@ -382,13 +366,17 @@ fn interop(prefix: &str, mtu: usize, seed: u64) {
 
 #[test]
 fn interop_dpdk_and_uring_both_ways_mtu_1500() {
-    skip_unless_ready!(false);
+    if !ready(false) {
+        return;
+    }
     interop("icxi15", 1500, 0x115);
 }
 
 #[test]
 fn interop_dpdk_and_uring_both_ways_mtu_9000() {
-    skip_unless_ready!(false);
+    if !ready(false) {
+        return;
+    }
     interop("icxi9", 9000, 0x119);
 }
 
@@ -397,7 +385,9 @@ fn interop_dpdk_and_uring_both_ways_mtu_9000() {
 /// the loss shows up as counted retransmissions.
 #[test]
 fn loss_through_bridge_5pct_exactly_once() {
-    skip_unless_ready!(true);
+    if !ready(true) {
+        return;
+    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let n = 5_000;
     let lab = Lab::up("icxl", 9000, 5, "none");
@@ -420,7 +410,9 @@ fn loss_through_bridge_5pct_exactly_once() {
 /// interface that does not exist, and EAL arguments DPDK rejects.
 #[test]
 fn setup_failures_are_clear_errors() {
-    skip_unless_ready!(false);
+    if !ready(false) {
+        return;
+    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let base = |eal: &str| -> Vec<String> {
         [
@@ -480,7 +472,9 @@ fn setup_failures_are_clear_errors() {
 /// uses it. Exactly once, and both queues carried traffic.
 #[test]
 fn runtime_two_cores_two_queue_pairs_with_uring_peers() {
-    skip_unless_ready!(false);
+    if !ready(false) {
+        return;
+    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let n: u32 = 2_000;
     let mtu = 1500;
