@@ -33,7 +33,7 @@ cargo fmt --all --check
 # one file, linked into each; a protocol crate without the link would lint
 # with no such rule.
 log "sans-IO crates link lints/clippy-sans-io.toml"
-for c in crates/wire crates/transport crates/membership crates/fusion; do
+for c in crates/wire crates/transport crates/sim crates/membership crates/fusion; do
     [ -d "$c" ] || continue
     if [ "$(readlink "$c/clippy.toml")" != ../../lints/clippy-sans-io.toml ]; then
         echo "$c/clippy.toml must be a symlink to ../../lints/clippy-sans-io.toml" >&2

@@ -2,7 +2,7 @@
 //! (smoltcp's `FaultInjector` idea), so the transport's recovery paths run
 //! over any real backend, not only in the simulator.
 //!
-//! Rates and the link cut live behind a [`FaultHandle`], so a test or the demo
+//! Rates and the link cut live behind a [`FaultHandle`], so a test or ibench
 //! can cut and heal a link from another thread while the driver owns the
 //! backend.
 

@@ -1,7 +1,7 @@
 //! Drives the sans-IO protocol stack over a datagram [`Backend`](icx_core::Backend).
 //!
 //! Besides the driver loop this crate holds the backends that need nothing
-//! from the host: [`loopback`], an in-process network for tests and the demo,
+//! from the host: [`loopback`], an in-process network for tests and ibench's loopback mode,
 //! and [`fault`], a wrapper that makes any backend lossy on purpose.
 //!
 //! [`Driver`] runs one endpoint on the caller's thread; [`Runtime`] runs a

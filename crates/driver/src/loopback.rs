@@ -1,4 +1,4 @@
-//! An in-process datagram network, for tests and the demo.
+//! An in-process datagram network, for tests and ibench's loopback mode.
 //!
 //! It behaves like UDP on one host with the failure modes that matter to icx
 //! made visible: a full receive queue drops (socket buffer overflow), an
@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Largest UDP payload of an IPv4 datagram (65535 - 20 - 8).
-pub const MAX_UDP_PAYLOAD: usize = 65507;
-/// IPv4 + UDP header bytes, to turn an IP MTU into a UDP payload limit.
-const IPV4_UDP_OVERHEAD: usize = 28;
+use icx_core::IPV4_UDP_OVERHEAD;
+pub use icx_core::MAX_UDP_PAYLOAD;
 /// Ports handed out for port-0 binds start where Linux's ephemeral range does.
 const FIRST_EPHEMERAL_PORT: u16 = 49152;
 const MAX_BATCH: usize = 64;

@@ -30,7 +30,7 @@ const CLIENT_IDLE: Duration = Duration::from_secs(60);
 /// Largest message served (the transport's `max_message`).
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Largest baseline datagram.
-pub const MAX_UDP_DATAGRAM: usize = 65507;
+pub const MAX_UDP_DATAGRAM: usize = icx_core::MAX_UDP_PAYLOAD;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {

@@ -24,9 +24,10 @@ enum DpdkEnd {
 
 /// Runs the pair in a fresh lab and returns the client's JSON report.
 fn run_pair(mtu: usize, dpdk: DpdkEnd) -> Option<serde_json::Value> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: not root: network namespaces and af_packet need root");
+    if !icx_testkit::lab::ready(
+        "network namespaces and af_packet",
+        &[("ip", "iproute2"), ("ethtool", "ethtool")],
+    ) {
         return None;
     }
     let jumbo = if mtu > 1500 {

@@ -1,4 +1,4 @@
-//! A jumbo/MTU mismatch on a real path (DESIGN §2, seed 002): both ends are
+//! A jumbo/MTU mismatch on a real path (seed 002): both ends are
 //! configured for MTU 9000, but the receiving side's link is 1500, so a
 //! full-size frame is dropped on the way. The session-start DF probe must
 //! turn that into a clear error naming both sizes, not silent loss; with
@@ -11,9 +11,10 @@ use std::process::{Command, Output};
 const IBENCH: &str = env!("CARGO_BIN_EXE_ibench");
 
 fn lab(script: &str) -> Option<Output> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: not root: the lab needs network namespaces");
+    if !icx_testkit::lab::ready(
+        "network namespaces",
+        &[("ip", "iproute2"), ("ethtool", "ethtool")],
+    ) {
         return None;
     }
     let out = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../hw/netns-lab.sh"))
