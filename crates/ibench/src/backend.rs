@@ -64,6 +64,8 @@ pub struct BackendOpts {
     pub spin: std::time::Duration,
     /// The transport's block-channel congestion control (`--cc`).
     pub cc: bool,
+    /// `--cc-target-us`: the controller's target queueing delay.
+    pub cc_target: Option<std::time::Duration>,
     /// Run the per-core runtime with this many core threads (`--cores`)
     /// instead of the single-thread driver.
     pub cores: Option<usize>,

@@ -135,6 +135,9 @@ impl Client {
         let mut tc = Config::new(CLUSTER, me, crate::wall_incarnation());
         tc.max_message = crate::server::MAX_MESSAGE;
         tc.cc.enabled = cfg.backend.cc;
+        if let Some(t) = cfg.backend.cc_target {
+            tc.cc.target_delay = icx_core::Duration::from_nanos(t.as_nanos() as u64);
+        }
         let (mut driver, info) = Net::open(&cfg.backend, bind, net, tc, pool)?;
         let server = NodeId(cfg.server_node);
         driver

@@ -146,6 +146,10 @@ struct BackendArgs {
     /// traffic keeps the queue it builds near the controller's target).
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     cc: Toggle,
+    /// The congestion controller's target: queueing delay, in microseconds,
+    /// block traffic is held near (default: the transport's).
+    #[arg(long, value_name = "US")]
+    cc_target_us: Option<u64>,
     /// DPDK EAL arguments for `--backend dpdk`, e.g.
     /// "--no-huge --no-pci -m 256 --file-prefix ib1 --vdev=net_af_packet0,iface=veth0".
     #[arg(long, value_name = "EAL ARGS", allow_hyphen_values = true)]
@@ -169,6 +173,7 @@ impl BackendArgs {
             busy_poll: self.busy_poll,
             spin: Duration::from_micros(self.spin_us),
             cc: self.cc.on(),
+            cc_target: self.cc_target_us.map(Duration::from_micros),
             cores: self.cores,
             loss,
             seed,

@@ -149,12 +149,15 @@ impl ServerHandle {
     }
 }
 
-fn transport_config(node: u16, mtu: usize, ipv6: bool, cc: bool) -> Config {
+fn transport_config(node: u16, mtu: usize, ipv6: bool, b: &BackendOpts) -> Config {
     let mut cfg = Config::new(CLUSTER, NodeId(node), crate::wall_incarnation());
     cfg.max_message = MAX_MESSAGE;
     cfg.accept_unknown = Some(PeerTemplate { mtu, ipv6 });
     cfg.max_peers = MAX_PEERS;
-    cfg.cc.enabled = cc;
+    cfg.cc.enabled = b.cc;
+    if let Some(t) = b.cc_target {
+        cfg.cc.target_delay = icx_core::Duration::from_nanos(t.as_nanos() as u64);
+    }
     cfg
 }
 
@@ -172,7 +175,7 @@ pub fn start(
     let mut attempts = 0;
     let pool =
         BufferPool::new(&PoolConfig::default_blocks()).map_err(|e| format!("buffer pool: {e}"))?;
-    let tc = transport_config(cfg.node, cfg.mtu, cfg.bind.is_ipv6(), cfg.backend.cc);
+    let tc = transport_config(cfg.node, cfg.mtu, cfg.bind.is_ipv6(), &cfg.backend);
     let ((driver, info), baseline_sock) = loop {
         attempts += 1;
         let opened = Net::open(&cfg.backend, cfg.bind, net, tc.clone(), pool.clone())?;

@@ -22,6 +22,10 @@ const WARMUP: Duration = Duration::from_millis(50);
 const MEASURE: Duration = Duration::from_millis(400);
 /// Blocks the sender keeps queued: far more than the link can take.
 const BACKLOG: usize = 512;
+/// The controller's target here: tens of microseconds, what a switched
+/// 10 Gbit/s fabric allows (the default is set for busy hosts, where
+/// batching at the ends adds more).
+const TARGET: Duration = Duration::from_micros(50);
 
 /// Node 1 floods node 2 with blocks and sends a heartbeat every 10 ms; node
 /// 2 counts what arrives and when.
@@ -171,6 +175,7 @@ fn run(seed: u64, cc: bool, rx_bps: Option<u64>) -> Outcome {
         .build(
             |_, c: &mut Config| {
                 c.cc.enabled = cc;
+                c.cc.target_delay = TARGET;
             },
             |id, pool, _| Flood::new(id, pool, start),
         )
@@ -245,17 +250,19 @@ fn frame_time() -> Duration {
 #[test]
 fn heartbeats_keep_their_delay_under_block_load_beyond_capacity() {
     run_seeds(&[1, 2, 3], |seed| {
-        let target = Config::new(icx_core::ClusterId(1), NodeId(1), icx_core::Incarnation(1))
-            .cc
-            .target_delay;
+        let target = TARGET;
         let o = run(seed, true, None);
         show("cc on", &o);
-        // Every heartbeat frame: the link's latency, the controller's target
-        // and a few frame times (the controller acts once per RTT, so the
-        // queue overshoots the target by what one RTT adds).
-        let bound = LATENCY + target + frame_time() * 12;
+        // The median heartbeat frame: the link's latency, the controller's
+        // target and a few frame times. Every one: at most half a target
+        // more (the controller acts on a standing queue, once per RTT, so
+        // the queue overshoots before a cut takes effect).
+        let bound = LATENCY + target + frame_time() * 8;
+        let p50 = pct(&o.frame_delays, 0.5);
+        assert!(p50 <= bound, "p50 {p50:?} over {bound:?}");
+        let max_bound = LATENCY + target * 3 / 2 + frame_time() * 12;
         let max = *o.frame_delays.last().unwrap();
-        assert!(max <= bound, "max {max:?} over {bound:?}");
+        assert!(max <= max_bound, "max {max:?} over {max_bound:?}");
         // Every heartbeat of the window arrived (5 % are lost once and resent).
         assert_eq!(o.msg_delays.len() as u64, o.heartbeats_sent);
         // Blocks still use the link: 5 % loss, 64 of every 1472 bytes are
@@ -271,7 +278,7 @@ fn heartbeats_keep_their_delay_under_block_load_beyond_capacity() {
         // heartbeat waits behind it.
         let off = run(seed, false, None);
         show("cc off", &off);
-        assert!(pct(&off.frame_delays, 0.5) > bound * 4);
+        assert!(pct(&off.frame_delays, 0.5) > max_bound * 3);
         assert!(off.overflow > 0);
     });
 }
@@ -279,14 +286,17 @@ fn heartbeats_keep_their_delay_under_block_load_beyond_capacity() {
 #[test]
 fn the_bound_holds_when_the_receiver_is_half_as_fast_as_the_sender() {
     run_seeds(&[4, 5], |seed| {
-        let target = icx_transport::CcConfig::default().target_delay;
+        let target = TARGET;
         let o = run(seed, true, Some(LINK_BPS / 2));
         show("cc on, receiver at half rate", &o);
         // The queue now builds in the receiver, where each frame takes twice
         // a frame time of the link.
-        let bound = LATENCY + target + frame_time() * 2 * 12;
+        let bound = LATENCY + target + frame_time() * 2 * 8;
+        let p50 = pct(&o.frame_delays, 0.5);
+        assert!(p50 <= bound, "p50 {p50:?} over {bound:?}");
+        let max_bound = LATENCY + target * 3 / 2 + frame_time() * 2 * 12;
         let max = *o.frame_delays.last().unwrap();
-        assert!(max <= bound, "max {max:?} over {bound:?}");
+        assert!(max <= max_bound, "max {max:?} over {max_bound:?}");
         assert_eq!(o.msg_delays.len() as u64, o.heartbeats_sent);
         assert!(
             o.goodput_bps >= 0.7 * (LINK_BPS / 2) as f64,
