@@ -103,6 +103,14 @@ pub struct Opened {
     pub info: BackendInfo,
 }
 
+/// With the runtime on several cores, the kernel steers each datagram to the
+/// socket of the core that owns its sender (the runtime binds core k's
+/// socket k-th, as the steering program needs), so no core receives for
+/// another and hands the datagram over.
+fn steer(opts: &BackendOpts) -> usize {
+    opts.cores.filter(|&n| n > 1).unwrap_or(0)
+}
+
 /// The DPDK arguments make sense together (checked before anything binds).
 pub fn check_dpdk_args(opts: &BackendOpts) -> Result<(), String> {
     if opts.kind != BackendKind::Dpdk {
@@ -158,7 +166,9 @@ pub fn open(
             (Box::new(b), "loopback", None)
         }
         BackendKind::Sockets => {
-            let b = icx_udp::SocketBackend::bind(icx_udp::SocketConfig::new(addr))
+            let mut sc = icx_udp::SocketConfig::new(addr);
+            sc.steer_cores = steer(opts);
+            let b = icx_udp::SocketBackend::bind(sc)
                 .map_err(|e| format!("cannot bind UDP socket {addr}: {e}"))?;
             (Box::new(b), "sockets", None)
         }
@@ -173,6 +183,7 @@ pub fn open(
             cfg.gro = opts.gro;
             cfg.busy_poll = opts.busy_poll;
             cfg.spin = opts.spin;
+            cfg.steer_cores = steer(opts);
             match icx_uring::open(cfg)
                 .map_err(|e| format!("cannot open io_uring backend on {addr}: {e}"))?
             {

@@ -58,7 +58,7 @@ impl Default for CcConfig {
     fn default() -> Self {
         CcConfig {
             enabled: true,
-            target_delay: Duration::from_micros(100),
+            target_delay: Duration::from_micros(200),
             initial_window: 256 << 10,
             min_window: 6 << 10,
             base_rtt_window: Duration::from_secs(10),
