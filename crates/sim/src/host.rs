@@ -30,7 +30,7 @@ use icx_core::{
     max_udp_payload, BufferPool, ClusterId, HugePages, Incarnation, Instant, NodeId, PoolConfig,
     SizeClass,
 };
-use icx_transport::protocol::{HostEvent, Output, Protocol, TagMap};
+use icx_transport::protocol::{Output, Protocol, TagMap};
 use icx_transport::{Config, ConfigError, Endpoint, PeerConfig, Transmit};
 use std::fmt;
 
@@ -57,8 +57,6 @@ pub struct HostStats {
     /// back to the protocol as [`HostEvent::Refused`]).
     pub sends: u64,
     pub refused: u64,
-    /// Outputs of a kind this host does not know (dropped, logged).
-    pub unknown_outputs: u64,
     pub endpoint_timeouts: u64,
     pub protocol_timeouts: u64,
 }
@@ -222,42 +220,11 @@ impl<P: Protocol> HostNode<P> {
     }
 
     fn submit(&mut self, now: Instant, out: Output) {
-        match out {
-            Output::Send {
-                peer,
-                channel,
-                data,
-                tag,
-                deadline,
-            } => {
-                let sent = match deadline {
-                    Some(d) => self
-                        .ep
-                        .send_with_deadline(now, peer, channel, data, now + d),
-                    None => self.ep.send(now, peer, channel, data),
-                };
-                match sent {
-                    Ok(msg_id) => {
-                        self.stats.sends += 1;
-                        self.tags.insert(peer, msg_id, tag);
-                    }
-                    Err(error) => {
-                        self.stats.refused += 1;
-                        self.proto.handle_event(
-                            now,
-                            HostEvent::Refused {
-                                peer,
-                                channel,
-                                tag,
-                                error,
-                            },
-                        );
-                    }
-                }
-            }
-            other => {
-                self.stats.unknown_outputs += 1;
-                tracing::warn!(node = ?self.id(), output = ?other, "protocol output this host does not know; dropped");
+        match self.tags.send(&mut self.ep, now, out) {
+            Ok(()) => self.stats.sends += 1,
+            Err(refused) => {
+                self.stats.refused += 1;
+                self.proto.handle_event(now, refused);
             }
         }
     }

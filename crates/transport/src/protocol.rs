@@ -25,7 +25,7 @@
 //! threads, sockets, files (clippy's `disallowed-methods` enforces the first
 //! three in protocol crates).
 
-use crate::{Event, SendError};
+use crate::{Endpoint, Event, SendError};
 use icx_core::{Channel, Duration, Instant, NodeId, SharedBuf};
 
 /// What the host tells a protocol.
@@ -110,6 +110,36 @@ pub struct TagMap {
 impl TagMap {
     pub fn insert(&mut self, peer: NodeId, msg_id: u64, tag: u64) {
         self.tags.insert((peer, msg_id), tag);
+    }
+
+    /// Queues an [`Output::Send`] on `ep` at `now` (its deadline counted
+    /// from `now`) and keeps its tag for the `Acked` or `Lost` to come; a
+    /// refusal comes back as the [`HostEvent::Refused`] the protocol gets.
+    /// The one way every host turns an output into a send.
+    pub fn send(&mut self, ep: &mut Endpoint, now: Instant, out: Output) -> Result<(), HostEvent> {
+        let Output::Send {
+            peer,
+            channel,
+            data,
+            tag,
+            deadline,
+        } = out;
+        let sent = match deadline {
+            Some(d) => ep.send_with_deadline(now, peer, channel, data, now + d),
+            None => ep.send(now, peer, channel, data),
+        };
+        match sent {
+            Ok(msg_id) => {
+                self.insert(peer, msg_id, tag);
+                Ok(())
+            }
+            Err(error) => Err(HostEvent::Refused {
+                peer,
+                channel,
+                tag,
+                error,
+            }),
+        }
     }
 
     /// Wraps a transport event for the protocol, taking the tag of the send

@@ -7,10 +7,9 @@ use super::{NodeEvent, NO_WAKER_MAX_WAIT};
 use crate::driver::{check_backend_mtu, DriverConfig};
 use crate::spsc;
 use icx_core::{
-    owner_core, Backend, BufferPool, Channel, Clock, MonotonicClock, NodeId, PoolBuf, SharedBuf,
-    TxBatch,
+    owner_core, Backend, BufferPool, Channel, Clock, MonotonicClock, NodeId, PoolBuf, TxBatch,
 };
-use icx_transport::protocol::TagMap;
+use icx_transport::protocol::{Output, TagMap};
 use icx_transport::{Endpoint, Event, PeerConfig};
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -28,13 +27,7 @@ const EVENT_STALL_WAIT: Duration = Duration::from_micros(200);
 
 /// What the application asks of a core, in order.
 pub(super) enum Command {
-    Send {
-        peer: NodeId,
-        channel: Channel,
-        data: SharedBuf,
-        tag: u64,
-        deadline: Option<Duration>,
-    },
+    Send(Output),
     Snapshot(crossbeam_channel::Sender<CoreSnapshot>),
     /// Answered with `PeerAdded`, or (logged) `PeerRemoved` if refused.
     AddPeer {
@@ -402,28 +395,10 @@ impl<B: Backend> Core<B> {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Send {
-                peer,
-                channel,
-                data,
-                tag,
-                deadline,
-            } => {
+            Command::Send(out) => {
                 let now = self.clock.now();
-                let res = match deadline {
-                    Some(d) => self
-                        .endpoint
-                        .send_with_deadline(now, peer, channel, data, now + d),
-                    None => self.endpoint.send(now, peer, channel, data),
-                };
-                match res {
-                    Ok(id) => self.tags.insert(peer, id, tag),
-                    Err(error) => self.emit(NodeEvent::Refused {
-                        peer,
-                        channel,
-                        tag,
-                        error,
-                    }),
+                if let Err(refused) = self.tags.send(&mut self.endpoint, now, out) {
+                    self.emit(refused);
                 }
             }
             Command::Snapshot(reply) => {

@@ -71,7 +71,7 @@ use self::core::{core_thread, Command, CoreRings, CoreSetup};
 use crate::spsc;
 use crossbeam_utils::CachePadded;
 use icx_core::{Backend, Channel, Clock, Instant, MonotonicClock, NodeId, SharedBuf};
-use icx_transport::protocol::HostEvent;
+use icx_transport::protocol::{HostEvent, Output};
 use icx_transport::Endpoint;
 use peers::Members;
 use stats::Counters;
@@ -378,16 +378,16 @@ impl Runtime {
                 max: self.max_message,
             });
         }
-        let cmd = Command::Send {
+        let cmd = Command::Send(Output::Send {
             peer,
             channel,
             data,
             tag,
             deadline,
-        };
+        });
         match self.command(core, cmd) {
             Ok(()) => Ok(()),
-            Err(Command::Send { data, .. }) => Err(SubmitError::Backpressure(data)),
+            Err(Command::Send(Output::Send { data, .. })) => Err(SubmitError::Backpressure(data)),
             Err(_) => unreachable!("a send was pushed"),
         }
     }
