@@ -86,6 +86,22 @@ struct SentPacket {
     bytes: u32,
 }
 
+/// What partial reassemblies hold of one receive budget: blocks have one,
+/// heartbeat and control share the other, so a backlog of partial blocks
+/// cannot starve a heartbeat.
+#[derive(Debug, Clone, Copy, Default)]
+struct Partial {
+    count: usize,
+    bytes: usize,
+}
+
+impl Partial {
+    /// The budget a channel's reassemblies count against.
+    fn of(ch: Channel) -> usize {
+        usize::from(!is_small(ch))
+    }
+}
+
 /// A message being reassembled in place.
 #[derive(Debug)]
 struct Reassembly {
@@ -157,9 +173,8 @@ pub(crate) struct Session {
     ack_at: Option<Instant>,
     delivered: IdWindow,
     reasm: Vec<Reassembly>,
-    /// Bytes of partial reassemblies: blocks, and heartbeat + control.
-    partial_block: usize,
-    partial_small: usize,
+    /// Partial reassemblies held, per budget ([`Partial::of`]).
+    partial: [Partial; 2],
 
     probe: Probe,
     probe_replies: VecDeque<ProbeRepr>,
@@ -206,8 +221,7 @@ impl Session {
             ack_at: None,
             delivered: IdWindow::default(),
             reasm: Vec::new(),
-            partial_block: 0,
-            partial_small: 0,
+            partial: [Partial::default(); 2],
             probe: Probe::new(),
             probe_replies: VecDeque::new(),
         }
@@ -289,8 +303,7 @@ impl Session {
         self.ack_at = None;
         self.delivered.reset();
         self.reasm.clear();
-        self.partial_block = 0;
-        self.partial_small = 0;
+        self.partial = [Partial::default(); 2];
         self.probe_replies.clear();
     }
 }

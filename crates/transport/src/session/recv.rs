@@ -1,6 +1,6 @@
 //! The receive side: acks sent, reassembly, duplicate suppression.
 
-use super::{Reassembly, Session, MAX_ID_SPAN, MAX_REASSEMBLIES, MAX_SMALL_REASSEMBLIES};
+use super::{Partial, Reassembly, Session, MAX_ID_SPAN, MAX_REASSEMBLIES, MAX_SMALL_REASSEMBLIES};
 use crate::util::FragBits;
 use crate::{Config, Event, Transmit};
 use icx_core::{BufferPool, Channel, HeaderBuf, Instant, Payload};
@@ -120,11 +120,7 @@ impl Session {
         self.note_received(now, seq, cfg, false, complete);
         if complete {
             let r = self.reasm.swap_remove(idx);
-            if super::is_small(r.channel) {
-                self.partial_small -= r.buf.len();
-            } else {
-                self.partial_block -= r.buf.len();
-            }
+            self.release(r.channel, r.buf.len());
             self.delivered.insert(r.id);
             self.stats.received += 1;
             events.push_back(Event::Delivered {
@@ -165,36 +161,14 @@ impl Session {
             self.stats.rejected += 1;
             return None;
         }
-        // Blocks and the small channels have budgets of their own, so a
-        // backlog of partial blocks cannot starve a heartbeat.
-        let small = super::is_small(channel);
-        let (count, bytes, max_count, max_bytes) = if small {
-            let n = self
-                .reasm
-                .iter()
-                .filter(|r| super::is_small(r.channel))
-                .count();
-            (
-                n,
-                self.partial_small,
-                MAX_SMALL_REASSEMBLIES,
-                cfg.small_recv_bytes,
-            )
+        // Blocks and the small channels have budgets of their own.
+        let (max_count, max_bytes) = if super::is_small(channel) {
+            (MAX_SMALL_REASSEMBLIES, cfg.small_recv_bytes)
         } else {
-            let n = self.reasm.len()
-                - self
-                    .reasm
-                    .iter()
-                    .filter(|r| super::is_small(r.channel))
-                    .count();
-            (
-                n,
-                self.partial_block,
-                MAX_REASSEMBLIES,
-                cfg.recv_buffer_bytes,
-            )
+            (MAX_REASSEMBLIES, cfg.recv_buffer_bytes)
         };
-        if count > 0 && (count >= max_count || bytes + len > max_bytes) {
+        let held = self.partial[Partial::of(channel)];
+        if held.count > 0 && (held.count >= max_count || held.bytes + len > max_bytes) {
             self.stats.no_buffer += 1;
             return None;
         }
@@ -202,11 +176,9 @@ impl Session {
             self.stats.no_buffer += 1;
             return None;
         };
-        if small {
-            self.partial_small += len;
-        } else {
-            self.partial_block += len;
-        }
+        let held = &mut self.partial[Partial::of(channel)];
+        held.count += 1;
+        held.bytes += len;
         self.reasm.push(Reassembly {
             id: d.msg_id,
             channel,
@@ -219,26 +191,28 @@ impl Session {
         Some(self.reasm.len() - 1)
     }
 
+    fn release(&mut self, channel: Channel, len: usize) {
+        let held = &mut self.partial[Partial::of(channel)];
+        held.count -= 1;
+        held.bytes -= len;
+    }
+
     fn advance_floor(&mut self, floor: u64) {
         if floor <= self.delivered.floor() {
             return;
         }
         self.delivered.advance_floor(floor);
         let before = self.reasm.len();
-        let (mut freed_small, mut freed_block) = (0, 0);
+        let partial = &mut self.partial;
         self.reasm.retain(|r| {
             let keep = r.id >= floor;
             if !keep {
-                if super::is_small(r.channel) {
-                    freed_small += r.buf.len();
-                } else {
-                    freed_block += r.buf.len();
-                }
+                let held = &mut partial[Partial::of(r.channel)];
+                held.count -= 1;
+                held.bytes -= r.buf.len();
             }
             keep
         });
-        self.partial_small -= freed_small;
-        self.partial_block -= freed_block;
         self.stats.abandoned += (before - self.reasm.len()) as u64;
     }
 
@@ -253,7 +227,7 @@ impl Session {
             .min(u32::MAX as u128) as u32;
         let credit = cfg
             .recv_buffer_bytes
-            .saturating_sub(self.partial_block)
+            .saturating_sub(self.partial[Partial::of(Channel::Block)].bytes)
             .min(u32::MAX as usize) as u32;
         AckRepr {
             ack_delay_us: delay,
