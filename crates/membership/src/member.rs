@@ -181,6 +181,9 @@ struct Reconf {
     started: Instant,
     freeze_at: Instant,
     voted_at: Option<Instant>,
+    /// Decided and a survivor: the view to commit once every survivor and
+    /// every other live voter published the same decision (or left).
+    confirm: Option<(Instant, View)>,
 }
 
 #[derive(Debug)]
@@ -221,6 +224,11 @@ pub struct Membership {
     next_hb: Instant,
     next_disk: Instant,
     restart_at: Option<Instant>,
+    /// The next warning/removal/disk threshold ([`Membership::next_watch`]),
+    /// recomputed after timers and after inputs that change the view: a
+    /// heartbeat only moves thresholds later, so a stale value only wakes
+    /// the node early.
+    watch_at: Option<Instant>,
     armed: Option<Instant>,
     joining_since: Instant,
     max_seen: u64,
@@ -274,6 +282,7 @@ impl Membership {
             next_hb: Instant::ZERO,
             next_disk: Instant::ZERO,
             restart_at: None,
+            watch_at: None,
             armed: None,
             joining_since: Instant::ZERO,
             max_seen: 0,
@@ -348,6 +357,20 @@ impl Membership {
         s
     }
 
+    /// Nodes heard within `d`, itself included.
+    fn heard_within(&self, now: Instant, d: Duration) -> NodeSet {
+        let d = d.min(self.cfg.misscount);
+        let mut s = NodeSet::single(self.cfg.me);
+        for (i, p) in self.peers.iter().enumerate().skip(1) {
+            if p.last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) <= d)
+            {
+                s.insert(NodeId(i as u16));
+            }
+        }
+        s
+    }
+
     // ----- outputs beside Protocol ---------------------------------------
 
     pub fn poll_alert(&mut self) -> Option<Alert> {
@@ -380,6 +403,7 @@ impl Membership {
             self.next_hb = now;
             self.next_disk = now;
         }
+        self.rewatch();
         self.arm();
     }
 
@@ -390,6 +414,7 @@ impl Membership {
         }
         self.on_disk(now, c);
         self.progress(now);
+        self.rewatch();
         self.arm();
     }
 
@@ -421,15 +446,16 @@ impl Membership {
             t = t.min(self.next_disk);
         }
         if let Some(r) = &self.reconf {
-            t = t.min(match r.voted_at {
-                None => r.freeze_at,
-                Some(v) => v + self.cfg.vote_wait,
+            t = t.min(match (r.voted_at, &r.confirm) {
+                (_, Some((d, _))) => *d + self.cfg.vote_wait,
+                (None, _) => r.freeze_at,
+                (Some(v), _) => v + self.cfg.vote_wait,
             });
         }
         if let Some(r) = self.restart_at {
             t = t.min(r);
         }
-        if let Some(w) = self.next_watch() {
+        if let Some(w) = self.watch_at {
             t = t.min(w);
         }
         Some(t)
@@ -488,6 +514,21 @@ impl Membership {
 
     fn arm(&mut self) {
         self.armed = self.next_timeout();
+    }
+
+    fn rewatch(&mut self) {
+        self.watch_at = self.next_watch();
+    }
+
+    /// What decides whether the watch thresholds must be recomputed.
+    fn shape(&self) -> (State, u64, bool, usize, u32) {
+        (
+            self.state,
+            self.view_inc(),
+            self.reconf.is_some(),
+            self.files_online(),
+            self.incarnation,
+        )
     }
 
     /// Called first on every input: fences the node when `now` is far past
@@ -645,7 +686,10 @@ impl Membership {
     fn on_heartbeat(&mut self, now: Instant, from: NodeId, data: &[u8]) {
         let st = match Status::parse(NHB_MAGIC, data) {
             Ok(s)
-                if s.cluster == self.cfg.cluster && s.nodes == self.cfg.nodes && s.node == from =>
+                if s.cluster == self.cfg.cluster
+                    && s.nodes == self.cfg.nodes
+                    && s.node == from
+                    && from != self.cfg.me =>
             {
                 s
             }
@@ -740,9 +784,22 @@ impl Membership {
             }
         }
         // Kills this node can clear: the victim lives again as a later life.
+        self.clear_kills();
+    }
+
+    /// A kill entry stays until its victim is seen restarted (a later
+    /// incarnation, joining or active): while it is fenced it can read who
+    /// killed it, and a joiner with a kill against it is not admitted.
+    fn clear_kills(&mut self) {
         let peers = &self.peers;
-        self.kills
-            .retain(|&(k, inc)| peers[usize::from(k.0)].incarnation <= inc);
+        self.kills.retain(|&(k, inc)| {
+            let p = &peers[usize::from(k.0)];
+            let restarted = [p.nhb.as_ref(), p.disk.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|s| s.incarnation > inc && matches!(s.state, State::Joining | State::Active));
+            !restarted
+        });
     }
 
     fn add_vote(&mut self, v: Vote) {
@@ -775,6 +832,7 @@ impl Membership {
             started: now,
             freeze_at: now + self.cfg.settle,
             voted_at: None,
+            confirm: None,
         });
         self.votes.remove(&self.cfg.me);
         self.log(now, Happened::ReconfigStarted { epoch, why });
@@ -789,11 +847,18 @@ impl Membership {
         let Some(r) = &self.reconf else { return };
         let (freeze_at, voted_at, started) = (r.freeze_at, r.voted_at, r.started);
         let _ = started;
+        if r.confirm.is_some() {
+            self.confirm_step(now);
+            return;
+        }
         if voted_at.is_none() {
             if now < freeze_at {
                 return;
             }
-            let conn = self.hears(now);
+            // Whom this node heard during the settle period, not within
+            // misscount: a node silent to some and not yet timed out by
+            // others must not make two overlapping cohorts.
+            let conn = self.heard_within(now, self.cfg.settle);
             let v = Vote {
                 node: self.cfg.me,
                 incarnation: self.incarnation,
@@ -838,6 +903,73 @@ impl Membership {
         }
     }
 
+    /// Commits the decided view once every survivor, and every other voter
+    /// still alive (heard, or alive on disk), published the same decision
+    /// or left (fenced, restarted). A different decision for the epoch, or
+    /// no confirmation within `vote_wait`, starts the next epoch. Two
+    /// disjoint decisions can then never both be committed: each needs the
+    /// other side's confirmation (network-only: quorums intersect).
+    fn confirm_step(&mut self, now: Instant) {
+        let Some((at, view)) = self.reconf.as_ref().and_then(|r| r.confirm.clone()) else {
+            return;
+        };
+        let s = view.set();
+        let me = self.cfg.me;
+        let epoch = self.epoch;
+        let required = s.union(&self.expected_voters(now));
+        let mut missing = NodeSet::EMPTY;
+        let mut conflict = None;
+        for r in required.iter().filter(|&r| r != me) {
+            let p = &self.peers[usize::from(r.0)];
+            let voted_inc = self
+                .votes
+                .get(&r)
+                .filter(|v| v.epoch == epoch)
+                .map(|v| v.incarnation);
+            let mut ok = false;
+            for st in [p.nhb.as_ref(), p.disk.as_ref()].into_iter().flatten() {
+                if st.epoch == epoch {
+                    match st.decided {
+                        Some(d) if d == s => ok = true,
+                        Some(d) => conflict = Some((r, d)),
+                        None => {}
+                    }
+                }
+                if st.state == State::Active && st.view_incarnation >= epoch && st.view_set() == s {
+                    ok = true;
+                }
+                if !s.contains(r) && matches!(st.state, State::Fenced | State::Evicted) {
+                    ok = true;
+                }
+            }
+            if !s.contains(r) && voted_inc.is_some_and(|i| p.incarnation > i) {
+                ok = true;
+            }
+            if !ok {
+                missing.insert(r);
+            }
+        }
+        if let Some((r, d)) = conflict {
+            let e = self.epoch.max(self.max_seen) + 1;
+            self.start_epoch(
+                now,
+                e,
+                format!("node {} decided {d} for epoch {epoch}, this node {s}", r.0),
+            );
+            return;
+        }
+        if missing.is_empty() {
+            self.commit(now, view, Some(()));
+        } else if now >= at + self.cfg.vote_wait {
+            let e = self.epoch.max(self.max_seen) + 1;
+            self.start_epoch(
+                now,
+                e,
+                format!("decision {s} of epoch {epoch} not confirmed by {missing}"),
+            );
+        }
+    }
+
     fn expected_voters(&self, now: Instant) -> NodeSet {
         let mut e = NodeSet::EMPTY;
         for (i, p) in self.peers.iter().enumerate().skip(1) {
@@ -858,7 +990,16 @@ impl Membership {
             if heard || on_disk {
                 e.insert(n);
             }
+            // Whom the nodes this node hears hear: a voter out of this
+            // node's reach may still be in a cohort with one of them (a
+            // one-way or partial cut), and its vote comes by relay or disk.
+            if heard {
+                if let Some(st) = &p.nhb {
+                    e = e.union(&st.hears);
+                }
+            }
         }
+        e.remove(self.cfg.me);
         e
     }
 
@@ -899,7 +1040,9 @@ impl Membership {
         let epoch = self.epoch;
         let s = outcome.survivors;
         self.decided = Some(s);
-        self.reconf = None;
+        if !s.contains(me) {
+            self.reconf = None;
+        }
         self.next_hb = now;
         self.next_disk = self.next_disk.min(now);
         let rule = outcome.rule;
@@ -926,14 +1069,14 @@ impl Membership {
                     (n, inc)
                 })
                 .collect();
-            self.commit(
-                now,
-                View {
-                    incarnation: epoch,
-                    members,
-                },
-                Some(()),
-            );
+            let view = View {
+                incarnation: epoch,
+                members,
+            };
+            if let Some(r) = &mut self.reconf {
+                r.confirm = Some((now, view));
+            }
+            self.confirm_step(now);
         } else if self.state != State::Active {
             // Not admitted: try again later.
             self.joining_since = now;
@@ -983,9 +1126,7 @@ impl Membership {
                 }
             }
         }
-        let peers = &self.peers;
-        self.kills
-            .retain(|&(k, inc)| peers[usize::from(k.0)].incarnation <= inc);
+        self.clear_kills();
         let was_active = self.state == State::Active;
         self.state = State::Active;
         self.last_active_incarnation = Some(self.incarnation);
@@ -1590,6 +1731,7 @@ impl Protocol for Membership {
             self.arm();
             return;
         }
+        let shape = self.shape();
         match event {
             HostEvent::Transport { event, .. } => match event {
                 Event::Delivered {
@@ -1608,7 +1750,12 @@ impl Protocol for Membership {
             },
             HostEvent::Refused { .. } => self.stats.sends_refused += 1,
         }
-        self.progress(now);
+        // Thresholds are timer-driven; only what a status may have moved.
+        self.reconf_step(now);
+        self.check_complete_if_pending(now);
+        if self.shape() != shape {
+            self.rewatch();
+        }
         self.arm();
     }
 
@@ -1632,6 +1779,7 @@ impl Protocol for Membership {
             self.disk_tick(now);
         }
         self.progress(now);
+        self.rewatch();
         self.arm();
     }
 

@@ -125,8 +125,10 @@ pub fn check_views(sim: &Cluster) {
             assert_eq!(
                 *s,
                 set,
-                "incarnation {inc}: {other:?} has {s}, {id:?} has {set} at {:?}",
-                sim.now()
+                "incarnation {inc}: {other:?} has {s}, {id:?} has {set} at {:?}\n{}\n{}",
+                sim.now(),
+                dump_history(sim, other.0),
+                dump_history(sim, id.0)
             );
         } else {
             by_inc.insert(inc, (id, set));
