@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use icx_core::{Duration, NodeId};
+use icx_membership::wire::{FileHeader, Status, RECORD_MAGIC};
 use icx_membership::{Action, FenceReason, Happened, State};
 use icx_sim::{run_seeds, LinkConfig};
 
@@ -59,8 +60,18 @@ fn stall_longer_than_misscount_fences_then_rejoins() {
         assert!(late > o.misscount, "{late:?}");
         assert_eq!(inc, 2);
         assert!(matches!(m.actions.last(), Some((_, Action::Fence { .. }))));
-        // Its slot never again shows incarnation 1 as active.
-        let _ = disk;
+        // The first record it writes after waking is of its new life, fenced.
+        sim.run_until(until + Duration::from_millis(50));
+        {
+            let d = disk.as_ref().unwrap().borrow();
+            let data = d.files[0].data.as_ref().unwrap();
+            let h = FileHeader::for_cluster(CLUSTER, 3);
+            let off = h.slot_offset(NodeId(2)) as usize;
+            let rec = Status::parse(RECORD_MAGIC, &data[off..off + h.slot_size as usize])
+                .expect("record");
+            assert_eq!(rec.incarnation, 2);
+            assert_ne!(rec.state, State::Active);
+        }
         assert!(
             run_until(&mut sim, o.misscount * 4, |s| settled(s, &[1, 2, 3])),
             "{}",
