@@ -708,7 +708,9 @@ impl Membership {
         p.incarnation = st.incarnation;
         let was = p.last_heard;
         let warned = std::mem::take(&mut p.warned);
-        p.failed = false;
+        if warned > 0 {
+            p.failed = false;
+        }
         p.last_heard = Some(now);
         p.nhb = Some(st.clone());
         if warned > 0 {
@@ -1127,6 +1129,9 @@ impl Membership {
             }
         }
         self.clear_kills();
+        for p in &mut self.peers {
+            p.failed = false;
+        }
         let was_active = self.state == State::Active;
         self.state = State::Active;
         self.last_active_incarnation = Some(self.incarnation);
@@ -1304,31 +1309,42 @@ impl Membership {
                 missing.push(n);
             }
         }
-        // Network-only: a FAIL needs a majority of reports within 2 x misscount.
+        // Network-only, Redis Cluster style: a member is PFAIL for a node
+        // that timed it out (it is missing from that node's `hears`), and
+        // FAIL once a majority of the configured nodes report it so within
+        // 2 x misscount. A FAIL starts the reconfiguration on every node
+        // that learns it, even one that still hears the member.
         if self.cfg.network_only() {
             for &(n, _) in &view.members {
                 let i = usize::from(n.0);
-                if n == self.cfg.me || self.peers[i].failed || !missing.contains(&n) {
+                if n == self.cfg.me || self.peers[i].failed {
                     continue;
                 }
-                let mut reporters = NodeSet::single(self.cfg.me);
+                let mut reporters = if missing.contains(&n) {
+                    NodeSet::single(self.cfg.me)
+                } else {
+                    NodeSet::EMPTY
+                };
                 for (j, p) in self.peers.iter().enumerate().skip(1) {
                     let recent = p
                         .last_heard
                         .is_some_and(|t| now.saturating_duration_since(t) < ms * 2);
-                    if recent && p.nhb.as_ref().is_some_and(|s| !s.hears.contains(n)) {
+                    if j != i && recent && p.nhb.as_ref().is_some_and(|s| !s.hears.contains(n)) {
                         reporters.insert(NodeId(j as u16));
                     }
                 }
                 if reporters.len() * 2 > usize::from(self.cfg.nodes) {
                     self.peers[i].failed = true;
                     self.log(now, Happened::Failed { node: n, reporters });
+                    if !missing.contains(&n) {
+                        missing.push(n);
+                    }
                 }
             }
         }
         if !missing.is_empty() && self.reconf.is_none() {
             let why = format!(
-                "node(s) {} missing for misscount or restarted",
+                "node(s) {} missing for misscount, restarted or FAIL",
                 missing.iter().copied().collect::<NodeSet>()
             );
             let e = self.epoch.max(self.view_inc()).max(self.max_seen) + 1;

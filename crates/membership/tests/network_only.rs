@@ -115,3 +115,34 @@ fn start_without_majority_does_not_serve() {
         let _ = NodeId(1);
     });
 }
+
+/// Node 5 is cut from 1, 2 and 3 but not from 4. The majority's PFAIL
+/// reports reach node 4, which marks 5 FAIL although it still hears it;
+/// 5 leaves, 4 stays.
+#[test]
+fn fail_learnt_by_gossip() {
+    run_seeds(SEEDS, |seed| {
+        let o = Opts::fast(5, 0);
+        let (mut sim, _) = build(seed, &o);
+        form(&mut sim, &o);
+        sim.partition(&nodes(&[5]), &nodes(&[1, 2, 3]));
+        assert!(
+            run_until(&mut sim, o.misscount * 3, |s| settled(s, &[1, 2, 3, 4])),
+            "{}",
+            dump(&sim)
+        );
+        let failed = member(&sim, 4)
+            .m
+            .history()
+            .iter()
+            .find_map(|h| match &h.event {
+                Happened::Failed { node, reporters } if *node == NodeId(5) => Some(*reporters),
+                _ => None,
+            });
+        let reporters = failed.expect("node 4 learnt FAIL of 5");
+        assert!(
+            reporters.len() >= 3 && !reporters.contains(NodeId(4)),
+            "{reporters}"
+        );
+    });
+}
