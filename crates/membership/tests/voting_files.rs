@@ -200,3 +200,33 @@ fn start_without_file_majority_does_not_serve() {
         let _ = SimDisk::default();
     });
 }
+
+/// Five voting files: two lost for node 3 leave it three (a majority); a
+/// third lost makes it evict itself.
+#[test]
+fn five_files_majority() {
+    run_seeds(&[4], |seed| {
+        let o = Opts::fast(3, 5);
+        let (mut sim, disk) = build(seed, &o);
+        form(&mut sim, &o);
+        for f in [0, 3] {
+            disk.as_ref().unwrap().borrow_mut().files[f]
+                .lost_for
+                .insert(NodeId(3));
+        }
+        run_checked(&mut sim, o.disktimeout * 2);
+        assert!(settled(&sim, &[1, 2, 3]), "{}", dump(&sim));
+        assert_eq!(member(&sim, 3).m.files_online(), 3);
+        disk.as_ref().unwrap().borrow_mut().files[4]
+            .lost_for
+            .insert(NodeId(3));
+        assert!(
+            run_until(&mut sim, o.disktimeout * 3, |s| settled(s, &[1, 2])),
+            "{}",
+            dump(&sim)
+        );
+        assert!(member(&sim, 3).alerts.iter().any(|(_, a)| a.text.starts_with(
+            "CRS-1606: The number of voting files available, 2, is less than the minimum number of voting files required, 3"
+        )));
+    });
+}
