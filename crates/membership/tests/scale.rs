@@ -108,7 +108,7 @@ fn half_hour_16_nodes_5_percent_loss() {
 /// 128 nodes for `ICX_MEMBERSHIP_LONG_MINUTES` (default 10) simulated
 /// minutes: `cargo test -p icx-membership --test scale -- --ignored`.
 #[test]
-#[ignore = "long: about 80 s of wall time per simulated minute"]
+#[ignore = "long: about 160 s of wall time per simulated minute here"]
 fn long_run_128_nodes_5_percent_loss() {
     run_seeds(&[9], |seed| {
         let minutes: u64 = std::env::var("ICX_MEMBERSHIP_LONG_MINUTES")
