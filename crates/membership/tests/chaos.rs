@@ -1,6 +1,6 @@
 //! Random faults over many seeds: partitions, one-way cuts, pair cuts,
-//! crashes with restart, stalls, lossy links, with and without voting
-//! files. The view invariant is checked every 20 ms of virtual time; after
+//! crashes with restart, stalls, lossy links, random css_critical nodes,
+//! with and without voting files. The view invariant is checked every 20 ms of virtual time; after
 //! the last heal every node must end up active in one view.
 
 mod common;
@@ -11,8 +11,9 @@ use rand::Rng;
 
 fn chaos(seed: u64, files: usize) {
     let mut rng = icx_core::seeded_rng(icx_core::derive_seed(seed, 0xc4a05));
-    let n: u16 = rng.random_range(2..=6);
-    let o = Opts::fast(n, files);
+    let n: u16 = rng.random_range(2..=7);
+    let critical: Vec<u16> = (1..=n).filter(|_| rng.random_bool(0.3)).collect();
+    let o = Opts::fast(n, files).critical(&critical);
     let (mut sim, disk) = build(seed, &o);
     form(&mut sim, &o);
     let mut log = Vec::new();
