@@ -427,6 +427,15 @@ struct ServerProc {
     baseline: String,
 }
 
+/// The "rejected N" count a server prints on exit.
+fn rejected_count(out: &str) -> u64 {
+    out.split("rejected ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rejected count in {out}"))
+}
+
 impl ServerProc {
     fn start(node: u16) -> ServerProc {
         Self::start_with(node, &[])
@@ -525,12 +534,7 @@ fn server_process_survives_garbage_and_client_restarts() {
     check_result(&v, "block", "icx");
     let out = srv.stop();
     assert!(out.contains("clients 2"), "{out}");
-    let rejected: u64 = out
-        .split("rejected ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no rejected count in {out}"));
+    let rejected = rejected_count(&out);
     assert!(rejected >= 39, "garbage must be counted: {out}");
 }
 
@@ -618,12 +622,7 @@ fn the_per_core_runtime_on_both_ends() {
     check_result(&v, "block-3way", "icx");
     let out = fwd.stop();
     assert!(out.contains("clients "), "{out}");
-    let rejected: u64 = out
-        .split("rejected ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no rejected count in {out}"));
+    let rejected = rejected_count(&out);
     assert!(
         rejected >= 20,
         "garbage must be counted on the runtime too: {out}"
