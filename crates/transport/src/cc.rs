@@ -21,9 +21,10 @@
 //!   proportional to the excess, `1 - beta * (delay - target) / delay`,
 //!   never by more than `MAX_DECREASE`.
 //! - Loss is a signal too, but only where it is congestive: a loss while
-//!   the queue is at or above half the target (a full buffer) halves the
-//!   window, once per RTT; random loss on an empty queue (a bad cable, the
-//!   simulator's 5 %) is not a reason to slow down and only gets counted.
+//!   the standing queue is over the target (a full buffer) takes the window
+//!   to 0.7 of itself, once per RTT; random loss on a short queue (a bad
+//!   cable, the simulator's 5 %, a busy host's jitter) is not a reason to
+//!   slow down: cutting on every random loss collapses the window.
 //!   Two probe timeouts in a row reset the window to its minimum.
 //!
 //! The receiver's credit and `window_bytes` stay the upper bound. Heartbeat
@@ -36,6 +37,9 @@ use icx_core::{Duration, Instant};
 const BETA: f64 = 0.8;
 /// Largest decrease on one delay signal.
 const MAX_DECREASE: f64 = 0.5;
+/// What a congestive loss leaves of the window (CUBIC's beta): milder than
+/// halving, since the delay signal has usually cut already.
+const LOSS_DECREASE: f64 = 0.7;
 
 /// The controller's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,7 +64,7 @@ impl Default for CcConfig {
             enabled: true,
             target_delay: Duration::from_micros(200),
             initial_window: 256 << 10,
-            min_window: 6 << 10,
+            min_window: 32 << 10,
             base_rtt_window: Duration::from_secs(10),
         }
     }
@@ -187,9 +191,9 @@ impl DelayController {
 
     /// A block frame was declared lost.
     pub(crate) fn on_loss(&mut self, now: Instant, srtt: Duration) {
-        let congestive = self.last_delay * 2 >= self.cfg.target_delay;
+        let congestive = self.last_delay > self.cfg.target_delay;
         if congestive && now.saturating_duration_since(self.last_decrease) >= srtt {
-            self.shrink(now, 0.5);
+            self.shrink(now, LOSS_DECREASE);
             self.loss_cuts += 1;
         }
     }
@@ -275,15 +279,26 @@ mod tests {
         let w = c.window();
         c.on_loss(at(100), US * 40);
         assert_eq!(c.window(), w);
-        // With a standing queue at the target, loss is a full buffer: halve.
+        // Half the target is still a short queue.
         let mut t = 200;
         while t < 300 {
-            c.on_ack(at(t), US * 90, 1408, 1408, US * 40, 1 << 20, false);
+            c.on_ack(at(t), US * 65, 1408, 1408, US * 40, 1 << 20, false);
             t += 10;
         }
         let w = c.window();
-        c.on_loss(at(400), US * 40);
-        assert_eq!(c.window(), (w / 2).max(CcConfig::default().min_window));
+        c.on_loss(at(350), US * 40);
+        assert_eq!(c.window(), w);
+        // A standing queue over the target: a full buffer, cut.
+        while t < 500 {
+            c.on_ack(at(t), US * 100, 1408, 1408, US * 40, 1 << 20, false);
+            t += 10;
+        }
+        let w = c.window();
+        c.on_loss(at(600), US * 40);
+        assert_eq!(
+            c.window(),
+            ((w as f64 * LOSS_DECREASE) as usize).max(CcConfig::default().min_window)
+        );
         assert_eq!(c.loss_cuts, 1);
     }
 

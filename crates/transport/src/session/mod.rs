@@ -154,6 +154,8 @@ pub(crate) struct Session {
     in_flight: [usize; N],
     reorder_threshold: u64,
     peer_credit: usize,
+    /// `window_bytes`, for sizing the send record once.
+    window_cap: usize,
     largest_acked: Option<u64>,
     last_sent: Instant,
     pto_count: u32,
@@ -206,6 +208,7 @@ impl Session {
             in_flight: [0; N],
             reorder_threshold: loss::PACKET_THRESHOLD,
             peer_credit: cfg.window_bytes,
+            window_cap: cfg.window_bytes,
             largest_acked: None,
             last_sent: Instant::ZERO,
             pto_count: 0,

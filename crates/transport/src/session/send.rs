@@ -44,6 +44,9 @@ impl Session {
                 max: self.frag_cap * u16::MAX as usize,
             });
         }
+        if channel == Channel::Block && self.sent.capacity() == 0 {
+            self.reserve_block_window(max_queued);
+        }
         let id = self.next_msg_id;
         self.next_msg_id += 1;
         self.queue.push_back(OutMsg {
@@ -64,6 +67,23 @@ impl Session {
         self.stats.sent += 1;
         self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         Ok(id)
+    }
+
+    /// Room for a full block window of full-size frames (and the lost ones
+    /// remembered), taken when the first block is queued: the congestion
+    /// window growing late in a session must not allocate on the hot path,
+    /// and a session that never carries blocks (heartbeats only) pays
+    /// nothing.
+    fn reserve_block_window(&mut self, max_queued: usize) {
+        let frames = self.window_frames();
+        self.sent
+            .reserve(frames + super::loss::LOST_MEMORY as usize);
+        self.retx[BLOCK].reserve(frames);
+        self.unsent[BLOCK].reserve(max_queued.min(1024));
+    }
+
+    fn window_frames(&self) -> usize {
+        self.window_cap / (DataRepr::HEADER_LEN + self.frag_cap).max(1) + 1
     }
 
     pub(super) fn msg_index(&self, id: u64) -> Option<usize> {
