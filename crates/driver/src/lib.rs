@@ -26,6 +26,6 @@ pub use fault::{FaultConfig, FaultHandle, FaultInjector, FaultStats};
 pub use host::{HostStats, RuntimeHost};
 pub use loopback::{LoopbackBackend, LoopbackConfig, LoopbackNet, LoopbackStats};
 pub use runtime::{
-    owner_core, CoreSnapshot, CoreStats, NodeEvent, PeerError, Runtime, RuntimeConfig,
+    owner_core, AppWaker, CoreSnapshot, CoreStats, NodeEvent, PeerError, Runtime, RuntimeConfig,
     RuntimeSnapshot, SubmitError,
 };

@@ -340,3 +340,29 @@ fn socket_backend_waker_interrupts_wait() {
     s.wait(None).unwrap();
     h.join().unwrap();
 }
+
+#[test]
+fn app_waker_interrupts_wait_event() {
+    let net = LoopbackNet::new();
+    let mut rt = Runtime::start(config(1, 1), loopback_factory(&net, 1200)).unwrap();
+    let w = rt.app_waker();
+    // Latched before the wait: the wait returns at once, with no event.
+    w.wake();
+    let t = std::time::Instant::now();
+    assert!(rt.wait_event(std::time::Duration::from_secs(10)).is_none());
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // Consumed: the next wait runs to its timeout.
+    let t = std::time::Instant::now();
+    assert!(rt.wait_event(std::time::Duration::from_millis(20)).is_none());
+    assert!(t.elapsed() >= std::time::Duration::from_millis(20));
+    // From another thread into a long wait.
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.wake();
+    });
+    let t = std::time::Instant::now();
+    assert!(rt.wait_event(std::time::Duration::from_secs(10)).is_none());
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    h.join().unwrap();
+    rt.shutdown().unwrap();
+}

@@ -65,6 +65,7 @@ mod wake;
 
 pub use config::RuntimeConfig;
 pub use peers::PeerError;
+pub use wake::AppWaker;
 pub use stats::{CoreSnapshot, CoreStats, RuntimeSnapshot};
 
 use self::core::{core_thread, Command, CoreRings, CoreSetup};
@@ -205,6 +206,7 @@ impl Runtime {
             stop: AtomicBool::new(false),
             app_parked: AtomicBool::new(false),
             app_thread: Mutex::new(None),
+            app_kicked: AtomicBool::new(false),
         });
 
         // Rings: commands and events per core, handoffs per ordered pair.
@@ -423,6 +425,11 @@ impl Runtime {
         None
     }
 
+    /// A handle other threads use to wake [`wait_event`](Self::wait_event).
+    pub fn app_waker(&self) -> AppWaker {
+        AppWaker(Arc::clone(&self.shared))
+    }
+
     /// The next event, blocking up to `timeout`. The thread parks (no
     /// spinning) and the cores unpark it when they publish events.
     pub fn wait_event(&mut self, timeout: Duration) -> Option<NodeEvent> {
@@ -432,7 +439,7 @@ impl Runtime {
             if let Some(e) = self.poll_event() {
                 return Some(e);
             }
-            if self.stopped {
+            if self.stopped || self.shared.app_kicked.swap(false, Ordering::SeqCst) {
                 return None;
             }
             let now = StdInstant::now();
@@ -449,7 +456,9 @@ impl Runtime {
             }
             self.shared.app_parked.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if self.events.iter().any(|c| !c.is_empty()) {
+            if self.events.iter().any(|c| !c.is_empty())
+                || self.shared.app_kicked.load(Ordering::SeqCst)
+            {
                 self.shared.app_parked.store(false, Ordering::Relaxed);
                 continue;
             }

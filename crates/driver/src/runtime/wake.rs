@@ -39,6 +39,9 @@ pub(super) struct Shared {
     pub(super) stop: AtomicBool,
     pub(super) app_parked: AtomicBool,
     pub(super) app_thread: Mutex<Option<Thread>>,
+    /// Set by an [`AppWaker`]: [`Runtime::wait_event`](super::Runtime::wait_event)
+    /// returns at once, with no event, when it finds it set.
+    pub(super) app_kicked: AtomicBool,
 }
 
 impl Shared {
@@ -52,6 +55,33 @@ impl Shared {
                 t.unpark();
             }
         }
+    }
+}
+
+/// Wakes the application thread out of
+/// [`Runtime::wait_event`](super::Runtime::wait_event) from any thread: for
+/// input that does not come from the cores (voting-file completions, admin
+/// commands, signals), so the application can wait on one thing.
+#[derive(Clone)]
+pub struct AppWaker(pub(super) Arc<Shared>);
+
+impl AppWaker {
+    /// Makes the current or next `wait_event` return (with no event if
+    /// none is waiting). Call after making the input visible.
+    pub fn wake(&self) {
+        self.0.app_kicked.store(true, Ordering::SeqCst);
+        // Unpark whether or not the application is parked: a token left by
+        // an early unpark makes its next park return at once, so a kick
+        // that races with `wait_event` going to sleep is never lost.
+        if let Some(t) = lock(&self.0.app_thread).as_ref() {
+            t.unpark();
+        }
+    }
+}
+
+impl std::fmt::Debug for AppWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppWaker")
     }
 }
 

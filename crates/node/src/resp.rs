@@ -1,0 +1,1 @@
+//! The RESP server (being written).

@@ -1,0 +1,1 @@
+//! Voting-file I/O on real storage (being written).
