@@ -4,6 +4,10 @@
 
 use std::sync::Arc;
 
+
+pub mod alertlog;
+pub mod config;
+
 pub mod resp;
 pub mod vote;
 

@@ -1,7 +1,7 @@
 //! How to run a node: [`RuntimeConfig`].
 
 use crate::driver::DriverConfig;
-use icx_core::BufferPool;
+use icx_core::{BufferPool, MonotonicClock};
 use icx_transport::PeerConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,6 +33,11 @@ pub struct RuntimeConfig {
     pub driver: DriverConfig,
     /// Bound on [`Runtime::shutdown`](super::Runtime::shutdown).
     pub shutdown_timeout: Duration,
+    /// The clock the cores and [`Runtime::now`](super::Runtime::now) read.
+    /// A node that restarts its transport (a new incarnation after
+    /// fencing) passes the same clock again, so a protocol above keeps one
+    /// timeline across transports.
+    pub clock: MonotonicClock,
 }
 
 impl RuntimeConfig {
@@ -50,6 +55,7 @@ impl RuntimeConfig {
             handoff_ring: 1024,
             driver: DriverConfig::default(),
             shutdown_timeout: Duration::from_secs(5),
+            clock: MonotonicClock::new(),
         }
     }
 

@@ -236,7 +236,7 @@ impl Runtime {
         }
 
         let factory = Arc::new(factory);
-        let clock = MonotonicClock::new();
+        let clock = cfg.clock;
         let mut rt = Runtime {
             shared: shared.clone(),
             commands,

@@ -1,0 +1,438 @@
+//! The cluster configuration file (TOML), shared by every node of a
+//! cluster: see the crate README for every key. Errors name the file and
+//! the key, and the binary exits with code 2 on them.
+
+use icx_core::{Duration, NodeId};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Node ids a cluster may use (the membership's node sets hold 255).
+pub const MAX_NODE_ID: u16 = icx_membership::MAX_NODES;
+
+/// One cluster's configuration, validated.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The file it was read from (messages name it).
+    pub file: PathBuf,
+    pub cluster_name: String,
+    pub cluster_id: u32,
+    pub heartbeat_interval: Duration,
+    pub misscount: Duration,
+    pub disktimeout: Duration,
+    /// Empty: network-only quorum.
+    pub voting_files: Vec<PathBuf>,
+    pub datafiles: Option<PathBuf>,
+    /// Where each node keeps its alert log and state file; default: the
+    /// config file's directory.
+    pub log_dir: PathBuf,
+    /// IP MTU of the private network.
+    pub interconnect_mtu: usize,
+    /// Sorted by id.
+    pub nodes: Vec<NodeConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub name: String,
+    /// Private-network addresses; the first carries the interconnect
+    /// (redundant interconnects are their own issue).
+    pub interconnect: Vec<SocketAddr>,
+    /// RESP client/admin address.
+    pub client: SocketAddr,
+    pub css_critical: bool,
+}
+
+/// A configuration that cannot be used: `file: key: what`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// The key at fault (`node[2].id`), empty when the file as a whole is.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The file as written; `deny_unknown_fields` so a misspelt key is an
+/// error, not a silent default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster_name: String,
+    cluster_id: u32,
+    #[serde(default)]
+    heartbeat_interval: Option<String>,
+    #[serde(default)]
+    misscount: Option<String>,
+    #[serde(default)]
+    disktimeout: Option<String>,
+    #[serde(default)]
+    voting_files: Vec<String>,
+    #[serde(default)]
+    datafiles: Option<String>,
+    #[serde(default)]
+    log_dir: Option<String>,
+    #[serde(default)]
+    interconnect_mtu: Option<usize>,
+    #[serde(default)]
+    node: Vec<RawNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: i64,
+    name: String,
+    interconnect: Vec<String>,
+    client: String,
+    #[serde(default)]
+    css_critical: bool,
+}
+
+impl ClusterConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, as read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<ClusterConfig, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // toml's message already names the key and the line.
+            err("", e.to_string().trim_end().replace('\n', " | "))
+        })?;
+        if raw.cluster_name.is_empty() {
+            return Err(err("cluster_name", "must not be empty".into()));
+        }
+        if raw.cluster_id == 0 {
+            return Err(err("cluster_id", "must be 1 or more".into()));
+        }
+        let dur = |key: &str, v: &Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s).map_err(|m| err(key, m)),
+        };
+        let heartbeat_interval = dur(
+            "heartbeat_interval",
+            &raw.heartbeat_interval,
+            Duration::from_secs(1),
+        )?;
+        let misscount = dur("misscount", &raw.misscount, Duration::from_secs(30))?;
+        let disktimeout = dur("disktimeout", &raw.disktimeout, Duration::from_secs(200))?;
+        if heartbeat_interval.is_zero() {
+            return Err(err("heartbeat_interval", "must be positive".into()));
+        }
+        if misscount < heartbeat_interval * 4 {
+            return Err(err(
+                "misscount",
+                format!(
+                    "{} is less than 4 heartbeat intervals ({})",
+                    format_duration(misscount),
+                    format_duration(heartbeat_interval * 4)
+                ),
+            ));
+        }
+        if disktimeout < heartbeat_interval * 2 {
+            return Err(err(
+                "disktimeout",
+                format!(
+                    "{} is less than 2 heartbeat intervals",
+                    format_duration(disktimeout)
+                ),
+            ));
+        }
+        if ![0, 1, 3, 5].contains(&raw.voting_files.len()) {
+            return Err(err(
+                "voting_files",
+                format!(
+                    "{} files: use none (network-only quorum), 1, 3 or 5",
+                    raw.voting_files.len()
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, v) in raw.voting_files.iter().enumerate() {
+            if v.is_empty() {
+                return Err(err(&format!("voting_files[{i}]"), "empty path".into()));
+            }
+            if !seen.insert(v) {
+                return Err(err(
+                    &format!("voting_files[{i}]"),
+                    format!("{v} is listed twice"),
+                ));
+            }
+        }
+        let interconnect_mtu = raw.interconnect_mtu.unwrap_or(1500);
+        // The transport's own rule (room for a header and some block, no
+        // datagram larger than IP carries), checked for IPv4 and IPv6 alike.
+        for ipv6 in [false, true] {
+            let mut p = icx_transport::PeerConfig::new(NodeId(1), interconnect_mtu);
+            p.ipv6 = ipv6;
+            p.check_mtu()
+                .map_err(|e| err("interconnect_mtu", e.to_string()))?;
+        }
+        if raw.node.is_empty() {
+            return Err(err("node", "no [[node]] tables: configure 1 or more nodes".into()));
+        }
+        let mut nodes = Vec::with_capacity(raw.node.len());
+        let mut names = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, n) in raw.node.iter().enumerate() {
+            let key = |k: &str| format!("node[{i}].{k}");
+            if n.id < 1 || n.id > i64::from(MAX_NODE_ID) {
+                return Err(err(
+                    &key("id"),
+                    format!("{} is outside 1..={MAX_NODE_ID}", n.id),
+                ));
+            }
+            let id = NodeId(n.id as u16);
+            if nodes.iter().any(|o: &NodeConfig| o.id == id) {
+                return Err(err(&key("id"), format!("duplicate node id {}", n.id)));
+            }
+            if n.name.is_empty() || n.name.chars().any(|c| c.is_whitespace() || c == ',') {
+                return Err(err(
+                    &key("name"),
+                    format!("{:?}: a name is non-empty, without spaces or commas", n.name),
+                ));
+            }
+            if !names.insert(n.name.clone()) {
+                return Err(err(&key("name"), format!("duplicate node name {}", n.name)));
+            }
+            if n.interconnect.is_empty() {
+                return Err(err(&key("interconnect"), "needs one address".into()));
+            }
+            let mut inter = Vec::new();
+            for (j, a) in n.interconnect.iter().enumerate() {
+                let k = format!("node[{i}].interconnect[{j}]");
+                let a = parse_addr(a).map_err(|m| err(&k, m))?;
+                if a.port() == 0 {
+                    return Err(err(&k, format!("{a}: give a port")));
+                }
+                if !addrs.insert(a) {
+                    return Err(err(&k, format!("{a} is used twice")));
+                }
+                inter.push(a);
+            }
+            let client = parse_addr(&n.client).map_err(|m| err(&key("client"), m))?;
+            if client.port() == 0 {
+                return Err(err(&key("client"), format!("{client}: give a port")));
+            }
+            if !addrs.insert(client) {
+                return Err(err(&key("client"), format!("{client} is used twice")));
+            }
+            nodes.push(NodeConfig {
+                id,
+                name: n.name.clone(),
+                interconnect: inter,
+                client,
+                css_critical: n.css_critical,
+            });
+        }
+        nodes.sort_by_key(|n| n.id);
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let log_dir = match &raw.log_dir {
+            Some(d) if d.is_empty() => return Err(err("log_dir", "empty path".into())),
+            Some(d) => dir.join(d),
+            None => dir,
+        };
+        Ok(ClusterConfig {
+            file: path.to_path_buf(),
+            cluster_name: raw.cluster_name,
+            cluster_id: raw.cluster_id,
+            heartbeat_interval,
+            misscount,
+            disktimeout,
+            voting_files: raw.voting_files.iter().map(PathBuf::from).collect(),
+            datafiles: raw.datafiles.map(PathBuf::from),
+            log_dir,
+            interconnect_mtu,
+            nodes,
+        })
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Highest configured id: the membership numbers nodes `1..=max`, and
+    /// ids never configured are simply never heard.
+    pub fn max_id(&self) -> u16 {
+        self.nodes.last().map_or(0, |n| n.id.0)
+    }
+
+    /// The membership configuration of node `me`.
+    pub fn membership(&self, me: NodeId, incarnation: u32) -> icx_membership::Config {
+        let n = self.max_id();
+        let mut c = icx_membership::Config::new(self.cluster_id, n, me).with_timers(
+            self.heartbeat_interval,
+            self.misscount,
+            self.disktimeout,
+        );
+        c.incarnation = incarnation;
+        c.names = (1..=n)
+            .map(|i| {
+                self.node(NodeId(i))
+                    .map_or_else(|| format!("node{i}"), |x| x.name.clone())
+            })
+            .collect();
+        c.critical = self.node(me).is_some_and(|x| x.css_critical);
+        c.voting_files = self
+            .voting_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        c
+    }
+}
+
+/// A duration in humantime form (`1s`, `500ms`, `2m 30s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration (like \"1s\" or \"500ms\"): {e}"))
+}
+
+/// The humantime form of `d`, as `CONFIG GET` shows it.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address (IP:PORT, like \"10.0.0.1:7470\")"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+cluster_name = "lab"
+cluster_id = 7
+heartbeat_interval = "1s"
+misscount = "30s"
+disktimeout = "200s"
+voting_files = ["/shared/vote1", "/shared/vote2", "/shared/vote3"]
+datafiles = "/shared/data"
+
+[[node]]
+id = 2
+name = "rac2"
+interconnect = ["10.0.0.2:7470"]
+client = "127.0.0.1:6380"
+
+[[node]]
+id = 1
+name = "rac1"
+interconnect = ["10.0.0.1:7470"]
+client = "127.0.0.1:6379"
+css_critical = true
+"#;
+
+    fn parse(s: &str) -> Result<ClusterConfig, ConfigError> {
+        ClusterConfig::parse(Path::new("/etc/icx/lab.toml"), s)
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.cluster_id, 7);
+        assert_eq!(c.misscount, Duration::from_secs(30));
+        assert_eq!(c.nodes[0].id, NodeId(1));
+        assert!(c.nodes[0].css_critical);
+        assert_eq!(c.log_dir, Path::new("/etc/icx"));
+        let m = c.membership(NodeId(2), 5);
+        assert_eq!(m.names, ["rac1", "rac2"]);
+        assert!(!m.critical);
+        assert_eq!(m.voting_files.len(), 3);
+        m.validate().unwrap();
+    }
+
+    fn err_of(s: &str) -> String {
+        parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let e = err_of(&GOOD.replace("id = 2", "id = 1"));
+        assert!(e.starts_with("/etc/icx/lab.toml: node[1].id: duplicate node id 1"), "{e}");
+        let e = err_of(&GOOD.replace("id = 2", "id = 0"));
+        assert!(e.contains("node[0].id: 0 is outside 1..=255"), "{e}");
+        let e = err_of(&GOOD.replace("id = 2", "id = 300"));
+        assert!(e.contains("node[0].id"), "{e}");
+        let e = err_of(&GOOD.replace("misscount = \"30s\"", "misscount = \"thirty\""));
+        assert!(e.contains("misscount: \"thirty\" is not a duration"), "{e}");
+        let e = err_of(&GOOD.replace("misscount = \"30s\"", "misscount = \"2s\""));
+        assert!(e.contains("misscount: 2s is less than 4 heartbeat intervals"), "{e}");
+        let e = err_of(&GOOD.replace("cluster_id = 7", "cluster_id = 7\nmisscout = \"3s\""));
+        assert!(e.contains("misscout"), "{e}");
+        let e = err_of(&GOOD.replace("\"10.0.0.2:7470\"", "\"10.0.0.2\""));
+        assert!(e.contains("node[0].interconnect[0]: \"10.0.0.2\" is not an address"), "{e}");
+        let e = err_of(&GOOD.replace("10.0.0.2:7470", "10.0.0.1:7470"));
+        assert!(e.contains("is used twice"), "{e}");
+        let e = err_of(&GOOD.replace("name = \"rac2\"", "name = \"rac1\""));
+        assert!(e.contains("duplicate node name rac1"), "{e}");
+        let e = err_of(&GOOD.replace(", \"/shared/vote3\"", ""));
+        assert!(e.contains("voting_files: 2 files"), "{e}");
+        let e = err_of(&GOOD.replace("/shared/vote3", "/shared/vote1"));
+        assert!(e.contains("voting_files[2]: /shared/vote1 is listed twice"), "{e}");
+        let e = err_of("cluster_name = \"x\"\ncluster_id = 1\n");
+        assert!(e.contains("node: no [[node]] tables"), "{e}");
+        let e = err_of("cluster_name = [");
+        assert!(e.starts_with("/etc/icx/lab.toml: "), "{e}");
+        let e = err_of(&GOOD.replace("cluster_id = 7", "cluster_id = -1"));
+        assert!(e.contains("cluster_id"), "{e}");
+    }
+
+    #[test]
+    fn network_only_and_defaults() {
+        let s = GOOD
+            .replace(
+                "voting_files = [\"/shared/vote1\", \"/shared/vote2\", \"/shared/vote3\"]",
+                "voting_files = []",
+            )
+            .replace("heartbeat_interval = \"1s\"\n", "")
+            .replace("misscount = \"30s\"\n", "")
+            .replace("disktimeout = \"200s\"\n", "");
+        let c = parse(&s).unwrap();
+        assert!(c.voting_files.is_empty());
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.disktimeout, Duration::from_secs(200));
+        assert!(c.membership(NodeId(1), 1).network_only());
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for s in ["1s", "500ms", "2m 30s", "200s"] {
+            let d = parse_duration(s).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+    }
+}
