@@ -33,8 +33,10 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod server;
 
 pub use codec::{parse_request, Parsed, INLINE_MAX};
+pub use server::{ClientInfo, Request, RespServer, RespStats};
 
 /// Bounds on what a client may send and how many may connect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
