@@ -1,1 +1,84 @@
-//! The RESP server (being written).
+//! The RESP server: fusion-node's client and admin interface, spoken over
+//! TCP in the Redis protocol, so `redis-cli` is the admin tool.
+//!
+//! [`RespServer::start`] binds, accepts on its own thread and runs a thread
+//! per client (at most [`Limits::max_clients`]). Each client thread reads
+//! requests, hands each one to the node as a [`Request`] on a channel,
+//! calls the node's [`Wake`](crate::Wake), waits for the reply and writes
+//! it: one request outstanding per client, so pipelined requests are
+//! answered in order. The node answers with [`Request::reply`]; a request
+//! it drops unanswered is answered `-ERR internal error: no reply`, so a
+//! client never hangs on a lost request.
+//!
+//! What Redis does and this does too (`networking.c`):
+//! - a request is an array of bulk strings (`*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n`)
+//!   when it starts with `*`, otherwise an inline command line (`PING\r\n`
+//!   typed into nc or telnet), split as `sdssplitargs` does (`"a b"`,
+//!   `'a b'`, `\xHH`); empty lines, `*0` and `*-1` are skipped;
+//! - a protocol error (`*abc`, a non-bulk element, a bulk length over the
+//!   limit, unbalanced quotes, a request over [`Limits::max_request_bytes`],
+//!   a header or inline line over 64 KiB without its newline) is answered
+//!   `-ERR Protocol error: <what>` in Redis's words, after the replies to
+//!   the requests before it, and the connection is closed;
+//! - a connection over [`Limits::max_clients`] is answered
+//!   `-ERR max number of clients reached` and closed;
+//! - `QUIT` is answered `+OK` by the server itself, and the connection is
+//!   closed; it never reaches the node;
+//! - TCP_NODELAY on every client socket.
+//!
+//! A client that vanishes mid-request or mid-reply is dropped and counted
+//! ([`RespStats::dropped`]). Reads and writes time out every 100 ms so every
+//! thread notices [`RespServer::shutdown`], which also shuts the client
+//! sockets down so none waits even that long.
+#![forbid(unsafe_code)]
+
+mod codec;
+mod server;
+
+pub use codec::{parse_request, Parsed, INLINE_MAX};
+pub use server::{ClientInfo, Request, RespServer, RespStats};
+
+/// Bounds on what a client may send and how many may connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; one more is refused (Redis's
+    /// `maxclients`). 128 by default.
+    pub max_clients: usize,
+    /// The largest request, all of its encoding counted; a larger one is a
+    /// protocol error, seen from its headers before its body arrives (the
+    /// role of Redis's `proto-max-bulk-len` and `client-query-buffer-limit`).
+    /// 1 MiB by default.
+    pub max_request_bytes: usize,
+    /// The most arguments in one request (command name included); more is
+    /// a protocol error. 1024 by default.
+    pub max_args: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: 128,
+            max_request_bytes: 1 << 20,
+            max_args: 1024,
+        }
+    }
+}
+
+/// A reply to a request, encoded as RESP2 (what every Redis client reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`: one line of text (a CR or LF in it is sent as a space).
+    Simple(String),
+    /// An error line, without the leading `-`; by Redis convention it
+    /// starts with an upper-case code: `ERR unknown command 'FOO'`,
+    /// `CLUSTERDOWN the node is not active`. A CR or LF is sent as a space.
+    Error(String),
+    /// `:42`
+    Integer(i64),
+    /// A binary-safe string.
+    Bulk(Vec<u8>),
+    /// The null bulk string (`$-1`), Redis's nil.
+    Null,
+    /// An array of replies.
+    Array(Vec<Reply>),
+}

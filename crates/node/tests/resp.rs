@@ -1,0 +1,984 @@
+//! The RESP server over real TCP on 127.0.0.1, against a test-side node
+//! loop that answers requests; and `parse_request` / `Reply` encoding as
+//! properties. Every wait is bounded in time.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use icx_node::resp::{
+    parse_request, Limits, Parsed, Reply, Request, RespServer, RespStats, INLINE_MAX,
+};
+use proptest::prelude::*;
+use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
+
+/// The bound on any one wait in these tests.
+const T: Duration = Duration::from_secs(10);
+const BIG: usize = 8 << 20;
+
+// ---------------------------------------------------------------- fixture
+
+/// A server and the test's node loop answering it.
+struct Node {
+    server: Option<RespServer>,
+    addr: SocketAddr,
+    wakes: Arc<AtomicUsize>,
+    loop_thread: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(limits: Limits) -> Node {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = Arc::clone(&wakes);
+        let (server, rx) = RespServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            limits,
+            Arc::new(move || {
+                w.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .expect("start");
+        let addr = server.local_addr();
+        assert_ne!(addr.port(), 0);
+        Node {
+            server: Some(server),
+            addr,
+            wakes,
+            loop_thread: Some(thread::spawn(move || node_loop(&rx))),
+        }
+    }
+
+    fn server(&self) -> &RespServer {
+        self.server.as_ref().unwrap()
+    }
+
+    fn stats(&self) -> RespStats {
+        self.server().stats()
+    }
+
+    fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Waits until the stats satisfy `ok`.
+    fn wait_stats(&self, what: &str, ok: impl Fn(&RespStats) -> bool) -> RespStats {
+        let deadline = Instant::now() + T;
+        loop {
+            let s = self.stats();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Shuts the server down, returning how long that took; the node loop
+    /// then sees its channel disconnect and ends.
+    fn shutdown(&mut self) -> Duration {
+        let t0 = Instant::now();
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+        let took = t0.elapsed();
+        if let Some(t) = self.loop_thread.take() {
+            let deadline = Instant::now() + T;
+            while !t.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "node loop did not see the channel disconnect"
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+            t.join().unwrap();
+        }
+        took
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            self.shutdown();
+        }
+    }
+}
+
+/// The test's node: answers until the server's channel disconnects (or a
+/// minute passes, so a broken server cannot hang the test binary).
+fn node_loop(rx: &Receiver<Request>) {
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(req) => answer(req, &mut held),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn answer(req: Request, held: &mut Vec<Request>) {
+    let name = String::from_utf8_lossy(&req.args[0]).to_ascii_uppercase();
+    let reply = match name.as_str() {
+        "PING" => Reply::Simple("PONG".into()),
+        "ECHO" if req.args.len() == 2 => Reply::Bulk(req.args[1].clone()),
+        "ARGS" => Reply::Array(req.args[1..].iter().cloned().map(Reply::Bulk).collect()),
+        "INT" => Reply::Integer(-42),
+        "NULL" => Reply::Null,
+        "ERR" => Reply::Error("CLUSTERDOWN the node is\r\nnot active".into()),
+        "ID" => Reply::Integer(req.client.id as i64),
+        "PEER" => Reply::Bulk(req.client.peer.to_string().into_bytes()),
+        "BIG" => Reply::Bulk(vec![b'x'; BIG]),
+        "NESTED" => Reply::Array(vec![
+            Reply::Integer(1),
+            Reply::Array(vec![Reply::Simple("a".into()), Reply::Null]),
+            Reply::Array(vec![]),
+        ]),
+        "DROP" => return drop(req),
+        "HOLD" => return held.push(req),
+        _ => Reply::Error(format!("ERR unknown command '{name}'")),
+    };
+    req.reply(reply);
+}
+
+/// A raw TCP client reading RESP replies (decoded by redis-protocol).
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        s.set_write_timeout(Some(T)).unwrap();
+        Client { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).expect("send");
+    }
+
+    fn cmd(&mut self, args: &[&[u8]]) -> OwnedFrame {
+        self.send(&encode_cmd(args));
+        self.reply()
+    }
+
+    /// Reads more into `buf`: false at the end of the stream (or a reset).
+    fn fill(&mut self, deadline: Instant) -> bool {
+        let mut chunk = [0; 65536];
+        loop {
+            match self.s.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return true;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    assert!(Instant::now() < deadline, "timed out reading");
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn reply(&mut self) -> OwnedFrame {
+        let deadline = Instant::now() + T;
+        loop {
+            if let Some((f, n)) = decode(&self.buf).expect("the server's reply decodes") {
+                self.buf.drain(..n);
+                return f;
+            }
+            assert!(
+                self.fill(deadline),
+                "closed before a whole reply; have {:?}",
+                self.buf
+            );
+        }
+    }
+
+    /// The connection closes, with nothing more sent.
+    fn expect_closed(&mut self) {
+        let deadline = Instant::now() + T;
+        while self.fill(deadline) {}
+        assert!(
+            self.buf.is_empty(),
+            "more after the end: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+    }
+}
+
+fn encode_cmd(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn simple(s: &str) -> OwnedFrame {
+    OwnedFrame::SimpleString(s.as_bytes().to_vec())
+}
+
+fn bulk(b: &[u8]) -> OwnedFrame {
+    OwnedFrame::BulkString(b.to_vec())
+}
+
+fn error(s: &str) -> OwnedFrame {
+    OwnedFrame::Error(s.to_owned())
+}
+
+// ---------------------------------------------------------------- TCP
+
+#[test]
+fn ping_in_resp_and_inline() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    c.send(b"*1\r\n$4\r\nPING\r\n");
+    assert_eq!(c.reply(), simple("PONG"));
+    c.send(b"PING\r\n");
+    assert_eq!(c.reply(), simple("PONG"));
+    // A bare LF ends an inline line too; commands are the node's to read,
+    // in any case.
+    c.send(b"ping\n");
+    assert_eq!(c.reply(), simple("PONG"));
+    let s = node.stats();
+    assert_eq!((s.accepted, s.clients, s.commands), (1, 1, 3));
+    assert!(
+        node.wakes.load(Ordering::Relaxed) >= 3,
+        "wake after each request"
+    );
+}
+
+#[test]
+fn inline_quotes_and_empty_lines() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    // Empty lines and `*0`, `*-1` are skipped (Redis's "Handle an empty
+    // query", "Negative multibulk length").
+    c.send(b"\r\n\n   \t \r\n*0\r\n*-10\r\nPING\r\n");
+    assert_eq!(c.reply(), simple("PONG"));
+    c.send(b"ARGS \"a b\" 'c d' \"\\x41\\n\\\"\" '' plain\r\n");
+    assert_eq!(
+        c.reply(),
+        OwnedFrame::Array(vec![
+            bulk(b"a b"),
+            bulk(b"c d"),
+            bulk(b"A\n\""),
+            bulk(b""),
+            bulk(b"plain")
+        ])
+    );
+    assert_eq!(node.stats().commands, 2);
+    c.send(b"ECHO \"a b\r\n");
+    assert_eq!(
+        c.reply(),
+        error("ERR Protocol error: unbalanced quotes in request")
+    );
+    c.expect_closed();
+    assert_eq!(node.stats().protocol_errors, 1);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    let mut batch = Vec::new();
+    for i in 0..300 {
+        if i % 3 == 0 {
+            batch.extend_from_slice(format!("ECHO inline-{i}\r\n").as_bytes());
+        } else {
+            batch.extend_from_slice(&encode_cmd(&[b"ECHO", format!("resp-{i}").as_bytes()]));
+        }
+    }
+    c.send(&batch);
+    for i in 0..300 {
+        let want = if i % 3 == 0 {
+            format!("inline-{i}")
+        } else {
+            format!("resp-{i}")
+        };
+        assert_eq!(c.reply(), bulk(want.as_bytes()), "reply {i}");
+    }
+    assert_eq!(node.stats().commands, 300);
+    assert!(node.wakes.load(Ordering::Relaxed) >= 300);
+}
+
+#[test]
+fn bulk_args_are_binary_safe() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    let all: Vec<u8> = (0..=255).collect();
+    let crlf = b"\r\n*1\r\n$4\r\nPING\r\n";
+    assert_eq!(
+        c.cmd(&[b"ARGS", &all, b"", crlf, b"\0"]),
+        OwnedFrame::Array(vec![bulk(&all), bulk(b""), bulk(crlf), bulk(b"\0")])
+    );
+    // Sent a byte at a time, still one request.
+    for b in encode_cmd(&[b"ECHO", &all]) {
+        c.send(&[b]);
+    }
+    assert_eq!(c.reply(), bulk(&all));
+}
+
+#[test]
+fn reply_kinds() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    assert_eq!(c.cmd(&[b"INT"]), OwnedFrame::Integer(-42));
+    assert_eq!(c.cmd(&[b"NULL"]), OwnedFrame::Null);
+    // A CR or LF in an error line would desync the client: spaces.
+    assert_eq!(
+        c.cmd(&[b"ERR"]),
+        error("CLUSTERDOWN the node is  not active")
+    );
+    assert_eq!(
+        c.cmd(&[b"NESTED"]),
+        OwnedFrame::Array(vec![
+            OwnedFrame::Integer(1),
+            OwnedFrame::Array(vec![simple("a"), OwnedFrame::Null]),
+            OwnedFrame::Array(vec![]),
+        ])
+    );
+    assert_eq!(c.cmd(&[b"NOSUCH"]), error("ERR unknown command 'NOSUCH'"));
+    assert_eq!(c.cmd(&[b"BIG"]), bulk(&vec![b'x'; BIG]));
+}
+
+#[test]
+fn client_info_identifies_the_connection() {
+    let node = Node::start(Limits::default());
+    let mut a = node.connect();
+    let mut b = node.connect();
+    let OwnedFrame::Integer(ida) = a.cmd(&[b"ID"]) else {
+        panic!()
+    };
+    let OwnedFrame::Integer(idb) = b.cmd(&[b"ID"]) else {
+        panic!()
+    };
+    assert_ne!(ida, idb);
+    assert!(ida >= 1 && idb >= 1);
+    assert_eq!(
+        a.cmd(&[b"PEER"]),
+        bulk(a.s.local_addr().unwrap().to_string().as_bytes())
+    );
+}
+
+/// Each case: a fresh connection, a PING that works, then the bad bytes:
+/// the error in Redis's words, and the connection closed.
+#[test]
+fn protocol_errors_are_answered_and_close() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"*abc\r\n", "invalid multibulk length"),
+        (b"*20000000\r\n", "invalid multibulk length"),
+        (b"*+1\r\n", "invalid multibulk length"),
+        (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n",
+            "expected '$', got 'f'",
+        ),
+        (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$-10\r\n",
+            "invalid bulk length",
+        ),
+        (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$2000000000\r\n",
+            "invalid bulk length",
+        ),
+        (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$blabla\r\n",
+            "invalid bulk length",
+        ),
+        (b"*1\r\nfoo\r\n", "expected '$', got 'f'"),
+        (b"*2\r\n*1\r\n$1\r\na\r\n", "expected '$', got '*'"),
+        (b"*1\r\n:1\r\n", "expected '$', got ':'"),
+        (b"*1\r\n\x01", "expected '$', got '\\x01'"),
+        (b"SET \"a\"b\r\n", "unbalanced quotes in request"),
+        (b"SET 'a\r\n", "unbalanced quotes in request"),
+    ];
+    let node = Node::start(Limits::default());
+    for (i, (bad, what)) in cases.iter().enumerate() {
+        let mut c = node.connect();
+        assert_eq!(c.cmd(&[b"PING"]), simple("PONG"));
+        // A good request in the same write as the bad one is answered.
+        let mut bytes = b"ECHO before\r\n".to_vec();
+        bytes.extend_from_slice(bad);
+        c.send(&bytes);
+        assert_eq!(c.reply(), bulk(b"before"), "case {i}");
+        assert_eq!(
+            c.reply(),
+            error(&format!("ERR Protocol error: {what}")),
+            "case {i}"
+        );
+        c.expect_closed();
+    }
+    let s = node.wait_stats("clients gone", |s| s.clients == 0);
+    assert_eq!(s.protocol_errors, cases.len() as u64);
+    assert_eq!(s.dropped, 0);
+}
+
+/// Redis's "Protocol desync regression test": a stream of junk with no line
+/// end is an error once a line could no longer be valid, not a buffer that
+/// grows forever.
+#[test]
+fn endless_junk_is_a_protocol_error() {
+    let node = Node::start(Limits::default());
+    for (start, what) in [
+        (&b"\x00"[..], "too big inline request"),
+        (b"*\x00", "too big mbulk count string"),
+        (b"*1\r\n$\x00", "too big bulk count string"),
+    ] {
+        let mut c = node.connect();
+        c.send(start);
+        let junk = vec![b'A'; INLINE_MAX + 16];
+        // The server may close while this is still being written.
+        let _ = c.s.write_all(&junk);
+        assert_eq!(c.reply(), error(&format!("ERR Protocol error: {what}")));
+        c.expect_closed();
+    }
+}
+
+#[test]
+fn oversize_requests_are_refused_from_their_headers() {
+    let node = Node::start(Limits::default());
+    // A bulk longer than the whole limit: refused before its body is sent.
+    let mut c = node.connect();
+    c.send(b"*2\r\n$4\r\nECHO\r\n$2000000\r\n");
+    assert_eq!(c.reply(), error("ERR Protocol error: invalid bulk length"));
+    c.expect_closed();
+
+    // Each bulk under the limit, the request over it: refused at the
+    // header that takes it over.
+    let mut c = node.connect();
+    let part = vec![b'p'; 600_000];
+    let mut req = b"*3\r\n$4\r\nARGS\r\n".to_vec();
+    req.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
+    req.extend_from_slice(&part);
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
+    c.send(&req);
+    assert_eq!(
+        c.reply(),
+        error("ERR Protocol error: request larger than max_request_bytes (1048576)")
+    );
+    c.expect_closed();
+
+    // More arguments than max_args.
+    let mut c = node.connect();
+    c.send(b"*1025\r\n");
+    assert_eq!(
+        c.reply(),
+        error("ERR Protocol error: invalid multibulk length")
+    );
+    c.expect_closed();
+
+    // An inline line longer than 64 KiB.
+    let mut c = node.connect();
+    let mut line = vec![b'a'; INLINE_MAX + 1];
+    line.extend_from_slice(b"\r\n");
+    c.send(&line);
+    assert_eq!(
+        c.reply(),
+        error("ERR Protocol error: too big inline request")
+    );
+    c.expect_closed();
+
+    // Exactly at the limits: served.
+    let mut c = node.connect();
+    let args: Vec<Vec<u8>> = std::iter::once(b"ARGS".to_vec())
+        .chain((1..1024).map(|i| vec![i as u8]))
+        .collect();
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let OwnedFrame::Array(back) = c.cmd(&refs) else {
+        panic!("not an array")
+    };
+    assert_eq!(back.len(), 1023);
+    // *2 $4 ECHO $1048550 <body>: 4 + 10 + 10 + 1048550 + 2 bytes.
+    let body = vec![b'b'; (1 << 20) - 26];
+    let req = encode_cmd(&[b"ECHO", &body]);
+    assert_eq!(req.len(), 1 << 20);
+    c.send(&req);
+    assert_eq!(c.reply(), bulk(&body));
+    assert_eq!(node.stats().protocol_errors, 4);
+}
+
+#[test]
+fn max_clients_are_enforced() {
+    let node = Node::start(Limits {
+        max_clients: 2,
+        ..Limits::default()
+    });
+    let mut a = node.connect();
+    let mut b = node.connect();
+    assert_eq!(a.cmd(&[b"PING"]), simple("PONG"));
+    assert_eq!(b.cmd(&[b"PING"]), simple("PONG"));
+    let mut refused = node.connect();
+    assert_eq!(refused.reply(), error("ERR max number of clients reached"));
+    refused.expect_closed();
+    let s = node.stats();
+    assert_eq!((s.accepted, s.refused, s.clients), (2, 1, 2));
+    // A slot frees when a client leaves.
+    drop(a);
+    node.wait_stats("a client gone", |s| s.clients == 1);
+    let mut c = node.connect();
+    assert_eq!(c.cmd(&[b"PING"]), simple("PONG"));
+    assert_eq!(b.cmd(&[b"PING"]), simple("PONG"));
+    assert_eq!(node.stats().dropped, 0);
+}
+
+#[test]
+fn quit_is_answered_by_the_server_and_closes() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    c.send(b"PING\r\nQUIT\r\nPING\r\n");
+    assert_eq!(c.reply(), simple("PONG"));
+    assert_eq!(c.reply(), simple("OK"));
+    c.expect_closed();
+    let mut c = node.connect();
+    assert_eq!(c.cmd(&[b"quit"]), simple("OK"));
+    c.expect_closed();
+    let s = node.wait_stats("clients gone", |s| s.clients == 0);
+    // PING, QUIT, quit: the PING after QUIT never read; QUIT never reached
+    // the node (the node loop would have answered "unknown command").
+    assert_eq!((s.commands, s.dropped, s.protocol_errors), (3, 0, 0));
+    assert_eq!(node.wakes.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_client_gone_mid_request_is_dropped_and_counted() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    c.send(b"*2\r\n$4\r\nECHO\r\n$10\r\nabc");
+    drop(c);
+    let s = node.wait_stats("the half request dropped", |s| {
+        s.dropped == 1 && s.clients == 0
+    });
+    assert_eq!(s.commands, 0);
+    // A clean close between requests is not a drop.
+    let mut c = node.connect();
+    assert_eq!(c.cmd(&[b"PING"]), simple("PONG"));
+    drop(c);
+    let s = node.wait_stats("clean close", |s| s.clients == 0);
+    assert_eq!(s.dropped, 1);
+    let mut c = node.connect();
+    assert_eq!(c.cmd(&[b"PING"]), simple("PONG"));
+}
+
+#[test]
+fn a_client_gone_mid_reply_is_dropped_and_counted() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    c.send(&encode_cmd(&[b"BIG"]));
+    drop(c);
+    node.wait_stats("the reader gone mid-reply", |s| {
+        s.dropped == 1 && s.clients == 0
+    });
+    let mut c = node.connect();
+    assert_eq!(c.cmd(&[b"PING"]), simple("PONG"));
+}
+
+#[test]
+fn a_dropped_request_is_answered_with_an_error() {
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    assert_eq!(c.cmd(&[b"DROP"]), error("ERR internal error: no reply"));
+    assert_eq!(c.cmd(&[b"PING"]), simple("PONG"));
+    c.send(b"DROP\r\nPING\r\n");
+    assert_eq!(c.reply(), error("ERR internal error: no reply"));
+    assert_eq!(c.reply(), simple("PONG"));
+}
+
+#[test]
+fn shutdown_with_clients_connected_is_prompt() {
+    let mut node = Node::start(Limits::default());
+    let idle = node.connect();
+    let mut waiting = node.connect();
+    waiting.send(&encode_cmd(&[b"HOLD"]));
+    let mut half = node.connect();
+    half.send(b"*1\r\n$4\r\nPI");
+    let mut not_reading = node.connect();
+    not_reading.send(&encode_cmd(&[b"BIG"]));
+    node.wait_stats("four clients, two requests", |s| {
+        s.clients == 4 && s.commands == 2
+    });
+    thread::sleep(Duration::from_millis(50));
+    let took = node.shutdown();
+    assert!(took < Duration::from_secs(1), "shutdown took {took:?}");
+    for mut c in [idle, waiting, half] {
+        c.expect_closed();
+    }
+    // The reply being written when the server stopped (or sitting in the
+    // socket buffers) ends there.
+    let deadline = Instant::now() + T;
+    while not_reading.fill(deadline) {}
+    assert!(not_reading.buf.len() < BIG + 16);
+    // And the port is free again.
+    let addr = node.addr;
+    let (again, _rx) = RespServer::start(addr, Limits::default(), Arc::new(|| {})).expect("rebind");
+    again.shutdown();
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let node = Node::start(Limits::default());
+    let e = RespServer::start(node.addr, Limits::default(), Arc::new(|| {})).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AddrInUse);
+    let text = e.to_string();
+    assert!(text.contains(&node.addr.to_string()), "{text}");
+}
+
+#[test]
+fn redis_cli_ping() {
+    let node = Node::start(Limits::default());
+    let port = node.addr.port().to_string();
+    let run = |args: &[&str]| -> Option<String> {
+        let mut child = match std::process::Command::new("redis-cli")
+            .args(["--no-raw", "-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("redis_cli_ping: skipped, redis-cli not runnable ({e}); apt-get install redis-tools");
+                return None;
+            }
+        };
+        let deadline = Instant::now() + T;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("redis-cli {args:?} hung");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        Some(out)
+    };
+    let Some(out) = run(&["PING"]) else { return };
+    assert_eq!(out.trim(), "PONG");
+    assert_eq!(run(&["ECHO", "a b\r\nc"]).unwrap(), "\"a b\\r\\nc\"\n");
+    assert_eq!(run(&["INT"]).unwrap().trim(), "(integer) -42");
+}
+
+// ---------------------------------------------------------------- parser
+
+fn parse(buf: &[u8]) -> Parsed {
+    parse_request(buf, &Limits::default())
+}
+
+fn req(args: &[&[u8]], used: usize) -> Parsed {
+    Parsed::Request {
+        args: args.iter().map(|a| a.to_vec()).collect(),
+        used,
+    }
+}
+
+#[test]
+fn parse_cases() {
+    assert_eq!(parse(b""), Parsed::Incomplete);
+    assert_eq!(parse(b"*1\r\n$4\r\nPING\r\n"), req(&[b"PING"], 14));
+    assert_eq!(parse(b"*1\r\n$4\r\nPING\r\nextra"), req(&[b"PING"], 14));
+    assert_eq!(parse(b"PING\r\nPING\r\n"), req(&[b"PING"], 6));
+    assert_eq!(parse(b"  GET  k \n"), req(&[b"GET", b"k"], 10));
+    assert_eq!(parse(b"\r\n"), Parsed::Empty { used: 2 });
+    assert_eq!(parse(b"*0\r\n$"), Parsed::Empty { used: 4 });
+    assert_eq!(parse(b"*-1\r\n"), Parsed::Empty { used: 5 });
+    for partial in [
+        &b"*"[..],
+        b"*1",
+        b"*1\r",
+        b"*1\r\n",
+        b"*1\r\n$",
+        b"*1\r\n$4\r\nPI",
+        b"*1\r\n$4\r\nPING\r",
+        b"PING",
+    ] {
+        assert_eq!(parse(partial), Parsed::Incomplete, "{partial:?}");
+    }
+    // Redis's string2ll: no sign but '-', no leading zeros.
+    for bad in [
+        &b"*01\r\n"[..],
+        b"*-0\r\n",
+        b"* 1\r\n",
+        b"*1 \r\n",
+        b"*\r\n",
+        b"*99999999999999999999\r\n",
+    ] {
+        assert_eq!(
+            parse(bad),
+            Parsed::Error("ERR Protocol error: invalid multibulk length".into()),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        parse(b"*1\r\n$01\r\na\r\n"),
+        Parsed::Error("ERR Protocol error: invalid bulk length".into())
+    );
+    // The two bytes after a bulk are not checked (Redis does not either).
+    assert_eq!(parse(b"*1\r\n$1\r\naXY"), req(&[b"a"], 11));
+    // sdssplitargs.
+    assert_eq!(parse(b"a\"b c\"\r\n"), req(&[b"ab c"], 8));
+    assert_eq!(
+        parse(b"a\"b\"c\r\n"),
+        Parsed::Error("ERR Protocol error: unbalanced quotes in request".into())
+    );
+    assert_eq!(parse(b"\"\\x4g\\x41\\q\"\r\n"), req(&[b"x4gAq"], 14));
+    assert_eq!(parse(b"'it\\'s' \"\\\\\"\n"), req(&[b"it's", b"\\"], 13));
+    assert_eq!(parse(b"a\x0bb\r\n"), req(&[b"a\x0bb"], 5));
+    assert_eq!(
+        parse(b"\"a\"b\n"),
+        Parsed::Error("ERR Protocol error: unbalanced quotes in request".into())
+    );
+}
+
+#[test]
+fn parse_limits_are_exact() {
+    let limits = Limits {
+        max_clients: 1,
+        max_request_bytes: 40,
+        max_args: 3,
+    };
+    let p = |b: &[u8]| parse_request(b, &limits);
+    let at = encode_cmd(&[b"SET", b"k", &[b'v'; 13]]);
+    assert_eq!(at.len(), 40);
+    assert!(matches!(p(&at), Parsed::Request { used: 40, .. }));
+    let over = encode_cmd(&[b"SET", b"k", &[b'v'; 14]]);
+    assert_eq!(
+        p(&over),
+        Parsed::Error("ERR Protocol error: request larger than max_request_bytes (40)".into())
+    );
+    // Known from the header, with no body.
+    assert_eq!(p(&over[..over.len() - 16]), p(&over));
+    assert_eq!(
+        p(b"*4\r\n"),
+        Parsed::Error("ERR Protocol error: invalid multibulk length".into())
+    );
+    assert_eq!(
+        p(b"*1\r\n$41\r\n"),
+        Parsed::Error("ERR Protocol error: invalid bulk length".into())
+    );
+    assert_eq!(p(b"a b c\r\n"), req(&[b"a", b"b", b"c"], 7));
+    assert_eq!(
+        p(b"a b c d\r\n"),
+        Parsed::Error("ERR Protocol error: too many arguments in inline request".into())
+    );
+    // Inline lines are capped by max_request_bytes when it is under 64 KiB.
+    let line = [b'x'; 40];
+    assert_eq!(p(&[&line[..], b"\r\n"].concat()), req(&[&line], 42));
+    assert_eq!(p(&line), Parsed::Incomplete);
+    assert_eq!(p(&[&line[..], b"\r"].concat()), Parsed::Incomplete);
+    assert_eq!(
+        p(&[&line[..], b"xx"].concat()),
+        Parsed::Error("ERR Protocol error: too big inline request".into())
+    );
+    assert_eq!(
+        p(&[&line[..], b"x\n"].concat()),
+        Parsed::Error("ERR Protocol error: too big inline request".into())
+    );
+}
+
+/// Quotes `arg` so sdssplitargs gives it back: every byte as `\xHH`.
+fn quote(arg: &[u8]) -> Vec<u8> {
+    let mut q = b"\"".to_vec();
+    for b in arg {
+        q.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+    }
+    q.push(b'"');
+    q
+}
+
+fn arg() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..40),
+        proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'*'), Just(b'$')],
+            0..6
+        ),
+        proptest::collection::vec(any::<u8>(), 200..2000),
+    ]
+}
+
+fn args() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    proptest::collection::vec(arg(), 1..12)
+}
+
+/// A request in either form, with the args it parses to (none for an empty
+/// line).
+fn wire_request() -> impl Strategy<Value = (Vec<u8>, Vec<Vec<u8>>)> {
+    prop_oneof![
+        args().prop_map(|a| {
+            let refs: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+            (encode_cmd(&refs), a)
+        }),
+        (
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..12),
+            any::<bool>()
+        )
+            .prop_map(|(a, crlf)| {
+                let mut line = a
+                    .iter()
+                    .map(|x| quote(x))
+                    .collect::<Vec<_>>()
+                    .join(&b" "[..]);
+                line.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                (line, a)
+            }),
+        proptest::collection::vec("[a-zA-Z0-9_:.-]{1,12}", 1..6).prop_map(|w| {
+            let line = format!("{}\r\n", w.join("  "));
+            (
+                line.into_bytes(),
+                w.into_iter().map(String::into_bytes).collect(),
+            )
+        }),
+        Just((b"\r\n".to_vec(), vec![])),
+    ]
+}
+
+fn reply() -> impl Strategy<Value = Reply> {
+    let leaf = prop_oneof![
+        "(?s).{0,40}".prop_map(Reply::Simple),
+        "(?s).{0,40}".prop_map(Reply::Error),
+        any::<i64>().prop_map(Reply::Integer),
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(Reply::Bulk),
+        Just(Reply::Null),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        proptest::collection::vec(inner, 0..6).prop_map(Reply::Array)
+    })
+}
+
+fn expected_frame(r: &Reply) -> OwnedFrame {
+    match r {
+        Reply::Simple(s) => OwnedFrame::SimpleString(s.replace(['\r', '\n'], " ").into_bytes()),
+        Reply::Error(s) => OwnedFrame::Error(s.replace(['\r', '\n'], " ")),
+        Reply::Integer(i) => OwnedFrame::Integer(*i),
+        Reply::Bulk(b) => OwnedFrame::BulkString(b.clone()),
+        Reply::Null => OwnedFrame::Null,
+        Reply::Array(a) => OwnedFrame::Array(a.iter().map(expected_frame).collect()),
+    }
+}
+
+/// What holds of any parse of any bytes.
+fn check_invariants(buf: &[u8], limits: &Limits) {
+    match parse_request(buf, limits) {
+        Parsed::Incomplete => {}
+        Parsed::Empty { used } => {
+            assert!(used > 0 && used <= buf.len());
+            assert_eq!(parse_request(&buf[..used], limits), Parsed::Empty { used });
+            assert_eq!(parse_request(&buf[..used - 1], limits), Parsed::Incomplete);
+        }
+        Parsed::Request { args, used } => {
+            assert!(used > 0 && used <= buf.len());
+            assert!(!args.is_empty() && args.len() <= limits.max_args);
+            assert!(args.iter().map(Vec::len).sum::<usize>() <= used);
+            let again = Parsed::Request { args, used };
+            assert_eq!(parse_request(&buf[..used], limits), again);
+            assert_eq!(parse_request(&buf[..used - 1], limits), Parsed::Incomplete);
+        }
+        Parsed::Error(e) => {
+            assert!(e.starts_with("ERR Protocol error: "), "{e}");
+            assert!(!e.contains(['\r', '\n']), "{e:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn parse_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..512)) {
+        check_invariants(&buf, &Limits::default());
+        check_invariants(&buf, &Limits { max_clients: 1, max_request_bytes: 64, max_args: 2 });
+    }
+
+    /// Near misses: a valid request with a few bytes changed, cut or
+    /// repeated.
+    #[test]
+    fn mutated_requests_never_panic(
+        (wire, _) in wire_request(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4),
+    ) {
+        let mut buf = wire;
+        for (at, byte, how) in edits {
+            if buf.is_empty() { break; }
+            let i = at.index(buf.len());
+            match how {
+                0 => buf[i] = byte,
+                1 => { buf.truncate(i); }
+                _ => { let tail = buf[i..].to_vec(); buf.extend_from_slice(&tail); }
+            }
+        }
+        check_invariants(&buf, &Limits::default());
+        check_invariants(&buf, &Limits { max_clients: 1, max_request_bytes: 100, max_args: 4 });
+    }
+
+    /// Arbitrary binary args as a RESP array parse back to themselves, and
+    /// fed in arbitrary pieces are Incomplete until the last byte is in.
+    #[test]
+    fn resp_arrays_round_trip_in_any_split(
+        a in args(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let refs: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+        let wire = encode_cmd(&refs);
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len())).collect();
+        cuts.sort_unstable();
+        let mut fed = Vec::new();
+        let mut from = 0;
+        for cut in cuts {
+            fed.extend_from_slice(&wire[from..cut]);
+            from = cut;
+            prop_assert_eq!(parse(&fed), Parsed::Incomplete);
+        }
+        fed.extend_from_slice(&wire[from..]);
+        prop_assert_eq!(parse(&fed), Parsed::Request { args: a, used: wire.len() });
+    }
+
+    /// Requests of both forms one after another parse one by one, each
+    /// with its own length.
+    #[test]
+    fn concatenated_requests_parse_in_turn(reqs in proptest::collection::vec(wire_request(), 1..8)) {
+        let wire: Vec<u8> = reqs.iter().flat_map(|(w, _)| w.clone()).collect();
+        let mut at = 0;
+        for (w, a) in &reqs {
+            let got = parse(&wire[at..]);
+            if a.is_empty() {
+                prop_assert_eq!(got, Parsed::Empty { used: w.len() });
+            } else {
+                prop_assert_eq!(got, Parsed::Request { args: a.clone(), used: w.len() });
+            }
+            at += w.len();
+        }
+        prop_assert_eq!(parse(&wire[at..]), Parsed::Incomplete);
+    }
+
+    /// Every reply encodes to RESP2 that decodes to it (CR and LF in one-line
+    /// strings as spaces), exactly, with nothing left over.
+    #[test]
+    fn replies_encode_to_what_they_are(r in reply()) {
+        let mut out = b"prefix".to_vec();
+        r.clone().encode_into(&mut out);
+        let (frame, used) = decode(&out[6..]).unwrap().unwrap();
+        prop_assert_eq!(used, out.len() - 6);
+        prop_assert_eq!(frame, expected_frame(&r));
+    }
+}
