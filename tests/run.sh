@@ -56,6 +56,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ethtool >/dev/null 2>&1 || need+=(ethtool)
+# fusion-node's lab tests read INFO as an operator does, with redis-cli.
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     $SUDO apt-get update -qq

@@ -353,7 +353,9 @@ fn app_waker_interrupts_wait_event() {
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
     // Consumed: the next wait runs to its timeout.
     let t = std::time::Instant::now();
-    assert!(rt.wait_event(std::time::Duration::from_millis(20)).is_none());
+    assert!(rt
+        .wait_event(std::time::Duration::from_millis(20))
+        .is_none());
     assert!(t.elapsed() >= std::time::Duration::from_millis(20));
     // From another thread into a long wait.
     let h = std::thread::spawn(move || {

@@ -99,7 +99,10 @@ mod tests {
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         for l in lines {
-            assert!(l.contains(&format!("[FUSION({})]CRS-1609: ", std::process::id())), "{l}");
+            assert!(
+                l.contains(&format!("[FUSION({})]CRS-1609: ", std::process::id())),
+                "{l}"
+            );
         }
     }
 }

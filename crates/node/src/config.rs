@@ -195,7 +195,10 @@ impl ClusterConfig {
                 .map_err(|e| err("interconnect_mtu", e.to_string()))?;
         }
         if raw.node.is_empty() {
-            return Err(err("node", "no [[node]] tables: configure 1 or more nodes".into()));
+            return Err(err(
+                "node",
+                "no [[node]] tables: configure 1 or more nodes".into(),
+            ));
         }
         let mut nodes = Vec::with_capacity(raw.node.len());
         let mut names = BTreeSet::new();
@@ -215,7 +218,10 @@ impl ClusterConfig {
             if n.name.is_empty() || n.name.chars().any(|c| c.is_whitespace() || c == ',') {
                 return Err(err(
                     &key("name"),
-                    format!("{:?}: a name is non-empty, without spaces or commas", n.name),
+                    format!(
+                        "{:?}: a name is non-empty, without spaces or commas",
+                        n.name
+                    ),
                 ));
             }
             if !names.insert(n.name.clone()) {
@@ -381,7 +387,10 @@ css_critical = true
     #[test]
     fn errors_name_the_file_and_the_key() {
         let e = err_of(&GOOD.replace("id = 2", "id = 1"));
-        assert!(e.starts_with("/etc/icx/lab.toml: node[1].id: duplicate node id 1"), "{e}");
+        assert!(
+            e.starts_with("/etc/icx/lab.toml: node[1].id: duplicate node id 1"),
+            "{e}"
+        );
         let e = err_of(&GOOD.replace("id = 2", "id = 0"));
         assert!(e.contains("node[0].id: 0 is outside 1..=255"), "{e}");
         let e = err_of(&GOOD.replace("id = 2", "id = 300"));
@@ -389,11 +398,17 @@ css_critical = true
         let e = err_of(&GOOD.replace("misscount = \"30s\"", "misscount = \"thirty\""));
         assert!(e.contains("misscount: \"thirty\" is not a duration"), "{e}");
         let e = err_of(&GOOD.replace("misscount = \"30s\"", "misscount = \"2s\""));
-        assert!(e.contains("misscount: 2s is less than 4 heartbeat intervals"), "{e}");
+        assert!(
+            e.contains("misscount: 2s is less than 4 heartbeat intervals"),
+            "{e}"
+        );
         let e = err_of(&GOOD.replace("cluster_id = 7", "cluster_id = 7\nmisscout = \"3s\""));
         assert!(e.contains("misscout"), "{e}");
         let e = err_of(&GOOD.replace("\"10.0.0.2:7470\"", "\"10.0.0.2\""));
-        assert!(e.contains("node[0].interconnect[0]: \"10.0.0.2\" is not an address"), "{e}");
+        assert!(
+            e.contains("node[0].interconnect[0]: \"10.0.0.2\" is not an address"),
+            "{e}"
+        );
         let e = err_of(&GOOD.replace("10.0.0.2:7470", "10.0.0.1:7470"));
         assert!(e.contains("is used twice"), "{e}");
         let e = err_of(&GOOD.replace("name = \"rac2\"", "name = \"rac1\""));
@@ -401,7 +416,10 @@ css_critical = true
         let e = err_of(&GOOD.replace(", \"/shared/vote3\"", ""));
         assert!(e.contains("voting_files: 2 files"), "{e}");
         let e = err_of(&GOOD.replace("/shared/vote3", "/shared/vote1"));
-        assert!(e.contains("voting_files[2]: /shared/vote1 is listed twice"), "{e}");
+        assert!(
+            e.contains("voting_files[2]: /shared/vote1 is listed twice"),
+            "{e}"
+        );
         let e = err_of("cluster_name = \"x\"\ncluster_id = 1\n");
         assert!(e.contains("node: no [[node]] tables"), "{e}");
         let e = err_of("cluster_name = [");

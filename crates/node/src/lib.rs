@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-
+mod admin;
 pub mod alertlog;
 pub mod config;
-
+pub mod node;
 pub mod resp;
 pub mod vote;
 

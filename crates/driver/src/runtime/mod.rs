@@ -65,8 +65,8 @@ mod wake;
 
 pub use config::RuntimeConfig;
 pub use peers::PeerError;
-pub use wake::AppWaker;
 pub use stats::{CoreSnapshot, CoreStats, RuntimeSnapshot};
+pub use wake::AppWaker;
 
 use self::core::{core_thread, Command, CoreRings, CoreSetup};
 use crate::spsc;

@@ -1,0 +1,415 @@
+//! The RESP commands: Redis's conventions (INFO sections, CONFIG GET/SET
+//! pairs, error prefixes), Oracle's names for what the cluster reports.
+//! The command reference is the crate README.
+
+use crate::config::format_duration;
+use crate::node::Node;
+use crate::resp::{Reply, Request};
+use icx_core::Channel;
+use std::fmt::Write as _;
+
+/// Commands that read or write data: cache fusion serves them; until then,
+/// and whenever the node is not active, they are refused.
+const DATA_COMMANDS: &[&str] = &[
+    "get", "set", "del", "exists", "mget", "mset", "incr", "decr", "incrby", "decrby", "append",
+    "strlen", "getset", "setnx", "setex", "getdel", "expire", "ttl", "keys", "scan", "hget",
+    "hset", "hdel", "hgetall", "lpush", "rpush", "lpop", "rpop", "lrange", "sadd", "srem",
+    "smembers", "zadd", "zrange", "type", "unlink", "rename", "flushdb", "flushall", "dbsize",
+];
+
+/// Settings `CONFIG GET` shows, in this order.
+const SETTINGS: &[&str] = &[
+    "cluster_name",
+    "cluster_id",
+    "node_id",
+    "node_name",
+    "css_critical",
+    "heartbeat_interval",
+    "misscount",
+    "disktimeout",
+    "voting_files",
+    "interconnect_mtu",
+];
+
+/// How long INFO waits for the transport's per-peer snapshot.
+const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Node {
+    pub(crate) fn command(&mut self, req: Request) {
+        let reply = self.dispatch(&req.args);
+        req.reply(reply);
+    }
+
+    fn dispatch(&mut self, args: &[Vec<u8>]) -> Reply {
+        let Some(name) = args.first() else {
+            return Reply::Error("ERR empty command".into());
+        };
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let rest: Vec<String> = args[1..]
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        match name.as_str() {
+            "ping" => match rest.as_slice() {
+                [] => Reply::Simple("PONG".into()),
+                [m] => Reply::Bulk(m.clone().into_bytes()),
+                _ => wrong_args("ping"),
+            },
+            "echo" => match rest.as_slice() {
+                [m] => Reply::Bulk(m.clone().into_bytes()),
+                _ => wrong_args("echo"),
+            },
+            "info" => match rest.as_slice() {
+                [] => Reply::Bulk(self.info(None).into_bytes()),
+                [s] => Reply::Bulk(self.info(Some(&s.to_ascii_lowercase())).into_bytes()),
+                _ => wrong_args("info"),
+            },
+            "config" => self.config_command(&rest),
+            "cluster" => self.cluster_command(&rest),
+            "shutdown" => {
+                self.begin_shutdown();
+                Reply::Simple("OK".into())
+            }
+            "command" => Reply::Array(Vec::new()),
+            n if DATA_COMMANDS.contains(&n) => {
+                if self.serving && !self.is_leaving() {
+                    Reply::Error(
+                        "ERR data commands are not served yet: this fusion-node runs membership only (cache fusion comes in its own issue)"
+                            .into(),
+                    )
+                } else {
+                    Reply::Error(format!(
+                        "CLUSTERDOWN the node is not active (state {})",
+                        self.member.state().name()
+                    ))
+                }
+            }
+            n => Reply::Error(format!(
+                "ERR unknown command '{n}', with args beginning with: {}",
+                rest.iter()
+                    .take(3)
+                    .map(|a| format!("'{a}' "))
+                    .collect::<String>()
+            )),
+        }
+    }
+
+    fn config_command(&mut self, rest: &[String]) -> Reply {
+        let sub = rest.first().map(|s| s.to_ascii_lowercase());
+        match (sub.as_deref(), &rest[1.min(rest.len())..]) {
+            (Some("get"), pats) if !pats.is_empty() => {
+                let mut out = Vec::new();
+                for &k in SETTINGS {
+                    if pats.iter().any(|p| glob(&p.to_ascii_lowercase(), k)) {
+                        out.push(Reply::Bulk(k.as_bytes().to_vec()));
+                        out.push(Reply::Bulk(self.setting(k).into_bytes()));
+                    }
+                }
+                Reply::Array(out)
+            }
+            (Some("set"), [k, v]) => match k.to_ascii_lowercase().as_str() {
+                "css_critical" => {
+                    let on = match v.to_ascii_lowercase().as_str() {
+                        "yes" | "true" | "1" => true,
+                        "no" | "false" | "0" => false,
+                        _ => {
+                            return Reply::Error(format!(
+                                "ERR Invalid argument '{v}' for CONFIG SET 'css_critical': use yes or no"
+                            ))
+                        }
+                    };
+                    let now = self.now();
+                    self.member.set_critical(now, on);
+                    Reply::Simple("OK".into())
+                }
+                k if SETTINGS.contains(&k) => Reply::Error(format!(
+                    "ERR CONFIG SET '{k}' is not settable at run time: every node must agree on it (edit {} and restart the cluster)",
+                    self.cfg.file.display()
+                )),
+                k => Reply::Error(format!("ERR Unknown option or number of arguments for CONFIG SET - '{k}'")),
+            },
+            _ => Reply::Error(
+                "ERR unknown subcommand or wrong number of arguments for 'config': use CONFIG GET pattern, CONFIG SET css_critical yes|no".into(),
+            ),
+        }
+    }
+
+    fn setting(&self, k: &str) -> String {
+        let c = &self.cfg;
+        match k {
+            "cluster_name" => c.cluster_name.clone(),
+            "cluster_id" => c.cluster_id.to_string(),
+            "node_id" => self.me.id.0.to_string(),
+            "node_name" => self.me.name.clone(),
+            "css_critical" => yes_no(self.member.weight() > 0).into(),
+            "heartbeat_interval" => format_duration(c.heartbeat_interval),
+            "misscount" => format_duration(c.misscount),
+            "disktimeout" => format_duration(c.disktimeout),
+            "voting_files" => c
+                .voting_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "interconnect_mtu" => c.interconnect_mtu.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    fn cluster_command(&mut self, rest: &[String]) -> Reply {
+        match rest.first().map(|s| s.to_ascii_lowercase()).as_deref() {
+            Some("history") => {
+                let n = match rest.get(1).map(|s| s.parse::<usize>()) {
+                    None => usize::MAX,
+                    Some(Ok(n)) => n,
+                    Some(Err(_)) => {
+                        return Reply::Error(
+                            "ERR CLUSTER HISTORY [count]: count is a number".into(),
+                        )
+                    }
+                };
+                let h = self.member.history();
+                let skip = h.len().saturating_sub(n);
+                Reply::Array(
+                    h[skip..]
+                        .iter()
+                        .map(|e| Reply::Bulk(self.history_line(e).into_bytes()))
+                        .collect(),
+                )
+            }
+            Some("info") => Reply::Bulk(self.cluster_info().into_bytes()),
+            _ => Reply::Error(
+                "ERR unknown subcommand for 'cluster': use CLUSTER HISTORY [count] or CLUSTER INFO"
+                    .into(),
+            ),
+        }
+    }
+
+    /// `2026-12-01 22:04:09.123 [view 7] decided epoch 8 ...`.
+    fn history_line(&self, e: &icx_membership::HistoryEntry) -> String {
+        let text = e.to_string();
+        // The entry's own rendering starts with its monotonic instant;
+        // operators want the wall clock instead.
+        let what = text.split_once(' ').map_or(text.as_str(), |(_, w)| w);
+        format!("{} {what}", crate::alertlog::timestamp(self.wall(e.at)))
+    }
+
+    /// Redis Cluster's field names where they mean the same.
+    fn cluster_info(&self) -> String {
+        let m = &self.member;
+        let view = m.view();
+        format!(
+            "cluster_state:{}\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_current_epoch:{}\r\n",
+            if self.serving && view.is_some() { "ok" } else { "fail" },
+            self.cfg.nodes.len(),
+            view.map_or(0, |v| v.members.len()),
+            view.map_or(0, |v| v.incarnation),
+        )
+    }
+
+    /// `INFO [section]`: `server`, `membership`, `interconnect`; all when
+    /// none is named (or `all`, `everything`, `default`).
+    fn info(&mut self, section: Option<&str>) -> String {
+        let all = matches!(section, None | Some("all" | "everything" | "default"));
+        let mut out = String::new();
+        if all || section == Some("server") {
+            self.info_server(&mut out);
+        }
+        if all || section == Some("membership") {
+            if !out.is_empty() {
+                out.push_str("\r\n");
+            }
+            self.info_membership(&mut out);
+        }
+        if all || section == Some("interconnect") {
+            if !out.is_empty() {
+                out.push_str("\r\n");
+            }
+            self.info_interconnect(&mut out);
+        }
+        out
+    }
+
+    fn info_server(&self, out: &mut String) {
+        let up = self.now().saturating_duration_since(self.started).as_secs();
+        let mut f = Fields(out);
+        f.header("Server");
+        f.kv("fusion_node_version", env!("CARGO_PKG_VERSION"));
+        f.kv("process_id", std::process::id());
+        f.kv("config_file", self.cfg.file.display());
+        f.kv("cluster_name", &self.cfg.cluster_name);
+        f.kv("cluster_id", self.cfg.cluster_id);
+        f.kv("tcp_port", self.client_addr().map_or(0, |a| a.port()));
+        f.kv("uptime_in_seconds", up);
+        f.kv("uptime_in_days", up / 86_400);
+        f.kv("alert_log", self.alert_log().path().display());
+        f.kv("alert_log_write_errors", self.alert_log().write_errors);
+    }
+
+    fn info_membership(&self, out: &mut String) {
+        let m = &self.member;
+        let now = self.now();
+        let view = m.view();
+        let st = m.stats();
+        let mut f = Fields(out);
+        f.header("Membership");
+        f.kv("node_id", self.me.id.0);
+        f.kv("node_name", &self.me.name);
+        f.kv("state", m.state().name());
+        f.kv("cluster_incarnation", view.map_or(0, |v| v.incarnation));
+        f.kv(
+            "members",
+            view.map_or(String::new(), |v| join(v.members.iter().map(|(n, _)| n.0))),
+        );
+        f.kv("css_critical", yes_no(m.weight() > 0));
+        let files = self.cfg.voting_files.len();
+        f.kv(
+            "voting_files_online",
+            format!("{}/{}", m.files_online(), files),
+        );
+        f.kv("incarnation", m.incarnation());
+        f.kv("weight", m.weight());
+        f.kv("reconfiguring", u8::from(m.reconfiguring()));
+        f.kv("hears", join(m.hears(now).iter().map(|n| n.0)));
+        f.kv(
+            "quorum",
+            if files == 0 {
+                "network"
+            } else {
+                "voting_files"
+            },
+        );
+        if let Some(v) = self.votes.as_ref() {
+            for (i, (p, mode)) in self.cfg.voting_files.iter().zip(v.modes()).enumerate() {
+                f.kv(
+                    &format!("voting_file_{i}"),
+                    format!("{},{mode}", p.display()),
+                );
+            }
+        }
+        f.kv("heartbeats_sent", st.heartbeats_sent);
+        f.kv("heartbeats_received", st.heartbeats_received);
+        f.kv("heartbeats_malformed", st.heartbeats_malformed);
+        f.kv("heartbeats_stale", st.heartbeats_stale);
+        f.kv("disk_reads", st.disk_reads);
+        f.kv("disk_writes", st.disk_writes);
+        f.kv("disk_errors", st.disk_errors);
+        f.kv("records_malformed", st.records_malformed);
+        f.kv("reconfigurations", st.reconfigurations);
+        f.kv("fences", self.fences);
+        f.kv("restarts", self.restarts);
+    }
+
+    fn info_interconnect(&mut self, out: &mut String) {
+        let (backend, fallback, inc) = self.backend();
+        let (backend, fallback) = (backend.to_string(), fallback.map(str::to_string));
+        let mtu = self.cfg.interconnect_mtu;
+        let local = self.runtime().local_addr();
+        let snap = self.runtime().snapshot(SNAPSHOT_TIMEOUT);
+        let mut f = Fields(out);
+        f.header("Interconnect");
+        f.kv("interconnect_addr", local);
+        f.kv("backend", &backend);
+        if let Some(why) = fallback {
+            f.kv("backend_fallback", why.replace(['\r', '\n'], " "));
+        }
+        f.kv("interconnect_mtu", mtu);
+        f.kv("transport_incarnation", inc);
+        let snap = match snap {
+            Ok(s) => s,
+            Err(e) => {
+                f.kv("snapshot_error", e.to_string().replace(['\r', '\n'], " "));
+                return;
+            }
+        };
+        let t = snap.totals();
+        f.kv("datagrams_in", t.datagrams_in);
+        f.kv("datagrams_out", t.datagrams_out);
+        let mut ep = icx_transport::EndpointStats::default();
+        for c in &snap.cores {
+            ep.add(&c.endpoint);
+        }
+        f.kv("frames_rejected", ep.rejected());
+        f.kv("frames_stale_incarnation", ep.stale);
+        f.kv("frames_wrong_cluster", ep.wrong_cluster);
+        f.kv("frames_unknown_node", ep.unknown_node);
+        f.kv("frames_malformed", ep.malformed);
+        let hb = snap.rtt(Channel::Heartbeat);
+        if !hb.is_empty() {
+            f.kv("heartbeat_rtt_p50_us", hb.quantile(0.5).as_micros());
+            f.kv("heartbeat_rtt_p99_us", hb.quantile(0.99).as_micros());
+        }
+        let mut peers: Vec<_> = snap.cores.iter().flat_map(|c| c.peers.iter()).collect();
+        peers.sort_by_key(|(n, _)| *n);
+        f.kv("peers", peers.len());
+        for (n, p) in peers {
+            let addr = snap
+                .peer_addr(*n)
+                .map_or_else(|| "-".to_string(), |a| a.to_string());
+            f.kv(
+                &format!("peer_{}", n.0),
+                format!(
+                    "addr={addr},sent={},received={},acked={},lost={},retransmitted={},corrupt={},duplicate={},rejected={}",
+                    p.sent, p.received, p.acked, p.lost, p.retransmitted, p.corrupt, p.duplicate, p.rejected
+                ),
+            );
+        }
+    }
+}
+
+/// `key:value\r\n` lines under `# Header`, as Redis's INFO.
+struct Fields<'a>(&'a mut String);
+
+impl Fields<'_> {
+    fn header(&mut self, h: &str) {
+        let _ = write!(self.0, "# {h}\r\n");
+    }
+    fn kv(&mut self, k: &str, v: impl std::fmt::Display) {
+        let _ = write!(self.0, "{k}:{v}\r\n");
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn join(it: impl Iterator<Item = u16>) -> String {
+    it.map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn wrong_args(cmd: &str) -> Reply {
+    Reply::Error(format!("ERR wrong number of arguments for '{cmd}' command"))
+}
+
+/// Redis's CONFIG GET patterns: `*` and `?`.
+fn glob(pat: &str, s: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], s) || (!s.is_empty() && go(p, &s[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    go(pat.as_bytes(), s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn config_get_patterns() {
+        assert!(glob("*", "misscount"));
+        assert!(glob("miss*", "misscount"));
+        assert!(glob("*timeout", "disktimeout"));
+        assert!(glob("m?sscount", "misscount"));
+        assert!(!glob("miss", "misscount"));
+        assert!(!glob("x*", "misscount"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Bad arguments and bad configurations: exit code 2 and a message that
+//! names the file and the key; never a panic. And `--check` on a good one.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const GOOD: &str = r#"
+cluster_name = "lab"
+cluster_id = 7
+heartbeat_interval = "100ms"
+misscount = "3s"
+voting_files = []
+
+[[node]]
+id = 1
+name = "rac1"
+interconnect = ["127.0.0.1:47471"]
+client = "127.0.0.1:46381"
+
+[[node]]
+id = 2
+name = "rac2"
+interconnect = ["127.0.0.1:47472"]
+client = "127.0.0.1:46382"
+"#;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("icx-node-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn write(&self, text: &str) -> PathBuf {
+        let p = self.0.join("cluster.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fusion-node"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!err.contains("panicked"), "{err}");
+    (out.status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let d = Dir::new("good");
+    let p = d.write(GOOD);
+    let (code, out) = run(&["--config", p.to_str().unwrap(), "--node", "2", "--check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("cluster lab (id 7), 2 nodes, 0 voting files: ok"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let d = Dir::new("args");
+    let p = d.write(GOOD);
+    let p = p.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--node", "1"], "--config"),
+        (vec!["--config", p], "--node"),
+        (vec!["--config", p, "--node", "zero"], "invalid value"),
+        (vec!["--config", p, "--node", "0"], "invalid value"),
+        (
+            vec!["--config", p, "--node", "3"],
+            "--node 3: not configured",
+        ),
+        (vec!["--config", p, "--node", "1", "--bogus"], "--bogus"),
+        (
+            vec!["--config", "/nonexistent/x.toml", "--node", "1"],
+            "/nonexistent/x.toml: cannot read",
+        ),
+    ] {
+        let (code, out) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(needle), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn bad_configs_exit_2_naming_the_key() {
+    let d = Dir::new("cfg");
+    for (text, needle) in [
+        (
+            GOOD.replace("id = 2", "id = 1"),
+            "node[1].id: duplicate node id 1",
+        ),
+        (
+            GOOD.replace("id = 2", "id = 256"),
+            "node[1].id: 256 is outside 1..=255",
+        ),
+        (
+            GOOD.replace("misscount = \"3s\"", "misscount = \"soon\""),
+            "misscount: \"soon\" is not a duration",
+        ),
+        (
+            GOOD.replace("voting_files = []", "voting_files = [\"a\", \"b\"]"),
+            "voting_files: 2 files",
+        ),
+        (
+            GOOD.replace("cluster_id = 7", "cluster_id = \"seven\""),
+            "cluster_id",
+        ),
+        (
+            GOOD.replace("cluster_id = 7", "cluster_id = 7\nheartbeat = \"1s\""),
+            "heartbeat",
+        ),
+        (
+            GOOD.replace("127.0.0.1:47472", "localhost"),
+            "node[1].interconnect[0]",
+        ),
+        ("\u{0}\u{1}garbage[[[".to_string(), "cluster.toml"),
+        (String::new(), "cluster.toml"),
+    ] {
+        let p = d.write(&text);
+        let (code, out) = run(&["--config", p.to_str().unwrap(), "--node", "1"]);
+        assert_eq!(code, 2, "{needle}: {out}");
+        assert!(out.contains("cluster.toml"), "names the file: {out}");
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_start_error() {
+    let d = Dir::new("inuse");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let p = d.write(&GOOD.replace("127.0.0.1:46381", &format!("127.0.0.1:{port}")));
+    let (code, out) = run(&["--config", p.to_str().unwrap(), "--node", "1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("client address 127.0.0.1:{port}")),
+        "{out}"
+    );
+}
