@@ -397,9 +397,13 @@ impl<B: Backend, C: Clock> Driver<B, C> {
     /// meanwhile ends the flush (the rest of the block frames wait for the
     /// next turn, which may not defer), so the application gets it without
     /// waiting for the whole burst of sends.
-    fn flush_looking(&mut self, now: Instant, ts: &mut TurnStats) -> io::Result<()> {
+    fn flush_looking(&mut self, mut now: Instant, ts: &mut TurnStats) -> io::Result<()> {
         let mut sent = 0;
         while sent < self.tx_budget {
+            if sent > 0 {
+                // Frames are stamped when taken: a slice after a look is later.
+                now = self.clock.now();
+            }
             let n = self.flush_up_to(now, Flush::All, self.send_chunk, ts)?;
             if n == 0 {
                 break;
