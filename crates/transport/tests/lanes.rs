@@ -71,3 +71,79 @@ fn transmits_carry_the_lane_of_their_frame() {
     assert!(seen.contains(&(FrameKind::Data, Channel::Control, Lane::Urgent)));
     assert!(seen.contains(&(FrameKind::Data, Channel::Heartbeat, Lane::Urgent)));
 }
+
+fn drain(e: &mut Endpoint, now: Instant) -> Vec<(Lane, Vec<u8>)> {
+    std::iter::from_fn(|| e.poll_transmit(now))
+        .map(|t| (t.lane(), datagram(&t)))
+        .collect()
+}
+
+/// Block frames queued on the way (the normal lane's queue) while a later
+/// heartbeat overtakes them on the urgent lane and is acked first: they are
+/// not judged lost against it, however long they wait; a block frame that
+/// is really lost still is, against later block frames.
+#[test]
+fn urgent_frames_overtaking_blocks_do_not_make_them_lost() {
+    let (mut a, mut b) = (ep(1, 2), ep(2, 1));
+    let mut now = T0;
+    // Settle the path (probes), with time passing.
+    for _ in 0..10 {
+        for d in drain(&mut a, now) {
+            b.handle_datagram(now, &d.1);
+        }
+        for d in drain(&mut b, now) {
+            a.handle_datagram(now, &d.1);
+        }
+        now += icx_core::Duration::from_millis(1);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+    }
+    for i in 0..4u8 {
+        a.send_bytes(now, NodeId(2), Channel::Block, &[i; 8000])
+            .unwrap();
+    }
+    let blocks = drain(&mut a, now);
+    assert!(blocks.len() > 20 && blocks.iter().all(|(l, _)| *l == Lane::Normal));
+    a.send_bytes(now, NodeId(2), Channel::Heartbeat, b"hb")
+        .unwrap();
+    let hb = drain(&mut a, now);
+    assert_eq!(hb.len(), 1);
+    assert_eq!(hb[0].0, Lane::Urgent);
+    // The heartbeat arrives first; B's ack comes back at once.
+    now += icx_core::Duration::from_micros(20);
+    b.handle_datagram(now, &hb[0].1);
+    now += icx_core::Duration::from_micros(300);
+    b.handle_timeout(now);
+    for (l, d) in drain(&mut b, now) {
+        assert_eq!(l, Lane::Urgent, "ack-only");
+        a.handle_datagram(now, &d);
+    }
+    // Long past any loss delay, the blocks (still queued) are not lost.
+    for _ in 0..3 {
+        now += icx_core::Duration::from_micros(500);
+        if a.poll_timeout().is_some_and(|t| t <= now) {
+            a.handle_timeout(now);
+        }
+        assert!(drain(&mut a, now).is_empty(), "nothing retransmitted");
+    }
+    assert_eq!(a.peer_stats(NodeId(2)).unwrap().retransmitted, 0);
+    // Now they arrive, but one is really lost: only it is sent again.
+    for (k, (_, d)) in blocks.iter().enumerate() {
+        if k != 3 {
+            b.handle_datagram(now, d);
+        }
+    }
+    b.handle_timeout(now + icx_core::Duration::from_millis(1));
+    for (_, d) in drain(&mut b, now) {
+        a.handle_datagram(now, &d);
+    }
+    now += icx_core::Duration::from_millis(1);
+    a.handle_timeout(now);
+    let again = drain(&mut a, now);
+    let s = a.peer_stats(NodeId(2)).unwrap();
+    assert_eq!(s.retransmitted, 1, "{again:?}");
+    assert_eq!(s.spurious_retransmits, 0);
+    // The receiver saw the blocks behind the heartbeat's sequence number,
+    // but in order on their lane.
+    assert_eq!(b.peer_stats(NodeId(1)).unwrap().out_of_order, 0);
+}

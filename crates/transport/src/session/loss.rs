@@ -1,6 +1,6 @@
 //! Acks received, loss detection, probe timeouts and deadlines.
 
-use super::{Session, BLOCK};
+use super::{lane_ix, Session, BLOCK};
 use crate::stats::RttHistogram;
 use crate::{Config, Event, LossReason};
 use icx_core::{Channel, Duration, Instant};
@@ -34,6 +34,10 @@ impl Session {
         self.stats.acks_received += 1;
         self.peer_credit = ack.credit as usize;
         let mut largest_sent_at = None;
+        // The newest block frame acked now: the controller's (and, while
+        // blocks flow, the RTT estimator's) sample, since urgent frames
+        // skip the queue blocks wait in.
+        let mut block_sample: Option<(u64, Instant)> = None;
         for &(lo, hi) in ack.ranges.as_slice() {
             let lo = lo.max(self.sent_base);
             let hi = hi.min(self.next_seq - 1);
@@ -41,28 +45,36 @@ impl Session {
             while seq <= hi {
                 let idx = (seq - self.sent_base) as usize;
                 if let Some(p) = self.sent.get_mut(idx).and_then(Option::take) {
+                    let lane = lane_ix(p.channel);
                     if p.lost {
-                        // It arrived after all: the path reorders this far.
+                        // It arrived after all: the path reorders this far
+                        // (within its lane).
                         self.stats.spurious_retransmits += 1;
+                        let la = self.largest_acked_lane[lane].unwrap_or(seq).max(seq);
                         self.reorder_threshold = self
                             .reorder_threshold
-                            .max(largest - seq + 1)
+                            .max(la - seq + 1)
                             .min(MAX_PACKET_THRESHOLD);
                     } else {
                         self.in_flight[p.channel.index()] -= p.bytes as usize;
                         if p.channel == Channel::Block {
                             self.block_acked += p.bytes as usize;
+                            if block_sample.is_none_or(|(s, _)| seq > s) {
+                                block_sample = Some((seq, p.time));
+                            }
                         }
                         if seq == largest {
                             largest_sent_at = Some(p.time);
                         }
                     }
+                    let l = &mut self.largest_acked_lane[lane];
+                    *l = Some(l.map_or(seq, |x| x.max(seq)));
                     self.ack_fragment(now, p.msg_id, p.frag, events, hist);
                 }
                 seq += 1;
             }
         }
-        if let Some(t) = largest_sent_at {
+        if let Some(t) = block_sample.map(|(_, t)| t).or(largest_sent_at) {
             let delay = Duration::from_micros(ack.ack_delay_us as u64).min(cfg.ack_delay * 2);
             let sample = now - t;
             self.rtt.update(sample, delay);
@@ -128,7 +140,12 @@ impl Session {
             let Some(p) = self.sent[i].as_mut().filter(|p| !p.lost) else {
                 continue;
             };
-            if seq + self.reorder_threshold <= la || p.time + loss_delay <= now {
+            // Judged against the later frames of its own lane only.
+            let Some(lane_la) = self.largest_acked_lane[lane_ix(p.channel)].filter(|&l| seq <= l)
+            else {
+                continue;
+            };
+            if seq + self.reorder_threshold <= lane_la || p.time + loss_delay <= now {
                 p.lost = true;
                 let c = p.channel.index();
                 self.in_flight[c] -= p.bytes as usize;

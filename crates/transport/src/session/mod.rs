@@ -50,6 +50,12 @@ fn is_small(ch: Channel) -> bool {
     ch != Channel::Block
 }
 
+/// The lane a channel's data frames travel ([`icx_wire::lane`]): 0 for
+/// blocks (normal), 1 for the small channels (urgent).
+fn lane_ix(ch: Channel) -> usize {
+    usize::from(is_small(ch))
+}
+
 /// A message being sent.
 #[derive(Debug)]
 struct OutMsg {
@@ -157,6 +163,11 @@ pub(crate) struct Session {
     /// `window_bytes`, for sizing the send record once.
     window_cap: usize,
     largest_acked: Option<u64>,
+    /// The largest acked per lane ([`lane_ix`]): frames of the urgent lane
+    /// overtake block frames queued before them on the way (their own
+    /// queues at both ends), so a block frame is only judged lost against
+    /// later block frames, and a heartbeat against later urgent ones.
+    largest_acked_lane: [Option<u64>; 2],
     last_sent: Instant,
     pto_count: u32,
     loss_time: Option<Instant>,
@@ -169,6 +180,8 @@ pub(crate) struct Session {
 
     // Receive side.
     received: RangeSet,
+    /// The largest sequence number received per lane ([`lane_ix`]).
+    recv_max_lane: [Option<u64>; 2],
     largest_recv_at: Instant,
     ack_pending: u32,
     ack_now: bool,
@@ -210,6 +223,7 @@ impl Session {
             peer_credit: cfg.window_bytes,
             window_cap: cfg.window_bytes,
             largest_acked: None,
+            largest_acked_lane: [None; 2],
             last_sent: Instant::ZERO,
             pto_count: 0,
             loss_time: None,
@@ -218,6 +232,7 @@ impl Session {
             block_limited: false,
             block_acked: 0,
             received: RangeSet::new(RECV_RANGES),
+            recv_max_lane: [None; 2],
             largest_recv_at: Instant::ZERO,
             ack_pending: 0,
             ack_now: false,
@@ -298,9 +313,11 @@ impl Session {
         self.sent.clear();
         self.in_flight = [0; N];
         self.largest_acked = None;
+        self.largest_acked_lane = [None; 2];
         self.loss_time = None;
         self.pto_count = 0;
         self.received.clear();
+        self.recv_max_lane = [None; 2];
         self.ack_pending = 0;
         self.ack_now = false;
         self.ack_at = None;

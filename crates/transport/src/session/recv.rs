@@ -28,14 +28,23 @@ impl Session {
         &mut self,
         now: Instant,
         seq: u64,
+        channel: Channel,
         cfg: &Config,
         urgent: bool,
         complete: bool,
     ) {
-        let in_order = self.received.max().is_none_or(|m| seq == m + 1);
-        if self.received.max().is_some_and(|m| seq < m) {
+        // Behind a later frame of its own lane: reordered (or resent). A
+        // block frame behind a heartbeat that overtook it on the urgent lane
+        // is not.
+        let lane = &mut self.recv_max_lane[super::lane_ix(channel)];
+        let behind = lane.is_some_and(|m| seq < m);
+        *lane = Some(lane.map_or(seq, |m| m.max(seq)));
+        // A jump past the largest seen: maybe a gap (loss).
+        let jump = self.received.max().is_some_and(|m| seq > m + 1);
+        if behind {
             self.stats.out_of_order += 1;
         }
+        let in_order = !behind && !jump;
         self.received.insert(seq);
         if self.received.max() == Some(seq) {
             self.largest_recv_at = now;
@@ -82,7 +91,7 @@ impl Session {
         if self.delivered.contains(d.msg_id) {
             // A retransmission of something already delivered: its ack was lost.
             self.stats.duplicate += 1;
-            self.note_received(now, seq, cfg, true, false);
+            self.note_received(now, seq, channel, cfg, true, false);
             return;
         }
         if d.msg_id - self.delivered.floor() > MAX_ID_SPAN || d.msg_len as usize > cfg.max_message {
@@ -110,14 +119,14 @@ impl Session {
         }
         if !r.got.set(d.frag_index as usize) {
             self.stats.duplicate += 1;
-            self.note_received(now, seq, cfg, true, false);
+            self.note_received(now, seq, channel, cfg, true, false);
             return;
         }
         r.buf[off..off + payload.len()].copy_from_slice(payload);
         r.got_count += 1;
         self.stats.bytes_received += payload.len() as u64;
         let complete = r.got_count == r.frag_count;
-        self.note_received(now, seq, cfg, false, complete);
+        self.note_received(now, seq, channel, cfg, false, complete);
         if complete {
             let r = self.reasm.swap_remove(idx);
             self.release(r.channel, r.buf.len());
