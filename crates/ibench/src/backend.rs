@@ -40,6 +40,20 @@ pub enum Toggle {
     Off,
 }
 
+impl BackendOpts {
+    /// The driver's batching, with the urgent-lane chunks asked for.
+    pub fn driver_config(&self) -> icx_driver::DriverConfig {
+        let mut d = icx_driver::DriverConfig::default();
+        if let Some(n) = self.urgent_chunk {
+            d.urgent_chunk = n;
+        }
+        if let Some(n) = self.send_chunk {
+            d.send_chunk = n;
+        }
+        d
+    }
+}
+
 impl Toggle {
     pub fn on(self) -> bool {
         self == Toggle::On
@@ -66,6 +80,10 @@ pub struct BackendOpts {
     pub cc: bool,
     /// A second socket for the urgent lane (`--urgent-lane`).
     pub urgent_lane: bool,
+    /// The driver's `urgent_chunk` and `send_chunk` (`--urgent-chunk`,
+    /// `--send-chunk`), if not its defaults.
+    pub urgent_chunk: Option<usize>,
+    pub send_chunk: Option<usize>,
     /// `--cc-target-us`: the controller's target queueing delay.
     pub cc_target: Option<std::time::Duration>,
     /// Run the per-core runtime with this many core threads (`--cores`)

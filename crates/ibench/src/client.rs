@@ -636,6 +636,7 @@ impl Client {
         if p.kind == Kind::OneWay {
             received = oneway_delivered.unwrap_or(acked);
         }
+        crate::net::dump_turns("client");
         Ok(Measured {
             hist,
             intervals,

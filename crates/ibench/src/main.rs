@@ -151,6 +151,14 @@ struct BackendArgs {
     /// one socket, one FIFO for every frame, for A/B runs).
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     urgent_lane: Toggle,
+    /// With the urgent lane: datagrams received per look at it (default:
+    /// the driver's, 16).
+    #[arg(long, value_name = "N")]
+    urgent_chunk: Option<usize>,
+    /// With the urgent lane: block frames sent between looks at it (0: no
+    /// looks; default: the driver's, 64). Single-thread driver only.
+    #[arg(long, value_name = "N")]
+    send_chunk: Option<usize>,
     /// The congestion controller's target: queueing delay, in microseconds,
     /// block traffic is held near (default: the transport's).
     #[arg(long, value_name = "US")]
@@ -179,6 +187,8 @@ impl BackendArgs {
             spin: Duration::from_micros(self.spin_us),
             cc: self.cc.on(),
             urgent_lane: self.urgent_lane.on(),
+            urgent_chunk: self.urgent_chunk,
+            send_chunk: self.send_chunk,
             cc_target: self.cc_target_us.map(Duration::from_micros),
             cores: self.cores,
             loss,

@@ -56,7 +56,9 @@ impl Net {
         let Some(n) = opts.cores else {
             let Opened { backend, info } = backend::open(opts, bind, net)?;
             let endpoint = Endpoint::try_new(transport, pool).map_err(|e| e.to_string())?;
-            let d = Driver::new(endpoint, backend).map_err(|e| format!("driver: {e}"))?;
+            let dc = opts.driver_config();
+            let d = Driver::with_clock(endpoint, backend, icx_core::MonotonicClock::new(), dc)
+                .map_err(|e| format!("driver: {e}"))?;
             return Ok((Net::Single(d), info));
         };
         if opts.kind == backend::BackendKind::Loopback || net.is_some() {
@@ -70,6 +72,7 @@ impl Net {
         }
         let mut rc = RuntimeConfig::new(transport, pool.clone(), n);
         rc.busy_poll = opts.busy_poll;
+        rc.driver = opts.driver_config();
         // The measuring thread is pinned by --cpu/--cpus; core threads float
         // (two ends of a loopback run on one small host would fight over
         // the same CPUs).
@@ -189,7 +192,14 @@ impl Net {
     /// `wait`, then leaves what happened for [`Net::poll_event`].
     pub fn turn(&mut self, wait: Duration) -> Result<(), String> {
         match self {
-            Net::Single(d) => d.turn(wait).map(|_| ()).map_err(|e| format!("driver: {e}")),
+            Net::Single(d) => {
+                let t0 = turn_log_on().then(std::time::Instant::now);
+                let r = d.turn(wait).map_err(|e| format!("driver: {e}"))?;
+                if let (Some(t0), false) = (t0, r.waited) {
+                    log_turn(t0.elapsed().as_nanos() as u64, &r);
+                }
+                Ok(())
+            }
             Net::Multi(m) => {
                 if m.events.is_empty() {
                     let ev = if wait.is_zero() {
@@ -326,4 +336,73 @@ impl From<PeerError> for NotSent {
     fn from(e: PeerError) -> Self {
         NotSent::Error(e.to_string())
     }
+}
+
+/// Turn diagnostics (`IBENCH_TURNS=1`): per thread that runs a driver,
+/// the lengths of its busy turns (those that did not block), those that
+/// received on the urgent lane, and datagrams per turn; printed to stderr
+/// when the client's pattern or a server ends. For finding where a
+/// heartbeat's time goes: a reply waits for the turn its request lands in.
+#[derive(Debug)]
+pub struct TurnLog {
+    busy: hdrhistogram::Histogram<u64>,
+    urgent: hdrhistogram::Histogram<u64>,
+    received: u64,
+    sent: u64,
+    turns: u64,
+    deferred: u64,
+}
+
+thread_local! {
+    static TURNS: std::cell::RefCell<Option<TurnLog>> = const { std::cell::RefCell::new(None) };
+}
+
+fn turn_log_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("IBENCH_TURNS").is_some_and(|v| v != "0"))
+}
+
+fn log_turn(ns: u64, t: &icx_driver::TurnStats) {
+    TURNS.with(|l| {
+        let mut l = l.borrow_mut();
+        let l = l.get_or_insert_with(|| TurnLog {
+            busy: hdrhistogram::Histogram::new(3).expect("histogram"),
+            urgent: hdrhistogram::Histogram::new(3).expect("histogram"),
+            received: 0,
+            sent: 0,
+            turns: 0,
+            deferred: 0,
+        });
+        let _ = l.busy.record(ns.max(1));
+        if t.urgent_received > 0 {
+            let _ = l.urgent.record(ns.max(1));
+        }
+        l.received += t.received as u64;
+        l.sent += t.sent as u64;
+        l.turns += 1;
+        l.deferred += u64::from(t.deferred);
+    });
+}
+
+/// Prints this thread's [`TurnLog`], if any, and starts a new one.
+pub fn dump_turns(who: &str) {
+    let Some(l) = TURNS.with(|l| l.borrow_mut().take()) else {
+        return;
+    };
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    let n = l.turns.max(1) as f64;
+    eprintln!(
+        "{who}: {} busy turns, us p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}; {} receiving urgent frames, p50 {:.1} p99 {:.1}; per turn {:.1} received, {:.1} sent; {} deferred",
+        l.turns,
+        q(&l.busy, 0.5),
+        q(&l.busy, 0.9),
+        q(&l.busy, 0.99),
+        l.busy.max() as f64 / 1000.0,
+        l.urgent.len(),
+        q(&l.urgent, 0.5),
+        q(&l.urgent, 0.99),
+        l.received as f64 / n,
+        l.sent as f64 / n,
+        l.deferred
+    );
 }

@@ -316,6 +316,7 @@ impl Server {
             }
         }
         let c = self.snapshot();
+        crate::net::dump_turns("server");
         self.driver.shutdown();
         Ok(c)
     }
