@@ -7,7 +7,12 @@
 #             (pings on the heartbeat channel, 32 KiB blocks on the block
 #             channel, offered beyond what loopback carries)
 #   unloaded  ibench loopback throughput -m 32K (block goodput alone)
-# With EXTRA=1 also, lane on: loaded with --cc off, and with --cc-target-us 50.
+# With EXTRA=1 also, lane on: loaded with --send-chunk 16 and 64 (the
+# driver's default is 32), with --cc off, and with --cc-target-us 50.
+# With RT=1 every ibench runs under `chrt -f 1` (SCHED_FIFO): on a shared
+# 2-vCPU host, other tenants' CFS tasks otherwise delay each wake-up of the
+# measuring threads by up to a scheduler slice (Oracle runs its LMS
+# interconnect processes at real-time priority for the same reason).
 # Same wait mode everywhere (the default: spin up to 100 us, then sleep),
 # one pair running at a time, client and server pinned to CPUs 0 and 1.
 # Prints per-round ratios (loaded / idle ping p50 and p99, each against the
@@ -20,26 +25,30 @@ cd "$(dirname "$0")/.."
 rounds="${1:-5}"
 secs="${2:-3}"
 extra="${EXTRA:-0}"
+rt=()
+[ "${RT:-0}" = 1 ] && rt=(chrt -f 1)
 out="$(mktemp -d /tmp/icx-hb.XXXXXX)"
 cargo build --release -q -p ibench
-ib=target/release/ibench
+ib=("${rt[@]}" target/release/ibench)
 pin=(--cpus 0,1)
 load=(under-load -m 64 --load-size 32K --bandwidth 16G)
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/loadavg" >&2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); ${rt[*]:-no chrt}" | tee "$out/loadavg" >&2
 for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
     # Alternate which setting goes first, so neither always runs warm.
     if [ $((r % 2)) -eq 1 ]; then lanes=(on off); else lanes=(off on); fi
     for lane in "${lanes[@]}"; do
         l=(--urgent-lane "$lane")
-        $ib loopback ping-pong -m 64 --ping-channel heartbeat -t "$secs" "${pin[@]}" "${l[@]}" -q --json >"$out/idle_$lane.$r.json"
-        $ib loopback "${load[@]}" -t "$secs" "${pin[@]}" "${l[@]}" -q --json >"$out/loaded_$lane.$r.json"
-        $ib loopback throughput -m 32K -t "$secs" "${pin[@]}" "${l[@]}" -q --json >"$out/tp_$lane.$r.json"
+        "${ib[@]}" loopback ping-pong -m 64 --ping-channel heartbeat -t "$secs" "${pin[@]}" "${l[@]}" -q --json >"$out/idle_$lane.$r.json"
+        "${ib[@]}" loopback "${load[@]}" -t "$secs" "${pin[@]}" "${l[@]}" -q --json >"$out/loaded_$lane.$r.json"
+        "${ib[@]}" loopback throughput -m 32K -t "$secs" "${pin[@]}" "${l[@]}" -q --json >"$out/tp_$lane.$r.json"
     done
     if [ "$extra" = 1 ]; then
-        $ib loopback "${load[@]}" -t "$secs" "${pin[@]}" -q --cc off --json >"$out/loaded_nocc.$r.json"
-        $ib loopback "${load[@]}" -t "$secs" "${pin[@]}" -q --cc-target-us 50 --json >"$out/loaded50.$r.json"
+        "${ib[@]}" loopback "${load[@]}" -t "$secs" "${pin[@]}" -q --send-chunk 16 --json >"$out/loaded_s16.$r.json"
+        "${ib[@]}" loopback "${load[@]}" -t "$secs" "${pin[@]}" -q --send-chunk 64 --json >"$out/loaded_s64.$r.json"
+        "${ib[@]}" loopback "${load[@]}" -t "$secs" "${pin[@]}" -q --cc off --json >"$out/loaded_nocc.$r.json"
+        "${ib[@]}" loopback "${load[@]}" -t "$secs" "${pin[@]}" -q --cc-target-us 50 --json >"$out/loaded50.$r.json"
     fi
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/loadavg" >&2
@@ -59,8 +68,8 @@ for r in range(1, rounds + 1):
                        l50=l["rtt_us"]["p50"], l99=l["rtt_us"]["p99"],
                        lgb=l["load"]["gbit_per_sec"], tp=t["gbit_per_sec"])
     if extra:
-        for k in ("nocc", "50"):
-            f = js("loaded_nocc" if k == "nocc" else "loaded50", r)
+        for k, n in (("nocc", "loaded_nocc"), ("50", "loaded50"), ("s16", "loaded_s16"), ("s64", "loaded_s64")):
+            f = js(n, r)
             x[k] = dict(l50=f["rtt_us"]["p50"], l99=f["rtt_us"]["p99"], lgb=f["load"]["gbit_per_sec"])
     rows.append(x)
 def ratios(x, lane, base="on"):
@@ -88,7 +97,7 @@ print(f"lane off / on, same round: idle p50 {m(lambda x: x['off']['i50'] / x['on
       f"loaded p99 {m(lambda x: x['off']['l99'] / x['on']['l99']):.2f}, "
       f"unloaded goodput {m(lambda x: x['off']['tp'] / x['on']['tp']):.2f}")
 if extra:
-    for k, name in (("nocc", "--cc off"), ("50", "--cc-target-us 50")):
+    for k, name in (("s16", "--send-chunk 16"), ("s64", "--send-chunk 64"), ("nocc", "--cc off"), ("50", "--cc-target-us 50")):
         print(f"lane on, {name}: loaded/idle p50 {m(lambda x: x[k]['l50'] / x['on']['i50']):.2f}, "
               f"p99 {m(lambda x: x[k]['l99'] / x['on']['i99']):.2f}, goodput {m(lambda x: x[k]['lgb'] / x['on']['tp']):.2f}")
 print(open(f"{out}/loadavg").read().strip())

@@ -73,9 +73,12 @@ impl Default for DriverConfig {
 /// frames take roughly 10 us to handle, against a loopback heartbeat round
 /// trip of about 15 us.
 pub const DEFAULT_URGENT_CHUNK: usize = 16;
-/// Block frames sent between looks at the urgent lane: one GSO train of
-/// 44 frames at MTU 1500 and a bit.
-pub const DEFAULT_SEND_CHUNK: usize = 64;
+/// Block frames sent between looks at the urgent lane. On loopback (the
+/// sender's CPU copies each frame into the kernel and runs its delivery,
+/// about 1 us a frame) 32 costs no measurable 32 KiB block goodput against
+/// no looks, and halves a heartbeat's wait at 64; 16 costs about a quarter
+/// (bench/RESULTS.md).
+pub const DEFAULT_SEND_CHUNK: usize = 32;
 
 /// What one turn did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -156,7 +156,7 @@ struct BackendArgs {
     #[arg(long, value_name = "N")]
     urgent_chunk: Option<usize>,
     /// With the urgent lane: block frames sent between looks at it (0: no
-    /// looks; default: the driver's, 64). Single-thread driver only.
+    /// looks; default: the driver's, 32). Single-thread driver only.
     #[arg(long, value_name = "N")]
     send_chunk: Option<usize>,
     /// The congestion controller's target: queueing delay, in microseconds,

@@ -1081,8 +1081,8 @@ impl UringBackend {
         handed: &mut usize,
         f: &mut dyn FnMut(RxDatagram<'_>),
     ) -> io::Result<()> {
-        // The urgent lane is looked at right after `recv` ran the task work.
-        let mut flushed = li == URGENT;
+        // With an urgent lane, `recv` ran the task work just before.
+        let mut flushed = self.has_urgent_lane();
         let mut rearms = 0;
         while *handed < max {
             if !self.drain_cursor(li, max, handed, f) {
