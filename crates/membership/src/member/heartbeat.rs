@@ -66,7 +66,9 @@ impl Membership {
             state: self.state,
             critical: self.critical,
             ready: self.my_ready(now),
+            leaving: false,
             weight: self.weight(),
+            beat: 0,
             counter: self.counter,
             view_incarnation: if self.state == State::Active {
                 self.view_inc()
