@@ -66,7 +66,7 @@ impl Membership {
             state: self.state,
             critical: self.critical,
             ready: self.my_ready(now),
-            leaving: false,
+            leaving: self.leave.is_some(),
             weight: self.weight(),
             beat: 0,
             counter: self.counter,
@@ -166,6 +166,7 @@ impl Membership {
         if st.incarnation > self.peers[i].incarnation {
             self.peers[i].incarnation = st.incarnation;
         }
+        self.learn_leave(now, st);
         // Kills aimed at this node.
         if st.state == State::Active {
             if let Some(&(_, inc)) = st.kills.iter().find(|(k, _)| *k == me) {
@@ -246,7 +247,9 @@ impl Membership {
         if v.node.0 == 0 || v.node.0 > self.cfg.nodes || v.node == self.cfg.me {
             return;
         }
-        if v.incarnation < self.peers[usize::from(v.node.0)].incarnation {
+        let p = &self.peers[usize::from(v.node.0)];
+        if v.incarnation < p.incarnation || p.leaving.is_some_and(|i| v.incarnation <= i) {
+            // An old life's, or a leaver's: it is no voter.
             return;
         }
         let newer = self
@@ -268,11 +271,17 @@ impl Membership {
         };
         let ms = self.cfg.misscount;
         let mut missing = Vec::new();
+        let mut leaving = NodeSet::EMPTY;
         for &(n, inc) in &view.members {
             if n == self.cfg.me {
                 continue;
             }
             let i = usize::from(n.0);
+            if self.peers[i].is_leaving() && self.peers[i].leaving == Some(inc) {
+                // Removed at once, not counted down.
+                leaving.insert(n);
+                continue;
+            }
             let Some(h) = self.peers[i].last_heard else {
                 continue;
             };
@@ -323,7 +332,7 @@ impl Membership {
         if self.cfg.network_only() {
             for &(n, _) in &view.members {
                 let i = usize::from(n.0);
-                if n == self.cfg.me || self.peers[i].failed {
+                if n == self.cfg.me || self.peers[i].failed || leaving.contains(n) {
                     continue;
                 }
                 let mut reporters = if missing.contains(&n) {
@@ -348,11 +357,17 @@ impl Membership {
                 }
             }
         }
-        if !missing.is_empty() && self.reconf.is_none() {
-            let why = format!(
-                "node(s) {} missing for misscount, restarted or FAIL",
-                missing.iter().copied().collect::<NodeSet>()
-            );
+        if (!missing.is_empty() || !leaving.is_empty()) && self.reconf.is_none() {
+            let missing: NodeSet = missing.iter().copied().collect();
+            let why = match (missing.is_empty(), leaving.is_empty()) {
+                (true, _) => format!("node(s) {leaving} leaving"),
+                (false, true) => {
+                    format!("node(s) {missing} missing for misscount, restarted or FAIL")
+                }
+                (false, false) => format!(
+                    "node(s) {missing} missing for misscount, restarted or FAIL; {leaving} leaving"
+                ),
+            };
             let e = self.epoch.max(self.view_inc()).max(self.max_seen) + 1;
             self.start_epoch(now, e, why);
         }

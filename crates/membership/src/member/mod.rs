@@ -3,9 +3,11 @@
 //! - [`heartbeat`]: statuses sent and received, warnings, admission, formation;
 //! - [`reconf`]: epochs, votes, decisions, commits, fencing;
 //! - [`voting`]: the voting files (disk heartbeat);
+//! - [`leave`]: graceful leave, on the leaver and on the members;
 //! - here: the node's state, its queries, timers and the [`Protocol`] entry points.
 
 mod heartbeat;
+mod leave;
 mod reconf;
 mod types;
 mod voting;
@@ -32,6 +34,8 @@ struct Peer {
     disk_changed: Option<Instant>,
     /// Network-only: reported FAIL in this silence.
     failed: bool,
+    /// The incarnation in which it announced a leave.
+    leaving: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -100,6 +104,7 @@ pub struct Membership {
     stats: Stats,
     next_tag: u64,
     next_disk_id: u64,
+    leave: Option<leave::Leave>,
 }
 
 impl Membership {
@@ -154,6 +159,7 @@ impl Membership {
             stats: Stats::default(),
             next_tag: 1,
             next_disk_id: 1,
+            leave: None,
         })
     }
 
@@ -202,12 +208,14 @@ impl Membership {
         self.files.iter().filter(|f| f.online).count()
     }
 
-    /// Nodes this node hears (within misscount), itself included.
+    /// Nodes this node hears (within misscount), itself included; a node
+    /// that announced its leave is not among them.
     pub fn hears(&self, now: Instant) -> NodeSet {
         let mut s = NodeSet::single(self.cfg.me);
         for (i, p) in self.peers.iter().enumerate().skip(1) {
-            if p.last_heard
-                .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.misscount)
+            if !p.is_leaving()
+                && p.last_heard
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.misscount)
             {
                 s.insert(NodeId(i as u16));
             }
@@ -215,13 +223,14 @@ impl Membership {
         s
     }
 
-    /// Nodes heard within `d`, itself included.
+    /// Nodes heard within `d`, itself included (leavers not).
     fn heard_within(&self, now: Instant, d: Duration) -> NodeSet {
         let d = d.min(self.cfg.misscount);
         let mut s = NodeSet::single(self.cfg.me);
         for (i, p) in self.peers.iter().enumerate().skip(1) {
-            if p.last_heard
-                .is_some_and(|t| now.saturating_duration_since(t) <= d)
+            if !p.is_leaving()
+                && p.last_heard
+                    .is_some_and(|t| now.saturating_duration_since(t) <= d)
             {
                 s.insert(NodeId(i as u16));
             }
@@ -266,6 +275,9 @@ impl Membership {
     }
 
     pub fn handle_disk(&mut self, now: Instant, c: DiskCompletion) {
+        if self.left() {
+            return;
+        }
         if self.stalled(now) {
             self.arm();
             return;
@@ -299,7 +311,13 @@ impl Membership {
         if !self.started {
             return Some(Instant::ZERO);
         }
+        if self.left() {
+            return None;
+        }
         let mut t = self.next_hb.min(self.next_disk);
+        if let Some(l) = &self.leave {
+            t = t.min(l.until);
+        }
         if !self.cfg.network_only() {
             t = t.min(self.next_disk);
         }
@@ -439,6 +457,7 @@ impl Membership {
         self.watch_files(now);
         self.reconf_step(now);
         self.check_complete_if_pending(now);
+        self.check_left(now);
     }
 
     fn check_complete_if_pending(&mut self, now: Instant) {
@@ -452,6 +471,9 @@ impl Protocol for Membership {
     fn handle_event(&mut self, now: Instant, event: HostEvent) {
         if !self.started {
             self.start(now);
+        }
+        if self.left() {
+            return;
         }
         if self.stalled(now) {
             self.arm();
@@ -479,6 +501,7 @@ impl Protocol for Membership {
         // Thresholds are timer-driven; only what a status may have moved.
         self.reconf_step(now);
         self.check_complete_if_pending(now);
+        self.check_left(now);
         if self.shape() != shape {
             self.rewatch();
         }
@@ -488,6 +511,8 @@ impl Protocol for Membership {
     fn handle_timeout(&mut self, now: Instant) {
         if !self.started {
             self.start(now);
+        } else if self.left() {
+            return;
         } else {
             self.stalled(now);
         }

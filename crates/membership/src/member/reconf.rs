@@ -108,6 +108,18 @@ impl Membership {
         let s = view.set();
         let me = self.cfg.me;
         let epoch = self.epoch;
+        let gone = s.intersect(&self.leavers());
+        if !gone.is_empty() {
+            // Decided before the leave was known here: it cannot be
+            // confirmed; the next epoch goes without the leaver.
+            let e = self.epoch.max(self.max_seen) + 1;
+            self.start_epoch(
+                now,
+                e,
+                format!("decision {s} of epoch {epoch} holds {gone}, leaving"),
+            );
+            return;
+        }
         let required = s.union(&self.expected_voters(now));
         let mut missing = NodeSet::EMPTY;
         let mut conflict = None;
@@ -192,7 +204,8 @@ impl Membership {
             }
         }
         e.remove(self.cfg.me);
-        e
+        // A leaver is no voter, whoever still hears it.
+        e.minus(&self.leavers())
     }
 
     /// Another node decided this epoch first: take its survivors.
@@ -302,6 +315,17 @@ impl Membership {
         if let Some(old) = &old {
             for &(n, inc) in &old.members {
                 if n != me && (!new.contains(n) || view.incarnation_of(n) != Some(inc)) {
+                    if self.peers[usize::from(n.0)].leaving == Some(inc) {
+                        // It left: it stopped its I/O before it said so.
+                        self.log(
+                            now,
+                            Happened::Departed {
+                                node: n,
+                                incarnation: inc,
+                            },
+                        );
+                        continue;
+                    }
                     self.alerts
                         .push_back(alert::evicting(&self.name(n), view.incarnation));
                     self.log(

@@ -33,6 +33,11 @@ pub enum Action {
     /// The node restarted its membership with this incarnation (the host
     /// may restart its transport endpoint likewise); it is joining.
     Restart { incarnation: u32 },
+    /// The leave ([`Membership::leave`](crate::Membership::leave)) is done:
+    /// every live member committed a view without this node (`confirmed`),
+    /// or `leave_wait` passed first. The host may exit; the node sends
+    /// nothing more.
+    Left { confirmed: bool },
 }
 
 /// Why a node fenced itself.
@@ -132,6 +137,28 @@ pub enum Happened {
     },
     Stall {
         late: Duration,
+    },
+    /// This node is leaving (graceful shutdown) the view it was in (0:
+    /// none): it stopped its I/O and announces the leave.
+    Leaving {
+        view_incarnation: u64,
+    },
+    /// The leave is done: `confirmed` when every live member committed a
+    /// view without this node, else `leave_wait` passed; `waiting_for`, the
+    /// members that had not.
+    Left {
+        confirmed: bool,
+        waiting_for: NodeSet,
+    },
+    /// A node announced it is leaving, in this life.
+    LeaveAnnounced {
+        node: NodeId,
+        incarnation: u32,
+    },
+    /// A view was committed without a node that left (no kill, no CRS-1607).
+    Departed {
+        node: NodeId,
+        incarnation: u32,
     },
 }
 
