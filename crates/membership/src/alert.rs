@@ -118,6 +118,22 @@ pub fn stalled(late_s: f64, margin_s: f64) -> Alert {
     )
 }
 
+/// The node leaves the cluster (graceful shutdown).
+pub fn leaving() -> Alert {
+    alert(
+        "ICX-1704",
+        "This node is leaving the cluster (shutdown requested): its I/O is stopped and the other nodes are told".into(),
+    )
+}
+
+/// A member announced its leave: it is removed at once.
+pub fn peer_leaving(name: &str, node: u16) -> Alert {
+    alert(
+        "ICX-1705",
+        format!("Node {name} ({node}) is leaving the cluster (shutdown): removing it now"),
+    )
+}
+
 pub fn no_quorum(have: usize, configured: u16) -> Alert {
     alert(
         "ICX-1703",

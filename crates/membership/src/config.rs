@@ -42,6 +42,9 @@ pub struct Config {
     pub stall_margin: Duration,
     /// From fencing to restarting as a joining node.
     pub restart_delay: Duration,
+    /// Longest a leaving node waits for the members to commit a view
+    /// without it before it reports [`Action::Left`](crate::Action) anyway.
+    pub leave_wait: Duration,
     /// Rebootless restart after fencing (`false`: stay `Evicted`).
     pub rebootless: bool,
 }
@@ -67,6 +70,7 @@ impl Config {
             form_wait: Duration::ZERO,
             stall_margin: Duration::ZERO,
             restart_delay: Duration::ZERO,
+            leave_wait: Duration::ZERO,
             rebootless: true,
         };
         c.derive_timers();
@@ -98,13 +102,16 @@ impl Config {
     /// `settle` = two heartbeats and a disk heartbeat; `vote_wait` = a sixth
     /// of misscount (at least five disk heartbeats); `form_wait` = three
     /// heartbeats and two disk heartbeats; `stall_margin` = half of
-    /// misscount; `restart_delay` = two heartbeats.
+    /// misscount; `restart_delay` = two heartbeats; `leave_wait` = `settle`
+    /// and two heartbeats (what the members' reconfiguration takes, with a
+    /// heartbeat to spare for a lost announcement or answer).
     pub fn derive_timers(&mut self) {
         self.settle = self.heartbeat_interval * 2 + self.disk_interval;
         self.vote_wait = (self.misscount / 6).max(self.disk_interval * 5);
         self.form_wait = self.heartbeat_interval * 3 + self.disk_interval * 2;
         self.stall_margin = self.misscount / 2;
         self.restart_delay = self.heartbeat_interval * 2;
+        self.leave_wait = self.settle + self.heartbeat_interval * 2;
     }
 
     pub fn name(&self, n: NodeId) -> &str {
