@@ -208,7 +208,8 @@ fn alert_time(c: &Cluster, node: u16, needle: &str, since: SystemTime) -> Option
         if !l.contains(needle) {
             return None;
         }
-        let t = humantime::parse_rfc3339(&format!("{}Z", l.get(..23)?.replacen(' ', "T", 1))).ok()?;
+        let t =
+            humantime::parse_rfc3339(&format!("{}Z", l.get(..23)?.replacen(' ', "T", 1))).ok()?;
         (t + Duration::from_millis(1) >= since).then_some(t)
     })
 }
