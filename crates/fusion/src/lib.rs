@@ -1,0 +1,13 @@
+//! icx-fusion: cache fusion, sans-IO. Nodes share one set of datafiles and
+//! each caches blocks; the global cache service keeps the caches coherent by
+//! shipping blocks over the interconnect instead of through disk. Once any
+//! node has changed a block in memory, no other node reads that block from
+//! disk.
+//!
+//! Like the membership, a fusion object is driven as an
+//! [`icx_transport::protocol::Protocol`] and has outputs of its own the host
+//! drains: [`io`] requests (datafiles and redo, done by the host).
+#![deny(unsafe_code)]
+
+pub mod block;
+pub mod io;
