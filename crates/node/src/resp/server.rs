@@ -565,14 +565,7 @@ impl Conn {
             match self.stream.write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => buf = &buf[n..],
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
+                Err(e) if retryable(&e) => {
                     if self.shared.stopping() {
                         return Err(e);
                     }
@@ -599,15 +592,18 @@ impl Conn {
             match self.stream.read(&mut sink) {
                 Ok(0) => break,
                 Ok(n) => drained += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if retryable(&e) => {}
                 Err(_) => break,
             }
         }
     }
+}
+
+/// A socket timeout (how threads poll the stop flag) or an interrupted
+/// call: try again.
+fn retryable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
