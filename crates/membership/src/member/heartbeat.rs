@@ -277,7 +277,7 @@ impl Membership {
                 continue;
             }
             let i = usize::from(n.0);
-            if self.peers[i].is_leaving() && self.peers[i].leaving == Some(inc) {
+            if self.peers[i].leaves_as(inc) {
                 // Removed at once, not counted down.
                 leaving.insert(n);
                 continue;

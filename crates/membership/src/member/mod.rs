@@ -343,11 +343,12 @@ impl Membership {
         let mut put = |x: Instant| t = Some(t.map_or(x, |y: Instant| y.min(x)));
         if self.state == State::Active {
             if let Some(v) = &self.view {
-                for (n, _) in &v.members {
-                    if *n == self.cfg.me {
+                for &(n, inc) in &v.members {
+                    let p = &self.peers[usize::from(n.0)];
+                    if n == self.cfg.me || p.leaves_as(inc) {
+                        // A leaver is not counted down (see `watch`).
                         continue;
                     }
-                    let p = &self.peers[usize::from(n.0)];
                     if let Some(h) = p.last_heard {
                         let level = usize::from(p.warned);
                         let frac = if level < 3 {
