@@ -68,7 +68,7 @@ impl Membership {
             ready: self.my_ready(now),
             leaving: self.leave.is_some(),
             weight: self.weight(),
-            beat: 0,
+            beat: self.beat,
             counter: self.counter,
             view_incarnation: if self.state == State::Active {
                 self.view_inc()
@@ -94,6 +94,7 @@ impl Membership {
 
     pub(super) fn send_heartbeats(&mut self, now: Instant) {
         self.counter += 1;
+        self.beat = self.beat.wrapping_add(1);
         let st = self.status(now, self.cfg.network_only());
         let mut bytes = Vec::with_capacity(st.encoded_len());
         st.encode(NHB_MAGIC, &mut bytes);
@@ -116,7 +117,7 @@ impl Membership {
                 channel: Channel::Heartbeat,
                 data: buf.clone(),
                 tag,
-                deadline: Some(self.cfg.heartbeat_interval * 2),
+                deadline: Some(self.cfg.heartbeat_deadline),
             });
         }
     }
@@ -145,6 +146,13 @@ impl Membership {
         let p = &mut self.peers[i];
         p.incarnation = st.incarnation;
         let was = p.last_heard;
+        if was.is_none_or(|w| now.saturating_duration_since(w) >= self.cfg.misscount) {
+            // Silent for misscount: its sequence may have wrapped.
+            p.link.restart_count();
+        }
+        let verdict = p
+            .link
+            .on_beat(now, st.incarnation, st.beat, self.cfg.link_window);
         let warned = std::mem::take(&mut p.warned);
         if warned > 0 {
             p.failed = false;
@@ -154,6 +162,9 @@ impl Membership {
         if warned > 0 {
             let after = was.map_or(Duration::ZERO, |w| now.saturating_duration_since(w));
             self.log(now, Happened::HeardAgain { node: from, after });
+        }
+        if let Some(v) = verdict {
+            self.on_verdict(now, from, v);
         }
         self.on_status(now, &st);
     }
@@ -272,15 +283,19 @@ impl Membership {
         let ms = self.cfg.misscount;
         let mut missing = Vec::new();
         let mut leaving = NodeSet::EMPTY;
+        let mut cut = NodeSet::EMPTY;
         for &(n, inc) in &view.members {
             if n == self.cfg.me {
                 continue;
             }
             let i = usize::from(n.0);
-            if self.peers[i].is_leaving() && self.peers[i].leaving == Some(inc) {
+            if self.peers[i].leaves_as(inc) {
                 // Removed at once, not counted down.
                 leaving.insert(n);
                 continue;
+            }
+            if self.peers[i].link.cut {
+                cut.insert(n);
             }
             let Some(h) = self.peers[i].last_heard else {
                 continue;
@@ -357,17 +372,21 @@ impl Membership {
                 }
             }
         }
-        if (!missing.is_empty() || !leaving.is_empty()) && self.reconf.is_none() {
-            let missing: NodeSet = missing.iter().copied().collect();
-            let why = match (missing.is_empty(), leaving.is_empty()) {
-                (true, _) => format!("node(s) {leaving} leaving"),
-                (false, true) => {
-                    format!("node(s) {missing} missing for misscount, restarted or FAIL")
-                }
-                (false, false) => format!(
-                    "node(s) {missing} missing for misscount, restarted or FAIL; {leaving} leaving"
-                ),
-            };
+        let missing: NodeSet = missing.iter().copied().collect();
+        if !(missing.is_empty() && leaving.is_empty() && cut.is_empty()) && self.reconf.is_none() {
+            let mut why = Vec::new();
+            if !missing.is_empty() {
+                why.push(format!(
+                    "node(s) {missing} missing for misscount, restarted or FAIL"
+                ));
+            }
+            if !cut.is_empty() {
+                why.push(format!("link(s) from {cut} cut"));
+            }
+            if !leaving.is_empty() {
+                why.push(format!("node(s) {leaving} leaving"));
+            }
+            let why = why.join("; ");
             let e = self.epoch.max(self.view_inc()).max(self.max_seen) + 1;
             self.start_epoch(now, e, why);
         }
@@ -399,7 +418,7 @@ impl Membership {
                 continue;
             }
             let heard_by_all = members.iter().all(|m| {
-                m == self.cfg.me
+                (m == self.cfg.me && !p.link.cut)
                     || self.peers[usize::from(m.0)]
                         .nhb
                         .as_ref()

@@ -37,6 +37,12 @@ impl Peer {
     pub(super) fn is_leaving(&self) -> bool {
         self.leaving.is_some_and(|i| i >= self.incarnation)
     }
+
+    /// The member of a view with life `inc` is leaving: it is removed at
+    /// once, not counted down (`watch` and `next_watch` must agree).
+    pub(super) fn leaves_as(&self, inc: u32) -> bool {
+        self.is_leaving() && self.leaving == Some(inc)
+    }
 }
 
 impl Membership {

@@ -4,10 +4,12 @@
 //! - [`reconf`]: epochs, votes, decisions, commits, fencing;
 //! - [`voting`]: the voting files (disk heartbeat);
 //! - [`leave`]: graceful leave, on the leaver and on the members;
+//! - [`link`]: link quality (heartbeat delivery) and when a link is cut;
 //! - here: the node's state, its queries, timers and the [`Protocol`] entry points.
 
 mod heartbeat;
 mod leave;
+mod link;
 mod reconf;
 mod types;
 mod voting;
@@ -36,6 +38,8 @@ struct Peer {
     failed: bool,
     /// The incarnation in which it announced a leave.
     leaving: Option<u32>,
+    /// Its heartbeats' delivery, and whether the link from it is cut.
+    link: link::LinkQuality,
 }
 
 #[derive(Debug)]
@@ -74,6 +78,8 @@ pub struct Membership {
     incarnation: u32,
     critical: bool,
     counter: u64,
+    /// Heartbeat sequence number of the last round sent.
+    beat: u16,
     view: Option<View>,
     peers: Vec<Peer>,
     epoch: u64,
@@ -134,6 +140,7 @@ impl Membership {
             pool,
             started: false,
             counter: 0,
+            beat: 0,
             view: None,
             epoch: 0,
             reconf: None,
@@ -209,11 +216,13 @@ impl Membership {
     }
 
     /// Nodes this node hears (within misscount), itself included; a node
-    /// that announced its leave is not among them.
+    /// that announced its leave, or whose link to this one is cut (too few
+    /// heartbeats arrive), is not among them.
     pub fn hears(&self, now: Instant) -> NodeSet {
         let mut s = NodeSet::single(self.cfg.me);
         for (i, p) in self.peers.iter().enumerate().skip(1) {
             if !p.is_leaving()
+                && !p.link.cut
                 && p.last_heard
                     .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.misscount)
             {
@@ -223,12 +232,15 @@ impl Membership {
         s
     }
 
-    /// Nodes heard within `d`, itself included (leavers not).
+    /// Nodes heard within `d`, itself included; not leavers, nor nodes
+    /// whose link is in doubt (cut, or under three quarters delivered).
     fn heard_within(&self, now: Instant, d: Duration) -> NodeSet {
         let d = d.min(self.cfg.misscount);
+        let (hb, w) = (self.cfg.heartbeat_interval, self.cfg.link_window);
         let mut s = NodeSet::single(self.cfg.me);
         for (i, p) in self.peers.iter().enumerate().skip(1) {
             if !p.is_leaving()
+                && !p.link.in_doubt(now, hb, w)
                 && p.last_heard
                     .is_some_and(|t| now.saturating_duration_since(t) <= d)
             {
@@ -343,11 +355,12 @@ impl Membership {
         let mut put = |x: Instant| t = Some(t.map_or(x, |y: Instant| y.min(x)));
         if self.state == State::Active {
             if let Some(v) = &self.view {
-                for (n, _) in &v.members {
-                    if *n == self.cfg.me {
+                for &(n, inc) in &v.members {
+                    let p = &self.peers[usize::from(n.0)];
+                    if n == self.cfg.me || p.leaves_as(inc) {
+                        // A leaver is not counted down (see `watch`).
                         continue;
                     }
-                    let p = &self.peers[usize::from(n.0)];
                     if let Some(h) = p.last_heard {
                         let level = usize::from(p.warned);
                         let frac = if level < 3 {
@@ -521,6 +534,7 @@ impl Protocol for Membership {
         }
         if now >= self.next_hb {
             self.next_hb = now + self.cfg.heartbeat_interval;
+            self.link_tick(now);
             self.admission(now);
             self.formation(now);
             self.send_heartbeats(now);

@@ -146,7 +146,14 @@ impl Membership {
                     ok = true;
                 }
             }
-            if !s.contains(r) && voted_inc.is_some_and(|i| p.incarnation > i) {
+            // Out of the decision and seen in a later life than the one
+            // that voted, or than the one in this node's view: it fenced
+            // (or crashed) and restarted, so that life cannot commit.
+            let member_inc = self.view.as_ref().and_then(|v| v.incarnation_of(r));
+            if !s.contains(r)
+                && (voted_inc.is_some_and(|i| p.incarnation > i)
+                    || member_inc.is_some_and(|i| p.incarnation > i))
+            {
                 ok = true;
             }
             if !ok {

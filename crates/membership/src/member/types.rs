@@ -150,6 +150,22 @@ pub enum Happened {
         confirmed: bool,
         waiting_for: NodeSet,
     },
+    /// Of the last `window` heartbeats from `node`, `counted` count (not in
+    /// an outage) and fewer than half of those, `received`, arrived: the
+    /// link from it counts as cut (it is not heard).
+    LinkCut {
+        node: NodeId,
+        received: u32,
+        counted: u32,
+        window: u32,
+    },
+    /// A cut link delivers three quarters of what counts again.
+    LinkRestored {
+        node: NodeId,
+        received: u32,
+        counted: u32,
+        window: u32,
+    },
     /// A node announced it is leaving, in this life.
     LeaveAnnounced {
         node: NodeId,

@@ -26,7 +26,8 @@ impl Membership {
     }
 
     pub(super) fn write_record(&mut self, now: Instant, f: usize, h: FileHeader) {
-        let st = self.status(now, false);
+        let mut st = self.status(now, false);
+        st.beat = 0;
         let mut data = Vec::with_capacity(h.slot_size as usize);
         st.encode(RECORD_MAGIC, &mut data);
         data.resize(h.slot_size as usize, 0);
