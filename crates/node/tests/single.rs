@@ -125,6 +125,10 @@ fn command(s: &mut TcpStream, args: &[&str]) -> String {
 fn read_reply(r: &mut impl BufRead) -> String {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
+    assert!(
+        !line.is_empty(),
+        "the node closed the connection without a reply"
+    );
     let (kind, rest) = line.split_at(1);
     let rest = rest.trim_end();
     match kind {
