@@ -11,3 +11,4 @@
 
 pub mod block;
 pub mod io;
+pub mod kv;
