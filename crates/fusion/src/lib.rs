@@ -12,3 +12,4 @@
 pub mod block;
 pub mod io;
 pub mod kv;
+pub mod redo;
