@@ -7,6 +7,7 @@ use std::sync::Arc;
 mod admin;
 pub mod alertlog;
 pub mod config;
+mod dio;
 pub mod node;
 pub mod resp;
 pub mod vote;
