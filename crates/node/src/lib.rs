@@ -10,6 +10,7 @@ pub mod config;
 mod dio;
 pub mod node;
 pub mod resp;
+pub mod storage;
 pub mod vote;
 
 /// Called by a worker thread (voting-file I/O, a RESP client) after it made
