@@ -724,3 +724,44 @@ fn a_full_queue_is_a_counted_refusal_answered_at_once() {
     assert!(refused > 0);
     assert_eq!(r.stats().refusals, refused);
 }
+
+/// Every completion comes with a wake; dropping the handle stops and
+/// joins every worker within its bound, even with requests queued.
+#[test]
+fn wakes_per_completion_and_drop_joins_the_workers() {
+    let d = TempDir::new("drop");
+    let wakes = Arc::new(AtomicU64::new(0));
+    let w = Arc::clone(&wakes);
+    let wake: Wake = Arc::new(move || {
+        w.fetch_add(1, Ordering::SeqCst);
+    });
+    let s = Storage::open(cfg(&d.0, 1), pool(), Arc::clone(&wake)).unwrap();
+    let read = |id| IoRequest {
+        id,
+        op: IoOp::Read {
+            file: 1,
+            first: 0,
+            count: 1,
+        },
+    };
+    s.submit(read(1));
+    let deadline = Instant::now() + WAIT;
+    let c = loop {
+        if let Some(c) = s.poll() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no completion");
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    assert_eq!(c.id, 1);
+    assert!(c.result.is_ok());
+    assert!(wakes.load(Ordering::SeqCst) >= 1);
+    drop(c);
+    for id in 2..200 {
+        s.submit(read(id));
+    }
+    let t = Instant::now();
+    drop(s);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(Arc::strong_count(&wake), 1, "a worker still holds the wake");
+}
