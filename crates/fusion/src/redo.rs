@@ -398,12 +398,18 @@ pub fn scan(bytes: &[u8], start: u64, prev: Option<u32>) -> Scan {
         }
         match parse(rest, end.lsn, prev) {
             Ok((rec, len, crc)) => {
+                let Some(next) = end.lsn.checked_add(len as u64) else {
+                    break Stop::Torn {
+                        at: end.lsn,
+                        why: Torn::Length(len as u32),
+                    };
+                };
                 if let Some(r) = rec {
                     records.push((end.lsn, r));
                 }
                 at += len;
                 end = Tail {
-                    lsn: end.lsn + len as u64,
+                    lsn: next,
                     prev: crc,
                 };
                 prev = Some(crc);

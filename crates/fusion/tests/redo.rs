@@ -131,6 +131,36 @@ fn a_stale_record_after_a_rewritten_tail_is_refused() {
     assert_eq!(alone.records, vec![(1024, c)]);
 }
 
+/// A record claiming the very end of the LSN space: refused, no overflow.
+#[test]
+fn a_record_at_the_end_of_the_lsn_space_is_refused() {
+    let start = u64::MAX - 10;
+    let r = put(1, 0, "k", "v");
+    // Encoded by hand at that LSN (encode_group would overflow its tail).
+    let mut one = redo::encode_group(&mut Tail::default(), std::slice::from_ref(&r)).unwrap();
+    let len = HEADER_LEN + 4 + 16 + 2;
+    one.truncate(len);
+    one[8..16].copy_from_slice(&start.to_le_bytes());
+    let crc = crc32c::crc32c(&one[..len - 4]);
+    one[len - 4..].copy_from_slice(&crc.to_le_bytes());
+    let s = redo::scan(&one, start, Some(0));
+    assert!(s.records.is_empty());
+    assert_eq!(
+        s.end,
+        Tail {
+            lsn: start,
+            prev: 0
+        }
+    );
+    assert!(matches!(
+        s.stop,
+        Stop::Torn {
+            why: Torn::Length(_),
+            ..
+        }
+    ));
+}
+
 #[test]
 fn apply_redoes_onto_an_older_image_once() {
     let mut live = vec![0u8; DEFAULT_BLOCK_SIZE];
