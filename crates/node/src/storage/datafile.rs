@@ -3,7 +3,7 @@
 //!
 //! **Creation.** Nodes starting at once must neither both create a file
 //! nor clobber one another's. A node builds the file under a temp name of
-//! its own (`.data01.dbf.<node>.<pid>.tmp`), allocates it at full size
+//! its own (`.data01.dbf.<node>.<pid>.<n>.tmp`), allocates it at full size
 //! (`fallocate`, so a write into it never meets ENOSPC later; a sparse
 //! `ftruncate` where the filesystem cannot), fsyncs it, then `link`s it to
 //! the real name: `link` fails with EEXIST when another node got there
@@ -148,9 +148,14 @@ pub fn create(cfg: &StorageConfig, no: FileNo) -> io::Result<bool> {
         ));
     }
     let name = super::datafile_name(no);
-    let tmp = cfg
-        .dir
-        .join(format!(".{name}.{}.{}.tmp", cfg.node.0, std::process::id()));
+    // Unique to this call: node, process, and a count within the process.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = cfg.dir.join(format!(
+        ".{name}.{}.{}.{seq}.tmp",
+        cfg.node.0,
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&tmp);
     let r = (|| {
         let f = OpenOptions::new()
