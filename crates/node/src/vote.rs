@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 /// giving one up (disktimeout), so a full queue means the file is stuck.
 pub const QUEUE_DEPTH: usize = 4;
 
-/// Alignment of the I/O buffers and of read lengths ([`dio::ALIGN`]).
+/// Alignment of the I/O buffers and of read lengths: a page (4 KiB).
 /// Writes keep the request's offset and length (the membership's are
 /// 512 B-aligned). On a device with 4 KiB logical blocks the kernel refuses
 /// those under `O_DIRECT` (EINVAL) and the file goes buffered; the page

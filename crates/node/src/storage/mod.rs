@@ -386,7 +386,7 @@ impl Storage {
 }
 
 impl Drop for Storage {
-    /// Stops the workers and joins them, waiting at most [`JOIN_BOUND`]
+    /// Stops the workers and joins them, waiting at most `JOIN_BOUND` (1 s)
     /// in all; a worker stuck in a syscall is detached.
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
