@@ -584,6 +584,7 @@ fn group_commit_groups_concurrent_appends() {
     assert_eq!(st.redo_appends, 160);
     assert!(st.redo_groups < 160 && st.redo_max_group >= 2, "{st:?}");
     assert_eq!(st.redo_group_sizes.iter().sum::<u64>(), st.redo_groups);
+    assert!(st.redo_write_max > Duration::ZERO && st.redo_write_max <= st.redo_write_time);
     // A burst: queued while the first one syncs.
     let mut tl = tail.into_inner().unwrap();
     let ids: Vec<u64> = (0..64)

@@ -117,6 +117,10 @@ pub struct StorageStats {
     /// Groups by appends per group: 1, 2, 3-4, 5-8, 9-16, 17-32, 33-64, 65+.
     pub redo_group_sizes: [u64; 8],
     pub redo_reads: u64,
+    /// Time spent writing and syncing groups, in all and at most for one
+    /// (what a commit waits for, beyond its queueing).
+    pub redo_write_time: Duration,
+    pub redo_write_max: Duration,
 }
 
 #[derive(Default)]
@@ -134,6 +138,8 @@ struct Counters {
     redo_max_group: AtomicU64,
     redo_group_sizes: [AtomicU64; 8],
     redo_reads: AtomicU64,
+    redo_write_ns: AtomicU64,
+    redo_write_max_ns: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -381,6 +387,8 @@ impl Storage {
             redo_max_group: l(&c.redo_max_group),
             redo_group_sizes: std::array::from_fn(|i| l(&c.redo_group_sizes[i])),
             redo_reads: l(&c.redo_reads),
+            redo_write_time: Duration::from_nanos(l(&c.redo_write_ns)),
+            redo_write_max: Duration::from_nanos(l(&c.redo_write_max_ns)),
         }
     }
 }

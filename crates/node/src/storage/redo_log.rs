@@ -29,6 +29,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 /// Bytes of log space reserved at a time.
 pub const PREALLOC: u64 = 1 << 20;
@@ -110,8 +111,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let start = Instant::now();
             let result = self.commit(&mut group, &mut buf);
+            let took = (start.elapsed().as_nanos() as u64).min(u64::MAX / 2);
             let c = &shared.counters;
+            add(&c.redo_write_ns, took);
+            c.redo_write_max_ns.fetch_max(took, Ordering::Relaxed);
             let n = group.len() as u64;
             add(&c.redo_groups, 1);
             add(&c.redo_appends, n);
