@@ -11,3 +11,5 @@
 
 pub mod block;
 pub mod io;
+pub mod kv;
+pub mod redo;
