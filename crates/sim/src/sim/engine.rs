@@ -14,7 +14,17 @@ impl<N: Node> Sim<N> {
     pub(super) fn push(&mut self, at: Instant, kind: EventKind) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.events.push(Event { at, seq, kind });
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.kinds[s as usize] = Some(kind);
+                s
+            }
+            None => {
+                self.kinds.push(Some(kind));
+                (self.kinds.len() - 1) as u32
+            }
+        };
+        self.events.push(Event { at, seq, slot });
     }
 
     pub(super) fn flush_dirty(&mut self) {
@@ -34,6 +44,8 @@ impl<N: Node> Sim<N> {
             return None;
         }
         let ev = self.events.pop()?;
+        let kind = self.kinds[ev.slot as usize].take()?;
+        self.free.push(ev.slot);
         if ev.at == self.last_event_at {
             self.events_at_instant += 1;
             assert!(
@@ -48,7 +60,7 @@ impl<N: Node> Sim<N> {
         }
         self.now = self.now.max(ev.at);
         let now = self.now;
-        match ev.kind {
+        match kind {
             EventKind::Deliver {
                 from,
                 to,
@@ -304,16 +316,24 @@ impl<N: Node> Sim<N> {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.events.push(Event {
-                at,
-                seq,
-                kind: EventKind::Deliver {
-                    from,
-                    to,
-                    data: copy,
-                    sent_at: now,
-                },
-            });
+            let kind = EventKind::Deliver {
+                from,
+                to,
+                data: copy,
+                sent_at: now,
+            };
+            // As `push`, with the link still borrowed.
+            let slot = match self.free.pop() {
+                Some(s) => {
+                    self.kinds[s as usize] = Some(kind);
+                    s
+                }
+                None => {
+                    self.kinds.push(Some(kind));
+                    (self.kinds.len() - 1) as u32
+                }
+            };
+            self.events.push(Event { at, seq, slot });
         }
     }
 
