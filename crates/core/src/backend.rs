@@ -20,6 +20,26 @@ use std::time::Duration;
 /// fewer so that every queued frame stays this small (it asserts both fits).
 pub const HEADER_INLINE_CAP: usize = 160;
 
+/// Which of a backend's queues a datagram travels: the urgent lane carries
+/// the small, latency-critical frames (ack-only frames, and the heartbeat
+/// and control channels), so they never wait in a FIFO behind block frames.
+///
+/// A backend with an urgent lane has a second socket (or queue) for them:
+/// it sends [`Lane::Urgent`] frames from it, and its receive side is
+/// arranged so that urgent frames addressed to it land there (for kernel
+/// sockets, a `SO_REUSEPORT` group on the one address whose steering
+/// program classifies by the icx header), so a peer needs no second
+/// address. A backend without one sends and receives everything on its
+/// only queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Block frames, probes, and everything a backend cannot tell apart.
+    #[default]
+    Normal,
+    /// Ack-only frames and frames of the heartbeat and control channels.
+    Urgent,
+}
+
 /// What a backend can do, as probed at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
@@ -35,6 +55,9 @@ pub struct Capabilities {
     pub zero_copy_send: bool,
     /// The pool's regions are registered with the device/ring.
     pub registered_buffers: bool,
+    /// Has an urgent lane ([`Lane`]): urgent frames are sent from their own
+    /// socket, and [`Backend::recv`] hands over the urgent queue first.
+    pub urgent_lane: bool,
 }
 
 /// An icx header built in place, so emitting a frame allocates nothing.
@@ -157,10 +180,13 @@ impl Payload {
     }
 }
 
-/// One outgoing datagram: `header ++ payload`, to `dst`.
+/// One outgoing datagram: `header ++ payload`, to `dst`, on `lane`.
 #[derive(Clone, Debug)]
 pub struct TxFrame {
     pub dst: SocketAddr,
+    /// The queue it leaves from; a backend without an urgent lane sends
+    /// every frame from its one socket.
+    pub lane: Lane,
     pub header: HeaderBuf,
     pub payload: Payload,
 }
@@ -193,6 +219,9 @@ pub type TxBatch = VecDeque<TxFrame>;
 #[derive(Debug, Clone, Copy)]
 pub struct RxDatagram<'a> {
     pub src: SocketAddr,
+    /// The queue it arrived on ([`Lane::Normal`] on a backend without an
+    /// urgent lane).
+    pub lane: Lane,
     pub data: &'a [u8],
 }
 
@@ -219,17 +248,23 @@ pub trait Backend {
         Ok(())
     }
 
-    /// Takes frames from the front of `batch` and sends them. Returns how many
-    /// were taken; frames left in `batch` were refused for now (backpressure)
-    /// and should be offered again.
+    /// Takes frames from the front of `batch` and sends them, each from its
+    /// [`TxFrame::lane`]'s socket. Returns how many were taken; frames left
+    /// in `batch` were refused for now (backpressure) and should be offered
+    /// again.
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize>;
 
     /// Hands at most `max` received datagrams to `f` without blocking.
     /// Returns how many were handed over.
+    ///
+    /// A backend with an urgent lane looks at it first on every call and
+    /// hands over what waits there before any normal datagram, so a caller
+    /// that receives in calls of a few datagrams each bounds how long an
+    /// urgent frame waits behind block frames to one call's worth.
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize>;
 
-    /// Blocks until a datagram may be ready or `timeout` passes (`None`: no
-    /// limit). May return early; callers re-check.
+    /// Blocks until a datagram may be ready (on any lane) or `timeout`
+    /// passes (`None`: no limit). May return early; callers re-check.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
     /// A handle that makes a `wait` (current or next) return early, for a

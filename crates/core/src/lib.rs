@@ -15,7 +15,7 @@ pub mod rng;
 pub mod time;
 
 pub use backend::{
-    Backend, Capabilities, HeaderBuf, Payload, RxDatagram, TxBatch, TxFrame, Wake,
+    Backend, Capabilities, HeaderBuf, Lane, Payload, RxDatagram, TxBatch, TxFrame, Wake,
     HEADER_INLINE_CAP,
 };
 pub use id::{owner_core, Channel, ClusterId, Incarnation, NodeId, OWNER_HASH_MUL};

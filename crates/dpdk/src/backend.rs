@@ -18,6 +18,13 @@
 //!   thread), or spinning throughout with `busy_poll`. A received burst is
 //!   kept for the next `recv`. The waker sets a flag the loop checks.
 //!
+//! - **Lanes**: one. The urgent lane ([`icx_core::Lane`]) is a second
+//!   kernel socket elsewhere; here every frame shares the queue pair, so
+//!   urgent frames are sent and received in line with blocks (a peer's
+//!   kernel-socket receiver still sorts them into its urgent socket, since
+//!   it steers by the icx header, not by the sender). A second rx queue fed
+//!   by an `rte_flow` rule on the icx header would be the DPDK equivalent.
+//!
 //! Copies: one on send (pool buffer to mbuf) and one on receive (mbuf to the
 //! reassembly buffer, done by the transport). Attaching the pool as external
 //! buffers (`rte_pktmbuf_attach_extbuf` on `BufferPool::regions()`) would
@@ -978,6 +985,8 @@ impl DpdkBackend {
                 } => {
                     f(RxDatagram {
                         src: SocketAddr::V4(SocketAddrV4::new(src_ip, src_port)),
+                        // One lane: the port's queue is a FIFO for every frame.
+                        lane: icx_core::Lane::Normal,
                         data: payload,
                     });
                     delivered = true;
@@ -1103,6 +1112,9 @@ impl Backend for DpdkBackend {
             gro: false,
             zero_copy_send: false,
             registered_buffers: false,
+            // One lane (see the module docs): urgent frames are sent, and
+            // received, in line with the rest.
+            urgent_lane: false,
         }
     }
 

@@ -5,8 +5,23 @@
 //! timers, flushes what the endpoint wants to send, and only blocks when none
 //! of that found work. Events stay in the endpoint for the application to
 //! take, so the driver makes no policy decisions.
+//!
+//! Over a backend with an urgent lane ([`Lane`]), a turn keeps the small
+//! channels' latency independent of the block load:
+//! - frames of the urgent lane the endpoint has (replies and heartbeats the
+//!   application queued since the last turn, due acks) go out first, before
+//!   anything is received;
+//! - datagrams are received in calls of [`DriverConfig::urgent_chunk`], and
+//!   the backend looks at its urgent lane before each call, so an urgent
+//!   frame waits behind at most one such chunk of block frames;
+//! - when a heartbeat or control message arrived, the turn stops receiving
+//!   block frames and sends only urgent frames, so the application gets
+//!   the message at once; the block work left goes to the next turn, which
+//!   never defers again (two turns in a row cannot both skip it).
 
-use icx_core::{Backend, Channel, Clock, Instant, MonotonicClock, NodeId, SharedBuf, TxBatch};
+use icx_core::{
+    Backend, Channel, Clock, Instant, Lane, MonotonicClock, NodeId, RxDatagram, SharedBuf, TxBatch,
+};
 use icx_transport::{Endpoint, Event, PeerConfig, SendError};
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +40,11 @@ pub struct DriverConfig {
     /// Datagrams pulled from the endpoint per turn, so a long send queue
     /// cannot keep a turn from receiving acks.
     pub tx_batches: usize,
+    /// With an urgent lane: datagrams received per backend call, so per
+    /// look at the urgent lane (0 is taken as 1). The longest an urgent
+    /// frame waits in a receiving turn is about this many block frames'
+    /// processing.
+    pub urgent_chunk: usize,
 }
 
 impl Default for DriverConfig {
@@ -32,9 +52,15 @@ impl Default for DriverConfig {
         DriverConfig {
             rx_batches: 4,
             tx_batches: 4,
+            urgent_chunk: DEFAULT_URGENT_CHUNK,
         }
     }
 }
+
+/// Datagrams per receive call with an urgent lane: a dozen or so block
+/// frames take roughly 10 us to handle, against a loopback heartbeat round
+/// trip of about 15 us.
+pub const DEFAULT_URGENT_CHUNK: usize = 16;
 
 /// What one turn did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,6 +77,16 @@ pub struct TurnStats {
     pub backlog: usize,
     /// The turn blocked in `backend.wait`.
     pub waited: bool,
+    /// Of `received`, datagrams that came on the urgent lane.
+    pub urgent_received: usize,
+    /// Of `sent`, frames of the urgent lane.
+    pub urgent_sent: usize,
+    /// Frames of the urgent lane that arrived on the normal one (this
+    /// backend has no urgent lane, or its kernel did not separate them).
+    pub urgent_on_normal: usize,
+    /// A heartbeat or control message arrived: the turn left its block
+    /// work to the next one.
+    pub deferred: bool,
 }
 
 impl TurnStats {
@@ -69,6 +105,12 @@ pub struct DriverStats {
     pub timeouts: u64,
     pub unroutable: u64,
     pub waits: u64,
+    /// See [`TurnStats`]'s fields of the same names.
+    pub urgent_received: u64,
+    pub urgent_sent: u64,
+    pub urgent_on_normal: u64,
+    /// Turns that deferred their block work.
+    pub deferred: u64,
 }
 
 /// Runs an [`Endpoint`] over a [`Backend`] with a [`Clock`].
@@ -79,9 +121,14 @@ pub struct Driver<B: Backend, C: Clock = MonotonicClock> {
     clock: C,
     peers: HashMap<NodeId, SocketAddr>,
     /// Reused every turn; holds frames the backend refused until next turn.
-    tx: TxBatch,
+    tx: TxQueues,
     rx_budget: usize,
     tx_budget: usize,
+    /// The backend has an urgent lane: turns are arranged around it.
+    lanes: bool,
+    urgent_chunk: usize,
+    /// The last pass deferred its block work: this one may not.
+    deferred: bool,
     stats: DriverStats,
 }
 
@@ -107,16 +154,20 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         cfg: DriverConfig,
     ) -> io::Result<Self> {
         backend.register_pool(endpoint.pool())?;
-        let batch = backend.capabilities().max_batch.max(1);
+        let caps = backend.capabilities();
+        let batch = caps.max_batch.max(1);
         let tx_budget = batch * cfg.tx_batches.max(1);
         Ok(Driver {
             endpoint,
             backend,
             clock,
             peers: HashMap::new(),
-            tx: TxBatch::with_capacity(tx_budget),
+            tx: TxQueues::with_capacity(tx_budget),
             rx_budget: batch * cfg.rx_batches.max(1),
             tx_budget,
+            lanes: caps.urgent_lane,
+            urgent_chunk: cfg.urgent_chunk.max(1),
+            deferred: false,
             stats: DriverStats::default(),
         })
     }
@@ -230,11 +281,19 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         s.timeouts += u64::from(ts.timeout_fired);
         s.unroutable += ts.unroutable as u64;
         s.waits += u64::from(ts.waited);
+        s.urgent_received += ts.urgent_received as u64;
+        s.urgent_sent += ts.urgent_sent as u64;
+        s.urgent_on_normal += ts.urgent_on_normal as u64;
+        s.deferred += u64::from(ts.deferred);
         Ok(ts)
     }
 
-    /// Receive, fire due timers, transmit.
+    /// (Urgent frames first,) receive, fire due timers, transmit.
     fn pass(&mut self, ts: &mut TurnStats) -> io::Result<()> {
+        if self.lanes {
+            let now = self.clock.now();
+            self.flush(now, Flush::Urgent, ts)?;
+        }
         // A server that accepts unknown peers learns (and follows) each
         // peer's address from its accepted frames; configured addresses are
         // otherwise fixed.
@@ -245,7 +304,8 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         // Foreign senders are fed too: the endpoint rejects and counts them.
         // Datagrams come in runs from one peer: remember the last one checked.
         let mut known: Option<(NodeId, SocketAddr)> = None;
-        ts.received += self.backend.recv(self.rx_budget, &mut |d| {
+        let chunk = self.lanes.then_some(self.urgent_chunk);
+        let r = receive(&mut self.backend, self.rx_budget, chunk, &mut |d| {
             if let Some(node) = endpoint.handle_datagram(clock.now(), d.data) {
                 if learn && known != Some((node, d.src)) {
                     if peers.get(&node) != Some(&d.src) {
@@ -255,16 +315,23 @@ impl<B: Backend, C: Clock> Driver<B, C> {
                 }
             }
         })?;
+        r.add_to(ts);
 
         let now = self.clock.now();
         if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             self.endpoint.handle_timeout(now);
             ts.timeout_fired = true;
         }
-        self.flush(now, ts)
+        // A message for the application came: hand it over now, leave the
+        // block frames to the next pass (which may not defer again).
+        let defer = r.urgent_data && !self.deferred;
+        self.deferred = defer;
+        ts.deferred |= defer;
+        let mode = if defer { Flush::Urgent } else { Flush::All };
+        self.flush(now, mode, ts)
     }
 
-    fn flush(&mut self, now: Instant, ts: &mut TurnStats) -> io::Result<()> {
+    fn flush(&mut self, now: Instant, mode: Flush, ts: &mut TurnStats) -> io::Result<()> {
         let f = flush_transmits(
             &mut self.endpoint,
             &mut self.backend,
@@ -272,11 +339,84 @@ impl<B: Backend, C: Clock> Driver<B, C> {
             self.tx_budget,
             &self.peers,
             now,
+            mode,
         )?;
         ts.sent += f.sent;
+        ts.urgent_sent += f.urgent_sent;
         ts.unroutable += f.unroutable;
         Ok(())
     }
+}
+
+/// What one [`receive`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Received {
+    pub(crate) n: usize,
+    pub(crate) urgent: usize,
+    pub(crate) urgent_on_normal: usize,
+    /// A heartbeat or control data frame came on the urgent lane (the
+    /// receive then stopped early).
+    pub(crate) urgent_data: bool,
+}
+
+impl Received {
+    fn add_to(&self, ts: &mut TurnStats) {
+        ts.received += self.n;
+        ts.urgent_received += self.urgent;
+        ts.urgent_on_normal += self.urgent_on_normal;
+    }
+}
+
+/// Receives up to `budget` datagrams into `f`. Without `chunk` (a backend
+/// with one lane): in one call. With it: in calls of `chunk`, each of which
+/// looks at the urgent lane first, until the backend runs dry, the budget is
+/// spent, or a heartbeat or control data frame came (so its message is
+/// handed to the application without waiting for the rest). Shared by the
+/// single-thread driver and the runtime's cores.
+pub(crate) fn receive<B: Backend + ?Sized>(
+    backend: &mut B,
+    budget: usize,
+    chunk: Option<usize>,
+    f: &mut dyn FnMut(RxDatagram<'_>),
+) -> io::Result<Received> {
+    use std::cell::Cell;
+    let (urgent, on_normal, data) = (Cell::new(0), Cell::new(0), Cell::new(false));
+    let mut count = |d: RxDatagram<'_>| {
+        match d.lane {
+            Lane::Urgent => {
+                urgent.set(urgent.get() + 1);
+                if icx_wire::is_urgent_data(d.data) {
+                    data.set(true);
+                }
+            }
+            Lane::Normal => {
+                if icx_wire::lane_of(d.data) == Lane::Urgent {
+                    on_normal.set(on_normal.get() + 1);
+                }
+            }
+        }
+        f(d)
+    };
+    let mut n = 0;
+    match chunk {
+        None => n = backend.recv(budget, &mut count)?,
+        Some(chunk) => {
+            while n < budget {
+                let want = chunk.min(budget - n);
+                let got = backend.recv(want, &mut count)?;
+                n += got;
+                if got < want || data.get() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Received {
+        n,
+        urgent: urgent.get(),
+        urgent_on_normal: on_normal.get(),
+        urgent_data: data.get(),
+    })
 }
 
 /// A path MTU the backend cannot carry: the datagrams it needs are larger
@@ -319,29 +459,86 @@ pub(crate) fn check_backend_mtu(peer: &PeerConfig, have: usize) -> Result<(), Ba
     Ok(())
 }
 
+/// Frames waiting for the backend, per lane: the urgent ones always go
+/// first, and block frames the backend refused never hold them back.
+#[derive(Debug, Default)]
+pub(crate) struct TxQueues {
+    pub(crate) urgent: TxBatch,
+    pub(crate) normal: TxBatch,
+}
+
+impl TxQueues {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        TxQueues {
+            urgent: TxBatch::with_capacity(n),
+            // One over: the frame that ends a pull at the budget.
+            normal: TxBatch::with_capacity(n + 1),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.urgent.len() + self.normal.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.urgent.is_empty() && self.normal.is_empty()
+    }
+}
+
+/// What a [`flush_transmits`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Everything, up to the budget: urgent frames, then block frames.
+    All,
+    /// Only the endpoint's urgent frames: it stops at the first frame of the
+    /// normal lane (its priority order puts those after every urgent one),
+    /// which waits in the normal queue for the next full flush.
+    Urgent,
+}
+
 /// What one [`flush_transmits`] did.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Flushed {
     pub(crate) sent: usize,
+    pub(crate) urgent_sent: usize,
     pub(crate) unroutable: usize,
 }
 
+/// Offers a queue to the backend until it is empty or refused.
+fn offer<B: Backend + ?Sized>(backend: &mut B, q: &mut TxBatch) -> io::Result<usize> {
+    let mut sent = 0;
+    while !q.is_empty() {
+        let n = backend.send(q)?;
+        sent += n;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(sent)
+}
+
 /// Moves up to `budget` transmits from the endpoint into `tx` (addressed by
-/// `peers`; a peer without an address is counted and dropped) and offers the
-/// batch to the backend until it is empty or refused. Shared by the
+/// `peers`; a peer without an address is counted and dropped), each into its
+/// lane's queue, and offers the urgent queue, then (with [`Flush::All`]) the
+/// normal one, to the backend until empty or refused. Shared by the
 /// single-thread driver and the runtime's cores.
 pub(crate) fn flush_transmits<B: Backend + ?Sized>(
     endpoint: &mut Endpoint,
     backend: &mut B,
-    tx: &mut TxBatch,
+    tx: &mut TxQueues,
     budget: usize,
     peers: &HashMap<NodeId, SocketAddr>,
     now: Instant,
+    mode: Flush,
 ) -> io::Result<Flushed> {
     let mut f = Flushed::default();
     // Transmits come in bursts to one peer: remember the last address.
     let mut last: Option<(NodeId, SocketAddr)> = None;
-    while tx.len() < budget {
+    // Each lane holds up to `budget`: a backlog of refused block frames
+    // must not keep urgent ones in the endpoint. The endpoint hands out
+    // every urgent frame before a normal one, so the first normal frame
+    // past the budget (taken, one over) ends the pull.
+    while tx.urgent.len() < budget {
         let Some(t) = endpoint.poll_transmit(now) else {
             break;
         };
@@ -349,23 +546,26 @@ pub(crate) fn flush_transmits<B: Backend + ?Sized>(
             Some((node, addr)) if node == t.peer => Some(addr),
             _ => peers.get(&t.peer).copied(),
         };
-        match dst {
-            Some(dst) => {
-                last = Some((t.peer, dst));
-                tx.push_back(t.into_frame(dst));
-            }
-            None => {
-                f.unroutable += 1;
-                tracing::debug!(peer = %t.peer, "transmit for a peer with no address, dropped");
+        let Some(dst) = dst else {
+            f.unroutable += 1;
+            tracing::debug!(peer = %t.peer, "transmit for a peer with no address, dropped");
+            continue;
+        };
+        last = Some((t.peer, dst));
+        let frame = t.into_frame(dst);
+        if frame.lane == Lane::Urgent {
+            tx.urgent.push_back(frame);
+        } else {
+            tx.normal.push_back(frame);
+            if mode == Flush::Urgent || tx.normal.len() >= budget {
+                break;
             }
         }
     }
-    while !tx.is_empty() {
-        let n = backend.send(tx)?;
-        f.sent += n;
-        if n == 0 {
-            break;
-        }
+    f.urgent_sent = offer(backend, &mut tx.urgent)?;
+    f.sent = f.urgent_sent;
+    if mode == Flush::All {
+        f.sent += offer(backend, &mut tx.normal)?;
     }
     Ok(f)
 }
@@ -504,6 +704,7 @@ mod tests {
         header.as_mut_slice().copy_from_slice(b"hello");
         batch.push_back(icx_core::TxFrame {
             dst: addr(1),
+            lane: icx_core::Lane::Normal,
             header,
             payload: icx_core::Payload::EMPTY,
         });

@@ -374,6 +374,7 @@ impl<B: Backend> Backend for FaultInjector<B> {
                 scratch[bit / 8] ^= 1 << (bit % 8);
                 f(RxDatagram {
                     src: d.src,
+                    lane: d.lane,
                     data: &scratch[..],
                 });
             } else {
@@ -415,6 +416,7 @@ mod tests {
         header.as_mut_slice().copy_from_slice(&i.to_be_bytes());
         TxFrame {
             dst,
+            lane: icx_core::Lane::Normal,
             header,
             payload: Payload::EMPTY,
         }
@@ -542,6 +544,7 @@ mod tests {
             let mut batch = TxBatch::new();
             batch.push_back(TxFrame {
                 dst: b.local_addr(),
+                lane: icx_core::Lane::Normal,
                 header: header.clone(),
                 payload: Payload::new(buf.clone(), 0, body.len()).unwrap(),
             });

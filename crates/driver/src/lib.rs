@@ -21,7 +21,9 @@ pub mod runtime;
 #[allow(unsafe_code)]
 pub mod spsc;
 
-pub use driver::{BackendMtuError, Driver, DriverConfig, DriverStats, TurnStats};
+pub use driver::{
+    BackendMtuError, Driver, DriverConfig, DriverStats, TurnStats, DEFAULT_URGENT_CHUNK,
+};
 pub use fault::{FaultConfig, FaultHandle, FaultInjector, FaultStats};
 pub use host::{HostStats, RuntimeHost};
 pub use loopback::{LoopbackBackend, LoopbackConfig, LoopbackNet, LoopbackStats};

@@ -5,10 +5,17 @@
 //! address nobody listens on drops (no listener), and a datagram larger than
 //! the configured path is refused and counted rather than delivered, since icx
 //! must never lean on IP fragmentation.
+//!
+//! An endpoint bound with [`LoopbackNet::bind_lanes`] has an urgent lane:
+//! a second receive queue into which the net puts every frame of the
+//! urgent lane addressed to it (by the icx header, [`icx_wire::lane_of`],
+//! as the kernel's steering program does for sockets), and which `recv`
+//! drains first.
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use icx_core::{
-    Backend, BufferPool, Capabilities, PoolBuf, PoolConfig, RxDatagram, SizeClass, TxBatch, Wake,
+    Backend, BufferPool, Capabilities, Lane, PoolBuf, PoolConfig, RxDatagram, SizeClass, TxBatch,
+    Wake,
 };
 use std::collections::HashMap;
 use std::io;
@@ -81,6 +88,8 @@ pub struct LoopbackStats {
     pub dropped_nobuf: u64,
     /// Datagrams handed to a `recv` callback.
     pub received: u64,
+    /// Of `delivered`, frames placed in an urgent lane's queue.
+    pub urgent: u64,
 }
 
 #[derive(Default, Debug)]
@@ -92,6 +101,7 @@ struct AtomicStats {
     oversize: AtomicU64,
     dropped_nobuf: AtomicU64,
     received: AtomicU64,
+    urgent: AtomicU64,
 }
 
 impl AtomicStats {
@@ -105,6 +115,7 @@ impl AtomicStats {
             oversize: l(&self.oversize),
             dropped_nobuf: l(&self.dropped_nobuf),
             received: l(&self.received),
+            urgent: l(&self.urgent),
         }
     }
 
@@ -121,6 +132,7 @@ impl AtomicStats {
         a(&self.oversize, d.oversize);
         a(&self.dropped_nobuf, d.dropped_nobuf);
         a(&self.received, d.received);
+        a(&self.urgent, d.urgent);
     }
 }
 
@@ -136,6 +148,8 @@ struct Queued {
 struct Port {
     id: u64,
     tx: Sender<Queued>,
+    /// The urgent lane's queue, if the endpoint has one.
+    urgent: Option<Sender<Queued>>,
     /// Overflow seen by this endpoint's queue, counted by the senders.
     rx_overflow: Arc<AtomicU64>,
 }
@@ -243,9 +257,27 @@ impl LoopbackNet {
         self.inner.stats.snapshot()
     }
 
-    /// Binds an endpoint. Port 0 picks a free port on that IP.
+    /// Binds an endpoint with one receive queue. Port 0 picks a free port
+    /// on that IP.
     pub fn bind(&self, addr: SocketAddr) -> io::Result<LoopbackBackend> {
+        self.bind_with(addr, false)
+    }
+
+    /// Binds an endpoint with an urgent lane: frames of the urgent lane
+    /// sent to it wait in a queue of their own, which `recv` drains first.
+    pub fn bind_lanes(&self, addr: SocketAddr) -> io::Result<LoopbackBackend> {
+        self.bind_with(addr, true)
+    }
+
+    /// [`bind`](Self::bind) or, with `urgent_lane`, [`bind_lanes`](Self::bind_lanes).
+    pub fn bind_with(&self, addr: SocketAddr, urgent_lane: bool) -> io::Result<LoopbackBackend> {
         let (rx_tx, rx) = crossbeam_channel::bounded(self.inner.cfg.queue_capacity);
+        let (urgent_tx, urgent_rx) = if urgent_lane {
+            let (t, r) = crossbeam_channel::bounded(self.inner.cfg.queue_capacity);
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
         let rx_overflow = Arc::new(AtomicU64::new(0));
         let mut hub = self.inner.hub();
         let mut addr = addr;
@@ -281,6 +313,7 @@ impl LoopbackNet {
             Port {
                 id,
                 tx: rx_tx,
+                urgent: urgent_tx,
                 rx_overflow: rx_overflow.clone(),
             },
         );
@@ -291,6 +324,7 @@ impl LoopbackNet {
             addr,
             id,
             rx,
+            urgent_rx,
             wake_tx,
             wake_rx,
             parked: None,
@@ -308,12 +342,14 @@ pub struct LoopbackBackend {
     addr: SocketAddr,
     id: u64,
     rx: Receiver<Queued>,
+    urgent_rx: Option<Receiver<Queued>>,
     /// A latched wake-up for [`Backend::waker`]: one slot, so repeated
     /// wakes coalesce and a wake before `wait` is not lost.
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
-    /// What `wait` received, handed out first by the next `recv`.
-    parked: Option<Queued>,
+    /// What `wait` received (and on which lane), handed out by the next
+    /// `recv` in its lane's turn.
+    parked: Option<(Lane, Queued)>,
     /// Destination ports looked up before, so steady-state sends skip the hub lock.
     peers: HashMap<SocketAddr, Port>,
     rx_overflow: Arc<AtomicU64>,
@@ -325,7 +361,7 @@ impl std::fmt::Debug for LoopbackBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoopbackBackend")
             .field("addr", &self.addr)
-            .field("queued", &(self.rx.len() + self.parked.is_some() as usize))
+            .field("queued", &self.queued())
             .field("stats", &self.stats)
             .finish()
     }
@@ -343,9 +379,11 @@ impl LoopbackBackend {
         self.rx_overflow.load(Ordering::Relaxed)
     }
 
-    /// Datagrams waiting to be received.
+    /// Datagrams waiting to be received, on both lanes.
     pub fn queued(&self) -> usize {
-        self.rx.len() + usize::from(self.parked.is_some())
+        self.rx.len()
+            + self.urgent_rx.as_ref().map_or(0, Receiver::len)
+            + usize::from(self.parked.is_some())
     }
 
     fn lookup(&mut self, dst: SocketAddr) -> Option<&Port> {
@@ -369,9 +407,14 @@ impl LoopbackBackend {
                 d.dropped_unknown += 1;
                 return;
             };
-            match port.tx.try_send(msg) {
+            let (queue, urgent) = match &port.urgent {
+                Some(u) if icx_wire::lane_of(&msg.buf) == Lane::Urgent => (u, true),
+                _ => (&port.tx, false),
+            };
+            match queue.try_send(msg) {
                 Ok(()) => {
                     d.delivered += 1;
+                    d.urgent += u64::from(urgent);
                     return;
                 }
                 Err(TrySendError::Full(_)) => {
@@ -397,6 +440,7 @@ impl LoopbackBackend {
         s.oversize += d.oversize;
         s.dropped_nobuf += d.dropped_nobuf;
         s.received += d.received;
+        s.urgent += d.urgent;
         self.net.stats.add(&d);
     }
 }
@@ -410,6 +454,7 @@ impl Backend for LoopbackBackend {
             gro: false,
             zero_copy_send: false,
             registered_buffers: false,
+            urgent_lane: self.urgent_rx.is_some(),
         }
     }
 
@@ -449,29 +494,36 @@ impl Backend for LoopbackBackend {
         Ok(n)
     }
 
+    /// The urgent lane first (what `wait` parked of it, then its queue),
+    /// then the normal one.
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
         let mut n = 0;
-        if max > 0 {
-            if let Some(q) = self.parked.take() {
-                f(RxDatagram {
-                    src: q.src,
-                    data: &q.buf,
-                });
-                n += 1;
-            }
-        }
-        while n < max {
-            match self.rx.try_recv() {
-                Ok(q) => {
-                    f(RxDatagram {
-                        src: q.src,
-                        data: &q.buf,
-                    });
-                    n += 1;
+        let mut hand = |lane: Lane, q: Queued, n: &mut usize| {
+            f(RxDatagram {
+                src: q.src,
+                lane,
+                data: &q.buf,
+            });
+            *n += 1;
+        };
+        for lane in [Lane::Urgent, Lane::Normal] {
+            if n < max && self.parked.as_ref().is_some_and(|(l, _)| *l == lane) {
+                if let Some((l, q)) = self.parked.take() {
+                    hand(l, q, &mut n);
                 }
-                // Disconnected cannot happen while bound (the hub holds a
-                // sender); either way there is nothing more to read.
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+            let queue = match lane {
+                Lane::Urgent => self.urgent_rx.as_ref(),
+                Lane::Normal => Some(&self.rx),
+            };
+            let Some(queue) = queue else { continue };
+            while n < max {
+                match queue.try_recv() {
+                    Ok(q) => hand(lane, q, &mut n),
+                    // Disconnected cannot happen while bound (the hub holds a
+                    // sender); either way there is nothing more to read.
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
             }
         }
         if n > 0 {
@@ -484,20 +536,27 @@ impl Backend for LoopbackBackend {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if self.parked.is_some() || !self.rx.is_empty() {
+        let urgent_ready = self.urgent_rx.as_ref().is_some_and(|r| !r.is_empty());
+        if self.parked.is_some() || !self.rx.is_empty() || urgent_ready {
             // Consume a pending wake-up too: this return serves it.
             let _ = self.wake_rx.try_recv();
             return Ok(());
         }
         // `select!` keeps its handles on the stack: no allocation per wait.
+        // Without an urgent lane, the urgent arm waits on a channel that
+        // never delivers.
+        let never = crossbeam_channel::never();
+        let urgent = self.urgent_rx.as_ref().unwrap_or(&never);
         let got = match timeout {
             Some(t) => crossbeam_channel::select! {
-                recv(self.rx) -> m => m.ok(),
+                recv(urgent) -> m => m.ok().map(|q| (Lane::Urgent, q)),
+                recv(self.rx) -> m => m.ok().map(|q| (Lane::Normal, q)),
                 recv(self.wake_rx) -> _ => None,
                 default(t) => None,
             },
             None => crossbeam_channel::select! {
-                recv(self.rx) -> m => m.ok(),
+                recv(urgent) -> m => m.ok().map(|q| (Lane::Urgent, q)),
+                recv(self.rx) -> m => m.ok().map(|q| (Lane::Normal, q)),
                 recv(self.wake_rx) -> _ => None,
             },
         };
@@ -551,6 +610,7 @@ mod tests {
         };
         TxFrame {
             dst,
+            lane: icx_core::Lane::Normal,
             header,
             payload,
         }

@@ -16,12 +16,12 @@ fn addr(n: icx_core::NodeId) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7000 + n.0))
 }
 
-fn loopback_exchange(seed: u64, mtu: usize) {
+fn loopback_exchange(seed: u64, mtu: usize, lanes: bool) {
     let net = LoopbackNet::with_mtu(mtu);
     let run = Run::full(seed, mtu);
     let (tx, rx) = (
-        net.bind(addr(SENDER)).unwrap(),
-        net.bind(addr(RECEIVER)).unwrap(),
+        net.bind_with(addr(SENDER), lanes).unwrap(),
+        net.bind_with(addr(RECEIVER), lanes).unwrap(),
     );
     exchange(
         "loopback",
@@ -34,14 +34,21 @@ fn loopback_exchange(seed: u64, mtu: usize) {
     let ns = net.stats();
     eprintln!("net {ns:?}");
     assert_eq!(ns.oversize, 0, "no datagram exceeded the path MTU");
+    // The acks travelled the urgent lane, or there is none.
+    assert_eq!(ns.urgent > 0, lanes);
 }
 
 #[test]
 fn exchange_mtu_1500_with_5pct_loss() {
-    loopback_exchange(0x1C5_0001, 1500);
+    loopback_exchange(0x1C5_0001, 1500, false);
+}
+
+#[test]
+fn exchange_mtu_1500_with_5pct_loss_and_urgent_lanes() {
+    loopback_exchange(0x1C5_0002, 1500, true);
 }
 
 #[test]
 fn exchange_mtu_9000_with_5pct_loss() {
-    loopback_exchange(0x1C5_9000, 9000);
+    loopback_exchange(0x1C5_9000, 9000, false);
 }

@@ -262,6 +262,10 @@ fn exchange(kind: Kind, seed: u64, mtu: usize, steer: bool) {
         pb.retransmitted > 0 && pc.retransmitted > 0,
         "drops repaired by retransmission"
     );
+    // B's and C's acks came to A on its urgent lane (their cores' sockets
+    // have one, and A's kernel sorted them there), none on the block one.
+    assert!(a_snap.totals().urgent_in > 0, "{:?}", a_snap.totals());
+    assert_eq!(a_snap.totals().urgent_on_normal, 0);
     if steer {
         // B's id was picked so that the kernel's flow hash alone would put
         // its datagrams on the wrong core of A.

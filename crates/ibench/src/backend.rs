@@ -64,6 +64,8 @@ pub struct BackendOpts {
     pub spin: std::time::Duration,
     /// The transport's block-channel congestion control (`--cc`).
     pub cc: bool,
+    /// A second socket for the urgent lane (`--urgent-lane`).
+    pub urgent_lane: bool,
     /// `--cc-target-us`: the controller's target queueing delay.
     pub cc_target: Option<std::time::Duration>,
     /// Run the per-core runtime with this many core threads (`--cores`)
@@ -92,6 +94,9 @@ pub struct BackendInfo {
     pub max_udp_payload: usize,
     /// The block channel's congestion control (`--cc`).
     pub congestion_control: bool,
+    /// The urgent lane is in force (`--urgent-lane on` and the backend
+    /// could open it; the in-process loopback net has one too).
+    pub urgent_lane: bool,
     /// Core threads of the per-core runtime (`--cores`); absent for the
     /// single-thread driver.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,13 +166,14 @@ pub fn open(
                 "--backend loopback is the in-process network: it only works with `ibench loopback <verb>`",
             )?;
             let b = net
-                .bind(addr)
+                .bind_with(addr, opts.urgent_lane)
                 .map_err(|e| format!("loopback bind {addr}: {e}"))?;
             (Box::new(b), "loopback", None)
         }
         BackendKind::Sockets => {
             let mut sc = icx_udp::SocketConfig::new(addr);
             sc.steer_cores = steer(opts);
+            sc.urgent_lane = opts.urgent_lane;
             let b = icx_udp::SocketBackend::bind(sc)
                 .map_err(|e| format!("cannot bind UDP socket {addr}: {e}"))?;
             (Box::new(b), "sockets", None)
@@ -184,6 +190,7 @@ pub fn open(
             cfg.busy_poll = opts.busy_poll;
             cfg.spin = opts.spin;
             cfg.steer_cores = steer(opts);
+            cfg.urgent_lane = opts.urgent_lane;
             match icx_uring::open(cfg)
                 .map_err(|e| format!("cannot open io_uring backend on {addr}: {e}"))?
             {
@@ -208,6 +215,7 @@ pub fn open(
         registered_buffers: caps.registered_buffers,
         max_udp_payload: caps.max_udp_payload,
         congestion_control: opts.cc,
+        urgent_lane: caps.urgent_lane,
         cores: opts.cores,
     };
     let backend: Box<dyn Backend + Send> = if opts.loss > 0.0 {

@@ -146,6 +146,11 @@ struct BackendArgs {
     /// traffic keeps the queue it builds near the controller's target).
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     cc: Toggle,
+    /// The urgent lane: a second socket on the same address that heartbeat,
+    /// control and ack-only frames travel and are received on first (off:
+    /// one socket, one FIFO for every frame, for A/B runs).
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    urgent_lane: Toggle,
     /// The congestion controller's target: queueing delay, in microseconds,
     /// block traffic is held near (default: the transport's).
     #[arg(long, value_name = "US")]
@@ -173,6 +178,7 @@ impl BackendArgs {
             busy_poll: self.busy_poll,
             spin: Duration::from_micros(self.spin_us),
             cc: self.cc.on(),
+            urgent_lane: self.urgent_lane.on(),
             cc_target: self.cc_target_us.map(Duration::from_micros),
             cores: self.cores,
             loss,

@@ -174,6 +174,41 @@ fn loopback_under_load_json() {
 }
 
 #[test]
+fn urgent_lane_on_by_default_and_off_on_request() {
+    for backend in ["uring", "sockets", "loopback"] {
+        let args = |lane: &str| {
+            [
+                "loopback",
+                "under-load",
+                "-t",
+                "0.5",
+                "--rate",
+                "2000",
+                "--backend",
+                backend,
+                "--urgent-lane",
+                lane,
+                "--json",
+            ]
+            .map(String::from)
+        };
+        let run = |lane: &str| {
+            let a = args(lane);
+            ok_json(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let on = run("on");
+        check_result(&on, "under-load", "icx");
+        // io_uring may fall back to sockets here; both have the lane.
+        assert_eq!(on["features"]["urgent_lane"], true, "{backend}: {on}");
+        let off = run("off");
+        check_result(&off, "under-load", "icx");
+        assert_eq!(off["features"]["urgent_lane"], false, "{backend}: {off}");
+    }
+    let v = ok_json(&["loopback", "ping-pong", "-t", "0.3", "--json"]);
+    assert_eq!(v["features"]["urgent_lane"], true, "{v}");
+}
+
+#[test]
 fn channels_can_be_chosen() {
     let v = ok_json(&[
         "loopback",
@@ -578,6 +613,7 @@ fn the_per_core_runtime_on_both_ends() {
     ]);
     check_result(&v, "ping-pong", "icx");
     assert_eq!(v["features"]["cores"], 2, "{v}");
+    assert_eq!(v["features"]["urgent_lane"], true, "{v}");
     let v = ok_json(&[
         "loopback",
         "throughput",

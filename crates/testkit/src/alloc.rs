@@ -104,6 +104,7 @@ pub fn assert_send_recv_allocate_nothing<B: Backend>(mut a: B, mut b: B, reap: b
     header.as_mut_slice().fill(9);
     let template = TxFrame {
         dst: b.local_addr(),
+        lane: icx_core::Lane::Normal,
         header,
         payload: Payload::new(body, 0, 8000).unwrap(),
     };

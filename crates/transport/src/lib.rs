@@ -32,7 +32,7 @@ pub mod protocol;
 mod rtt;
 
 use icx_core::{
-    BufferPool, Channel, Duration, HeaderBuf, Incarnation, Instant, NodeId, Payload, PoolBuf,
+    BufferPool, Channel, Duration, HeaderBuf, Incarnation, Instant, Lane, NodeId, Payload, PoolBuf,
     SharedBuf, TxFrame,
 };
 use icx_wire::{Body, Frame, FrameRepr, WireError};
@@ -128,9 +128,16 @@ impl Transmit {
         self.len() == 0
     }
 
+    /// The lane it travels ([`icx_wire::lane`]): urgent for ack-only frames
+    /// and the heartbeat and control channels, normal for blocks and probes.
+    pub fn lane(&self) -> Lane {
+        icx_wire::lane_of(self.header.as_slice())
+    }
+
     pub fn into_frame(self, dst: SocketAddr) -> TxFrame {
         TxFrame {
             dst,
+            lane: self.lane(),
             header: self.header,
             payload: self.payload,
         }

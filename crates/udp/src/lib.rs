@@ -26,6 +26,6 @@ pub use wake::EventFd;
 
 #[cfg(target_os = "linux")]
 pub use socket::{
-    bind_socket, BoundSocket, BufferGrant, SocketBackend, SocketConfig, SocketStats,
+    bind_socket, bind_urgent, BoundSocket, BufferGrant, SocketBackend, SocketConfig, SocketStats,
     DEFAULT_SOCKET_BUFFER,
 };

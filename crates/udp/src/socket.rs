@@ -1,5 +1,16 @@
-//! [`SocketBackend`]: one non-blocking kernel UDP socket, batched with
-//! `sendmmsg`/`recvmmsg`.
+//! [`SocketBackend`]: a non-blocking kernel UDP socket, batched with
+//! `sendmmsg`/`recvmmsg`, and by default a second one on the same address
+//! for the urgent lane ([`Lane`]).
+//!
+//! The urgent socket joins the first one's SO_REUSEPORT group, and the
+//! group's classic-BPF steering program ([`sys::steering_program`]) puts
+//! every frame of the urgent lane (ack-only frames, the heartbeat and
+//! control channels) into it, by the kind and channel bytes of the icx
+//! header. So a peer sends everything to one address, whether or not it has
+//! an urgent lane itself, and heartbeats never queue behind block frames in
+//! a receive buffer; `recv` drains the urgent socket first. Frames of the
+//! urgent lane leave from the urgent socket, so a send buffer full of
+//! blocks does not hold them back either.
 //!
 //! It is the floor every host has: the fallback when io_uring is missing or
 //! refused, and the baseline the faster backends are measured against in the
@@ -9,7 +20,9 @@
 //! sysctl to raise, and truncated receives are counted, not delivered.
 
 use crate::sys::{self, decode_addr, empty_mmsghdr, empty_storage, encode_addr, route_addr};
-use icx_core::{max_udp_payload, Backend, Capabilities, RxDatagram, TxBatch, Wake, MAX_IP_MTU};
+use icx_core::{
+    max_udp_payload, Backend, Capabilities, Lane, RxDatagram, TxBatch, Wake, MAX_IP_MTU,
+};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -57,8 +70,14 @@ pub struct SocketConfig {
     /// With SO_REUSEPORT, have the kernel deliver each datagram to the
     /// socket of the core owning its sender, as `owner_core(node, n)` for
     /// this many cores (0: off, the kernel's flow hash picks). Core k's
-    /// socket must be the k-th to bind ([`sys::attach_owner_steering`]).
+    /// socket must be the k-th to bind ([`sys::steering_program`]; with
+    /// an urgent lane, core k's two sockets are the (2k)-th and next).
     pub steer_cores: usize,
+    /// Open a second socket on the same address for the urgent lane
+    /// (needs `reuse_port`). If it cannot be bound, or the kernel refuses
+    /// the steering program that feeds it, the backend runs with one
+    /// socket (logged).
+    pub urgent_lane: bool,
 }
 
 impl SocketConfig {
@@ -77,6 +96,17 @@ impl SocketConfig {
             max_batch: DEFAULT_MAX_BATCH,
             rx_buf_size: DEFAULT_RX_BUF_SIZE,
             steer_cores: 0,
+            urgent_lane: true,
+        }
+    }
+
+    /// Sockets per core in the port's SO_REUSEPORT group: 2 with an urgent
+    /// lane (which needs SO_REUSEPORT), else 1.
+    pub fn lanes(&self) -> usize {
+        if self.urgent_lane && self.reuse_port {
+            2
+        } else {
+            1
         }
     }
 
@@ -117,7 +147,8 @@ impl BufferGrant {
 }
 
 /// What the backend has seen. Datagram counts, except `eagain` (refused
-/// calls) and `send_calls`/`recv_calls` (syscalls made).
+/// calls) and `send_calls`/`recv_calls` (syscalls made). Totals over both
+/// sockets, and the urgent socket's share apart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SocketStats {
     /// Datagrams the kernel accepted.
@@ -140,6 +171,9 @@ pub struct SocketStats {
     pub recv_calls: u64,
     pub recv_buffer: BufferGrant,
     pub send_buffer: BufferGrant,
+    /// Datagrams sent from, and handed over from, the urgent socket.
+    pub urgent_sent: u64,
+    pub urgent_received: u64,
 }
 
 /// Log-once flags: the first occurrence is a warning with details, the rest
@@ -194,11 +228,15 @@ impl TxArrays {
     }
 
     /// Describes up to `want` frames from the front of `batch`, stopping
-    /// before the first whose address this socket's family cannot reach.
-    /// The iovecs point into the frames: no byte is copied in user space.
-    fn prepare(&mut self, batch: &TxBatch, want: usize, v6: bool) -> usize {
+    /// before the first whose address this socket's family cannot reach,
+    /// or (with `lane`) the first of another lane. The iovecs point into
+    /// the frames: no byte is copied in user space.
+    fn prepare(&mut self, batch: &TxBatch, want: usize, v6: bool, lane: Option<Lane>) -> usize {
         let mut n = 0;
         for frame in batch.iter().take(want.min(self.msgs.len())) {
+            if lane.is_some_and(|l| l != frame.lane) {
+                break;
+            }
             let Some(dst) = route_addr(frame.dst, v6) else {
                 break;
             };
@@ -276,18 +314,30 @@ impl RxArrays {
     }
 }
 
-/// A plain UDP socket as an icx [`Backend`].
-pub struct SocketBackend {
+/// One of the backend's sockets with its syscall scratch.
+struct Sock {
     fd: OwnedFd,
-    addr: SocketAddr,
-    v6: bool,
-    caps: Capabilities,
     tx: TxArrays,
     rx: RxArrays,
-    stats: SocketStats,
     /// The last send hit EAGAIN: `wait` then also wakes for send room, so
     /// refused frames go out as soon as the kernel drains the buffer.
     tx_blocked: bool,
+}
+
+/// Plain UDP sockets as an icx [`Backend`]: the normal one, and the urgent
+/// lane's on the same address.
+pub struct SocketBackend {
+    // Declared (so closed) before `normal`: a group that loses both then
+    // shifts its later members into the freed slots in order, keeping a
+    // core's normal socket before its urgent one.
+    urgent: Option<Sock>,
+    normal: Sock,
+    addr: SocketAddr,
+    v6: bool,
+    caps: Capabilities,
+    /// The owner steering it was bound with (`SocketConfig::steer_cores`).
+    steer_cores: usize,
+    stats: SocketStats,
     warned: Warned,
     /// Created by the first [`Backend::waker`] call; `wait` then also polls it.
     wake: OnceLock<Option<Arc<crate::EventFd>>>,
@@ -296,7 +346,8 @@ pub struct SocketBackend {
 impl fmt::Debug for SocketBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SocketBackend")
-            .field("fd", &self.fd.as_raw_fd())
+            .field("fd", &self.normal.fd.as_raw_fd())
+            .field("urgent_fd", &self.urgent.as_ref().map(|u| u.fd.as_raw_fd()))
             .field("addr", &self.addr)
             .field("caps", &self.caps)
             .field("stats", &self.stats)
@@ -434,8 +485,10 @@ pub fn bind_socket(cfg: &SocketConfig) -> io::Result<BoundSocket> {
     // The group exists once a second socket joins a port (a socket bound to
     // port 0 gets SO_REUSEPORT only after binding, so it has none of its
     // own): the joiners attach the program, which serves the whole group.
+    // A normal socket needs it for owner steering; the urgent lane's own
+    // program is attached by its socket (`bind_urgent`).
     if reuse_before_bind && cfg.steer_cores > 1 {
-        sys::attach_owner_steering(raw, cfg.steer_cores)
+        sys::attach_steering(raw, cfg.steer_cores, cfg.lanes())
             .map_err(|e| with_context(e, "SO_ATTACH_REUSEPORT_CBPF (owner steering)"))?;
     }
     let addr = sys::local_addr(&fd)?;
@@ -447,8 +500,38 @@ pub fn bind_socket(cfg: &SocketConfig) -> io::Result<BoundSocket> {
     })
 }
 
+/// Binds the urgent lane's socket to `normal` (the address the normal
+/// socket got, so its port is known) and attaches the steering program that
+/// feeds it urgent frames. Configured like the normal socket (`cfg`'s
+/// buffers and options). Fails, closing the socket, if the kernel refuses
+/// either: the caller then runs with one socket.
+pub fn bind_urgent(cfg: &SocketConfig, normal: SocketAddr) -> io::Result<BoundSocket> {
+    let mut u = cfg.clone();
+    u.addr = normal;
+    // Joins the normal socket's group (a fixed port: SO_REUSEPORT is set
+    // before the bind); its own steering is attached here, not there.
+    u.steer_cores = 0;
+    u.reuse_port = true;
+    let b = bind_socket(&u)?;
+    sys::attach_steering(b.fd.as_raw_fd(), cfg.steer_cores, 2)
+        .map_err(|e| with_context(e, "SO_ATTACH_REUSEPORT_CBPF (urgent lane)"))?;
+    Ok(b)
+}
+
+impl Sock {
+    fn new(fd: OwnedFd, cfg: &SocketConfig) -> Self {
+        Sock {
+            fd,
+            tx: TxArrays::new(cfg.max_batch),
+            rx: RxArrays::new(cfg.max_batch, cfg.rx_buf_size),
+            tx_blocked: false,
+        }
+    }
+}
+
 impl SocketBackend {
-    /// Opens, configures and binds the socket (see [`bind_socket`]).
+    /// Opens, configures and binds the socket (see [`bind_socket`]), and
+    /// the urgent lane's (see [`bind_urgent`]) unless `urgent_lane` is off.
     pub fn bind(cfg: SocketConfig) -> io::Result<SocketBackend> {
         let BoundSocket {
             fd,
@@ -457,12 +540,23 @@ impl SocketBackend {
             send_buffer,
         } = bind_socket(&cfg)?;
         let v6 = cfg.addr.is_ipv6();
-        tracing::debug!(%addr, ?recv_buffer, ?send_buffer, "udp socket backend bound");
+        let urgent = if cfg.lanes() > 1 {
+            match bind_urgent(&cfg, addr) {
+                Ok(u) => Some(Sock::new(u.fd, &cfg)),
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "udp: no urgent lane (heartbeats share the block socket's queue)");
+                    None
+                }
+            }
+        } else {
+            if cfg.urgent_lane {
+                tracing::info!(%addr, "udp: no urgent lane without SO_REUSEPORT");
+            }
+            None
+        };
+        tracing::debug!(%addr, ?recv_buffer, ?send_buffer, urgent = urgent.is_some(), "udp socket backend bound");
 
         Ok(SocketBackend {
-            fd,
-            addr,
-            v6,
             caps: Capabilities {
                 max_udp_payload: cfg.max_udp_payload,
                 max_batch: cfg.max_batch,
@@ -470,18 +564,38 @@ impl SocketBackend {
                 gro: false,
                 zero_copy_send: false,
                 registered_buffers: false,
+                urgent_lane: urgent.is_some(),
             },
-            tx: TxArrays::new(cfg.max_batch),
-            rx: RxArrays::new(cfg.max_batch, cfg.rx_buf_size),
+            urgent,
+            normal: Sock::new(fd, &cfg),
+            addr,
+            v6,
+            steer_cores: cfg.steer_cores,
             stats: SocketStats {
                 recv_buffer,
                 send_buffer,
                 ..SocketStats::default()
             },
-            tx_blocked: false,
             warned: Warned::default(),
             wake: OnceLock::new(),
         })
+    }
+
+    /// Whether the urgent lane's socket is open.
+    pub fn has_urgent_lane(&self) -> bool {
+        self.urgent.is_some()
+    }
+
+    /// The owner steering it was bound with ([`SocketConfig::steer_cores`]):
+    /// a backend that takes its place in the SO_REUSEPORT group must attach
+    /// the same program.
+    pub fn steer_cores(&self) -> usize {
+        self.steer_cores
+    }
+
+    /// The urgent lane's socket, if open.
+    pub fn urgent_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.urgent.as_ref().map(|u| u.fd.as_fd())
     }
 
     pub fn stats(&self) -> SocketStats {
@@ -504,14 +618,18 @@ impl SocketBackend {
                 libc::IP_PMTUDISC_DO,
             )
         };
-        Ok(sys::get_int(self.fd.as_raw_fd(), level, opt)? == want)
+        Ok(sys::get_int(self.normal.fd.as_raw_fd(), level, opt)? == want)
     }
 
-    /// Datagrams the kernel dropped on this socket, mostly for a full
-    /// receive buffer: the overflow the sender only sees as loss.
+    /// Datagrams the kernel dropped on this backend's sockets, mostly for
+    /// a full receive buffer: the overflow the sender only sees as loss.
     pub fn kernel_drops(&self) -> io::Result<u64> {
-        let m = sys::meminfo(self.fd.as_raw_fd())?;
-        Ok(u64::from(m[libc::SK_MEMINFO_DROPS as usize]))
+        let mut n = 0;
+        for s in std::iter::once(&self.normal).chain(&self.urgent) {
+            let m = sys::meminfo(s.fd.as_raw_fd())?;
+            n += u64::from(m[libc::SK_MEMINFO_DROPS as usize]);
+        }
+        Ok(n)
     }
 
     fn drop_front(&mut self, batch: &mut TxBatch, err: &io::Error) {
@@ -540,15 +658,17 @@ impl SocketBackend {
     }
 }
 
+/// The normal socket.
 impl AsRawFd for SocketBackend {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.normal.fd.as_raw_fd()
     }
 }
 
+/// The normal socket.
 impl AsFd for SocketBackend {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.normal.fd.as_fd()
     }
 }
 
@@ -558,6 +678,94 @@ fn is_fatal(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EBADF | libc::EFAULT | libc::ENOTSOCK | libc::EOPNOTSUPP)
     )
+}
+
+/// Receives on one socket with `recvmmsg` until `max` datagrams were read
+/// or it is drained. Truncated datagrams are counted, not handed over, but
+/// count against `max` so one call stays bounded.
+fn recv_on(
+    sock: &mut Sock,
+    lane: Lane,
+    addr: SocketAddr,
+    max: usize,
+    stats: &mut SocketStats,
+    warned: &mut Warned,
+    f: &mut dyn FnMut(RxDatagram<'_>),
+) -> io::Result<usize> {
+    let (mut budget, mut handed, mut errors) = (max, 0usize, 0usize);
+    while budget > 0 {
+        let want = budget.min(sock.rx.msgs.len());
+        sock.rx.prepare(want);
+        stats.recv_calls += 1;
+        // SAFETY: `msgs[..want]` were set by `prepare` to point at their
+        // own slot (of `slot` bytes inside `buf`), iovec and address in
+        // `sock.rx`, all live and not otherwise borrowed during the call.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.fd.as_raw_fd(),
+                sock.rx.msgs.as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = sys::last_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => break,
+                Some(libc::EINTR) => continue,
+                _ if is_fatal(&e) => {
+                    return Err(with_context(e, format_args!("recvmmsg on {addr}")))
+                }
+                _ => {
+                    // A pending socket error (e.g. an ICMP report) is
+                    // consumed by the failed call; the data is still there.
+                    stats.recv_errors += 1;
+                    if !std::mem::replace(&mut warned.recv_error, true) {
+                        tracing::warn!(%addr, error = %e, "udp: receive error; further ones are only counted");
+                    }
+                    errors += 1;
+                    if errors >= MAX_RECV_ERRORS_PER_CALL {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        let got = r as usize;
+        budget -= got;
+        let rx = &sock.rx;
+        for (i, m) in rx.msgs[..got].iter().enumerate() {
+            if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                stats.truncated += 1;
+                if !std::mem::replace(&mut warned.truncated, true) {
+                    tracing::warn!(
+                        %addr, slot = rx.slot,
+                        "udp: datagram longer than the receive slot, dropped; \
+                         further ones are only counted"
+                    );
+                }
+                continue;
+            }
+            let Some(src) = decode_addr(&rx.addrs[i], m.msg_hdr.msg_namelen) else {
+                stats.recv_errors += 1;
+                continue;
+            };
+            let start = i * rx.slot;
+            let len = (m.msg_len as usize).min(rx.slot);
+            f(RxDatagram {
+                src,
+                lane,
+                data: &rx.buf[start..start + len],
+            });
+            handed += 1;
+        }
+        if got < want {
+            // Drained: another call would only say EAGAIN.
+            break;
+        }
+    }
+    Ok(handed)
 }
 
 impl Backend for SocketBackend {
@@ -570,14 +778,23 @@ impl Backend for SocketBackend {
     }
 
     /// Sends up to `max_batch` frames with as few `sendmmsg` calls as the
-    /// kernel allows. EAGAIN leaves the rest in `batch`; a datagram the
-    /// kernel refuses for itself (EMSGSIZE, ECONNREFUSED, ...) is counted
-    /// and dropped, since retrying it would fail the same way.
+    /// kernel allows, each run of frames of one lane from that lane's
+    /// socket. EAGAIN leaves the rest in `batch`; a datagram the kernel
+    /// refuses for itself (EMSGSIZE, ECONNREFUSED, ...) is counted and
+    /// dropped, since retrying it would fail the same way.
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
         let limit = self.caps.max_batch;
         let mut taken = 0;
         while taken < limit && !batch.is_empty() {
-            let n = self.tx.prepare(batch, limit - taken, self.v6);
+            let lanes = self.urgent.is_some();
+            let urgent = lanes && batch.front().is_some_and(|f| f.lane == Lane::Urgent);
+            // With one socket every frame goes from it, whatever its lane.
+            let lane = lanes.then_some(if urgent { Lane::Urgent } else { Lane::Normal });
+            let sock = match (&mut self.urgent, urgent) {
+                (Some(u), true) => u,
+                _ => &mut self.normal,
+            };
+            let n = sock.tx.prepare(batch, limit - taken, self.v6, lane);
             if n == 0 {
                 // The front frame's family does not match the socket's.
                 let e = io::Error::from_raw_os_error(libc::EAFNOSUPPORT);
@@ -587,14 +804,14 @@ impl Backend for SocketBackend {
             }
             self.stats.send_calls += 1;
             // SAFETY: `msgs[..n]` were filled by `prepare` just now: each
-            // points at its own address and iovecs in `self.tx`, and the
+            // points at its own address and iovecs in `sock.tx`, and the
             // iovecs at header/payload bytes of frames in `batch`, which is
             // borrowed and unchanged until the call returns. The kernel only
             // reads the data and writes `msg_len`.
             let r = unsafe {
                 libc::sendmmsg(
-                    self.fd.as_raw_fd(),
-                    self.tx.msgs.as_mut_ptr(),
+                    sock.fd.as_raw_fd(),
+                    sock.tx.msgs.as_mut_ptr(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
@@ -604,7 +821,10 @@ impl Backend for SocketBackend {
                 batch.drain(..r);
                 taken += r;
                 self.stats.sent += r as u64;
-                self.tx_blocked = false;
+                if urgent {
+                    self.stats.urgent_sent += r as u64;
+                }
+                sock.tx_blocked = false;
                 // A short count means the next datagram failed; the next
                 // call reports why.
                 continue;
@@ -618,7 +838,7 @@ impl Backend for SocketBackend {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN | libc::ENOBUFS) => {
                     self.stats.eagain += 1;
-                    self.tx_blocked = true;
+                    sock.tx_blocked = true;
                     break;
                 }
                 _ if is_fatal(&e) => {
@@ -633,106 +853,65 @@ impl Backend for SocketBackend {
         Ok(taken)
     }
 
-    /// Receives with `recvmmsg` until `max` datagrams were read or the
-    /// socket is drained. Truncated datagrams are counted, not handed over,
-    /// but count against `max` so one call stays bounded.
+    /// Receives with `recvmmsg`: first what waits on the urgent socket, then
+    /// the normal one, until `max` datagrams were read or both are drained.
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
-        let (mut budget, mut handed, mut errors) = (max, 0usize, 0usize);
-        while budget > 0 {
-            let want = budget.min(self.rx.msgs.len());
-            self.rx.prepare(want);
-            self.stats.recv_calls += 1;
-            // SAFETY: `msgs[..want]` were set by `prepare` to point at their
-            // own slot (of `slot` bytes inside `buf`), iovec and address in
-            // `self.rx`, all live and not otherwise borrowed during the call.
-            let r = unsafe {
-                libc::recvmmsg(
-                    self.fd.as_raw_fd(),
-                    self.rx.msgs.as_mut_ptr(),
-                    want as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r < 0 {
-                let e = sys::last_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) => break,
-                    Some(libc::EINTR) => continue,
-                    _ if is_fatal(&e) => {
-                        return Err(with_context(e, format_args!("recvmmsg on {}", self.addr)))
-                    }
-                    _ => {
-                        // A pending socket error (e.g. an ICMP report) is
-                        // consumed by the failed call; the data is still there.
-                        self.stats.recv_errors += 1;
-                        if !std::mem::replace(&mut self.warned.recv_error, true) {
-                            tracing::warn!(addr = %self.addr, error = %e, "udp: receive error; further ones are only counted");
-                        }
-                        errors += 1;
-                        if errors >= MAX_RECV_ERRORS_PER_CALL {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            }
-            let got = r as usize;
-            budget -= got;
-            let rx = &self.rx;
-            for (i, m) in rx.msgs[..got].iter().enumerate() {
-                if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    self.stats.truncated += 1;
-                    if !std::mem::replace(&mut self.warned.truncated, true) {
-                        tracing::warn!(
-                            addr = %self.addr, slot = rx.slot,
-                            "udp: datagram longer than the receive slot, dropped; \
-                             further ones are only counted"
-                        );
-                    }
-                    continue;
-                }
-                let Some(src) = decode_addr(&rx.addrs[i], m.msg_hdr.msg_namelen) else {
-                    self.stats.recv_errors += 1;
-                    continue;
-                };
-                let start = i * rx.slot;
-                let len = (m.msg_len as usize).min(rx.slot);
-                f(RxDatagram {
-                    src,
-                    data: &rx.buf[start..start + len],
-                });
-                handed += 1;
-            }
-            if got < want {
-                // Drained: another call would only say EAGAIN.
-                break;
-            }
+        let mut handed = 0;
+        if let Some(u) = &mut self.urgent {
+            let n = recv_on(
+                u,
+                Lane::Urgent,
+                self.addr,
+                max,
+                &mut self.stats,
+                &mut self.warned,
+                f,
+            )?;
+            self.stats.urgent_received += n as u64;
+            handed += n;
+        }
+        if handed < max {
+            handed += recv_on(
+                &mut self.normal,
+                Lane::Normal,
+                self.addr,
+                max - handed,
+                &mut self.stats,
+                &mut self.warned,
+                f,
+            )?;
         }
         self.stats.received += handed as u64;
         Ok(handed)
     }
 
-    /// Blocks in `ppoll` until the socket is readable (or, after EAGAIN,
+    /// Blocks in `ppoll` until a socket is readable (or, after EAGAIN,
     /// writable), the [`waker`](Backend::waker) fires, or `timeout` passes.
     /// `ppoll` rather than `poll` keeps sub-millisecond timeouts (the
     /// driver's 50 µs backpressure wait) exact instead of rounding them to
     /// 0 or 1 ms.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let wake = self.wake.get().and_then(Option::as_ref);
+        let pfd = |s: Option<&Sock>| libc::pollfd {
+            // A negative fd is skipped by ppoll.
+            fd: s.map_or(-1, |s| s.fd.as_raw_fd()),
+            events: libc::POLLIN
+                | if s.is_some_and(|s| s.tx_blocked) {
+                    libc::POLLOUT
+                } else {
+                    0
+                },
+            revents: 0,
+        };
         let mut pfds = [
-            libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN | if self.tx_blocked { libc::POLLOUT } else { 0 },
-                revents: 0,
-            },
+            pfd(Some(&self.normal)),
+            pfd(self.urgent.as_ref()),
             libc::pollfd {
                 fd: wake.map_or(-1, |w| w.as_raw_fd()),
                 events: libc::POLLIN,
                 revents: 0,
             },
         ];
-        let nfds: libc::nfds_t = if wake.is_some() { 2 } else { 1 };
         let ts = timeout.map(|t| libc::timespec {
             tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
             tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -740,9 +919,16 @@ impl Backend for SocketBackend {
         let tsp = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `pfds[..nfds]` are live pollfds, `tsp` null or a live
-        // timespec, and a null signal mask leaves the mask unchanged.
-        let r = unsafe { libc::ppoll(pfds.as_mut_ptr(), nfds, tsp, std::ptr::null()) };
+        // SAFETY: `pfds` are live pollfds, `tsp` null or a live timespec,
+        // and a null signal mask leaves the mask unchanged.
+        let r = unsafe {
+            libc::ppoll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                tsp,
+                std::ptr::null(),
+            )
+        };
         if r < 0 {
             let e = sys::last_error();
             // A signal is an early return, which the contract allows.
@@ -751,15 +937,15 @@ impl Backend for SocketBackend {
             }
         }
         if let Some(w) = wake {
-            if pfds[1].revents != 0 {
+            if pfds[2].revents != 0 {
                 w.drain();
             }
         }
         Ok(())
     }
 
-    /// An eventfd polled alongside the socket, created on first use (one
-    /// extra fd per socket that a runtime drives). `None` if the kernel
+    /// An eventfd polled alongside the sockets, created on first use (one
+    /// extra fd per backend that a runtime drives). `None` if the kernel
     /// refuses an eventfd (logged once): the caller then caps its waits.
     fn waker(&self) -> Option<Arc<dyn Wake>> {
         let w = self.wake.get_or_init(|| match crate::EventFd::new() {

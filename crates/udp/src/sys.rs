@@ -113,6 +113,12 @@ fn addr_call(
     .map(drop)
 }
 
+/// The address a socket is bound to (tests: both lanes share one).
+pub fn local_addr_of(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let fd = fd.try_clone_to_owned()?;
+    local_addr(&fd)
+}
+
 pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     let mut ss = empty_storage();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -249,30 +255,104 @@ pub fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-/// Attaches to `fd`'s SO_REUSEPORT group a classic-BPF program that picks,
-/// for each datagram, the group's socket number `owner_core(src node,
-/// cores)`, reading the source node from the icx header (bytes 12-13 of the
-/// UDP payload). Sockets are numbered in the order they joined the group,
-/// so core k's socket must be the k-th to bind. A datagram too short for
-/// the load goes to socket 0; a result past the group's size falls back to
-/// the kernel's hash. Either way the receiving core hands the datagram to
-/// its owner, so a wrong pick costs a handoff, never a datagram.
-pub(crate) fn attach_owner_steering(fd: RawFd, cores: usize) -> io::Result<()> {
+/// The classic-BPF program that picks, for each datagram, a socket of a
+/// SO_REUSEPORT group of `cores` cores with `lanes` sockets each (1, or 2
+/// with an urgent lane), joined core by core, each core's normal socket
+/// before its urgent one: socket `owner * lanes + urgent`, where `owner` is
+/// `owner_core(src node, cores)` (the source node read from the icx header,
+/// bytes 12-13 of the UDP payload) and `urgent` is 1 for a frame of the
+/// urgent lane ([`icx_wire::lane`]: an ack-only frame, or a data frame of
+/// the heartbeat or control channel, read from the kind and channel bytes).
+/// `None` when one socket serves everything (one core, one lane).
+///
+/// A datagram too short for a load goes to socket 0 (the program stops and
+/// returns 0); a result past the group's size falls back to the kernel's
+/// hash. Either way nothing is lost: a core hands a datagram it does not own
+/// to its owner, and a frame on the wrong lane only waits like before.
+pub fn steering_program(cores: usize, lanes: usize) -> Option<Vec<libc::sock_filter>> {
+    use icx_wire::lane::rule;
     let cores = cores.clamp(1, 1 << 16) as u32;
-    let stmt = bpf_stmt;
-    let prog = [
-        // A = source node (big-endian u16 at payload offset 12)
-        stmt(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 12),
-        // A = ((A * OWNER_HASH_MUL mod 2^32) >> 16) * cores >> 16
+    let urgent = lanes > 1;
+    if cores == 1 && !urgent {
+        return None;
+    }
+    let (stmt, jump) = (bpf_stmt, bpf_jump);
+    let mut prog = Vec::with_capacity(17);
+    if cores > 1 {
+        prog.extend([
+            // A = source node (big-endian u16)
+            stmt(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, rule::SRC_OFFSET),
+            // A = ((A * OWNER_HASH_MUL mod 2^32) >> 16) * cores >> 16
+            stmt(
+                libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K,
+                icx_core::OWNER_HASH_MUL,
+            ),
+            stmt(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
+            stmt(libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K, cores),
+            stmt(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
+        ]);
+    } else {
+        prog.push(stmt(libc::BPF_LD | libc::BPF_IMM, 0));
+    }
+    if !urgent {
+        prog.push(stmt(libc::BPF_RET | libc::BPF_A, 0));
+        return Some(prog);
+    }
+    // Jump offsets count the instructions skipped; the labels are
+    //   NORMAL = the TXA after the channel test, URGENT = the TXA after it.
+    prog.extend([
+        // X = owner * 2
+        stmt(libc::BPF_ALU | libc::BPF_LSH | libc::BPF_K, 1),
+        stmt(libc::BPF_MISC | libc::BPF_TAX, 0),
+        // an ack-only frame is urgent; a data frame depends on its channel;
+        // anything else (probes) is normal
         stmt(
-            libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K,
-            icx_core::OWNER_HASH_MUL,
+            libc::BPF_LD | libc::BPF_B | libc::BPF_ABS,
+            rule::KIND_OFFSET,
         ),
-        stmt(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
-        stmt(libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K, cores),
-        stmt(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
+        jump(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            rule::KIND_ACK,
+            5,
+            0,
+        ),
+        jump(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            rule::KIND_DATA,
+            0,
+            2,
+        ),
+        stmt(
+            libc::BPF_LD | libc::BPF_B | libc::BPF_ABS,
+            rule::CHANNEL_OFFSET,
+        ),
+        // the small channels are the ones numbered below block
+        jump(
+            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+            rule::CHANNEL_BLOCK,
+            0,
+            2,
+        ),
+        // NORMAL: return X
+        stmt(libc::BPF_MISC | libc::BPF_TXA, 0),
         stmt(libc::BPF_RET | libc::BPF_A, 0),
-    ];
+        // URGENT: return X + 1
+        stmt(libc::BPF_MISC | libc::BPF_TXA, 0),
+        stmt(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K, 1),
+        stmt(libc::BPF_RET | libc::BPF_A, 0),
+    ]);
+    Some(prog)
+}
+
+/// Attaches [`steering_program`]`(cores, lanes)` to `fd`'s SO_REUSEPORT
+/// group (the program serves the whole group, whichever member attaches
+/// it). Sockets are numbered in the order they joined the group, so core
+/// k's normal socket must be the (k * lanes)-th to bind and its urgent
+/// socket the next. Does nothing when no program is needed.
+pub(crate) fn attach_steering(fd: RawFd, cores: usize, lanes: usize) -> io::Result<()> {
+    let Some(prog) = steering_program(cores, lanes) else {
+        return Ok(());
+    };
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
@@ -289,6 +369,47 @@ pub(crate) fn attach_owner_steering(fd: RawFd, cores: usize) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// Runs a classic-BPF program as the kernel runs a reuseport program over
+/// a UDP payload: loads past the end stop it with 0. Only the instructions
+/// [`steering_program`] uses are known; for tests of the program itself.
+pub fn run_cbpf(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+    let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+    for _ in 0..=prog.len() {
+        let Some(i) = prog.get(pc) else { return 0 };
+        let (code, k) = (u32::from(i.code), i.k);
+        pc += 1;
+        match code {
+            c if c == libc::BPF_LD | libc::BPF_H | libc::BPF_ABS => {
+                let o = k as usize;
+                let Some(b) = pkt.get(o..o + 2) else { return 0 };
+                a = u32::from(u16::from_be_bytes([b[0], b[1]]));
+            }
+            c if c == libc::BPF_LD | libc::BPF_B | libc::BPF_ABS => {
+                let Some(&b) = pkt.get(k as usize) else {
+                    return 0;
+                };
+                a = u32::from(b);
+            }
+            c if c == libc::BPF_LD | libc::BPF_IMM => a = k,
+            c if c == libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K => a = a.wrapping_mul(k),
+            c if c == libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K => a >>= k,
+            c if c == libc::BPF_ALU | libc::BPF_LSH | libc::BPF_K => a <<= k,
+            c if c == libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K => a = a.wrapping_add(k),
+            c if c == libc::BPF_MISC | libc::BPF_TAX => x = a,
+            c if c == libc::BPF_MISC | libc::BPF_TXA => a = x,
+            c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
+                pc += usize::from(if a == k { i.jt } else { i.jf });
+            }
+            c if c == libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K => {
+                pc += usize::from(if a >= k { i.jt } else { i.jf });
+            }
+            c if c == libc::BPF_RET | libc::BPF_A => return a,
+            _ => return 0,
+        }
+    }
+    0
 }
 
 #[cfg(test)]
@@ -321,5 +442,61 @@ mod tests {
         let mut ss = empty_storage();
         let len = encode_addr(mapped, &mut ss);
         assert_eq!(decode_addr(&ss, len), Some(v4));
+    }
+}
+
+#[cfg(test)]
+mod steering_tests {
+    use super::*;
+    use icx_core::{owner_core, Channel, Lane, NodeId};
+    use icx_wire::FrameKind;
+
+    fn frame(src: u16, kind: u8, channel: u8) -> [u8; 40] {
+        let mut d = [0u8; 40];
+        d[3] = kind;
+        d[5] = channel;
+        d[12..14].copy_from_slice(&src.to_be_bytes());
+        d
+    }
+
+    /// The program agrees with `owner_core` and `icx_wire::lane_of` on
+    /// every kind, channel and node, for 1-4 cores with and without lanes.
+    #[test]
+    fn program_matches_owner_and_lane_rules() {
+        assert!(steering_program(1, 1).is_none());
+        let kinds = [
+            FrameKind::Data as u8,
+            FrameKind::Ack as u8,
+            FrameKind::Probe as u8,
+            FrameKind::ProbeAck as u8,
+            0,
+            9,
+        ];
+        for cores in 1..=4usize {
+            for lanes in 1..=2usize {
+                let Some(prog) = steering_program(cores, lanes) else {
+                    continue;
+                };
+                for src in (1..=300u16).step_by(7) {
+                    for &k in &kinds {
+                        for ch in 0..4u8 {
+                            let d = frame(src, k, ch);
+                            let urgent = lanes == 2 && icx_wire::lane_of(&d) == Lane::Urgent;
+                            let want = owner_core(NodeId(src), cores) * lanes + usize::from(urgent);
+                            assert_eq!(
+                                run_cbpf(&prog, &d) as usize,
+                                want,
+                                "cores {cores} lanes {lanes} src {src} kind {k} ch {ch}"
+                            );
+                        }
+                    }
+                }
+                // Too short to read: socket 0.
+                assert_eq!(run_cbpf(&prog, b"x"), 0);
+                assert_eq!(run_cbpf(&prog, &[]), 0);
+            }
+        }
+        let hb = frame(5, FrameKind::Data as u8, Channel::Heartbeat as u8);
+        assert_eq!(run_cbpf(&steering_program(1, 2).unwrap(), &hb), 1);
     }
 }

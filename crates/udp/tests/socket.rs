@@ -31,6 +31,7 @@ fn frame(pool: &BufferPool, dst: SocketAddr, hdr: &[u8], body: &[u8]) -> TxFrame
     };
     TxFrame {
         dst,
+        lane: icx_core::Lane::Normal,
         header,
         payload,
     }
@@ -45,8 +46,16 @@ fn send_all(a: &mut SocketBackend, batch: &mut TxBatch) -> usize {
 
 fn basic(addr: &str) {
     let p = pool();
-    let mut a = bind(addr);
-    let mut b = bind(addr);
+    // One socket each: these datagrams are not icx frames, and the last
+    // one's bytes 3 and 5 happen to read as an ack, which the urgent lane's
+    // steering would hand over first.
+    let one = |addr: &str| {
+        let mut c = SocketConfig::new(addr.parse().unwrap());
+        c.urgent_lane = false;
+        SocketBackend::bind(c).unwrap()
+    };
+    let mut a = one(addr);
+    let mut b = one(addr);
     assert!(a.dont_fragment().unwrap());
     let caps = a.capabilities();
     assert!(!caps.gso && !caps.gro && !caps.zero_copy_send);
@@ -380,5 +389,213 @@ fn reuseport_group_steers_by_source_node() {
         // A datagram too short to name a node goes to socket 0.
         UdpSocket::bind(V4).unwrap().send_to(b"x", dst).unwrap();
         assert_eq!(recv_n(&mut socks[0], 1, Duration::from_secs(5)).len(), 1);
+    }
+}
+
+// ---- the urgent lane ----
+
+/// The first bytes of an icx frame as the steering program reads them:
+/// kind (byte 3), channel (byte 5), source node (bytes 12-13).
+fn icx_like(kind: u8, channel: u8, src: u16, tag: u8) -> Vec<u8> {
+    let mut d = vec![0u8; 40];
+    d[3] = kind;
+    d[5] = channel;
+    d[12..14].copy_from_slice(&src.to_be_bytes());
+    d[39] = tag;
+    d
+}
+
+const DATA: u8 = 1;
+const ACK: u8 = 2;
+const PROBE: u8 = 3;
+const HEARTBEAT: u8 = 0;
+const CONTROL: u8 = 1;
+const BLOCK: u8 = 2;
+
+fn lane_frame(p: &BufferPool, dst: SocketAddr, head: &[u8], body: &[u8]) -> TxFrame {
+    let mut f = frame(p, dst, head, body);
+    f.lane = icx_wire::lane_of(head);
+    f
+}
+
+fn bind_cfg(tune: impl FnOnce(&mut SocketConfig)) -> SocketBackend {
+    let mut cfg = SocketConfig::new(V4.parse().unwrap());
+    tune(&mut cfg);
+    SocketBackend::bind(cfg).unwrap()
+}
+
+/// Everything `b` has, in the order `recv` hands it out (bounded).
+fn recv_all(b: &mut SocketBackend, n: usize) -> Vec<(icx_core::Lane, Vec<u8>)> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n && start.elapsed() < Duration::from_secs(5) {
+        b.wait(Some(Duration::from_millis(10))).unwrap();
+        b.recv(usize::MAX, &mut |d| out.push((d.lane, d.data.to_vec())))
+            .unwrap();
+    }
+    out
+}
+
+#[test]
+fn urgent_frames_leave_and_land_on_the_urgent_socket_first() {
+    use icx_core::Lane;
+    let p = BufferPool::new(&PoolConfig::small(2 << 10, 512)).unwrap();
+    let mut a = bind(V4);
+    let mut b = bind(V4);
+    assert!(a.has_urgent_lane() && b.has_urgent_lane());
+    assert!(a.capabilities().urgent_lane);
+    assert_eq!(
+        a.local_addr(),
+        icx_udp::sys::local_addr_of(a.urgent_fd().unwrap()).unwrap(),
+        "one address, two sockets"
+    );
+    // Fill b's normal receive queue with block frames, then one heartbeat,
+    // one ack and one control frame: they come out first, on their lane.
+    let dst = b.local_addr();
+    let mut batch: TxBatch = (0..200u8)
+        .map(|i| lane_frame(&p, dst, &icx_like(DATA, BLOCK, 7, i), &[0; 1000]))
+        .collect();
+    batch.push_back(lane_frame(&p, dst, &icx_like(DATA, HEARTBEAT, 7, 1), b""));
+    batch.push_back(lane_frame(&p, dst, &icx_like(ACK, CONTROL, 7, 2), b""));
+    batch.push_back(lane_frame(&p, dst, &icx_like(DATA, CONTROL, 7, 3), b""));
+    batch.push_back(lane_frame(&p, dst, &icx_like(PROBE, CONTROL, 7, 4), b""));
+    assert_eq!(batch.iter().filter(|f| f.lane == Lane::Urgent).count(), 3);
+    send_all(&mut a, &mut batch);
+    assert_eq!(a.stats().urgent_sent, 3);
+    // Let every datagram land before looking.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut first = Vec::new();
+    b.recv(4, &mut |d| first.push((d.lane, d.data[39], d.src)))
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
+        [
+            (Lane::Urgent, 1),
+            (Lane::Urgent, 2),
+            (Lane::Urgent, 3),
+            (Lane::Normal, 0)
+        ]
+    );
+    // The source is the sender's one address, whichever socket sent it.
+    assert!(first.iter().all(|x| x.2 == a.local_addr()));
+    let rest = recv_all(&mut b, 200);
+    assert_eq!(rest.len(), 200);
+    assert!(rest.iter().all(|(l, _)| *l == Lane::Normal));
+    // The probe is a normal frame: it came after the blocks.
+    assert_eq!(rest.last().unwrap().1[3], PROBE);
+    assert_eq!(b.stats().urgent_received, 3);
+    assert_eq!(b.stats().received, 204);
+}
+
+#[test]
+fn lanes_work_with_a_peer_that_has_none() {
+    use icx_core::Lane;
+    let p = pool();
+    let mut one = bind_cfg(|c| c.urgent_lane = false);
+    assert!(!one.has_urgent_lane() && !one.capabilities().urgent_lane);
+    let mut two = bind(V4);
+    // One socket sends everything; the receiver's kernel still sorts.
+    let mut batch = TxBatch::new();
+    batch.push_back(lane_frame(
+        &p,
+        two.local_addr(),
+        &icx_like(DATA, BLOCK, 3, 1),
+        b"",
+    ));
+    batch.push_back(lane_frame(
+        &p,
+        two.local_addr(),
+        &icx_like(DATA, HEARTBEAT, 3, 2),
+        b"",
+    ));
+    send_all(&mut one, &mut batch);
+    let got = recv_all(&mut two, 2);
+    assert_eq!(
+        got.iter().map(|(l, d)| (*l, d[39])).collect::<Vec<_>>(),
+        [(Lane::Urgent, 2), (Lane::Normal, 1)]
+    );
+    assert_eq!(one.stats().urgent_sent, 0);
+    // And back: a receiver with one socket gets both lanes on it.
+    batch.push_back(lane_frame(
+        &p,
+        one.local_addr(),
+        &icx_like(DATA, BLOCK, 4, 3),
+        b"",
+    ));
+    batch.push_back(lane_frame(
+        &p,
+        one.local_addr(),
+        &icx_like(DATA, HEARTBEAT, 4, 4),
+        b"",
+    ));
+    send_all(&mut two, &mut batch);
+    let got = recv_all(&mut one, 2);
+    assert_eq!(
+        got.iter().map(|(l, d)| (*l, d[39])).collect::<Vec<_>>(),
+        [(Lane::Normal, 3), (Lane::Normal, 4)]
+    );
+    // Without SO_REUSEPORT there is no second socket on the address.
+    let excl = bind_cfg(|c| c.reuse_port = false);
+    assert!(!excl.has_urgent_lane());
+}
+
+#[test]
+fn wait_wakes_for_the_urgent_socket() {
+    let mut b = bind(V4);
+    let dst = b.local_addr();
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        let d = icx_like(ACK, CONTROL, 9, 1);
+        UdpSocket::bind(V4).unwrap().send_to(&d, dst).unwrap();
+    });
+    let t = Instant::now();
+    b.wait(Some(Duration::from_secs(20))).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    h.join().unwrap();
+    let mut lanes = Vec::new();
+    b.recv(8, &mut |d| lanes.push(d.lane)).unwrap();
+    assert_eq!(lanes, [icx_core::Lane::Urgent]);
+}
+
+/// With several cores and an urgent lane each, the kernel puts each
+/// datagram on the socket of its owner core and its lane.
+#[test]
+fn reuseport_group_steers_by_source_node_and_lane() {
+    use icx_core::{owner_core, Lane, NodeId};
+    for cores in [2usize, 3] {
+        let mut cfg = SocketConfig::new(V4.parse().unwrap());
+        cfg.steer_cores = cores;
+        let first = SocketBackend::bind(cfg.clone()).unwrap();
+        cfg.addr = first.local_addr();
+        let mut socks = vec![first];
+        for _ in 1..cores {
+            socks.push(SocketBackend::bind(cfg.clone()).unwrap());
+        }
+        assert!(socks.iter().all(|s| s.has_urgent_lane()));
+        let dst = socks[0].local_addr();
+        let tx = UdpSocket::bind(V4).unwrap();
+        let nodes: Vec<u16> = (1..=12).collect();
+        for &n in &nodes {
+            tx.send_to(&icx_like(DATA, BLOCK, n, 0), dst).unwrap();
+            tx.send_to(&icx_like(DATA, HEARTBEAT, n, 1), dst).unwrap();
+            tx.send_to(&icx_like(ACK, CONTROL, n, 2), dst).unwrap();
+        }
+        let mut got = 0;
+        for (core, s) in socks.iter_mut().enumerate() {
+            let want = 3 * nodes
+                .iter()
+                .filter(|&&n| owner_core(NodeId(n), cores) == core)
+                .count();
+            let recvd = recv_all(s, want);
+            for (lane, d) in &recvd {
+                let n = u16::from_be_bytes([d[12], d[13]]);
+                assert_eq!(owner_core(NodeId(n), cores), core, "node {n}");
+                let urgent = d[39] != 0;
+                assert_eq!(*lane == Lane::Urgent, urgent, "node {n} tag {}", d[39]);
+            }
+            assert_eq!(recvd.len(), want, "core {core} of {cores}");
+            got += recvd.len();
+        }
+        assert_eq!(got, 3 * nodes.len());
     }
 }

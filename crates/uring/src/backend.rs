@@ -1,12 +1,16 @@
-//! [`UringBackend`]: one io_uring instance and one UDP socket.
+//! [`UringBackend`]: one io_uring instance and its UDP sockets: the normal
+//! one and, by default, the urgent lane's on the same address (see
+//! [`icx_udp::bind_urgent`]), each with its own multishot receive and
+//! buffer ring, so urgent completions are set apart as they are reaped and
+//! handed out first.
 
-use crate::bufring::{BufRing, Buffers, BGID};
+use crate::bufring::{BufRing, Buffers, BGID, BGID_URGENT};
 use crate::config::{UringConfig, ZeroCopy, DEFAULT_ZC_THRESHOLD};
 use crate::setup::{self, OpenError, SetupMode};
 use crate::tx::{TxSlab, MAX_SEGS};
-use icx_core::{Backend, BufferPool, Capabilities, RxDatagram, TxBatch, Wake};
+use icx_core::{Backend, BufferPool, Capabilities, Lane, RxDatagram, TxBatch, Wake};
 use icx_udp::sys::{decode_addr, empty_storage, route_addr};
-use icx_udp::{bind_socket, BufferGrant, EventFd};
+use icx_udp::{bind_socket, bind_urgent, BufferGrant, EventFd};
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use std::collections::VecDeque;
@@ -25,6 +29,13 @@ const UD_TX: u64 = 3 << KIND_SHIFT;
 const UD_WAKE: u64 = 4 << KIND_SHIFT;
 const UD_CANCEL: u64 = 5 << KIND_SHIFT;
 const INDEX_MASK: u64 = (1 << KIND_SHIFT) - 1;
+/// Receive user_data carry their lane above the slot index.
+const LANE_SHIFT: u32 = 48;
+const SLOT_MASK: u64 = (1 << LANE_SHIFT) - 1;
+/// Provided buffers of the urgent lane's receive (a power of two): its
+/// frames are small and few; when they run out the multishot receive ends
+/// (ENOBUFS) and is re-armed, the datagrams waiting in the socket meanwhile.
+const URGENT_RX_BUFFERS: usize = 64;
 
 /// IORING_SEND_ZC_REPORT_USAGE (6.2): the notification says whether the
 /// kernel had to copy after all.
@@ -136,6 +147,9 @@ pub struct UringStats {
     pub sleeps: u64,
     pub recv_buffer: BufferGrant,
     pub send_buffer: BufferGrant,
+    /// Datagrams sent from, and handed over from, the urgent socket.
+    pub urgent_sent: u64,
+    pub urgent_received: u64,
 }
 
 /// Log-once flags.
@@ -188,6 +202,8 @@ struct RxSlot {
 enum Rx {
     Multi {
         ring: BufRing,
+        /// The buffer group the ring is registered as.
+        bgid: u16,
         /// Template for RecvMsgMulti: only name and control lengths matter.
         msg: Box<libc::msghdr>,
         armed: bool,
@@ -199,6 +215,19 @@ enum Rx {
         bufs: Buffers,
         slots: Box<[RxSlot]>,
     },
+}
+
+impl Rx {
+    fn armed(&self) -> bool {
+        match self {
+            Rx::Multi { armed, .. } => *armed,
+            Rx::Single { slots, .. } => slots.iter().any(|s| s.posted),
+        }
+    }
+
+    fn is_single(&self) -> bool {
+        matches!(self, Rx::Single { .. })
+    }
 }
 
 // SAFETY: the raw pointers inside Rx (msghdr templates, iovecs, buffer
@@ -217,23 +246,48 @@ struct ZcState {
     max_pages: u32,
 }
 
-/// An io_uring UDP backend: one ring, one socket. See the crate docs.
+/// One socket's receive side: its receives, the completions reaped for
+/// it, and the buffer being handed out.
+struct RxLane {
+    socket: OwnedFd,
+    rx: Rx,
+    /// Receive completions set aside for `recv`.
+    stash: VecDeque<Cqe>,
+    cursor: Option<Cursor>,
+    /// Receive buffers (their count when single-shot).
+    count: usize,
+}
+
+/// Index of the normal lane in `UringBackend::lanes`; the urgent one, if
+/// open, is next.
+const NORMAL: usize = 0;
+const URGENT: usize = 1;
+
+fn lane_of_index(li: usize) -> Lane {
+    if li == URGENT {
+        Lane::Urgent
+    } else {
+        Lane::Normal
+    }
+}
+
+/// An io_uring UDP backend: one ring, one socket per lane. See the crate docs.
 pub struct UringBackend {
     // Dropped first (after `Drop::drop` drained it), so the kernel is done
     // with the memory below before it goes.
     ring: IoUring,
-    socket: OwnedFd,
+    /// The normal lane, then the urgent one if open. Each socket closes
+    /// after the ring; the urgent one first (see `icx_udp::SocketBackend`).
+    lanes: Vec<RxLane>,
     addr: SocketAddr,
     v6: bool,
     cfg: UringConfig,
     features: Features,
-    rx: Rx,
     rx_payload: usize,
     tx: TxSlab,
     zc: ZcState,
-    stash: VecDeque<Cqe>,
+    /// Receive completions all lanes may hold set aside (the CQ's size).
     stash_cap: usize,
-    cursor: Option<Cursor>,
     started: bool,
     /// The ring was created disabled (SINGLE_ISSUER) and awaits enabling.
     disabled: bool,
@@ -276,6 +330,19 @@ fn enter_error(e: io::Error) -> io::Error {
         );
     }
     with_context(e, "io_uring_enter")
+}
+
+/// Makes a socket blocking: io_uring completes requests when the socket is
+/// ready, and a blocking socket lets a send wait for buffer room instead of
+/// failing with EAGAIN.
+fn set_blocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor the caller owns, with integer arguments.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
 }
 
 /// Pushes one SQE, submitting first when the queue is full.
@@ -361,17 +428,25 @@ impl UringBackend {
             tracing::info!(setup = %setup_mode, "io_uring: SINGLE_ISSUER|DEFER_TASKRUN unavailable, using weaker setup flags");
         }
 
-        let sock = bind_socket(&cfg.socket_config()).map_err(OpenError::Other)?;
+        let scfg = cfg.socket_config();
+        let sock = bind_socket(&scfg).map_err(OpenError::Other)?;
         let raw = sock.fd.as_raw_fd();
-        // io_uring completes requests when the socket is ready; a blocking
-        // socket lets a send wait for buffer room instead of failing EAGAIN.
-        // SAFETY: fcntl on a descriptor we own, with integer arguments.
-        unsafe {
-            let fl = libc::fcntl(raw, libc::F_GETFL);
-            if fl >= 0 {
-                libc::fcntl(raw, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        set_blocking(raw);
+        // The urgent lane's socket on the same address, configured alike.
+        let urgent = if scfg.lanes() > 1 {
+            match bind_urgent(&scfg, sock.addr) {
+                Ok(u) => {
+                    set_blocking(u.fd.as_raw_fd());
+                    Some(u)
+                }
+                Err(e) => {
+                    tracing::warn!(addr = %sock.addr, error = %e, "io_uring: no urgent lane (heartbeats share the block socket's queue)");
+                    None
+                }
             }
-        }
+        } else {
+            None
+        };
 
         // GSO
         let gso = if !cfg.gso {
@@ -393,6 +468,14 @@ impl UringBackend {
         } else {
             true
         };
+        if let (true, Some(u)) = (gro, &urgent) {
+            // GRO on the urgent socket too: a NIC's GRO looks the socket up
+            // by the flow hash alone, and would not coalesce a block flow
+            // that hashes to a socket without it.
+            if let Err(e) = setup::enable_gro(u.fd.as_raw_fd()) {
+                tracing::debug!(error = %e, "io_uring: UDP_GRO refused on the urgent socket");
+            }
+        }
         let rx_payload = cfg.rx_payload(gro);
         let rx_count = cfg.rx_count(gro);
 
@@ -408,35 +491,30 @@ impl UringBackend {
             );
             multishot = false;
         }
-        let mut rx = None;
-        if multishot {
-            let buf_size = RECVMSG_OUT_LEN + NAME_LEN + CTRL_LEN + rx_payload;
-            let ring_bufs = Buffers::new(rx_count, buf_size)
-                .and_then(BufRing::new)
-                .map_err(OpenError::Other)?;
-            match ring_bufs.register(&ring.submitter()) {
-                Ok(()) => {
-                    // SAFETY: msghdr is plain old data; zeroes are valid.
-                    let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-                    msg.msg_namelen = NAME_LEN as _;
-                    msg.msg_controllen = CTRL_LEN as _;
-                    rx = Some(Rx::Multi {
-                        ring: ring_bufs,
-                        msg,
-                        armed: false,
-                        worked: false,
-                    });
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "io_uring: provided-buffer ring refused (kernel older than 5.19): single-shot receives");
-                    multishot = false;
-                }
-            }
+        let rx = Self::lane_rx(&ring, &mut multishot, rx_count, rx_payload, BGID)?;
+        let mut lanes = vec![RxLane {
+            socket: sock.fd,
+            rx,
+            stash: VecDeque::new(),
+            cursor: None,
+            count: rx_count,
+        }];
+        if let Some(u) = urgent {
+            let rx = Self::lane_rx(
+                &ring,
+                &mut multishot,
+                URGENT_RX_BUFFERS,
+                rx_payload,
+                BGID_URGENT,
+            )?;
+            lanes.push(RxLane {
+                socket: u.fd,
+                rx,
+                stash: VecDeque::new(),
+                cursor: None,
+                count: URGENT_RX_BUFFERS,
+            });
         }
-        let rx = match rx {
-            Some(rx) => rx,
-            None => Self::single_rx(rx_count, rx_payload).map_err(OpenError::Other)?,
-        };
 
         // Zero copy
         let (zc_on, auto, threshold) = match cfg.zero_copy {
@@ -455,6 +533,11 @@ impl UringBackend {
         };
 
         let cq = ring.params().cq_entries() as usize;
+        // Room for every completion the CQ can hold, in any lane: reaping
+        // never allocates.
+        for l in &mut lanes {
+            l.stash.reserve(cq);
+        }
         let features = Features {
             setup: setup_mode,
             multishot,
@@ -465,15 +548,14 @@ impl UringBackend {
             registered_buffers: false,
             busy_poll: cfg.busy_poll,
         };
-        tracing::debug!(addr = %sock.addr, ?features, "io_uring backend bound");
+        tracing::debug!(addr = %sock.addr, ?features, lanes = lanes.len(), "io_uring backend bound");
         Ok(UringBackend {
             disabled: setup_mode == SetupMode::DeferTaskrun,
             ring,
-            socket: sock.fd,
+            lanes,
             addr: sock.addr,
             v6: sock.addr.is_ipv6(),
             features,
-            rx,
             rx_payload,
             tx: TxSlab::new(cfg.tx_slots, cfg.tx_frames),
             zc: ZcState {
@@ -483,9 +565,7 @@ impl UringBackend {
                 copied_run: 0,
                 max_pages: ZC_MAX_PAGES,
             },
-            stash: VecDeque::with_capacity(cq),
             stash_cap: cq,
-            cursor: None,
             started: false,
             wake: OnceLock::new(),
             wake_armed: false,
@@ -498,6 +578,44 @@ impl UringBackend {
             warned: Warned::default(),
             cfg,
         })
+    }
+
+    /// A lane's receive side: multishot over a provided-buffer ring of
+    /// group `bgid` when `multishot` (cleared, logged, if the kernel refuses
+    /// the ring), else single-shot slots.
+    fn lane_rx(
+        ring: &IoUring,
+        multishot: &mut bool,
+        count: usize,
+        payload: usize,
+        bgid: u16,
+    ) -> Result<Rx, OpenError> {
+        if *multishot {
+            let buf_size = RECVMSG_OUT_LEN + NAME_LEN + CTRL_LEN + payload;
+            let ring_bufs = Buffers::new(count, buf_size)
+                .and_then(BufRing::new)
+                .map_err(OpenError::Other)?;
+            match ring_bufs.register(&ring.submitter(), bgid) {
+                Ok(()) => {
+                    // SAFETY: msghdr is plain old data; zeroes are valid.
+                    let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+                    msg.msg_namelen = NAME_LEN as _;
+                    msg.msg_controllen = CTRL_LEN as _;
+                    return Ok(Rx::Multi {
+                        ring: ring_bufs,
+                        bgid,
+                        msg,
+                        armed: false,
+                        worked: false,
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "io_uring: provided-buffer ring refused (kernel older than 5.19): single-shot receives");
+                    *multishot = false;
+                }
+            }
+        }
+        Self::single_rx(count, payload).map_err(OpenError::Other)
     }
 
     fn single_rx(count: usize, payload: usize) -> io::Result<Rx> {
@@ -528,10 +646,20 @@ impl UringBackend {
         self.features
     }
 
-    /// Datagrams the kernel dropped on this socket (full receive buffer).
+    /// Datagrams the kernel dropped on this backend's sockets (full
+    /// receive buffers).
     pub fn kernel_drops(&self) -> io::Result<u64> {
-        let m = icx_udp::sys::meminfo(self.socket.as_raw_fd())?;
-        Ok(u64::from(m[libc::SK_MEMINFO_DROPS as usize]))
+        let mut n = 0;
+        for l in &self.lanes {
+            let m = icx_udp::sys::meminfo(l.socket.as_raw_fd())?;
+            n += u64::from(m[libc::SK_MEMINFO_DROPS as usize]);
+        }
+        Ok(n)
+    }
+
+    /// Whether the urgent lane's socket is open.
+    pub fn has_urgent_lane(&self) -> bool {
+        self.lanes.len() > URGENT
     }
 
     /// Sends and receives still owned by the kernel.
@@ -566,21 +694,32 @@ impl UringBackend {
         }
     }
 
-    /// Posts the receive(s) not currently posted.
+    /// Posts the receive(s) not currently posted, on every lane.
     fn arm_rx(&mut self) -> io::Result<()> {
-        let fd = Fd(self.socket.as_raw_fd());
+        for li in 0..self.lanes.len() {
+            self.arm_lane(li)?;
+        }
+        Ok(())
+    }
+
+    fn arm_lane(&mut self, li: usize) -> io::Result<()> {
         let Self {
-            ring, rx, stats, ..
+            ring, lanes, stats, ..
         } = self;
-        match rx {
-            Rx::Multi { msg, armed, .. } => {
+        let lane = &mut lanes[li];
+        let fd = Fd(lane.socket.as_raw_fd());
+        let tag = (li as u64) << LANE_SHIFT;
+        match &mut lane.rx {
+            Rx::Multi {
+                msg, armed, bgid, ..
+            } => {
                 if !*armed {
-                    let e = opcode::RecvMsgMulti::new(fd, &**msg as *const libc::msghdr, BGID)
+                    let e = opcode::RecvMsgMulti::new(fd, &**msg as *const libc::msghdr, *bgid)
                         .build()
-                        .user_data(UD_RX_MULTI);
-                    // SAFETY: the msghdr template is boxed inside `self.rx`
-                    // and lives until the ring is drained in Drop; the
-                    // buffers come from our registered buffer ring.
+                        .user_data(UD_RX_MULTI | tag);
+                    // SAFETY: the msghdr template is boxed inside the lane's
+                    // `rx` and lives until the ring is drained in Drop; the
+                    // buffers come from the lane's registered buffer ring.
                     unsafe { push_sqe(ring, &e, stats)? };
                     *armed = true;
                 }
@@ -604,10 +743,10 @@ impl UringBackend {
                     s.msg.msg_flags = 0;
                     let e = opcode::RecvMsg::new(fd, &mut s.msg)
                         .build()
-                        .user_data(UD_RX_SLOT | i as u64);
+                        .user_data(UD_RX_SLOT | tag | i as u64);
                     // SAFETY: the slot's msghdr, iovec, address, control
-                    // block and buffer all live in `self.rx` (boxed slices
-                    // and a mapping that do not move) until Drop drains.
+                    // block and buffer all live in the lane's `rx` (boxed
+                    // slices and a mapping that do not move) until Drop drains.
                     unsafe { push_sqe(ring, &e, stats)? };
                     s.posted = true;
                 }
@@ -649,13 +788,13 @@ impl UringBackend {
     }
 
     /// Moves completions out of the CQ: sends are finished here, receive
-    /// and wake-up completions set aside for `recv`.
+    /// completions set aside for `recv`, each in its lane's stash.
     fn reap(&mut self) {
         let Self {
             ring,
             tx,
             zc,
-            stash,
+            lanes,
             stash_cap,
             stats,
             warned,
@@ -666,7 +805,8 @@ impl UringBackend {
             ..
         } = self;
         let mut cq = ring.completion();
-        while stash.len() < *stash_cap {
+        let mut held: usize = lanes.iter().map(|l| l.stash.len()).sum();
+        while held < *stash_cap {
             let Some(e) = cq.next() else { break };
             let (ud, res, flags) = (e.user_data(), e.result(), e.flags());
             match ud & !INDEX_MASK {
@@ -690,7 +830,14 @@ impl UringBackend {
                     }
                 }
                 UD_CANCEL => {}
-                _ => stash.push_back(Cqe { ud, res, flags }),
+                _ => {
+                    // A receive: set aside for its lane.
+                    let li = ((ud & INDEX_MASK) >> LANE_SHIFT) as usize;
+                    if let Some(l) = lanes.get_mut(li) {
+                        l.stash.push_back(Cqe { ud, res, flags });
+                        held += 1;
+                    }
+                }
             }
         }
     }
@@ -698,14 +845,16 @@ impl UringBackend {
     /// Hands out datagrams of the current cursor; returns true when it is used up.
     fn drain_cursor(
         &mut self,
+        li: usize,
         max: usize,
         handed: &mut usize,
         f: &mut dyn FnMut(RxDatagram<'_>),
     ) -> bool {
-        let Some(mut c) = self.cursor else {
+        let lane = lane_of_index(li);
+        let Some(mut c) = self.lanes[li].cursor else {
             return true;
         };
-        let data: &[u8] = match (&self.rx, c.token) {
+        let data: &[u8] = match (&self.lanes[li].rx, c.token) {
             (Rx::Multi { ring, .. }, Token::Buf(bid)) => ring.bufs.get(bid as usize, c.off + c.len),
             (Rx::Single { bufs, .. }, Token::Slot(i)) => bufs.get(i as usize, c.off + c.len),
             _ => &[],
@@ -714,6 +863,7 @@ impl UringBackend {
         if c.len == 0 && !c.handed_any && *handed < max {
             f(RxDatagram {
                 src: c.src,
+                lane,
                 data: &[],
             });
             c.handed_any = true;
@@ -724,6 +874,7 @@ impl UringBackend {
             let l = if c.seg == 0 { rest } else { c.seg.min(rest) };
             f(RxDatagram {
                 src: c.src,
+                lane,
                 data: &data[c.next..c.next + l],
             });
             c.next += l;
@@ -735,17 +886,17 @@ impl UringBackend {
             if c.seg != 0 && c.len > c.seg {
                 self.stats.gro_buffers += 1;
             }
-            self.recycle(c.token);
-            self.cursor = None;
+            self.recycle(li, c.token);
+            self.lanes[li].cursor = None;
         } else {
-            self.cursor = Some(c);
+            self.lanes[li].cursor = Some(c);
         }
         done
     }
 
     /// Gives a receive buffer back to the kernel.
-    fn recycle(&mut self, token: Token) {
-        match (&mut self.rx, token) {
+    fn recycle(&mut self, li: usize, token: Token) {
+        match (&mut self.lanes[li].rx, token) {
             (Rx::Multi { ring, .. }, Token::Buf(bid)) => {
                 ring.push(bid);
                 ring.commit();
@@ -760,24 +911,25 @@ impl UringBackend {
     }
 
     /// Turns one receive completion into a cursor (or a counted drop).
-    fn take_rx(&mut self, c: Cqe) -> io::Result<()> {
+    fn take_rx(&mut self, li: usize, c: Cqe) -> io::Result<()> {
         match c.ud & !INDEX_MASK {
-            UD_RX_MULTI => self.take_multi(c),
+            UD_RX_MULTI => self.take_multi(li, c),
             UD_RX_SLOT => {
-                self.take_slot(c);
+                self.take_slot(li, c);
                 Ok(())
             }
             _ => Ok(()),
         }
     }
 
-    fn take_multi(&mut self, c: Cqe) -> io::Result<()> {
+    fn take_multi(&mut self, li: usize, c: Cqe) -> io::Result<()> {
         let Rx::Multi {
             ring,
+            bgid,
             msg,
             armed,
             worked,
-        } = &mut self.rx
+        } = &mut self.lanes[li].rx
         else {
             return Ok(());
         };
@@ -795,9 +947,10 @@ impl UringBackend {
                 libc::ENOBUFS => self.stats.enobufs += 1,
                 libc::EINVAL if !*worked && !*armed => {
                     tracing::info!("io_uring: multishot RECVMSG refused (EINVAL): falling back to single-shot receives");
-                    let count = self.cfg.rx_count(self.features.gro);
-                    let _ = self.ring.submitter().unregister_buf_ring(BGID);
-                    self.rx = Self::single_rx(count, self.rx_payload)?;
+                    let group = *bgid;
+                    let count = self.lanes[li].count;
+                    let _ = self.ring.submitter().unregister_buf_ring(group);
+                    self.lanes[li].rx = Self::single_rx(count, self.rx_payload)?;
                     self.features.multishot = false;
                 }
                 libc::ECANCELED => {}
@@ -841,7 +994,7 @@ impl UringBackend {
         });
         match parsed {
             Some(Ok((src, seg, off, len))) => {
-                self.cursor = Some(Cursor {
+                self.lanes[li].cursor = Some(Cursor {
                     token: Token::Buf(bid),
                     src,
                     off,
@@ -865,9 +1018,9 @@ impl UringBackend {
         Ok(())
     }
 
-    fn take_slot(&mut self, c: Cqe) {
-        let i = (c.ud & INDEX_MASK) as u32;
-        let Rx::Single { slots, .. } = &mut self.rx else {
+    fn take_slot(&mut self, li: usize, c: Cqe) {
+        let i = (c.ud & SLOT_MASK) as u32;
+        let Rx::Single { slots, .. } = &mut self.lanes[li].rx else {
             return;
         };
         let Some(s) = slots.get_mut(i as usize) else {
@@ -897,7 +1050,7 @@ impl UringBackend {
         // SAFETY: `ctrl` is a live [u64; CTRL_LEN / 8], viewed as its bytes.
         let ctrl = unsafe { std::slice::from_raw_parts(s.ctrl.as_ptr().cast::<u8>(), clen) };
         let seg = gro_segment(ctrl);
-        self.cursor = Some(Cursor {
+        self.lanes[li].cursor = Some(Cursor {
             token: Token::Slot(i),
             src,
             off: 0,
@@ -918,11 +1071,58 @@ impl UringBackend {
         }
     }
 
-    fn rx_armed(&self) -> bool {
-        match &self.rx {
-            Rx::Multi { armed, .. } => *armed,
-            Rx::Single { slots, .. } => slots.iter().any(|s| s.posted),
+    /// Hands out what lane `li` holds until `handed` reaches `max`: the
+    /// buffer being split, then its set-aside completions, reaping (and,
+    /// once, running deferred task work) for more when they run out.
+    fn recv_lane(
+        &mut self,
+        li: usize,
+        max: usize,
+        handed: &mut usize,
+        f: &mut dyn FnMut(RxDatagram<'_>),
+    ) -> io::Result<()> {
+        // The urgent lane is looked at right after `recv` ran the task work.
+        let mut flushed = li == URGENT;
+        let mut rearms = 0;
+        while *handed < max {
+            if !self.drain_cursor(li, max, handed, f) {
+                break;
+            }
+            if let Some(c) = self.lanes[li].stash.pop_front() {
+                self.take_rx(li, c)?;
+                continue;
+            }
+            // Re-arm before looking for more, so data can keep landing.
+            let rx = &self.lanes[li].rx;
+            if (!rx.armed() || rx.is_single()) && rearms < MAX_REARMS_PER_CALL {
+                self.arm_lane(li)?;
+                rearms += 1;
+            }
+            self.reap();
+            if !self.lanes[li].stash.is_empty() {
+                continue;
+            }
+            if flushed {
+                break;
+            }
+            self.flush_taskrun()?;
+            flushed = true;
+            self.reap();
+            if self.lanes[li].stash.is_empty() {
+                break;
+            }
         }
+        Ok(())
+    }
+
+    /// Whether every lane has a receive posted.
+    fn rx_armed(&self) -> bool {
+        self.lanes.iter().all(|l| l.rx.armed())
+    }
+
+    /// Whether any lane has a receive posted.
+    fn any_rx_armed(&self) -> bool {
+        self.lanes.iter().any(|l| l.rx.armed())
     }
 
     /// Drops the frame at the front of `batch`, counting why.
@@ -1052,6 +1252,7 @@ impl Backend for UringBackend {
             gro: self.features.gro,
             zero_copy_send: self.zc.on,
             registered_buffers: self.features.registered_buffers,
+            urgent_lane: self.has_urgent_lane(),
         }
     }
 
@@ -1125,7 +1326,8 @@ impl Backend for UringBackend {
             1
         };
         let max_bytes = icx_core::max_udp_payload(icx_core::MAX_IP_MTU, self.v6);
-        let fd = Fd(self.socket.as_raw_fd());
+        let normal_fd = Fd(self.lanes[NORMAL].socket.as_raw_fd());
+        let urgent_fd = self.lanes.get(URGENT).map(|l| Fd(l.socket.as_raw_fd()));
         let mut taken = 0;
         let mut queued = 0;
         let mut reaped = false;
@@ -1137,12 +1339,20 @@ impl Backend for UringBackend {
                 continue;
             };
             let seg = first.len();
+            let lane = first.lane;
             let (mut n, mut total) = (1usize, seg);
             if seg > 0 {
                 while n < max_segs && taken + n < limit {
                     let Some(f) = batch.get(n) else { break };
                     let l = f.len();
-                    if f.dst != first.dst || l > seg || l == 0 || total + l > max_bytes {
+                    // A train never mixes lanes: over loopback it reaches
+                    // the receiver whole and is steered by its first frame.
+                    if f.dst != first.dst
+                        || f.lane != lane
+                        || l > seg
+                        || l == 0
+                        || total + l > max_bytes
+                    {
                         break;
                     }
                     n += 1;
@@ -1164,6 +1374,13 @@ impl Backend for UringBackend {
                 }
             }
             let gso = (n > 1).then_some(seg as u16);
+            let fd = match (lane, urgent_fd) {
+                (Lane::Urgent, Some(u)) => {
+                    self.stats.urgent_sent += n as u64;
+                    u
+                }
+                _ => normal_fd,
+            };
             let si = self.tx.fill(dst, batch.range_mut(..n), gso);
             batch.drain(..n);
             let slot = self.tx.slot_mut(si).expect("slot just filled");
@@ -1197,52 +1414,34 @@ impl Backend for UringBackend {
 
     /// Hands out up to `max` datagrams from completed receives, splitting
     /// GRO trains, and gives each buffer back after its datagrams were seen.
+    /// The urgent lane's first: with one, completions the kernel holds as
+    /// deferred task work are posted before looking, so an urgent datagram
+    /// that landed during the caller's last batch is not missed.
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
         self.start()?;
+        if self.has_urgent_lane() && max > 0 {
+            self.flush_taskrun()?;
+        }
         // Finishes sends even when no datagram is wanted.
         self.reap();
         let mut handed = 0;
-        let mut flushed = false;
-        let mut rearms = 0;
-        while handed < max {
-            if !self.drain_cursor(max, &mut handed, f) {
-                break;
-            }
-            if let Some(c) = self.stash.pop_front() {
-                self.take_rx(c)?;
-                continue;
-            }
-            // Re-arm before looking for more, so data can keep landing.
-            if (!self.rx_armed() || matches!(self.rx, Rx::Single { .. }))
-                && rearms < MAX_REARMS_PER_CALL
-            {
-                self.arm_rx()?;
-                rearms += 1;
-            }
-            self.reap();
-            if !self.stash.is_empty() {
-                continue;
-            }
-            if flushed {
-                break;
-            }
-            self.flush_taskrun()?;
-            flushed = true;
-            self.reap();
-            if self.stash.is_empty() {
-                break;
-            }
+        let mut urgent = 0;
+        if self.has_urgent_lane() {
+            self.recv_lane(URGENT, max, &mut handed, f)?;
+            urgent = handed;
         }
-        if let Rx::Single { .. } = self.rx {
-            self.arm_rx()?;
-        } else if !self.rx_armed() {
-            self.arm_rx()?;
+        self.recv_lane(NORMAL, max, &mut handed, f)?;
+        for li in 0..self.lanes.len() {
+            if self.lanes[li].rx.is_single() || !self.lanes[li].rx.armed() {
+                self.arm_lane(li)?;
+            }
         }
         self.arm_wake()?;
         if !self.ring.submission().is_empty() {
             self.submit()?;
         }
         self.stats.received += handed as u64;
+        self.stats.urgent_received += urgent as u64;
         Ok(handed)
     }
 
@@ -1255,7 +1454,11 @@ impl Backend for UringBackend {
         if !self.rx_armed() {
             self.arm_rx()?;
         }
-        if self.cursor.is_some() || !self.stash.is_empty() || !self.ring.completion().is_empty() {
+        let held = self
+            .lanes
+            .iter()
+            .any(|l| l.cursor.is_some() || !l.stash.is_empty());
+        if held || !self.ring.completion().is_empty() {
             if !self.ring.submission().is_empty() {
                 self.submit()?;
             }
@@ -1320,15 +1523,17 @@ impl Backend for UringBackend {
     }
 }
 
+/// The normal lane's socket.
 impl AsRawFd for UringBackend {
     fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.lanes[NORMAL].socket.as_raw_fd()
     }
 }
 
+/// The normal lane's socket.
 impl AsFd for UringBackend {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        self.lanes[NORMAL].socket.as_fd()
     }
 }
 
@@ -1355,24 +1560,26 @@ impl Drop for UringBackend {
         while ok {
             self.reap();
             // Receive completions are only bookkeeping now.
-            while let Some(c) = self.stash.pop_front() {
-                match c.ud & !INDEX_MASK {
-                    UD_RX_MULTI if !cqueue::more(c.flags) => {
-                        if let Rx::Multi { armed, .. } = &mut self.rx {
-                            *armed = false;
-                        }
-                    }
-                    UD_RX_SLOT => {
-                        if let Rx::Single { slots, .. } = &mut self.rx {
-                            if let Some(s) = slots.get_mut((c.ud & INDEX_MASK) as usize) {
-                                s.posted = false;
+            for lane in &mut self.lanes {
+                while let Some(c) = lane.stash.pop_front() {
+                    match c.ud & !INDEX_MASK {
+                        UD_RX_MULTI if !cqueue::more(c.flags) => {
+                            if let Rx::Multi { armed, .. } = &mut lane.rx {
+                                *armed = false;
                             }
                         }
+                        UD_RX_SLOT => {
+                            if let Rx::Single { slots, .. } = &mut lane.rx {
+                                if let Some(s) = slots.get_mut((c.ud & SLOT_MASK) as usize) {
+                                    s.posted = false;
+                                }
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
-            if self.tx.in_flight() == 0 && !self.rx_armed() {
+            if self.tx.in_flight() == 0 && !self.any_rx_armed() {
                 break;
             }
             if Instant::now() >= deadline {
@@ -1396,15 +1603,17 @@ impl Drop for UringBackend {
             // The slab holds the frames (inline headers, payload buffer
             // references) and the msghdrs the kernel may still read.
             std::mem::forget(std::mem::replace(&mut self.tx, TxSlab::new(1, 0)));
-            if let Ok(bufs) = Buffers::new(1, 1) {
-                let rx = std::mem::replace(
-                    &mut self.rx,
-                    Rx::Single {
-                        bufs,
-                        slots: Box::new([]),
-                    },
-                );
-                std::mem::forget(rx);
+            for lane in &mut self.lanes {
+                if let Ok(bufs) = Buffers::new(1, 1) {
+                    let rx = std::mem::replace(
+                        &mut lane.rx,
+                        Rx::Single {
+                            bufs,
+                            slots: Box::new([]),
+                        },
+                    );
+                    std::mem::forget(rx);
+                }
             }
         }
     }

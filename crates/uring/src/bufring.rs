@@ -8,8 +8,10 @@ use memmap2::{MmapMut, MmapOptions};
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-/// The buffer group id of our one provided-buffer ring.
+/// The buffer group id of the normal lane's provided-buffer ring...
 pub(crate) const BGID: u16 = 0x1C5;
+/// ...and of the urgent lane's.
+pub(crate) const BGID_URGENT: u16 = 0x1C6;
 
 /// `count` buffers of `size` bytes in one mapping, untouched until used.
 pub(crate) struct Buffers {
@@ -90,13 +92,13 @@ impl BufRing {
         Ok(r)
     }
 
-    /// Registers the ring as buffer group [`BGID`].
-    pub(crate) fn register(&self, submitter: &Submitter<'_>) -> io::Result<()> {
+    /// Registers the ring as buffer group `bgid`.
+    pub(crate) fn register(&self, submitter: &Submitter<'_>, bgid: u16) -> io::Result<()> {
         // SAFETY: the ring memory is a live, page-aligned mapping of exactly
         // `entries` BufRingEntry slots owned by `self`; the backend drops the
         // io_uring instance (which unregisters it) before dropping `self`.
         unsafe {
-            submitter.register_buf_ring_with_flags(self.ring.as_ptr() as u64, self.entries, BGID, 0)
+            submitter.register_buf_ring_with_flags(self.ring.as_ptr() as u64, self.entries, bgid, 0)
         }
     }
 

@@ -124,6 +124,9 @@ pub struct UringConfig {
     /// Use the plain-socket backend in [`open_backend`](crate::open_backend)
     /// (also forced by the [`FORCE_SOCKETS_ENV`] variable).
     pub force_sockets: bool,
+    /// A second socket on the same address for the urgent lane, in the same
+    /// ring ([`SocketConfig::urgent_lane`]; the plain-socket fallback has it too).
+    pub urgent_lane: bool,
 }
 
 impl UringConfig {
@@ -154,6 +157,7 @@ impl UringConfig {
             tx_frames: 1024,
             max_gso_segments: 64,
             force_sockets: false,
+            urgent_lane: true,
         }
     }
 
@@ -165,6 +169,7 @@ impl UringConfig {
         s.force_buffers = self.force_buffers;
         s.reuse_port = self.reuse_port;
         s.steer_cores = self.steer_cores;
+        s.urgent_lane = self.urgent_lane;
         s.max_udp_payload = self.max_udp_payload;
         s.max_batch = self.max_batch.clamp(1, 1024);
         if self.rx_buf_payload != 0 {

@@ -43,11 +43,15 @@ fn block_frames(
         .map(|i| {
             let off = i * frag;
             let n = frag.min(len - off);
+            // Index and seed past byte 5: bytes 3 and 5 are where the urgent
+            // lane's steering reads an icx frame's kind and channel, and a
+            // zero kind keeps these on the normal lane, in order.
             let mut h = [0u8; 64];
-            h[..4].copy_from_slice(&(i as u32).to_be_bytes());
-            h[4] = seed;
+            h[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+            h[12] = seed;
             TxFrame {
                 dst,
+                lane: icx_core::Lane::Normal,
                 header: header(&h),
                 payload: Payload::new(block.clone(), off, n).unwrap(),
             }
@@ -120,6 +124,7 @@ fn ping(addr: &str, c: impl Fn(UringConfig) -> UringConfig) {
         };
         batch.push_back(TxFrame {
             dst,
+            lane: icx_core::Lane::Normal,
             header: header(&[i as u8; 3]),
             payload,
         });
@@ -140,6 +145,7 @@ fn ping(addr: &str, c: impl Fn(UringConfig) -> UringConfig) {
     let mut back = TxBatch::new();
     back.push_back(TxFrame {
         dst: a.local_addr(),
+        lane: icx_core::Lane::Normal,
         header: header(b"pong"),
         payload: Payload::EMPTY,
     });
@@ -370,6 +376,7 @@ fn forced_sockets_and_env() {
     let mut batch = TxBatch::new();
     batch.push_back(TxFrame {
         dst: b.local_addr(),
+        lane: icx_core::Lane::Normal,
         header: header(b"hello"),
         payload: Payload::EMPTY,
     });
@@ -488,4 +495,140 @@ fn sockets_share_a_port_with_reuseport() {
     c.addr = a.local_addr();
     let b = bind(c);
     assert_eq!(a.local_addr(), b.local_addr());
+}
+
+/// An icx-like header: kind at byte 3, channel at byte 5 (what the urgent
+/// lane's steering reads), a tag at byte 20.
+fn icx_like(kind: u8, channel: u8, tag: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[3] = kind;
+    h[5] = channel;
+    h[20] = tag;
+    h
+}
+
+/// Block frames fill the receiver's normal queue, then a heartbeat, an ack
+/// and a control frame follow: `recv` hands those three over first, from
+/// the urgent socket, whatever the receive mode.
+fn urgent_first(c: impl Fn(UringConfig) -> UringConfig) {
+    use icx_core::Lane;
+    let mut a = bind(c(cfg(V4)));
+    let mut b = bind(c(cfg(V4)));
+    assert!(a.has_urgent_lane() && b.capabilities().urgent_lane);
+    let p = pool();
+    let dst = b.local_addr();
+    let block = p.alloc_from(&[7u8; 1200]).unwrap().freeze();
+    let mut batch = TxBatch::new();
+    for i in 0..150u8 {
+        batch.push_back(TxFrame {
+            dst,
+            lane: Lane::Normal,
+            header: header(&icx_like(1, 2, i)),
+            payload: Payload::new(block.clone(), 0, 1200).unwrap(),
+        });
+    }
+    for (k, ch, tag) in [(1u8, 0u8, 201u8), (2, 1, 202), (1, 1, 203)] {
+        batch.push_back(TxFrame {
+            dst,
+            lane: Lane::Urgent,
+            header: header(&icx_like(k, ch, tag)),
+            payload: Payload::EMPTY,
+        });
+    }
+    assert_eq!(send_all(&mut a, &mut batch), 153);
+    settle(&mut a, 153);
+    assert_eq!(a.stats().urgent_sent, 3);
+    // Everything has landed in the sockets before the first look.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.len() < 153 && start.elapsed() < Duration::from_secs(5) {
+        b.recv(4, &mut |d| got.push((d.lane, d.data[20]))).unwrap();
+        if got.is_empty() {
+            b.wait(Some(Duration::from_millis(5))).unwrap();
+        }
+    }
+    assert_eq!(got.len(), 153, "{:?}", b.stats());
+    assert_eq!(
+        &got[..3],
+        &[
+            (Lane::Urgent, 201),
+            (Lane::Urgent, 202),
+            (Lane::Urgent, 203)
+        ],
+        "{:?}",
+        &got[..8]
+    );
+    assert!(got[3..].iter().all(|&(l, _)| l == Lane::Normal));
+    let order: Vec<u8> = got[3..].iter().map(|&(_, t)| t).collect();
+    assert_eq!(order, (0..150).collect::<Vec<u8>>());
+    assert_eq!(b.stats().urgent_received, 3);
+}
+
+#[test]
+fn urgent_lane_is_handed_over_first() {
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
+    for (name, f) in [
+        ("default", (|c| c) as fn(UringConfig) -> UringConfig),
+        ("single-shot", |mut c| {
+            c.multishot = false;
+            c
+        }),
+        ("no GRO", |mut c| {
+            c.gro = false;
+            c
+        }),
+    ] {
+        eprintln!("-- {name}");
+        urgent_first(f);
+    }
+}
+
+/// A backend without the lane (`urgent_lane: false`) still reaches the
+/// urgent socket of one that has it, and gets both lanes on its one socket.
+#[test]
+fn urgent_lane_with_a_peer_that_has_none() {
+    use icx_core::Lane;
+    if !run_or_skip(icx_uring::unavailable()) {
+        return;
+    }
+    let mut one = bind(UringConfig {
+        urgent_lane: false,
+        ..cfg(V4)
+    });
+    let mut two = bind(cfg(V4));
+    assert!(!one.has_urgent_lane() && !one.capabilities().urgent_lane);
+    for (from, to) in [(0, 1), (1, 0)] {
+        let dst = [one.local_addr(), two.local_addr()][to];
+        let mut batch = TxBatch::new();
+        for (k, ch, lane, tag) in [(1u8, 2u8, Lane::Normal, 1u8), (1, 0, Lane::Urgent, 2)] {
+            batch.push_back(TxFrame {
+                dst,
+                lane,
+                header: header(&icx_like(k, ch, tag)),
+                payload: Payload::EMPTY,
+            });
+        }
+        let (tx, rx) = if from == 0 {
+            (&mut one, &mut two)
+        } else {
+            (&mut two, &mut one)
+        };
+        send_all(tx, &mut batch);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while got.len() < 2 && start.elapsed() < Duration::from_secs(5) {
+            rx.wait(Some(Duration::from_millis(5))).unwrap();
+            rx.recv(8, &mut |d| got.push((d.lane, d.data[20]))).unwrap();
+        }
+        if to == 1 {
+            // The receiver with the lane sorts by the header.
+            assert_eq!(got, [(Lane::Urgent, 2), (Lane::Normal, 1)]);
+        } else {
+            assert_eq!(got, [(Lane::Normal, 1), (Lane::Normal, 2)]);
+        }
+    }
 }

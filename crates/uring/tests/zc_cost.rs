@@ -35,6 +35,7 @@ fn run(zc: ZeroCopy, frag: usize, segs: usize, sends: usize) -> (f64, u64, u64) 
             for i in 0..segs {
                 batch.push_back(TxFrame {
                     dst,
+                    lane: icx_core::Lane::Normal,
                     header: HeaderBuf::with_len(64).unwrap(),
                     payload: Payload::new(block.clone(), i * frag, frag).unwrap(),
                 });

@@ -14,6 +14,7 @@
 mod ack;
 mod data;
 mod frame;
+pub mod lane;
 mod probe;
 
 pub use ack::{AckRanges, AckRepr, MAX_ACK_RANGES};
@@ -22,6 +23,7 @@ pub use frame::{
     checksum, decode, Body, Frame, FrameKind, FrameRepr, Header, WireError, FLAG_ACK, HEADER_LEN,
     MAGIC, VERSION,
 };
+pub use lane::{is_urgent_data, lane_of};
 pub use probe::ProbeRepr;
 
 pub use icx_core::{

@@ -4,11 +4,9 @@
 use super::stats::{CoreSnapshot, CoreStats};
 use super::wake::{lock, Shared};
 use super::{NodeEvent, NO_WAKER_MAX_WAIT};
-use crate::driver::{check_backend_mtu, DriverConfig};
+use crate::driver::{check_backend_mtu, receive, DriverConfig, Flush, TxQueues};
 use crate::spsc;
-use icx_core::{
-    owner_core, Backend, BufferPool, Channel, Clock, MonotonicClock, NodeId, PoolBuf, TxBatch,
-};
+use icx_core::{owner_core, Backend, BufferPool, Channel, Clock, MonotonicClock, NodeId, PoolBuf};
 use icx_transport::protocol::{Output, TagMap};
 use icx_transport::{Endpoint, Event, PeerConfig};
 use std::collections::{HashMap, VecDeque};
@@ -136,9 +134,15 @@ struct Core<B: Backend> {
     /// (as the single-thread driver does); otherwise they are configured.
     learn: bool,
     pool: BufferPool,
-    tx: TxBatch,
+    tx: TxQueues,
     rx_budget: usize,
     tx_budget: usize,
+    /// The backend has an urgent lane: turns are arranged around it as the
+    /// single-thread driver's are (see `crate::driver`).
+    lanes: bool,
+    urgent_chunk: usize,
+    /// The last turn deferred its block work: this one may not.
+    deferred: bool,
     rings: CoreRings,
     /// Events the full ring refused, offered again first, in order. While
     /// any wait, the endpoint's events stay in the endpoint (except when the
@@ -220,9 +224,12 @@ impl<B: Backend> Core<B> {
             addrs: HashMap::with_capacity(s.peers.len()),
             learn,
             pool: s.pool,
-            tx: TxBatch::with_capacity(tx_budget),
+            tx: TxQueues::with_capacity(tx_budget),
             rx_budget: batch * s.driver.rx_batches.max(1),
             tx_budget,
+            lanes: caps.urgent_lane,
+            urgent_chunk: s.driver.urgent_chunk.max(1),
+            deferred: false,
             rings,
             backlog: VecDeque::new(),
             tags: TagMap::default(),
@@ -300,6 +307,11 @@ impl<B: Backend> Core<B> {
             self.command(cmd);
             work = true;
         }
+        // Urgent frames the commands queued (replies, heartbeats) go before
+        // this turn's receive.
+        if self.lanes {
+            work |= self.flush(self.clock.now(), Flush::Urgent)?;
+        }
 
         let learn = self.learn;
         let mut known: Option<(NodeId, SocketAddr)> = None;
@@ -330,10 +342,13 @@ impl<B: Backend> Core<B> {
                 rings,
                 delta,
                 rx_budget,
+                lanes,
+                urgent_chunk,
                 ..
             } = self;
             let (me, cores) = (*idx, *cores);
-            backend.recv(*rx_budget, &mut |d| {
+            let chunk = lanes.then_some(*urgent_chunk);
+            receive(backend, *rx_budget, chunk, &mut |d| {
                 // The owner is a pure hash of the sender's node id, so every
                 // core agrees without a table: frames from nodes that are not
                 // (yet) peers go to the core that would own them, whose
@@ -374,8 +389,10 @@ impl<B: Backend> Core<B> {
                 }
             })?
         };
-        self.delta.datagrams_in += received as u64;
-        work |= received > 0;
+        self.delta.datagrams_in += received.n as u64;
+        self.delta.urgent_in += received.urgent as u64;
+        self.delta.urgent_on_normal += received.urgent_on_normal as u64;
+        work |= received.n > 0;
         while woken != 0 {
             let k = woken.trailing_zeros() as usize;
             woken &= woken - 1;
@@ -388,7 +405,13 @@ impl<B: Backend> Core<B> {
             work = true;
         }
 
-        work |= self.flush(now)?;
+        // A message for the application came: hand it over now, leave the
+        // block frames to the next turn (which may not defer again).
+        let defer = received.urgent_data && !self.deferred;
+        self.deferred = defer;
+        self.delta.deferred += u64::from(defer);
+        let mode = if defer { Flush::Urgent } else { Flush::All };
+        work |= self.flush(now, mode)?;
         work |= self.pump_events().0;
         Ok(work)
     }
@@ -519,9 +542,10 @@ impl<B: Backend> Core<B> {
         (pushed > 0, !full)
     }
 
-    /// Moves up to `tx_budget` transmits into the batch and offers it to the
-    /// backend until empty or refused. True when anything was sent.
-    fn flush(&mut self, now: icx_core::Instant) -> io::Result<bool> {
+    /// Moves up to `tx_budget` transmits (per lane) into the queues and
+    /// offers them to the backend until empty or refused, the urgent queue
+    /// first ([`Flush`]). True when anything was sent.
+    fn flush(&mut self, now: icx_core::Instant, mode: Flush) -> io::Result<bool> {
         let f = crate::driver::flush_transmits(
             &mut self.endpoint,
             &mut self.backend,
@@ -529,9 +553,11 @@ impl<B: Backend> Core<B> {
             self.tx_budget,
             &self.addrs,
             now,
+            mode,
         )?;
         self.delta.unroutable += f.unroutable as u64;
         self.delta.datagrams_out += f.sent as u64;
+        self.delta.urgent_out += f.urgent_sent as u64;
         Ok(f.sent > 0)
     }
 

@@ -80,6 +80,16 @@ core_counters! {
     turns,
     /// Times the core blocked in `backend.wait`.
     waits,
+    /// Of `datagrams_in`, those that came on the urgent lane.
+    urgent_in,
+    /// Of `datagrams_out`, frames of the urgent lane.
+    urgent_out,
+    /// Frames of the urgent lane that arrived on the normal one (no urgent
+    /// lane here, or the kernel did not separate them).
+    urgent_on_normal,
+    /// Turns that left their block work to the next because a heartbeat or
+    /// control message arrived.
+    deferred,
 }
 
 /// One core's full state, taken by the core itself on request.

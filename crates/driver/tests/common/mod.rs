@@ -39,8 +39,13 @@ pub fn bind_node(cores: usize, port: u16) -> (Vec<SocketBackend>, SocketAddr) {
 }
 
 /// [`bind_node`] with the kernel steering each datagram to the socket of
-/// the core that owns its sender (`SocketConfig::steer_cores`); the
-/// program stays with the port's group when io_uring sockets replace these.
+/// the core that owns its sender (`SocketConfig::steer_cores`); io_uring
+/// sockets that replace these attach the same program
+/// ([`uring_in_place_of`]).
+///
+/// Without steering, [`bind_node`]'s sockets have urgent lanes too, whose
+/// program knows no cores: every datagram lands on core 0's pair, which
+/// hands it to its owner (so the unsteered tests cross cores for sure).
 pub fn bind_node_steered(cores: usize, port: u16) -> (Vec<SocketBackend>, SocketAddr) {
     bind_node_with(cores, port, cores)
 }
@@ -108,10 +113,15 @@ impl Kind {
 }
 
 /// Opens an io_uring backend on `placeholder`'s address (the caller's
-/// thread becomes the ring's single issuer), then closes the placeholder.
+/// thread becomes the ring's single issuer), with its lanes and steering,
+/// then closes the placeholder.
 pub fn uring_in_place_of(core: usize, placeholder: SocketBackend) -> io::Result<UringBackend> {
     let addr = placeholder.local_addr();
-    let b = UringBackend::new(UringConfig::new(addr))?;
+    let mut cfg = UringConfig::new(addr);
+    // Whichever socket joins last attaches the group's program: the same one.
+    cfg.steer_cores = placeholder.steer_cores();
+    cfg.urgent_lane = placeholder.has_urgent_lane();
+    let b = UringBackend::new(cfg)?;
     drop(placeholder);
     eprintln!("core {core} on {addr}: io_uring {:?}", b.features());
     Ok(b)
@@ -159,6 +169,7 @@ pub fn reuseport_choice(from: &mut SocketBackend, to: &mut [SocketBackend]) -> u
     let mut batch = TxBatch::new();
     batch.push_back(TxFrame {
         dst,
+        lane: icx_core::Lane::Normal,
         header,
         payload: Payload::EMPTY,
     });

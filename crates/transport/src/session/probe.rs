@@ -30,6 +30,10 @@ pub(super) struct Probe {
     /// answered) but no full-size answer: only these count towards a
     /// mismatch, so a peer that starts late is not misjudged.
     failed_full_rounds: u32,
+    /// Probing ended in a mismatch whose event is not out yet: a round can
+    /// end in `poll_probe`, which has no event queue, and the event then
+    /// goes at the next `on_timeout` (asked for at once).
+    pub(super) mismatch_unreported: bool,
 }
 
 impl Probe {
@@ -41,6 +45,7 @@ impl Probe {
             to_send: 0,
             small_answered: false,
             failed_full_rounds: 0,
+            mismatch_unreported: false,
         }
     }
 
@@ -102,6 +107,7 @@ impl Session {
             self.probe.failed_full_rounds += 1;
             if self.probe.failed_full_rounds >= cfg.probe_attempts {
                 self.probe.state = PathState::Mismatch;
+                self.probe.mismatch_unreported = true;
                 return;
             }
         }

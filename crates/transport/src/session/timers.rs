@@ -41,6 +41,7 @@ impl Session {
     pub(crate) fn next_timeout(&self, cfg: &Config) -> Option<Instant> {
         let pending_now = self.ack_now && self.ack_pending > 0
             || self.probe.to_send > 0
+            || self.probe.mismatch_unreported
             || !self.probe_replies.is_empty()
             || !self.tails.is_empty();
         let t = Timer::ALL.iter().filter_map(|&t| self.timer(t, cfg)).min();
@@ -61,14 +62,12 @@ impl Session {
                 Timer::Loss => self.detect_lost(now, cfg),
                 Timer::Pto => self.on_pto(now),
                 Timer::Deadline => self.expire(now, events),
-                Timer::Probe => {
-                    let was = self.probe.state;
-                    self.start_probe_round(now, cfg);
-                    if was == PathState::Probing && self.probe.state == PathState::Mismatch {
-                        self.mismatch_event(events);
-                    }
-                }
+                Timer::Probe => self.start_probe_round(now, cfg),
             }
+        }
+        // Whichever of this and `poll_probe` ended the last round.
+        if std::mem::take(&mut self.probe.mismatch_unreported) {
+            self.mismatch_event(events);
         }
         self.pop_resolved();
     }
