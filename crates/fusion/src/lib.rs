@@ -10,4 +10,10 @@
 #![deny(unsafe_code)]
 
 pub mod block;
+pub mod cache;
+pub mod gcs;
+pub mod grd;
 pub mod io;
+pub mod msg;
+pub mod stats;
+pub mod testing;

@@ -1,0 +1,966 @@
+//! The global cache service of one node: requester, master and holder in
+//! one sans-IO object, driven as a [`Protocol`] (messages, timers) plus
+//! [`io`](crate::io) requests the host does, with an API for the layer
+//! above (the key-value executor):
+//!
+//! ```text
+//!   acquire(now, op, file, block, Access::{Cr{scn}, Current, Exclusive})
+//!   scan(now, op, file, first, count)          // multi-block CR read
+//!   change(now, op, new_image, redo_bytes)     // X holder: new version
+//!   write(now, op, file, block)                // checkpoint one block
+//!   release(op)
+//!   poll_ready() -> Completion                 // images, SCNs, errors
+//!   set_members(now, incarnation, members) / fence(now)
+//! ```
+//!
+//! Messages go on [`Channel::Control`]; a shipped block is a control
+//! [`Msg::Ship`] header plus the cached image itself on [`Channel::Block`]
+//! (the pool buffer is the send buffer; its own header names file, block
+//! and SCN, so the receiver pairs the two). A message to self is handled
+//! locally, never sent: when the master is the requester or the holder,
+//! the flow is 2-way.
+//!
+//! Split along roles: [`requester`] (asking, installing, timers),
+//! [`master`] (the directory), [`holder`] (shipping, invalidations,
+//! writes), [`redo`](self::redo_log) (redo before ship).
+
+mod holder;
+mod master;
+mod redo_log;
+mod requester;
+
+use crate::block::Scn;
+use crate::cache::{Cache, Pin, Replacement};
+use crate::grd::{Directory, SlotMap};
+use crate::io::{BlockNo, FileNo, IoCompletion, IoRequest};
+use crate::msg::{Access, Mode, Msg};
+use crate::stats::Stats;
+use icx_core::{BufferPool, Channel, Duration, Instant, NodeId, PoolBuf, SharedBuf};
+use icx_transport::protocol::{HostEvent, Output, Protocol};
+use icx_transport::Event;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+pub use requester::Want;
+
+/// A global cache service's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub me: NodeId,
+    /// 8, 16 or 32 KiB ([`crate::block::BLOCK_SIZES`]).
+    pub block_size: usize,
+    /// Current images cached (a soft limit: dirty victims are written
+    /// before they go, so the cache can be over it for a while).
+    pub cache_blocks: usize,
+    pub replacement: Replacement,
+    /// Every request's timer (Oracle's 0.5 s); a master resends a step of a
+    /// conversion after the same time.
+    pub request_timeout: Duration,
+    /// CR ships of a block held in X before the holder down-converts.
+    pub fairness_threshold: u32,
+    /// Largest multi-block read (at most [`crate::grd::CHUNK`]).
+    pub multiblock_read_count: u32,
+    /// Older versions kept per block for consistent reads.
+    pub cr_versions: usize,
+    /// Datafiles 1..=datafiles, each of `datafile_blocks` blocks.
+    pub datafiles: FileNo,
+    pub datafile_blocks: BlockNo,
+}
+
+impl Config {
+    pub fn new(me: NodeId) -> Config {
+        Config {
+            me,
+            block_size: crate::block::DEFAULT_BLOCK_SIZE,
+            cache_blocks: 8192,
+            replacement: Replacement::Lru,
+            request_timeout: Duration::from_millis(500),
+            fairness_threshold: 4,
+            multiblock_read_count: 16,
+            cr_versions: 8,
+            datafiles: 1,
+            datafile_blocks: 8192,
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GcError {
+    /// Outside the configured datafiles.
+    NoSuchBlock { file: FileNo, block: BlockNo },
+    /// An evicted node mastered or held the block: instance recovery
+    /// (issue 12) must rebuild it before it is served again.
+    Recovering { file: FileNo, block: BlockNo },
+    /// The node is fenced: no block traffic or I/O.
+    Fenced,
+    /// The block on disk fails its checksum (never returned as data).
+    Corrupt { file: FileNo, block: BlockNo },
+    /// No version at or below the snapshot SCN is left.
+    SnapshotTooOld {
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+    },
+    /// A datafile or redo I/O failed.
+    Io(String),
+    /// The operation id is unknown, busy, or not an X holder's.
+    BadOp(u64),
+    /// The pool had no buffer.
+    NoBuffer,
+}
+
+impl fmt::Display for GcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GcError::NoSuchBlock { file, block } => {
+                write!(f, "file {file} block {block} is outside the datafiles")
+            }
+            GcError::Recovering { file, block } => write!(
+                f,
+                "file {file} block {block} awaits instance recovery after an eviction"
+            ),
+            GcError::Fenced => f.write_str("fenced: block traffic and I/O stopped"),
+            GcError::Corrupt { file, block } => {
+                write!(f, "file {file} block {block} is corrupt on disk")
+            }
+            GcError::SnapshotTooOld { file, block, scn } => {
+                write!(
+                    f,
+                    "snapshot too old: no version of file {file} block {block} at SCN {scn}"
+                )
+            }
+            GcError::Io(e) => write!(f, "I/O error: {e}"),
+            GcError::BadOp(op) => write!(f, "operation {op} is unknown or may not do that"),
+            GcError::NoBuffer => f.write_str("no buffer in the pool"),
+        }
+    }
+}
+
+/// What the layer above gets back.
+#[derive(Debug)]
+pub enum Completion {
+    /// `acquire` done: the image, pinned in `mode` until `release` (a CR
+    /// read pins nothing).
+    Acquired {
+        op: u64,
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+        mode: Mode,
+        image: SharedBuf,
+    },
+    /// `scan` done: one image per block, in order.
+    Scanned {
+        op: u64,
+        file: FileNo,
+        first: BlockNo,
+        images: Vec<SharedBuf>,
+    },
+    /// The redo of `change` at `scn` is durable: acknowledge the client.
+    Changed {
+        op: u64,
+        scn: Scn,
+    },
+    /// `write` done: the block is on disk at `scn` (or was clean).
+    Written {
+        op: u64,
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+    },
+    Failed {
+        op: u64,
+        error: GcError,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Acquire(Access),
+    /// One block of scan `scan`, slot `i` of its images.
+    ScanPart {
+        scan: u64,
+        i: usize,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Op {
+    pub key: (FileNo, BlockNo),
+    pub kind: OpKind,
+    /// The pin this op holds once acquired.
+    pub held: Option<Mode>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ScanOp {
+    pub file: FileNo,
+    pub first: BlockNo,
+    pub images: Vec<Option<SharedBuf>>,
+    pub failed: bool,
+}
+
+/// What an I/O request was for.
+#[derive(Debug)]
+pub(crate) enum IoFor {
+    Read {
+        file: FileNo,
+        first: BlockNo,
+        count: u32,
+    },
+    Write {
+        key: (FileNo, BlockNo),
+        scn: Scn,
+        rid: u64,
+    },
+    Redo,
+}
+
+/// A message kept until answered, resent on its timer.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    pub to: NodeId,
+    pub msg: Msg,
+    pub deadline: Instant,
+}
+
+/// The global cache service of one node.
+pub struct Fusion {
+    pub(crate) cfg: Config,
+    pub(crate) me: NodeId,
+    pub(crate) pool: BufferPool,
+    pub(crate) slots: SlotMap,
+    pub(crate) incarnation: u64,
+    pub(crate) cache: Cache,
+    pub(crate) dir: Directory,
+    pub(crate) wants: BTreeMap<(FileNo, BlockNo), Want>,
+    /// The last request completed per block, to answer a duplicate reply
+    /// with the Done again: (rid, pi, scn).
+    pub(crate) completed: BTreeMap<(FileNo, BlockNo), (u64, bool, Scn)>,
+    pub(crate) ops: BTreeMap<u64, Op>,
+    pub(crate) waiting: BTreeMap<(FileNo, BlockNo), VecDeque<u64>>,
+    pub(crate) scans: BTreeMap<u64, ScanOp>,
+    pub(crate) next_rid: u64,
+    pub(crate) scn: Scn,
+    pub(crate) last_ship: BTreeMap<(FileNo, BlockNo), holder::LastShip>,
+    pub(crate) deferred: BTreeMap<(FileNo, BlockNo), Vec<(NodeId, Msg)>>,
+    pub(crate) img_buf: VecDeque<((NodeId, FileNo, BlockNo, Scn), SharedBuf)>,
+    pub(crate) retries: BTreeMap<((FileNo, BlockNo), u8), Retry>,
+    pub(crate) write_ops: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
+    /// Writes waiting for redo (write-ahead), by block: their rid.
+    pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), u64>,
+    /// The last write per block: (rid, scn), for a duplicate grant.
+    pub(crate) last_write: BTreeMap<(FileNo, BlockNo), (u64, Scn)>,
+    /// A multi-block request being decided: its grants, one message.
+    pub(crate) batch: Option<(NodeId, u64, FileNo, BlockNo, u16)>,
+    /// Dones of one disk read, sent together: (master, rid, block).
+    pub(crate) done_batch: Option<Vec<DoneItem>>,
+    pub(crate) redo: redo_log::RedoLog,
+    pub(crate) io_out: VecDeque<IoRequest>,
+    pub(crate) io_for: BTreeMap<u64, IoFor>,
+    pub(crate) next_io: u64,
+    pub(crate) out: VecDeque<Output>,
+    pub(crate) local: VecDeque<(NodeId, Msg)>,
+    pub(crate) ready: VecDeque<Completion>,
+    pub(crate) stats: Stats,
+    pub(crate) fenced: bool,
+    pub(crate) next_tag: u64,
+}
+
+impl fmt::Debug for Fusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fusion")
+            .field("me", &self.me)
+            .field("scn", &self.scn)
+            .field("wants", &self.wants.len())
+            .field("ops", &self.ops.len())
+            .field("fenced", &self.fenced)
+            .finish()
+    }
+}
+
+/// A Done to batch: (master, rid, block).
+pub(crate) type DoneItem = (NodeId, u64, (FileNo, BlockNo));
+
+/// Keys of [`Fusion::retries`] by message.
+pub(crate) const RETRY_WRITE: u8 = 1;
+pub(crate) const RETRY_DROP: u8 = 2;
+
+impl Fusion {
+    /// A node's service over `members` (itself included), sending from
+    /// `pool` (block images of reads must come from it too).
+    pub fn new(cfg: Config, pool: BufferPool, members: &[NodeId]) -> Fusion {
+        let cache = Cache::new(cfg.cache_blocks, cfg.replacement);
+        Fusion {
+            me: cfg.me,
+            slots: SlotMap::new(members),
+            cfg,
+            pool,
+            incarnation: 0,
+            cache,
+            dir: Directory::new(),
+            wants: BTreeMap::new(),
+            completed: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            scans: BTreeMap::new(),
+            next_rid: 1,
+            scn: 0,
+            last_ship: BTreeMap::new(),
+            deferred: BTreeMap::new(),
+            img_buf: VecDeque::new(),
+            retries: BTreeMap::new(),
+            write_ops: BTreeMap::new(),
+            write_wait: BTreeMap::new(),
+            last_write: BTreeMap::new(),
+            batch: None,
+            done_batch: None,
+            redo: redo_log::RedoLog::default(),
+            io_out: VecDeque::new(),
+            io_for: BTreeMap::new(),
+            next_io: 1,
+            out: VecDeque::new(),
+            local: VecDeque::new(),
+            ready: VecDeque::new(),
+            stats: Stats::default(),
+            fenced: false,
+            next_tag: 1,
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    /// This node's SCN (a Lamport clock over every version seen).
+    pub fn scn(&self) -> Scn {
+        self.scn
+    }
+
+    /// The SCN the next change of any block here gets, if made now: for a
+    /// redo record that must name its SCN before [`Fusion::change`].
+    pub fn next_scn(&self, file: FileNo, block: BlockNo) -> Scn {
+        let e = self.cache.get((file, block)).map_or(0, |e| e.scn);
+        self.scn.max(e) + 1
+    }
+
+    pub fn master_of(&self, file: FileNo, block: BlockNo) -> NodeId {
+        self.slots.master(file, block)
+    }
+
+    /// This node's mode of a block and the SCN of its current image.
+    pub fn holding(&self, file: FileNo, block: BlockNo) -> (Mode, Option<Scn>) {
+        match self.cache.get((file, block)) {
+            Some(e) if e.current.is_some() => (e.mode, Some(e.scn)),
+            _ => (Mode::N, None),
+        }
+    }
+
+    /// The newest version here (current or past image).
+    pub fn newest(&self, file: FileNo, block: BlockNo) -> Option<Scn> {
+        self.cache.get((file, block)).and_then(|e| e.newest())
+    }
+
+    /// Past images kept of a block, by SCN.
+    pub fn past_images(&self, file: FileNo, block: BlockNo) -> Vec<Scn> {
+        self.cache
+            .get((file, block))
+            .map(|e| e.pis.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether this node's current image of the block is dirty.
+    pub fn is_dirty(&self, file: FileNo, block: BlockNo) -> bool {
+        self.cache.get((file, block)).is_some_and(|e| e.dirty)
+    }
+
+    /// Blocks with a dirty current image here (a checkpoint writes them).
+    pub fn dirty_blocks(&self) -> Vec<(FileNo, BlockNo)> {
+        self.cache
+            .entries
+            .iter()
+            .filter(|(_, e)| e.dirty && e.current.is_some())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The master's view of a block, if this node masters it:
+    /// (holders, PI holders, disk SCN, conversion running).
+    pub fn directory(&self, file: FileNo, block: BlockNo) -> Option<DirView> {
+        self.dir.get(&(file, block)).map(|r| DirView {
+            holders: r.holders.iter().map(|(&n, &m)| (n, m)).collect(),
+            pis: r.pis.iter().map(|(&n, &s)| (n, s)).collect(),
+            disk_scn: r.disk_scn,
+            busy: r.busy.is_some(),
+            queued: r.queue.len(),
+        })
+    }
+
+    /// Anything still moving: requests, conversions, I/O, redo, sends.
+    pub fn quiet(&self) -> bool {
+        self.wants.is_empty()
+            && self.retries.is_empty()
+            && self.io_for.is_empty()
+            && self.io_out.is_empty()
+            && self.out.is_empty()
+            && self
+                .dir
+                .values()
+                .all(|r| r.busy.is_none() && r.queue.is_empty())
+            && self.redo.idle()
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    pub(crate) fn in_range(&self, file: FileNo, block: BlockNo) -> bool {
+        file >= 1 && file <= self.cfg.datafiles && block < self.cfg.datafile_blocks
+    }
+
+    pub(crate) fn rid(&mut self) -> u64 {
+        let r = self.next_rid;
+        self.next_rid += 1;
+        r
+    }
+
+    /// Sends `msg` to `to` (handled locally when `to` is this node).
+    pub(crate) fn send(&mut self, to: NodeId, msg: Msg) {
+        if self.fenced {
+            return;
+        }
+        if to == self.me {
+            self.local.push_back((to, msg));
+            return;
+        }
+        let bytes = msg.encode();
+        let Some(buf) = self.pool.alloc_from(&bytes) else {
+            // The request timers recover a message that was never sent.
+            return;
+        };
+        self.push_out(to, Channel::Control, buf.freeze());
+    }
+
+    /// Ships an image: the header on the control channel, the pool
+    /// buffer itself on the block channel.
+    pub(crate) fn send_ship(&mut self, to: NodeId, hdr: Msg, img: SharedBuf) {
+        if to == self.me {
+            self.local.push_back((to, hdr));
+            self.stash_image(to, img);
+            return;
+        }
+        self.send(to, hdr);
+        if !self.fenced {
+            self.push_out(to, Channel::Block, img);
+        }
+    }
+
+    fn push_out(&mut self, peer: NodeId, channel: Channel, data: SharedBuf) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.out.push_back(Output::Send {
+            peer,
+            channel,
+            data,
+            tag,
+            deadline: None,
+        });
+    }
+
+    pub(crate) fn io(&mut self, op: crate::io::IoOp, purpose: IoFor) {
+        if self.fenced {
+            return;
+        }
+        let id = self.next_io;
+        self.next_io += 1;
+        self.io_for.insert(id, purpose);
+        self.io_out.push_back(IoRequest { id, op });
+    }
+
+    pub(crate) fn complete(&mut self, c: Completion) {
+        self.ready.push_back(c);
+    }
+
+    /// Handles messages this node sent itself, until none are left.
+    pub(crate) fn drain_local(&mut self, now: Instant) {
+        // Each local message is handled once; handling may queue more, a
+        // conversion's steps being finite.
+        let mut budget = 1_000_000u32;
+        while let Some((from, msg)) = self.local.pop_front() {
+            budget -= 1;
+            if budget == 0 {
+                debug_assert!(false, "local message loop");
+                self.local.clear();
+                break;
+            }
+            self.dispatch(now, from, msg);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, from: NodeId, msg: Msg) {
+        match msg {
+            Msg::Req {
+                rid,
+                file,
+                block,
+                access,
+            } => self.m_request(
+                now,
+                from,
+                rid,
+                (file, block),
+                crate::grd::What::Access(access),
+            ),
+            Msg::MultiReq {
+                rid,
+                file,
+                first,
+                count,
+            } => self.m_multi(now, from, rid, file, first, count),
+            Msg::Done {
+                rid,
+                file,
+                first,
+                mask,
+                pi,
+                scn,
+            } => self.m_done(now, from, rid, file, first, mask, pi, scn),
+            Msg::InvalAck {
+                rid,
+                file,
+                block,
+                pi_scn,
+            } => self.m_inval_ack(now, from, rid, (file, block), pi_scn),
+            Msg::WriteReq {
+                rid, file, block, ..
+            } => self.m_request(now, from, rid, (file, block), crate::grd::What::Write),
+            Msg::WriteDone {
+                rid,
+                file,
+                block,
+                scn,
+            } => self.m_write_done(now, from, rid, (file, block), scn),
+            Msg::DownConvert { file, block, .. } => self.m_down_convert(from, (file, block)),
+            Msg::Drop { rid, file, block } => {
+                self.m_request(now, from, rid, (file, block), crate::grd::What::Drop)
+            }
+            Msg::Grant {
+                rid,
+                file,
+                block,
+                mode,
+                keep,
+                disk_scn,
+            } => self.r_grant(now, from, rid, (file, block), mode, keep, disk_scn),
+            Msg::GrantMulti {
+                rid,
+                file,
+                first,
+                mask,
+            } => self.r_grant_multi(now, rid, file, first, mask),
+            Msg::Ship {
+                rid,
+                file,
+                block,
+                scn,
+                kind,
+                pi,
+            } => self.r_ship(now, from, rid, (file, block), scn, kind, pi),
+            Msg::Error {
+                rid,
+                file,
+                block,
+                code,
+            } => self.r_error(now, rid, (file, block), code),
+            Msg::Fwd {
+                rid,
+                to,
+                file,
+                block,
+                access,
+            } => self.h_fwd(now, from, rid, to, (file, block), access),
+            Msg::Inval { rid, file, block } => self.h_inval(now, from, rid, (file, block)),
+            Msg::PiDiscard { file, block, scn } => self.h_pi_discard((file, block), scn),
+            Msg::WriteGrant { rid, file, block } => self.h_write_grant(now, rid, (file, block)),
+            Msg::DropOk { rid, file, block } => self.h_drop_ok(now, rid, (file, block)),
+        }
+    }
+
+    /// An image arrived on the block channel (or was shipped to self).
+    fn on_image(&mut self, now: Instant, from: NodeId, img: SharedBuf) {
+        if img.len() < crate::block::HEADER_LEN {
+            self.stats.gc_blocks_corrupt += 1;
+            return;
+        }
+        let file = u16::from_le_bytes([img[8], img[9]]);
+        let block = u32::from_le_bytes([img[12], img[13], img[14], img[15]]);
+        match crate::block::verify(&img, file, block) {
+            Ok(h) if img.len() == self.cfg.block_size => {
+                self.stash_image(from, img);
+                self.r_image_arrived(now, from, (file, block), h.scn);
+            }
+            _ => {
+                self.stats.gc_blocks_corrupt += 1;
+                self.r_corrupt_ship(now, from);
+            }
+        }
+    }
+
+    /// Keeps an image until its header pairs with it (bounded: a stray
+    /// image is forgotten, its request's timer asks again).
+    fn stash_image(&mut self, from: NodeId, img: SharedBuf) {
+        if img.len() < crate::block::HEADER_LEN {
+            return;
+        }
+        let file = u16::from_le_bytes([img[8], img[9]]);
+        let block = u32::from_le_bytes([img[12], img[13], img[14], img[15]]);
+        let scn = u64::from_le_bytes(img[16..24].try_into().unwrap_or([0; 8]));
+        self.img_buf.retain(|(k, _)| *k != (from, file, block, scn));
+        self.img_buf.push_back(((from, file, block, scn), img));
+        while self.img_buf.len() > 64 {
+            self.img_buf.pop_front();
+        }
+    }
+
+    pub(crate) fn take_image(
+        &mut self,
+        from: NodeId,
+        key: (FileNo, BlockNo),
+        scn: Scn,
+    ) -> Option<SharedBuf> {
+        let i = self
+            .img_buf
+            .iter()
+            .position(|(k, _)| *k == (from, key.0, key.1, scn))?;
+        self.img_buf.remove(i).map(|(_, b)| b)
+    }
+
+    /// Raises this node's SCN to at least `scn` (Lamport).
+    pub(crate) fn see_scn(&mut self, scn: Scn) {
+        self.scn = self.scn.max(scn);
+    }
+
+    // ----- the API -----
+
+    /// Asks for a block. Completes with [`Completion::Acquired`] (or
+    /// `Failed`); `Current` and `Exclusive` pin it until [`Self::release`].
+    pub fn acquire(&mut self, now: Instant, op: u64, file: FileNo, block: BlockNo, access: Access) {
+        if self.fenced {
+            return self.complete(Completion::Failed {
+                op,
+                error: GcError::Fenced,
+            });
+        }
+        if !self.in_range(file, block) {
+            return self.complete(Completion::Failed {
+                op,
+                error: GcError::NoSuchBlock { file, block },
+            });
+        }
+        if self.ops.contains_key(&op) || self.scans.contains_key(&op) {
+            return self.complete(Completion::Failed {
+                op,
+                error: GcError::BadOp(op),
+            });
+        }
+        self.ops.insert(
+            op,
+            Op {
+                key: (file, block),
+                kind: OpKind::Acquire(access),
+                held: None,
+            },
+        );
+        self.enqueue_op(now, op);
+        self.drain_local(now);
+    }
+
+    /// A multi-block consistent read of `count` blocks from `first` (at
+    /// most `multiblock_read_count`): blocks cached here are used, the
+    /// rest are asked of their masters with one request per mastering
+    /// chunk. Completes with [`Completion::Scanned`].
+    pub fn scan(&mut self, now: Instant, op: u64, file: FileNo, first: BlockNo, count: u32) {
+        let bad = count == 0
+            || count > self.cfg.multiblock_read_count.min(crate::grd::CHUNK)
+            || !self.in_range(file, first)
+            || !self.in_range(file, first.saturating_add(count - 1));
+        if self.fenced || bad || self.ops.contains_key(&op) || self.scans.contains_key(&op) {
+            let error = if self.fenced {
+                GcError::Fenced
+            } else if bad {
+                GcError::NoSuchBlock { file, block: first }
+            } else {
+                GcError::BadOp(op)
+            };
+            return self.complete(Completion::Failed { op, error });
+        }
+        self.r_scan(now, op, file, first, count);
+        self.drain_local(now);
+    }
+
+    /// Makes `image` (a whole block; its header is written here) the new
+    /// current version of the block `op` holds in X, at a new SCN, keeping
+    /// the old one for consistent reads. `redo` is appended to the redo log
+    /// as is (whole records covering this change); [`Completion::Changed`]
+    /// comes once it is durable. Returns the SCN.
+    pub fn change(
+        &mut self,
+        now: Instant,
+        op: u64,
+        mut image: PoolBuf,
+        redo: Vec<u8>,
+    ) -> Result<Scn, GcError> {
+        if self.fenced {
+            return Err(GcError::Fenced);
+        }
+        let Some(o) = self.ops.get(&op) else {
+            return Err(GcError::BadOp(op));
+        };
+        let key = o.key;
+        let ok = o.held == Some(Mode::X)
+            && self
+                .cache
+                .get(key)
+                .is_some_and(|e| e.mode == Mode::X && e.pin == Pin::Excl && e.current.is_some());
+        if !ok || image.len() != self.cfg.block_size {
+            return Err(GcError::BadOp(op));
+        }
+        let scn = self.next_scn(key.0, key.1);
+        self.scn = scn;
+        crate::block::seal(
+            &mut image,
+            &crate::block::Header {
+                kind: crate::block::Kind::Data,
+                file: key.0,
+                block: key.1,
+                scn,
+            },
+        );
+        let chain = self.cfg.cr_versions;
+        let e = self.cache.entry(key);
+        e.install(scn, image.freeze(), true, chain);
+        e.dirty = true;
+        self.cache.touch(key);
+        self.redo.push(scn, redo, op);
+        self.redo_kick();
+        self.drain_local(now);
+        Ok(scn)
+    }
+
+    /// Writes the block to its datafile if it is dirty here (directly in
+    /// the local role, through the master in the global role). Completes
+    /// with [`Completion::Written`].
+    pub fn write(&mut self, now: Instant, op: u64, file: FileNo, block: BlockNo) {
+        if self.fenced {
+            return self.complete(Completion::Failed {
+                op,
+                error: GcError::Fenced,
+            });
+        }
+        self.h_write(now, Some(op), (file, block));
+        self.drain_local(now);
+    }
+
+    /// Ends an operation: unpins its block, lets transfers that waited
+    /// for it go.
+    pub fn release(&mut self, now: Instant, op: u64) {
+        let Some(o) = self.ops.remove(&op) else {
+            return;
+        };
+        if let Some(m) = o.held {
+            if let Some(e) = self.cache.entries.get_mut(&o.key) {
+                e.pin = match (e.pin, m) {
+                    (Pin::Shared(n), Mode::S) if n > 1 => Pin::Shared(n - 1),
+                    _ => Pin::None,
+                };
+            }
+        } else if let Some(q) = self.waiting.get_mut(&o.key) {
+            q.retain(|&x| x != op);
+        }
+        self.run_deferred(now, o.key);
+        self.kick(now, o.key);
+        self.evict(now);
+        self.drain_local(now);
+    }
+
+    pub fn poll_ready(&mut self) -> Option<Completion> {
+        self.ready.pop_front()
+    }
+
+    pub fn poll_io(&mut self, _now: Instant) -> Option<IoRequest> {
+        if self.fenced {
+            self.io_out.clear();
+            return None;
+        }
+        self.io_out.pop_front()
+    }
+
+    pub fn handle_io(&mut self, now: Instant, c: IoCompletion) {
+        if self.fenced {
+            return;
+        }
+        let Some(purpose) = self.io_for.remove(&c.id) else {
+            return;
+        };
+        match purpose {
+            IoFor::Read { file, first, count } => {
+                self.r_read_done(now, file, first, count, c.result)
+            }
+            IoFor::Write { key, scn, rid } => self.h_write_done(now, key, scn, rid, c.result),
+            IoFor::Redo => self.redo_done(now, c.result),
+        }
+        self.drain_local(now);
+    }
+
+    /// A new membership view: departed nodes' slots move, and requests on
+    /// blocks they mastered or held fail with [`GcError::Recovering`].
+    pub fn set_members(&mut self, now: Instant, incarnation: u64, members: &[NodeId]) {
+        self.incarnation = incarnation;
+        let gone = self.slots.set_members(members);
+        if gone.is_empty() {
+            return;
+        }
+        self.m_members_gone(now, &gone);
+        self.r_members_gone(now, &gone);
+        self.drain_local(now);
+    }
+
+    /// Instance recovery rebuilt what the evicted nodes mastered (the hook
+    /// issue 12 calls).
+    pub fn recovered(&mut self) {
+        self.slots.recovered();
+        for r in self.dir.values_mut() {
+            r.lost = false;
+        }
+    }
+
+    /// Stops all block traffic and I/O at once (this node is being
+    /// evicted): nothing more is sent or asked of the disk, every
+    /// operation fails with [`GcError::Fenced`].
+    pub fn fence(&mut self, _now: Instant) {
+        self.fenced = true;
+        self.out.clear();
+        self.io_out.clear();
+        self.local.clear();
+        self.wants.clear();
+        self.retries.clear();
+        let ops: Vec<u64> = self.ops.keys().chain(self.scans.keys()).copied().collect();
+        for op in ops {
+            if self.ops.get(&op).is_some_and(|o| o.held.is_some()) {
+                continue;
+            }
+            self.ready.push_back(Completion::Failed {
+                op,
+                error: GcError::Fenced,
+            });
+        }
+        self.ops.retain(|_, o| o.held.is_some());
+        self.scans.clear();
+        self.waiting.clear();
+    }
+
+    /// Resends what is due.
+    fn timers(&mut self, now: Instant) {
+        self.r_timeout(now);
+        self.m_timeout(now);
+        let due: Vec<_> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(r) = self.retries.get_mut(&k) {
+                r.deadline = now + self.cfg.request_timeout;
+                let (to, msg) = (r.to, r.msg.clone());
+                self.send(to, msg);
+            }
+        }
+    }
+}
+
+/// A master's view of one block, for tests and `INFO`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirView {
+    pub holders: Vec<(NodeId, Mode)>,
+    pub pis: Vec<(NodeId, Scn)>,
+    pub disk_scn: Scn,
+    pub busy: bool,
+    pub queued: usize,
+}
+
+impl Protocol for Fusion {
+    fn handle_event(&mut self, now: Instant, event: HostEvent) {
+        if self.fenced {
+            return;
+        }
+        let HostEvent::Transport {
+            event:
+                Event::Delivered {
+                    peer,
+                    channel,
+                    data,
+                    ..
+                },
+            ..
+        } = event
+        else {
+            // Acks, losses and refusals: the request timers cover them.
+            return;
+        };
+        if !self.slots.is_member(peer) {
+            return;
+        }
+        match channel {
+            Channel::Block => self.on_image(now, peer, data.freeze()),
+            _ => match Msg::decode(&data) {
+                Ok(m) => self.dispatch(now, peer, m),
+                Err(_) => self.stats.gc_bad_messages += 1,
+            },
+        }
+        self.drain_local(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.fenced {
+            return;
+        }
+        self.timers(now);
+        self.drain_local(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.fenced {
+            return None;
+        }
+        let w = self.wants.values().filter_map(|w| w.deadline()).min();
+        let m = self
+            .dir
+            .values()
+            .filter_map(|r| r.busy.as_ref().map(|c| c.deadline))
+            .min();
+        let r = self.retries.values().map(|r| r.deadline).min();
+        [w, m, r].into_iter().flatten().min()
+    }
+
+    fn poll_output(&mut self, _now: Instant) -> Option<Output> {
+        if self.fenced {
+            self.out.clear();
+            return None;
+        }
+        self.out.pop_front()
+    }
+}
