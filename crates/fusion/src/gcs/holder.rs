@@ -23,6 +23,7 @@ pub(crate) struct LastShip {
     scn: Scn,
     kind: ShipKind,
     pi: bool,
+    dirty: bool,
     img: SharedBuf,
     /// False while it waits for redo.
     sent: bool,
@@ -37,6 +38,7 @@ impl Fusion {
         to: NodeId,
         key: (FileNo, BlockNo),
         access: Access,
+        dirty: bool,
     ) {
         if let Some(ls) = self.last_ship.get(&key) {
             if ls.rid == rid && ls.to == to {
@@ -64,6 +66,7 @@ impl Fusion {
                     file: key.0,
                     block: key.1,
                     access,
+                    dirty,
                 },
             ));
             return;
@@ -118,6 +121,7 @@ impl Fusion {
             scn,
             kind,
             pi,
+            dirty: kind == ShipKind::X && (pi || dirty),
             img,
             sent: !wait,
         };
@@ -475,6 +479,7 @@ fn ship_msg(key: (FileNo, BlockNo), ls: &LastShip) -> (Msg, SharedBuf) {
             scn: ls.scn,
             kind: ls.kind,
             pi: ls.pi,
+            dirty: ls.dirty,
         },
         ls.img.clone(),
     )

@@ -91,15 +91,15 @@ impl Fusion {
         rid: u64,
         file: FileNo,
         first: BlockNo,
-        count: u8,
+        mask: u16,
     ) {
-        let last = first.saturating_add(u32::from(count) - 1);
+        let last = first.saturating_add(15 - mask.leading_zeros());
         if first / crate::grd::CHUNK != last / crate::grd::CHUNK {
             return self.m_refuse(from, rid, (file, first), ErrorCode::NotMaster);
         }
         // Blocks granted now go in one GrantMulti.
         self.batch = Some((from, rid, file, first, 0));
-        for b in first..=last {
+        for b in (first..=last).filter(|b| mask & (1 << (b - first)) != 0) {
             let key = (file, b);
             if !self.m_admit(from, rid, key) {
                 continue;
@@ -203,6 +203,9 @@ impl Fusion {
             return;
         };
         let disk_scn = r.disk_scn;
+        // Past images exist: the current version is newer than disk, and
+        // whoever gets X owes its write.
+        let dirty = !r.pis.is_empty();
         let Some(c) = r.busy.as_mut() else {
             return;
         };
@@ -243,6 +246,7 @@ impl Fusion {
                             mode,
                             keep,
                             disk_scn,
+                            dirty,
                         },
                     );
                 }
@@ -255,6 +259,7 @@ impl Fusion {
                     file,
                     block,
                     access,
+                    dirty,
                 },
             ),
             Step::Invalidating { waiting, .. } => {

@@ -423,6 +423,47 @@ impl Fusion {
             && self.redo.idle()
     }
 
+    /// What this node waits for, for a test's failure message.
+    pub fn dump(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        for (k, w) in &self.wants {
+            let _ = writeln!(o, "  want {k:?}: {w:?}");
+        }
+        for (k, r) in &self.dir {
+            if r.busy.is_some() || !r.queue.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  master {k:?}: holders {:?} pis {:?} busy {:?} queue {:?}",
+                    r.holders, r.pis, r.busy, r.queue
+                );
+            }
+        }
+        for (k, d) in &self.deferred {
+            let _ = writeln!(o, "  deferred {k:?}: {d:?}");
+        }
+        for (k, e) in &self.cache.entries {
+            if e.pin != Pin::None || e.writing.is_some() || e.dropping {
+                let _ = writeln!(
+                    o,
+                    "  entry {k:?}: mode {:?} scn {} pin {:?} writing {:?} dropping {}",
+                    e.mode, e.scn, e.pin, e.writing, e.dropping
+                );
+            }
+        }
+        for (k, q) in &self.waiting {
+            let _ = writeln!(o, "  waiting {k:?}: {q:?}");
+        }
+        for (k, r) in &self.retries {
+            let _ = writeln!(o, "  retry {k:?}: {:?}", r.msg);
+        }
+        for (k, l) in &self.last_ship {
+            let _ = writeln!(o, "  last ship {k:?}: {l:?}");
+        }
+        let _ = writeln!(o, "  redo {:?}", self.redo);
+        o
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.fenced
     }
@@ -528,8 +569,8 @@ impl Fusion {
                 rid,
                 file,
                 first,
-                count,
-            } => self.m_multi(now, from, rid, file, first, count),
+                mask,
+            } => self.m_multi(now, from, rid, file, first, mask),
             Msg::Done {
                 rid,
                 file,
@@ -564,7 +605,8 @@ impl Fusion {
                 mode,
                 keep,
                 disk_scn,
-            } => self.r_grant(now, from, rid, (file, block), mode, keep, disk_scn),
+                dirty,
+            } => self.r_grant(now, from, rid, (file, block), mode, (keep, dirty), disk_scn),
             Msg::GrantMulti {
                 rid,
                 file,
@@ -578,7 +620,8 @@ impl Fusion {
                 scn,
                 kind,
                 pi,
-            } => self.r_ship(now, from, rid, (file, block), scn, kind, pi),
+                dirty,
+            } => self.r_ship(now, from, rid, (file, block), scn, kind, pi || dirty),
             Msg::Error {
                 rid,
                 file,
@@ -591,7 +634,8 @@ impl Fusion {
                 file,
                 block,
                 access,
-            } => self.h_fwd(now, from, rid, to, (file, block), access),
+                dirty,
+            } => self.h_fwd(now, from, rid, to, (file, block), access, dirty),
             Msg::Inval { rid, file, block } => self.h_inval(now, from, rid, (file, block)),
             Msg::PiDiscard { file, block, scn } => self.h_pi_discard((file, block), scn),
             Msg::WriteGrant { rid, file, block } => self.h_write_grant(now, rid, (file, block)),

@@ -24,10 +24,10 @@ const INTERNAL_OP: u64 = 1 << 63;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WantWhat {
     Access(Access),
-    /// A block of a multi-block read (`first`, `count`: the request).
+    /// A block of a multi-block read (`first`, `mask`: the request).
     Scan {
         first: BlockNo,
-        count: u8,
+        mask: u16,
     },
 }
 
@@ -244,11 +244,11 @@ impl Fusion {
                 block: key.1,
                 access,
             },
-            WantWhat::Scan { first, count } => Msg::MultiReq {
+            WantWhat::Scan { first, mask } => Msg::MultiReq {
                 rid,
                 file: key.0,
                 first,
-                count,
+                mask,
             },
         };
         self.send(to, msg);
@@ -301,12 +301,12 @@ impl Fusion {
             parts.push((id, (file, b)));
         }
         for blocks in need.values() {
-            let (lo, hi) = (blocks[0], blocks[blocks.len() - 1]);
+            let lo = blocks[0];
             let rid = self.rid();
             let master = self.slots.master(file, lo);
             let what = WantWhat::Scan {
                 first: lo,
-                count: (hi - lo + 1) as u8,
+                mask: blocks.iter().fold(0, |m, b| m | 1 << (b - lo)),
             };
             for &b in blocks {
                 self.wants.insert(
@@ -386,7 +386,7 @@ impl Fusion {
         rid: u64,
         key: (FileNo, BlockNo),
         mode: Mode,
-        keep: bool,
+        (keep, dirty): (bool, bool),
         disk_scn: Scn,
     ) {
         if !self.matching(rid, key) {
@@ -407,6 +407,12 @@ impl Fusion {
         let e = self.cache.entry(key);
         if keep && e.current.is_some() {
             e.mode = e.mode.max(mode);
+            if mode == Mode::X && dirty {
+                // Invalidated sharers kept PIs: this copy is newer than
+                // disk and now ours to write.
+                e.dirty = true;
+                e.global = true;
+            }
             let scn = e.scn;
             self.finish(now, key, false, scn, None);
             return;
@@ -936,7 +942,7 @@ fn global_for(kind: OpKind, block: BlockNo) -> WantWhat {
         OpKind::Acquire(a) => WantWhat::Access(a),
         OpKind::ScanPart { .. } => WantWhat::Scan {
             first: block,
-            count: 1,
+            mask: 1,
         },
     }
 }

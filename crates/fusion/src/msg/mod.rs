@@ -78,13 +78,13 @@ pub enum Msg {
         block: BlockNo,
         access: Access,
     },
-    /// R→M: a consistent read of `count` (≤ 16) consecutive blocks, one
-    /// mastering chunk.
+    /// R→M: a multi-block consistent read of the blocks of `mask` (bit i
+    /// = `first + i`), all in one mastering chunk.
     MultiReq {
         rid: u64,
         file: FileNo,
         first: BlockNo,
-        count: u8,
+        mask: u16,
     },
     /// M→R: read from disk in `mode` (`keep`: R already holds the current
     /// version in S; nothing is read or resent). `disk_scn`: the newest
@@ -96,6 +96,9 @@ pub enum Msg {
         mode: Mode,
         keep: bool,
         disk_scn: Scn,
+        /// Past images exist: the block is newer than disk, R owes its
+        /// write (global role).
+        dirty: bool,
     },
     /// M→R: read the blocks of `mask` (bit i = `first + i`) from disk, in S.
     GrantMulti {
@@ -104,13 +107,15 @@ pub enum Msg {
         first: BlockNo,
         mask: u16,
     },
-    /// M→H: ship the block to `to` for `access`.
+    /// M→H: ship the block to `to` for `access` (`dirty`: past images
+    /// exist, the receiver of X owes the write).
     Fwd {
         rid: u64,
         to: NodeId,
         file: FileNo,
         block: BlockNo,
         access: Access,
+        dirty: bool,
     },
     /// H→R: the header of a block ship; the image (whose own header names
     /// file, block and `scn`) follows on the block channel. `pi`: H kept a
@@ -122,6 +127,8 @@ pub enum Msg {
         scn: Scn,
         kind: ShipKind,
         pi: bool,
+        /// The image is newer than disk (H kept a PI, or others did).
+        dirty: bool,
     },
     /// M→S holder: drop your S copy (keep a PI if it is dirty).
     Inval {
@@ -295,10 +302,10 @@ impl Msg {
                 rid,
                 file,
                 first,
-                count,
+                mask,
             } => {
                 w.rfb(rid, file, first);
-                w.u8(count);
+                w.u16(mask);
             }
             Msg::Grant {
                 rid,
@@ -307,11 +314,13 @@ impl Msg {
                 mode,
                 keep,
                 disk_scn,
+                dirty,
             } => {
                 w.rfb(rid, file, block);
                 w.u8(mode as u8);
                 w.u8(keep as u8);
                 w.u64(disk_scn);
+                w.u8(dirty as u8);
             }
             Msg::GrantMulti {
                 rid,
@@ -328,10 +337,12 @@ impl Msg {
                 file,
                 block,
                 access,
+                dirty,
             } => {
                 w.rfb(rid, file, block);
                 w.u16(to.0);
                 w.access(access);
+                w.u8(dirty as u8);
             }
             Msg::Ship {
                 rid,
@@ -340,11 +351,13 @@ impl Msg {
                 scn,
                 kind,
                 pi,
+                dirty,
             } => {
                 w.rfb(rid, file, block);
                 w.u64(scn);
                 w.u8(kind as u8);
                 w.u8(pi as u8);
+                w.u8(dirty as u8);
             }
             Msg::Inval { rid, file, block }
             | Msg::WriteGrant { rid, file, block }
@@ -442,15 +455,15 @@ impl Msg {
             }
             2 => {
                 let (rid, file, first) = r.rfb();
-                let count = r.u8();
-                if count == 0 || count > 16 {
-                    return Err(DecodeError::Field("count"));
+                let mask = r.u16();
+                if mask == 0 {
+                    return Err(DecodeError::Field("mask"));
                 }
                 Msg::MultiReq {
                     rid,
                     file,
                     first,
-                    count,
+                    mask,
                 }
             }
             3 => {
@@ -462,6 +475,7 @@ impl Msg {
                     mode: r.mode()?,
                     keep: r.bool()?,
                     disk_scn: r.u64(),
+                    dirty: r.bool()?,
                 }
             }
             4 => {
@@ -481,6 +495,7 @@ impl Msg {
                     block,
                     to: NodeId(r.u16()),
                     access: r.access()?,
+                    dirty: r.bool()?,
                 }
             }
             6 => {
@@ -499,6 +514,7 @@ impl Msg {
                     scn,
                     kind,
                     pi: r.bool()?,
+                    dirty: r.bool()?,
                 }
             }
             7 | 12 | 15 | 16 => {
@@ -598,11 +614,11 @@ const NAMES: [&str; 17] = [
 /// Body length by type (rid+file+block = 14 bytes; access = 9).
 const BODY_LEN: [usize; 17] = [
     14 + 9,
-    14 + 1,
-    14 + 10,
     14 + 2,
-    14 + 2 + 9,
-    14 + 10,
+    14 + 11,
+    14 + 2,
+    14 + 2 + 10,
+    14 + 11,
     14,
     14 + 8,
     14 + 11,

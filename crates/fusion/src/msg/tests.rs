@@ -36,15 +36,17 @@ fn ship_bytes() {
         scn: 0x1234,
         kind: ShipKind::X,
         pi: true,
+        dirty: true,
     };
     let b = m.encode();
     assert_eq!(
         &b[..b.len() - 4],
         &[
-            b'G', b'C', 1, 6, 24, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0x34, 0x12, 0, 0, 0,
-            0, 0, 0, 2, 1
+            b'G', b'C', 1, 6, 25, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0x34, 0x12, 0, 0, 0,
+            0, 0, 0, 2, 1, 1
         ]
     );
+    assert_eq!(Msg::decode(&b), Ok(m));
 }
 
 #[test]
@@ -89,20 +91,21 @@ pub(crate) fn msg() -> impl Strategy<Value = Msg> {
             block,
             access
         }),
-        (rfb, 1u8..=16).prop_map(|((rid, file, first), count)| Msg::MultiReq {
+        (rfb, 1u16..).prop_map(|((rid, file, first), mask)| Msg::MultiReq {
             rid,
             file,
             first,
-            count
+            mask
         }),
-        (rfb, mode(), any::<bool>(), any::<u64>()).prop_map(
-            |((rid, file, block), mode, keep, disk_scn)| Msg::Grant {
+        (rfb, mode(), any::<bool>(), any::<u64>(), any::<bool>()).prop_map(
+            |((rid, file, block), mode, keep, disk_scn, dirty)| Msg::Grant {
                 rid,
                 file,
                 block,
                 mode,
                 keep,
-                disk_scn
+                disk_scn,
+                dirty
             }
         ),
         (rfb, any::<u16>()).prop_map(|((rid, file, first), mask)| {
@@ -113,25 +116,27 @@ pub(crate) fn msg() -> impl Strategy<Value = Msg> {
                 mask,
             }
         }),
-        (rfb, any::<u16>(), access()).prop_map(|((rid, file, block), to, access)| {
-            Msg::Fwd {
+        (rfb, any::<u16>(), access(), any::<bool>()).prop_map(
+            |((rid, file, block), to, access, dirty)| Msg::Fwd {
                 rid,
                 to: NodeId(to),
                 file,
                 block,
                 access,
+                dirty,
             }
-        }),
-        (rfb, any::<u64>(), 0u8..3, any::<bool>()).prop_map(|((rid, file, block), scn, k, pi)| {
-            Msg::Ship {
+        ),
+        (rfb, any::<u64>(), 0u8..3, any::<bool>(), any::<bool>()).prop_map(
+            |((rid, file, block), scn, k, pi, dirty)| Msg::Ship {
                 rid,
                 file,
                 block,
                 scn,
                 kind: [ShipKind::Cr, ShipKind::S, ShipKind::X][k as usize],
                 pi,
+                dirty,
             }
-        }),
+        ),
         rfb.prop_map(|(rid, file, block)| Msg::Inval { rid, file, block }),
         (rfb, any::<u64>()).prop_map(|((rid, file, block), pi_scn)| {
             Msg::InvalAck {

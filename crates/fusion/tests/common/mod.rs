@@ -82,6 +82,11 @@ pub fn settle(c: &mut Cluster) {
         let ok = c.run_until_cond(Duration::from_secs(30), 2_000_000, |c| {
             c.protocols().all(|(_, p)| p.f.quiet())
         });
+        if !ok {
+            for (id, p) in c.protocols() {
+                eprintln!("node {id}:\n{}", p.f.dump());
+            }
+        }
         assert!(ok, "cluster never settled");
         c.run_for(Duration::from_millis(20));
     }
