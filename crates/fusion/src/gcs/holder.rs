@@ -30,6 +30,7 @@ pub(crate) struct LastShip {
 }
 
 impl Fusion {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn h_fwd(
         &mut self,
         _now: Instant,

@@ -78,6 +78,19 @@ impl Fusion {
         }
         if r.knows(from, rid) {
             self.stats.gc_duplicate_replies += 1;
+            // A drop or write asked before a later request of the same node
+            // finished: answered (changing nothing here) so its retry stops;
+            // the node checks its own state when the answer comes.
+            let (file, block) = key;
+            match what {
+                What::Drop if !r.queue.iter().any(|p| p.from == from && p.rid == rid) => {
+                    self.send(from, Msg::DropOk { rid, file, block })
+                }
+                What::Write if !r.queue.iter().any(|p| p.from == from && p.rid == rid) => {
+                    self.send(from, Msg::WriteGrant { rid, file, block })
+                }
+                _ => {}
+            }
             return;
         }
         r.queue.push_back(Pending { from, rid, what });

@@ -361,10 +361,11 @@ impl Fusion {
         self.slots.master(file, block)
     }
 
-    /// This node's mode of a block and the SCN of its current image.
+    /// This node's mode of a block and the SCN of its current image (N
+    /// while a drop is under way: it is no longer read here).
     pub fn holding(&self, file: FileNo, block: BlockNo) -> (Mode, Option<Scn>) {
         match self.cache.get((file, block)) {
-            Some(e) if e.current.is_some() => (e.mode, Some(e.scn)),
+            Some(e) if e.current.is_some() && !e.dropping => (e.mode, Some(e.scn)),
             _ => (Mode::N, None),
         }
     }

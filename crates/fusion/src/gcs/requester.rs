@@ -129,7 +129,9 @@ impl Fusion {
         let Some(e) = self.cache.entries.get_mut(&key) else {
             return Local::Global(global_for(kind, key.1));
         };
-        let have = e.current.is_some() && e.mode >= Mode::S;
+        // A copy being dropped is kept only for forwards the master sent
+        // before it saw the drop: the master may have forgotten it.
+        let have = e.current.is_some() && e.mode >= Mode::S && !e.dropping;
         match kind {
             OpKind::Acquire(Access::Cr { scn }) if have => {
                 let v = e.version_at(scn);
@@ -292,7 +294,7 @@ impl Fusion {
             let here = self
                 .cache
                 .get((file, b))
-                .is_some_and(|e| e.current.is_some() && e.mode >= Mode::S);
+                .is_some_and(|e| e.current.is_some() && e.mode >= Mode::S && !e.dropping);
             let idle = !self.wants.contains_key(&(file, b))
                 && self.waiting.get(&(file, b)).is_none_or(|q| q.is_empty());
             if !here && idle {
@@ -407,6 +409,7 @@ impl Fusion {
         let e = self.cache.entry(key);
         if keep && e.current.is_some() {
             e.mode = e.mode.max(mode);
+            e.dropping = false;
             if mode == Mode::X && dirty {
                 // Invalidated sharers kept PIs: this copy is newer than
                 // disk and now ours to write.

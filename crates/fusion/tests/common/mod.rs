@@ -193,6 +193,17 @@ pub fn check_invariants(c: &Cluster, disk: &SharedDisk, reads_checked: &mut usiz
         }
     }
     for (b, holders) in &x {
+        if holders.len() > 1 || s.contains_key(b) {
+            let pat = format!("block: {b},");
+            for l in trace(c).iter().filter(|l| {
+                l.contains(&pat)
+                    || l.contains(&format!("block: {b} "))
+                    || l.contains("Multi")
+                    || l.contains("Done")
+            }) {
+                eprintln!("{l}");
+            }
+        }
         assert!(holders.len() <= 1, "block {b}: X holders {holders:?}");
         assert!(
             !s.contains_key(b),
