@@ -379,6 +379,8 @@ impl Fusion {
         self.send(to, m);
         self.finish_write_ops(key, result.map(|_| scn).map_err(|e| e.to_string()));
         self.run_deferred(now, key);
+        // Local operations that waited for the write.
+        self.kick(now, key);
         self.evict(now);
     }
 

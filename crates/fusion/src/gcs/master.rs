@@ -165,6 +165,19 @@ impl Fusion {
             let Some(p) = r.queue.pop_front() else {
                 return;
             };
+            if r.done.get(&p.from).is_some_and(|&d| d >= p.rid) {
+                // Overtaken by a later request of the same node that has
+                // finished (messages reorder): a drop or write asked before
+                // it no longer applies, but is answered so its retry stops.
+                let (file, block) = key;
+                let rid = p.rid;
+                match p.what {
+                    What::Drop => self.send(p.from, Msg::DropOk { rid, file, block }),
+                    What::Write => self.send(p.from, Msg::WriteGrant { rid, file, block }),
+                    _ => {}
+                }
+                continue;
+            }
             self.m_start(now, key, p);
         }
     }

@@ -218,6 +218,17 @@ pub fn check_invariants(c: &Cluster, disk: &SharedDisk, reads_checked: &mut usiz
                 continue;
             }
             if let Some(v) = p.f.newest(r.file, r.block) {
+                if v > r.disk_scn {
+                    let b = r.block;
+                    for l in trace(c).iter().filter(|l| {
+                        l.contains(&format!("block: {b},"))
+                            || l.contains(&format!("block: {b} "))
+                            || l.contains(&format!("first: {}", b / 16 * 16))
+                    }) {
+                        eprintln!("{l}");
+                    }
+                    eprintln!("node {id}:\n{}", p.f.dump());
+                }
                 assert!(
                     v <= r.disk_scn,
                     "node {} read file {} block {} from disk at SCN {} while node {id} holds SCN {v}",
