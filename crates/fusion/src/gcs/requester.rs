@@ -456,7 +456,12 @@ impl Fusion {
                 self.stray(rid, key, to);
                 continue;
             };
-            if w.rid != rid || w.phase != Phase::Asked {
+            if w.rid != rid {
+                let to = self.slots.master(key.0, key.1);
+                self.stray(rid, key, to);
+                continue;
+            }
+            if w.phase != Phase::Asked {
                 self.stats.gc_duplicate_replies += 1;
                 continue;
             }
