@@ -132,13 +132,18 @@ pub struct Pending {
 pub enum Step {
     /// Granted (`multi`: as part of a multi-block grant); waits for Done.
     Granted { mode: Mode, keep: bool, multi: bool },
-    /// Forwarded to a holder; waits for the requester's Done.
-    Forwarded { to: NodeId, access: Access },
-    /// Waiting for these S holders' acks; then forward to `then_fwd` (or
-    /// grant `keep` when `None`).
+    /// Forwarded to a holder (which got its copy by its request
+    /// `holder_rid`); waits for the requester's Done.
+    Forwarded {
+        to: NodeId,
+        access: Access,
+        holder_rid: u64,
+    },
+    /// Waiting for these S holders' acks; then forward to `then_fwd` (a
+    /// holder and its `since`), or grant `keep` when `None`.
     Invalidating {
         waiting: BTreeSet<NodeId>,
-        then_fwd: Option<NodeId>,
+        then_fwd: Option<(NodeId, u64)>,
     },
     /// The holder was told to write; waits for WriteDone.
     WriteGranted,
@@ -156,6 +161,10 @@ pub struct Conv {
 pub struct Res {
     /// Nodes holding the current version, in S or X (never N).
     pub holders: BTreeMap<NodeId, Mode>,
+    /// The request id by which each holder got its copy: named in a
+    /// forward or invalidation so a late one, from an older conversion,
+    /// is known by the holder and ignored.
+    pub since: BTreeMap<NodeId, u64>,
     /// Past-image holders and the newest PI each keeps.
     pub pis: BTreeMap<NodeId, Scn>,
     /// The newest version known to be on disk.
@@ -176,6 +185,28 @@ impl Res {
             .iter()
             .find(|(_, &m)| m == Mode::X)
             .map(|(&n, _)| n)
+    }
+
+    /// `n` holds the current version in `mode`, since its request `rid`.
+    pub fn hold(&mut self, n: NodeId, mode: Mode, rid: u64) {
+        self.holders.insert(n, mode);
+        self.since.insert(n, rid);
+    }
+
+    /// `n` alone holds it, in X.
+    pub fn only(&mut self, n: NodeId, rid: u64) {
+        self.holders.clear();
+        self.since.clear();
+        self.hold(n, Mode::X, rid);
+    }
+
+    pub fn unhold(&mut self, n: NodeId) {
+        self.holders.remove(&n);
+        self.since.remove(&n);
+    }
+
+    pub fn since(&self, n: NodeId) -> u64 {
+        self.since.get(&n).copied().unwrap_or(0)
     }
 
     pub fn mode_of(&self, n: NodeId) -> Mode {

@@ -219,6 +219,18 @@ fn workload(seed: u64) {
         });
         m = model;
         if !moved {
+            for l in trace(&c)
+                .iter()
+                .filter(|l| {
+                    l.contains("block: 1,")
+                        || l.contains("block: 1 ")
+                        || l.contains("first: 0")
+                        || l.contains("first: 1,")
+                })
+                .take(80)
+            {
+                eprintln!("{l}");
+            }
             for (id, p) in c.protocols() {
                 let f = inflight.get(&id.0).map(|f| (f.op, f.kind));
                 eprintln!("node {id} (op {f:?}):\n{}", p.f.dump());

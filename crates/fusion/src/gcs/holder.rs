@@ -39,7 +39,7 @@ impl Fusion {
         to: NodeId,
         key: (FileNo, BlockNo),
         access: Access,
-        dirty: bool,
+        (dirty, holder_rid): (bool, u64),
     ) {
         if let Some(ls) = self.last_ship.get(&key) {
             if ls.rid == rid && ls.to == to {
@@ -49,6 +49,12 @@ impl Fusion {
                 }
                 return;
             }
+        }
+        if self.completed.get(&key).map(|c| c.0) != Some(holder_rid) {
+            // A late forward of an older conversion: the copy it means is
+            // gone (this one came by a later request).
+            self.stats.gc_duplicate_replies += 1;
+            return;
         }
         let threshold = self.cfg.fairness_threshold;
         let Some(e) = self.cache.entries.get_mut(&key) else {
@@ -68,6 +74,7 @@ impl Fusion {
                     block: key.1,
                     access,
                     dirty,
+                    holder_rid,
                 },
             ));
             return;
@@ -178,6 +185,12 @@ impl Fusion {
         key: (FileNo, BlockNo),
     ) {
         let (file, block) = key;
+        if self.completed.get(&key).map(|c| c.0) != Some(rid) {
+            // A late invalidation of a copy this node no longer has (it
+            // holds one got by a later request, or none).
+            self.stats.gc_duplicate_replies += 1;
+            return;
+        }
         let pi_scn = match self.cache.entries.get_mut(&key) {
             Some(e) if e.current.is_some() => {
                 if e.pin != Pin::None || e.writing.is_some() {

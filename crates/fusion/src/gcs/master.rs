@@ -190,7 +190,7 @@ impl Fusion {
         let from = p.from;
         let step = match p.what {
             What::Drop => {
-                r.holders.remove(&from);
+                r.unhold(from);
                 r.done.insert(from, p.rid);
                 let m = Msg::DropOk {
                     rid: p.rid,
@@ -207,9 +207,9 @@ impl Fusion {
                 } else {
                     Access::Current
                 };
-                decide(r, from, access, true)
+                decide(r, from, p.rid, access, true)
             }
-            What::Access(a) => decide(r, from, a, false),
+            What::Access(a) => decide(r, from, p.rid, a, false),
         };
         r.busy = Some(Conv {
             req: p,
@@ -277,7 +277,11 @@ impl Fusion {
                     );
                 }
             }
-            Step::Forwarded { to, access } => self.send(
+            Step::Forwarded {
+                to,
+                access,
+                holder_rid,
+            } => self.send(
                 to,
                 Msg::Fwd {
                     rid,
@@ -286,10 +290,16 @@ impl Fusion {
                     block,
                     access,
                     dirty,
+                    holder_rid,
                 },
             ),
             Step::Invalidating { waiting, .. } => {
-                for n in waiting {
+                let r = self.dir.get(&key);
+                let since: Vec<(NodeId, u64)> = waiting
+                    .iter()
+                    .map(|&n| (n, r.map_or(0, |r| r.since(n))))
+                    .collect();
+                for (n, rid) in since {
                     self.send(n, Msg::Inval { rid, file, block });
                 }
             }
@@ -338,6 +348,7 @@ impl Fusion {
                 Step::Forwarded {
                     to,
                     access: Access::Exclusive,
+                    ..
                 } if pi => {
                     r.pis.insert(to, scn);
                 }
@@ -365,22 +376,25 @@ impl Fusion {
         let Step::Invalidating { waiting, then_fwd } = &mut c.step else {
             return;
         };
-        if c.req.rid != rid || !waiting.remove(&from) {
+        // The ack names the holder's own request id (see Res::since).
+        if r.since.get(&from) != Some(&rid) || !waiting.remove(&from) {
             self.stats.gc_duplicate_replies += 1;
             return;
         }
         r.holders.remove(&from);
+        r.since.remove(&from);
         if pi_scn > 0 {
             r.pis.insert(from, pi_scn);
         }
         if !waiting.is_empty() {
             return;
         }
-        let requester = c.req.from;
+        let (requester, req_rid) = (c.req.from, c.req.rid);
         c.step = match *then_fwd {
-            Some(h) => Step::Forwarded {
+            Some((h, holder_rid)) => Step::Forwarded {
                 to: h,
                 access: Access::Exclusive,
+                holder_rid,
             },
             None => Step::Granted {
                 mode: Mode::X,
@@ -388,8 +402,7 @@ impl Fusion {
                 multi: false,
             },
         };
-        r.holders.clear();
-        r.holders.insert(requester, Mode::X);
+        r.only(requester, req_rid);
         self.m_act(now, key, true);
     }
 
@@ -496,8 +509,9 @@ impl Fusion {
     }
 }
 
-/// The master's decision for an access, updating the directory.
-fn decide(r: &mut Res, from: NodeId, access: Access, multi: bool) -> Step {
+/// The master's decision for an access of `from`'s request `rid`,
+/// updating the directory.
+fn decide(r: &mut Res, from: NodeId, rid: u64, access: Access, multi: bool) -> Step {
     let others: Vec<(NodeId, Mode)> = r
         .holders
         .iter()
@@ -511,19 +525,24 @@ fn decide(r: &mut Res, from: NodeId, access: Access, multi: bool) -> Step {
             let to = x.or(others.first().map(|(n, _)| *n));
             match to {
                 Some(h) => {
+                    let holder_rid = r.since(h);
                     if access == Access::Current {
                         if x.is_some() {
                             r.holders.insert(h, Mode::S);
                         }
-                        r.holders.insert(from, Mode::S);
+                        r.hold(from, Mode::S, rid);
                     }
-                    Step::Forwarded { to: h, access }
+                    Step::Forwarded {
+                        to: h,
+                        access,
+                        holder_rid,
+                    }
                 }
                 None => {
                     // Cached nowhere else: a shared grant (a CR read of an
                     // uncached block caches it shared, as Oracle's does).
                     let keep = mine != Mode::N;
-                    r.holders.insert(from, mine.max(Mode::S));
+                    r.hold(from, mine.max(Mode::S), rid);
                     Step::Granted {
                         mode: mine.max(Mode::S),
                         keep,
@@ -534,14 +553,17 @@ fn decide(r: &mut Res, from: NodeId, access: Access, multi: bool) -> Step {
         }
         Access::Exclusive => {
             if let Some(h) = x {
-                r.holders.clear();
-                r.holders.insert(from, Mode::X);
-                return Step::Forwarded { to: h, access };
+                let holder_rid = r.since(h);
+                r.only(from, rid);
+                return Step::Forwarded {
+                    to: h,
+                    access,
+                    holder_rid,
+                };
             }
             if others.is_empty() {
                 let keep = mine != Mode::N;
-                r.holders.clear();
-                r.holders.insert(from, Mode::X);
+                r.only(from, rid);
                 return Step::Granted {
                     mode: Mode::X,
                     keep,
@@ -553,18 +575,21 @@ fn decide(r: &mut Res, from: NodeId, access: Access, multi: bool) -> Step {
             let then_fwd = if mine == Mode::S {
                 None
             } else {
-                Some(others[0].0)
+                Some((others[0].0, r.since(others[0].0)))
             };
             let waiting: BTreeSet<NodeId> = others
                 .iter()
                 .map(|(n, _)| *n)
-                .filter(|n| Some(*n) != then_fwd)
+                .filter(|n| Some(*n) != then_fwd.map(|(h, _)| h))
                 .collect();
             if waiting.is_empty() {
-                r.holders.clear();
-                r.holders.insert(from, Mode::X);
+                r.only(from, rid);
                 return match then_fwd {
-                    Some(h) => Step::Forwarded { to: h, access },
+                    Some((h, holder_rid)) => Step::Forwarded {
+                        to: h,
+                        access,
+                        holder_rid,
+                    },
                     None => Step::Granted {
                         mode: Mode::X,
                         keep: true,

@@ -108,7 +108,9 @@ pub enum Msg {
         mask: u16,
     },
     /// M→H: ship the block to `to` for `access` (`dirty`: past images
-    /// exist, the receiver of X owes the write).
+    /// exist, the receiver of X owes the write). `holder_rid`: the request
+    /// by which H got the copy the master means; a late forward naming an
+    /// older one is ignored.
     Fwd {
         rid: u64,
         to: NodeId,
@@ -116,6 +118,7 @@ pub enum Msg {
         block: BlockNo,
         access: Access,
         dirty: bool,
+        holder_rid: u64,
     },
     /// H→R: the header of a block ship; the image (whose own header names
     /// file, block and `scn`) follows on the block channel. `pi`: H kept a
@@ -130,7 +133,8 @@ pub enum Msg {
         /// The image is newer than disk (H kept a PI, or others did).
         dirty: bool,
     },
-    /// M→S holder: drop your S copy (keep a PI if it is dirty).
+    /// M→S holder: drop the S copy you got by your request `rid` (keep a
+    /// PI if it is dirty); a copy got by another request stays.
     Inval {
         rid: u64,
         file: FileNo,
@@ -338,11 +342,13 @@ impl Msg {
                 block,
                 access,
                 dirty,
+                holder_rid,
             } => {
                 w.rfb(rid, file, block);
                 w.u16(to.0);
                 w.access(access);
                 w.u8(dirty as u8);
+                w.u64(holder_rid);
             }
             Msg::Ship {
                 rid,
@@ -496,6 +502,7 @@ impl Msg {
                     to: NodeId(r.u16()),
                     access: r.access()?,
                     dirty: r.bool()?,
+                    holder_rid: r.u64(),
                 }
             }
             6 => {
@@ -617,7 +624,7 @@ const BODY_LEN: [usize; 17] = [
     14 + 2,
     14 + 11,
     14 + 2,
-    14 + 2 + 10,
+    14 + 2 + 10 + 8,
     14 + 11,
     14,
     14 + 8,

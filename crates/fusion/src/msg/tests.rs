@@ -116,14 +116,15 @@ pub(crate) fn msg() -> impl Strategy<Value = Msg> {
                 mask,
             }
         }),
-        (rfb, any::<u16>(), access(), any::<bool>()).prop_map(
-            |((rid, file, block), to, access, dirty)| Msg::Fwd {
+        (rfb, any::<u16>(), access(), any::<bool>(), any::<u64>()).prop_map(
+            |((rid, file, block), to, access, dirty, holder_rid)| Msg::Fwd {
                 rid,
                 to: NodeId(to),
                 file,
                 block,
                 access,
                 dirty,
+                holder_rid,
             }
         ),
         (rfb, any::<u64>(), 0u8..3, any::<bool>(), any::<bool>()).prop_map(
