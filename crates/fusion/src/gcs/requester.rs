@@ -96,7 +96,13 @@ impl Fusion {
     /// Serves the operations waiting on a block, in order, as far as the
     /// cache allows; asks the master for the first that needs it.
     pub(crate) fn kick(&mut self, now: Instant, key: (FileNo, BlockNo)) {
-        if self.wants.contains_key(&key) || self.fenced {
+        // A drop under way finishes first: a request overtaking it at the
+        // master would leave the master and this node disagreeing on
+        // whether this node holds the block.
+        if self.wants.contains_key(&key)
+            || self.fenced
+            || self.retries.contains_key(&(key, super::RETRY_DROP))
+        {
             return;
         }
         for _ in 0..10_000 {
@@ -296,6 +302,7 @@ impl Fusion {
                 .get((file, b))
                 .is_some_and(|e| e.current.is_some() && e.mode >= Mode::S && !e.dropping);
             let idle = !self.wants.contains_key(&(file, b))
+                && !self.retries.contains_key(&((file, b), super::RETRY_DROP))
                 && self.waiting.get(&(file, b)).is_none_or(|q| q.is_empty());
             if !here && idle {
                 need.entry(b / CHUNK).or_default().push(b);
