@@ -288,18 +288,25 @@ impl Fusion {
         );
         let to = self.slots.master(key.0, key.1);
         if !ours {
-            // A duplicate grant: the write runs, or its Done is resent.
-            if let Some(&(r, scn)) = self.last_write.get(&key) {
-                if r == rid {
-                    let m = Msg::WriteDone {
-                        rid,
-                        file: key.0,
-                        block: key.1,
-                        scn,
-                    };
-                    self.send(to, m);
-                }
+            // A duplicate grant: its write is running (its WriteDone will
+            // come), or done: the WriteDone again (SCN 0, discarding
+            // nothing, if a later write has replaced the record).
+            if self.write_wait.contains_key(&key)
+                || self.cache.get(key).is_some_and(|e| e.writing.is_some())
+            {
+                return;
             }
+            let scn = match self.last_write.get(&key) {
+                Some(&(r, scn)) if r == rid => scn,
+                _ => 0,
+            };
+            let m = Msg::WriteDone {
+                rid,
+                file: key.0,
+                block: key.1,
+                scn,
+            };
+            self.send(to, m);
             return;
         }
         self.retries.remove(&(key, RETRY_WRITE));
