@@ -591,3 +591,6 @@ impl Fusion {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

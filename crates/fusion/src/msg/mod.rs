@@ -726,4 +726,4 @@ impl R<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
