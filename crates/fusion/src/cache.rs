@@ -35,7 +35,7 @@ pub enum Pin {
     Excl,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Entry {
     /// Mode of `current` (N: no current image here).
     pub mode: Mode,
@@ -126,7 +126,7 @@ impl Entry {
 }
 
 /// The cache of one node.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Cache {
     pub entries: BTreeMap<(FileNo, BlockNo), Entry>,
     pub capacity: usize,

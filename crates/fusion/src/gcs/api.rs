@@ -288,6 +288,13 @@ impl Protocol for Fusion {
             self.out.clear();
             return None;
         }
-        self.out.pop_front()
+        let (peer, channel, data, tag) = self.out.pop_front()?;
+        Some(Output::Send {
+            peer,
+            channel,
+            data,
+            tag,
+            deadline: None,
+        })
     }
 }

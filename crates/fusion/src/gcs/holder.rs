@@ -16,7 +16,7 @@ use crate::msg::{Access, Mode, Msg, ShipKind};
 use icx_core::{Instant, NodeId, SharedBuf};
 
 /// The last ship of a block, resent as is for a duplicate forward.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct LastShip {
     rid: u64,
     to: NodeId,

@@ -41,7 +41,6 @@ use crate::io::{BlockNo, FileNo, IoRequest};
 use crate::msg::{Access, Mode, Msg};
 use crate::stats::Stats;
 use icx_core::{BufferPool, Channel, Duration, Instant, NodeId, SharedBuf};
-use icx_transport::protocol::Output;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
@@ -143,7 +142,7 @@ impl fmt::Display for GcError {
 }
 
 /// What the layer above gets back.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Completion {
     /// `acquire` done: the image, pinned in `mode` until `release` (a CR
     /// read pins nothing).
@@ -190,7 +189,7 @@ pub(crate) enum OpKind {
     },
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Op {
     pub key: (FileNo, BlockNo),
     pub kind: OpKind,
@@ -198,7 +197,7 @@ pub(crate) struct Op {
     pub held: Option<Mode>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ScanOp {
     pub file: FileNo,
     pub first: BlockNo,
@@ -207,7 +206,7 @@ pub(crate) struct ScanOp {
 }
 
 /// What an I/O request was for.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum IoFor {
     Read {
         file: FileNo,
@@ -223,14 +222,16 @@ pub(crate) enum IoFor {
 }
 
 /// A message kept until answered, resent on its timer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Retry {
     pub to: NodeId,
     pub msg: Msg,
     pub deadline: Instant,
 }
 
-/// The global cache service of one node.
+/// The global cache service of one node. Clone: a model checker
+/// explores from copies (images are shared, not copied).
+#[derive(Clone)]
 pub struct Fusion {
     pub(crate) cfg: Config,
     pub(crate) me: NodeId,
@@ -265,7 +266,7 @@ pub struct Fusion {
     pub(crate) io_out: VecDeque<IoRequest>,
     pub(crate) io_for: BTreeMap<u64, IoFor>,
     pub(crate) next_io: u64,
-    pub(crate) out: VecDeque<Output>,
+    pub(crate) out: VecDeque<(NodeId, Channel, SharedBuf, u64)>,
     pub(crate) local: VecDeque<(NodeId, Msg)>,
     pub(crate) ready: VecDeque<Completion>,
     pub(crate) stats: Stats,
@@ -378,13 +379,7 @@ impl Fusion {
     fn push_out(&mut self, peer: NodeId, channel: Channel, data: SharedBuf) {
         let tag = self.next_tag;
         self.next_tag += 1;
-        self.out.push_back(Output::Send {
-            peer,
-            channel,
-            data,
-            tag,
-            deadline: None,
-        });
+        self.out.push_back((peer, channel, data, tag));
     }
 
     pub(crate) fn io(&mut self, op: crate::io::IoOp, purpose: IoFor) {

@@ -10,7 +10,7 @@ use crate::block::Scn;
 use crate::io::{IoData, IoError, IoOp};
 use icx_core::Instant;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RedoLog {
     /// Changes not yet handed to the host: (scn, bytes, op).
     queued: Vec<(Scn, Vec<u8>, u64)>,
