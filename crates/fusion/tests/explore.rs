@@ -315,6 +315,26 @@ impl World {
         h.finish()
     }
 
+    /// At rest, each block's master lists exactly the nodes holding it,
+    /// in their modes.
+    fn directory_agrees(&self) {
+        for b in 0..2 {
+            let master = self.nodes[0].master_of(1, b);
+            let m = &self.nodes[master.0 as usize - 1];
+            let listed = m.directory(1, b).map(|d| d.holders).unwrap_or_default();
+            let held: Vec<(NodeId, Mode)> = self
+                .nodes
+                .iter()
+                .filter(|f| f.holding(1, b).0 != Mode::N)
+                .map(|f| (f.me(), f.holding(1, b).0))
+                .collect();
+            assert_eq!(
+                listed, held,
+                "block {b}: the master's holders against the nodes'"
+            );
+        }
+    }
+
     fn done(&self) -> bool {
         self.current.iter().all(Option::is_none) && self.script.iter().all(Vec::is_empty)
     }
@@ -381,6 +401,7 @@ fn explore(w: World, lim: &Limits, seen: &mut HashSet<u64>, stats: &mut (u64, u6
         // every operation must have finished.
         if !timer_left {
             assert!(w.done(), "stuck with {:?} in flight", w.current);
+            w.directory_agrees();
         }
     }
 }
@@ -404,11 +425,34 @@ fn run(n: u16, scripts: Vec<Vec<Op>>, lim: Limits) -> (u64, u64) {
     stats
 }
 
+/// The scripts, in node order, given as (master's, the other's).
+fn by_master(n: u16, b: BlockNo, master: Vec<Op>, other: Vec<Op>) -> Vec<Vec<Op>> {
+    let members: Vec<NodeId> = (1..=n).map(NodeId).collect();
+    let m = icx_fusion::grd::SlotMap::new(&members).master(1, b);
+    (1..=n)
+        .map(|i| {
+            if NodeId(i) == m {
+                master.clone()
+            } else {
+                other.clone()
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn two_nodes_one_block_with_loss_duplication_and_reordering() {
+    // Both read, then both write: the node that is not master is
+    // invalidated over the network (so its invalidation can be duplicated
+    // and arrive late), then writes.
     let (states, finals) = run(
         2,
-        vec![vec![Op::Incr(0)], vec![Op::Read(0), Op::Incr(0)]],
+        by_master(
+            2,
+            0,
+            vec![Op::Read(0), Op::Incr(0)],
+            vec![Op::Read(0), Op::Incr(0)],
+        ),
         Limits {
             drops: 1,
             dups: 1,
@@ -436,7 +480,11 @@ fn two_nodes_two_blocks_cr_and_writes_under_reordering() {
 fn three_nodes_one_block_under_reordering() {
     let (states, finals) = run(
         3,
-        vec![vec![Op::Incr(0)], vec![Op::Read(0)], vec![Op::Incr(0)]],
+        vec![
+            vec![Op::Read(0), Op::Incr(0)],
+            vec![Op::Read(0)],
+            vec![Op::Read(0), Op::Incr(0)],
+        ],
         Limits {
             drops: 0,
             dups: 1,
