@@ -26,7 +26,7 @@ enum Kind {
     Incr(BlockNo),
     Read(BlockNo),
     Cr(BlockNo),
-    Scan,
+    Scan(BlockNo, u32),
     Write(BlockNo),
 }
 
@@ -77,7 +77,7 @@ fn issue(c: &mut Cluster, n: u16, op: u64, kind: Kind) {
         Kind::Incr(b) => f.acquire(now, op, 1, b, Access::Exclusive),
         Kind::Read(b) => f.acquire(now, op, 1, b, Access::Current),
         Kind::Cr(b) => f.acquire(now, op, 1, b, Access::Cr { scn: u64::MAX }),
-        Kind::Scan => f.scan(now, op, 1, 0, 3),
+        Kind::Scan(first, count) => f.scan(now, op, 1, first, count),
         Kind::Write(b) => f.write(now, op, 1, b),
     }
     c.node_mut(NodeId(n));
@@ -136,10 +136,11 @@ fn progress(c: &mut Cluster, n: u16, fl: &InFlight, m: &mut Model) -> bool {
                 }
                 finished = true;
             }
-            (Kind::Scan, Completion::Scanned { images, .. }) => {
+            (Kind::Scan(first, _), Completion::Scanned { images, .. }) => {
                 for (i, img) in images.iter().enumerate() {
-                    let h = block::verify(img, 1, i as BlockNo).expect("valid image");
-                    check_read(n, fl, i as BlockNo, h.scn, img);
+                    let b = first + i as BlockNo;
+                    let h = block::verify(img, 1, b).expect("valid image");
+                    check_read(n, fl, b, h.scn, img);
                 }
                 finished = true;
             }
@@ -187,7 +188,9 @@ fn workload(seed: u64) {
                 0..=3 => Kind::Incr(b),
                 4..=5 => Kind::Read(b),
                 6..=7 => Kind::Cr(b),
-                8 => Kind::Scan,
+                // Within a chunk, and across two (two requests).
+                8 if rng.random_bool(0.5) => Kind::Scan(0, 3),
+                8 => Kind::Scan(14, 4),
                 _ => Kind::Write(b),
             };
             *left.get_mut(&id).unwrap() -= 1;
@@ -250,6 +253,24 @@ fn workload(seed: u64) {
     }
     assert!(inflight.is_empty(), "seed {seed}: ops never finished");
     settle(&mut c);
+    // At rest, every master lists exactly the nodes holding each block.
+    for &b in &WORK {
+        let m = node(&c, 1).f.master_of(1, b);
+        let listed = node(&c, m.0)
+            .f
+            .directory(1, b)
+            .map(|d| d.holders)
+            .unwrap_or_default();
+        let held: Vec<_> = c
+            .protocols()
+            .filter(|(_, p)| p.f.holding(1, b).0 != icx_fusion::msg::Mode::N)
+            .map(|(id, p)| (id, p.f.holding(1, b).0))
+            .collect();
+        assert_eq!(
+            listed, held,
+            "seed {seed}: block {b}: directory against holdings"
+        );
+    }
     // Final contents: every block, read from every node, is the model's.
     let mut op = 1 << 40;
     for &b in &WORK {

@@ -274,10 +274,13 @@ impl Protocol for Fusion {
             return None;
         }
         let w = self.wants.values().filter_map(|w| w.deadline()).min();
+        // Only the conversions running: the directory keeps every block
+        // this node ever mastered.
         let m = self
-            .dir
-            .values()
-            .filter_map(|r| r.busy.as_ref().map(|c| c.deadline))
+            .busy
+            .iter()
+            .filter_map(|k| self.dir.get(k).and_then(|r| r.busy.as_ref()))
+            .map(|c| c.deadline)
             .min();
         let r = self.retries.values().map(|r| r.deadline).min();
         [w, m, r].into_iter().flatten().min()

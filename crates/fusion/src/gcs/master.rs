@@ -211,6 +211,7 @@ impl Fusion {
             }
             What::Access(a) => decide(r, from, p.rid, a, false),
         };
+        self.busy.insert(key);
         r.busy = Some(Conv {
             req: p,
             step,
@@ -309,6 +310,7 @@ impl Fusion {
 
     fn m_end(&mut self, now: Instant, key: (FileNo, BlockNo)) {
         if let Some(r) = self.dir.get_mut(&key) {
+            self.busy.remove(&key);
             if let Some(c) = r.busy.take() {
                 r.done.insert(c.req.from, c.req.rid);
             }
@@ -464,10 +466,15 @@ impl Fusion {
     /// ack or forward).
     pub(crate) fn m_timeout(&mut self, now: Instant) {
         let due: Vec<(FileNo, BlockNo)> = self
-            .dir
+            .busy
             .iter()
-            .filter(|(_, r)| r.busy.as_ref().is_some_and(|c| c.deadline <= now))
-            .map(|(k, _)| *k)
+            .filter(|k| {
+                self.dir
+                    .get(k)
+                    .and_then(|r| r.busy.as_ref())
+                    .is_some_and(|c| c.deadline <= now)
+            })
+            .copied()
             .collect();
         for key in due {
             self.m_act(now, key, false);
@@ -491,6 +498,7 @@ impl Fusion {
                 continue;
             }
             r.lost = true;
+            self.busy.remove(key);
             let reqs = r
                 .busy
                 .take()

@@ -41,7 +41,7 @@ use crate::io::{BlockNo, FileNo, IoRequest};
 use crate::msg::{Access, Mode, Msg};
 use crate::stats::Stats;
 use icx_core::{BufferPool, Channel, Duration, Instant, NodeId, SharedBuf};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 pub use inspect::DirView;
@@ -240,6 +240,8 @@ pub struct Fusion {
     pub(crate) incarnation: u64,
     pub(crate) cache: Cache,
     pub(crate) dir: Directory,
+    /// Blocks with a conversion running here (their timers).
+    pub(crate) busy: BTreeSet<(FileNo, BlockNo)>,
     pub(crate) wants: BTreeMap<(FileNo, BlockNo), Want>,
     /// The last request completed per block, to answer a duplicate reply
     /// with the Done again: (rid, pi, scn).
@@ -306,6 +308,7 @@ impl Fusion {
             incarnation: 0,
             cache,
             dir: Directory::new(),
+            busy: BTreeSet::new(),
             wants: BTreeMap::new(),
             completed: BTreeMap::new(),
             ops: BTreeMap::new(),
