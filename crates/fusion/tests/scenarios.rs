@@ -184,9 +184,13 @@ fn cr_read_while_another_node_holds_x() {
         Mode::X,
         "the X holder keeps X"
     );
-    // A snapshot before the second change gets the older version.
+    // Snapshots before the second change, and before any change, get the
+    // older versions, built at the holder from its version chain.
     let (scn, img) = acquire(&mut c, 1, 4, b, Access::Cr { scn: s1 });
     assert_eq!((scn, counter(&img)), (s1, 1));
+    let (scn, img) = acquire(&mut c, 1, 5, b, Access::Cr { scn: 0 });
+    assert_eq!((scn, counter(&img)), (0, 0));
+    assert_eq!(node(&c, 2).f.stats().gc_cr_blocks_served, 3);
 }
 
 #[test]

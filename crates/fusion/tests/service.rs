@@ -176,3 +176,31 @@ fn replacement_keeps_the_cache_at_its_size_writing_dirty_victims() {
         }
     }
 }
+
+#[test]
+fn a_snapshot_older_than_the_versions_kept_is_refused() {
+    let (mut c, _) = build_with(25, 3, |id| {
+        let mut cfg = config(id, 64);
+        cfg.cr_versions = 1;
+        cfg
+    });
+    let b = mastered_by(&c, 3, 0);
+    let s1 = set(&mut c, 2, 1, b, 1);
+    let s2 = set(&mut c, 2, 2, b, 2);
+    set(&mut c, 2, 3, b, 3);
+    let (scn, img) = acquire(&mut c, 1, 4, b, Access::Cr { scn: s2 });
+    assert_eq!((scn, counter(&img)), (s2, 2), "the one older version kept");
+    let now = c.now();
+    node_mut(&mut c, 1)
+        .f
+        .acquire(now, 5, 1, b, Access::Cr { scn: s1 });
+    c.node_mut(NodeId(1));
+    wait(&mut c, 1, 5);
+    assert!(matches!(
+        node(&c, 1).completion(5),
+        Some(Completion::Failed {
+            error: GcError::SnapshotTooOld { .. },
+            ..
+        })
+    ));
+}

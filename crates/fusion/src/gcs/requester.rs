@@ -597,6 +597,18 @@ impl Fusion {
                         image: img.clone(),
                     });
                 }
+                OpKind::Acquire(Access::Cr { scn: snap }) => {
+                    // The holder kept no version this old.
+                    self.ops.remove(&op);
+                    self.complete(Completion::Failed {
+                        op,
+                        error: GcError::SnapshotTooOld {
+                            file: key.0,
+                            block: key.1,
+                            scn: snap,
+                        },
+                    });
+                }
                 OpKind::ScanPart { scan, i } => {
                     self.ops.remove(&op);
                     self.scan_part(scan, i, Some(img.clone()));
