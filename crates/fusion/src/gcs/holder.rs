@@ -102,7 +102,10 @@ impl Fusion {
                     };
                     self.send(master, m);
                 }
-                (s, img, ShipKind::Cr, false)
+                // `pi` of a CR ship: the holder down-converted; the
+                // requester's Done carries it to the master (reliably:
+                // the DownConvert itself is only a hint).
+                (s, img, ShipKind::Cr, down)
             }
             Access::Current => {
                 if e.mode == Mode::X {

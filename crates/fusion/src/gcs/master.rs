@@ -354,6 +354,16 @@ impl Fusion {
                 } if pi => {
                     r.pis.insert(to, scn);
                 }
+                Step::Forwarded {
+                    to,
+                    access: Access::Cr { .. },
+                    ..
+                } if pi => {
+                    // The holder down-converted (fairness) as it shipped.
+                    if r.mode_of(to) == Mode::X {
+                        r.holders.insert(to, Mode::S);
+                    }
+                }
                 Step::Forwarded { .. } | Step::Granted { .. } => {}
                 _ => continue,
             }

@@ -501,7 +501,7 @@ impl Fusion {
         self.stats.physical_reads_avoided += 1;
         let chain = self.cfg.cr_versions;
         match kind {
-            ShipKind::Cr => self.finish(now, key, false, scn, Some(img)),
+            ShipKind::Cr => self.finish(now, key, pi, scn, Some(img)),
             ShipKind::S | ShipKind::X => {
                 let e = self.cache.entry(key);
                 e.install(scn, img, false, chain);

@@ -122,7 +122,8 @@ pub enum Msg {
     },
     /// H→R: the header of a block ship; the image (whose own header names
     /// file, block and `scn`) follows on the block channel. `pi`: H kept a
-    /// past image (the block's role becomes global).
+    /// past image (the block's role becomes global); of a CR ship, H
+    /// down-converted X to S (fairness), which R's Done tells M.
     Ship {
         rid: u64,
         file: FileNo,
@@ -182,7 +183,8 @@ pub enum Msg {
         block: BlockNo,
         scn: Scn,
     },
-    /// H→M: H went from X to S (fairness), holding version `scn`.
+    /// H→M: H went from X to S (fairness), holding version `scn`. A hint:
+    /// the CR ship's Done tells the master reliably.
     DownConvert {
         file: FileNo,
         block: BlockNo,
