@@ -154,18 +154,27 @@ fn progress(c: &mut Cluster, n: u16, fl: &InFlight, m: &mut Model) -> bool {
 fn workload(seed: u64) {
     let mut rng = icx_core::seeded_rng(icx_core::derive_seed(seed, 0xf051));
     let n = rng.random_range(3..=5u16);
-    let ops_per_node = 25;
+    // ICX_FUSION_OPS: longer runs when hunting.
+    let ops_per_node: u32 = std::env::var("ICX_FUSION_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
     let (mut c, disk) = build(seed, n, 4);
     c.set_links(
         LinkConfig::lossy(0.05)
             .with_duplicate(0.05)
             .with_reorder(0.05, Duration::from_millis(2)),
     );
+    // ICX_FUSION_FAULTS: the message-level fault rate (default 5 %).
+    let p: f64 = std::env::var("ICX_FUSION_FAULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.05);
     for id in 1..=n {
         node_mut(&mut c, id).faults = Faults {
-            drop: 0.05,
-            duplicate: 0.05,
-            delay: 0.05,
+            drop: p,
+            duplicate: p,
+            delay: p,
             max_delay: Duration::from_millis(3),
         };
     }
