@@ -371,3 +371,23 @@ fn multi_block_read_with_some_blocks_cached_remotely() {
     assert_eq!(s.physical_reads_avoided, 2);
     assert_eq!(s.gc_cr_grant_2way, 14);
 }
+
+#[test]
+fn a_master_sharing_the_block_ships_it_itself_2way() {
+    let (mut c, _) = build(12, 3, 64);
+    let b = mastered_by(&c, 3);
+    acquire(&mut c, 2, 1, b, Access::Current);
+    release(&mut c, 2, 1);
+    acquire(&mut c, 3, 2, b, Access::Current);
+    release(&mut c, 3, 2);
+    settle(&mut c);
+    clear_counts(&mut c);
+    acquire(&mut c, 1, 3, b, Access::Current);
+    settle(&mut c);
+    assert_eq!(
+        sent(&c),
+        counts(&[("Req", 1), ("Ship", 1), ("Image", 1), ("Done", 1)]),
+        "node 3 is master and an S holder: no forward to node 2"
+    );
+    assert_eq!(node(&c, 1).f.stats().gc_current_block_2way, 1);
+}

@@ -207,9 +207,9 @@ impl Fusion {
                 } else {
                     Access::Current
                 };
-                decide(r, from, p.rid, access, true)
+                decide(r, self.me, from, p.rid, access, true)
             }
-            What::Access(a) => decide(r, from, p.rid, a, false),
+            What::Access(a) => decide(r, self.me, from, p.rid, a, false),
         };
         self.busy.insert(key);
         r.busy = Some(Conv {
@@ -527,15 +527,17 @@ impl Fusion {
     }
 }
 
-/// The master's decision for an access of `from`'s request `rid`,
-/// updating the directory.
-fn decide(r: &mut Res, from: NodeId, rid: u64, access: Access, multi: bool) -> Step {
-    let others: Vec<(NodeId, Mode)> = r
+/// The master `me`'s decision for an access of `from`'s request `rid`,
+/// updating the directory. Among S holders the master itself ships when
+/// it is one (2-way).
+fn decide(r: &mut Res, me: NodeId, from: NodeId, rid: u64, access: Access, multi: bool) -> Step {
+    let mut others: Vec<(NodeId, Mode)> = r
         .holders
         .iter()
         .filter(|(&n, _)| n != from)
         .map(|(&n, &m)| (n, m))
         .collect();
+    others.sort_by_key(|&(n, _)| n != me);
     let x = others.iter().find(|(_, m)| *m == Mode::X).map(|(n, _)| *n);
     let mine = r.mode_of(from);
     match access {
