@@ -28,6 +28,8 @@ enum Op {
     Incr(BlockNo),
     Read(BlockNo),
     Cr(BlockNo),
+    /// Checkpoint the block (a no-op where it is clean).
+    Write(BlockNo),
 }
 
 #[derive(Clone)]
@@ -57,14 +59,14 @@ fn counter(img: &[u8]) -> u64 {
 }
 
 impl World {
-    fn new(pool: &BufferPool, n: u16, scripts: Vec<Vec<Op>>) -> World {
+    fn new(pool: &BufferPool, n: u16, cache: usize, scripts: Vec<Vec<Op>>) -> World {
         let members: Vec<NodeId> = (1..=n).map(NodeId).collect();
         let nodes = members
             .iter()
             .map(|&id| {
                 let mut c = Config::new(id);
                 c.datafile_blocks = 64;
-                c.cache_blocks = 8;
+                c.cache_blocks = cache;
                 Fusion::new(c, pool.clone(), &members)
             })
             .collect();
@@ -106,10 +108,15 @@ impl World {
             Op::Incr(b) => (b, Access::Exclusive),
             Op::Read(b) => (b, Access::Current),
             Op::Cr(b) => (b, Access::Cr { scn: u64::MAX }),
+            Op::Write(b) => (b, Access::Current),
         };
         let floor = self.acked.get(&b).copied().unwrap_or((0, 0));
         self.current[i as usize] = Some((id, op, floor.0, floor.1));
         let now = self.now;
+        if let Op::Write(b) = op {
+            self.nodes[i as usize].write(now, id, 1, b);
+            return;
+        }
         self.nodes[i as usize].acquire(now, id, 1, b, access);
     }
 
@@ -191,6 +198,10 @@ impl World {
                 );
                 let _ = b;
                 self.nodes[i as usize].release(now, id);
+                self.current[i as usize] = None;
+                self.issue_next(i);
+            }
+            (Op::Write(_), Completion::Written { .. }) => {
                 self.current[i as usize] = None;
                 self.issue_next(i);
             }
@@ -416,8 +427,12 @@ fn pool() -> BufferPool {
 }
 
 fn run(n: u16, scripts: Vec<Vec<Op>>, lim: Limits) -> (u64, u64) {
+    run_with(n, 8, scripts, lim)
+}
+
+fn run_with(n: u16, cache: usize, scripts: Vec<Vec<Op>>, lim: Limits) -> (u64, u64) {
     let p = pool();
-    let w = World::new(&p, n, scripts);
+    let w = World::new(&p, n, cache, scripts);
     let mut seen = HashSet::new();
     let mut stats = (0, 0);
     explore(w, &lim, &mut seen, &mut stats, 0);
@@ -492,5 +507,26 @@ fn three_nodes_one_block_under_reordering() {
         },
     );
     let _ = Duration::ZERO;
+    assert!(states > 100 && finals > 0);
+}
+
+#[test]
+fn two_nodes_checkpoints_and_a_one_block_cache_under_loss_and_reordering() {
+    // Node caches of one block: every second block evicts the first
+    // (written first when dirty, then dropped through the master), with
+    // checkpoints in the global role after a transfer.
+    let (states, finals) = run_with(
+        2,
+        1,
+        vec![
+            vec![Op::Incr(0), Op::Write(0), Op::Read(1)],
+            vec![Op::Incr(0), Op::Write(0), Op::Cr(0)],
+        ],
+        Limits {
+            drops: 1,
+            dups: 1,
+            fires: 1,
+        },
+    );
     assert!(states > 100 && finals > 0);
 }
