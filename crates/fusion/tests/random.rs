@@ -280,6 +280,17 @@ fn workload(seed: u64) {
             "seed {seed}: block {b}: directory against holdings"
         );
     }
+    // Every PI at or below what reached disk was discarded, cluster-wide.
+    for &b in &WORK {
+        let on_disk = disk.borrow().scn(1, b);
+        for (id, p) in c.protocols() {
+            let pis = p.f.past_images(1, b);
+            assert!(
+                pis.iter().all(|&s| s > on_disk),
+                "seed {seed}: node {id} block {b}: PIs {pis:?} with SCN {on_disk} on disk"
+            );
+        }
+    }
     // Final contents: every block, read from every node, is the model's.
     let mut op = 1 << 40;
     for &b in &WORK {
@@ -306,6 +317,15 @@ fn workload(seed: u64) {
         let d = disk.borrow();
         let got = d.blocks.get(&(1, b)).map_or(0, |img| counter(img));
         assert_eq!(got, want, "seed {seed}: disk block {b}");
+        drop(d);
+        // The newest version is on disk: every past image is gone.
+        for (id, p) in c.protocols() {
+            let pis = p.f.past_images(1, b);
+            assert!(
+                pis.is_empty(),
+                "seed {seed}: node {id} block {b}: PIs {pis:?} left"
+            );
+        }
     }
     let lost: u64 = c
         .protocols()

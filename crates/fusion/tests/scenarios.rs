@@ -218,7 +218,8 @@ fn pi_discard_after_a_write_at_a_higher_scn() {
             ("WriteReq", 1),
             ("WriteGrant", 1),
             ("WriteDone", 1),
-            ("PiDiscard", 1)
+            ("PiDiscard", 1),
+            ("PiDiscardAck", 1)
         ]),
         "global role: the write goes through the master"
     );

@@ -213,6 +213,7 @@ impl Fusion {
         self.local.clear();
         self.wants.clear();
         self.retries.clear();
+        self.pi_retries.clear();
         let ops: Vec<u64> = self.ops.keys().chain(self.scans.keys()).copied().collect();
         for op in ops {
             if self.ops.get(&op).is_some_and(|o| o.held.is_some()) {
@@ -283,7 +284,8 @@ impl Protocol for Fusion {
             .map(|c| c.deadline)
             .min();
         let r = self.retries.values().map(|r| r.deadline).min();
-        [w, m, r].into_iter().flatten().min()
+        let d = self.pi_retries.values().map(|r| r.deadline).min();
+        [w, m, r, d].into_iter().flatten().min()
     }
 
     fn poll_output(&mut self, _now: Instant) -> Option<Output> {

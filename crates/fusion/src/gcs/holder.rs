@@ -230,10 +230,12 @@ impl Fusion {
         );
     }
 
-    pub(crate) fn h_pi_discard(&mut self, key: (FileNo, BlockNo), scn: Scn) {
+    pub(crate) fn h_pi_discard(&mut self, master: NodeId, key: (FileNo, BlockNo), scn: Scn) {
         if let Some(e) = self.cache.entries.get_mut(&key) {
             self.stats.gc_pi_discards += e.discard_pis(scn) as u64;
         }
+        let (file, block) = key;
+        self.send(master, Msg::PiDiscardAck { file, block, scn });
     }
 
     /// Writes a dirty block (for `op`, or for eviction when `None`).

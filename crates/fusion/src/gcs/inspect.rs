@@ -94,6 +94,7 @@ impl Fusion {
     pub fn quiet(&self) -> bool {
         self.wants.is_empty()
             && self.retries.is_empty()
+            && self.pi_retries.is_empty()
             && self.io_for.is_empty()
             && self.io_out.is_empty()
             && self.out.is_empty()

@@ -442,14 +442,21 @@ impl Fusion {
                 r.pis.remove(n);
             }
             for n in discard {
-                self.send(
-                    n,
-                    Msg::PiDiscard {
-                        file: key.0,
-                        block: key.1,
-                        scn,
+                let msg = Msg::PiDiscard {
+                    file: key.0,
+                    block: key.1,
+                    scn,
+                };
+                let deadline = now + self.cfg.request_timeout;
+                self.pi_retries.insert(
+                    (key, n),
+                    super::Retry {
+                        to: n,
+                        msg: msg.clone(),
+                        deadline,
                     },
                 );
+                self.send(n, msg);
             }
         }
         let Some(r) = self.dir.get_mut(&key) else {

@@ -255,6 +255,8 @@ pub struct Fusion {
     pub(crate) deferred: BTreeMap<(FileNo, BlockNo), Vec<(NodeId, Msg)>>,
     pub(crate) img_buf: VecDeque<((NodeId, FileNo, BlockNo, Scn), SharedBuf)>,
     pub(crate) retries: BTreeMap<((FileNo, BlockNo), u8), Retry>,
+    /// A master's PiDiscards not yet acknowledged, by block and PI holder.
+    pub(crate) pi_retries: BTreeMap<((FileNo, BlockNo), NodeId), Retry>,
     pub(crate) write_ops: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
     /// Writes waiting for redo (write-ahead), by block: their rid.
     pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), u64>,
@@ -320,6 +322,7 @@ impl Fusion {
             deferred: BTreeMap::new(),
             img_buf: VecDeque::new(),
             retries: BTreeMap::new(),
+            pi_retries: BTreeMap::new(),
             write_ops: BTreeMap::new(),
             write_wait: BTreeMap::new(),
             last_write: BTreeMap::new(),
@@ -510,7 +513,15 @@ impl Fusion {
                 (dirty, holder_rid),
             ),
             Msg::Inval { rid, file, block } => self.h_inval(now, from, rid, (file, block)),
-            Msg::PiDiscard { file, block, scn } => self.h_pi_discard((file, block), scn),
+            Msg::PiDiscard { file, block, scn } => self.h_pi_discard(from, (file, block), scn),
+            Msg::PiDiscardAck { file, block, scn } => {
+                let k = ((file, block), from);
+                let acked = matches!(self.pi_retries.get(&k),
+                    Some(Retry { msg: Msg::PiDiscard { scn: s, .. }, .. }) if *s <= scn);
+                if acked {
+                    self.pi_retries.remove(&k);
+                }
+            }
             Msg::WriteGrant { rid, file, block } => self.h_write_grant(now, rid, (file, block)),
             Msg::DropOk { rid, file, block } => self.h_drop_ok(now, rid, (file, block)),
         }
@@ -582,6 +593,19 @@ impl Fusion {
             .collect();
         for k in due {
             if let Some(r) = self.retries.get_mut(&k) {
+                r.deadline = now + self.cfg.request_timeout;
+                let (to, msg) = (r.to, r.msg.clone());
+                self.send(to, msg);
+            }
+        }
+        let due: Vec<_> = self
+            .pi_retries
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(r) = self.pi_retries.get_mut(&k) {
                 r.deadline = now + self.cfg.request_timeout;
                 let (to, msg) = (r.to, r.msg.clone());
                 self.send(to, msg);

@@ -158,7 +158,14 @@ pub enum Msg {
         scn: Scn,
     },
     /// M→PI holder: the block reached disk at `scn`; drop PIs at or below.
+    /// Resent until acknowledged.
     PiDiscard {
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+    },
+    /// PI holder→M: PIs at or below `scn` are gone.
+    PiDiscardAck {
         file: FileNo,
         block: BlockNo,
         scn: Scn,
@@ -256,6 +263,7 @@ impl Msg {
             Msg::Drop { .. } => 15,
             Msg::DropOk { .. } => 16,
             Msg::Error { .. } => 17,
+            Msg::PiDiscardAck { .. } => 18,
         }
     }
 
@@ -277,6 +285,7 @@ impl Msg {
             | Msg::Inval { file, block, .. }
             | Msg::InvalAck { file, block, .. }
             | Msg::PiDiscard { file, block, .. }
+            | Msg::PiDiscardAck { file, block, .. }
             | Msg::WriteReq { file, block, .. }
             | Msg::WriteGrant { file, block, .. }
             | Msg::WriteDone { file, block, .. }
@@ -405,7 +414,9 @@ impl Msg {
                 w.u8(pi as u8);
                 w.u64(scn);
             }
-            Msg::PiDiscard { file, block, scn } | Msg::DownConvert { file, block, scn } => {
+            Msg::PiDiscard { file, block, scn }
+            | Msg::PiDiscardAck { file, block, scn }
+            | Msg::DownConvert { file, block, scn } => {
                 w.u16(file);
                 w.u32(block);
                 w.u64(scn);
@@ -570,14 +581,14 @@ impl Msg {
                     scn: r.u64(),
                 }
             }
-            10 | 14 => {
+            10 | 14 | 18 => {
                 let file = r.u16();
                 let block = r.u32();
                 let scn = r.u64();
-                if ty == 10 {
-                    Msg::PiDiscard { file, block, scn }
-                } else {
-                    Msg::DownConvert { file, block, scn }
+                match ty {
+                    10 => Msg::PiDiscard { file, block, scn },
+                    14 => Msg::DownConvert { file, block, scn },
+                    _ => Msg::PiDiscardAck { file, block, scn },
                 }
             }
             _ => {
@@ -600,7 +611,7 @@ impl Msg {
     }
 }
 
-const NAMES: [&str; 17] = [
+const NAMES: [&str; 18] = [
     "Req",
     "MultiReq",
     "Grant",
@@ -618,10 +629,11 @@ const NAMES: [&str; 17] = [
     "Drop",
     "DropOk",
     "Error",
+    "PiDiscardAck",
 ];
 
 /// Body length by type (rid+file+block = 14 bytes; access = 9).
-const BODY_LEN: [usize; 17] = [
+const BODY_LEN: [usize; 18] = [
     14 + 9,
     14 + 2,
     14 + 11,
@@ -639,6 +651,7 @@ const BODY_LEN: [usize; 17] = [
     14,
     14,
     14 + 1,
+    14,
 ];
 
 struct W(Vec<u8>);

@@ -157,6 +157,8 @@ pub(crate) fn msg() -> impl Strategy<Value = Msg> {
                 scn
             }
         ),
+        (any::<u16>(), any::<u32>(), any::<u64>())
+            .prop_map(|(file, block, scn)| Msg::PiDiscardAck { file, block, scn }),
         (any::<u16>(), any::<u32>(), any::<u64>()).prop_map(|(file, block, scn)| Msg::PiDiscard {
             file,
             block,
