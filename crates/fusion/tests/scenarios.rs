@@ -218,6 +218,7 @@ fn pi_discard_after_a_write_at_a_higher_scn() {
             ("WriteReq", 1),
             ("WriteGrant", 1),
             ("WriteDone", 1),
+            ("WriteAck", 1),
             ("PiDiscard", 1),
             ("PiDiscardAck", 1)
         ]),

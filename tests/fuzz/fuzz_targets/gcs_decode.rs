@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         bytes.truncate(len);
         bytes[0..2].copy_from_slice(b"GC");
         bytes[2] = 1;
-        bytes[3] = 1 + mode / 2 % 18;
+        bytes[3] = 1 + mode / 2 % 19;
         bytes[4..6].copy_from_slice(&((len - 10) as u16).to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..len - 4]);
         bytes[len - 4..].copy_from_slice(&crc.to_le_bytes());

@@ -8,7 +8,7 @@
 //! (`gcs log flush sync`). A duplicate forward (same request id) gets the
 //! same image again, never a second transfer.
 
-use super::{Completion, Fusion, GcError, IoFor, Retry, RETRY_DROP, RETRY_WRITE};
+use super::{Completion, Fusion, GcError, IoFor, Retry, RETRY_DROP, RETRY_WRITE, RETRY_WRITE_DONE};
 use crate::block::Scn;
 use crate::cache::Pin;
 use crate::io::{BlockNo, FileNo, IoData, IoError, IoOp};
@@ -264,7 +264,8 @@ impl Fusion {
             return;
         }
         if mode == Mode::X && !global {
-            self.start_write(key, 0);
+            let rid = self.rid();
+            self.start_write(key, rid);
         } else {
             let rid = self.rid();
             let to = self.slots.master(key.0, key.1);
@@ -401,6 +402,15 @@ impl Fusion {
             block: key.1,
             scn: written,
         };
+        // Resent until the master acknowledges: it discards the PIs.
+        self.retries.insert(
+            (key, RETRY_WRITE_DONE),
+            Retry {
+                to,
+                msg: m.clone(),
+                deadline: now + self.cfg.request_timeout,
+            },
+        );
         self.send(to, m);
         self.finish_write_ops(key, result.map(|_| scn).map_err(|e| e.to_string()));
         self.run_deferred(now, key);

@@ -426,6 +426,8 @@ impl Fusion {
         key: (FileNo, BlockNo),
         scn: Scn,
     ) {
+        let (file, block) = key;
+        self.send(from, Msg::WriteAck { rid, file, block });
         let Some(r) = self.dir.get_mut(&key) else {
             return;
         };

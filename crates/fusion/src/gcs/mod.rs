@@ -296,6 +296,7 @@ pub(crate) type DoneItem = (NodeId, u64, (FileNo, BlockNo));
 /// Keys of [`Fusion::retries`] by message.
 pub(crate) const RETRY_WRITE: u8 = 1;
 pub(crate) const RETRY_DROP: u8 = 2;
+pub(crate) const RETRY_WRITE_DONE: u8 = 3;
 
 impl Fusion {
     /// A node's service over `members` (itself included), sending from
@@ -514,6 +515,14 @@ impl Fusion {
             ),
             Msg::Inval { rid, file, block } => self.h_inval(now, from, rid, (file, block)),
             Msg::PiDiscard { file, block, scn } => self.h_pi_discard(from, (file, block), scn),
+            Msg::WriteAck { rid, file, block } => {
+                let k = ((file, block), RETRY_WRITE_DONE);
+                let acked = matches!(self.retries.get(&k),
+                    Some(Retry { msg: Msg::WriteDone { rid: r, .. }, .. }) if *r == rid);
+                if acked {
+                    self.retries.remove(&k);
+                }
+            }
             Msg::PiDiscardAck { file, block, scn } => {
                 let k = ((file, block), from);
                 let acked = matches!(self.pi_retries.get(&k),

@@ -164,6 +164,12 @@ pub enum Msg {
         block: BlockNo,
         scn: Scn,
     },
+    /// M→H: its WriteDone `rid` arrived (a WriteDone is resent until then).
+    WriteAck {
+        rid: u64,
+        file: FileNo,
+        block: BlockNo,
+    },
     /// PI holder→M: PIs at or below `scn` are gone.
     PiDiscardAck {
         file: FileNo,
@@ -264,6 +270,7 @@ impl Msg {
             Msg::DropOk { .. } => 16,
             Msg::Error { .. } => 17,
             Msg::PiDiscardAck { .. } => 18,
+            Msg::WriteAck { .. } => 19,
         }
     }
 
@@ -289,6 +296,7 @@ impl Msg {
             | Msg::WriteReq { file, block, .. }
             | Msg::WriteGrant { file, block, .. }
             | Msg::WriteDone { file, block, .. }
+            | Msg::WriteAck { file, block, .. }
             | Msg::DownConvert { file, block, .. }
             | Msg::Drop { file, block, .. }
             | Msg::DropOk { file, block, .. }
@@ -379,7 +387,8 @@ impl Msg {
             Msg::Inval { rid, file, block }
             | Msg::WriteGrant { rid, file, block }
             | Msg::Drop { rid, file, block }
-            | Msg::DropOk { rid, file, block } => w.rfb(rid, file, block),
+            | Msg::DropOk { rid, file, block }
+            | Msg::WriteAck { rid, file, block } => w.rfb(rid, file, block),
             Msg::InvalAck {
                 rid,
                 file,
@@ -537,13 +546,14 @@ impl Msg {
                     dirty: r.bool()?,
                 }
             }
-            7 | 12 | 15 | 16 => {
+            7 | 12 | 15 | 16 | 19 => {
                 let (rid, file, block) = r.rfb();
                 match ty {
                     7 => Msg::Inval { rid, file, block },
                     12 => Msg::WriteGrant { rid, file, block },
                     15 => Msg::Drop { rid, file, block },
-                    _ => Msg::DropOk { rid, file, block },
+                    16 => Msg::DropOk { rid, file, block },
+                    _ => Msg::WriteAck { rid, file, block },
                 }
             }
             8 | 11 | 13 => {
@@ -611,7 +621,7 @@ impl Msg {
     }
 }
 
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 19] = [
     "Req",
     "MultiReq",
     "Grant",
@@ -630,10 +640,11 @@ const NAMES: [&str; 18] = [
     "DropOk",
     "Error",
     "PiDiscardAck",
+    "WriteAck",
 ];
 
 /// Body length by type (rid+file+block = 14 bytes; access = 9).
-const BODY_LEN: [usize; 18] = [
+const BODY_LEN: [usize; 19] = [
     14 + 9,
     14 + 2,
     14 + 11,
@@ -651,6 +662,7 @@ const BODY_LEN: [usize; 18] = [
     14,
     14,
     14 + 1,
+    14,
     14,
 ];
 

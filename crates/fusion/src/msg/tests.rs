@@ -159,6 +159,7 @@ pub(crate) fn msg() -> impl Strategy<Value = Msg> {
         ),
         (any::<u16>(), any::<u32>(), any::<u64>())
             .prop_map(|(file, block, scn)| Msg::PiDiscardAck { file, block, scn }),
+        rfb.prop_map(|(rid, file, block)| Msg::WriteAck { rid, file, block }),
         (any::<u16>(), any::<u32>(), any::<u64>()).prop_map(|(file, block, scn)| Msg::PiDiscard {
             file,
             block,
