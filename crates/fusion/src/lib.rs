@@ -7,9 +7,21 @@
 //! Like the membership, a fusion object is driven as an
 //! [`icx_transport::protocol::Protocol`] and has outputs of its own the host
 //! drains: [`io`] requests (datafiles and redo, done by the host).
+//!
+//! The global cache service is [`gcs::Fusion`]: requester, master and
+//! holder of one node, over [`msg`] (the wire format), [`grd`] (who
+//! masters what, and what a master knows), [`cache`] (immutable versions,
+//! past images) and [`stats`] (Oracle's gc statistics). [`testing`] runs it
+//! on the simulator with a simulated shared disk.
 #![deny(unsafe_code)]
 
 pub mod block;
+pub mod cache;
+pub mod gcs;
+pub mod grd;
 pub mod io;
 pub mod kv;
+pub mod msg;
 pub mod redo;
+pub mod stats;
+pub mod testing;
