@@ -28,8 +28,12 @@ pub struct Config {
     pub heartbeat_deadline: Duration,
     /// Heartbeats over which a link's delivery is judged: fewer than half
     /// of them arriving cuts the link, three quarters restore it. Derived:
-    /// misscount in heartbeats, within 16..=128.
+    /// twice misscount in heartbeats, within 16..=128.
     pub link_window: u32,
+    /// A run of more missing heartbeats than this is an outage (for the
+    /// silence rule), not loss. Derived: half of misscount in heartbeats
+    /// (the silence that raises CRS-1612).
+    pub link_outage: u32,
     /// Network silence after which a member is removed.
     pub misscount: Duration,
     /// Longest a voting-file I/O may take in steady state; during a
@@ -72,6 +76,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_deadline: Duration::from_millis(5),
             link_window: 0,
+            link_outage: 0,
             misscount: Duration::from_secs(30),
             disktimeout: Duration::from_secs(200),
             disk_interval: Duration::from_secs(1),
@@ -112,8 +117,9 @@ impl Config {
     /// `settle` = two heartbeats and a disk heartbeat; `vote_wait` = a sixth
     /// of misscount (at least five disk heartbeats); `form_wait` = three
     /// heartbeats and two disk heartbeats; `stall_margin` = half of
-    /// misscount; `restart_delay` = two heartbeats; `link_window` =
-    /// misscount in heartbeats (16..=128); `leave_wait` = `settle`
+    /// misscount; `restart_delay` = two heartbeats; `link_window` = twice
+    /// misscount in heartbeats (16..=128), `link_outage` = half of it in
+    /// heartbeats; `leave_wait` = `settle`
     /// and two heartbeats (what the members' reconfiguration takes, with a
     /// heartbeat to spare for a lost announcement or answer).
     pub fn derive_timers(&mut self) {
@@ -124,7 +130,8 @@ impl Config {
         self.restart_delay = self.heartbeat_interval * 2;
         self.leave_wait = self.settle + self.heartbeat_interval * 2;
         let beats = self.misscount.as_nanos() / self.heartbeat_interval.as_nanos().max(1);
-        self.link_window = beats.clamp(16, 128) as u32;
+        self.link_window = (beats * 2).clamp(16, 128) as u32;
+        self.link_outage = (beats / 2).clamp(1, 128) as u32;
     }
 
     pub fn name(&self, n: NodeId) -> &str {
@@ -169,6 +176,9 @@ impl Config {
         }
         if !(1..=128).contains(&self.link_window) {
             return Err(ConfigError("link window must be 1..=128 heartbeats"));
+        }
+        if self.link_outage == 0 {
+            return Err(ConfigError("link outage must be at least one heartbeat"));
         }
         if self.settle < self.heartbeat_interval {
             return Err(ConfigError("settle must be at least one heartbeat"));

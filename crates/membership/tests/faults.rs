@@ -189,7 +189,8 @@ fn node_with_80_percent_loss_is_evicted() {
             assert_eq!(
                 active_views(&sim)[&NodeId(1)].0,
                 inc,
-                "{why}: no readmission"
+                "{why}: no readmission\n{}",
+                dump_history(&sim, 1)
             );
             assert_eq!(
                 fenced_nodes(&sim),

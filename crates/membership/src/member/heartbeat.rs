@@ -143,6 +143,7 @@ impl Membership {
             return;
         }
         self.stats.heartbeats_received += 1;
+        let link = self.link_params();
         let p = &mut self.peers[i];
         p.incarnation = st.incarnation;
         let was = p.last_heard;
@@ -150,9 +151,7 @@ impl Membership {
             // Silent for misscount: its sequence may have wrapped.
             p.link.restart_count();
         }
-        let verdict = p
-            .link
-            .on_beat(now, st.incarnation, st.beat, self.cfg.link_window);
+        let verdict = p.link.on_beat(now, st.incarnation, st.beat, link);
         let warned = std::mem::take(&mut p.warned);
         if warned > 0 {
             p.failed = false;
@@ -418,7 +417,10 @@ impl Membership {
                 continue;
             }
             let heard_by_all = members.iter().all(|m| {
-                (m == self.cfg.me && !p.link.cut)
+                (m == self.cfg.me
+                    && !p
+                        .link
+                        .in_doubt(now, self.cfg.heartbeat_interval, self.link_params()))
                     || self.peers[usize::from(m.0)]
                         .nhb
                         .as_ref()

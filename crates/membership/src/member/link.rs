@@ -3,69 +3,90 @@
 //!
 //! Heartbeats are link probes, not reliable messages: the transport gives
 //! one up after `heartbeat_deadline` (5 ms: at most two transmissions at
-//! its 2 ms minimum RTO; one when losses keep its backoff up), and the next
-//! supersedes it. Each carries its sender's heartbeat sequence number
-//! (`beat`, one per round, the same to every peer), so a receiver knows
-//! which of a peer's heartbeats it missed. Per peer it keeps, for the last
-//! `link_window` beats W (misscount in heartbeats, 16..=128), which arrived
-//! and which were lost.
+//! its 2 ms minimum RTO; one when losses hold its backoff up, acks lost
+//! included), and the next supersedes it. Each carries its sender's
+//! heartbeat sequence number (`beat`, one per round, the same to every
+//! peer), so a receiver knows which of a peer's heartbeats it missed. Per
+//! peer it keeps, for the last `link_window` beats W (twice misscount in
+//! heartbeats, 16..=128: 60 at 1 s / 30 s), which arrived and which were
+//! lost.
 //!
-//! Two kinds of loss, two rules. A run of more than W/2 missing beats (a
-//! silence that reaches 50 % of misscount, CRS-1612) is an **outage**: the
-//! link is down, and the silence rule (misscount, with CRS-1612/1611/1610
-//! on the way) judges it; those beats do not count here, so a link that
-//! flaps with outages the silence rule warns about is never cut. Shorter
-//! runs are **loss**: the beats count, lost (at some time scale fast
-//! flapping is loss). Of the beats of the window that count (at least W/4
-//! of them):
+//! Two kinds of loss, two rules. A run of more than `link_outage` missing
+//! beats (half of misscount: a silence that raises CRS-1612) is an
+//! **outage**: the link is down, and the silence rule (misscount, with
+//! CRS-1612/1611/1610 on the way) judges it; those beats do not count here,
+//! so a link that flaps with outages the silence rule warns about is never
+//! cut. Shorter runs are **loss**: the beats count, lost (at some time
+//! scale fast flapping is loss). Of the beats of the window that count (at
+//! least W/4 of them):
 //!
 //! - fewer than half arrived: the link from that peer is **cut** (ICX-1706);
-//! - cut, and at least three quarters arrive again: **restored** (ICX-1707).
+//! - cut, and at least three quarters arrive again: **restored** (ICX-1707);
+//! - fewer than two thirds (of the window so far, if a quarter of it
+//!   counts): the link is **in doubt** (and so is a cut one).
 //!
 //! Beats also count when overdue: every heartbeat interval, beats a peer
 //! should have sent since its latest arrival (one interval of grace, and up
-//! to W/2: beyond, it is an outage) count as lost, so a link that delivers
-//! little is cut on time, not at the next arrival. Only while the link was
-//! up most of the window (half of it counts), since the first beats of an
-//! outage are overdue too; only a cut is judged so (a restore waits for
-//! beats that arrive).
+//! to `link_outage`: beyond, it is an outage) count as lost, so a link that
+//! delivers little is cut on time, not at the next arrival. Only while the
+//! link was up most of the window (half of it counts), since the first
+//! beats of an outage are overdue too; only a cut is judged so (a restore
+//! waits for beats that arrive).
 //!
-//! The verdict needs a full window of the peer's current life; a peer that
+//! A cut needs a full window of the peer's current life; a peer that
 //! restarts (new incarnation) or was silent for misscount starts a new
-//! count, but keeps its verdict until the new count decides (a node evicted
-//! for a bad link is not admitted again until its link is good). A peer
-//! whose heartbeats carry no sequence (beat always 0: older software) is
-//! never judged.
+//! count, but keeps its verdicts (cut, in doubt) until the new count says
+//! otherwise. A peer whose heartbeats carry no sequence (beat always 0:
+//! older software) is never judged.
 //!
-//! A cut link's peer is not among the nodes this node hears (`hears`, and
-//! so its votes): the verdict is this node's reception report, one bit per
-//! peer, in every heartbeat. Cohorts are cliques of nodes that hear each
-//! other both ways, so a link counts as cut for cohort purposes when
-//! delivery in either direction is below the threshold, and the normal
-//! rules settle it: a node whose NIC drops most of what it sends (or
-//! receives) ends in a cohort of one and is evicted. A member whose link
-//! is cut starts a reconfiguration at once, as at misscount.
+//! What the verdicts do:
 //!
-//! A vote (whom a node heard during the settle period) leaves out a link
-//! in doubt: cut, or under three quarters delivered. The first node to cut
-//! a link starts the reconfiguration; the others' windows of the same link
-//! are then in doubt too (rarely already cut), so the bad node is out of
-//! every vote, not only of the first node's: with only one node's verdict
-//! it would be a pair cut, and the lowest-node rule could evict the healthy
-//! side instead.
+//! - A cut link's peer is not among the nodes this node hears (`hears`, and
+//!   so its votes): the verdict is this node's reception report, one bit
+//!   per peer, in every heartbeat. Cohorts are cliques of nodes that hear
+//!   each other both ways, so a link counts as cut for cohort purposes when
+//!   delivery in either direction is below the threshold, and the normal
+//!   rules settle it: a node whose NIC drops most of what it sends (or
+//!   receives) ends in a cohort of one and is evicted. A member whose link
+//!   is cut starts a reconfiguration at once, as at misscount.
+//! - A vote leaves out a **suspect** (a node some other live node does not
+//!   hear) whose link is in doubt here. The first node to cut a link starts
+//!   the reconfiguration; the others' windows of the same link are poor too
+//!   but not yet cut, so the bad node is out of every vote, not only of the
+//!   first node's: with one node's verdict alone it would be a pair cut,
+//!   and the lowest-node rule could evict the healthy side instead. Only
+//!   suspects: a healthy node's link in doubt by chance (random loss) does
+//!   not cost it its place.
+//! - A node does not hear a **joiner** (a node not in its view) whose link
+//!   is in doubt, so a node evicted for its link (or by the silence rule
+//!   before its window was full) is not admitted again while its link stays
+//!   poor: admission needs every member to hear the joiner.
 //!
-//! What the numbers give (W = 30): random loss of 5 % loses 0.25 % of
-//! heartbeats (two transmissions), 20 % loses 4 %: a window falls below
-//! half with odds under 1e-12. At 80 % (one transmission under sustained
-//! loss, 18 % of datagrams arrive with the simulator's corruption) about a
-//! fifth of the beats that count arrive: cut within a window. Beyond 95 %
-//! most runs are outages and the silence rule removes the node (a run of
-//! misscount comes within a few windows).
+//! What the numbers give (W = 60): random loss of 5 % loses under 1 % of
+//! heartbeats, 20 % about 12 % (lost acks hold the backoff up); a window
+//! falls below half with odds under 1e-13. At 80 % (one transmission, 18 %
+//! of datagrams arriving with the simulator's corruption) about a fifth of
+//! what counts arrives: cut within a window. Beyond 95 % most runs are
+//! outages and the silence rule removes the node.
 
 use icx_core::{Duration, Instant};
 
 /// The largest window (bits of the masks).
 pub const MAX_WINDOW: u32 = 128;
+
+/// How a link is judged: the window, and the longest run of missing beats
+/// that is loss (longer: an outage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct LinkParams {
+    pub(super) window: u32,
+    pub(super) outage: u32,
+}
+
+impl LinkParams {
+    fn w(self) -> u32 {
+        self.window.clamp(1, MAX_WINDOW)
+    }
+}
 
 /// What a heartbeat changed in a link's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +128,9 @@ pub(super) struct LinkQuality {
     span: u32,
     /// The link from the peer counts as cut.
     pub(super) cut: bool,
+    /// The last full window had under two thirds arrived (kept, as `cut`,
+    /// until a full window of a new count says otherwise).
+    poor: bool,
 }
 
 impl LinkQuality {
@@ -122,21 +146,14 @@ impl LinkQuality {
 
     /// Of a full window, the beats that arrived and the beats that count;
     /// `None` before the window is full.
-    pub(super) fn count(&self, window: u32) -> Option<(u32, u32)> {
-        let w = window.clamp(1, MAX_WINDOW);
+    pub(super) fn count(&self, p: LinkParams) -> Option<(u32, u32)> {
+        let w = p.w();
         (self.span >= w).then(|| Self::tally(self.arrived, self.outage, w))
     }
 
     fn tally(arrived: u128, outage: u128, w: u32) -> (u32, u32) {
         let m = low_bits(w);
         ((arrived & m).count_ones(), w - (outage & m).count_ones())
-    }
-
-    /// The longest run of missing beats that is loss, not an outage: half
-    /// the window (a silence that long raises CRS-1612, the silence rule's
-    /// first warning).
-    pub(super) fn max_loss_run(window: u32) -> u32 {
-        (window.clamp(1, MAX_WINDOW) / 2).max(1)
     }
 
     fn judge(&mut self, received: u32, counted: u32, w: u32, restore: bool) -> Option<Verdict> {
@@ -154,31 +171,38 @@ impl LinkQuality {
         None
     }
 
-    /// The window with the beats overdue at `now` counted as lost (as
-    /// [`LinkQuality::tick`] counts them), if full.
-    fn count_at(&self, now: Instant, interval: Duration, w: u32) -> Option<(u32, u32)> {
+    /// What is known of the window at `now`, full or not (with at least a
+    /// quarter of it counting): the beats overdue (up to an outage) count
+    /// as lost.
+    fn count_now(&self, now: Instant, interval: Duration, p: LinkParams) -> Option<(u32, u32)> {
+        let w = p.w();
         let at = self.latest_at?;
         let late = now.saturating_duration_since(at).as_nanos() / interval.as_nanos().max(1);
-        let overdue = u32::try_from(late.saturating_sub(1)).unwrap_or(u32::MAX);
-        let (_, before) = Self::tally(self.arrived, self.outage, w);
-        if overdue == 0 || overdue > Self::max_loss_run(w) || before * 2 < w {
-            return self.count(w);
+        let mut overdue = u32::try_from(late.saturating_sub(1)).unwrap_or(u32::MAX);
+        if overdue > p.outage {
+            overdue = 0;
         }
-        (self.span + overdue >= w)
-            .then(|| Self::tally(shl(self.arrived, overdue), shl(self.outage, overdue), w))
+        let n = (self.span + overdue).min(w);
+        let (r, c) = Self::tally(shl(self.arrived, overdue), shl(self.outage, overdue), n);
+        (c * 4 >= w).then_some((r, c))
     }
 
-    /// The link is in doubt: cut, or (with enough beats that count) fewer
-    /// than three quarters arrived. A vote leaves out a link in doubt, so
-    /// a link that one node has just cut and the others find poor is out of
-    /// every vote of that reconfiguration, not only of the first node's.
-    pub(super) fn in_doubt(&self, now: Instant, interval: Duration, window: u32) -> bool {
+    /// The link is in doubt: cut, or fewer than two thirds of what counts
+    /// arrived (of the window so far, if a quarter of it counts; else what
+    /// the last count said). A vote leaves out a suspect whose link is in doubt, so a node
+    /// that one member has just cut and the others find poor is out of
+    /// every vote of that reconfiguration, not only of the first member's;
+    /// and a node does not hear a joiner whose link is in doubt, so one
+    /// evicted for its link is not admitted again while it stays poor.
+    pub(super) fn in_doubt(&self, now: Instant, interval: Duration, p: LinkParams) -> bool {
         if self.cut {
             return true;
         }
-        let w = window.clamp(1, MAX_WINDOW);
-        self.count_at(now, interval, w)
-            .is_some_and(|(r, c)| c * 4 >= w && r * 4 < c * 3)
+        match self.count_now(now, interval, p) {
+            Some((r, c)) => r * 3 < c * 2,
+            // Too little of a new count: what the last one said.
+            None => self.poor,
+        }
     }
 
     /// Every heartbeat interval: beats overdue since the latest arrival
@@ -189,7 +213,7 @@ impl LinkQuality {
         &mut self,
         now: Instant,
         interval: Duration,
-        window: u32,
+        p: LinkParams,
     ) -> Option<Verdict> {
         let at = self.latest_at?;
         if self.cut || interval.is_zero() {
@@ -197,8 +221,8 @@ impl LinkQuality {
         }
         let late = now.saturating_duration_since(at).as_nanos() / interval.as_nanos();
         let overdue = u32::try_from(late.saturating_sub(1)).unwrap_or(u32::MAX);
-        let w = window.clamp(1, MAX_WINDOW);
-        if overdue == 0 || overdue > Self::max_loss_run(w) || self.span + overdue < w {
+        let w = p.w();
+        if overdue == 0 || overdue > p.outage || self.span + overdue < w {
             return None;
         }
         // Only while the link was up most of the window: the first beats
@@ -219,13 +243,13 @@ impl LinkQuality {
         now: Instant,
         life: u32,
         beat: u16,
-        window: u32,
+        p: LinkParams,
     ) -> Option<Verdict> {
         if life != self.life {
             self.life = life;
             self.restart_count();
         }
-        let w = window.clamp(1, MAX_WINDOW);
+        let w = p.w();
         match self.latest {
             None => {
                 self.latest = Some(beat);
@@ -245,7 +269,7 @@ impl LinkQuality {
                     let gap = d - 1;
                     self.arrived = shl(self.arrived, d) | 1;
                     self.outage = shl(self.outage, d);
-                    if gap > Self::max_loss_run(w) {
+                    if gap > p.outage {
                         self.outage |= shl(low_bits(gap), 1);
                     }
                     self.latest = Some(beat);
@@ -262,7 +286,12 @@ impl LinkQuality {
                 }
             }
         }
-        let (r, c) = self.count(w)?;
+        let n = self.span.min(w);
+        let (r, c) = Self::tally(self.arrived, self.outage, n);
+        if c * 4 >= w {
+            self.poor = r * 3 < c * 2;
+        }
+        let (r, c) = self.count(p)?;
         self.judge(r, c, w, true)
     }
 }
@@ -270,10 +299,17 @@ impl LinkQuality {
 impl super::Membership {
     /// Every heartbeat interval: overdue beats of every peer heard within
     /// misscount (beyond, silence rules).
+    pub(super) fn link_params(&self) -> LinkParams {
+        LinkParams {
+            window: self.cfg.link_window,
+            outage: self.cfg.link_outage,
+        }
+    }
+
     pub(super) fn link_tick(&mut self, now: Instant) {
         let (hb, w, ms) = (
             self.cfg.heartbeat_interval,
-            self.cfg.link_window,
+            self.link_params(),
             self.cfg.misscount,
         );
         for i in 1..self.peers.len() {
@@ -356,6 +392,15 @@ mod tests {
         Instant::ZERO + HB * i
     }
 
+    /// A window of `w`, outages beyond `w / 2` (misscount in heartbeats
+    /// when the window is twice that).
+    fn lp(w: u32) -> LinkParams {
+        LinkParams {
+            window: w,
+            outage: w / 2,
+        }
+    }
+
     /// Feeds beats `from..from + n` of life `life` (beat `b` arriving at
     /// `at(b)`), dropping those `lost` says of their index; returns the
     /// verdicts with the beat that gave them.
@@ -371,7 +416,7 @@ mod tests {
         for i in 0..n {
             let b = from + i;
             if !lost(i) {
-                if let Some(x) = q.on_beat(at(b), life, b as u16, w) {
+                if let Some(x) = q.on_beat(at(b), life, b as u16, lp(w)) {
                     v.push((b, x));
                 }
             }
@@ -383,10 +428,10 @@ mod tests {
     fn full_delivery_never_cuts_and_the_window_must_fill() {
         let mut q = LinkQuality::default();
         assert!(feed(&mut q, 1, 0, 1000, 30, |_| false).is_empty());
-        assert_eq!(q.count(30), Some((30, 30)));
+        assert_eq!(q.count(lp(30)), Some((30, 30)));
         let mut q = LinkQuality::default();
         feed(&mut q, 1, 0, 29, 30, |_| false);
-        assert_eq!(q.count(30), None, "29 beats: no verdict yet");
+        assert_eq!(q.count(lp(30)), None, "29 beats: no verdict yet");
     }
 
     #[test]
@@ -423,14 +468,14 @@ mod tests {
         let mut q = LinkQuality::default();
         let v = feed(&mut q, 1, 0, 3000, 30, |i| i % 30 < 25);
         assert!(v.is_empty(), "{v:?}");
-        let (r, c) = q.count(30).unwrap();
+        let (r, c) = q.count(lp(30)).unwrap();
         assert_eq!(r, c);
         // Overdue beats of an outage do not count either.
         for k in 0..60 {
-            assert_eq!(q.tick(at(3000 + k), HB, 30), None);
+            assert_eq!(q.tick(at(3000 + k), HB, lp(30)), None);
         }
         // A run of W/2 = 15 is loss; of 16, an outage.
-        assert_eq!(LinkQuality::max_loss_run(30), 15);
+        assert_eq!(lp(30).outage, 15);
         let mut q = LinkQuality::default();
         feed(&mut q, 1, 0, 600, 30, |i| i % 16 != 0);
         assert!(q.cut, "runs of 15 lost of 16: loss, cut");
@@ -446,19 +491,19 @@ mod tests {
         // Beats 0, 2, .. 30 arrive: the window (1..=30) holds 15 of 30.
         let v = feed(&mut q, 1, 0, 31, w, |i| i % 2 == 1);
         assert!(v.is_empty(), "{v:?}");
-        assert_eq!(q.count(w), Some((15, 30)));
+        assert_eq!(q.count(lp(w)), Some((15, 30)));
         // One interval of grace; then each interval is one beat lost.
-        assert_eq!(q.tick(at(31), HB, w), None);
-        assert_eq!(q.tick(at(32), HB, w), None, "15 of 30");
+        assert_eq!(q.tick(at(31), HB, lp(w)), None);
+        assert_eq!(q.tick(at(32), HB, lp(w)), None, "15 of 30");
         assert_eq!(
-            q.tick(at(33), HB, w),
+            q.tick(at(33), HB, lp(w)),
             Some(Verdict::Cut {
                 received: 14,
                 counted: 30
             })
         );
         assert!(q.cut);
-        assert_eq!(q.tick(at(34), HB, w), None, "once");
+        assert_eq!(q.tick(at(34), HB, lp(w)), None, "once");
         // Arrivals restore it once three quarters of a window do: beats 31
         // to 33 never came, so at 51 (window 22..=51: 5 + 18).
         let v = feed(&mut q, 1, 34, 40, w, |_| false);
@@ -475,24 +520,42 @@ mod tests {
     }
 
     #[test]
-    fn in_doubt_under_three_quarters() {
+    fn in_doubt_under_two_thirds() {
         let mut q = LinkQuality::default();
-        // One of three lost in runs of one: 20 of 30, not cut, in doubt.
-        feed(&mut q, 1, 0, 90, 30, |i| i % 3 == 2);
+        // Beats 0..=30, every third lost: the window (1..=30) holds 20 of
+        // 30, exactly two thirds: not in doubt.
+        feed(&mut q, 1, 0, 31, 30, |i| i % 3 == 2);
+        assert_eq!(q.count(lp(30)), Some((20, 30)));
+        assert!(!q.in_doubt(at(31), HB, lp(30)));
+        // A beat overdue (one interval of grace): 19 of 30, in doubt.
+        assert!(q.in_doubt(at(32), HB, lp(30)));
+        // Every other beat lost: half, not cut (that needs below half), in
+        // doubt.
+        let mut q = LinkQuality::default();
+        feed(&mut q, 1, 0, 120, 30, |i| i % 2 == 1);
         assert!(!q.cut);
-        assert!(q.in_doubt(at(89), HB, 30));
-        let mut q = LinkQuality::default();
-        // One of four lost (the last arrival, beat 118, ends a window of
-        // 23 of 30): not in doubt...
-        feed(&mut q, 1, 0, 120, 30, |i| i % 4 == 3);
-        assert_eq!(q.count(30), Some((23, 30)));
-        assert!(!q.in_doubt(at(119), HB, 30));
-        // ...until a beat is overdue (one interval of grace): 22 of 30.
-        assert!(q.in_doubt(at(120), HB, 30));
+        assert!(q.in_doubt(at(119), HB, lp(30)));
         // A flapping link is not in doubt: its outages do not count.
         let mut q = LinkQuality::default();
         feed(&mut q, 1, 0, 600, 30, |i| i % 30 < 25);
-        assert!(!q.in_doubt(at(599), HB, 30));
+        assert!(!q.in_doubt(at(599), HB, lp(30)));
+    }
+
+    /// A restarted peer keeps "in doubt" until a quarter of a window of its
+    /// new life counts, then its new count decides (here: all arrive).
+    #[test]
+    fn a_new_life_stays_in_doubt_until_a_quarter_counts() {
+        let mut q = LinkQuality::default();
+        // 40 beats, two of three lost: poor (not a full window: not cut).
+        feed(&mut q, 1, 0, 40, 60, |i| i % 3 != 0);
+        assert!(!q.cut);
+        assert!(q.in_doubt(at(40), HB, lp(60)));
+        // New life, perfect: in doubt for 14 beats, not from the 15th.
+        for i in 0..15u32 {
+            assert!(q.in_doubt(at(100 + i), HB, lp(60)), "beat {i}");
+            q.on_beat(at(100 + i), 2, i as u16, lp(60));
+        }
+        assert!(!q.in_doubt(at(115), HB, lp(60)));
     }
 
     #[test]
@@ -501,13 +564,13 @@ mod tests {
         let mut v = Vec::new();
         for i in 0..100u32 {
             let b = 65_500u16.wrapping_add(i as u16);
-            v.extend(q.on_beat(at(i), 1, b, 30));
+            v.extend(q.on_beat(at(i), 1, b, lp(30)));
         }
         assert!(v.is_empty());
-        assert_eq!(q.count(30), Some((30, 30)));
+        assert_eq!(q.count(lp(30)), Some((30, 30)));
         for i in 100..160u32 {
             if i % 4 == 0 {
-                v.extend(q.on_beat(at(i), 1, 65_500u16.wrapping_add(i as u16), 30));
+                v.extend(q.on_beat(at(i), 1, 65_500u16.wrapping_add(i as u16), lp(30)));
             }
         }
         assert!(matches!(v.as_slice(), [Verdict::Cut { .. }]), "{v:?}");
@@ -540,24 +603,24 @@ mod tests {
     fn unnumbered_heartbeats_are_never_judged() {
         let mut q = LinkQuality::default();
         for i in 0..1000 {
-            assert_eq!(q.on_beat(at(i), 1, 0, 16), None);
-            assert_eq!(q.tick(at(i), HB, 16), None);
+            assert_eq!(q.on_beat(at(i), 1, 0, lp(16)), None);
+            assert_eq!(q.tick(at(i), HB, lp(16)), None);
         }
-        assert_eq!(q.count(16), None);
+        assert_eq!(q.count(lp(16)), None);
     }
 
     #[test]
     fn late_and_duplicate_beats() {
         let mut q = LinkQuality::default();
         feed(&mut q, 1, 0, 30, 30, |i| i == 10);
-        assert_eq!(q.count(30), Some((29, 30)));
-        assert_eq!(q.on_beat(at(30), 1, 10, 30), None);
-        assert_eq!(q.count(30), Some((30, 30)));
-        assert_eq!(q.on_beat(at(30), 1, 10, 30), None);
-        assert_eq!(q.count(30), Some((30, 30)));
+        assert_eq!(q.count(lp(30)), Some((29, 30)));
+        assert_eq!(q.on_beat(at(30), 1, 10, lp(30)), None);
+        assert_eq!(q.count(lp(30)), Some((30, 30)));
+        assert_eq!(q.on_beat(at(30), 1, 10, lp(30)), None);
+        assert_eq!(q.count(lp(30)), Some((30, 30)));
         // Far too old: ignored.
-        assert_eq!(q.on_beat(at(30), 1, 29u16.wrapping_sub(200), 30), None);
-        assert_eq!(q.count(30), Some((30, 30)));
+        assert_eq!(q.on_beat(at(30), 1, 29u16.wrapping_sub(200), lp(30)), None);
+        assert_eq!(q.count(lp(30)), Some((30, 30)));
     }
 
     /// The model: of the window's beats, those that arrived; those that
@@ -567,7 +630,7 @@ mod tests {
         if (last - first + 1).min(MAX_WINDOW) < w {
             return None;
         }
-        let g = LinkQuality::max_loss_run(w);
+        let g = lp(w).outage;
         let (mut r, mut c) = (0, 0);
         for b in last + 1 - w..=last {
             if got.contains(&b) {
@@ -599,11 +662,11 @@ mod tests {
                 // One long outage somewhere, beside random loss.
                 let out = i >= burst * 5 && i < burst * 5 + burst;
                 if !l && !out {
-                    q.on_beat(at(i as u32), 1, start.wrapping_add(i as u16), w);
+                    q.on_beat(at(i as u32), 1, start.wrapping_add(i as u16), lp(w));
                     got.push(i as u32);
                 }
             }
-            prop_assert_eq!(q.count(w), model(&got, w));
+            prop_assert_eq!(q.count(lp(w)), model(&got, w));
         }
     }
 }

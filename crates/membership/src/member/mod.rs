@@ -217,12 +217,25 @@ impl Membership {
 
     /// Nodes this node hears (within misscount), itself included; a node
     /// that announced its leave, or whose link to this one is cut (too few
-    /// heartbeats arrive), is not among them.
+    /// heartbeats arrive), is not among them; nor, unless it is a member of
+    /// this node's view, one whose link is in doubt (so it is not admitted).
     pub fn hears(&self, now: Instant) -> NodeSet {
+        let (hb, lp) = (self.cfg.heartbeat_interval, self.link_params());
+        let members = self
+            .view
+            .as_ref()
+            .filter(|_| self.state == State::Active)
+            .map(|v| v.set())
+            .unwrap_or_default();
         let mut s = NodeSet::single(self.cfg.me);
         for (i, p) in self.peers.iter().enumerate().skip(1) {
+            let bad = if members.contains(NodeId(i as u16)) {
+                p.link.cut
+            } else {
+                p.link.in_doubt(now, hb, lp)
+            };
             if !p.is_leaving()
-                && !p.link.cut
+                && !bad
                 && p.last_heard
                     .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.misscount)
             {
@@ -233,18 +246,40 @@ impl Membership {
     }
 
     /// Nodes heard within `d`, itself included; not leavers, nor nodes
-    /// whose link is in doubt (cut, or under three quarters delivered).
+    /// whose link is cut, nor suspects (a node some other node does not
+    /// hear) whose link is in doubt here (under two thirds delivered).
     fn heard_within(&self, now: Instant, d: Duration) -> NodeSet {
         let d = d.min(self.cfg.misscount);
-        let (hb, w) = (self.cfg.heartbeat_interval, self.cfg.link_window);
+        let (hb, lp) = (self.cfg.heartbeat_interval, self.link_params());
+        let suspects = self.suspects(now);
         let mut s = NodeSet::single(self.cfg.me);
         for (i, p) in self.peers.iter().enumerate().skip(1) {
+            let doubt =
+                p.link.cut || (suspects.contains(NodeId(i as u16)) && p.link.in_doubt(now, hb, lp));
             if !p.is_leaving()
-                && !p.link.in_doubt(now, hb, w)
+                && !doubt
                 && p.last_heard
                     .is_some_and(|t| now.saturating_duration_since(t) <= d)
             {
                 s.insert(NodeId(i as u16));
+            }
+        }
+        s
+    }
+
+    /// Nodes some other live node does not hear (missing from the `hears`
+    /// of its latest heartbeat, heard within misscount).
+    fn suspects(&self, now: Instant) -> NodeSet {
+        let all = NodeSet::first(self.cfg.nodes);
+        let mut s = NodeSet::EMPTY;
+        for p in self.peers.iter().skip(1) {
+            let fresh = p
+                .last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.misscount);
+            if let Some(st) = p.nhb.as_ref().filter(|_| fresh) {
+                if matches!(st.state, State::Active | State::Joining) {
+                    s = s.union(&all.minus(&st.hears));
+                }
             }
         }
         s
