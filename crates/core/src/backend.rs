@@ -263,6 +263,20 @@ pub trait Backend {
     /// urgent frame waits behind block frames to one call's worth.
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize>;
 
+    /// Like [`recv`](Backend::recv), but only what waits on the urgent lane:
+    /// for a caller sending a long run of block frames that wants to look
+    /// for heartbeats between sends without receiving blocks. The default
+    /// (a backend without the lane, or a wrapper that does not forward it)
+    /// hands over nothing, which costs only that look; `recv` still hands
+    /// urgent datagrams over first.
+    fn recv_urgent(
+        &mut self,
+        _max: usize,
+        _f: &mut dyn FnMut(RxDatagram<'_>),
+    ) -> io::Result<usize> {
+        Ok(0)
+    }
+
     /// Blocks until a datagram may be ready (on any lane) or `timeout`
     /// passes (`None`: no limit). May return early; callers re-check.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
@@ -291,6 +305,9 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
         (**self).recv(max, f)
+    }
+    fn recv_urgent(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
+        (**self).recv_urgent(max, f)
     }
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         (**self).wait(timeout)

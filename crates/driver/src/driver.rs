@@ -18,6 +18,12 @@
 //!   block frames and sends only urgent frames, so the application gets
 //!   the message at once; the block work left goes to the next turn, which
 //!   never defers again (two turns in a row cannot both skip it).
+//! - block frames go out in slices of [`DriverConfig::send_chunk`], with a
+//!   look at the urgent lane ([`Backend::recv_urgent`]) after each: a
+//!   heartbeat that lands while the sender writes blocks ends the burst the
+//!   same way.
+//!
+//! The runtime's cores do the first three (not the looks between sends).
 
 use icx_core::{
     Backend, Channel, Clock, Instant, Lane, MonotonicClock, NodeId, RxDatagram, SharedBuf, TxBatch,
@@ -45,6 +51,11 @@ pub struct DriverConfig {
     /// frame waits in a receiving turn is about this many block frames'
     /// processing.
     pub urgent_chunk: usize,
+    /// With an urgent lane: block frames sent between looks at the urgent
+    /// lane in a turn's flush (0: no looks, one burst of up to the budget).
+    /// A heartbeat that lands while the sender writes blocks waits about
+    /// this many frames' sending.
+    pub send_chunk: usize,
 }
 
 impl Default for DriverConfig {
@@ -53,6 +64,7 @@ impl Default for DriverConfig {
             rx_batches: 4,
             tx_batches: 4,
             urgent_chunk: DEFAULT_URGENT_CHUNK,
+            send_chunk: DEFAULT_SEND_CHUNK,
         }
     }
 }
@@ -61,6 +73,9 @@ impl Default for DriverConfig {
 /// frames take roughly 10 us to handle, against a loopback heartbeat round
 /// trip of about 15 us.
 pub const DEFAULT_URGENT_CHUNK: usize = 16;
+/// Block frames sent between looks at the urgent lane: one GSO train of
+/// 44 frames at MTU 1500 and a bit.
+pub const DEFAULT_SEND_CHUNK: usize = 64;
 
 /// What one turn did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,6 +142,7 @@ pub struct Driver<B: Backend, C: Clock = MonotonicClock> {
     /// The backend has an urgent lane: turns are arranged around it.
     lanes: bool,
     urgent_chunk: usize,
+    send_chunk: usize,
     /// The last pass deferred its block work: this one may not.
     deferred: bool,
     stats: DriverStats,
@@ -167,6 +183,7 @@ impl<B: Backend, C: Clock> Driver<B, C> {
             tx_budget,
             lanes: caps.urgent_lane,
             urgent_chunk: cfg.urgent_chunk.max(1),
+            send_chunk: cfg.send_chunk,
             deferred: false,
             stats: DriverStats::default(),
         })
@@ -294,27 +311,7 @@ impl<B: Backend, C: Clock> Driver<B, C> {
             let now = self.clock.now();
             self.flush(now, Flush::Urgent, ts)?;
         }
-        // A server that accepts unknown peers learns (and follows) each
-        // peer's address from its accepted frames; configured addresses are
-        // otherwise fixed.
-        let learn = self.endpoint.config().accept_unknown.is_some();
-        let (endpoint, clock, peers) = (&mut self.endpoint, &self.clock, &mut self.peers);
-        // The clock is read per datagram (a vDSO call) so that acks late in a
-        // big batch do not get early timestamps and shrink RTT samples.
-        // Foreign senders are fed too: the endpoint rejects and counts them.
-        // Datagrams come in runs from one peer: remember the last one checked.
-        let mut known: Option<(NodeId, SocketAddr)> = None;
-        let chunk = self.lanes.then_some(self.urgent_chunk);
-        let r = receive(&mut self.backend, self.rx_budget, chunk, &mut |d| {
-            if let Some(node) = endpoint.handle_datagram(clock.now(), d.data) {
-                if learn && known != Some((node, d.src)) {
-                    if peers.get(&node) != Some(&d.src) {
-                        peers.insert(node, d.src);
-                    }
-                    known = Some((node, d.src));
-                }
-            }
-        })?;
+        let r = self.receive(false)?;
         r.add_to(ts);
 
         let now = self.clock.now();
@@ -327,16 +324,64 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         let defer = r.urgent_data && !self.deferred;
         self.deferred = defer;
         ts.deferred |= defer;
-        let mode = if defer { Flush::Urgent } else { Flush::All };
-        self.flush(now, mode, ts)
+        if defer {
+            self.flush(now, Flush::Urgent, ts)
+        } else if self.lanes && self.send_chunk > 0 {
+            self.flush_looking(now, ts)
+        } else {
+            self.flush(now, Flush::All, ts)
+        }
+    }
+
+    /// Receives into the endpoint (see [`receive`]); `urgent_only`: only
+    /// what the urgent lane holds.
+    fn receive(&mut self, urgent_only: bool) -> io::Result<Received> {
+        // A server that accepts unknown peers learns (and follows) each
+        // peer's address from its accepted frames; configured addresses are
+        // otherwise fixed.
+        let learn = self.endpoint.config().accept_unknown.is_some();
+        let (endpoint, clock, peers) = (&mut self.endpoint, &self.clock, &mut self.peers);
+        // The clock is read per datagram (a vDSO call) so that acks late in a
+        // big batch do not get early timestamps and shrink RTT samples.
+        // Foreign senders are fed too: the endpoint rejects and counts them.
+        // Datagrams come in runs from one peer: remember the last one checked.
+        let mut known: Option<(NodeId, SocketAddr)> = None;
+        let chunk = self.lanes.then_some(self.urgent_chunk);
+        receive(
+            &mut self.backend,
+            self.rx_budget,
+            chunk,
+            urgent_only,
+            &mut |d| {
+                if let Some(node) = endpoint.handle_datagram(clock.now(), d.data) {
+                    if learn && known != Some((node, d.src)) {
+                        if peers.get(&node) != Some(&d.src) {
+                            peers.insert(node, d.src);
+                        }
+                        known = Some((node, d.src));
+                    }
+                }
+            },
+        )
     }
 
     fn flush(&mut self, now: Instant, mode: Flush, ts: &mut TurnStats) -> io::Result<()> {
+        self.flush_up_to(now, mode, self.tx_budget, ts).map(drop)
+    }
+
+    /// A flush of at most `budget` frames per lane; returns how many went.
+    fn flush_up_to(
+        &mut self,
+        now: Instant,
+        mode: Flush,
+        budget: usize,
+        ts: &mut TurnStats,
+    ) -> io::Result<usize> {
         let f = flush_transmits(
             &mut self.endpoint,
             &mut self.backend,
             &mut self.tx,
-            self.tx_budget,
+            budget,
             &self.peers,
             now,
             mode,
@@ -344,6 +389,34 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         ts.sent += f.sent;
         ts.urgent_sent += f.urgent_sent;
         ts.unroutable += f.unroutable;
+        Ok(f.sent)
+    }
+
+    /// [`Flush::All`] in slices of `send_chunk` block frames, looking at the
+    /// urgent lane after each: a heartbeat or control message that came
+    /// meanwhile ends the flush (the rest of the block frames wait for the
+    /// next turn, which may not defer), so the application gets it without
+    /// waiting for the whole burst of sends.
+    fn flush_looking(&mut self, mut now: Instant, ts: &mut TurnStats) -> io::Result<()> {
+        let mut sent = 0;
+        while sent < self.tx_budget {
+            if sent > 0 {
+                // Frames are stamped when taken: a slice after a look is later.
+                now = self.clock.now();
+            }
+            let n = self.flush_up_to(now, Flush::All, self.send_chunk, ts)?;
+            if n == 0 {
+                break;
+            }
+            sent += n;
+            let r = self.receive(true)?;
+            r.add_to(ts);
+            if r.urgent_data {
+                self.deferred = true;
+                ts.deferred = true;
+                break;
+            }
+        }
         Ok(())
     }
 }
@@ -367,8 +440,9 @@ impl Received {
     }
 }
 
-/// Receives up to `budget` datagrams into `f`. Without `chunk` (a backend
-/// with one lane): in one call. With it: in calls of `chunk`, each of which
+/// Receives up to `budget` datagrams into `f` (with `urgent_only`, of the
+/// urgent lane only, in one call). Without `chunk` (a backend with one
+/// lane): in one call. With it: in calls of `chunk`, each of which
 /// looks at the urgent lane first, until the backend runs dry, the budget is
 /// spent, or a heartbeat or control data frame came (so its message is
 /// handed to the application without waiting for the rest). Shared by the
@@ -377,6 +451,7 @@ pub(crate) fn receive<B: Backend + ?Sized>(
     backend: &mut B,
     budget: usize,
     chunk: Option<usize>,
+    urgent_only: bool,
     f: &mut dyn FnMut(RxDatagram<'_>),
 ) -> io::Result<Received> {
     use std::cell::Cell;
@@ -399,6 +474,7 @@ pub(crate) fn receive<B: Backend + ?Sized>(
     };
     let mut n = 0;
     match chunk {
+        _ if urgent_only => n = backend.recv_urgent(budget, &mut count)?,
         None => n = backend.recv(budget, &mut count)?,
         Some(chunk) => {
             while n < budget {

@@ -280,6 +280,58 @@ impl<B: Backend> FaultInjector<B> {
     }
 }
 
+impl<B: Backend> FaultInjector<B> {
+    /// The inner backend's `recv` (or `recv_urgent`), through the dice.
+    fn recv_with(
+        &mut self,
+        max: usize,
+        urgent_only: bool,
+        f: &mut dyn FnMut(RxDatagram<'_>),
+    ) -> io::Result<usize> {
+        let rates = self.handle.snapshot();
+        let Self {
+            inner,
+            rng,
+            scratch,
+            ..
+        } = self;
+        let (mut seen, mut dropped, mut corrupted, mut handed) = (0u64, 0u64, 0u64, 0usize);
+        let mut each = |d: RxDatagram<'_>| {
+            seen += 1;
+            if roll(rng, rates.rx_drop) {
+                dropped += 1;
+                return;
+            }
+            handed += 1;
+            if !d.data.is_empty() && roll(rng, rates.corrupt) {
+                corrupted += 1;
+                scratch.clear();
+                scratch.extend_from_slice(d.data);
+                let bit = rng.random_range(0..scratch.len() * 8);
+                scratch[bit / 8] ^= 1 << (bit % 8);
+                f(RxDatagram {
+                    src: d.src,
+                    lane: d.lane,
+                    data: &scratch[..],
+                });
+            } else {
+                f(d);
+            }
+        };
+        let res = if urgent_only {
+            inner.recv_urgent(max, &mut each)
+        } else {
+            inner.recv(max, &mut each)
+        };
+        let s = &self.handle.shared;
+        bump(&s.rx_seen, seen);
+        bump(&s.rx_dropped, dropped);
+        bump(&s.corrupted, corrupted);
+        res?;
+        Ok(handed)
+    }
+}
+
 impl<B: Backend> Backend for FaultInjector<B> {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
@@ -351,42 +403,11 @@ impl<B: Backend> Backend for FaultInjector<B> {
     }
 
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
-        let rates = self.handle.snapshot();
-        let Self {
-            inner,
-            rng,
-            scratch,
-            ..
-        } = self;
-        let (mut seen, mut dropped, mut corrupted, mut handed) = (0u64, 0u64, 0u64, 0usize);
-        let res = inner.recv(max, &mut |d| {
-            seen += 1;
-            if roll(rng, rates.rx_drop) {
-                dropped += 1;
-                return;
-            }
-            handed += 1;
-            if !d.data.is_empty() && roll(rng, rates.corrupt) {
-                corrupted += 1;
-                scratch.clear();
-                scratch.extend_from_slice(d.data);
-                let bit = rng.random_range(0..scratch.len() * 8);
-                scratch[bit / 8] ^= 1 << (bit % 8);
-                f(RxDatagram {
-                    src: d.src,
-                    lane: d.lane,
-                    data: &scratch[..],
-                });
-            } else {
-                f(d);
-            }
-        });
-        let s = &self.handle.shared;
-        bump(&s.rx_seen, seen);
-        bump(&s.rx_dropped, dropped);
-        bump(&s.corrupted, corrupted);
-        res?;
-        Ok(handed)
+        self.recv_with(max, false, f)
+    }
+
+    fn recv_urgent(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
+        self.recv_with(max, true, f)
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {

@@ -22,7 +22,8 @@ pub mod runtime;
 pub mod spsc;
 
 pub use driver::{
-    BackendMtuError, Driver, DriverConfig, DriverStats, TurnStats, DEFAULT_URGENT_CHUNK,
+    BackendMtuError, Driver, DriverConfig, DriverStats, TurnStats, DEFAULT_SEND_CHUNK,
+    DEFAULT_URGENT_CHUNK,
 };
 pub use fault::{FaultConfig, FaultHandle, FaultInjector, FaultStats};
 pub use host::{HostStats, RuntimeHost};

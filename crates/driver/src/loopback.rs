@@ -445,6 +445,53 @@ impl LoopbackBackend {
     }
 }
 
+impl LoopbackBackend {
+    /// Hands over up to `max` datagrams from `lanes`, in that order.
+    fn recv_lanes(
+        &mut self,
+        max: usize,
+        lanes: &[Lane],
+        f: &mut dyn FnMut(RxDatagram<'_>),
+    ) -> io::Result<usize> {
+        let mut n = 0;
+        let mut hand = |lane: Lane, q: Queued, n: &mut usize| {
+            f(RxDatagram {
+                src: q.src,
+                lane,
+                data: &q.buf,
+            });
+            *n += 1;
+        };
+        for &lane in lanes {
+            if n < max && self.parked.as_ref().is_some_and(|(l, _)| *l == lane) {
+                if let Some((l, q)) = self.parked.take() {
+                    hand(l, q, &mut n);
+                }
+            }
+            let queue = match lane {
+                Lane::Urgent => self.urgent_rx.as_ref(),
+                Lane::Normal => Some(&self.rx),
+            };
+            let Some(queue) = queue else { continue };
+            while n < max {
+                match queue.try_recv() {
+                    Ok(q) => hand(lane, q, &mut n),
+                    // Disconnected cannot happen while bound (the hub holds a
+                    // sender); either way there is nothing more to read.
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+        }
+        if n > 0 {
+            self.account(LoopbackStats {
+                received: n as u64,
+                ..LoopbackStats::default()
+            });
+        }
+        Ok(n)
+    }
+}
+
 impl Backend for LoopbackBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -497,42 +544,11 @@ impl Backend for LoopbackBackend {
     /// The urgent lane first (what `wait` parked of it, then its queue),
     /// then the normal one.
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
-        let mut n = 0;
-        let mut hand = |lane: Lane, q: Queued, n: &mut usize| {
-            f(RxDatagram {
-                src: q.src,
-                lane,
-                data: &q.buf,
-            });
-            *n += 1;
-        };
-        for lane in [Lane::Urgent, Lane::Normal] {
-            if n < max && self.parked.as_ref().is_some_and(|(l, _)| *l == lane) {
-                if let Some((l, q)) = self.parked.take() {
-                    hand(l, q, &mut n);
-                }
-            }
-            let queue = match lane {
-                Lane::Urgent => self.urgent_rx.as_ref(),
-                Lane::Normal => Some(&self.rx),
-            };
-            let Some(queue) = queue else { continue };
-            while n < max {
-                match queue.try_recv() {
-                    Ok(q) => hand(lane, q, &mut n),
-                    // Disconnected cannot happen while bound (the hub holds a
-                    // sender); either way there is nothing more to read.
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
-            }
-        }
-        if n > 0 {
-            self.account(LoopbackStats {
-                received: n as u64,
-                ..LoopbackStats::default()
-            });
-        }
-        Ok(n)
+        self.recv_lanes(max, &[Lane::Urgent, Lane::Normal], f)
+    }
+
+    fn recv_urgent(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
+        self.recv_lanes(max, &[Lane::Urgent], f)
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {

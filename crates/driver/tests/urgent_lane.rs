@@ -38,7 +38,7 @@ fn driver<Bk: Backend>(node: NodeId, b: Bk) -> Driver<Bk> {
 }
 
 /// Turns both until each has heard the other's probe answered.
-fn settle<Bk: Backend>(a: &mut Driver<Bk>, b: &mut Driver<Bk>) {
+fn settle<Ba: Backend, Bb: Backend>(a: &mut Driver<Ba>, b: &mut Driver<Bb>) {
     let start = Instant::now();
     let mut verified = [false; 2];
     while verified != [true; 2] {
@@ -46,14 +46,12 @@ fn settle<Bk: Backend>(a: &mut Driver<Bk>, b: &mut Driver<Bk>) {
             start.elapsed() < Duration::from_secs(10),
             "paths never verified"
         );
-        for (i, d) in [&mut *a, &mut *b].into_iter().enumerate() {
-            d.turn(Duration::from_millis(1)).unwrap();
-            while let Some(ev) = d.poll_event() {
-                if matches!(ev, Event::PathVerified { .. }) {
-                    verified[i] = true;
-                }
-            }
-        }
+        a.turn(Duration::from_millis(1)).unwrap();
+        b.turn(Duration::from_millis(1)).unwrap();
+        verified[0] |= std::iter::from_fn(|| a.poll_event())
+            .fold(false, |v, ev| v | matches!(ev, Event::PathVerified { .. }));
+        verified[1] |= std::iter::from_fn(|| b.poll_event())
+            .fold(false, |v, ev| v | matches!(ev, Event::PathVerified { .. }));
     }
 }
 
@@ -378,4 +376,136 @@ fn a_peer_that_moves_keeps_its_lane() {
     ping(&mut c, &mut s, B, A, 10);
     assert!(c.stats().urgent_received >= before + 10);
     assert!(s.stats().urgent_received >= 10);
+}
+
+/// A backend that, on its `after`-th send call, has `inject` (a datagram
+/// made by the peer's endpoint) land on the wrapped backend's address from
+/// a second endpoint of the net: a heartbeat arriving while the driver is
+/// in the middle of writing blocks.
+struct InjectOnSend {
+    inner: icx_driver::LoopbackBackend,
+    injector: icx_driver::LoopbackBackend,
+    inject: Option<Vec<u8>>,
+    calls: usize,
+    after: usize,
+}
+
+impl Backend for InjectOnSend {
+    fn capabilities(&self) -> icx_core::Capabilities {
+        self.inner.capabilities()
+    }
+    fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+    fn send(&mut self, batch: &mut icx_core::TxBatch) -> std::io::Result<usize> {
+        let n = self.inner.send(batch)?;
+        self.calls += 1;
+        if self.calls == self.after {
+            if let Some(d) = self.inject.take() {
+                let mut b = icx_core::TxBatch::new();
+                b.push_back(icx_core::TxFrame {
+                    dst: self.inner.local_addr(),
+                    lane: icx_core::Lane::Urgent,
+                    header: icx_testkit::sock::header(
+                        &d[..d.len().min(icx_core::HEADER_INLINE_CAP)],
+                    ),
+                    payload: icx_core::Payload::EMPTY,
+                });
+                self.injector.send(&mut b)?;
+            }
+        }
+        Ok(n)
+    }
+    fn recv(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(icx_core::RxDatagram<'_>),
+    ) -> std::io::Result<usize> {
+        self.inner.recv(max, f)
+    }
+    fn recv_urgent(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(icx_core::RxDatagram<'_>),
+    ) -> std::io::Result<usize> {
+        self.inner.recv_urgent(max, f)
+    }
+    fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.inner.wait(timeout)
+    }
+}
+
+/// The sender of a long burst of blocks looks at its urgent lane between
+/// slices of `send_chunk` frames: a heartbeat that lands meanwhile ends the
+/// burst, and is the application's after that very turn. Without the looks
+/// (`send_chunk` 0) the turn writes its whole budget first.
+#[test]
+fn a_heartbeat_landing_mid_burst_cuts_the_burst_short() {
+    let run = |send_chunk: usize| {
+        let net = LoopbackNet::with_mtu(1500);
+        let cfg = DriverConfig {
+            send_chunk,
+            ..DriverConfig::default()
+        };
+        let inner = net.bind_lanes(addr(7101)).unwrap();
+        let injector = net.bind(addr(7199)).unwrap();
+        let a_backend = InjectOnSend {
+            inner,
+            injector,
+            inject: None,
+            calls: 0,
+            after: usize::MAX,
+        };
+        let mut a = Driver::with_clock(
+            endpoint(A, |_| {}),
+            a_backend,
+            icx_core::MonotonicClock::new(),
+            cfg,
+        )
+        .unwrap();
+        let mut b = driver(B, net.bind_lanes(addr(7102)).unwrap());
+        a.add_peer(PeerConfig::new(B, 1500), addr(7102)).unwrap();
+        b.add_peer(PeerConfig::new(A, 1500), addr(7101)).unwrap();
+        settle(&mut a, &mut b);
+        // B's next datagram: a heartbeat for A, taken from its endpoint.
+        let now = b.now();
+        let hb = b.endpoint().pool().alloc_from(b"hb").unwrap().freeze();
+        b.endpoint_mut()
+            .send(now, A, Channel::Heartbeat, hb)
+            .unwrap();
+        let t = b.endpoint_mut().poll_transmit(now).expect("the heartbeat");
+        let mut d = t.header.as_slice().to_vec();
+        d.extend_from_slice(t.payload.as_slice());
+        assert_eq!(icx_wire::lane_of(&d), icx_core::Lane::Urgent);
+        // Blocks queued on A; the heartbeat lands after A's second send call.
+        let pool = a.endpoint().pool().clone();
+        for i in 0..BLOCKS {
+            let blk = pool.alloc_from(&[i as u8; 32 << 10]).unwrap().freeze();
+            a.send(B, Channel::Block, blk).unwrap();
+        }
+        a.backend_mut().inject = Some(d);
+        a.backend_mut().calls = 0;
+        a.backend_mut().after = 2;
+        let ts = a.turn(Duration::ZERO).unwrap();
+        let got = std::iter::from_fn(|| a.poll_event()).any(|e| {
+            matches!(
+                e,
+                Event::Delivered {
+                    channel: Channel::Heartbeat,
+                    ..
+                }
+            )
+        });
+        (ts, got)
+    };
+    let (ts, got) = run(icx_driver::DEFAULT_SEND_CHUNK);
+    eprintln!("looking: {ts:?}");
+    assert!(got, "delivered after the turn it landed in");
+    assert!(ts.deferred && ts.urgent_received == 1, "{ts:?}");
+    // The turn stopped after about two slices instead of its budget (256).
+    assert!(ts.sent <= 3 * icx_driver::DEFAULT_SEND_CHUNK, "{ts:?}");
+    let (ts, got) = run(0);
+    eprintln!("not looking: {ts:?}");
+    assert!(!got, "only the next turn receives it");
+    assert!(ts.sent > 3 * icx_driver::DEFAULT_SEND_CHUNK, "{ts:?}");
 }

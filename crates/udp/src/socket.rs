@@ -853,6 +853,25 @@ impl Backend for SocketBackend {
         Ok(taken)
     }
 
+    /// `recvmmsg` on the urgent socket only.
+    fn recv_urgent(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
+        let Some(u) = &mut self.urgent else {
+            return Ok(0);
+        };
+        let n = recv_on(
+            u,
+            Lane::Urgent,
+            self.addr,
+            max,
+            &mut self.stats,
+            &mut self.warned,
+            f,
+        )?;
+        self.stats.urgent_received += n as u64;
+        self.stats.received += n as u64;
+        Ok(n)
+    }
+
     /// Receives with `recvmmsg`: first what waits on the urgent socket, then
     /// the normal one, until `max` datagrams were read or both are drained.
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {

@@ -464,22 +464,36 @@ fn urgent_frames_leave_and_land_on_the_urgent_socket_first() {
     assert_eq!(a.stats().urgent_sent, 3);
     // Let every datagram land before looking.
     std::thread::sleep(Duration::from_millis(50));
+    // A look at the urgent lane alone sees the two first ones, no block.
+    let mut urgent = Vec::new();
+    assert_eq!(
+        b.recv_urgent(2, &mut |d| urgent.push((d.lane, d.data[39])))
+            .unwrap(),
+        2
+    );
+    assert_eq!(urgent, [(Lane::Urgent, 1), (Lane::Urgent, 2)]);
     let mut first = Vec::new();
     b.recv(4, &mut |d| first.push((d.lane, d.data[39], d.src)))
         .unwrap();
     assert_eq!(
         first.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
         [
-            (Lane::Urgent, 1),
-            (Lane::Urgent, 2),
             (Lane::Urgent, 3),
-            (Lane::Normal, 0)
+            (Lane::Normal, 0),
+            (Lane::Normal, 1),
+            (Lane::Normal, 2)
         ]
     );
     // The source is the sender's one address, whichever socket sent it.
     assert!(first.iter().all(|x| x.2 == a.local_addr()));
-    let rest = recv_all(&mut b, 200);
-    assert_eq!(rest.len(), 200);
+    assert_eq!(
+        b.recv_urgent(8, &mut |_| {}).unwrap(),
+        0,
+        "nothing urgent left"
+    );
+    // The other 197 blocks, then the probe (a normal frame).
+    let rest = recv_all(&mut b, 198);
+    assert_eq!(rest.len(), 198);
     assert!(rest.iter().all(|(l, _)| *l == Lane::Normal));
     // The probe is a normal frame: it came after the blocks.
     assert_eq!(rest.last().unwrap().1[3], PROBE);

@@ -1445,6 +1445,27 @@ impl Backend for UringBackend {
         Ok(handed)
     }
 
+    /// The urgent lane's completions only (deferred task work run first).
+    fn recv_urgent(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {
+        self.start()?;
+        if !self.has_urgent_lane() || max == 0 {
+            return Ok(0);
+        }
+        self.flush_taskrun()?;
+        self.reap();
+        let mut handed = 0;
+        self.recv_lane(URGENT, max, &mut handed, f)?;
+        if self.lanes[URGENT].rx.is_single() || !self.lanes[URGENT].rx.armed() {
+            self.arm_lane(URGENT)?;
+        }
+        if !self.ring.submission().is_empty() {
+            self.submit()?;
+        }
+        self.stats.received += handed as u64;
+        self.stats.urgent_received += handed as u64;
+        Ok(handed)
+    }
+
     /// Blocks in io_uring_enter until a completion arrives (a datagram, a
     /// finished send, a wake-up) or `timeout` passes; with `busy_poll`,
     /// spins on the completion queue instead.

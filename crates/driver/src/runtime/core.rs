@@ -348,7 +348,7 @@ impl<B: Backend> Core<B> {
             } = self;
             let (me, cores) = (*idx, *cores);
             let chunk = lanes.then_some(*urgent_chunk);
-            receive(backend, *rx_budget, chunk, &mut |d| {
+            receive(backend, *rx_budget, chunk, false, &mut |d| {
                 // The owner is a pure hash of the sender's node id, so every
                 // core agrees without a table: frames from nodes that are not
                 // (yet) peers go to the core that would own them, whose
