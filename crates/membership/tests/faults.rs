@@ -145,9 +145,11 @@ fn lossy_node_3(sim: &mut Cluster, way: Way, drop: f64) {
 /// Node 3's NIC drops 80 % of what it sends (or receives) on every link.
 /// The transport would get most heartbeats through by retransmission, but
 /// heartbeats are link probes (given up after 5 ms, at most two
-/// transmissions): about a third of node 3's arrive, the others cut their
-/// links from it (fewer than half of a window of misscount in heartbeats),
-/// node 3 ends in a cohort of one and is evicted, and nobody else; views
+/// transmissions, one once losses hold the backoff up): about a fifth of
+/// node 3's arrive, the others cut their links from it (fewer than half of
+/// a window of twice misscount in heartbeats) or leave it out of their
+/// votes (in doubt), node 3 ends in a cohort of one and is evicted, and
+/// nobody else; views
 /// are consistent at every check on the way; it is not admitted again
 /// while the loss lasts, and rejoins once its link is good.
 #[test]
