@@ -118,6 +118,41 @@ pub fn stalled(late_s: f64, margin_s: f64) -> Alert {
     )
 }
 
+/// The node leaves the cluster (graceful shutdown).
+pub fn leaving() -> Alert {
+    alert(
+        "ICX-1704",
+        "This node is leaving the cluster (shutdown requested): its I/O is stopped and the other nodes are told".into(),
+    )
+}
+
+/// A member announced its leave: it is removed at once.
+pub fn peer_leaving(name: &str, node: u16) -> Alert {
+    alert(
+        "ICX-1705",
+        format!("Node {name} ({node}) is leaving the cluster (shutdown): removing it now"),
+    )
+}
+
+/// Too few heartbeats from a node arrive: the link counts as cut.
+pub fn link_cut(name: &str, node: u16, received: u32, counted: u32, window: u32) -> Alert {
+    alert(
+        "ICX-1706",
+        format!(
+            "Network heartbeats from node {name} ({node}): {received} of {counted} arrived over the last {window} (runs of loss; outages apart), fewer than half; the link counts as cut until three quarters do"
+        ),
+    )
+}
+
+pub fn link_restored(name: &str, node: u16, received: u32, counted: u32, window: u32) -> Alert {
+    alert(
+        "ICX-1707",
+        format!(
+            "Network heartbeats from node {name} ({node}): {received} of {counted} arrived over the last {window}; the link is restored"
+        ),
+    )
+}
+
 pub fn no_quorum(have: usize, configured: u16) -> Alert {
     alert(
         "ICX-1703",

@@ -22,6 +22,18 @@ pub struct Config {
     /// Voting files by name: none (network-only mode), 1, 3 or 5.
     pub voting_files: Vec<String>,
     pub heartbeat_interval: Duration,
+    /// How long the transport may try to deliver one heartbeat (at most
+    /// two transmissions at its 2 ms minimum RTO); the next supersedes it.
+    /// Short, so heartbeats measure the link (see `link_window`).
+    pub heartbeat_deadline: Duration,
+    /// Heartbeats over which a link's delivery is judged: fewer than half
+    /// of them arriving cuts the link, three quarters restore it. Derived:
+    /// twice misscount in heartbeats, within 16..=128.
+    pub link_window: u32,
+    /// A run of more missing heartbeats than this is an outage (for the
+    /// silence rule), not loss. Derived: half of misscount in heartbeats
+    /// (the silence that raises CRS-1612).
+    pub link_outage: u32,
     /// Network silence after which a member is removed.
     pub misscount: Duration,
     /// Longest a voting-file I/O may take in steady state; during a
@@ -42,6 +54,9 @@ pub struct Config {
     pub stall_margin: Duration,
     /// From fencing to restarting as a joining node.
     pub restart_delay: Duration,
+    /// Longest a leaving node waits for the members to commit a view
+    /// without it before it reports [`Action::Left`](crate::Action) anyway.
+    pub leave_wait: Duration,
     /// Rebootless restart after fencing (`false`: stay `Evicted`).
     pub rebootless: bool,
 }
@@ -59,6 +74,9 @@ impl Config {
             critical: false,
             voting_files: Vec::new(),
             heartbeat_interval: Duration::from_secs(1),
+            heartbeat_deadline: Duration::from_millis(5),
+            link_window: 0,
+            link_outage: 0,
             misscount: Duration::from_secs(30),
             disktimeout: Duration::from_secs(200),
             disk_interval: Duration::from_secs(1),
@@ -67,6 +85,7 @@ impl Config {
             form_wait: Duration::ZERO,
             stall_margin: Duration::ZERO,
             restart_delay: Duration::ZERO,
+            leave_wait: Duration::ZERO,
             rebootless: true,
         };
         c.derive_timers();
@@ -98,13 +117,21 @@ impl Config {
     /// `settle` = two heartbeats and a disk heartbeat; `vote_wait` = a sixth
     /// of misscount (at least five disk heartbeats); `form_wait` = three
     /// heartbeats and two disk heartbeats; `stall_margin` = half of
-    /// misscount; `restart_delay` = two heartbeats.
+    /// misscount; `restart_delay` = two heartbeats; `link_window` = twice
+    /// misscount in heartbeats (16..=128), `link_outage` = half of it in
+    /// heartbeats; `leave_wait` = `settle`
+    /// and two heartbeats (what the members' reconfiguration takes, with a
+    /// heartbeat to spare for a lost announcement or answer).
     pub fn derive_timers(&mut self) {
         self.settle = self.heartbeat_interval * 2 + self.disk_interval;
         self.vote_wait = (self.misscount / 6).max(self.disk_interval * 5);
         self.form_wait = self.heartbeat_interval * 3 + self.disk_interval * 2;
         self.stall_margin = self.misscount / 2;
         self.restart_delay = self.heartbeat_interval * 2;
+        self.leave_wait = self.settle + self.heartbeat_interval * 2;
+        let beats = self.misscount.as_nanos() / self.heartbeat_interval.as_nanos().max(1);
+        self.link_window = (beats * 2).clamp(16, 128) as u32;
+        self.link_outage = (beats / 2).clamp(1, 128) as u32;
     }
 
     pub fn name(&self, n: NodeId) -> &str {
@@ -141,6 +168,17 @@ impl Config {
         }
         if self.misscount < self.heartbeat_interval * 4 {
             return Err(ConfigError("misscount must be at least 4 heartbeats"));
+        }
+        if self.heartbeat_deadline.is_zero() || self.heartbeat_deadline >= self.heartbeat_interval {
+            return Err(ConfigError(
+                "heartbeat deadline must be within the interval",
+            ));
+        }
+        if !(1..=128).contains(&self.link_window) {
+            return Err(ConfigError("link window must be 1..=128 heartbeats"));
+        }
+        if self.link_outage == 0 {
+            return Err(ConfigError("link outage must be at least one heartbeat"));
         }
         if self.settle < self.heartbeat_interval {
             return Err(ConfigError("settle must be at least one heartbeat"));

@@ -96,6 +96,8 @@ pub struct SimMember {
     pub io_fenced: bool,
     /// Print alerts as they come (for debugging a seed).
     pub echo: bool,
+    /// The node reported `Action::Left`: its host would exit now.
+    pub left: bool,
 }
 
 impl SimMember {
@@ -110,6 +112,7 @@ impl SimMember {
             actions: Vec::new(),
             io_fenced: false,
             echo: false,
+            left: false,
         }
     }
 
@@ -117,6 +120,12 @@ impl SimMember {
     /// membership object (network events wait in a queue).
     pub fn stall(&mut self, until: Instant) {
         self.stall_until = Some(until);
+    }
+
+    /// SIGTERM: the node leaves ([`Membership::leave`]).
+    pub fn leave(&mut self, now: Instant) {
+        self.m.leave(now);
+        self.drain(now);
     }
 
     pub fn alert_codes(&self) -> Vec<&'static str> {
@@ -156,6 +165,7 @@ impl SimMember {
                 Action::Fence { .. } => self.io_fenced = true,
                 Action::Serve { .. } => self.io_fenced = false,
                 Action::Restart { .. } => {}
+                Action::Left { .. } => self.left = true,
             }
             self.actions.push((now, a));
         }

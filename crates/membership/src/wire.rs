@@ -10,8 +10,11 @@
 //! ```text
 //!  0      4    6  7  8  9  10     14   16   18     22   24   26     34      42      50
 //!  +------+----+--+--+--+--+------+----+----+------+----+----+------+-------+-------+
-//!  |magic |len |v |fl|st|rs|clustr|nods|node|incarn|wght|rsv |countr|view in|epoch  |
+//!  |magic |len |v |fl|st|rs|clustr|nods|node|incarn|wght|beat|countr|view in|epoch  |
 //!  +------+----+--+--+--+--+------+----+----+------+----+----+------+-------+-------+
+//!  flags: 1 critical, 2 has vote, 4 has decided, 8 ready, 16 leaving;
+//!  beat: the heartbeat sequence number (u16, wrapping; one per heartbeat
+//!  round, the same to every peer), 0 in records.
 //!  then, with B = ceil(nodes / 8):
 //!    view members [B], their incarnations u32 x |view|
 //!    hears [B]
@@ -22,6 +25,12 @@
 //!                             flags u8, epoch u64, conn [B]) x votes
 //!    crc32c u32 of everything above
 //! ```
+//!
+//! Compatibility: `leaving` (flag 16) and `beat` took a flag bit and the
+//! u16 that version 1 reserved (written as zero, never read), so the
+//! version stays 1: a parser that predates them reads such a status, with
+//! `leaving` and `beat` ignored, and a status without them parses here as
+//! `leaving = false`, `beat = 0`. Flag bits above 16 are ignored.
 
 use crate::nodeset::{bitmap_len, NodeSet, MAX_NODES};
 use icx_core::NodeId;
@@ -40,6 +49,7 @@ const F_CRITICAL: u8 = 1;
 const F_HAS_VOTE: u8 = 2;
 const F_HAS_DECIDED: u8 = 4;
 const F_READY: u8 = 8;
+const F_LEAVING: u8 = 16;
 
 /// A node's life as the cluster sees it (see the crate docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,7 +112,13 @@ pub struct Status {
     pub state: State,
     pub critical: bool,
     pub ready: bool,
+    /// The sender is leaving the cluster (graceful shutdown): it has
+    /// stopped its I/O and is no voter and no cohort member from now on.
+    pub leaving: bool,
     pub weight: u16,
+    /// Heartbeat sequence number: one per heartbeat round (wrapping), so a
+    /// receiver counts the heartbeats it missed. 0 in records.
+    pub beat: u16,
     /// Heartbeat counter: rises on every heartbeat or record written.
     pub counter: u64,
     /// The sender's committed view: cluster incarnation and members with
@@ -174,6 +190,9 @@ impl Status {
         if self.ready {
             flags |= F_READY;
         }
+        if self.leaving {
+            flags |= F_LEAVING;
+        }
         out.extend_from_slice(&magic.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes()); // length, below
         out.push(VERSION);
@@ -185,7 +204,7 @@ impl Status {
         out.extend_from_slice(&self.node.0.to_le_bytes());
         out.extend_from_slice(&self.incarnation.to_le_bytes());
         out.extend_from_slice(&self.weight.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.beat.to_le_bytes());
         out.extend_from_slice(&self.counter.to_le_bytes());
         out.extend_from_slice(&self.view_incarnation.to_le_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
@@ -275,7 +294,7 @@ impl Status {
         }
         let incarnation = r.u32()?;
         let weight = r.u16()?;
-        r.u16()?;
+        let beat = r.u16()?;
         let counter = r.u64()?;
         let view_incarnation = r.u64()?;
         let epoch = r.u64()?;
@@ -343,7 +362,9 @@ impl Status {
             state,
             critical: flags & F_CRITICAL != 0,
             ready: flags & F_READY != 0,
+            leaving: flags & F_LEAVING != 0,
             weight,
+            beat,
             counter,
             view_incarnation,
             view,
@@ -520,7 +541,9 @@ mod tests {
             state: State::Active,
             critical: true,
             ready: true,
+            leaving: false,
             weight: 1,
+            beat: 0x0102,
             counter: 99,
             view_incarnation: 12,
             view: all.iter().map(|id| (id, u32::from(id.0))).collect(),
@@ -561,6 +584,91 @@ mod tests {
             slot.resize(h.slot_size as usize, 0);
             assert_eq!(Status::parse(RECORD_MAGIC, &slot), Ok(r));
         }
+    }
+
+    /// A small heartbeat, assembled byte by byte from the diagram above: the
+    /// encoder writes exactly these bytes and the parser reads them back.
+    fn fixed_vector() -> (Status, Vec<u8>) {
+        let s = Status {
+            cluster: 7,
+            nodes: 3,
+            node: NodeId(2),
+            incarnation: 5,
+            state: State::Active,
+            critical: false,
+            ready: true,
+            leaving: true,
+            weight: 0,
+            beat: 0xbeef,
+            counter: 7,
+            view_incarnation: 9,
+            view: vec![(NodeId(1), 1), (NodeId(2), 5)],
+            hears: [NodeId(1), NodeId(2)].into_iter().collect(),
+            epoch: 10,
+            vote: None,
+            decided: None,
+            kills: vec![(NodeId(3), 4)],
+            relayed: Vec::new(),
+        };
+        let mut b: Vec<u8> = Vec::new();
+        b.extend_from_slice(b"ICXH");
+        b.extend_from_slice(&[74, 0]); // length: 50 + 1 + 8 + 1 + 2 + 6 + 2 + 4
+        b.extend_from_slice(&[1, 8 | 16, 2, 0]); // version, ready | leaving, active
+        b.extend_from_slice(&[7, 0, 0, 0, 3, 0, 2, 0]); // cluster, nodes, node
+        b.extend_from_slice(&[5, 0, 0, 0, 0, 0]); // incarnation, weight
+        b.extend_from_slice(&[0xef, 0xbe]); // beat
+        b.extend_from_slice(&[7, 0, 0, 0, 0, 0, 0, 0]); // counter
+        b.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]); // view incarnation
+        b.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 0]); // epoch
+        b.extend_from_slice(&[0b011, 1, 0, 0, 0, 5, 0, 0, 0]); // view {1,2}: 1, 5
+        b.push(0b011); // hears {1,2}
+        b.extend_from_slice(&[1, 0, 3, 0, 4, 0, 0, 0]); // one kill: node 3 life 4
+        b.extend_from_slice(&[0, 0]); // no relayed votes
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        (s, b)
+    }
+
+    #[test]
+    fn fixed_byte_vector() {
+        let (s, bytes) = fixed_vector();
+        let mut v = Vec::new();
+        s.encode(NHB_MAGIC, &mut v);
+        assert_eq!(v, bytes);
+        assert_eq!(s.encoded_len(), bytes.len());
+        assert_eq!(Status::parse(NHB_MAGIC, &bytes), Ok(s));
+    }
+
+    /// Version 1 as it was before `leaving` and `beat`: flag 16 clear and
+    /// the reserved u16 zero. It parses (not leaving, beat 0); and a parser
+    /// that predates them, which never read flag 16 nor the reserved u16,
+    /// sees the same status in the new bytes but for those two fields.
+    #[test]
+    fn compatible_with_version_1_before_leaving_and_beat() {
+        let (s, mut old) = fixed_vector();
+        old[7] &= !16;
+        old[24] = 0;
+        old[25] = 0;
+        let n = old.len();
+        let crc = crc32c::crc32c(&old[..n - 4]);
+        old[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        let got = Status::parse(NHB_MAGIC, &old).expect("old format parses");
+        assert!(!got.leaving);
+        assert_eq!(got.beat, 0);
+        assert_eq!(
+            got,
+            Status {
+                leaving: false,
+                beat: 0,
+                ..s
+            }
+        );
+        // Unknown flag bits above 16 are ignored, as version 1 always did.
+        let mut more = old.clone();
+        more[7] |= 0x80;
+        let crc = crc32c::crc32c(&more[..n - 4]);
+        more[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Status::parse(NHB_MAGIC, &more), Ok(got));
     }
 
     #[test]
@@ -607,6 +715,19 @@ mod tests {
             let at = at % w.len();
             w[at] ^= x;
             prop_assert!(Status::parse(NHB_MAGIC, &w).is_err());
+        }
+
+        /// Any leaving flag and beat survive the round trip, at any size.
+        #[test]
+        fn leaving_and_beat_round_trip(n in 1u16..=255, leaving in any::<bool>(), beat in any::<u16>()) {
+            let mut s = sample(n);
+            s.leaving = leaving;
+            s.beat = beat;
+            let mut v = Vec::new();
+            s.encode(NHB_MAGIC, &mut v);
+            prop_assert_eq!(v[7] & 16 != 0, leaving);
+            prop_assert_eq!(u16::from_le_bytes([v[24], v[25]]), beat);
+            prop_assert_eq!(Status::parse(NHB_MAGIC, &v), Ok(s));
         }
 
         /// Valid CRC over random bodies: still no panic, and what parses

@@ -1,6 +1,7 @@
 //! Random faults over many seeds: partitions, one-way cuts, pair cuts,
-//! crashes with restart, stalls, lossy links, random css_critical nodes,
-//! with and without voting files. The view invariant is checked every 20 ms of virtual time; after
+//! crashes with restart, stalls, lossy links, one node's links very lossy
+//! (80 %), graceful leaves (the leaver restarts at the end), random
+//! css_critical nodes, with and without voting files. The view invariant is checked every 20 ms of virtual time; after
 //! the last heal every node must end up active in one view.
 
 mod common;
@@ -17,10 +18,11 @@ fn chaos(seed: u64, files: usize) {
     let (mut sim, disk) = build(seed, &o);
     form(&mut sim, &o);
     let mut log = Vec::new();
+    let mut left = Vec::new();
     for _ in 0..6 {
         let a = NodeId(rng.random_range(1..=n));
         let b = NodeId(rng.random_range(1..=n));
-        match rng.random_range(0..7) {
+        match rng.random_range(0..9) {
             0 => {
                 let k = rng.random_range(1..n);
                 let left: Vec<NodeId> = (1..=k).map(NodeId).collect();
@@ -50,6 +52,20 @@ fn chaos(seed: u64, files: usize) {
                 sim.set_links(LinkConfig::lossy(rng.random_range(0.0..0.2)));
                 log.push("lossy".into());
             }
+            6 => {
+                for x in (1..=n).map(NodeId).filter(|&x| x != a) {
+                    sim.set_link(a, x, LinkConfig::lossy(0.8));
+                }
+                log.push(format!("80% outbound loss {a:?}"));
+            }
+            7 => {
+                let now = sim.now();
+                sim.node_mut(a).proto_mut().leave(now);
+                if !left.contains(&a) {
+                    left.push(a);
+                }
+                log.push(format!("leave {a:?}"));
+            }
             _ => {
                 sim.heal();
                 log.push("heal".into());
@@ -65,6 +81,12 @@ fn chaos(seed: u64, files: usize) {
     }
     sim.heal();
     sim.set_links(LinkConfig::lossy(0.0));
+    // The nodes that left start again.
+    for a in left {
+        if member(&sim, a.0).m.leaving() {
+            crash_restart(&mut sim, &disk, &o, a);
+        }
+    }
     let all: Vec<u16> = (1..=n).collect();
     let ok = run_until(&mut sim, o.misscount * 8, |s| settled(s, &all));
     assert!(

@@ -1,5 +1,6 @@
 //! Process and network faults: stalls shorter and longer than misscount, a
-//! crash and restart with a new incarnation, a node with 80 % outbound loss.
+//! crash and restart with a new incarnation, a node with 80 % loss (evicted)
+//! and one with 30 % (kept).
 
 mod common;
 use common::*;
@@ -124,45 +125,123 @@ fn crash_restart_rejoins_with_new_incarnation() {
     });
 }
 
-/// Node 3 loses 80 % of what it sends on every link. The transport
-/// retransmits heartbeats within their deadline, so most get through; what
-/// matters is that views stay consistent the whole time and the run ends
-/// settled (either with node 3 or without it, never split).
+/// Which way node 3's links lose.
+#[derive(Clone, Copy, Debug)]
+enum Way {
+    Outbound,
+    Inbound,
+}
+
+fn lossy_node_3(sim: &mut Cluster, way: Way, drop: f64) {
+    for x in [1, 2, 4] {
+        let (from, to) = match way {
+            Way::Outbound => (3, x),
+            Way::Inbound => (x, 3),
+        };
+        sim.set_link(NodeId(from), NodeId(to), LinkConfig::lossy(drop));
+    }
+}
+
+/// Node 3's NIC drops 80 % of what it sends (or receives) on every link.
+/// The transport would get most heartbeats through by retransmission, but
+/// heartbeats are link probes (given up after 5 ms, at most two
+/// transmissions, one once losses hold the backoff up): about a fifth of
+/// node 3's arrive, the others cut their links from it (fewer than half of
+/// a window of twice misscount in heartbeats) or leave it out of their
+/// votes (in doubt), node 3 ends in a cohort of one and is evicted, and
+/// nobody else; views
+/// are consistent at every check on the way; it is not admitted again
+/// while the loss lasts, and rejoins once its link is good.
 #[test]
-fn node_with_80_percent_outbound_loss() {
+fn node_with_80_percent_loss_is_evicted() {
     run_seeds(SEEDS, |seed| {
-        let o = Opts::fast(4, 1);
-        let (mut sim, _d) = build(seed, &o);
-        form(&mut sim, &o);
-        for to in [1, 2, 4] {
-            sim.set_link(NodeId(3), NodeId(to), LinkConfig::lossy(0.8));
+        for (files, way) in [(1, Way::Outbound), (0, Way::Outbound), (1, Way::Inbound)] {
+            let o = Opts::fast(4, files);
+            let c = o.config(NodeId(1), 1);
+            let (mut sim, _d) = build(seed, &o);
+            form(&mut sim, &o);
+            lossy_node_3(&mut sim, way, 0.8);
+            let t0 = sim.now();
+            // A window of heartbeats to judge, then the reconfiguration.
+            let bound = c.heartbeat_interval * c.link_window + c.settle + c.vote_wait * 2;
+            let ok = run_until(&mut sim, bound, |s| {
+                settled(s, &[1, 2, 4]) && state(s, 3) != State::Active
+            });
+            let why = format!("seed {seed}, files {files}, {way:?}");
+            assert!(
+                ok,
+                "{why}: not evicted within {bound:?}:\n{}\n{}\n{}",
+                dump(&sim),
+                dump_history(&sim, 1),
+                dump_history(&sim, 3)
+            );
+            let took = sim.now() - t0;
+            assert_eq!(
+                fenced_nodes(&sim),
+                icx_membership::NodeSet::single(NodeId(3)),
+                "{why}\n{}\n{}\n{}",
+                dump(&sim),
+                dump_history(&sim, 1),
+                dump_history(&sim, 3)
+            );
+            let inc = active_views(&sim)[&NodeId(1)].0;
+            // Out while the loss lasts; nothing else moves.
+            run_checked(&mut sim, o.misscount * 3);
+            assert!(settled(&sim, &[1, 2, 4]), "{why}: {}", dump(&sim));
+            assert_eq!(
+                active_views(&sim)[&NodeId(1)].0,
+                inc,
+                "{why}: no readmission\n{}",
+                dump_history(&sim, 1)
+            );
+            assert_eq!(
+                fenced_nodes(&sim),
+                icx_membership::NodeSet::single(NodeId(3)),
+                "{why}"
+            );
+            let cut_by = |s: &Cluster, id: u16, of: u16| {
+                member(s, id).m.history().iter().any(
+                    |h| matches!(h.event, Happened::LinkCut { node, .. } if node == NodeId(of)),
+                )
+            };
+            match way {
+                Way::Outbound => {
+                    assert!([1, 2, 4].iter().any(|&x| cut_by(&sim, x, 3)), "{why}");
+                    assert!(![1, 2, 4].iter().any(|&x| cut_by(&sim, 3, x)), "{why}");
+                }
+                Way::Inbound => {
+                    assert!([1, 2, 4].iter().all(|&x| cut_by(&sim, 3, x)), "{why}");
+                }
+            }
+            // Healed: restored after a window of good heartbeats, admitted.
+            lossy_node_3(&mut sim, way, 0.0);
+            let ok = run_until(&mut sim, o.misscount * 4, |s| settled(s, &[1, 2, 3, 4]));
+            assert!(ok, "{why}: {}\n{}", dump(&sim), dump_history(&sim, 1));
+            assert!(
+                member(&sim, 1).m.history().iter().any(|h| matches!(h.event,
+                Happened::LinkRestored { node, .. } if node == NodeId(3)))
+                    || matches!(way, Way::Inbound)
+            );
+            eprintln!("{why}: 80 % loss evicted node 3 after {took:?}");
         }
-        run_checked(&mut sim, Duration::from_secs(60));
-        let evicted = fenced_nodes(&sim);
-        eprintln!("seed {seed}: 80% outbound loss on node 3: fenced {evicted}");
-        assert!(
-            evicted.is_empty() || evicted == icx_membership::NodeSet::single(NodeId(3)),
-            "{evicted}"
-        );
-        let views = active_views(&sim);
-        let sets: std::collections::BTreeSet<_> = views.values().collect();
-        assert_eq!(sets.len(), 1, "{}", dump(&sim));
-        // Total loss: node 3 is evicted, and nobody else.
-        for to in [1, 2, 4] {
-            sim.set_link(NodeId(3), NodeId(to), LinkConfig::lossy(1.0));
+    });
+}
+
+/// 30 % outbound loss on node 3 (a poor link, heartbeats lost with about
+/// 9 % after two transmissions): far from the cut threshold, nothing moves.
+#[test]
+fn node_with_30_percent_loss_stays() {
+    run_seeds(SEEDS, |seed| {
+        for files in [1, 0] {
+            let o = Opts::fast(4, files);
+            let (mut sim, _d) = build(seed, &o);
+            form(&mut sim, &o);
+            let inc = active_views(&sim)[&NodeId(1)].0;
+            lossy_node_3(&mut sim, Way::Outbound, 0.3);
+            run_checked(&mut sim, Duration::from_secs(60));
+            assert!(settled(&sim, &[1, 2, 3, 4]), "{}", dump(&sim));
+            assert!(fenced_nodes(&sim).is_empty());
+            assert_eq!(active_views(&sim)[&NodeId(1)].0, inc);
         }
-        assert!(
-            run_until(&mut sim, o.misscount * 3, |s| settled(s, &[1, 2, 4])),
-            "{}",
-            dump(&sim)
-        );
-        assert!(
-            fenced_nodes(&sim).is_subset(&icx_membership::NodeSet::single(NodeId(3))),
-            "{}\n{}\n{}",
-            dump(&sim),
-            dump_history(&sim, 1),
-            dump_history(&sim, 3)
-        );
-        assert!(state(&sim, 3) != State::Active);
     });
 }

@@ -246,8 +246,14 @@ impl ClusterConfig {
             if client.port() == 0 {
                 return Err(err(&key("client"), format!("{client}: give a port")));
             }
-            if !addrs.insert(client) {
-                return Err(err(&key("client"), format!("{client} is used twice")));
+            // Client addresses may repeat across nodes (each on its own
+            // host: 127.0.0.1:6379 everywhere), not clash with the node's
+            // own interconnect.
+            if inter.contains(&client) {
+                return Err(err(
+                    &key("client"),
+                    format!("{client} is also this node's interconnect address"),
+                ));
             }
             nodes.push(NodeConfig {
                 id,

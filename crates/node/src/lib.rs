@@ -7,8 +7,10 @@ use std::sync::Arc;
 mod admin;
 pub mod alertlog;
 pub mod config;
+mod dio;
 pub mod node;
 pub mod resp;
+pub mod storage;
 pub mod vote;
 
 /// Called by a worker thread (voting-file I/O, a RESP client) after it made

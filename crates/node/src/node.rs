@@ -74,6 +74,8 @@ pub struct Node {
     fence_hooks: Vec<FenceHook>,
     /// When the shutdown began.
     leaving: Option<Instant>,
+    /// The membership reported the leave done.
+    left: bool,
     state_path: PathBuf,
     pub(crate) fences: u64,
     pub(crate) restarts: u64,
@@ -189,6 +191,7 @@ impl Node {
             serving: false,
             fence_hooks: Vec::new(),
             leaving: None,
+            left: false,
             state_path,
             fences: 0,
             restarts: 0,
@@ -286,6 +289,17 @@ impl Node {
                     self.serving = true;
                 }
                 Action::Restart { incarnation } => self.restart_transport(incarnation)?,
+                Action::Left { confirmed } => {
+                    tracing::info!(
+                        "left the cluster ({})",
+                        if confirmed {
+                            "the members committed a view without this node"
+                        } else {
+                            "not confirmed by the members in time"
+                        }
+                    );
+                    self.left = true;
+                }
             }
         }
         Ok(any)
@@ -352,16 +366,37 @@ impl Node {
         None
     }
 
-    /// Starts a clean shutdown (SIGTERM, SHUTDOWN).
+    /// Starts a clean shutdown (SIGTERM, SHUTDOWN): the membership fences
+    /// the node's I/O and tells the peers; the loop exits when it reports
+    /// the leave done.
     pub(crate) fn begin_shutdown(&mut self) {
         if self.leaving.is_none() {
-            self.leaving = Some(self.net.rt.now());
-            self.fence("shutting down");
+            let now = self.net.rt.now();
+            self.leaving = Some(now);
+            self.member.leave(now);
         }
     }
 
     fn check_leaving(&mut self) -> Option<Exit> {
-        self.leaving?;
+        let since = self.leaving?;
+        // The membership bounds the leave itself (leave_wait); this only
+        // guards against a leave that never reports.
+        let bound = self.member.config().leave_wait + self.cfg.heartbeat_interval * 4;
+        let overdue = self.net.rt.now().saturating_duration_since(since) > bound;
+        if !self.left && !overdue {
+            return None;
+        }
+        if overdue && !self.left {
+            tracing::warn!("leave not reported within {bound:?}: exiting");
+        }
+        // What the leave queued last (the announcement's resends, the
+        // record) goes out before the transport stops.
+        let _ = self.net.host.turn(
+            &mut self.net.rt,
+            &mut self.member,
+            std::time::Duration::ZERO,
+        );
+        self.pump_disk();
         self.stop();
         Some(Exit::Shutdown)
     }

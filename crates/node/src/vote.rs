@@ -22,15 +22,14 @@
 //! so in [`VoteIo::modes`]: right on a single host (tmpfs, ramfs, a test),
 //! not to be trusted for a voting file shared between hosts.
 
+use crate::dio::{self, round_up, AlignedBuf, Failed};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use icx_membership::{DiskCompletion, DiskError, DiskOp, DiskRequest};
-use std::alloc::{self, Layout};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -41,15 +40,14 @@ use std::time::{Duration, Instant};
 /// giving one up (disktimeout), so a full queue means the file is stuck.
 pub const QUEUE_DEPTH: usize = 4;
 
-/// Alignment of the I/O buffers and of read lengths: a page, which covers
-/// every logical block size up to 4 KiB (512 B disks and 4Kn alike).
+/// Alignment of the I/O buffers and of read lengths: a page (4 KiB).
 /// Writes keep the request's offset and length (the membership's are
 /// 512 B-aligned). On a device with 4 KiB logical blocks the kernel refuses
 /// those under `O_DIRECT` (EINVAL) and the file goes buffered; the page
 /// cache then read-modify-writes a 4 KiB block that holds other nodes'
 /// slots, which is not safe across hosts either: such storage needs 4 KiB
 /// slots.
-pub const ALIGN: usize = 4096;
+pub const ALIGN: usize = dio::ALIGN;
 
 /// A voting file is a header and one slot per node (at most a few hundred
 /// KiB); anything larger is not one, and is not read into memory.
@@ -352,25 +350,6 @@ struct Open {
     id: (u64, u64),
 }
 
-/// An I/O step that failed: what was being done, and the OS error.
-struct Failed {
-    what: String,
-    err: io::Error,
-    /// A read or write syscall (whose EINVAL under `O_DIRECT` means the
-    /// alignment was refused), not an open, stat or sync.
-    transfer: bool,
-}
-
-impl Failed {
-    fn new(what: impl Into<String>, err: io::Error) -> Failed {
-        Failed {
-            what: what.into(),
-            err,
-            transfer: false,
-        }
-    }
-}
-
 /// An ensured descriptor, or the path is missing.
 enum Ready {
     Open,
@@ -451,7 +430,7 @@ impl Worker {
             // cause (a file replaced, a mount gone and back).
             let direct = self.open.take().is_some_and(|o| o.direct);
             let errno = f.err.raw_os_error();
-            if direct && f.transfer && errno == Some(libc::EINVAL) && direct_retry {
+            if direct && f.direct_refused() && direct_retry {
                 direct_retry = false;
                 self.go_buffered(format!("O_DIRECT {} refused: EINVAL", f.what));
                 continue;
@@ -460,12 +439,7 @@ impl Worker {
                 stale_retry = false;
                 continue;
             }
-            return Err(DiskError::Io(format!(
-                "{}: {}: {}",
-                self.file().path.display(),
-                f.what,
-                f.err
-            )));
+            return Err(DiskError::Io(f.describe(&self.file().path)));
         }
     }
 
@@ -504,46 +478,20 @@ impl Worker {
             return Ok(Ready::Open);
         }
         self.open = None;
-        let mut direct = self.buffered.is_none();
-        let file = loop {
-            let mut o = OpenOptions::new();
-            o.read(true);
-            if write {
-                o.write(true).create(true).mode(0o644);
-            }
-            if direct {
-                o.custom_flags(libc::O_DIRECT);
-            }
-            match o.open(&path) {
-                Ok(f) => break f,
-                Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.go_buffered("O_DIRECT refused by the filesystem: EINVAL".into());
-                    direct = false;
-                }
-                Err(e) if !write && e.kind() == io::ErrorKind::NotFound => {
-                    return Ok(Ready::Missing)
-                }
-                Err(e) => return Err(Failed::new("open", e)),
-            }
-        };
-        let m = file.metadata().map_err(|e| Failed::new("fstat", e))?;
-        if !m.file_type().is_file() {
-            let kind = match m.file_type() {
-                t if t.is_fifo() => "a FIFO",
-                t if t.is_block_device() => "a block device",
-                t if t.is_char_device() => "a character device",
-                t if t.is_socket() => "a socket",
-                t if t.is_dir() => "a directory",
-                _ => "not a regular file",
-            };
-            return Err(Failed::new(
-                "open",
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{kind}, not a regular file"),
-                ),
-            ));
+        let mut o = OpenOptions::new();
+        o.read(true);
+        if write {
+            o.write(true).create(true).mode(0o644);
         }
+        let opened = dio::open(&path, &o, self.buffered.is_none(), |why| {
+            self.go_buffered(why.into())
+        });
+        let (file, direct) = match opened {
+            Ok(f) => f,
+            Err(e) if !write && e.kind() == io::ErrorKind::NotFound => return Ok(Ready::Missing),
+            Err(e) => return Err(Failed::new("open", e)),
+        };
+        let m = dio::regular(&file)?;
         if direct {
             self.file().set_mode(IoMode::Direct);
         }
@@ -647,101 +595,7 @@ impl Worker {
             }
             w
         };
-        let mut done = 0;
-        while done < src.len() {
-            match o.file.write_at(&src[done..], offset + done as u64) {
-                Ok(0) => {
-                    return Err(Failed::new(
-                        what(done),
-                        io::Error::from(io::ErrorKind::WriteZero),
-                    ))
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    return Err(Failed {
-                        what: what(done),
-                        err,
-                        // After a short write the offset may be unaligned:
-                        // an EINVAL then says nothing about the filesystem.
-                        transfer: done == 0,
-                    });
-                }
-            }
-        }
-        loop {
-            match o.file.sync_data() {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Failed::new("fdatasync", e)),
-            }
-        }
-    }
-}
-
-fn round_up(n: usize) -> usize {
-    n.div_ceil(ALIGN) * ALIGN
-}
-
-/// A zeroed, [`ALIGN`]-aligned byte buffer for `O_DIRECT` transfers (a
-/// `Vec<u8>` is only byte-aligned). Grows, keeping its contents.
-struct AlignedBuf {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    const FIRST: Layout = match Layout::from_size_align(ALIGN, ALIGN) {
-        Ok(l) => l,
-        Err(_) => panic!("ALIGN is a power of two"),
-    };
-
-    fn new() -> AlignedBuf {
-        AlignedBuf {
-            ptr: Self::alloc(Self::FIRST),
-            layout: Self::FIRST,
-        }
-    }
-
-    fn alloc(layout: Layout) -> NonNull<u8> {
-        // SAFETY: every layout here has a non-zero size (at least ALIGN
-        // bytes).
-        let p = unsafe { alloc::alloc_zeroed(layout) };
-        NonNull::new(p).unwrap_or_else(|| alloc::handle_alloc_error(layout))
-    }
-
-    /// At least `cap` bytes (a multiple of [`ALIGN`]).
-    fn reserve(&mut self, cap: usize) -> io::Result<()> {
-        if cap <= self.layout.size() {
-            return Ok(());
-        }
-        let layout = Layout::from_size_align(round_up(cap), ALIGN).map_err(io::Error::other)?;
-        let mut bigger = AlignedBuf {
-            ptr: Self::alloc(layout),
-            layout,
-        };
-        bigger.as_mut_slice()[..self.layout.size()].copy_from_slice(self.as_slice());
-        *self = bigger;
-        Ok(())
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` is a live allocation of `layout.size()` bytes,
-        // initialized (zeroed at allocation), borrowed shared with `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow
-        // exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` was allocated by `alloc_zeroed` with exactly
-        // `layout`, and is freed only here.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        dio::write_all_at(&o.file, src, offset, what)?;
+        dio::sync_data(&o.file)
     }
 }

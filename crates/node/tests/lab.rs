@@ -11,7 +11,7 @@ mod common;
 
 use common::{lab_missing, Cluster, Spec};
 use icx_testkit::lab::require_or_skip;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const FORM: Duration = Duration::from_secs(40);
 /// Detection (misscount) plus the reconfiguration, with room for a loaded
@@ -199,4 +199,97 @@ fn sigterm_leaves_at_once() {
     eprintln!("SIGTERM to a 2-node view: {took:?}");
     c.start(3);
     c.wait_settled(&[1, 2, 3], FORM);
+}
+
+fn line_time(l: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(&format!("{}Z", l.get(..23)?.replacen(' ', "T", 1))).ok()
+}
+
+/// The time of the first line of `text` containing `needle` at or after
+/// `since` (alert-log and CLUSTER HISTORY lines start with
+/// `2026-12-01 22:04:09.123`).
+fn first_after(text: &str, needle: &str, since: SystemTime) -> Option<SystemTime> {
+    text.lines().find_map(|l| {
+        let t = line_time(l)?;
+        (l.contains(needle) && t + Duration::from_millis(1) >= since).then_some(t)
+    })
+}
+
+fn alert_time(c: &Cluster, node: u16, needle: &str, since: SystemTime) -> Option<SystemTime> {
+    first_after(&c.alert_log(node), needle, since)
+}
+
+/// The benchmark behind bench/RESULTS.md's membership figures (not a test:
+/// `bash bench/membership-lab.sh`): rounds of isolating node 3 of 3, timing
+/// from the cut to node 1's decision to reconfigure (misscount expired:
+/// `ReconfigStarted` in its CLUSTER HISTORY), and from there to its
+/// CRS-1601; then SIGTERM rounds, from the signal to node 1's CRS-1601.
+#[test]
+#[ignore = "benchmark: bash bench/membership-lab.sh"]
+fn bench_detection_and_reconfiguration() {
+    if !lab() {
+        return;
+    }
+    let rounds: usize = std::env::var("ICX_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let misscount = std::env::var("ICX_BENCH_MISSCOUNT").unwrap_or_else(|_| "3s".into());
+    let mut spec = Spec::new(3, 3);
+    spec.misscount = Box::leak(misscount.clone().into_boxed_str());
+    spec.disktimeout = "60s";
+    let miss = humantime::parse_duration(&misscount).unwrap();
+    let mut c = Cluster::new("icxb1", 21, spec);
+    c.start_all();
+    c.wait_settled(&[1, 2, 3], FORM);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (mut detect, mut reconf) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        c.cut(1, 3);
+        c.cut(2, 3);
+        let cut = SystemTime::now();
+        c.wait_settled(&[1, 2], miss * 3 + RECONF);
+        let history = c.cli(1, &["CLUSTER", "HISTORY"]).unwrap_or_default();
+        let decided = first_after(&history, "ReconfigStarted", cut).expect("ReconfigStarted");
+        assert!(alert_time(&c, 1, "CRS-1607: Node rac3", cut).is_some());
+        // CRS-1601 follows the commit (the view may show before it).
+        let done = c
+            .wait_for(RECONF, |c| alert_time(c, 1, "CRS-1601", decided))
+            .expect("CRS-1601");
+        let d = decided.duration_since(cut).unwrap_or_default();
+        let f = done.duration_since(decided).unwrap_or_default();
+        eprintln!("round {r}: cut -> decision {:.0} ms (misscount {misscount}), decision -> CRS-1601 {:.0} ms", ms(d), ms(f));
+        detect.push(ms(d));
+        reconf.push(ms(f));
+        c.heal_all();
+        c.wait_settled(&[1, 2, 3], FORM);
+    }
+    let mut leave = Vec::new();
+    for r in 0..rounds {
+        let t = SystemTime::now();
+        c.signal(3, "TERM");
+        assert_eq!(c.wait_exit(3, Duration::from_secs(10)), Some(0));
+        c.wait_settled(&[1, 2], RECONF);
+        let done = c
+            .wait_for(RECONF, |c| alert_time(c, 1, "CRS-1601", t))
+            .expect("CRS-1601");
+        let l = done.duration_since(t).unwrap_or_default();
+        eprintln!("round {r}: SIGTERM -> CRS-1601 {:.0} ms", ms(l));
+        leave.push(ms(l));
+        c.start(3);
+        c.wait_settled(&[1, 2, 3], FORM);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (d, dmin, dmax) = med(&mut detect);
+    let (f, fmin, fmax) = med(&mut reconf);
+    let (l, lmin, lmax) = med(&mut leave);
+    println!("| misscount | rounds | cut -> decision to reconfigure, median (min-max) | decision -> CRS-1601, median (min-max) | SIGTERM -> CRS-1601, median (min-max) |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {misscount} | {rounds} | {d:.0} ms ({dmin:.0}-{dmax:.0}); {:.2}x misscount | {f:.0} ms ({fmin:.0}-{fmax:.0}) | {l:.0} ms ({lmin:.0}-{lmax:.0}) |",
+        d / ms(miss)
+    );
 }

@@ -122,6 +122,94 @@ struct Rx {
     stats: RxStats,
 }
 
+/// The nodes by id: a slot per id up to the highest (ids are small), so a
+/// lookup is an index; iteration is in id order, as a sorted map's.
+struct NodeTable<N> {
+    slots: Vec<Option<Slot<N>>>,
+}
+
+impl<N> Default for NodeTable<N> {
+    fn default() -> Self {
+        NodeTable { slots: Vec::new() }
+    }
+}
+
+impl<N> NodeTable<N> {
+    fn insert(&mut self, id: NodeId, slot: Slot<N>) {
+        let i = usize::from(id.0);
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i] = Some(slot);
+    }
+
+    fn remove(&mut self, id: &NodeId) -> Option<Slot<N>> {
+        self.slots.get_mut(usize::from(id.0)).and_then(Option::take)
+    }
+
+    fn contains_key(&self, id: &NodeId) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn get(&self, id: &NodeId) -> Option<&Slot<N>> {
+        self.slots.get(usize::from(id.0)).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, id: &NodeId) -> Option<&mut Slot<N>> {
+        self.slots
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (NodeId, &Slot<N>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (NodeId(i as u16), s)))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (NodeId, &mut Slot<N>)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_mut().map(|s| (NodeId(i as u16), s)))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.iter().map(|(id, _)| id)
+    }
+}
+
+/// Links by direction, hashed (a cluster of 128 nodes has 16,256): only
+/// summed over, never walked in an order that matters.
+type LinkMap =
+    std::collections::HashMap<(NodeId, NodeId), Link, std::hash::BuildHasherDefault<PairHasher>>;
+
+/// FxHash's multiply-rotate over the words written: fixed (no random
+/// state), so the same run hashes the same.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl std::hash::Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 struct Slot<N> {
     node: N,
     /// The earliest timer event outstanding for this node. Later ones may also
@@ -173,11 +261,13 @@ enum EventKind {
     },
 }
 
+/// A heap entry: when, in which order, and the slot of its [`EventKind`]
+/// (kept apart so the heap moves 24 bytes, not the whole event).
 struct Event {
     at: Instant,
     /// Insertion order: breaks ties so equal-time events replay identically.
     seq: u64,
-    kind: EventKind,
+    slot: u32,
 }
 
 impl PartialEq for Event {
@@ -215,19 +305,24 @@ impl Ord for Event {
 pub struct Sim<N> {
     seed: u64,
     now: Instant,
-    nodes: BTreeMap<NodeId, Slot<N>>,
-    links: BTreeMap<(NodeId, NodeId), Link>,
+    nodes: NodeTable<N>,
+    links: LinkMap,
     default_link: LinkConfig,
     cuts: BTreeSet<(NodeId, NodeId)>,
     rx: BTreeMap<NodeId, Rx>,
     deliveries: Option<DeliveryLog>,
     events: BinaryHeap<Event>,
+    /// What each pending event is, by slot; `free` holds the empty slots.
+    kinds: Vec<Option<EventKind>>,
+    free: Vec<u32>,
     next_seq: u64,
     /// Set when the caller may have changed a node behind our back
     /// (`add_node`, `node_mut`, ...); every node is polled before the next step.
     dirty: bool,
     violations: Vec<MtuViolation>,
     tx_buf: Vec<u8>,
+    /// Datagram buffers back from delivered events, for the next copies.
+    spare: Vec<Vec<u8>>,
     digest: u64,
     steps: u64,
     last_event_at: Instant,
@@ -253,17 +348,20 @@ impl<N: Node> Sim<N> {
         Sim {
             seed,
             now: START,
-            nodes: BTreeMap::new(),
-            links: BTreeMap::new(),
+            nodes: NodeTable::default(),
+            links: LinkMap::default(),
             default_link: LinkConfig::default(),
             cuts: BTreeSet::new(),
             rx: BTreeMap::new(),
             deliveries: None,
             events: BinaryHeap::new(),
+            kinds: Vec::new(),
+            free: Vec::new(),
             next_seq: 0,
             dirty: false,
             violations: Vec::new(),
             tx_buf: Vec::new(),
+            spare: Vec::new(),
             digest: engine::FNV_OFFSET,
             steps: 0,
             last_event_at: START,
@@ -321,13 +419,13 @@ impl<N: Node> Sim<N> {
 
     /// In id order.
     pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &N)> {
-        self.nodes.iter().map(|(id, s)| (*id, &s.node))
+        self.nodes.iter().map(|(id, s)| (id, &s.node))
     }
 
     /// In id order; every node is polled before the next step.
     pub fn nodes_mut(&mut self) -> impl Iterator<Item = (NodeId, &mut N)> {
         self.dirty = true;
-        self.nodes.iter_mut().map(|(id, s)| (*id, &mut s.node))
+        self.nodes.iter_mut().map(|(id, s)| (id, &mut s.node))
     }
 
     /// Configures one direction. The link keeps its random stream, its
@@ -338,7 +436,7 @@ impl<N: Node> Sim<N> {
 
     /// Configures both directions between every pair of current nodes.
     pub fn set_links(&mut self, cfg: LinkConfig) {
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let ids: Vec<NodeId> = self.nodes.keys().collect();
         for &a in &ids {
             for &b in &ids {
                 if a != b {

@@ -22,6 +22,10 @@ const POLL: Duration = Duration::from_millis(100);
 const ACCEPT_POLL: Duration = Duration::from_millis(10);
 /// How long [`RespServer::shutdown`] waits for all its threads together.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(2);
+/// How long a shutdown lets clients leave by themselves, writing the
+/// replies they were given, before it cuts their connections: a poll and
+/// a little more.
+const FLUSH_GRACE: Duration = Duration::from_millis(150);
 /// After a protocol error or QUIT: how long to drain what the client still
 /// sends after our last reply, so closing does not reset the connection
 /// before the client has read that reply.
@@ -219,8 +223,9 @@ impl RespServer {
         }
     }
 
-    /// Stops accepting, closes every client connection (a request being
-    /// served gets no reply) and joins the threads, waiting at most about
+    /// Stops accepting, lets clients write the replies they were given,
+    /// closes every client connection (a request still unanswered gets no
+    /// reply) and joins the threads, waiting at most about
     /// two seconds in all; a thread still running then is left detached,
     /// with a warning.
     pub fn shutdown(mut self) {
@@ -236,6 +241,13 @@ impl RespServer {
         let deadline = Instant::now() + SHUTDOWN_BOUND;
         if let Some(accept) = self.accept.take() {
             join_by(accept, deadline);
+        }
+        // Clients notice the stop within a poll and leave after writing the
+        // replies they were given (SHUTDOWN's own +OK among them); only
+        // then are the connections still open cut.
+        let grace = Instant::now() + FLUSH_GRACE;
+        while Instant::now() < grace && !self.shared.clients().is_empty() {
+            thread::sleep(Duration::from_millis(2));
         }
         let slots: Vec<Slot> = self.shared.clients().drain().map(|(_, s)| s).collect();
         for s in &slots {
@@ -513,7 +525,9 @@ impl Conn {
         (self.wake)();
         select! {
             recv(rx) -> r => Some(r.unwrap_or_else(|_| Reply::Error(NO_REPLY.to_owned()))),
-            recv(self.stop_rx) -> _ => None,
+            // Both may be ready (the node answered, then shut the server
+            // down, as SHUTDOWN does): an answer given is still sent.
+            recv(self.stop_rx) -> _ => rx.try_recv().ok(),
         }
     }
 
@@ -565,14 +579,7 @@ impl Conn {
             match self.stream.write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => buf = &buf[n..],
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
+                Err(e) if retryable(&e) => {
                     if self.shared.stopping() {
                         return Err(e);
                     }
@@ -599,15 +606,18 @@ impl Conn {
             match self.stream.read(&mut sink) {
                 Ok(0) => break,
                 Ok(n) => drained += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if retryable(&e) => {}
                 Err(_) => break,
             }
         }
     }
+}
+
+/// A socket timeout (how threads poll the stop flag) or an interrupted
+/// call: try again.
+fn retryable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }

@@ -14,14 +14,24 @@ impl<N: Node> Sim<N> {
     pub(super) fn push(&mut self, at: Instant, kind: EventKind) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.events.push(Event { at, seq, kind });
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.kinds[s as usize] = Some(kind);
+                s
+            }
+            None => {
+                self.kinds.push(Some(kind));
+                (self.kinds.len() - 1) as u32
+            }
+        };
+        self.events.push(Event { at, seq, slot });
     }
 
     pub(super) fn flush_dirty(&mut self) {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let ids: Vec<NodeId> = self.nodes.keys().collect();
         for id in ids {
             self.service(id);
         }
@@ -34,6 +44,8 @@ impl<N: Node> Sim<N> {
             return None;
         }
         let ev = self.events.pop()?;
+        let kind = self.kinds[ev.slot as usize].take()?;
+        self.free.push(ev.slot);
         if ev.at == self.last_event_at {
             self.events_at_instant += 1;
             assert!(
@@ -48,7 +60,7 @@ impl<N: Node> Sim<N> {
         }
         self.now = self.now.max(ev.at);
         let now = self.now;
-        match ev.kind {
+        match kind {
             EventKind::Deliver {
                 from,
                 to,
@@ -60,10 +72,12 @@ impl<N: Node> Sim<N> {
                 let stats = &mut self.link_mut(from, to).stats;
                 if cut {
                     stats.partitioned += 1;
+                    self.recycle(data);
                     return Some(true);
                 }
                 if !present {
                     stats.unroutable += 1;
+                    self.recycle(data);
                     return Some(true);
                 }
                 stats.delivered += 1;
@@ -76,6 +90,7 @@ impl<N: Node> Sim<N> {
                     return Some(true);
                 }
                 self.hand_over(from, to, &data, sent_at, now);
+                self.recycle(data);
                 Some(true)
             }
             EventKind::Process {
@@ -97,6 +112,7 @@ impl<N: Node> Sim<N> {
                 if present {
                     self.hand_over(from, to, &data, sent_at, arrived_at);
                 }
+                self.recycle(data);
                 Some(true)
             }
             EventKind::Timer { node } => {
@@ -117,6 +133,15 @@ impl<N: Node> Sim<N> {
                 self.service(node);
                 Some(true)
             }
+        }
+    }
+
+    /// Keeps a delivered datagram's buffer for a later copy (a bounded
+    /// number of them: what is in flight at once).
+    pub(super) fn recycle(&mut self, mut data: Vec<u8>) {
+        if self.spare.len() < 4096 {
+            data.clear();
+            self.spare.push(data);
         }
     }
 
@@ -282,7 +307,8 @@ impl<N: Node> Sim<N> {
                 at += Duration::from_nanos(link.rng.random_range(1..=reorder));
                 link.stats.reordered += 1;
             }
-            let mut copy = data.to_vec();
+            let mut copy = self.spare.pop().unwrap_or_default();
+            copy.extend_from_slice(data);
             if !copy.is_empty() && roll(&mut link.rng, cfg.corrupt) {
                 let i = link.rng.random_range(0..copy.len());
                 copy[i] ^= 1 << link.rng.random_range(0..8u32);
@@ -290,16 +316,24 @@ impl<N: Node> Sim<N> {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.events.push(Event {
-                at,
-                seq,
-                kind: EventKind::Deliver {
-                    from,
-                    to,
-                    data: copy,
-                    sent_at: now,
-                },
-            });
+            let kind = EventKind::Deliver {
+                from,
+                to,
+                data: copy,
+                sent_at: now,
+            };
+            // As `push`, with the link still borrowed.
+            let slot = match self.free.pop() {
+                Some(s) => {
+                    self.kinds[s as usize] = Some(kind);
+                    s
+                }
+                None => {
+                    self.kinds.push(Some(kind));
+                    (self.kinds.len() - 1) as u32
+                }
+            };
+            self.events.push(Event { at, seq, slot });
         }
     }
 
@@ -379,10 +413,19 @@ fn nanos(d: Duration) -> u64 {
 
 pub(super) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// The trace digest's step: 8 bytes at a time (multiply-rotate, as
+/// FxHash), the tail byte by byte. Equal traces give equal digests; any
+/// difference changes it (up to collisions).
 pub(super) fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
     }
     h
 }

@@ -101,6 +101,18 @@ impl Session {
         self.pop_resolved();
     }
 
+    /// Moves `live_from` past resolved and lost frames.
+    fn advance_live(&mut self) {
+        let mut s = self.live_from.max(self.sent_base);
+        while let Some(e) = self.sent.get((s - self.sent_base) as usize) {
+            if e.as_ref().is_some_and(|p| !p.lost) {
+                break;
+            }
+            s += 1;
+        }
+        self.live_from = s;
+    }
+
     fn sync_cc_stats(&mut self) {
         self.stats.cc_window = self.cc.window() as u64;
         self.stats.cc_cuts = self.cc.delay_cuts + self.cc.loss_cuts;
@@ -132,7 +144,9 @@ impl Session {
         let Some(la) = self.largest_acked else { return };
         let loss_delay = self.rtt.loss_delay(cfg.granularity);
         let mut block_lost = false;
-        for i in 0..self.sent.len() {
+        self.advance_live();
+        let first = (self.live_from - self.sent_base) as usize;
+        for i in first..self.sent.len() {
             let seq = self.sent_base + i as u64;
             if seq > la {
                 break;
@@ -160,6 +174,7 @@ impl Session {
             self.cc.on_loss(now, self.rtt.srtt());
             self.sync_cc_stats();
         }
+        self.advance_live();
     }
 
     pub(super) fn pto_at(&self, cfg: &Config) -> Option<Instant> {
@@ -182,7 +197,9 @@ impl Session {
         // Resend the oldest frames in flight, highest channel first; their
         // acks restart the clock.
         let mut n = 0;
-        for p in self.sent.iter_mut().flatten() {
+        self.advance_live();
+        let first = (self.live_from - self.sent_base) as usize;
+        for p in self.sent.iter_mut().skip(first).flatten() {
             if !p.lost {
                 p.lost = true;
                 let c = p.channel.index();

@@ -156,6 +156,9 @@ pub(crate) struct Session {
     /// Data frames by sequence number from `sent_base`; None once resolved.
     sent: VecDeque<Option<SentPacket>>,
     sent_base: u64,
+    /// Every frame below this sequence number is resolved or declared lost
+    /// (so loss detection and probe timeouts need not look at them).
+    live_from: u64,
     /// Bytes in flight per channel.
     in_flight: [usize; N],
     reorder_threshold: u64,
@@ -218,6 +221,7 @@ impl Session {
             retx: Default::default(),
             sent: VecDeque::new(),
             sent_base: 1,
+            live_from: 1,
             in_flight: [0; N],
             reorder_threshold: loss::PACKET_THRESHOLD,
             peer_credit: cfg.window_bytes,
@@ -310,6 +314,7 @@ impl Session {
     pub(crate) fn reset_for_restart(&mut self, events: &mut VecDeque<Event>) {
         self.abandon_all(LossReason::PeerRestarted, events);
         self.sent_base = self.next_seq;
+        self.live_from = self.next_seq;
         self.sent.clear();
         self.in_flight = [0; N];
         self.largest_acked = None;

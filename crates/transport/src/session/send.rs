@@ -265,6 +265,42 @@ impl Session {
                 .any(|c| !self.retx[c.index()].is_empty() || !self.unsent[c.index()].is_empty())
     }
 
+    /// Whether [`Session::poll_block`] may have something: without block
+    /// retransmissions, unsent block fragments or deferred tails it returns
+    /// nothing and changes nothing that matters (a stale `tails_flushing`
+    /// is reset before tails can be deferred again).
+    pub(crate) fn has_block_work(&self) -> bool {
+        !self.retx[BLOCK].is_empty() || !self.unsent[BLOCK].is_empty() || !self.tails.is_empty()
+    }
+
+    /// When the only urgent thing is a delayed ack, the time it is due:
+    /// until then an urgent poll gives nothing and changes nothing.
+    pub(crate) fn only_delayed_ack(&self) -> Option<Instant> {
+        if self.ack_pending == 0
+            || self.ack_now
+            || !self.probe_replies.is_empty()
+            || self.probe.wants_to_send()
+            || SMALL
+                .iter()
+                .any(|c| !self.retx[c.index()].is_empty() || !self.unsent[c.index()].is_empty())
+        {
+            return None;
+        }
+        self.ack_at
+    }
+
+    /// Whether a block poll that gives nothing may still change the
+    /// session's timers (it may drop resolved deferred tails).
+    pub(crate) fn has_tails(&self) -> bool {
+        !self.tails.is_empty()
+    }
+
+    /// Whether an urgent poll that gives nothing may still change the
+    /// session's timers (it may start a probe round).
+    pub(crate) fn probing(&self) -> bool {
+        self.probe.wants_to_send()
+    }
+
     /// Frames that go before any block frame: probes, due acks, then the
     /// heartbeat and control channels, each retransmissions first.
     pub(crate) fn poll_urgent(

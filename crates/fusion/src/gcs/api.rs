@@ -1,0 +1,305 @@
+//! The API for the layer above (the key-value executor) and the
+//! [`Protocol`] the host drives.
+
+use super::{Completion, Fusion, GcError, IoFor, Op, OpKind};
+use crate::block::Scn;
+use crate::cache::Pin;
+use crate::io::{BlockNo, FileNo, IoCompletion, IoRequest};
+use crate::msg::{Access, Mode, Msg};
+use icx_core::{Channel, Instant, NodeId, PoolBuf};
+use icx_transport::protocol::{HostEvent, Output, Protocol};
+use icx_transport::Event;
+
+impl Fusion {
+    /// Asks for a block. Completes with [`Completion::Acquired`] (or
+    /// `Failed`); `Current` and `Exclusive` pin it until [`Self::release`].
+    pub fn acquire(&mut self, now: Instant, op: u64, file: FileNo, block: BlockNo, access: Access) {
+        if self.fenced {
+            return self.complete(Completion::Failed {
+                op,
+                error: GcError::Fenced,
+            });
+        }
+        if !self.in_range(file, block) {
+            return self.complete(Completion::Failed {
+                op,
+                error: GcError::NoSuchBlock { file, block },
+            });
+        }
+        if self.ops.contains_key(&op) || self.scans.contains_key(&op) {
+            return self.complete(Completion::Failed {
+                op,
+                error: GcError::BadOp(op),
+            });
+        }
+        self.ops.insert(
+            op,
+            Op {
+                key: (file, block),
+                kind: OpKind::Acquire(access),
+                held: None,
+            },
+        );
+        self.enqueue_op(now, op);
+        self.drain_local(now);
+    }
+
+    /// A multi-block consistent read of `count` blocks from `first` (at
+    /// most `multiblock_read_count`): blocks cached here are used, the
+    /// rest are asked of their masters with one request per mastering
+    /// chunk. Completes with [`Completion::Scanned`].
+    pub fn scan(&mut self, now: Instant, op: u64, file: FileNo, first: BlockNo, count: u32) {
+        let bad = count == 0
+            || count > self.cfg.multiblock_read_count.min(crate::grd::CHUNK)
+            || !self.in_range(file, first)
+            || !self.in_range(file, first.saturating_add(count - 1));
+        if self.fenced || bad || self.ops.contains_key(&op) || self.scans.contains_key(&op) {
+            let error = if self.fenced {
+                GcError::Fenced
+            } else if bad {
+                GcError::NoSuchBlock { file, block: first }
+            } else {
+                GcError::BadOp(op)
+            };
+            return self.complete(Completion::Failed { op, error });
+        }
+        self.r_scan(now, op, file, first, count);
+        self.drain_local(now);
+    }
+
+    /// Makes `image` (a whole block; its header is written here) the new
+    /// current version of the block `op` holds in X, at a new SCN, keeping
+    /// the old one for consistent reads. `redo` is appended to the redo log
+    /// as is (whole records covering this change); [`Completion::Changed`]
+    /// comes once it is durable. Returns the SCN.
+    pub fn change(
+        &mut self,
+        now: Instant,
+        op: u64,
+        mut image: PoolBuf,
+        redo: Vec<u8>,
+    ) -> Result<Scn, GcError> {
+        if self.fenced {
+            return Err(GcError::Fenced);
+        }
+        let Some(o) = self.ops.get(&op) else {
+            return Err(GcError::BadOp(op));
+        };
+        let key = o.key;
+        let ok = o.held == Some(Mode::X)
+            && self
+                .cache
+                .get(key)
+                .is_some_and(|e| e.mode == Mode::X && e.pin == Pin::Excl && e.current.is_some());
+        if !ok || image.len() != self.cfg.block_size {
+            return Err(GcError::BadOp(op));
+        }
+        let scn = self.next_scn(key.0, key.1);
+        self.scn = scn;
+        crate::block::seal(
+            &mut image,
+            &crate::block::Header {
+                kind: crate::block::Kind::Data,
+                file: key.0,
+                block: key.1,
+                scn,
+            },
+        );
+        let chain = self.cfg.cr_versions;
+        let e = self.cache.entry(key);
+        e.install(scn, image.freeze(), true, chain);
+        e.dirty = true;
+        self.cache.touch(key);
+        self.redo.push(scn, redo, op);
+        self.redo_kick();
+        self.drain_local(now);
+        Ok(scn)
+    }
+
+    /// Writes the block to its datafile if it is dirty here (directly in
+    /// the local role, through the master in the global role). Completes
+    /// with [`Completion::Written`].
+    pub fn write(&mut self, now: Instant, op: u64, file: FileNo, block: BlockNo) {
+        if self.fenced {
+            return self.complete(Completion::Failed {
+                op,
+                error: GcError::Fenced,
+            });
+        }
+        self.h_write(now, Some(op), (file, block));
+        self.drain_local(now);
+    }
+
+    /// Ends an operation: unpins its block, lets transfers that waited
+    /// for it go.
+    pub fn release(&mut self, now: Instant, op: u64) {
+        let Some(o) = self.ops.remove(&op) else {
+            return;
+        };
+        if let Some(m) = o.held {
+            if let Some(e) = self.cache.entries.get_mut(&o.key) {
+                e.pin = match (e.pin, m) {
+                    (Pin::Shared(n), Mode::S) if n > 1 => Pin::Shared(n - 1),
+                    _ => Pin::None,
+                };
+            }
+        } else if let Some(q) = self.waiting.get_mut(&o.key) {
+            q.retain(|&x| x != op);
+        }
+        self.run_deferred(now, o.key);
+        self.kick(now, o.key);
+        self.evict(now);
+        self.drain_local(now);
+    }
+
+    pub fn poll_ready(&mut self) -> Option<Completion> {
+        self.ready.pop_front()
+    }
+
+    pub fn poll_io(&mut self, _now: Instant) -> Option<IoRequest> {
+        if self.fenced {
+            self.io_out.clear();
+            return None;
+        }
+        self.io_out.pop_front()
+    }
+
+    pub fn handle_io(&mut self, now: Instant, c: IoCompletion) {
+        if self.fenced {
+            return;
+        }
+        let Some(purpose) = self.io_for.remove(&c.id) else {
+            return;
+        };
+        match purpose {
+            IoFor::Read { file, first, count } => {
+                self.r_read_done(now, file, first, count, c.result)
+            }
+            IoFor::Write { key, scn, rid } => self.h_write_done(now, key, scn, rid, c.result),
+            IoFor::Redo => self.redo_done(now, c.result),
+        }
+        self.drain_local(now);
+    }
+
+    /// A new membership view: departed nodes' slots move, and requests on
+    /// blocks they mastered or held fail with [`GcError::Recovering`].
+    pub fn set_members(&mut self, now: Instant, incarnation: u64, members: &[NodeId]) {
+        self.incarnation = incarnation;
+        let gone = self.slots.set_members(members);
+        if gone.is_empty() {
+            return;
+        }
+        self.m_members_gone(now, &gone);
+        self.r_members_gone(now, &gone);
+        self.drain_local(now);
+    }
+
+    /// Instance recovery rebuilt what the evicted nodes mastered (the hook
+    /// issue 12 calls).
+    pub fn recovered(&mut self) {
+        self.slots.recovered();
+        for r in self.dir.values_mut() {
+            r.lost = false;
+        }
+    }
+
+    /// Stops all block traffic and I/O at once (this node is being
+    /// evicted): nothing more is sent or asked of the disk, every
+    /// operation fails with [`GcError::Fenced`].
+    pub fn fence(&mut self, _now: Instant) {
+        self.fenced = true;
+        self.out.clear();
+        self.io_out.clear();
+        self.local.clear();
+        self.wants.clear();
+        self.retries.clear();
+        self.pi_retries.clear();
+        let ops: Vec<u64> = self.ops.keys().chain(self.scans.keys()).copied().collect();
+        for op in ops {
+            if self.ops.get(&op).is_some_and(|o| o.held.is_some()) {
+                continue;
+            }
+            self.ready.push_back(Completion::Failed {
+                op,
+                error: GcError::Fenced,
+            });
+        }
+        self.ops.retain(|_, o| o.held.is_some());
+        self.scans.clear();
+        self.waiting.clear();
+    }
+}
+
+impl Protocol for Fusion {
+    fn handle_event(&mut self, now: Instant, event: HostEvent) {
+        if self.fenced {
+            return;
+        }
+        let HostEvent::Transport {
+            event:
+                Event::Delivered {
+                    peer,
+                    channel,
+                    data,
+                    ..
+                },
+            ..
+        } = event
+        else {
+            // Acks, losses and refusals: the request timers cover them.
+            return;
+        };
+        if !self.slots.is_member(peer) {
+            return;
+        }
+        match channel {
+            Channel::Block => self.on_image(now, peer, data.freeze()),
+            _ => match Msg::decode(&data) {
+                Ok(m) => self.dispatch(now, peer, m),
+                Err(_) => self.stats.gc_bad_messages += 1,
+            },
+        }
+        self.drain_local(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.fenced {
+            return;
+        }
+        self.timers(now);
+        self.drain_local(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.fenced {
+            return None;
+        }
+        let w = self.wants.values().filter_map(|w| w.deadline()).min();
+        // Only the conversions running: the directory keeps every block
+        // this node ever mastered.
+        let m = self
+            .busy
+            .iter()
+            .filter_map(|k| self.dir.get(k).and_then(|r| r.busy.as_ref()))
+            .map(|c| c.deadline)
+            .min();
+        let r = self.retries.values().map(|r| r.deadline).min();
+        let d = self.pi_retries.values().map(|r| r.deadline).min();
+        [w, m, r, d].into_iter().flatten().min()
+    }
+
+    fn poll_output(&mut self, _now: Instant) -> Option<Output> {
+        if self.fenced {
+            self.out.clear();
+            return None;
+        }
+        let (peer, channel, data, tag) = self.out.pop_front()?;
+        Some(Output::Send {
+            peer,
+            channel,
+            data,
+            tag,
+            deadline: None,
+        })
+    }
+}

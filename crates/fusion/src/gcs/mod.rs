@@ -1,0 +1,627 @@
+//! The global cache service of one node: requester, master and holder in
+//! one sans-IO object, driven as a [`Protocol`] (messages, timers) plus
+//! [`io`](crate::io) requests the host does, with an API for the layer
+//! above (the key-value executor):
+//!
+//! ```text
+//!   acquire(now, op, file, block, Access::{Cr{scn}, Current, Exclusive})
+//!   scan(now, op, file, first, count)          // multi-block CR read
+//!   change(now, op, new_image, redo_bytes)     // X holder: new version
+//!   write(now, op, file, block)                // checkpoint one block
+//!   release(op)
+//!   poll_ready() -> Completion                 // images, SCNs, errors
+//!   set_members(now, incarnation, members) / fence(now)
+//! ```
+//!
+//! Messages go on [`Channel::Control`]; a shipped block is a control
+//! [`Msg::Ship`] header plus the cached image itself on [`Channel::Block`]
+//! (the pool buffer is the send buffer; its own header names file, block
+//! and SCN, so the receiver pairs the two). A message to self is handled
+//! locally, never sent: when the master is the requester or the holder,
+//! the flow is 2-way.
+//!
+//! Split along roles: `requester` (asking, ships, timers) and `reads`
+//! (grants, disk reads), `master` (the directory), `holder` (shipping,
+//! invalidations, writes, eviction), `redo_log` (redo before ship); `api`
+//! (the calls above and the [`Protocol`](icx_transport::protocol::Protocol)
+//! impl) and `inspect` (what tests and `INFO` read).
+
+mod api;
+mod holder;
+mod inspect;
+mod master;
+mod reads;
+mod redo_log;
+mod requester;
+
+use crate::block::Scn;
+use crate::cache::{Cache, Replacement};
+use crate::grd::{Directory, SlotMap};
+use crate::io::{BlockNo, FileNo, IoRequest};
+use crate::msg::{Access, Mode, Msg};
+use crate::stats::Stats;
+use icx_core::{BufferPool, Channel, Duration, Instant, NodeId, SharedBuf};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+pub use inspect::DirView;
+pub use requester::Want;
+
+/// A global cache service's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub me: NodeId,
+    /// 8, 16 or 32 KiB ([`crate::block::BLOCK_SIZES`]).
+    pub block_size: usize,
+    /// Current images cached (a soft limit: dirty victims are written
+    /// before they go, so the cache can be over it for a while).
+    pub cache_blocks: usize,
+    pub replacement: Replacement,
+    /// Every request's timer (Oracle's 0.5 s); a master resends a step of a
+    /// conversion after the same time.
+    pub request_timeout: Duration,
+    /// CR ships of a block held in X before the holder down-converts.
+    pub fairness_threshold: u32,
+    /// Largest multi-block read (at most [`crate::grd::CHUNK`]).
+    pub multiblock_read_count: u32,
+    /// Older versions kept per block for consistent reads.
+    pub cr_versions: usize,
+    /// Datafiles 1..=datafiles, each of `datafile_blocks` blocks.
+    pub datafiles: FileNo,
+    pub datafile_blocks: BlockNo,
+}
+
+impl Config {
+    pub fn new(me: NodeId) -> Config {
+        Config {
+            me,
+            block_size: crate::block::DEFAULT_BLOCK_SIZE,
+            cache_blocks: 8192,
+            replacement: Replacement::Lru,
+            request_timeout: Duration::from_millis(500),
+            fairness_threshold: 4,
+            multiblock_read_count: 16,
+            cr_versions: 8,
+            datafiles: 1,
+            datafile_blocks: 8192,
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GcError {
+    /// Outside the configured datafiles.
+    NoSuchBlock { file: FileNo, block: BlockNo },
+    /// An evicted node mastered or held the block: instance recovery
+    /// (issue 12) must rebuild it before it is served again.
+    Recovering { file: FileNo, block: BlockNo },
+    /// The node is fenced: no block traffic or I/O.
+    Fenced,
+    /// The block on disk fails its checksum (never returned as data).
+    Corrupt { file: FileNo, block: BlockNo },
+    /// No version at or below the snapshot SCN is left.
+    SnapshotTooOld {
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+    },
+    /// A datafile or redo I/O failed.
+    Io(String),
+    /// The operation id is unknown, busy, or not an X holder's.
+    BadOp(u64),
+    /// The pool had no buffer.
+    NoBuffer,
+}
+
+impl fmt::Display for GcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GcError::NoSuchBlock { file, block } => {
+                write!(f, "file {file} block {block} is outside the datafiles")
+            }
+            GcError::Recovering { file, block } => write!(
+                f,
+                "file {file} block {block} awaits instance recovery after an eviction"
+            ),
+            GcError::Fenced => f.write_str("fenced: block traffic and I/O stopped"),
+            GcError::Corrupt { file, block } => {
+                write!(f, "file {file} block {block} is corrupt on disk")
+            }
+            GcError::SnapshotTooOld { file, block, scn } => {
+                write!(
+                    f,
+                    "snapshot too old: no version of file {file} block {block} at SCN {scn}"
+                )
+            }
+            GcError::Io(e) => write!(f, "I/O error: {e}"),
+            GcError::BadOp(op) => write!(f, "operation {op} is unknown or may not do that"),
+            GcError::NoBuffer => f.write_str("no buffer in the pool"),
+        }
+    }
+}
+
+/// What the layer above gets back.
+#[derive(Clone, Debug)]
+pub enum Completion {
+    /// `acquire` done: the image, pinned in `mode` until `release` (a CR
+    /// read pins nothing).
+    Acquired {
+        op: u64,
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+        mode: Mode,
+        image: SharedBuf,
+    },
+    /// `scan` done: one image per block, in order.
+    Scanned {
+        op: u64,
+        file: FileNo,
+        first: BlockNo,
+        images: Vec<SharedBuf>,
+    },
+    /// The redo of `change` at `scn` is durable: acknowledge the client.
+    Changed {
+        op: u64,
+        scn: Scn,
+    },
+    /// `write` done: the block is on disk at `scn` (or was clean).
+    Written {
+        op: u64,
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+    },
+    Failed {
+        op: u64,
+        error: GcError,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Acquire(Access),
+    /// One block of scan `scan`, slot `i` of its images.
+    ScanPart {
+        scan: u64,
+        i: usize,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Op {
+    pub key: (FileNo, BlockNo),
+    pub kind: OpKind,
+    /// The pin this op holds once acquired.
+    pub held: Option<Mode>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ScanOp {
+    pub file: FileNo,
+    pub first: BlockNo,
+    pub images: Vec<Option<SharedBuf>>,
+    pub failed: bool,
+}
+
+/// What an I/O request was for.
+#[derive(Clone, Debug)]
+pub(crate) enum IoFor {
+    Read {
+        file: FileNo,
+        first: BlockNo,
+        count: u32,
+    },
+    Write {
+        key: (FileNo, BlockNo),
+        scn: Scn,
+        rid: u64,
+    },
+    Redo,
+}
+
+/// A message kept until answered, resent on its timer.
+#[derive(Clone, Debug)]
+pub(crate) struct Retry {
+    pub to: NodeId,
+    pub msg: Msg,
+    pub deadline: Instant,
+}
+
+/// The global cache service of one node. Clone: a model checker
+/// explores from copies (images are shared, not copied).
+#[derive(Clone)]
+pub struct Fusion {
+    pub(crate) cfg: Config,
+    pub(crate) me: NodeId,
+    pub(crate) pool: BufferPool,
+    pub(crate) slots: SlotMap,
+    pub(crate) incarnation: u64,
+    pub(crate) cache: Cache,
+    pub(crate) dir: Directory,
+    /// Blocks with a conversion running here (their timers).
+    pub(crate) busy: BTreeSet<(FileNo, BlockNo)>,
+    pub(crate) wants: BTreeMap<(FileNo, BlockNo), Want>,
+    /// The last request completed per block, to answer a duplicate reply
+    /// with the Done again: (rid, pi, scn).
+    pub(crate) completed: BTreeMap<(FileNo, BlockNo), (u64, bool, Scn)>,
+    pub(crate) ops: BTreeMap<u64, Op>,
+    pub(crate) waiting: BTreeMap<(FileNo, BlockNo), VecDeque<u64>>,
+    pub(crate) scans: BTreeMap<u64, ScanOp>,
+    pub(crate) next_rid: u64,
+    pub(crate) scn: Scn,
+    pub(crate) last_ship: BTreeMap<(FileNo, BlockNo), holder::LastShip>,
+    pub(crate) deferred: BTreeMap<(FileNo, BlockNo), Vec<(NodeId, Msg)>>,
+    pub(crate) img_buf: VecDeque<((NodeId, FileNo, BlockNo, Scn), SharedBuf)>,
+    pub(crate) retries: BTreeMap<((FileNo, BlockNo), u8), Retry>,
+    /// A master's PiDiscards not yet acknowledged, by block and PI holder.
+    pub(crate) pi_retries: BTreeMap<((FileNo, BlockNo), NodeId), Retry>,
+    pub(crate) write_ops: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
+    /// Writes waiting for redo (write-ahead), by block: their rid.
+    pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), u64>,
+    /// The last write per block: (rid, scn), for a duplicate grant.
+    pub(crate) last_write: BTreeMap<(FileNo, BlockNo), (u64, Scn)>,
+    /// A multi-block request being decided: its grants, one message.
+    pub(crate) batch: Option<(NodeId, u64, FileNo, BlockNo, u16)>,
+    /// Dones of one disk read, sent together: (master, rid, block).
+    pub(crate) done_batch: Option<Vec<DoneItem>>,
+    pub(crate) redo: redo_log::RedoLog,
+    pub(crate) io_out: VecDeque<IoRequest>,
+    pub(crate) io_for: BTreeMap<u64, IoFor>,
+    pub(crate) next_io: u64,
+    pub(crate) out: VecDeque<(NodeId, Channel, SharedBuf, u64)>,
+    pub(crate) local: VecDeque<(NodeId, Msg)>,
+    pub(crate) ready: VecDeque<Completion>,
+    pub(crate) stats: Stats,
+    pub(crate) fenced: bool,
+    pub(crate) next_tag: u64,
+}
+
+impl fmt::Debug for Fusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fusion")
+            .field("me", &self.me)
+            .field("scn", &self.scn)
+            .field("wants", &self.wants.len())
+            .field("ops", &self.ops.len())
+            .field("fenced", &self.fenced)
+            .finish()
+    }
+}
+
+/// A Done to batch: (master, rid, block).
+pub(crate) type DoneItem = (NodeId, u64, (FileNo, BlockNo));
+
+/// Keys of [`Fusion::retries`] by message.
+pub(crate) const RETRY_WRITE: u8 = 1;
+pub(crate) const RETRY_DROP: u8 = 2;
+pub(crate) const RETRY_WRITE_DONE: u8 = 3;
+
+impl Fusion {
+    /// A node's service over `members` (itself included), sending from
+    /// `pool` (block images of reads must come from it too).
+    pub fn new(cfg: Config, pool: BufferPool, members: &[NodeId]) -> Fusion {
+        let cache = Cache::new(cfg.cache_blocks, cfg.replacement);
+        Fusion {
+            me: cfg.me,
+            slots: SlotMap::new(members),
+            cfg,
+            pool,
+            incarnation: 0,
+            cache,
+            dir: Directory::new(),
+            busy: BTreeSet::new(),
+            wants: BTreeMap::new(),
+            completed: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            scans: BTreeMap::new(),
+            next_rid: 1,
+            scn: 0,
+            last_ship: BTreeMap::new(),
+            deferred: BTreeMap::new(),
+            img_buf: VecDeque::new(),
+            retries: BTreeMap::new(),
+            pi_retries: BTreeMap::new(),
+            write_ops: BTreeMap::new(),
+            write_wait: BTreeMap::new(),
+            last_write: BTreeMap::new(),
+            batch: None,
+            done_batch: None,
+            redo: redo_log::RedoLog::default(),
+            io_out: VecDeque::new(),
+            io_for: BTreeMap::new(),
+            next_io: 1,
+            out: VecDeque::new(),
+            local: VecDeque::new(),
+            ready: VecDeque::new(),
+            stats: Stats::default(),
+            fenced: false,
+            next_tag: 1,
+        }
+    }
+
+    pub(crate) fn in_range(&self, file: FileNo, block: BlockNo) -> bool {
+        file >= 1 && file <= self.cfg.datafiles && block < self.cfg.datafile_blocks
+    }
+
+    pub(crate) fn rid(&mut self) -> u64 {
+        let r = self.next_rid;
+        self.next_rid += 1;
+        r
+    }
+
+    /// Sends `msg` to `to` (handled locally when `to` is this node).
+    pub(crate) fn send(&mut self, to: NodeId, msg: Msg) {
+        if self.fenced {
+            return;
+        }
+        if to == self.me {
+            self.local.push_back((to, msg));
+            return;
+        }
+        let bytes = msg.encode();
+        let Some(buf) = self.pool.alloc_from(&bytes) else {
+            // The request timers recover a message that was never sent.
+            return;
+        };
+        self.push_out(to, Channel::Control, buf.freeze());
+    }
+
+    /// Ships an image: the header on the control channel, the pool
+    /// buffer itself on the block channel.
+    pub(crate) fn send_ship(&mut self, to: NodeId, hdr: Msg, img: SharedBuf) {
+        if to == self.me {
+            self.local.push_back((to, hdr));
+            self.stash_image(to, img);
+            return;
+        }
+        self.send(to, hdr);
+        if !self.fenced {
+            self.push_out(to, Channel::Block, img);
+        }
+    }
+
+    fn push_out(&mut self, peer: NodeId, channel: Channel, data: SharedBuf) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.out.push_back((peer, channel, data, tag));
+    }
+
+    pub(crate) fn io(&mut self, op: crate::io::IoOp, purpose: IoFor) {
+        if self.fenced {
+            return;
+        }
+        let id = self.next_io;
+        self.next_io += 1;
+        self.io_for.insert(id, purpose);
+        self.io_out.push_back(IoRequest { id, op });
+    }
+
+    pub(crate) fn complete(&mut self, c: Completion) {
+        self.ready.push_back(c);
+    }
+
+    /// Handles messages this node sent itself, until none are left.
+    pub(crate) fn drain_local(&mut self, now: Instant) {
+        // Each local message is handled once; handling may queue more, a
+        // conversion's steps being finite.
+        let mut budget = 1_000_000u32;
+        while let Some((from, msg)) = self.local.pop_front() {
+            budget -= 1;
+            if budget == 0 {
+                debug_assert!(false, "local message loop");
+                self.local.clear();
+                break;
+            }
+            self.dispatch(now, from, msg);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, from: NodeId, msg: Msg) {
+        match msg {
+            Msg::Req {
+                rid,
+                file,
+                block,
+                access,
+            } => self.m_request(
+                now,
+                from,
+                rid,
+                (file, block),
+                crate::grd::What::Access(access),
+            ),
+            Msg::MultiReq {
+                rid,
+                file,
+                first,
+                mask,
+            } => self.m_multi(now, from, rid, file, first, mask),
+            Msg::Done {
+                rid,
+                file,
+                first,
+                mask,
+                pi,
+                scn,
+            } => self.m_done(now, from, rid, file, first, mask, pi, scn),
+            Msg::InvalAck {
+                rid,
+                file,
+                block,
+                pi_scn,
+            } => self.m_inval_ack(now, from, rid, (file, block), pi_scn),
+            Msg::WriteReq {
+                rid, file, block, ..
+            } => self.m_request(now, from, rid, (file, block), crate::grd::What::Write),
+            Msg::WriteDone {
+                rid,
+                file,
+                block,
+                scn,
+            } => self.m_write_done(now, from, rid, (file, block), scn),
+            Msg::DownConvert { file, block, .. } => self.m_down_convert(from, (file, block)),
+            Msg::Drop { rid, file, block } => {
+                self.m_request(now, from, rid, (file, block), crate::grd::What::Drop)
+            }
+            Msg::Grant {
+                rid,
+                file,
+                block,
+                mode,
+                keep,
+                disk_scn,
+                dirty,
+            } => self.r_grant(now, from, rid, (file, block), mode, (keep, dirty), disk_scn),
+            Msg::GrantMulti {
+                rid,
+                file,
+                first,
+                mask,
+            } => self.r_grant_multi(now, rid, file, first, mask),
+            Msg::Ship {
+                rid,
+                file,
+                block,
+                scn,
+                kind,
+                pi,
+                dirty,
+            } => self.r_ship(now, from, rid, (file, block), scn, kind, pi || dirty),
+            Msg::Error {
+                rid,
+                file,
+                block,
+                code,
+            } => self.r_error(now, rid, (file, block), code),
+            Msg::Fwd {
+                rid,
+                to,
+                file,
+                block,
+                access,
+                dirty,
+                holder_rid,
+            } => self.h_fwd(
+                now,
+                from,
+                rid,
+                to,
+                (file, block),
+                access,
+                (dirty, holder_rid),
+            ),
+            Msg::Inval { rid, file, block } => self.h_inval(now, from, rid, (file, block)),
+            Msg::PiDiscard { file, block, scn } => self.h_pi_discard(from, (file, block), scn),
+            Msg::WriteAck { rid, file, block } => {
+                let k = ((file, block), RETRY_WRITE_DONE);
+                let acked = matches!(self.retries.get(&k),
+                    Some(Retry { msg: Msg::WriteDone { rid: r, .. }, .. }) if *r == rid);
+                if acked {
+                    self.retries.remove(&k);
+                }
+            }
+            Msg::PiDiscardAck { file, block, scn } => {
+                let k = ((file, block), from);
+                let acked = matches!(self.pi_retries.get(&k),
+                    Some(Retry { msg: Msg::PiDiscard { scn: s, .. }, .. }) if *s <= scn);
+                if acked {
+                    self.pi_retries.remove(&k);
+                }
+            }
+            Msg::WriteGrant { rid, file, block } => self.h_write_grant(now, rid, (file, block)),
+            Msg::DropOk { rid, file, block } => self.h_drop_ok(now, rid, (file, block)),
+        }
+    }
+
+    /// An image arrived on the block channel (or was shipped to self).
+    fn on_image(&mut self, now: Instant, from: NodeId, img: SharedBuf) {
+        if img.len() < crate::block::HEADER_LEN {
+            self.stats.gc_blocks_corrupt += 1;
+            return;
+        }
+        let file = u16::from_le_bytes([img[8], img[9]]);
+        let block = u32::from_le_bytes([img[12], img[13], img[14], img[15]]);
+        match crate::block::verify(&img, file, block) {
+            Ok(h) if img.len() == self.cfg.block_size => {
+                self.stash_image(from, img);
+                self.r_image_arrived(now, from, (file, block), h.scn);
+            }
+            _ => {
+                self.stats.gc_blocks_corrupt += 1;
+                self.r_corrupt_ship(now, from);
+            }
+        }
+    }
+
+    /// Keeps an image until its header pairs with it (bounded: a stray
+    /// image is forgotten, its request's timer asks again).
+    fn stash_image(&mut self, from: NodeId, img: SharedBuf) {
+        if img.len() < crate::block::HEADER_LEN {
+            return;
+        }
+        let file = u16::from_le_bytes([img[8], img[9]]);
+        let block = u32::from_le_bytes([img[12], img[13], img[14], img[15]]);
+        let scn = u64::from_le_bytes(img[16..24].try_into().unwrap_or([0; 8]));
+        self.img_buf.retain(|(k, _)| *k != (from, file, block, scn));
+        self.img_buf.push_back(((from, file, block, scn), img));
+        while self.img_buf.len() > 64 {
+            self.img_buf.pop_front();
+        }
+    }
+
+    pub(crate) fn take_image(
+        &mut self,
+        from: NodeId,
+        key: (FileNo, BlockNo),
+        scn: Scn,
+    ) -> Option<SharedBuf> {
+        let i = self
+            .img_buf
+            .iter()
+            .position(|(k, _)| *k == (from, key.0, key.1, scn))?;
+        self.img_buf.remove(i).map(|(_, b)| b)
+    }
+
+    /// Raises this node's SCN to at least `scn` (Lamport).
+    pub(crate) fn see_scn(&mut self, scn: Scn) {
+        self.scn = self.scn.max(scn);
+    }
+
+    /// Resends what is due.
+    fn timers(&mut self, now: Instant) {
+        self.r_timeout(now);
+        self.m_timeout(now);
+        let due: Vec<_> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(r) = self.retries.get_mut(&k) {
+                r.deadline = now + self.cfg.request_timeout;
+                let (to, msg) = (r.to, r.msg.clone());
+                self.send(to, msg);
+            }
+        }
+        let due: Vec<_> = self
+            .pi_retries
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(r) = self.pi_retries.get_mut(&k) {
+                r.deadline = now + self.cfg.request_timeout;
+                let (to, msg) = (r.to, r.msg.clone());
+                self.send(to, msg);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

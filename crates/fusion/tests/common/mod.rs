@@ -1,0 +1,252 @@
+//! Shared harness: N fusion nodes on the simulator's protocol host over a
+//! simulated shared disk, operations driven to completion, and the
+//! invariants every scenario and random run checks.
+#![allow(dead_code)]
+
+use icx_core::{Duration, HugePages, NodeId, PoolConfig, SizeClass};
+use icx_fusion::block::{self, Scn};
+use icx_fusion::gcs::{Completion, Config, Fusion};
+use icx_fusion::io::{BlockNo, FileNo};
+use icx_fusion::msg::{Access, Mode};
+use icx_fusion::testing::{SharedDisk, SimDisk, SimFusion};
+use icx_sim::host::{ClusterBuilder, HostNode};
+use icx_sim::Sim;
+use std::collections::BTreeMap;
+
+pub type Cluster = Sim<HostNode<SimFusion>>;
+
+pub const BS: usize = block::DEFAULT_BLOCK_SIZE;
+pub const BLOCKS: BlockNo = 256;
+
+pub fn pool() -> PoolConfig {
+    let class = |buf_size, count| SizeClass { buf_size, count };
+    PoolConfig {
+        classes: vec![
+            class(256, 4096),
+            class(2 << 10, 1024),
+            class(BS, 1024),
+            class(64 << 10, 16),
+        ],
+        hugepages: HugePages::Off,
+    }
+}
+
+pub fn config(id: NodeId, cache_blocks: usize) -> Config {
+    let mut c = Config::new(id);
+    c.cache_blocks = cache_blocks;
+    c.datafiles = 1;
+    c.datafile_blocks = BLOCKS;
+    c
+}
+
+pub fn build(seed: u64, n: u16, cache_blocks: usize) -> (Cluster, SharedDisk) {
+    build_with(seed, n, |id| config(id, cache_blocks))
+}
+
+pub fn build_with(seed: u64, n: u16, cfg: impl Fn(NodeId) -> Config) -> (Cluster, SharedDisk) {
+    let disk = SimDisk::shared(BS, BLOCKS, Duration::from_millis(1));
+    let d = disk.clone();
+    let sim = ClusterBuilder::new(seed, n)
+        .pool(pool())
+        .build(
+            |_, _| {},
+            |id, pool, members| {
+                let f = Fusion::new(cfg(id), pool.clone(), members);
+                SimFusion::new(f, d.clone(), seed ^ u64::from(id.0) << 32)
+            },
+        )
+        .expect("cluster");
+    (sim, disk)
+}
+
+pub fn node(c: &Cluster, n: u16) -> &SimFusion {
+    c.node(NodeId(n)).proto()
+}
+
+pub fn node_mut(c: &mut Cluster, n: u16) -> &mut SimFusion {
+    c.node_mut(NodeId(n)).proto_mut()
+}
+
+/// Runs until node `n` has the completion of `op` (bounded); panics if not.
+pub fn wait(c: &mut Cluster, n: u16, op: u64) {
+    let ok = c.run_until_cond(Duration::from_secs(30), 2_000_000, |c| {
+        node(c, n).completion(op).is_some()
+    });
+    assert!(ok, "node {n} op {op} never completed");
+}
+
+/// Runs until every node is quiet (bounded), then a little more so the
+/// last messages in flight land, until quiet again.
+pub fn settle(c: &mut Cluster) {
+    for _ in 0..2 {
+        let ok = c.run_until_cond(Duration::from_secs(30), 2_000_000, |c| {
+            c.protocols().all(|(_, p)| p.f.quiet())
+        });
+        if !ok {
+            for (id, p) in c.protocols() {
+                eprintln!("node {id}:\n{}", p.f.dump());
+            }
+        }
+        assert!(ok, "cluster never settled");
+        c.run_for(Duration::from_millis(20));
+    }
+}
+
+/// Every message sent, in time order, for a failing test to print.
+pub fn trace(c: &Cluster) -> Vec<String> {
+    let mut t: Vec<_> = c
+        .protocols()
+        .flat_map(|(id, p)| {
+            p.trace
+                .iter()
+                .map(move |(at, to, m)| (*at, format!("{at:?} {id}->{to} {m:?}")))
+        })
+        .collect();
+    t.sort_by_key(|(at, _)| *at);
+    t.into_iter().map(|(_, s)| s).collect()
+}
+
+pub fn acquire(c: &mut Cluster, n: u16, op: u64, block: BlockNo, access: Access) -> (Scn, Vec<u8>) {
+    let now = c.now();
+    node_mut(c, n).f.acquire(now, op, 1, block, access);
+    c.node_mut(NodeId(n));
+    wait(c, n, op);
+    match node(c, n).completion(op) {
+        Some(Completion::Acquired { scn, image, .. }) => (*scn, image.to_vec()),
+        other => panic!("node {n} op {op}: {other:?}"),
+    }
+}
+
+/// The counter stored in a block's payload (its first 8 bytes).
+pub fn counter(img: &[u8]) -> u64 {
+    u64::from_le_bytes(block::payload(img)[..8].try_into().unwrap())
+}
+
+/// X-acquires, stores `value` as the block's counter, waits for the redo,
+/// releases. Returns the new SCN.
+pub fn set(c: &mut Cluster, n: u16, op: u64, blk: BlockNo, value: u64) -> Scn {
+    let (_, img) = acquire(c, n, op, blk, Access::Exclusive);
+    let now = c.now();
+    let scn = {
+        let f = &mut node_mut(c, n).f;
+        let mut b = f.pool().alloc(BS).expect("buffer");
+        b.copy_from_slice(&img);
+        block::payload_mut(&mut b)[..8].copy_from_slice(&value.to_le_bytes());
+        let redo = format!("node {n} block {blk} = {value}").into_bytes();
+        let scn = f.change(now, op, b, redo).expect("change");
+        f.release(now, op);
+        scn
+    };
+    c.node_mut(NodeId(n));
+    let ok = c.run_until_cond(Duration::from_secs(30), 2_000_000, |c| {
+        node(c, n)
+            .ready
+            .iter()
+            .any(|(_, x)| matches!(x, Completion::Changed { op: o, .. } if *o == op))
+    });
+    assert!(ok, "redo of node {n} op {op} never durable");
+    scn
+}
+
+pub fn release(c: &mut Cluster, n: u16, op: u64) {
+    let now = c.now();
+    node_mut(c, n).f.release(now, op);
+    c.node_mut(NodeId(n));
+}
+
+/// Message counts summed over all nodes, since the last clear.
+pub fn sent(c: &Cluster) -> BTreeMap<&'static str, u64> {
+    let mut m = BTreeMap::new();
+    for (_, p) in c.protocols() {
+        for (k, v) in &p.sent {
+            *m.entry(*k).or_default() += v;
+        }
+    }
+    m
+}
+
+pub fn clear_counts(c: &mut Cluster) {
+    let ids: Vec<NodeId> = c.protocols().map(|(id, _)| id).collect();
+    for id in ids {
+        c.node_mut(id).proto_mut().clear_counts();
+    }
+}
+
+pub fn counts(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
+    pairs.iter().copied().filter(|(_, v)| *v > 0).collect()
+}
+
+/// The cluster-wide invariants at this instant:
+/// - at most one X holder per block;
+/// - an S holder and an X holder never coexist;
+/// - every disk read happened while no node held a newer version.
+pub fn check_invariants(c: &Cluster, disk: &SharedDisk, reads_checked: &mut usize) {
+    let mut x: BTreeMap<BlockNo, Vec<NodeId>> = BTreeMap::new();
+    let mut s: BTreeMap<BlockNo, Vec<NodeId>> = BTreeMap::new();
+    for (id, p) in c.protocols() {
+        for b in 0..BLOCKS {
+            match p.f.holding(1, b).0 {
+                Mode::X => x.entry(b).or_default().push(id),
+                Mode::S => s.entry(b).or_default().push(id),
+                Mode::N => {}
+            }
+        }
+    }
+    for (b, holders) in &x {
+        if holders.len() > 1 || s.contains_key(b) {
+            let pat = format!("block: {b},");
+            for l in trace(c).iter().filter(|l| {
+                l.contains(&pat)
+                    || l.contains(&format!("block: {b} "))
+                    || l.contains("Multi")
+                    || l.contains("Done")
+            }) {
+                eprintln!("{l}");
+            }
+        }
+        assert!(holders.len() <= 1, "block {b}: X holders {holders:?}");
+        assert!(
+            !s.contains_key(b),
+            "block {b}: X at {holders:?} and S at {:?}",
+            s[b]
+        );
+    }
+    let d = disk.borrow();
+    for r in &d.reads[*reads_checked..] {
+        for (id, p) in c.protocols() {
+            if id == r.node {
+                continue;
+            }
+            if let Some(v) = p.f.newest(r.file, r.block) {
+                if v > r.disk_scn {
+                    let b = r.block;
+                    for l in trace(c).iter().filter(|l| {
+                        l.contains(&format!("block: {b},"))
+                            || l.contains(&format!("block: {b} "))
+                            || l.contains(&format!("first: {}", b / 16 * 16))
+                    }) {
+                        eprintln!("{l}");
+                    }
+                    eprintln!("node {id}:\n{}", p.f.dump());
+                }
+                assert!(
+                    v <= r.disk_scn,
+                    "node {} read file {} block {} from disk at SCN {} while node {id} holds SCN {v}",
+                    r.node,
+                    r.file,
+                    r.block,
+                    r.disk_scn
+                );
+            }
+        }
+    }
+    *reads_checked = d.reads.len();
+}
+
+pub fn disk_scn(disk: &SharedDisk, b: BlockNo) -> Scn {
+    disk.borrow().scn(1, b)
+}
+
+pub fn file() -> FileNo {
+    1
+}
