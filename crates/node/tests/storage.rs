@@ -14,12 +14,11 @@ use icx_fusion::redo::{self, Change, Record, Stop, Tail, Torn};
 use icx_node::storage::{datafile, Storage, StorageConfig, StorageStats};
 use icx_node::vote::IoMode;
 use icx_node::Wake;
-use icx_testkit::lab::{is_root, require_or_skip};
+use icx_testkit::lab::require_or_skip;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -29,66 +28,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 // ----- helpers ---------------------------------------------------------
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("icx-store-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A tmpfs of `size` on a fresh temp dir (root only), unmounted on drop.
-struct Tmpfs {
-    at: PathBuf,
-    _dir: TempDir,
-}
-
-impl Tmpfs {
-    fn new(size: &str) -> Result<Tmpfs, String> {
-        if !is_root() {
-            return Err("not root: mounting a tmpfs needs root".into());
-        }
-        let dir = TempDir::new("tmpfs");
-        let at = dir.0.join("mnt");
-        std::fs::create_dir(&at).map_err(|e| format!("mkdir: {e}"))?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { at, _dir: dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
-    }
-}
+use icx_testkit::tmp::{Mount, TempDir};
 
 fn pool_with(classes: Vec<SizeClass>) -> BufferPool {
     BufferPool::new(&PoolConfig {
@@ -481,7 +421,7 @@ fn past_the_end_is_out_of_range_never_an_extension() {
 
 #[test]
 fn enospc_on_a_tiny_tmpfs() {
-    let m = match Tmpfs::new("1m") {
+    let m = match Mount::new("tmpfs", "size=1m") {
         Ok(m) => m,
         Err(why) => {
             require_or_skip(Some(why));

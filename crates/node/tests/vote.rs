@@ -10,93 +10,18 @@ use icx_membership::wire::FILE_MAGIC;
 use icx_membership::{Config, DiskCompletion, DiskError, DiskOp, DiskRequest, Membership, State};
 use icx_node::vote::{IoMode, VoteIo, QUEUE_DEPTH};
 use icx_node::Wake;
-use icx_testkit::lab::{is_root, require_or_skip};
+use icx_testkit::lab::require_or_skip;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ----- helpers ---------------------------------------------------------
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("icx-vote-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A filesystem mounted on a fresh temp dir (root only), unmounted on drop.
-struct Mount {
-    at: PathBuf,
-    // Dropped after `Drop::drop` unmounted it.
-    _dir: TempDir,
-}
-
-impl Mount {
-    /// `Err(why)` when it cannot be mounted here.
-    fn new(fstype: &str, options: &str) -> Result<Mount, String> {
-        if !is_root() {
-            return Err(format!("not root: mounting {fstype} needs root"));
-        }
-        let dir = TempDir::new(fstype);
-        let at = dir.path("mnt");
-        std::fs::create_dir(&at).map_err(|e| format!("mkdir: {e}"))?;
-        let mut cmd = Command::new("mount");
-        cmd.args(["-t", fstype]);
-        if !options.is_empty() {
-            cmd.args(["-o", options]);
-        }
-        let out = cmd
-            .arg(fstype)
-            .arg(&at)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t {fstype} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Mount { at, _dir: dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.at.join(name)
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Busy (a detached worker still holds a file): lazily.
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
-    }
-}
+use icx_testkit::tmp::{Mount, TempDir};
 
 /// A `VoteIo` whose wake counts and signals, and a bounded wait on it.
 struct Rig {

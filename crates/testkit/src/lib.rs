@@ -22,4 +22,5 @@ pub mod garbage;
 pub mod lab;
 pub mod plan;
 pub mod sock;
+pub mod tmp;
 pub mod toy;
