@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod hash;
 pub mod id;
 pub mod ip;
 pub mod pool;

@@ -182,33 +182,7 @@ impl<N> NodeTable<N> {
 
 /// Links by direction, hashed (a cluster of 128 nodes has 16,256): only
 /// summed over, never walked in an order that matters.
-type LinkMap =
-    std::collections::HashMap<(NodeId, NodeId), Link, std::hash::BuildHasherDefault<PairHasher>>;
-
-/// FxHash's multiply-rotate over the words written: fixed (no random
-/// state), so the same run hashes the same.
-#[derive(Default)]
-struct PairHasher(u64);
-
-impl std::hash::Hasher for PairHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
+type LinkMap = icx_core::hash::IdMap<(NodeId, NodeId), Link>;
 
 struct Slot<N> {
     node: N,

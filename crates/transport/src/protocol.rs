@@ -100,37 +100,11 @@ pub trait Protocol {
     fn poll_output(&mut self, now: Instant) -> Option<Output>;
 }
 
-/// FxHash's multiply-rotate: the keys are a node id and a message id the
-/// endpoint chose (no one can pick them to collide), so no keyed hash is
-/// needed, and it is several times cheaper than the default.
-#[derive(Debug, Default)]
-struct TagHasher(u64);
-
-impl std::hash::Hasher for TagHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
 /// Sends' tags by message id, for a host over one [`Endpoint`](crate::Endpoint):
 /// `Acked` and `Lost` name the message id, the protocol knows its tag.
 #[derive(Debug, Default)]
 pub struct TagMap {
-    tags: std::collections::HashMap<(NodeId, u64), u64, std::hash::BuildHasherDefault<TagHasher>>,
+    tags: icx_core::hash::IdMap<(NodeId, u64), u64>,
 }
 
 impl TagMap {
