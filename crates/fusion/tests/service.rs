@@ -361,3 +361,26 @@ fn a_change_the_page_refuses_changes_and_logs_nothing() {
     assert_eq!(f.change_kv(now, 99, put("k", "v")), Err(GcError::BadOp(99)));
     f.release(now, 1);
 }
+
+#[test]
+fn a_write_waiting_for_redo_writes_its_version_not_a_later_change() {
+    let (mut c, disk) = build(29, 3, 64);
+    let b = mastered_by(&c, 1, 0);
+    acquire(&mut c, 1, 1, b, Access::Exclusive);
+    let now = c.now();
+    let f = &mut node_mut(&mut c, 1).f;
+    let s1 = f.change_kv(now, 1, put("k", "1")).unwrap();
+    // The write waits for the redo of s1; the X holder changes on.
+    f.write(now, 2, 1, b);
+    let s2 = f.change_kv(now, 1, put("k", "2")).unwrap();
+    f.release(now, 1);
+    c.node_mut(NodeId(1));
+    wait(&mut c, 1, 2);
+    settle(&mut c);
+    assert!(matches!(
+        node(&c, 1).completion(2),
+        Some(Completion::Written { scn, .. }) if *scn == s1
+    ));
+    assert_eq!(disk.borrow().writes, vec![(NodeId(1), 1, b, s1)]);
+    assert!(node(&c, 1).f.is_dirty(1, b), "s2 {s2} is still to write");
+}

@@ -269,8 +269,9 @@ pub struct Fusion {
     /// A master's PiDiscards not yet acknowledged, by block and PI holder.
     pub(crate) pi_retries: BTreeMap<((FileNo, BlockNo), NodeId), Retry>,
     pub(crate) write_ops: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
-    /// Writes waiting for redo (write-ahead), by block: their rid.
-    pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), u64>,
+    /// Writes waiting for redo (write-ahead), by block: their rid and
+    /// the image to write (the version at `Entry::writing`).
+    pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), (u64, SharedBuf)>,
     /// The last write per block: (rid, scn), for a duplicate grant.
     pub(crate) last_write: BTreeMap<(FileNo, BlockNo), (u64, Scn)>,
     /// A multi-block request being decided: its grants, one message.
