@@ -190,6 +190,19 @@ pub enum Completion {
     },
 }
 
+impl Completion {
+    /// The operation it completes.
+    pub fn op(&self) -> u64 {
+        match self {
+            Completion::Acquired { op, .. }
+            | Completion::Scanned { op, .. }
+            | Completion::Changed { op, .. }
+            | Completion::Written { op, .. }
+            | Completion::Failed { op, .. } => *op,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OpKind {
     Acquire(Access),
