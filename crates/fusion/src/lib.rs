@@ -17,6 +17,7 @@
 
 pub mod block;
 pub mod cache;
+pub mod db;
 pub mod gcs;
 pub mod grd;
 pub mod io;

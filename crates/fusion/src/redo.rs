@@ -134,24 +134,28 @@ fn encode_one(out: &mut Vec<u8>, tail: &mut Tail, r: &Record, op: u8, body: &[u8
     tail.prev = crc;
 }
 
-fn body(c: &Change) -> Result<(u8, Vec<u8>), EncodeError> {
-    let too_large = |key: &[u8], value: &[u8]| {
-        if key.len() > u16::MAX as usize || value.len() > u16::MAX as usize {
-            Err(EncodeError::TooLarge {
-                key: key.len(),
-                value: value.len(),
-            })
-        } else {
-            Ok(())
-        }
+/// Whether `c` can be encoded (its key and value fit their u16 lengths):
+/// checked before a change is made, so its record never fails to encode.
+pub fn check_change(c: &Change) -> Result<(), EncodeError> {
+    let (key, value) = match c {
+        Change::Put { key, value, .. } => (key.len(), value.len()),
+        Change::Delete { key } => (key.len(), 0),
+        Change::Clear => (0, 0),
     };
+    if key > u16::MAX as usize || value > u16::MAX as usize {
+        return Err(EncodeError::TooLarge { key, value });
+    }
+    Ok(())
+}
+
+fn body(c: &Change) -> Result<(u8, Vec<u8>), EncodeError> {
+    check_change(c)?;
     Ok(match c {
         Change::Put {
             key,
             value,
             expires_at,
         } => {
-            too_large(key, value)?;
             let mut b = Vec::with_capacity(16 + key.len() + value.len());
             put_u16(&mut b, key.len() as u16);
             put_u16(&mut b, value.len() as u16);
@@ -162,7 +166,6 @@ fn body(c: &Change) -> Result<(u8, Vec<u8>), EncodeError> {
             (OP_PUT, b)
         }
         Change::Delete { key } => {
-            too_large(key, &[])?;
             let mut b = Vec::with_capacity(2 + key.len());
             put_u16(&mut b, key.len() as u16);
             b.extend_from_slice(key);

@@ -1,7 +1,8 @@
 //! Test support: a simulated shared disk (datafiles and every node's redo
 //! log, completing [`IoRequest`]s after a latency), and a host wrapper
 //! [`SimFusion`] that runs a [`Fusion`] on the simulator's protocol host
-//! (`icx_sim::host`) with its I/O on that disk, its completions logged,
+//! (`icx_sim::host`) with its I/O on that disk, its completions logged
+//! (or fed to a key-value executor, [`SimDb`], whose replies are logged),
 //! and faults injected at the message level (drop, duplicate, delay) on
 //! top of whatever the simulated links do, so the service's own timers
 //! and duplicate detection are exercised, not only the transport's.
@@ -10,6 +11,7 @@
 //! disk timing and faults exactly. No real file is touched.
 
 use crate::block::{self, Scn};
+use crate::db::{Cmd, Db, Reply};
 use crate::gcs::{Completion, Fusion};
 use crate::io::{BlockNo, FileNo, IoCompletion, IoData, IoError, IoOp, IoRequest};
 use crate::msg::Msg;
@@ -91,6 +93,33 @@ pub struct Faults {
 /// A test's filter on outgoing control messages: true drops it.
 pub type DropFilter = Box<dyn FnMut(NodeId, &Msg) -> bool>;
 
+/// A key-value executor on a [`SimFusion`]: every completion goes to it,
+/// its replies are logged, its `tick` runs when it asks.
+#[derive(Debug)]
+pub struct SimDb {
+    pub db: Db,
+    /// (when, client, reply), in reply order.
+    pub replies: Vec<(Instant, u64, Reply)>,
+    /// The wall clock is this plus the simulator's time.
+    pub wall_base_ms: u64,
+    next_tick: Option<Instant>,
+}
+
+impl SimDb {
+    pub fn new(db: Db, wall_base_ms: u64) -> SimDb {
+        SimDb {
+            db,
+            replies: Vec::new(),
+            wall_base_ms,
+            next_tick: Some(Instant::ZERO),
+        }
+    }
+
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.wall_base_ms + now.as_nanos() / 1_000_000
+    }
+}
+
 /// A [`Fusion`] on a [`SharedDisk`], with completions and sends logged.
 pub struct SimFusion {
     pub f: Fusion,
@@ -112,6 +141,9 @@ pub struct SimFusion {
     pub dropped: u64,
     /// A dropped ship header's image goes too (the whole block reply lost).
     skip_image_to: Option<NodeId>,
+    /// The executor the completions go to, if any (then only those
+    /// without an image are logged in `ready`).
+    pub db: Option<SimDb>,
 }
 
 impl std::fmt::Debug for SimFusion {
@@ -136,7 +168,17 @@ impl SimFusion {
             corrupt_next_image: false,
             dropped: 0,
             skip_image_to: None,
+            db: None,
         }
+    }
+
+    /// Submits a command to the executor (see [`SimFusion::db`]).
+    pub fn submit(&mut self, now: Instant, client: u64, cmd: Cmd) {
+        if let Some(d) = self.db.as_mut() {
+            let wall = d.wall_ms(now);
+            d.db.submit(&mut self.f, now, wall, client, cmd);
+        }
+        self.pump(now);
     }
 
     pub fn disk(&self) -> &SharedDisk {
@@ -171,7 +213,20 @@ impl SimFusion {
 
     fn pump(&mut self, now: Instant) {
         while let Some(c) = self.f.poll_ready() {
-            self.ready.push((now, c));
+            let Some(d) = self.db.as_mut() else {
+                self.ready.push((now, c));
+                continue;
+            };
+            if !matches!(c, Completion::Acquired { .. } | Completion::Scanned { .. }) {
+                self.ready.push((now, c.clone()));
+            }
+            let wall = d.wall_ms(now);
+            d.db.handle(&mut self.f, now, wall, c);
+        }
+        if let Some(d) = self.db.as_mut() {
+            while let Some((client, r)) = d.db.poll_reply() {
+                d.replies.push((now, client, r));
+            }
         }
         while let Some(req) = self.f.poll_io(now) {
             let at = now + self.disk.borrow().latency;
@@ -317,13 +372,7 @@ impl SimFusion {
 }
 
 pub fn op_of(c: &Completion) -> u64 {
-    match c {
-        Completion::Acquired { op, .. }
-        | Completion::Scanned { op, .. }
-        | Completion::Changed { op, .. }
-        | Completion::Written { op, .. }
-        | Completion::Failed { op, .. } => *op,
-    }
+    c.op()
 }
 
 impl Protocol for SimFusion {
@@ -355,13 +404,24 @@ impl Protocol for SimFusion {
         if self.f.poll_timeout().is_some_and(|t| t <= now) {
             self.f.handle_timeout(now);
         }
+        if let Some(d) = self
+            .db
+            .as_mut()
+            .filter(|d| d.next_tick.is_some_and(|t| t <= now))
+        {
+            d.next_tick = d.db.tick(&mut self.f, now);
+        }
         self.pump(now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         let io = self.inflight.iter().map(|(t, _)| *t).min();
         let d = self.delayed.iter().map(|(t, _)| *t).min();
-        [self.f.poll_timeout(), io, d].into_iter().flatten().min()
+        let tick = self.db.as_ref().and_then(|d| d.next_tick);
+        [self.f.poll_timeout(), io, d, tick]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn poll_output(&mut self, now: Instant) -> Option<Output> {

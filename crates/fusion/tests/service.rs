@@ -1,5 +1,5 @@
-//! The service beyond the flows: redo before ship, eviction of a member,
-//! fencing, cache replacement.
+//! The service beyond the flows: redo before ship, redo records with
+//! their LSNs, eviction of a member, fencing, cache replacement.
 
 mod common;
 
@@ -9,7 +9,9 @@ use icx_fusion::block;
 use icx_fusion::cache::Replacement;
 use icx_fusion::gcs::{Completion, GcError};
 use icx_fusion::io::BlockNo;
+use icx_fusion::kv::KvError;
 use icx_fusion::msg::{Access, Mode};
+use icx_fusion::redo::{self, Change, Record, Stop, Tail, SECTOR};
 use icx_sim::host::HostNode;
 use icx_transport::protocol::Protocol;
 
@@ -203,4 +205,182 @@ fn a_snapshot_older_than_the_versions_kept_is_refused() {
             ..
         })
     ));
+}
+
+/// X-acquires `b` on node `n`, makes `changes` with `change_kv` one after
+/// another without waiting (so the later ones share a group commit),
+/// releases, and waits until all are durable. Returns the records made.
+fn kv_changes(c: &mut Cluster, n: u16, op: u64, b: BlockNo, changes: &[Change]) -> Vec<Record> {
+    acquire(c, n, op, b, Access::Exclusive);
+    let now = c.now();
+    let f = &mut node_mut(c, n).f;
+    let records: Vec<Record> = changes
+        .iter()
+        .map(|change| Record {
+            scn: f.change_kv(now, op, change.clone()).expect("change_kv"),
+            node: NodeId(n),
+            file: 1,
+            block: b,
+            change: change.clone(),
+        })
+        .collect();
+    f.release(now, op);
+    c.node_mut(NodeId(n));
+    let ok = c.run_until_cond(Duration::from_secs(30), 2_000_000, |c| {
+        let done = node(c, n).ready.iter();
+        done.filter(|(_, x)| matches!(x, Completion::Changed { op: o, .. } if *o == op))
+            .count()
+            == changes.len()
+    });
+    assert!(ok, "redo of node {n} op {op} never durable");
+    records
+}
+
+fn put(key: &str, value: &str) -> Change {
+    Change::Put {
+        key: key.into(),
+        value: value.into(),
+        expires_at: None,
+    }
+}
+
+#[test]
+fn change_kv_logs_records_that_scan_back_in_order_and_replay_to_the_live_block() {
+    let (mut c, disk) = build(26, 3, 64);
+    let b1 = mastered_by(&c, 2, 0);
+    let b2 = mastered_by(&c, 3, 0);
+    // Group 1: the first put; group 2: the two queued behind it.
+    let mut made = kv_changes(
+        &mut c,
+        1,
+        1,
+        b1,
+        &[put("a", "1"), put("b", "2"), put("a", "3")],
+    );
+    made.extend(kv_changes(&mut c, 1, 2, b2, &[put("x", "y")]));
+    made.extend(kv_changes(
+        &mut c,
+        1,
+        3,
+        b1,
+        &[Change::Delete { key: b"b".to_vec() }],
+    ));
+    made.extend(kv_changes(&mut c, 1, 4, b2, &[Change::Clear]));
+    settle(&mut c);
+    assert_eq!(node(&c, 1).f.stats().redo_writes, 5);
+    let log = disk.borrow().redo[&NodeId(1)].clone();
+    assert!(
+        log.len().is_multiple_of(SECTOR),
+        "every group ends on a sector"
+    );
+    let s = redo::scan(&log, 0, Some(0));
+    assert_eq!(s.stop, Stop::End);
+    assert_eq!(s.end.lsn, log.len() as u64);
+    let got: Vec<Record> = s.records.iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(got, made);
+    let lsns: Vec<u64> = s.records.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lsns[0], 0);
+    assert!(
+        lsns[1].is_multiple_of(SECTOR as u64),
+        "group 2 starts on a sector"
+    );
+    assert!(
+        lsns[2] > lsns[1] && !lsns[2].is_multiple_of(SECTOR as u64),
+        "and holds two"
+    );
+    // Redo replayed onto never-written blocks builds the live images.
+    for b in [b1, b2] {
+        let mut img = vec![0u8; BS];
+        for (_, r) in s.records.iter().filter(|(_, r)| r.block == b) {
+            assert_eq!(redo::apply(r, &mut img), Ok(redo::Applied::Redone));
+        }
+        let (_, live) = acquire(
+            &mut c,
+            2,
+            10 + u64::from(b),
+            b,
+            Access::Cr { scn: u64::MAX },
+        );
+        assert_eq!(img, live, "block {b}");
+    }
+}
+
+#[test]
+fn a_node_started_at_a_redo_tail_continues_the_chain() {
+    let old = vec![Record {
+        scn: 7,
+        node: NodeId(1),
+        file: 1,
+        block: 2,
+        change: put("old", "record"),
+    }];
+    let mut tail = Tail::default();
+    let bytes = redo::encode_group(&mut tail, &old).unwrap();
+    let (mut c, disk) = build_with(27, 3, |id| {
+        let mut cfg = config(id, 64);
+        if id == NodeId(1) {
+            cfg.redo_tail = tail;
+        }
+        cfg
+    });
+    disk.borrow_mut().redo.insert(NodeId(1), bytes.clone());
+    let b = mastered_by(&c, 2, 0);
+    let made = kv_changes(&mut c, 1, 1, b, &[put("new", "1")]);
+    settle(&mut c);
+    let log = disk.borrow().redo[&NodeId(1)].clone();
+    assert_eq!(&log[..bytes.len()], &bytes[..], "old records kept");
+    let s = redo::scan(&log, 0, Some(0));
+    assert_eq!(s.stop, Stop::End);
+    assert_eq!(s.records.len(), 2);
+    assert_eq!(s.records[0].1, old[0]);
+    assert_eq!(s.records[1], (tail.lsn, made[0].clone()));
+}
+
+#[test]
+fn a_change_the_page_refuses_changes_and_logs_nothing() {
+    let (mut c, _) = build(28, 3, 64);
+    let b = mastered_by(&c, 2, 0);
+    let (scn, _) = acquire(&mut c, 1, 1, b, Access::Exclusive);
+    let now = c.now();
+    let f = &mut node_mut(&mut c, 1).f;
+    let huge = Change::Put {
+        key: b"k".to_vec(),
+        value: vec![7; BS],
+        expires_at: None,
+    };
+    let long_key = Change::Delete {
+        key: vec![1; 70_000],
+    };
+    for change in [huge, long_key] {
+        let e = f.change_kv(now, 1, change).unwrap_err();
+        assert!(matches!(e, GcError::Kv(KvError::TooLarge { .. })), "{e}");
+    }
+    assert_eq!(f.holding(1, b), (Mode::X, Some(scn)));
+    assert!(!f.is_dirty(1, b));
+    assert_eq!(f.stats().redo_writes, 0);
+    assert_eq!(f.change_kv(now, 99, put("k", "v")), Err(GcError::BadOp(99)));
+    f.release(now, 1);
+}
+
+#[test]
+fn a_write_waiting_for_redo_writes_its_version_not_a_later_change() {
+    let (mut c, disk) = build(29, 3, 64);
+    let b = mastered_by(&c, 1, 0);
+    acquire(&mut c, 1, 1, b, Access::Exclusive);
+    let now = c.now();
+    let f = &mut node_mut(&mut c, 1).f;
+    let s1 = f.change_kv(now, 1, put("k", "1")).unwrap();
+    // The write waits for the redo of s1; the X holder changes on.
+    f.write(now, 2, 1, b);
+    let s2 = f.change_kv(now, 1, put("k", "2")).unwrap();
+    f.release(now, 1);
+    c.node_mut(NodeId(1));
+    wait(&mut c, 1, 2);
+    settle(&mut c);
+    assert!(matches!(
+        node(&c, 1).completion(2),
+        Some(Completion::Written { scn, .. }) if *scn == s1
+    ));
+    assert_eq!(disk.borrow().writes, vec![(NodeId(1), 1, b, s1)]);
+    assert!(node(&c, 1).f.is_dirty(1, b), "s2 {s2} is still to write");
 }

@@ -1,12 +1,15 @@
 //! The API for the layer above (the key-value executor) and the
 //! [`Protocol`] the host drives.
 
+use super::redo_log::Entry;
 use super::{Completion, Fusion, GcError, IoFor, Op, OpKind};
 use crate::block::Scn;
 use crate::cache::Pin;
 use crate::io::{BlockNo, FileNo, IoCompletion, IoRequest};
+use crate::kv::{self, KvError};
 use crate::msg::{Access, Mode, Msg};
-use icx_core::{Channel, Instant, NodeId, PoolBuf};
+use crate::redo;
+use icx_core::{Channel, Instant, NodeId, PoolBuf, SharedBuf};
 use icx_transport::protocol::{HostEvent, Output, Protocol};
 use icx_transport::Event;
 
@@ -76,24 +79,82 @@ impl Fusion {
         &mut self,
         now: Instant,
         op: u64,
-        mut image: PoolBuf,
+        image: PoolBuf,
         redo: Vec<u8>,
     ) -> Result<Scn, GcError> {
+        let (key, _) = self.x_held(op)?;
+        if image.len() != self.cfg.block_size {
+            return Err(GcError::BadOp(op));
+        }
+        Ok(self.install_change(now, op, key, image, |_| Entry::Raw(redo)))
+    }
+
+    /// Makes `change` to the key-value page of the block `op` holds in X:
+    /// on a copy of the current image (the old one stays for consistent
+    /// reads), with [`redo::apply_change`], so the page is the one redo
+    /// replay builds. The redo record is encoded with its group commit, at
+    /// its LSN; [`Completion::Changed`] comes once it is durable. A change
+    /// the page refuses is [`GcError::Kv`], with nothing changed or logged.
+    pub fn change_kv(
+        &mut self,
+        now: Instant,
+        op: u64,
+        change: redo::Change,
+    ) -> Result<Scn, GcError> {
+        let (key, cur) = self.x_held(op)?;
+        let page_len = self.cfg.block_size - crate::block::HEADER_LEN;
+        if let Err(redo::EncodeError::TooLarge { key, value }) = redo::check_change(&change) {
+            return Err(GcError::Kv(KvError::TooLarge {
+                need: kv::RECORD_HEADER + key + value + kv::SLOT,
+                max: page_len - kv::PAGE_HEADER,
+            }));
+        }
+        if cur.len() != self.cfg.block_size {
+            return Err(GcError::BadOp(op));
+        }
+        let mut image = self.pool.alloc(cur.len()).ok_or(GcError::NoBuffer)?;
+        image.copy_from_slice(&cur);
+        redo::apply_change(&change, crate::block::payload_mut(&mut image)).map_err(GcError::Kv)?;
+        let node = self.me;
+        Ok(self.install_change(now, op, key, image, |scn| {
+            Entry::Record(redo::Record {
+                scn,
+                node,
+                file: key.0,
+                block: key.1,
+                change,
+            })
+        }))
+    }
+
+    /// The block `op` holds pinned in X, and its current image.
+    fn x_held(&self, op: u64) -> Result<((FileNo, BlockNo), SharedBuf), GcError> {
         if self.fenced {
             return Err(GcError::Fenced);
         }
-        let Some(o) = self.ops.get(&op) else {
-            return Err(GcError::BadOp(op));
-        };
-        let key = o.key;
-        let ok = o.held == Some(Mode::X)
-            && self
-                .cache
-                .get(key)
-                .is_some_and(|e| e.mode == Mode::X && e.pin == Pin::Excl && e.current.is_some());
-        if !ok || image.len() != self.cfg.block_size {
-            return Err(GcError::BadOp(op));
-        }
+        let key = self
+            .ops
+            .get(&op)
+            .filter(|o| o.held == Some(Mode::X))
+            .map(|o| o.key);
+        key.and_then(|key| {
+            let e = self.cache.get(key)?;
+            let cur = e.current.clone()?;
+            (e.mode == Mode::X && e.pin == Pin::Excl).then_some((key, cur))
+        })
+        .ok_or(GcError::BadOp(op))
+    }
+
+    /// Seals `image` at the block's next SCN, installs it as the current
+    /// dirty version and queues its redo: the one path of every change.
+    fn install_change(
+        &mut self,
+        now: Instant,
+        op: u64,
+        key: (FileNo, BlockNo),
+        mut image: PoolBuf,
+        redo: impl FnOnce(Scn) -> Entry,
+    ) -> Scn {
         let scn = self.next_scn(key.0, key.1);
         self.scn = scn;
         crate::block::seal(
@@ -110,10 +171,10 @@ impl Fusion {
         e.install(scn, image.freeze(), true, chain);
         e.dirty = true;
         self.cache.touch(key);
-        self.redo.push(scn, redo, op);
+        self.redo.push(scn, redo(scn), op);
         self.redo_kick();
         self.drain_local(now);
-        Ok(scn)
+        scn
     }
 
     /// Writes the block to its datafile if it is dirty here (directly in

@@ -162,20 +162,21 @@ impl Fusion {
                 self.send_ship(to, hdr, img);
             }
         }
-        let writes: Vec<((FileNo, BlockNo), u64)> = self
+        let writes: Vec<(FileNo, BlockNo)> = self
             .write_wait
-            .iter()
-            .filter(|(k, _)| {
+            .keys()
+            .filter(|k| {
                 self.cache
                     .get(**k)
                     .and_then(|e| e.writing)
                     .is_some_and(|s| !self.redo.needs_flush(s))
             })
-            .map(|(k, r)| (*k, *r))
+            .copied()
             .collect();
-        for (key, rid) in writes {
-            self.write_wait.remove(&key);
-            self.issue_write(key, rid);
+        for key in writes {
+            if let Some((rid, data)) = self.write_wait.remove(&key) {
+                self.issue_write(key, rid, data);
+            }
         }
         let _ = now;
     }
@@ -338,27 +339,29 @@ impl Fusion {
     }
 
     /// Marks the block being written (transfers wait) and writes it once
-    /// its redo is durable (write-ahead).
+    /// its redo is durable (write-ahead). The image is taken now: an X
+    /// holder's pin may change the block meanwhile, and a later version's
+    /// redo may not be durable when this one's is.
     fn start_write(&mut self, key: (FileNo, BlockNo), rid: u64) {
         let Some(e) = self.cache.entries.get_mut(&key) else {
+            return;
+        };
+        let Some(data) = e.current.clone() else {
             return;
         };
         e.writing = Some(e.scn);
         let scn = e.scn;
         if self.redo.needs_flush(scn) {
             self.stats.gcs_log_flush_sync += 1;
-            self.write_wait.insert(key, rid);
+            self.write_wait.insert(key, (rid, data));
             self.redo_kick();
         } else {
-            self.issue_write(key, rid);
+            self.issue_write(key, rid, data);
         }
     }
 
-    fn issue_write(&mut self, key: (FileNo, BlockNo), rid: u64) {
-        let Some(e) = self.cache.get(key) else {
-            return;
-        };
-        let (Some(data), Some(scn)) = (e.current.clone(), e.writing) else {
+    fn issue_write(&mut self, key: (FileNo, BlockNo), rid: u64, data: SharedBuf) {
+        let Some(scn) = self.cache.get(key).and_then(|e| e.writing) else {
             return;
         };
         self.io(

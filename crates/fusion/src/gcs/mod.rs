@@ -6,7 +6,8 @@
 //! ```text
 //!   acquire(now, op, file, block, Access::{Cr{scn}, Current, Exclusive})
 //!   scan(now, op, file, first, count)          // multi-block CR read
-//!   change(now, op, new_image, redo_bytes)     // X holder: new version
+//!   change_kv(now, op, kv_change)              // X holder: new version
+//!   change(now, op, new_image, redo_bytes)     // the same, caller-built
 //!   write(now, op, file, block)                // checkpoint one block
 //!   release(op)
 //!   poll_ready() -> Completion                 // images, SCNs, errors
@@ -38,6 +39,7 @@ use crate::block::Scn;
 use crate::cache::{Cache, Replacement};
 use crate::grd::{Directory, SlotMap};
 use crate::io::{BlockNo, FileNo, IoRequest};
+use crate::kv::KvError;
 use crate::msg::{Access, Mode, Msg};
 use crate::stats::Stats;
 use icx_core::{BufferPool, Channel, Duration, Instant, NodeId, SharedBuf};
@@ -69,6 +71,10 @@ pub struct Config {
     /// Datafiles 1..=datafiles, each of `datafile_blocks` blocks.
     pub datafiles: FileNo,
     pub datafile_blocks: BlockNo,
+    /// Where this node's redo log continues: the host scans the log at
+    /// start ([`crate::redo::scan`]), so a restarted node appends after
+    /// its old records and chains on from the last one.
+    pub redo_tail: crate::redo::Tail,
 }
 
 impl Config {
@@ -84,6 +90,7 @@ impl Config {
             cr_versions: 8,
             datafiles: 1,
             datafile_blocks: 8192,
+            redo_tail: crate::redo::Tail::default(),
         }
     }
 }
@@ -112,6 +119,9 @@ pub enum GcError {
     BadOp(u64),
     /// The pool had no buffer.
     NoBuffer,
+    /// [`Fusion::change_kv`]: the page refused the change (full, too
+    /// large, corrupt); the block is unchanged and nothing is logged.
+    Kv(KvError),
 }
 
 impl fmt::Display for GcError {
@@ -137,6 +147,7 @@ impl fmt::Display for GcError {
             GcError::Io(e) => write!(f, "I/O error: {e}"),
             GcError::BadOp(op) => write!(f, "operation {op} is unknown or may not do that"),
             GcError::NoBuffer => f.write_str("no buffer in the pool"),
+            GcError::Kv(e) => write!(f, "key-value change refused: {e}"),
         }
     }
 }
@@ -177,6 +188,19 @@ pub enum Completion {
         op: u64,
         error: GcError,
     },
+}
+
+impl Completion {
+    /// The operation it completes.
+    pub fn op(&self) -> u64 {
+        match self {
+            Completion::Acquired { op, .. }
+            | Completion::Scanned { op, .. }
+            | Completion::Changed { op, .. }
+            | Completion::Written { op, .. }
+            | Completion::Failed { op, .. } => *op,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,8 +282,9 @@ pub struct Fusion {
     /// A master's PiDiscards not yet acknowledged, by block and PI holder.
     pub(crate) pi_retries: BTreeMap<((FileNo, BlockNo), NodeId), Retry>,
     pub(crate) write_ops: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
-    /// Writes waiting for redo (write-ahead), by block: their rid.
-    pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), u64>,
+    /// Writes waiting for redo (write-ahead), by block: their rid and
+    /// the image to write (the version at `Entry::writing`).
+    pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), (u64, SharedBuf)>,
     /// The last write per block: (rid, scn), for a duplicate grant.
     pub(crate) last_write: BTreeMap<(FileNo, BlockNo), (u64, Scn)>,
     /// A multi-block request being decided: its grants, one message.
@@ -303,6 +328,7 @@ impl Fusion {
     /// `pool` (block images of reads must come from it too).
     pub fn new(cfg: Config, pool: BufferPool, members: &[NodeId]) -> Fusion {
         let cache = Cache::new(cfg.cache_blocks, cfg.replacement);
+        let redo = redo_log::RedoLog::new(cfg.redo_tail);
         Fusion {
             me: cfg.me,
             slots: SlotMap::new(members),
@@ -329,7 +355,7 @@ impl Fusion {
             last_write: BTreeMap::new(),
             batch: None,
             done_batch: None,
-            redo: redo_log::RedoLog::default(),
+            redo,
             io_out: VecDeque::new(),
             io_for: BTreeMap::new(),
             next_io: 1,

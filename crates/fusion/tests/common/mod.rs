@@ -5,10 +5,11 @@
 
 use icx_core::{Duration, HugePages, NodeId, PoolConfig, SizeClass};
 use icx_fusion::block::{self, Scn};
+use icx_fusion::db::{Cmd, Db, DbConfig, Reply};
 use icx_fusion::gcs::{Completion, Config, Fusion};
 use icx_fusion::io::{BlockNo, FileNo};
 use icx_fusion::msg::{Access, Mode};
-use icx_fusion::testing::{SharedDisk, SimDisk, SimFusion};
+use icx_fusion::testing::{SharedDisk, SimDb, SimDisk, SimFusion};
 use icx_sim::host::{ClusterBuilder, HostNode};
 use icx_sim::Sim;
 use std::collections::BTreeMap;
@@ -249,4 +250,75 @@ pub fn disk_scn(disk: &SharedDisk, b: BlockNo) -> Scn {
 
 pub fn file() -> FileNo {
     1
+}
+
+/// The wall clock of the executors' tests at simulated time zero (ms).
+pub const WALL: u64 = 1_700_000_000_000;
+
+pub fn db_config() -> DbConfig {
+    DbConfig {
+        files: 1,
+        blocks_per_file: BLOCKS,
+        max_dirty: 32,
+        checkpoint_interval: Duration::from_secs(5),
+        scan_depth: 4,
+    }
+}
+
+/// `n` nodes, each with a key-value executor over the datafile.
+pub fn build_db(
+    seed: u64,
+    n: u16,
+    cfg: impl Fn(NodeId) -> Config,
+    db: DbConfig,
+) -> (Cluster, SharedDisk) {
+    let (mut c, disk) = build_with(seed, n, cfg);
+    for id in 1..=n {
+        node_mut(&mut c, id).db = Some(SimDb::new(Db::new(db.clone()), WALL));
+    }
+    (c, disk)
+}
+
+pub fn db(c: &Cluster, n: u16) -> &SimDb {
+    node(c, n).db.as_ref().expect("an executor")
+}
+
+pub fn db_mut(c: &mut Cluster, n: u16) -> &mut SimDb {
+    node_mut(c, n).db.as_mut().expect("an executor")
+}
+
+pub fn words(args: &[&str]) -> Vec<Vec<u8>> {
+    args.iter().map(|a| a.as_bytes().to_vec()).collect()
+}
+
+/// Parses `args` at node `n`'s wall clock and submits it for `client`.
+pub fn submit(c: &mut Cluster, n: u16, client: u64, args: &[Vec<u8>]) {
+    let now = c.now();
+    let wall = db(c, n).wall_ms(now);
+    let cmd = Cmd::parse(args, wall).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    node_mut(c, n).submit(now, client, cmd);
+    c.node_mut(NodeId(n));
+}
+
+/// Runs one command on node `n` to its reply (bounded).
+pub fn run_cmd(c: &mut Cluster, n: u16, args: &[&str]) -> Reply {
+    run_bytes(c, n, &words(args))
+}
+
+pub fn run_bytes(c: &mut Cluster, n: u16, args: &[Vec<u8>]) -> Reply {
+    let before = db(c, n).replies.len();
+    submit(c, n, 0, args);
+    let mine = |c: &Cluster| {
+        db(c, n).replies[before..]
+            .iter()
+            .find(|r| r.1 == 0)
+            .map(|r| r.2.clone())
+    };
+    let ok = c.run_until_cond(Duration::from_secs(60), 5_000_000, |c| mine(c).is_some());
+    assert!(ok, "node {n}: {args:?} never answered");
+    mine(c).unwrap_or(Reply::Null)
+}
+
+pub fn bulk(s: &str) -> Reply {
+    Reply::Bulk(s.as_bytes().to_vec())
 }
