@@ -75,14 +75,18 @@ pub fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Older versions kept per cached block for consistent reads.
+const CR_VERSIONS: usize = 2;
+
 /// The pool for a node with cache fusion: the transport's classes, and
-/// room for the cache's images, their older versions and past images, and
-/// the blocks in flight (address space, touched only as used).
+/// room for the cache's images, their older versions and past images (one
+/// per block and node), and the blocks in flight (address space, touched
+/// only as used).
 pub fn pool_config(cfg: &ClusterConfig, base: usize) -> icx_core::PoolConfig {
     let mut p = icx_core::PoolConfig::small(64 << 10, base);
     if cfg.datafiles.is_some() {
         let bs = cfg.data.block_size;
-        let count = cfg.data.cache_blocks() * 4 + 4096;
+        let count = cfg.data.cache_blocks() * (2 + CR_VERSIONS) + 4096;
         for c in &mut p.classes {
             if c.buf_size == bs {
                 c.count = count;
@@ -227,6 +231,9 @@ impl Data {
                 fc.datafiles = self.cfg.datafile_count;
                 fc.datafile_blocks = self.blocks_per_file;
                 fc.redo_tail = self.redo_tail;
+                // Reads ask for the latest version (GET, BLOCK.GET/SCAN):
+                // older ones only cost buffers (see `pool_config`).
+                fc.cr_versions = CR_VERSIONS;
                 let mut f = Fusion::new(fc, self.pool.clone(), &m);
                 f.set_members(now, view.incarnation, &m);
                 tracing::info!(
@@ -351,7 +358,7 @@ fn db_config(d: &DataConfig, blocks_per_file: u32) -> DbConfig {
     DbConfig {
         files: d.datafile_count,
         blocks_per_file,
-        max_dirty: (d.cache_blocks() / 4).max(16),
+        max_dirty: (d.cache_blocks() / 2).max(16),
         checkpoint_interval: d.checkpoint_interval,
         scan_depth: 8,
     }
