@@ -64,7 +64,12 @@ start_fusion() {
 stop_fusion() { # BASEPORT NODES
   local i
   for i in $(seq 1 "$2"); do redis-cli -p $(($1 + i - 1)) SHUTDOWN >/dev/null 2>&1 || true; done
-  sleep 1
+  for i in $(seq 1 "$2"); do
+    for _ in $(seq 1 200); do
+      redis-cli -p $(($1 + i - 1)) PING >/dev/null 2>&1 || break
+      sleep 0.1
+    done
+  done
 }
 
 # rps PORT PIPELINE ARGS...: requests per second of one redis-benchmark test
@@ -87,7 +92,7 @@ for round in $(seq 1 "$ROUNDS"); do
     rget=$(rps 6390 $P -t get)
     kill $RP; wait $RP 2>/dev/null || true
     # redis-server, every write fsynced: SET, INCR.
-    rm -f "$WORK"/appendonly* ; rm -rf "$WORK/appendonlydir"
+    rm -rf "$WORK"/appendonly*
     redis-server --port 6391 --save '' --appendonly yes --appendfsync always --dir "$WORK" --daemonize no >/dev/null &
     RP=$!; PIDS+=($RP); sleep 0.5
     rset=$(rps 6391 $P -t set)
@@ -103,28 +108,32 @@ for round in $(seq 1 "$ROUNDS"); do
 
     # Three fusion-nodes, each node's clients on their own keys, at once.
     start_fusion "own$round$P" 3 7201
-    for i in 1 2 3; do redis-benchmark -p $((7200 + i)) -c 50 -n "$N" -r 100000 -P "$P" -q SET "n$i:key:__rand_int__" xxx >/dev/null 2>&1 & done; wait
+    BP=()
+    for i in 1 2 3; do redis-benchmark -p $((7200 + i)) -c 50 -n "$N" -r 100000 -P "$P" -q SET "n$i:key:__rand_int__" xxx >/dev/null 2>&1 & BP+=($!); done
+    wait "${BP[@]}"
     own_set=0; own_get=0
     for t in SET GET; do
-      tmp=$(mktemp)
+      tmp=$(mktemp); BP=()
       for i in 1 2 3; do
         if [ $t = SET ]; then
           redis-benchmark -p $((7200 + i)) -c 50 -n "$N" -r 100000 -P "$P" --csv SET "n$i:key:__rand_int__" xxx 2>/dev/null | awk -F'"' 'NR==2 {print $4}' >> "$tmp" &
         else
           redis-benchmark -p $((7200 + i)) -c 50 -n "$N" -r 100000 -P "$P" --csv GET "n$i:key:__rand_int__" 2>/dev/null | awk -F'"' 'NR==2 {print $4}' >> "$tmp" &
         fi
+        BP+=($!)
       done
-      wait
+      wait "${BP[@]}"
       sum=$(awk '{s+=$1} END {printf "%.0f", s}' "$tmp"); rm -f "$tmp"
       if [ $t = SET ]; then own_set=$sum; else own_get=$sum; fi
     done
     # Hot keys: every client of every node INCRs the same 16 keys.
     before=$(for i in 1 2 3; do redis-cli -p $((7200 + i)) INFO gc; done)
-    tmp=$(mktemp)
+    tmp=$(mktemp); BP=()
     for i in 1 2 3; do
       redis-benchmark -p $((7200 + i)) -c 50 -n $((N / 10)) -r 16 -P "$P" --csv INCR "hot:__rand_int__" 2>/dev/null | awk -F'"' 'NR==2 {print $4}' >> "$tmp" &
+      BP+=($!)
     done
-    wait
+    wait "${BP[@]}"
     hot=$(awk '{s+=$1} END {printf "%.0f", s}' "$tmp"); rm -f "$tmp"
     after=$(for i in 1 2 3; do redis-cli -p $((7200 + i)) INFO gc; done)
     waits=$(python3 - "$before" "$after" <<'PY'
