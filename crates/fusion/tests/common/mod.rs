@@ -244,6 +244,70 @@ pub fn check_invariants(c: &Cluster, disk: &SharedDisk, reads_checked: &mut usiz
     *reads_checked = d.reads.len();
 }
 
+/// What the checks after every simulator step remember.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// The newest current version each node had of each block watched.
+    node_max: BTreeMap<(NodeId, BlockNo), Scn>,
+    reads_checked: usize,
+}
+
+impl Watch {
+    /// [`check_invariants`], and: a node's current version of each block
+    /// in `blocks` never goes back, nor does the SCN written to disk.
+    pub fn step(&mut self, c: &Cluster, disk: &SharedDisk, blocks: &[BlockNo]) {
+        check_invariants(c, disk, &mut self.reads_checked);
+        for (id, p) in c.protocols() {
+            for &b in blocks {
+                // The current version (a PI kept from an earlier transfer
+                // may be older than a current version the node had since).
+                if let Some(v) = p.f.holding(1, b).1 {
+                    let prev = self.node_max.entry((id, b)).or_insert(0);
+                    assert!(v >= *prev, "node {id} block {b}: version {v} after {prev}");
+                    *prev = v;
+                }
+            }
+        }
+        let d = disk.borrow();
+        let mut last: BTreeMap<BlockNo, Scn> = BTreeMap::new();
+        for &(_, _, b, scn) in &d.writes {
+            let l = last.entry(b).or_insert(0);
+            assert!(scn >= *l, "disk block {b} went from SCN {l} back to {scn}");
+            *l = scn;
+        }
+    }
+}
+
+/// At rest: every master lists exactly the nodes holding each block of
+/// `blocks`, and every PI at or below what reached disk was discarded.
+pub fn check_at_rest(c: &Cluster, disk: &SharedDisk, blocks: &[BlockNo], seed: u64) {
+    for &b in blocks {
+        let m = node(c, 1).f.master_of(1, b);
+        let listed = node(c, m.0)
+            .f
+            .directory(1, b)
+            .map(|d| d.holders)
+            .unwrap_or_default();
+        let held: Vec<_> = c
+            .protocols()
+            .filter(|(_, p)| p.f.holding(1, b).0 != Mode::N)
+            .map(|(id, p)| (id, p.f.holding(1, b).0))
+            .collect();
+        assert_eq!(
+            listed, held,
+            "seed {seed}: block {b}: directory against holdings"
+        );
+        let on_disk = disk.borrow().scn(1, b);
+        for (id, p) in c.protocols() {
+            let pis = p.f.past_images(1, b);
+            assert!(
+                pis.iter().all(|&s| s > on_disk),
+                "seed {seed}: node {id} block {b}: PIs {pis:?} with SCN {on_disk} on disk"
+            );
+        }
+    }
+}
+
 pub fn disk_scn(disk: &SharedDisk, b: BlockNo) -> Scn {
     disk.borrow().scn(1, b)
 }
