@@ -326,18 +326,7 @@ fn block_get_and_block_scan_agree_on_every_node_and_with_disk() {
         assert_eq!(run_cmd(&mut c, n, &scan), s, "node {n}");
     }
     // Written out, the disk has the same images.
-    for n in 1..=3 {
-        let now = c.now();
-        let sf = node_mut(&mut c, n);
-        let d = sf.db.as_mut().unwrap();
-        d.db.checkpoint_all(&mut sf.f, now);
-        c.node_mut(NodeId(n));
-    }
-    let ok = c.run_until_cond(Duration::from_secs(10), 1_000_000, |c| {
-        (1..=3).all(|n| db(c, n).db.checkpoint_done())
-    });
-    assert!(ok);
-    settle(&mut c);
+    checkpoint_all(&mut c, 3);
     let images: Vec<Vec<u8>> = (0..BLOCKS).map(|b| disk_image(&c, b)).collect();
     let image = |b: BlockNo| images[b as usize].clone();
     let img = image(b);

@@ -35,8 +35,7 @@ use icx_fusion::db::Reply;
 use icx_fusion::io::BlockNo;
 use icx_fusion::kv;
 use icx_fusion::redo::{self, Record, Stop};
-use icx_fusion::testing::Faults;
-use icx_sim::{run_seeds, LinkConfig};
+use icx_sim::run_seeds;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -356,24 +355,9 @@ fn check(m: &mut Model, fl: &InFlight, reply: &Reply) {
 fn workload(seed: u64) {
     let mut rng = icx_core::seeded_rng(icx_core::derive_seed(seed, 0xdb));
     let nodes = rng.random_range(3..=5u16);
-    let ops: u32 = std::env::var("ICX_DB_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
+    let ops: u32 = env_or("ICX_DB_OPS", 16);
     let (mut c, disk) = build_db(seed, nodes, |id| config(id, 16), db_config());
-    c.set_links(
-        LinkConfig::lossy(0.05)
-            .with_duplicate(0.05)
-            .with_reorder(0.05, Duration::from_millis(2)),
-    );
-    for id in 1..=nodes {
-        node_mut(&mut c, id).faults = Faults {
-            drop: 0.05,
-            duplicate: 0.05,
-            delay: 0.05,
-            max_delay: Duration::from_millis(3),
-        };
-    }
+    lossy(&mut c, nodes, 0.05);
     let blocks: Vec<BlockNo> = {
         let b: BTreeSet<BlockNo> = all_keys()
             .iter()
@@ -524,18 +508,7 @@ fn finish(c: &mut Cluster, m: &mut Model, nodes: u16, seed: u64) {
             );
         }
     }
-    for n in 1..=nodes {
-        let now = c.now();
-        let sf = node_mut(c, n);
-        let d = sf.db.as_mut().unwrap();
-        d.db.checkpoint_all(&mut sf.f, now);
-        c.node_mut(NodeId(n));
-    }
-    let ok = c.run_until_cond(Duration::from_secs(60), 5_000_000, |c| {
-        (1..=nodes).all(|n| db(c, n).db.checkpoint_done())
-    });
-    assert!(ok, "seed {seed}: checkpoint never done");
-    settle(c);
+    checkpoint_all(c, nodes);
     let d = node(c, 1).disk().borrow();
     for (k, want) in &finals {
         let b = kv::block_of(k.as_bytes(), 1, BLOCKS).unwrap();

@@ -14,8 +14,7 @@ use icx_fusion::block::{self, Scn};
 use icx_fusion::gcs::Completion;
 use icx_fusion::io::BlockNo;
 use icx_fusion::msg::Access;
-use icx_fusion::testing::Faults;
-use icx_sim::{run_seeds, LinkConfig};
+use icx_sim::run_seeds;
 use rand::Rng;
 use std::collections::BTreeMap;
 
@@ -129,29 +128,10 @@ fn workload(seed: u64) {
     let mut rng = icx_core::seeded_rng(icx_core::derive_seed(seed, 0xf051));
     let n = rng.random_range(3..=5u16);
     // ICX_FUSION_OPS: longer runs when hunting.
-    let ops_per_node: u32 = std::env::var("ICX_FUSION_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25);
+    let ops_per_node: u32 = env_or("ICX_FUSION_OPS", 25);
     let (mut c, disk) = build(seed, n, 4);
-    c.set_links(
-        LinkConfig::lossy(0.05)
-            .with_duplicate(0.05)
-            .with_reorder(0.05, Duration::from_millis(2)),
-    );
     // ICX_FUSION_FAULTS: the message-level fault rate (default 5 %).
-    let p: f64 = std::env::var("ICX_FUSION_FAULTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.05);
-    for id in 1..=n {
-        node_mut(&mut c, id).faults = Faults {
-            drop: p,
-            duplicate: p,
-            delay: p,
-            max_delay: Duration::from_millis(3),
-        };
-    }
+    lossy(&mut c, n, env_or("ICX_FUSION_FAULTS", 0.05));
     let mut m = Model {
         acked: BTreeMap::new(),
         watch: Watch::default(),
