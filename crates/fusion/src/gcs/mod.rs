@@ -1,7 +1,8 @@
 //! The global cache service of one node: requester, master and holder in
-//! one sans-IO object, driven as a [`Protocol`] (messages, timers) plus
+//! one sans-IO object, driven as a
+//! [`Protocol`](icx_transport::protocol::Protocol) (messages, timers) plus
 //! [`io`](crate::io) requests the host does, with an API for the layer
-//! above (the key-value executor):
+//! above (the key-value executor, [`crate::db`]):
 //!
 //! ```text
 //!   acquire(now, op, file, block, Access::{Cr{scn}, Current, Exclusive})
