@@ -553,6 +553,26 @@ fn service_errors_become_redis_errors() {
     let e = err_text(run_cmd(&mut c, 1, &["GET", &key]));
     assert!(e.starts_with("TRYAGAIN "), "{e}");
     assert!(err_text(run_cmd(&mut c, 2, &["SET", &key, "v"])).starts_with("TRYAGAIN "));
+    // An MSET that holds a lower block when the next fails lets it go.
+    let low = (0..)
+        .map(|i| format!("l{i}"))
+        .find(|k| {
+            block_of(k) < block_of(&key) && node(&c, 1).f.master_of(1, block_of(k)) != NodeId(3)
+        })
+        .unwrap();
+    let e = err_text(run_cmd(&mut c, 1, &["MSET", &low, "1", &key, "2"]));
+    assert!(e.starts_with("TRYAGAIN "), "{e}");
+    assert_eq!(
+        run_cmd(&mut c, 2, &["SET", &low, "3"]),
+        ok(),
+        "not left pinned"
+    );
+    assert_eq!(
+        run_cmd(&mut c, 1, &["GET", &low]),
+        bulk("3"),
+        "no part of the MSET"
+    );
+    assert_eq!(db(&c, 1).db.pending(), 0);
     let now = c.now();
     node_mut(&mut c, 2).f.fence(now);
     let e = err_text(run_cmd(&mut c, 2, &["GET", "other"]));
