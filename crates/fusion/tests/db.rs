@@ -13,6 +13,7 @@ use icx_fusion::gcs::GcError;
 use icx_fusion::io::BlockNo;
 use icx_fusion::kv;
 use icx_fusion::redo::{self, Change};
+use proptest::prelude::*;
 use std::collections::BTreeSet;
 
 fn cluster(seed: u64) -> Cluster {
@@ -577,4 +578,43 @@ fn service_errors_become_redis_errors() {
     node_mut(&mut c, 2).f.fence(now);
     let e = err_text(run_cmd(&mut c, 2, &["GET", "other"]));
     assert_eq!(e, format!("CLUSTERDOWN {}", GcError::Fenced));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever parses is answered, and nothing panics or stays pending.
+    #[test]
+    fn any_parsed_command_is_answered(
+        cmds in prop::collection::vec(
+            (
+                prop::sample::select(icx_fusion::db::Cmd::NAMES),
+                prop::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(&[
+                            "k", "k2", "0", "1", "255", "300", "-5", "nx", "xx", "get", "px",
+                            "keepttl", "9223372036854775807",
+                        ][..]).prop_map(|s: &str| s.as_bytes().to_vec()),
+                        prop::collection::vec(any::<u8>(), 0..9000),
+                    ],
+                    0..6,
+                ),
+            ),
+            1..12,
+        ),
+    ) {
+        let mut c = build_db(114, 2, |id| config(id, 8), db_config()).0;
+        let mut answered = 0;
+        for (name, rest) in cmds {
+            let args: Vec<Vec<u8>> = [vec![name.as_bytes().to_vec()], rest].concat();
+            let now = c.now();
+            let wall = db(&c, 1).wall_ms(now);
+            if icx_fusion::db::Cmd::parse(&args, wall).is_ok() {
+                run_bytes(&mut c, 1, &args);
+                answered += 1;
+            }
+        }
+        prop_assert_eq!(db(&c, 1).db.pending(), 0);
+        prop_assert_eq!(db(&c, 1).replies.len(), answered);
+    }
 }
