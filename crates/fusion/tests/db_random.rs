@@ -23,7 +23,8 @@
 //! the blocks on disk.
 //!
 //! Replay a failing seed with `ICX_SIM_SEED=<seed>`; `ICX_DB_OPS` sets the
-//! commands per client (default 16).
+//! commands per client (default 16); `ICX_DB_TRACE=1` prints every command
+//! and reply with the model's clock.
 
 mod common;
 
@@ -224,6 +225,15 @@ fn issue(c: &mut Cluster, m: &mut Model, cl: &mut Client, op: Op) {
         _ => {}
     }
     let args: Vec<Vec<u8>> = op.args().into_iter().map(String::into_bytes).collect();
+    if std::env::var("ICX_DB_TRACE").is_ok() {
+        eprintln!(
+            "t={issued} {:?} node {} client {}: {:?}",
+            c.now(),
+            cl.node,
+            cl.id,
+            op.args()
+        );
+    }
     submit(c, cl.node, cl.id, &args);
     cl.inflight = Some(InFlight { op, issued, writes });
 }
@@ -255,6 +265,19 @@ fn check(m: &mut Model, fl: &InFlight, reply: &Reply) {
     }
     let read = |m: &mut Model, key: &'static str, got: Option<Vec<u8>>| {
         let ok = m.values(key, issued, replied);
+        if !ok.contains(&got) {
+            eprintln!("read sent {issued} answered {replied}; writes of {key}:");
+            for w in &m.regs[key] {
+                eprintln!(
+                    "  {:?} sent {} acked {:?}",
+                    w.value
+                        .as_ref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned()),
+                    w.issued,
+                    w.acked
+                );
+            }
+        }
         assert!(
             ok.contains(&got),
             "{:?}: {key} read {:?}, not one of {:?}",
@@ -447,6 +470,15 @@ fn take_replies(c: &Cluster, m: &mut Model, cl: &mut Client, done: &mut usize) {
             continue;
         }
         let fl = cl.inflight.take().expect("a reply to a command sent");
+        if std::env::var("ICX_DB_TRACE").is_ok() {
+            eprintln!(
+                "t={} {:?} node {} client {}: {r:?}",
+                m.t + 1,
+                replies[cl.seen - 1].0,
+                cl.node,
+                cl.id
+            );
+        }
         check(m, &fl, r);
         *done += 1;
     }

@@ -35,12 +35,14 @@ impl Fusion {
                 error: GcError::BadOp(op),
             });
         }
+        let seq = self.next_op_seq();
         self.ops.insert(
             op,
             Op {
                 key: (file, block),
                 kind: OpKind::Acquire(access),
                 held: None,
+                seq,
             },
         );
         self.enqueue_op(now, op);

@@ -220,6 +220,8 @@ pub(crate) struct Op {
     pub kind: OpKind,
     /// The pin this op holds once acquired.
     pub held: Option<Mode>,
+    /// Its place in the order operations were asked ([`Fusion::op_seq`]).
+    pub seq: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -275,6 +277,10 @@ pub struct Fusion {
     pub(crate) waiting: BTreeMap<(FileNo, BlockNo), VecDeque<u64>>,
     pub(crate) scans: BTreeMap<u64, ScanOp>,
     pub(crate) next_rid: u64,
+    /// Operations asked so far: a CR copy is handed only to operations
+    /// asked before its request was sent (a later one may have to see a
+    /// change acknowledged since).
+    pub(crate) op_seq: u64,
     pub(crate) scn: Scn,
     pub(crate) last_ship: BTreeMap<(FileNo, BlockNo), holder::LastShip>,
     pub(crate) deferred: BTreeMap<(FileNo, BlockNo), Vec<(NodeId, Msg)>>,
@@ -345,6 +351,7 @@ impl Fusion {
             waiting: BTreeMap::new(),
             scans: BTreeMap::new(),
             next_rid: 1,
+            op_seq: 0,
             scn: 0,
             last_ship: BTreeMap::new(),
             deferred: BTreeMap::new(),
