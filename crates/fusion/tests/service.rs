@@ -423,3 +423,35 @@ fn a_read_queued_behind_an_older_request_does_not_take_its_stale_copy() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_write_asked_while_a_request_is_out_waits_for_it() {
+    let (mut c, disk) = build(31, 3, 64);
+    let b = mastered_by(&c, 3, 0);
+    let s1 = set(&mut c, 2, 1, b, 5);
+    // Node 2 keeps S and still owes the write: it writes through the master.
+    acquire(&mut c, 1, 2, b, Access::Current);
+    release(&mut c, 1, 2);
+    settle(&mut c);
+    assert_eq!(node(&c, 2).f.holding(1, b), (Mode::S, Some(s1)));
+    // Its request for X is lost; a checkpoint write is asked meanwhile.
+    // Sent at once, the write (a newer request id) would make the master
+    // ignore the lost request's resends.
+    let mut once = true;
+    node_mut(&mut c, 2).drop_filter = Some(Box::new(move |_, m| {
+        let hit = once && matches!(m, Msg::Req { .. });
+        once &= !hit;
+        hit
+    }));
+    let now = c.now();
+    let f = &mut node_mut(&mut c, 2).f;
+    f.acquire(now, 3, 1, b, Access::Exclusive);
+    f.write(now, 4, 1, b);
+    c.node_mut(NodeId(2));
+    wait(&mut c, 2, 3);
+    release(&mut c, 2, 3);
+    wait(&mut c, 2, 4);
+    settle(&mut c);
+    assert_eq!(node(&c, 2).f.holding(1, b).0, Mode::X);
+    assert_eq!(disk_scn(&disk, b), s1, "written after the request");
+}

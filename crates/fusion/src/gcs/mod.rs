@@ -289,6 +289,8 @@ pub struct Fusion {
     /// A master's PiDiscards not yet acknowledged, by block and PI holder.
     pub(crate) pi_retries: BTreeMap<((FileNo, BlockNo), NodeId), Retry>,
     pub(crate) write_ops: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
+    /// `write` calls waiting for this node's request on the block.
+    pub(crate) write_after: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
     /// Writes waiting for redo (write-ahead), by block: their rid and
     /// the image to write (the version at `Entry::writing`).
     pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), (u64, SharedBuf)>,
@@ -359,6 +361,7 @@ impl Fusion {
             retries: BTreeMap::new(),
             pi_retries: BTreeMap::new(),
             write_ops: BTreeMap::new(),
+            write_after: BTreeMap::new(),
             write_wait: BTreeMap::new(),
             last_write: BTreeMap::new(),
             batch: None,

@@ -576,6 +576,7 @@ impl Fusion {
         if let Some(img) = cr {
             self.hand_cr(key, scn, img, w.seq);
         }
+        self.resume_writes(now, key);
         self.kick(now, key);
     }
 
@@ -640,7 +641,7 @@ impl Fusion {
 
     pub(crate) fn r_error(
         &mut self,
-        _now: Instant,
+        now: Instant,
         rid: u64,
         key: (FileNo, BlockNo),
         code: ErrorCode,
@@ -656,6 +657,7 @@ impl Fusion {
             ErrorCode::Recovering | ErrorCode::NotMaster => GcError::Recovering { file, block },
         };
         self.fail_block(key, e);
+        self.resume_writes(now, key);
     }
 
     /// Resends requests whose timer ran out (same request id), counting
@@ -688,7 +690,7 @@ impl Fusion {
     }
 
     /// Requests to departed masters fail (their knowledge is gone).
-    pub(crate) fn r_members_gone(&mut self, _now: Instant, gone: &[NodeId]) {
+    pub(crate) fn r_members_gone(&mut self, now: Instant, gone: &[NodeId]) {
         let keys: Vec<_> = self
             .wants
             .iter()
@@ -704,6 +706,7 @@ impl Fusion {
                     block: key.1,
                 },
             );
+            self.resume_writes(now, key);
         }
     }
 }
