@@ -23,8 +23,10 @@
 //! the blocks on disk.
 //!
 //! Replay a failing seed with `ICX_SIM_SEED=<seed>`; `ICX_DB_OPS` sets the
-//! commands per client (default 16); `ICX_DB_TRACE=1` prints every command
-//! and reply with the model's clock.
+//! commands per client (default 16), `ICX_DB_CACHE` the blocks cached per
+//! node (16), `ICX_DB_MAX_DIRTY` the dirty blocks that start a checkpoint
+//! (4), `ICX_DB_FAULTS` the message-level fault rate (0.05);
+//! `ICX_DB_TRACE=1` prints every command and reply with the model's clock.
 
 mod common;
 
@@ -379,8 +381,11 @@ fn workload(seed: u64) {
     let mut rng = icx_core::seeded_rng(icx_core::derive_seed(seed, 0xdb));
     let nodes = rng.random_range(3..=5u16);
     let ops: u32 = env_or("ICX_DB_OPS", 16);
-    let (mut c, disk) = build_db(seed, nodes, |id| config(id, 16), db_config());
-    lossy(&mut c, nodes, 0.05);
+    let cache: usize = env_or("ICX_DB_CACHE", 16);
+    let mut dbc = db_config();
+    dbc.max_dirty = env_or("ICX_DB_MAX_DIRTY", 4);
+    let (mut c, disk) = build_db(seed, nodes, |id| config(id, cache), dbc);
+    lossy(&mut c, nodes, env_or("ICX_DB_FAULTS", 0.05));
     let blocks: Vec<BlockNo> = {
         let b: BTreeSet<BlockNo> = all_keys()
             .iter()
