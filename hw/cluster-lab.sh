@@ -10,7 +10,8 @@
 #   hw/cluster-lab.sh cut  [--prefix P] A B [--oneway]   (A->B dropped; both ways unless --oneway)
 #   hw/cluster-lab.sh heal [--prefix P] A B [--oneway]
 #   hw/cluster-lab.sh isolate [--prefix P] A            (every frame to or from A dropped)
-#   hw/cluster-lab.sh heal-all [--prefix P]
+#   hw/cluster-lab.sh loss [--prefix P] PCT            (PCT % of UDP frames crossing the bridge dropped, at random)
+#   hw/cluster-lab.sh heal-all [--prefix P]              (every cut, isolation and loss removed)
 #
 # `up` prints NS_<i>=.. IP_<i>=.. lines and NODES, BR. Inside each node
 # namespace `lo` is up, so a node's RESP port on 127.0.0.1 is reached with
@@ -122,6 +123,12 @@ case $cmd in
     p=$(port_of "${ARGS[0]}")
     ip netns exec "$BR" nft add rule bridge icxcut forward iifname "$p" drop comment "\"isolate ${ARGS[0]}\""
     ip netns exec "$BR" nft add rule bridge icxcut forward oifname "$p" drop comment "\"isolate ${ARGS[0]}\""
+    ;;
+  loss)
+    [ ${#ARGS[@]} -eq 1 ] || usage
+    case ${ARGS[0]} in ''|*[!0-9]*) usage ;; esac
+    [ "${ARGS[0]}" -le 100 ] || usage
+    ip netns exec "$BR" nft add rule bridge icxcut forward meta l4proto udp numgen random mod 100 \< "${ARGS[0]}" drop comment "\"loss ${ARGS[0]}\""
     ;;
   heal-all) ip netns exec "$BR" nft flush chain bridge icxcut forward ;;
   *) usage ;;

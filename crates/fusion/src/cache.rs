@@ -114,6 +114,16 @@ impl Entry {
         }
     }
 
+    /// Keeps `img` as this node's past image at `scn`, replacing older
+    /// ones: the master knows one PI per node (its newest SCN), and a
+    /// newer PI serves recovery as well as any older one, so a block that
+    /// ping-pongs between nodes costs each of them one buffer, not one per
+    /// transfer.
+    pub fn keep_pi(&mut self, scn: Scn, img: SharedBuf) {
+        self.pis.retain(|s, _| *s > scn);
+        self.pis.insert(scn, img);
+    }
+
     pub fn discard_pis(&mut self, upto: Scn) -> usize {
         let before = self.pis.len();
         self.pis.retain(|s, _| *s > upto);
@@ -173,6 +183,12 @@ impl Cache {
     /// Blocks to evict to get back under capacity, by policy, skipping
     /// those that cannot go now (pinned, writing, already dropping).
     pub fn victims(&mut self) -> Vec<(FileNo, BlockNo)> {
+        // At most one current image per entry: no more entries than the
+        // capacity is the common case (a cache as large as the data), and
+        // needs no pass over them (this runs after every release).
+        if self.entries.len() <= self.capacity {
+            return Vec::new();
+        }
         let over = self
             .entries
             .values()

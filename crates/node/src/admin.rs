@@ -6,11 +6,12 @@ use crate::config::format_duration;
 use crate::node::Node;
 use crate::resp::{Reply, Request};
 use icx_core::Channel;
+use icx_fusion::db::Cmd;
 use std::fmt::Write as _;
 
-/// Commands that read or write data: cache fusion serves them; until then,
-/// and whenever the node is not active, they are refused.
-const DATA_COMMANDS: &[&str] = &[
+/// Redis data commands fusion-node does not serve (it serves
+/// [`Cmd::NAMES`]): refused with a list of what it does.
+const UNSUPPORTED_DATA_COMMANDS: &[&str] = &[
     "get", "set", "del", "exists", "mget", "mset", "incr", "decr", "incrby", "decrby", "append",
     "strlen", "getset", "setnx", "setex", "getdel", "expire", "ttl", "keys", "scan", "hget",
     "hset", "hdel", "hgetall", "lpush", "rpush", "lpop", "rpop", "lrange", "sadd", "srem",
@@ -29,6 +30,15 @@ const SETTINGS: &[&str] = &[
     "disktimeout",
     "voting_files",
     "interconnect_mtu",
+    "datafiles",
+    "block_size",
+    "datafile_size",
+    "datafile_count",
+    "cache_size",
+    "multiblock_read_count",
+    "fairness_threshold",
+    "gc_request_timeout",
+    "checkpoint_interval",
 ];
 
 /// How long INFO waits for the transport's per-peer snapshot.
@@ -36,8 +46,32 @@ const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1
 
 impl Node {
     pub(crate) fn command(&mut self, req: Request) {
+        let name = req
+            .args
+            .first()
+            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase());
+        if let Some(n) = name.as_deref().filter(|n| Cmd::NAMES.contains(n)) {
+            let n = n.to_string();
+            return self.data_command(req, &n);
+        }
         let reply = self.dispatch(&req.args);
         req.reply(reply);
+    }
+
+    fn data_command(&mut self, req: Request, _name: &str) {
+        let (serving, leaving) = (self.serving, self.is_leaving());
+        let now = self.now();
+        match self.data.as_mut() {
+            Some(d) => d.command(now, req, serving, leaving),
+            None if !serving || leaving => req.reply(Reply::Error(format!(
+                "CLUSTERDOWN the node is not active (state {})",
+                self.member.state().name()
+            ))),
+            None => req.reply(Reply::Error(
+                "ERR this node serves no data: the cluster config names no datafiles directory (key datafiles)"
+                    .into(),
+            )),
+        }
     }
 
     fn dispatch(&mut self, args: &[Vec<u8>]) -> Reply {
@@ -71,19 +105,10 @@ impl Node {
                 Reply::Simple("OK".into())
             }
             "command" => Reply::Array(Vec::new()),
-            n if DATA_COMMANDS.contains(&n) => {
-                if self.serving && !self.is_leaving() {
-                    Reply::Error(
-                        "ERR data commands are not served yet: this fusion-node runs membership only (cache fusion comes in its own issue)"
-                            .into(),
-                    )
-                } else {
-                    Reply::Error(format!(
-                        "CLUSTERDOWN the node is not active (state {})",
-                        self.member.state().name()
-                    ))
-                }
-            }
+            n if UNSUPPORTED_DATA_COMMANDS.contains(&n) => Reply::Error(format!(
+                "ERR unsupported command '{n}': fusion-node serves {}",
+                Cmd::NAMES.join(" ").to_ascii_uppercase()
+            )),
             n => Reply::Error(format!(
                 "ERR unknown command '{n}', with args beginning with: {}",
                 rest.iter()
@@ -152,6 +177,18 @@ impl Node {
                 .collect::<Vec<_>>()
                 .join(","),
             "interconnect_mtu" => c.interconnect_mtu.to_string(),
+            "datafiles" => c
+                .datafiles
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            "block_size" => c.data.block_size.to_string(),
+            "datafile_size" => crate::config::format_size(c.data.datafile_size),
+            "datafile_count" => c.data.datafile_count.to_string(),
+            "cache_size" => crate::config::format_size(c.data.cache_size),
+            "multiblock_read_count" => c.data.multiblock_read_count.to_string(),
+            "fairness_threshold" => c.data.fairness_threshold.to_string(),
+            "gc_request_timeout" => format_duration(c.data.gc_request_timeout),
+            "checkpoint_interval" => format_duration(c.data.checkpoint_interval),
             _ => String::new(),
         }
     }
@@ -226,6 +263,22 @@ impl Node {
                 out.push_str("\r\n");
             }
             self.info_interconnect(&mut out);
+        }
+        type Section = fn(&crate::data::Data, &mut Fields<'_>);
+        let data: [(&str, Section); 3] = [
+            ("gc", crate::data::Data::info_gc),
+            ("cache", crate::data::Data::info_cache),
+            ("redo", crate::data::Data::info_redo),
+        ];
+        if let Some(d) = self.data.as_ref() {
+            for (name, section_fn) in data {
+                if all || section == Some(name) {
+                    if !out.is_empty() {
+                        out.push_str("\r\n");
+                    }
+                    section_fn(d, &mut Fields(&mut out));
+                }
+            }
         }
         out
     }
@@ -358,13 +411,13 @@ impl Node {
 }
 
 /// `key:value\r\n` lines under `# Header`, as Redis's INFO.
-struct Fields<'a>(&'a mut String);
+pub(crate) struct Fields<'a>(pub(crate) &'a mut String);
 
 impl Fields<'_> {
-    fn header(&mut self, h: &str) {
+    pub(crate) fn header(&mut self, h: &str) {
         let _ = write!(self.0, "# {h}\r\n");
     }
-    fn kv(&mut self, k: &str, v: impl std::fmt::Display) {
+    pub(crate) fn kv(&mut self, k: &str, v: impl std::fmt::Display) {
         let _ = write!(self.0, "{k}:{v}\r\n");
     }
 }

@@ -30,6 +30,8 @@ pub struct ClusterConfig {
     pub log_dir: PathBuf,
     /// IP MTU of the private network.
     pub interconnect_mtu: usize,
+    /// Cache fusion's settings (used when `datafiles` is set).
+    pub data: DataConfig,
     /// Sorted by id.
     pub nodes: Vec<NodeConfig>,
 }
@@ -44,6 +46,95 @@ pub struct NodeConfig {
     /// RESP client/admin address.
     pub client: SocketAddr,
     pub css_critical: bool,
+}
+
+/// Cache fusion's settings: the config file's data keys, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataConfig {
+    /// 8, 16 or 32 KiB.
+    pub block_size: usize,
+    /// Bytes of each datafile the first node creates.
+    pub datafile_size: u64,
+    /// Datafiles `data01.dbf` .. (Oracle's file# 1..).
+    pub datafile_count: u16,
+    /// Bytes of block images each node caches.
+    pub cache_size: u64,
+    pub multiblock_read_count: u32,
+    pub fairness_threshold: u32,
+    /// Every global cache request's timer (then counted lost and resent).
+    pub gc_request_timeout: Duration,
+    /// Every dirty block is written within about this long.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            block_size: icx_fusion::block::DEFAULT_BLOCK_SIZE,
+            datafile_size: 64 << 20,
+            datafile_count: 1,
+            cache_size: 64 << 20,
+            multiblock_read_count: 16,
+            fairness_threshold: 4,
+            gc_request_timeout: Duration::from_millis(500),
+            checkpoint_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DataConfig {
+    pub fn blocks_per_file(&self) -> u32 {
+        (self.datafile_size / self.block_size as u64) as u32
+    }
+
+    pub fn cache_blocks(&self) -> usize {
+        (self.cache_size / self.block_size as u64) as usize
+    }
+}
+
+/// A size in bytes: an integer, or a string with a K/M/G suffix
+/// (`"64M"`, `"8K"`, binary units as Oracle's `db_cache_size`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl RawSize {
+    fn bytes(&self) -> Result<u64, String> {
+        match self {
+            RawSize::Bytes(b) => Ok(*b),
+            RawSize::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// `"64M"`, `"64MiB"`, `"8k"`, `"1G"`, `"8192"`: bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("{s:?} is not a size (bytes, or like \"8K\", \"64M\", \"1G\")");
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// The form `CONFIG GET` shows a size in: the largest exact unit.
+pub fn format_size(b: u64) -> String {
+    for (u, m) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+        if b >= m && b.is_multiple_of(m) {
+            return format!("{}{u}", b / m);
+        }
+    }
+    b.to_string()
 }
 
 /// A configuration that cannot be used: `file: key: what`.
@@ -88,6 +179,22 @@ struct RawConfig {
     log_dir: Option<String>,
     #[serde(default)]
     interconnect_mtu: Option<usize>,
+    #[serde(default)]
+    block_size: Option<RawSize>,
+    #[serde(default)]
+    datafile_size: Option<RawSize>,
+    #[serde(default)]
+    datafile_count: Option<u16>,
+    #[serde(default)]
+    cache_size: Option<RawSize>,
+    #[serde(default)]
+    multiblock_read_count: Option<u32>,
+    #[serde(default)]
+    fairness_threshold: Option<u32>,
+    #[serde(default)]
+    gc_request_timeout: Option<String>,
+    #[serde(default)]
+    checkpoint_interval: Option<String>,
     #[serde(default)]
     node: Vec<RawNode>,
 }
@@ -194,6 +301,7 @@ impl ClusterConfig {
             p.check_mtu()
                 .map_err(|e| err("interconnect_mtu", e.to_string()))?;
         }
+        let data = data_config(&raw, &err)?;
         if raw.node.is_empty() {
             return Err(err(
                 "node",
@@ -285,6 +393,7 @@ impl ClusterConfig {
             datafiles: raw.datafiles.map(PathBuf::from),
             log_dir,
             interconnect_mtu,
+            data,
             nodes,
         })
     }
@@ -322,6 +431,100 @@ impl ClusterConfig {
             .collect();
         c
     }
+}
+
+/// The data keys of `raw`, with their defaults, checked against one
+/// another (a datafile holds whole blocks, a cache at least a scan).
+fn data_config(
+    raw: &RawConfig,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<DataConfig, ConfigError> {
+    use icx_fusion::block::BLOCK_SIZES;
+    let d = DataConfig::default();
+    let size = |key: &str, v: &Option<RawSize>, default: u64| match v {
+        None => Ok(default),
+        Some(s) => s.bytes().map_err(|m| err(key, m)),
+    };
+    let dur = |key: &str, v: &Option<String>, default: Duration| match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s).map_err(|m| err(key, m)),
+    };
+    let block_size = size("block_size", &raw.block_size, d.block_size as u64)?;
+    if !BLOCK_SIZES.iter().any(|&b| b as u64 == block_size) {
+        return Err(err(
+            "block_size",
+            format!("{block_size} B: use 8K, 16K or 32K"),
+        ));
+    }
+    let bs = block_size;
+    let datafile_size = size("datafile_size", &raw.datafile_size, d.datafile_size)?;
+    let max_file = bs * u64::from(u32::MAX);
+    if !datafile_size.is_multiple_of(bs) || datafile_size < bs * 16 || datafile_size > max_file {
+        return Err(err(
+            "datafile_size",
+            format!(
+                "{} is not a whole number of {}-byte blocks from 16 blocks to {}",
+                format_size(datafile_size),
+                bs,
+                format_size(max_file)
+            ),
+        ));
+    }
+    let datafile_count = raw.datafile_count.unwrap_or(d.datafile_count);
+    if datafile_count == 0 || datafile_count > 999 {
+        return Err(err(
+            "datafile_count",
+            format!("{datafile_count}: use 1 to 999"),
+        ));
+    }
+    let cache_size = size("cache_size", &raw.cache_size, d.cache_size)?;
+    let multiblock_read_count = raw.multiblock_read_count.unwrap_or(d.multiblock_read_count);
+    let chunk = icx_fusion::grd::CHUNK;
+    if multiblock_read_count == 0 || multiblock_read_count > chunk {
+        return Err(err(
+            "multiblock_read_count",
+            format!("{multiblock_read_count}: use 1 to {chunk}"),
+        ));
+    }
+    if cache_size < bs * 64 {
+        return Err(err(
+            "cache_size",
+            format!("{} holds fewer than 64 blocks", format_size(cache_size)),
+        ));
+    }
+    let fairness_threshold = raw.fairness_threshold.unwrap_or(d.fairness_threshold);
+    if fairness_threshold == 0 {
+        return Err(err("fairness_threshold", "must be 1 or more".into()));
+    }
+    let gc_request_timeout = dur(
+        "gc_request_timeout",
+        &raw.gc_request_timeout,
+        d.gc_request_timeout,
+    )?;
+    if gc_request_timeout < Duration::from_millis(10) {
+        return Err(err(
+            "gc_request_timeout",
+            format!("{} is below 10ms", format_duration(gc_request_timeout)),
+        ));
+    }
+    let checkpoint_interval = dur(
+        "checkpoint_interval",
+        &raw.checkpoint_interval,
+        d.checkpoint_interval,
+    )?;
+    if checkpoint_interval.is_zero() {
+        return Err(err("checkpoint_interval", "must be positive".into()));
+    }
+    Ok(DataConfig {
+        block_size: bs as usize,
+        datafile_size,
+        datafile_count,
+        cache_size,
+        multiblock_read_count,
+        fairness_threshold,
+        gc_request_timeout,
+        checkpoint_interval,
+    })
 }
 
 /// A duration in humantime form (`1s`, `500ms`, `2m 30s`).
@@ -449,6 +652,76 @@ css_critical = true
         assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(c.disktimeout, Duration::from_secs(200));
         assert!(c.membership(NodeId(1), 1).network_only());
+    }
+
+    #[test]
+    fn data_keys_default_parse_and_refuse_nonsense() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.data, DataConfig::default());
+        assert_eq!(c.data.blocks_per_file(), 8192);
+        assert_eq!(c.data.cache_blocks(), 8192);
+        let with = |k: &str| GOOD.replace("datafiles = ", &format!("{k}\ndatafiles = "));
+        let c = parse(&with(
+            "block_size = \"16K\"\ndatafile_size = \"1G\"\ndatafile_count = 3\ncache_size = 33554432\nmultiblock_read_count = 8\nfairness_threshold = 2\ngc_request_timeout = \"250ms\"\ncheckpoint_interval = \"3s\"",
+        ))
+        .unwrap();
+        assert_eq!(c.data.block_size, 16384);
+        assert_eq!(c.data.datafile_size, 1 << 30);
+        assert_eq!(c.data.datafile_count, 3);
+        assert_eq!(c.data.cache_blocks(), 2048);
+        assert_eq!(c.data.multiblock_read_count, 8);
+        assert_eq!(c.data.gc_request_timeout, Duration::from_millis(250));
+        for (k, want) in [
+            (
+                "block_size = \"4K\"",
+                "block_size: 4096 B: use 8K, 16K or 32K",
+            ),
+            ("block_size = \"8Q\"", "block_size: \"8Q\" is not a size"),
+            (
+                "datafile_size = \"100K\"",
+                "datafile_size: 100K is not a whole number of 8192-byte blocks",
+            ),
+            ("datafile_size = 1000000", "datafile_size"),
+            ("datafile_count = 0", "datafile_count: 0: use 1 to 999"),
+            (
+                "cache_size = \"64K\"",
+                "cache_size: 64K holds fewer than 64 blocks",
+            ),
+            (
+                "multiblock_read_count = 17",
+                "multiblock_read_count: 17: use 1 to 16",
+            ),
+            (
+                "fairness_threshold = 0",
+                "fairness_threshold: must be 1 or more",
+            ),
+            (
+                "gc_request_timeout = \"1ms\"",
+                "gc_request_timeout: 1ms is below 10ms",
+            ),
+            (
+                "checkpoint_interval = \"0s\"",
+                "checkpoint_interval: must be positive",
+            ),
+            ("cache_size = \"99999999999999G\"", "cache_size"),
+        ] {
+            let e = err_of(&with(k));
+            assert!(e.contains(want), "{k}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_and_format() {
+        assert_eq!(parse_size("8K"), Ok(8192));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size(" 1g "), Ok(1 << 30));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("-1K").is_err());
+        assert_eq!(format_size(64 << 20), "64M");
+        assert_eq!(format_size(1536), "1536");
+        assert_eq!(format_size(8192), "8K");
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! fusion-node: the icx cluster node daemon. Membership (icx-membership)
-//! on the real runtime, its voting files on real storage, the RESP admin
-//! interface, the alert log. Cache fusion adds the data path later.
+//! on the real runtime, its voting files on real storage, the RESP
+//! interface, the alert log, and cache fusion (icx-fusion) serving a
+//! key-value database over shared datafiles ([`data`]).
 
 use std::sync::Arc;
 
 mod admin;
 pub mod alertlog;
+pub mod client;
 pub mod config;
+pub mod data;
 mod dio;
+pub mod local;
 pub mod node;
 pub mod resp;
 pub mod storage;

@@ -8,6 +8,7 @@
 
 use crate::alertlog::AlertLog;
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::data::Data;
 use crate::resp::{Limits, Request, RespServer};
 use crate::vote::VoteIo;
 use crate::Wake;
@@ -25,9 +26,14 @@ use std::time::SystemTime;
 /// itself, so this only bounds how stale a missed wake-up could leave it.
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Buffers of the node's pool (membership only needs a few; cache fusion
-/// sizes its own).
+/// Buffers of each size class of the node's pool (membership only needs
+/// a few; the block size's class is sized for the cache, see
+/// [`crate::data::pool_config`]).
 const POOL_BUFFERS: usize = 1024;
+
+/// How long a clean shutdown waits for its checkpoint (every dirty block
+/// written) before leaving anyway.
+const CHECKPOINT_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Called when the node fences: an upper layer (cache fusion) stops its
 /// block traffic and datafile I/O before the call returns.
@@ -60,6 +66,8 @@ pub struct Node {
     net: Net,
     pub(crate) member: Membership,
     pub(crate) votes: Option<VoteIo>,
+    /// Cache fusion, when the config names datafiles.
+    pub(crate) data: Option<Data>,
     resp: Option<RespServer>,
     requests: crossbeam_channel::Receiver<Request>,
     alerts: AlertLog,
@@ -74,6 +82,8 @@ pub struct Node {
     fence_hooks: Vec<FenceHook>,
     /// When the shutdown began.
     leaving: Option<Instant>,
+    /// When the membership was told to leave (after the checkpoint).
+    leave_sent: Option<Instant>,
     /// The membership reported the leave done.
     left: bool,
     state_path: PathBuf,
@@ -121,7 +131,7 @@ impl Node {
         }
 
         let clock = MonotonicClock::new();
-        let pool = BufferPool::new(&icx_core::PoolConfig::small(64 << 10, POOL_BUFFERS))
+        let pool = BufferPool::new(&crate::data::pool_config(&cfg, POOL_BUFFERS))
             .map_err(|e| format!("buffer pool: {e}"))?;
         let waker: Arc<Mutex<Option<AppWaker>>> = Arc::new(Mutex::new(None));
         let wake: Wake = {
@@ -146,6 +156,7 @@ impl Node {
                     .map_err(|e| format!("voting files: {e}"))?,
             )
         };
+        let data = Data::open(&cfg, me, pool.clone(), wake.clone())?;
         let (resp, requests) = RespServer::start(node.client, Limits::default(), wake.clone())
             .map_err(|e| format!("client address {}: {e}", node.client))?;
 
@@ -180,6 +191,7 @@ impl Node {
             net,
             member,
             votes,
+            data,
             resp: Some(resp),
             requests,
             alerts,
@@ -191,6 +203,7 @@ impl Node {
             serving: false,
             fence_hooks: Vec::new(),
             leaving: None,
+            leave_sent: None,
             left: false,
             state_path,
             fences: 0,
@@ -230,20 +243,38 @@ impl Node {
             } else {
                 IDLE_WAIT
             };
-            self.net
-                .host
-                .turn(&mut self.net.rt, &mut self.member, wait)
-                .map_err(|e| format!("transport: {e}"))?;
+            self.turn(wait).map_err(|e| format!("transport: {e}"))?;
             busy = false;
             busy |= self.pump_disk();
             busy |= self.drain_membership()?;
             busy |= self.serve_requests();
+            busy |= self.pump_data();
             if let Some(exit) = self.check_signals() {
                 return Ok(exit);
             }
             if let Some(exit) = self.check_leaving() {
                 return Ok(exit);
             }
+        }
+    }
+
+    /// One host turn over every protocol of the node.
+    fn turn(&mut self, wait: std::time::Duration) -> io::Result<usize> {
+        match self.data.as_mut() {
+            Some(d) => {
+                let mut stack = d.stack(&mut self.member);
+                self.net.host.turn(&mut self.net.rt, &mut stack, wait)
+            }
+            None => self.net.host.turn(&mut self.net.rt, &mut self.member, wait),
+        }
+    }
+
+    fn pump_data(&mut self) -> bool {
+        let now = self.net.rt.now();
+        let serving = self.serving && !self.is_leaving();
+        match self.data.as_mut() {
+            Some(d) => d.pump(now, &self.member, serving),
+            None => false,
         }
     }
 
@@ -310,6 +341,10 @@ impl Node {
         self.serving = false;
         self.fences += 1;
         tracing::warn!("fenced: {reason}");
+        let now = self.net.rt.now();
+        if let Some(d) = self.data.as_mut() {
+            d.fence(now, reason);
+        }
         for h in &mut self.fence_hooks {
             h(reason);
         }
@@ -328,6 +363,9 @@ impl Node {
         let now = self.net.rt.now();
         while let Some(ev) = self.net.rt.poll_event() {
             icx_transport::protocol::Protocol::handle_event(&mut self.member, now, ev);
+        }
+        if let Some(d) = self.data.as_mut() {
+            d.restart();
         }
         self.net = open_net(&self.cfg, &self.me, inc, self.clock, self.pool.clone())?;
         *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.net.rt.app_waker());
@@ -373,12 +411,35 @@ impl Node {
         if self.leaving.is_none() {
             let now = self.net.rt.now();
             self.leaving = Some(now);
-            self.member.leave(now);
+            match self.data.as_mut() {
+                Some(d) if d.is_open() => {
+                    tracing::info!("shutdown: writing every dirty block before leaving");
+                    d.begin_checkpoint(now);
+                }
+                _ => {}
+            }
         }
     }
 
     fn check_leaving(&mut self) -> Option<Exit> {
         let since = self.leaving?;
+        if self.leave_sent.is_none() {
+            let now = self.net.rt.now();
+            let done = self.data.as_ref().is_none_or(|d| d.checkpoint_done());
+            let overdue = now.saturating_duration_since(since) > CHECKPOINT_BOUND;
+            if !done && !overdue {
+                return None;
+            }
+            if !done {
+                tracing::warn!(
+                    "shutdown checkpoint not done within {CHECKPOINT_BOUND:?}: leaving with dirty blocks"
+                );
+            }
+            self.leave_sent = Some(now);
+            self.member.leave(now);
+            return None;
+        }
+        let since = self.leave_sent?;
         // The membership bounds the leave itself (leave_wait); this only
         // guards against a leave that never reports.
         let bound = self.member.config().leave_wait + self.cfg.heartbeat_interval * 4;
@@ -391,11 +452,7 @@ impl Node {
         }
         // What the leave queued last (the announcement's resends, the
         // record) goes out before the transport stops.
-        let _ = self.net.host.turn(
-            &mut self.net.rt,
-            &mut self.member,
-            std::time::Duration::ZERO,
-        );
+        let _ = self.turn(std::time::Duration::ZERO);
         self.pump_disk();
         self.stop();
         Some(Exit::Shutdown)
@@ -403,6 +460,9 @@ impl Node {
 
     /// Stops every worker; bounded.
     fn stop(&mut self) {
+        if let Some(d) = self.data.as_mut() {
+            d.stop();
+        }
         if let Some(r) = self.resp.take() {
             r.shutdown();
         }

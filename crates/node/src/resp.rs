@@ -35,7 +35,7 @@
 mod codec;
 mod server;
 
-pub use codec::{parse_request, Parsed, INLINE_MAX};
+pub use codec::{encode_reply, parse_request, Parsed, INLINE_MAX};
 pub use server::{ClientInfo, Request, RespServer, RespStats};
 
 /// Bounds on what a client may send and how many may connect.
@@ -64,21 +64,9 @@ impl Default for Limits {
     }
 }
 
-/// A reply to a request, encoded as RESP2 (what every Redis client reads).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// `+OK`: one line of text (a CR or LF in it is sent as a space).
-    Simple(String),
-    /// An error line, without the leading `-`; by Redis convention it
-    /// starts with an upper-case code: `ERR unknown command 'FOO'`,
-    /// `CLUSTERDOWN the node is not active`. A CR or LF is sent as a space.
-    Error(String),
-    /// `:42`
-    Integer(i64),
-    /// A binary-safe string.
-    Bulk(Vec<u8>),
-    /// The null bulk string (`$-1`), Redis's nil.
-    Null,
-    /// An array of replies.
-    Array(Vec<Reply>),
-}
+/// A reply to a request, encoded as RESP2 (what every Redis client
+/// reads): the key-value executor's own type, so its replies go out as
+/// they are. `Error` is without the leading `-` and starts with an
+/// upper-case code by Redis convention (`ERR unknown command 'FOO'`); a CR
+/// or LF in a simple string or error is sent as a space.
+pub use icx_fusion::db::Reply;

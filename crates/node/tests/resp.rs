@@ -976,7 +976,7 @@ proptest! {
     #[test]
     fn replies_encode_to_what_they_are(r in reply()) {
         let mut out = b"prefix".to_vec();
-        r.clone().encode_into(&mut out);
+        icx_node::resp::encode_reply(r.clone(), &mut out);
         let (frame, used) = decode(&out[6..]).unwrap().unwrap();
         prop_assert_eq!(used, out.len() - 6);
         prop_assert_eq!(frame, expected_frame(&r));

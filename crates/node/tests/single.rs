@@ -212,7 +212,7 @@ fn admin_commands_hostile_clients_and_shutdown() {
     );
     assert_eq!(
         command(&mut s, &["CONFIG", "GET", "*interval"]),
-        "heartbeat_interval\n100ms"
+        "heartbeat_interval\n100ms\ncheckpoint_interval\n10s"
     );
     assert!(command(&mut s, &["CONFIG", "SET", "misscount", "5s"])
         .starts_with("-ERR CONFIG SET 'misscount' is not settable"));

@@ -118,7 +118,7 @@ impl Fusion {
                 // Shipped without a write; a dirty image stays as a PI.
                 let (s, dirty) = (e.scn, e.dirty);
                 if dirty {
-                    e.pis.insert(s, cur.clone());
+                    e.keep_pi(s, cur.clone());
                 }
                 e.clear_current();
                 self.stats.gc_current_blocks_served += 1;
@@ -208,7 +208,7 @@ impl Fusion {
                 let s = e.scn;
                 let pi = if e.dirty {
                     if let Some(c) = e.current.clone() {
-                        e.pis.insert(s, c);
+                        e.keep_pi(s, c);
                     }
                     s
                 } else {

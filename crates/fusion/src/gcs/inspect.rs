@@ -78,6 +78,21 @@ impl Fusion {
             .collect()
     }
 
+    /// What the cache holds, for `INFO cache` (one pass over it).
+    pub fn cache_summary(&self) -> CacheSummary {
+        let mut c = CacheSummary::default();
+        for e in self.cache.entries.values() {
+            if e.current.is_some() {
+                c.resident += 1;
+                c.dirty += usize::from(e.dirty);
+                c.pinned += usize::from(e.pin != crate::cache::Pin::None);
+            }
+            c.past_images += e.pis.len();
+            c.versions += e.chain.len();
+        }
+        c
+    }
+
     /// The master's view of a block, if this node masters it:
     /// (holders, PI holders, disk SCN, conversion running).
     pub fn directory(&self, file: FileNo, block: BlockNo) -> Option<DirView> {
@@ -162,4 +177,17 @@ pub struct DirView {
     pub disk_scn: Scn,
     pub busy: bool,
     pub queued: usize,
+}
+
+/// Counts of [`Fusion::cache_summary`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheSummary {
+    /// Blocks with a current image here.
+    pub resident: usize,
+    pub dirty: usize,
+    pub pinned: usize,
+    /// Past images kept (until a write discards them).
+    pub past_images: usize,
+    /// Older versions kept for consistent reads.
+    pub versions: usize,
 }

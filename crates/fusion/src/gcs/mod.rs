@@ -47,7 +47,7 @@ use icx_core::{BufferPool, Channel, Duration, Instant, NodeId, SharedBuf};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
-pub use inspect::DirView;
+pub use inspect::{CacheSummary, DirView};
 pub use requester::Want;
 
 /// A global cache service's configuration.

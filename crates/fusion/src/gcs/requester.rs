@@ -473,7 +473,9 @@ impl Fusion {
         if f != from || s != scn {
             return;
         }
-        let (master, first_sent, is_cr) = (w.master, w.first_sent, w.is_cr());
+        // Counted by what came, as the holder counts what it served: a
+        // scan answered with a shared current block received a current one.
+        let (master, first_sent, is_cr) = (w.master, w.first_sent, kind == ShipKind::Cr);
         let snapshot = match w.what {
             WantWhat::Access(Access::Cr { scn }) => scn,
             _ => Scn::MAX,

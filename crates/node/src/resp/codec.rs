@@ -339,33 +339,29 @@ fn one_line(s: String) -> String {
     }
 }
 
-impl Reply {
-    fn into_frame(self) -> OwnedFrame {
-        match self {
-            Reply::Simple(s) => OwnedFrame::SimpleString(one_line(s).into_bytes()),
-            Reply::Error(s) => OwnedFrame::Error(one_line(s)),
-            Reply::Integer(i) => OwnedFrame::Integer(i),
-            Reply::Bulk(b) => OwnedFrame::BulkString(b),
-            Reply::Null => OwnedFrame::Null,
-            Reply::Array(items) => {
-                OwnedFrame::Array(items.into_iter().map(Reply::into_frame).collect())
-            }
-        }
+fn into_frame(r: Reply) -> OwnedFrame {
+    match r {
+        Reply::Simple(s) => OwnedFrame::SimpleString(one_line(s).into_bytes()),
+        Reply::Error(s) => OwnedFrame::Error(one_line(s)),
+        Reply::Integer(i) => OwnedFrame::Integer(i),
+        Reply::Bulk(b) => OwnedFrame::BulkString(b),
+        Reply::Null => OwnedFrame::Null,
+        Reply::Array(items) => OwnedFrame::Array(items.into_iter().map(into_frame).collect()),
     }
+}
 
-    /// Appends the reply's RESP2 encoding (by redis-protocol) to `out`.
-    pub fn encode_into(self, out: &mut Vec<u8>) {
-        let frame = self.into_frame();
-        let start = out.len();
-        out.resize(start + frame.encode_len(false), 0);
-        match encode(&mut out[start..], &frame, false) {
-            Ok(n) => out.truncate(start + n),
-            Err(e) => {
-                // Only a buffer too small, and it is sized by encode_len.
-                out.truncate(start);
-                tracing::error!(error = %e.details(), "RESP reply encoding failed");
-                out.extend_from_slice(b"-ERR internal error: reply encoding\r\n");
-            }
+/// Appends the reply's RESP2 encoding (by redis-protocol) to `out`.
+pub fn encode_reply(r: Reply, out: &mut Vec<u8>) {
+    let frame = into_frame(r);
+    let start = out.len();
+    out.resize(start + frame.encode_len(false), 0);
+    match encode(&mut out[start..], &frame, false) {
+        Ok(n) => out.truncate(start + n),
+        Err(e) => {
+            // Only a buffer too small, and it is sized by encode_len.
+            out.truncate(start);
+            tracing::error!(error = %e.details(), "RESP reply encoding failed");
+            out.extend_from_slice(b"-ERR internal error: reply encoding\r\n");
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
 use super::codec::parse;
-use super::{Limits, Parsed, Reply};
+use super::{encode_reply, Limits, Parsed, Reply};
 use crate::Wake;
 
 /// How often a blocked read or write, and the accept loop, look at the
@@ -471,13 +471,13 @@ impl Conn {
                         pos += used;
                         self.shared.n.commands.fetch_add(1, Ordering::Relaxed);
                         if args[0].eq_ignore_ascii_case(b"quit") {
-                            Reply::Simple("OK".into()).encode_into(&mut out);
+                            encode_reply(Reply::Simple("OK".into()), &mut out);
                             return self.last(&out);
                         }
                         let Some(reply) = self.ask(args) else {
                             return End::Clean;
                         };
-                        reply.encode_into(&mut out);
+                        encode_reply(reply, &mut out);
                         if out.len() >= OUT_FLUSH {
                             if self.write(&out).is_err() {
                                 return End::Dropped;
@@ -491,7 +491,7 @@ impl Conn {
                             .protocol_errors
                             .fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(id = self.client.id, peer = %self.client.peer, error = %e, "RESP protocol error");
-                        Reply::Error(e).encode_into(&mut out);
+                        encode_reply(Reply::Error(e), &mut out);
                         return self.last(&out);
                     }
                 }

@@ -17,7 +17,7 @@ use crate::vote::IoMode;
 use crossbeam_channel::{Receiver, Sender};
 use icx_core::{NodeId, PoolBuf, SharedBuf};
 use icx_fusion::block;
-use icx_fusion::io::{BlockNo, FileNo, IoCompletion, IoData, IoError, IoOp};
+use icx_fusion::io::{BlockNo, FileNo, IoCompletion, IoData, IoError, IoOp, IoRequest};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -25,6 +25,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// Block writes gathered under one `fdatasync` at most.
+const WRITE_BATCH: usize = 64;
 
 /// Bytes one redo read returns at most.
 pub const MAX_REDO_READ: u32 = 16 << 20;
@@ -269,13 +272,47 @@ impl Worker {
 
     pub(super) fn run(
         mut self,
-        rx: Receiver<icx_fusion::io::IoRequest>,
+        rx: Receiver<IoRequest>,
         done: Sender<IoCompletion>,
         wake: crate::Wake,
     ) {
-        while let Ok(req) = rx.recv() {
+        // A request taken while gathering writes, to do next.
+        let mut next: Option<IoRequest> = None;
+        loop {
+            let req = match next.take() {
+                Some(r) => r,
+                None => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+            };
             if self.shared.stop.load(Ordering::SeqCst) {
                 return;
+            }
+            if matches!(req.op, IoOp::Write { .. }) {
+                // Block writes waiting together share their fdatasync (a
+                // checkpoint writes many; each alone would pay one).
+                let mut batch = vec![req];
+                while batch.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(r) if matches!(r.op, IoOp::Write { .. }) => batch.push(r),
+                        Ok(r) => {
+                            next = Some(r);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let results = self.write_batch(&batch);
+                if self.shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                for (req, result) in batch.into_iter().zip(results) {
+                    self.count_error(&result);
+                    let _ = done.send(IoCompletion { id: req.id, result });
+                }
+                wake();
+                continue;
             }
             let c = &self.shared.counters;
             let result = match req.op {
@@ -283,28 +320,70 @@ impl Worker {
                     add(&c.reads, 1);
                     self.read(file, first, count)
                 }
-                IoOp::Write { file, block, data } => {
-                    add(&c.writes, 1);
-                    self.write(file, block, &data)
-                }
                 IoOp::RedoRead { node, offset, len } => {
                     add(&c.redo_reads, 1);
                     self.redo_read(node, offset, len)
                 }
-                IoOp::RedoAppend { .. } => {
+                IoOp::Write { .. } | IoOp::RedoAppend { .. } => {
                     Err(IoError::Io("redo append sent to a datafile worker".into()))
                 }
             };
-            if let Err(e) = &result {
-                add(&self.shared.counters.errors, 1);
-                tracing::debug!("storage: {e}");
-            }
+            self.count_error(&result);
             if self.shared.stop.load(Ordering::SeqCst) {
                 return;
             }
             let _ = done.send(IoCompletion { id: req.id, result });
             wake();
         }
+    }
+
+    fn count_error(&self, result: &Result<IoData, IoError>) {
+        if let Err(e) = result {
+            add(&self.shared.counters.errors, 1);
+            tracing::debug!("storage: {e}");
+        }
+    }
+
+    /// Writes every block, then makes each file written durable with one
+    /// `fdatasync` (it syncs the file, whichever descriptor wrote): a block
+    /// completes `Ok` only once its file's sync succeeded.
+    fn write_batch(&mut self, batch: &[IoRequest]) -> Vec<Result<IoData, IoError>> {
+        let mut results: Vec<Result<IoData, IoError>> = batch
+            .iter()
+            .map(|r| match &r.op {
+                IoOp::Write { file, block, data } => {
+                    add(&self.shared.counters.writes, 1);
+                    self.write(*file, *block, data).map(|()| IoData::Done)
+                }
+                _ => Err(IoError::Io("not a block write".into())),
+            })
+            .collect();
+        let mut files: Vec<FileNo> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .filter_map(|(r, _)| match r.op {
+                IoOp::Write { file, .. } => Some(file),
+                _ => None,
+            })
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        for no in files {
+            let Some(f) = self.shared.file(no) else {
+                continue;
+            };
+            let (fd, _) = f.fd();
+            if let Err(e) = dio::sync_data(fd) {
+                let err = io_error(&e, &f.path);
+                for (r, res) in batch.iter().zip(results.iter_mut()) {
+                    if matches!(r.op, IoOp::Write { file, .. } if file == no) && res.is_ok() {
+                        *res = Err(err.clone());
+                    }
+                }
+            }
+        }
+        results
     }
 
     fn read(&mut self, file: FileNo, first: BlockNo, count: u32) -> Result<IoData, IoError> {
@@ -384,7 +463,8 @@ impl Worker {
         ))
     }
 
-    fn write(&mut self, file: FileNo, block: BlockNo, data: &SharedBuf) -> Result<IoData, IoError> {
+    /// One block to its place, not yet synced ([`Self::write_batch`] syncs).
+    fn write(&mut self, file: FileNo, block: BlockNo, data: &SharedBuf) -> Result<(), IoError> {
         let shared = Arc::clone(&self.shared);
         let f = shared.file(file).ok_or(IoError::NotFound)?;
         let bs = shared.block_size;
@@ -423,8 +503,8 @@ impl Worker {
             } else {
                 data
             };
-            match dio::write_all_at(fd, src, offset, what).and_then(|()| dio::sync_data(fd)) {
-                Ok(()) => return Ok(IoData::Done),
+            match dio::write_all_at(fd, src, offset, what) {
+                Ok(()) => return Ok(()),
                 Err(e) if direct && e.direct_refused() => f.refuse_direct("write"),
                 Err(e) => return Err(io_error(&e, &f.path)),
             }

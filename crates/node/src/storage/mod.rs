@@ -370,6 +370,32 @@ impl Storage {
         m
     }
 
+    /// The shared directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// This node's redo log.
+    pub fn redo_path(&self) -> &Path {
+        &self.shared.redo_path
+    }
+
+    /// Where this node's redo log continues: the end of its valid records
+    /// (a torn last group, left by a crash mid-write, is written over).
+    pub fn redo_tail(&self) -> io::Result<icx_fusion::redo::Tail> {
+        let path = &self.shared.redo_path;
+        let bytes = std::fs::read(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: read: {e}", path.display())))?;
+        let s = icx_fusion::redo::scan(&bytes, 0, None);
+        if let icx_fusion::redo::Stop::Torn { at, why } = &s.stop {
+            tracing::warn!(
+                "{}: the log ends at a torn record (LSN {at}: {why}); appending from there",
+                path.display()
+            );
+        }
+        Ok(s.end)
+    }
+
     pub fn stats(&self) -> StorageStats {
         let c = &self.shared.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -208,6 +208,11 @@ impl Cluster {
         self.lab(&["cut", &a.to_string(), &b.to_string(), "--oneway"]);
     }
 
+    /// `pct` % of the UDP frames between any two nodes dropped at random.
+    pub fn loss(&self, pct: u8) {
+        self.lab(&["loss", &pct.to_string()]);
+    }
+
     pub fn heal_all(&self) {
         self.lab(&["heal-all"]);
     }
@@ -226,6 +231,54 @@ impl Cluster {
             return None;
         }
         Some(text)
+    }
+
+    /// `redis-cli` in node `i`'s namespace reading `input` (one command
+    /// per line, replies one per line, as redis-cli does in a pipe).
+    pub fn cli_pipe(&self, i: u16, input: &str, within: Duration) -> Option<String> {
+        use std::io::Write;
+        let mut child = Command::new("timeout")
+            .arg(within.as_secs().max(1).to_string())
+            .args(["ip", "netns", "exec", &self.ns(i), "redis-cli"])
+            .args(["-p", &(CLIENT_PORT + i).to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+        let out = child.wait_with_output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A command in node `i`'s namespace (redis-benchmark), its output.
+    pub fn in_ns(
+        &self,
+        i: u16,
+        program: &str,
+        args: &[&str],
+        within: Duration,
+    ) -> std::process::Output {
+        Command::new("timeout")
+            .arg(within.as_secs().max(1).to_string())
+            .args(["ip", "netns", "exec", &self.ns(i), program])
+            .args(args)
+            .output()
+            .expect("run a command in a lab namespace")
+    }
+
+    pub fn client_port(&self, i: u16) -> u16 {
+        CLIENT_PORT + i
+    }
+
+    /// `INFO <section>` as key -> value.
+    pub fn info_section(&self, i: u16, section: &str) -> Option<BTreeMap<String, String>> {
+        let t = self.cli(i, &["INFO", section])?;
+        Some(
+            t.lines()
+                .filter_map(|l| l.trim_end().split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     /// `INFO membership` as key -> value.

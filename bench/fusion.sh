@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# redis-benchmark against fusion-node and against redis-server on this
+# machine, one system at a time, ROUNDS rounds; prints every round's
+# numbers and ratios, then the medians of the per-round ratios.
+#
+#   bash bench/fusion.sh [ROUNDS] [REQUESTS]      (defaults: 3 rounds, 100000 requests a test)
+#
+# Like with like: fusion-node acknowledges a write once its redo is durable
+# (fdatasync), so its SET and INCR are compared with redis-server's
+# `--appendonly yes --appendfsync always` on the same filesystem; GET with
+# redis-server in memory. Every test runs at `-c 50`, then at `-c 50 -P 16`.
+#   single:  one fusion-node (a 1-node cluster) vs redis-server
+#   own:     3 fusion-nodes, one redis-benchmark per node at once, each on
+#            its own keys (n<i>:...): the aggregate against one node
+#   hot:     3 fusion-nodes, every client INCRs the same 16 keys: reported
+#            with the gc waits that explain it (INFO gc deltas)
+# Needs redis-server and redis-tools (apt-get install redis-server).
+set -euo pipefail
+ROUNDS=${1:-3}
+N=${2:-100000}
+cd "$(dirname "$0")/.."
+command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
+  echo "fusion.sh: needs redis-server and redis-benchmark (apt-get install redis-server)" >&2; exit 1; }
+cargo build --release -q -p icx-node
+BIN=$PWD/target/release/fusion-node
+WORK=$(mktemp -d /tmp/icx-fusion-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_fusion NAME NODES BASEPORT: a cluster in $WORK/NAME, RESP on BASEPORT..
+start_fusion() {
+  local name=$1 nodes=$2 base=$3 d="$WORK/$1" i
+  mkdir -p "$d"
+  {
+    echo "cluster_name = \"bench\""; echo "cluster_id = $((RANDOM + 1))"
+    echo 'heartbeat_interval = "200ms"'; echo 'misscount = "6s"'; echo 'disktimeout = "12s"'
+    echo "voting_files = [\"$d/v1\", \"$d/v2\", \"$d/v3\"]"
+    echo "datafiles = \"$d/data\""
+    for i in $(seq 1 "$nodes"); do
+      printf '\n[[node]]\nid = %d\nname = "n%d"\ninterconnect = ["127.0.0.1:%d"]\nclient = "127.0.0.1:%d"\n' \
+        "$i" "$i" "$(free_port)" $((base + i - 1))
+    done
+  } > "$d/c.toml"
+  for i in $(seq 1 "$nodes"); do
+    "$BIN" --config "$d/c.toml" --node "$i" 2>"$d/n$i.log" &
+    PIDS+=($!)
+  done
+  for i in $(seq 1 "$nodes"); do
+    for _ in $(seq 1 300); do
+      redis-cli -p $((base + i - 1)) INFO gc 2>/dev/null | grep -q '^gc_state:open' && break
+      sleep 0.1
+    done
+    redis-cli -p $((base + i - 1)) INFO gc | grep -q '^gc_state:open' || { echo "node $i of $name never opened" >&2; tail "$d/n$i.log" >&2; exit 1; }
+  done
+}
+
+stop_fusion() { # BASEPORT NODES
+  local i
+  for i in $(seq 1 "$2"); do redis-cli -p $(($1 + i - 1)) SHUTDOWN >/dev/null 2>&1 || true; done
+  sleep 1
+}
+
+# rps PORT PIPELINE ARGS...: requests per second of one redis-benchmark test
+rps() {
+  local port=$1 p=$2; shift 2
+  redis-benchmark -p "$port" -c 50 -n "$N" -r 100000 -P "$p" --csv "$@" 2>/dev/null \
+    | awk -F'"' 'NR==2 {print $4}'
+}
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+declare -A R
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "== round $round ($(date -u +%FT%TZ))"
+  for P in 1 16; do
+    # redis-server in memory: GET.
+    redis-server --port 6390 --save '' --appendonly no --daemonize no --dir "$WORK" >/dev/null &
+    RP=$!; PIDS+=($RP); sleep 0.5
+    redis-benchmark -p 6390 -n "$N" -r 100000 -t set -q >/dev/null 2>&1
+    rget=$(rps 6390 $P -t get)
+    kill $RP; wait $RP 2>/dev/null || true
+    # redis-server, every write fsynced: SET, INCR.
+    rm -f "$WORK"/appendonly* ; rm -rf "$WORK/appendonlydir"
+    redis-server --port 6391 --save '' --appendonly yes --appendfsync always --dir "$WORK" --daemonize no >/dev/null &
+    RP=$!; PIDS+=($RP); sleep 0.5
+    rset=$(rps 6391 $P -t set)
+    rincr=$(rps 6391 $P -t incr)
+    kill $RP; wait $RP 2>/dev/null || true
+
+    # One fusion-node.
+    start_fusion "single$round$P" 1 7101
+    fset=$(rps 7101 $P -t set)
+    fget=$(rps 7101 $P -t get)
+    fincr=$(rps 7101 $P -t incr)
+    stop_fusion 7101 1
+
+    # Three fusion-nodes, each node's clients on their own keys, at once.
+    start_fusion "own$round$P" 3 7201
+    for i in 1 2 3; do redis-benchmark -p $((7200 + i)) -c 50 -n "$N" -r 100000 -P "$P" -q SET "n$i:key:__rand_int__" xxx >/dev/null 2>&1 & done; wait
+    own_set=0; own_get=0
+    for t in SET GET; do
+      tmp=$(mktemp)
+      for i in 1 2 3; do
+        if [ $t = SET ]; then
+          redis-benchmark -p $((7200 + i)) -c 50 -n "$N" -r 100000 -P "$P" --csv SET "n$i:key:__rand_int__" xxx 2>/dev/null | awk -F'"' 'NR==2 {print $4}' >> "$tmp" &
+        else
+          redis-benchmark -p $((7200 + i)) -c 50 -n "$N" -r 100000 -P "$P" --csv GET "n$i:key:__rand_int__" 2>/dev/null | awk -F'"' 'NR==2 {print $4}' >> "$tmp" &
+        fi
+      done
+      wait
+      sum=$(awk '{s+=$1} END {printf "%.0f", s}' "$tmp"); rm -f "$tmp"
+      if [ $t = SET ]; then own_set=$sum; else own_get=$sum; fi
+    done
+    # Hot keys: every client of every node INCRs the same 16 keys.
+    before=$(for i in 1 2 3; do redis-cli -p $((7200 + i)) INFO gc; done)
+    tmp=$(mktemp)
+    for i in 1 2 3; do
+      redis-benchmark -p $((7200 + i)) -c 50 -n $((N / 10)) -r 16 -P "$P" --csv INCR "hot:__rand_int__" 2>/dev/null | awk -F'"' 'NR==2 {print $4}' >> "$tmp" &
+    done
+    wait
+    hot=$(awk '{s+=$1} END {printf "%.0f", s}' "$tmp"); rm -f "$tmp"
+    after=$(for i in 1 2 3; do redis-cli -p $((7200 + i)) INFO gc; done)
+    waits=$(python3 - "$before" "$after" <<'PY'
+import sys
+def tot(t):
+    d = {}
+    for l in t.splitlines():
+        if ':' in l and not l.startswith('#'):
+            k, v = l.strip().split(':', 1)
+            if v.isdigit(): d[k] = d.get(k, 0) + int(v)
+    return d
+b, a = tot(sys.argv[1]), tot(sys.argv[2])
+keys = ["gc_current_blocks_received", "gc_current_block_3way", "gc_buffer_busy_acquire", "gc_buffer_busy_release", "gcs_log_flush_sync", "gc_current_block_lost"]
+print(" ".join(f"{k}={a.get(k,0)-b.get(k,0)}" for k in keys))
+PY
+)
+    stop_fusion 7201 3
+
+    echo "  -P $P  redis: GET(mem) $rget SET(fsync) $rset INCR(fsync) $rincr"
+    echo "  -P $P  fusion 1 node: GET $fget SET $fset INCR $fincr  | ratios GET $(ratio "$fget" "$rget") SET $(ratio "$fset" "$rset") INCR $(ratio "$fincr" "$rincr")"
+    echo "  -P $P  fusion 3 nodes own keys: SET $own_set GET $own_get | vs 1 node SET $(ratio "$own_set" "$fset") GET $(ratio "$own_get" "$fget")"
+    echo "  -P $P  fusion 3 nodes hot keys: INCR $hot | $waits"
+    R[$P,get]+="$(ratio "$fget" "$rget") "
+    R[$P,set]+="$(ratio "$fset" "$rset") "
+    R[$P,incr]+="$(ratio "$fincr" "$rincr") "
+    R[$P,own_set]+="$(ratio "$own_set" "$fset") "
+    R[$P,own_get]+="$(ratio "$own_get" "$fget") "
+  done
+done
+
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $1; }
+echo "== medians of per-round ratios ($ROUNDS rounds, $N requests a test)"
+for P in 1 16; do
+  echo "  -P $P: GET/redis-mem $(median "${R[$P,get]}")  SET/redis-fsync $(median "${R[$P,set]}")  INCR/redis-fsync $(median "${R[$P,incr]}")  3-node own SET/1-node $(median "${R[$P,own_set]}")  GET $(median "${R[$P,own_get]}")"
+done
