@@ -11,8 +11,11 @@
 //! The global cache service is [`gcs::Fusion`]: requester, master and
 //! holder of one node, over [`msg`] (the wire format), [`grd`] (who
 //! masters what, and what a master knows), [`cache`] (immutable versions,
-//! past images) and [`stats`] (Oracle's gc statistics). [`testing`] runs it
-//! on the simulator with a simulated shared disk.
+//! past images) and [`stats`] (Oracle's gc statistics). Over it, [`db`]
+//! is the key-value executor: Redis-style commands on [`kv`] pages in the
+//! blocks, each change made with [`gcs::Fusion::change_kv`] and logged as
+//! a [`redo`] record. [`testing`] runs both on the simulator with a
+//! simulated shared disk.
 #![deny(unsafe_code)]
 
 pub mod block;

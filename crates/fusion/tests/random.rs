@@ -14,8 +14,7 @@ use icx_fusion::block::{self, Scn};
 use icx_fusion::gcs::Completion;
 use icx_fusion::io::BlockNo;
 use icx_fusion::msg::Access;
-use icx_fusion::testing::Faults;
-use icx_sim::{run_seeds, LinkConfig};
+use icx_sim::run_seeds;
 use rand::Rng;
 use std::collections::BTreeMap;
 
@@ -41,33 +40,7 @@ struct Model {
     /// Acknowledged increments per block (the reference), and the SCN of
     /// the latest.
     acked: BTreeMap<BlockNo, (Scn, u64)>,
-    /// Newest version each node ever had of each block.
-    node_max: BTreeMap<(NodeId, BlockNo), Scn>,
-    disk_checked: usize,
-    reads_checked: usize,
-}
-
-fn check_step(c: &Cluster, m: &mut Model, disk: &icx_fusion::testing::SharedDisk) {
-    check_invariants(c, disk, &mut m.reads_checked);
-    for (id, p) in c.protocols() {
-        for &b in &WORK {
-            // The current version (a PI kept from an earlier transfer may
-            // be older than a current version the node had since).
-            if let Some(v) = p.f.holding(1, b).1 {
-                let prev = m.node_max.entry((id, b)).or_insert(0);
-                assert!(v >= *prev, "node {id} block {b}: version {v} after {prev}");
-                *prev = v;
-            }
-        }
-    }
-    let d = disk.borrow();
-    let mut last: BTreeMap<BlockNo, Scn> = BTreeMap::new();
-    for &(_, _, b, scn) in &d.writes {
-        let l = last.entry(b).or_insert(0);
-        assert!(scn >= *l, "disk block {b} went from SCN {l} back to {scn}");
-        *l = scn;
-    }
-    m.disk_checked = d.writes.len();
+    watch: Watch,
 }
 
 fn issue(c: &mut Cluster, n: u16, op: u64, kind: Kind) {
@@ -155,34 +128,13 @@ fn workload(seed: u64) {
     let mut rng = icx_core::seeded_rng(icx_core::derive_seed(seed, 0xf051));
     let n = rng.random_range(3..=5u16);
     // ICX_FUSION_OPS: longer runs when hunting.
-    let ops_per_node: u32 = std::env::var("ICX_FUSION_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25);
+    let ops_per_node: u32 = env_or("ICX_FUSION_OPS", 25);
     let (mut c, disk) = build(seed, n, 4);
-    c.set_links(
-        LinkConfig::lossy(0.05)
-            .with_duplicate(0.05)
-            .with_reorder(0.05, Duration::from_millis(2)),
-    );
     // ICX_FUSION_FAULTS: the message-level fault rate (default 5 %).
-    let p: f64 = std::env::var("ICX_FUSION_FAULTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.05);
-    for id in 1..=n {
-        node_mut(&mut c, id).faults = Faults {
-            drop: p,
-            duplicate: p,
-            delay: p,
-            max_delay: Duration::from_millis(3),
-        };
-    }
+    lossy(&mut c, n, env_or("ICX_FUSION_FAULTS", 0.05));
     let mut m = Model {
         acked: BTreeMap::new(),
-        node_max: BTreeMap::new(),
-        disk_checked: 0,
-        reads_checked: 0,
+        watch: Watch::default(),
     };
     let mut inflight: BTreeMap<u16, InFlight> = BTreeMap::new();
     let mut left: BTreeMap<u16, u32> = (1..=n).map(|i| (i, ops_per_node)).collect();
@@ -216,20 +168,11 @@ fn workload(seed: u64) {
             break;
         }
         let ids: Vec<u16> = inflight.keys().copied().collect();
-        let mut model = std::mem::replace(
-            &mut m,
-            Model {
-                acked: BTreeMap::new(),
-                node_max: BTreeMap::new(),
-                disk_checked: 0,
-                reads_checked: 0,
-            },
-        );
+        let watch = &mut m.watch;
         let moved = c.run_until_cond(Duration::from_secs(60), 5_000_000, |c| {
-            check_step(c, &mut model, &disk);
+            watch.step(c, &disk, &WORK);
             ids.iter().any(|&id| !node(c, id).ready.is_empty())
         });
-        m = model;
         if !moved {
             for l in trace(&c)
                 .iter()
@@ -262,35 +205,7 @@ fn workload(seed: u64) {
     }
     assert!(inflight.is_empty(), "seed {seed}: ops never finished");
     settle(&mut c);
-    // At rest, every master lists exactly the nodes holding each block.
-    for &b in &WORK {
-        let m = node(&c, 1).f.master_of(1, b);
-        let listed = node(&c, m.0)
-            .f
-            .directory(1, b)
-            .map(|d| d.holders)
-            .unwrap_or_default();
-        let held: Vec<_> = c
-            .protocols()
-            .filter(|(_, p)| p.f.holding(1, b).0 != icx_fusion::msg::Mode::N)
-            .map(|(id, p)| (id, p.f.holding(1, b).0))
-            .collect();
-        assert_eq!(
-            listed, held,
-            "seed {seed}: block {b}: directory against holdings"
-        );
-    }
-    // Every PI at or below what reached disk was discarded, cluster-wide.
-    for &b in &WORK {
-        let on_disk = disk.borrow().scn(1, b);
-        for (id, p) in c.protocols() {
-            let pis = p.f.past_images(1, b);
-            assert!(
-                pis.iter().all(|&s| s > on_disk),
-                "seed {seed}: node {id} block {b}: PIs {pis:?} with SCN {on_disk} on disk"
-            );
-        }
-    }
+    check_at_rest(&c, &disk, &WORK, seed);
     // Final contents: every block, read from every node, is the model's.
     let mut op = 1 << 40;
     for &b in &WORK {

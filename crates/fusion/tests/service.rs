@@ -10,7 +10,7 @@ use icx_fusion::cache::Replacement;
 use icx_fusion::gcs::{Completion, GcError};
 use icx_fusion::io::BlockNo;
 use icx_fusion::kv::KvError;
-use icx_fusion::msg::{Access, Mode};
+use icx_fusion::msg::{Access, Mode, Msg};
 use icx_fusion::redo::{self, Change, Record, Stop, Tail, SECTOR};
 use icx_sim::host::HostNode;
 use icx_transport::protocol::Protocol;
@@ -383,4 +383,75 @@ fn a_write_waiting_for_redo_writes_its_version_not_a_later_change() {
     ));
     assert_eq!(disk.borrow().writes, vec![(NodeId(1), 1, b, s1)]);
     assert!(node(&c, 1).f.is_dirty(1, b), "s2 {s2} is still to write");
+}
+
+#[test]
+fn a_read_queued_behind_an_older_request_does_not_take_its_stale_copy() {
+    let (mut c, _) = build(30, 3, 64);
+    let b = mastered_by(&c, 3, 0);
+    set(&mut c, 2, 1, b, 1);
+    settle(&mut c);
+    // Node 1's first read: its copy (value 1) is lost, so the request
+    // stays outstanding until its timer resends it.
+    let mut once = true;
+    node_mut(&mut c, 2).drop_filter = Some(Box::new(move |to, m| {
+        let hit = once && to == NodeId(1) && matches!(m, Msg::Ship { .. });
+        once &= !hit;
+        hit
+    }));
+    let now = c.now();
+    node_mut(&mut c, 1)
+        .f
+        .acquire(now, 10, 1, b, Access::Cr { scn: u64::MAX });
+    c.node_mut(NodeId(1));
+    c.run_for(Duration::from_millis(5));
+    assert_eq!(node(&c, 2).dropped, 2, "the ship and its image");
+    // The holder changes the block and the change is acknowledged; a read
+    // asked after that must see it, not the first request's copy.
+    let s2 = set(&mut c, 2, 2, b, 2);
+    let now = c.now();
+    node_mut(&mut c, 1)
+        .f
+        .acquire(now, 11, 1, b, Access::Cr { scn: u64::MAX });
+    c.node_mut(NodeId(1));
+    wait(&mut c, 1, 10);
+    wait(&mut c, 1, 11);
+    match node(&c, 1).completion(11) {
+        Some(Completion::Acquired { scn, image, .. }) => {
+            assert_eq!((*scn, counter(image)), (s2, 2), "a stale copy")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_write_asked_while_a_request_is_out_waits_for_it() {
+    let (mut c, disk) = build(31, 3, 64);
+    let b = mastered_by(&c, 3, 0);
+    let s1 = set(&mut c, 2, 1, b, 5);
+    // Node 2 keeps S and still owes the write: it writes through the master.
+    acquire(&mut c, 1, 2, b, Access::Current);
+    release(&mut c, 1, 2);
+    settle(&mut c);
+    assert_eq!(node(&c, 2).f.holding(1, b), (Mode::S, Some(s1)));
+    // Its request for X is lost; a checkpoint write is asked meanwhile.
+    // Sent at once, the write (a newer request id) would make the master
+    // ignore the lost request's resends.
+    let mut once = true;
+    node_mut(&mut c, 2).drop_filter = Some(Box::new(move |_, m| {
+        let hit = once && matches!(m, Msg::Req { .. });
+        once &= !hit;
+        hit
+    }));
+    let now = c.now();
+    let f = &mut node_mut(&mut c, 2).f;
+    f.acquire(now, 3, 1, b, Access::Exclusive);
+    f.write(now, 4, 1, b);
+    c.node_mut(NodeId(2));
+    wait(&mut c, 2, 3);
+    release(&mut c, 2, 3);
+    wait(&mut c, 2, 4);
+    settle(&mut c);
+    assert_eq!(node(&c, 2).f.holding(1, b).0, Mode::X);
+    assert_eq!(disk_scn(&disk, b), s1, "written after the request");
 }

@@ -35,12 +35,14 @@ impl Fusion {
                 error: GcError::BadOp(op),
             });
         }
+        let seq = self.next_op_seq();
         self.ops.insert(
             op,
             Op {
                 key: (file, block),
                 kind: OpKind::Acquire(access),
                 held: None,
+                seq,
             },
         );
         self.enqueue_op(now, op);
@@ -179,7 +181,10 @@ impl Fusion {
 
     /// Writes the block to its datafile if it is dirty here (directly in
     /// the local role, through the master in the global role). Completes
-    /// with [`Completion::Written`].
+    /// with [`Completion::Written`]. While this node has a request for the
+    /// block out, the write waits for it: a master takes a node's newer
+    /// request on a block as the end of its older ones, so a write asked
+    /// meanwhile would make it ignore the request's resends.
     pub fn write(&mut self, now: Instant, op: u64, file: FileNo, block: BlockNo) {
         if self.fenced {
             return self.complete(Completion::Failed {
@@ -187,8 +192,23 @@ impl Fusion {
                 error: GcError::Fenced,
             });
         }
-        self.h_write(now, Some(op), (file, block));
+        let key = (file, block);
+        if self.wants.contains_key(&key) {
+            self.write_after.entry(key).or_default().push(op);
+            return;
+        }
+        self.h_write(now, Some(op), key);
         self.drain_local(now);
+    }
+
+    /// The request for `key` is over: the writes that waited for it go.
+    pub(crate) fn resume_writes(&mut self, now: Instant, key: (FileNo, BlockNo)) {
+        if self.wants.contains_key(&key) {
+            return;
+        }
+        for op in self.write_after.remove(&key).unwrap_or_default() {
+            self.h_write(now, Some(op), key);
+        }
     }
 
     /// Ends an operation: unpins its block, lets transfers that waited
@@ -288,6 +308,16 @@ impl Fusion {
         self.ops.retain(|_, o| o.held.is_some());
         self.scans.clear();
         self.waiting.clear();
+        // Writes waiting, or in flight (their completions are ignored now).
+        let writes = std::mem::take(&mut self.write_after)
+            .into_values()
+            .chain(std::mem::take(&mut self.write_ops).into_values());
+        for op in writes.flatten() {
+            self.ready.push_back(Completion::Failed {
+                op,
+                error: GcError::Fenced,
+            });
+        }
     }
 }
 

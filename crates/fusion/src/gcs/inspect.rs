@@ -151,6 +151,9 @@ impl Fusion {
         for (k, q) in &self.waiting {
             let _ = writeln!(o, "  waiting {k:?}: {q:?}");
         }
+        for (k, w) in &self.write_after {
+            let _ = writeln!(o, "  writes after the request {k:?}: {w:?}");
+        }
         for (k, r) in &self.retries {
             let _ = writeln!(o, "  retry {k:?}: {:?}", r.msg);
         }

@@ -1,7 +1,8 @@
 //! The global cache service of one node: requester, master and holder in
-//! one sans-IO object, driven as a [`Protocol`] (messages, timers) plus
+//! one sans-IO object, driven as a
+//! [`Protocol`](icx_transport::protocol::Protocol) (messages, timers) plus
 //! [`io`](crate::io) requests the host does, with an API for the layer
-//! above (the key-value executor):
+//! above (the key-value executor, [`crate::db`]):
 //!
 //! ```text
 //!   acquire(now, op, file, block, Access::{Cr{scn}, Current, Exclusive})
@@ -219,6 +220,8 @@ pub(crate) struct Op {
     pub kind: OpKind,
     /// The pin this op holds once acquired.
     pub held: Option<Mode>,
+    /// Its place in the order operations were asked ([`Fusion::op_seq`]).
+    pub seq: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -274,6 +277,10 @@ pub struct Fusion {
     pub(crate) waiting: BTreeMap<(FileNo, BlockNo), VecDeque<u64>>,
     pub(crate) scans: BTreeMap<u64, ScanOp>,
     pub(crate) next_rid: u64,
+    /// Operations asked so far: a CR copy is handed only to operations
+    /// asked before its request was sent (a later one may have to see a
+    /// change acknowledged since).
+    pub(crate) op_seq: u64,
     pub(crate) scn: Scn,
     pub(crate) last_ship: BTreeMap<(FileNo, BlockNo), holder::LastShip>,
     pub(crate) deferred: BTreeMap<(FileNo, BlockNo), Vec<(NodeId, Msg)>>,
@@ -282,6 +289,8 @@ pub struct Fusion {
     /// A master's PiDiscards not yet acknowledged, by block and PI holder.
     pub(crate) pi_retries: BTreeMap<((FileNo, BlockNo), NodeId), Retry>,
     pub(crate) write_ops: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
+    /// `write` calls waiting for this node's request on the block.
+    pub(crate) write_after: BTreeMap<(FileNo, BlockNo), Vec<u64>>,
     /// Writes waiting for redo (write-ahead), by block: their rid and
     /// the image to write (the version at `Entry::writing`).
     pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), (u64, SharedBuf)>,
@@ -344,6 +353,7 @@ impl Fusion {
             waiting: BTreeMap::new(),
             scans: BTreeMap::new(),
             next_rid: 1,
+            op_seq: 0,
             scn: 0,
             last_ship: BTreeMap::new(),
             deferred: BTreeMap::new(),
@@ -351,6 +361,7 @@ impl Fusion {
             retries: BTreeMap::new(),
             pi_retries: BTreeMap::new(),
             write_ops: BTreeMap::new(),
+            write_after: BTreeMap::new(),
             write_wait: BTreeMap::new(),
             last_write: BTreeMap::new(),
             batch: None,

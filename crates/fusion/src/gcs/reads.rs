@@ -282,5 +282,6 @@ impl Fusion {
             self.ask_drop(now, key);
         }
         self.fail_block(key, e);
+        self.resume_writes(now, key);
     }
 }

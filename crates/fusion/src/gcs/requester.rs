@@ -52,6 +52,9 @@ pub(crate) enum Phase {
 #[derive(Clone, Debug)]
 pub struct Want {
     pub rid: u64,
+    /// [`Fusion::op_seq`] when it was first sent: the operations its
+    /// answer may serve are those before.
+    pub(crate) seq: u64,
     pub what: WantWhat,
     pub master: NodeId,
     pub first_sent: Instant,
@@ -229,6 +232,7 @@ impl Fusion {
             key,
             Want {
                 rid,
+                seq: self.op_seq,
                 what,
                 master,
                 first_sent: now,
@@ -286,6 +290,7 @@ impl Fusion {
             let b = first + i;
             let id = INTERNAL_OP | (self.next_rid << 5) | u64::from(i);
             self.next_rid += 1;
+            let seq = self.next_op_seq();
             self.ops.insert(
                 id,
                 Op {
@@ -295,6 +300,7 @@ impl Fusion {
                         i: i as usize,
                     },
                     held: None,
+                    seq,
                 },
             );
             let here = self
@@ -322,6 +328,7 @@ impl Fusion {
                     (file, b),
                     Want {
                         rid,
+                        seq: self.op_seq,
                         what,
                         master,
                         first_sent: now,
@@ -569,14 +576,22 @@ impl Fusion {
             ),
         }
         if let Some(img) = cr {
-            self.hand_cr(key, scn, img);
+            self.hand_cr(key, scn, img, w.seq);
         }
+        self.resume_writes(now, key);
         self.kick(now, key);
     }
 
+    pub(crate) fn next_op_seq(&mut self) -> u64 {
+        self.op_seq += 1;
+        self.op_seq - 1
+    }
+
     /// Gives a CR copy to the CR reads and scan parts at the head of the
-    /// block's queue.
-    fn hand_cr(&mut self, key: (FileNo, BlockNo), scn: Scn, img: SharedBuf) {
+    /// block's queue that were asked before its request (`seq`) was sent:
+    /// it may predate a change acknowledged since, which a later read must
+    /// see (it asks again, by `kick`).
+    fn hand_cr(&mut self, key: (FileNo, BlockNo), scn: Scn, img: SharedBuf, seq: u64) {
         for _ in 0..10_000 {
             let Some(&op) = self.waiting.get(&key).and_then(|q| q.front()) else {
                 break;
@@ -587,6 +602,9 @@ impl Fusion {
                 }
                 continue;
             };
+            if o.seq >= seq {
+                break;
+            }
             match o.kind {
                 OpKind::Acquire(Access::Cr { scn: snap }) if scn <= snap => {
                     self.ops.remove(&op);
@@ -625,7 +643,7 @@ impl Fusion {
 
     pub(crate) fn r_error(
         &mut self,
-        _now: Instant,
+        now: Instant,
         rid: u64,
         key: (FileNo, BlockNo),
         code: ErrorCode,
@@ -641,6 +659,7 @@ impl Fusion {
             ErrorCode::Recovering | ErrorCode::NotMaster => GcError::Recovering { file, block },
         };
         self.fail_block(key, e);
+        self.resume_writes(now, key);
     }
 
     /// Resends requests whose timer ran out (same request id), counting
@@ -673,7 +692,7 @@ impl Fusion {
     }
 
     /// Requests to departed masters fail (their knowledge is gone).
-    pub(crate) fn r_members_gone(&mut self, _now: Instant, gone: &[NodeId]) {
+    pub(crate) fn r_members_gone(&mut self, now: Instant, gone: &[NodeId]) {
         let keys: Vec<_> = self
             .wants
             .iter()
@@ -689,6 +708,7 @@ impl Fusion {
                     block: key.1,
                 },
             );
+            self.resume_writes(now, key);
         }
     }
 }

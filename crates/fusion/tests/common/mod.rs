@@ -9,9 +9,9 @@ use icx_fusion::db::{Cmd, Db, DbConfig, Reply};
 use icx_fusion::gcs::{Completion, Config, Fusion};
 use icx_fusion::io::{BlockNo, FileNo};
 use icx_fusion::msg::{Access, Mode};
-use icx_fusion::testing::{SharedDisk, SimDb, SimDisk, SimFusion};
+use icx_fusion::testing::{Faults, SharedDisk, SimDb, SimDisk, SimFusion};
 use icx_sim::host::{ClusterBuilder, HostNode};
-use icx_sim::Sim;
+use icx_sim::{LinkConfig, Sim};
 use std::collections::BTreeMap;
 
 pub type Cluster = Sim<HostNode<SimFusion>>;
@@ -244,6 +244,97 @@ pub fn check_invariants(c: &Cluster, disk: &SharedDisk, reads_checked: &mut usiz
     *reads_checked = d.reads.len();
 }
 
+/// A number from the environment (longer or harsher runs when hunting).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The random runs' faults: 5 % loss, duplication and reordering on the
+/// links, and `p` of each again at the message level on every node (above
+/// the transport, so the service's own timers and duplicate checks work).
+pub fn lossy(c: &mut Cluster, nodes: u16, p: f64) {
+    c.set_links(
+        LinkConfig::lossy(0.05)
+            .with_duplicate(0.05)
+            .with_reorder(0.05, Duration::from_millis(2)),
+    );
+    for id in 1..=nodes {
+        node_mut(c, id).faults = Faults {
+            drop: p,
+            duplicate: p,
+            delay: p,
+            max_delay: Duration::from_millis(3),
+        };
+    }
+}
+
+/// What the checks after every simulator step remember.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// The newest current version each node had of each block watched.
+    node_max: BTreeMap<(NodeId, BlockNo), Scn>,
+    reads_checked: usize,
+}
+
+impl Watch {
+    /// [`check_invariants`], and: a node's current version of each block
+    /// in `blocks` never goes back, nor does the SCN written to disk.
+    pub fn step(&mut self, c: &Cluster, disk: &SharedDisk, blocks: &[BlockNo]) {
+        check_invariants(c, disk, &mut self.reads_checked);
+        for (id, p) in c.protocols() {
+            for &b in blocks {
+                // The current version (a PI kept from an earlier transfer
+                // may be older than a current version the node had since).
+                if let Some(v) = p.f.holding(1, b).1 {
+                    let prev = self.node_max.entry((id, b)).or_insert(0);
+                    assert!(v >= *prev, "node {id} block {b}: version {v} after {prev}");
+                    *prev = v;
+                }
+            }
+        }
+        let d = disk.borrow();
+        let mut last: BTreeMap<BlockNo, Scn> = BTreeMap::new();
+        for &(_, _, b, scn) in &d.writes {
+            let l = last.entry(b).or_insert(0);
+            assert!(scn >= *l, "disk block {b} went from SCN {l} back to {scn}");
+            *l = scn;
+        }
+    }
+}
+
+/// At rest: every master lists exactly the nodes holding each block of
+/// `blocks`, and every PI at or below what reached disk was discarded.
+pub fn check_at_rest(c: &Cluster, disk: &SharedDisk, blocks: &[BlockNo], seed: u64) {
+    for &b in blocks {
+        let m = node(c, 1).f.master_of(1, b);
+        let listed = node(c, m.0)
+            .f
+            .directory(1, b)
+            .map(|d| d.holders)
+            .unwrap_or_default();
+        let held: Vec<_> = c
+            .protocols()
+            .filter(|(_, p)| p.f.holding(1, b).0 != Mode::N)
+            .map(|(id, p)| (id, p.f.holding(1, b).0))
+            .collect();
+        assert_eq!(
+            listed, held,
+            "seed {seed}: block {b}: directory against holdings"
+        );
+        let on_disk = disk.borrow().scn(1, b);
+        for (id, p) in c.protocols() {
+            let pis = p.f.past_images(1, b);
+            assert!(
+                pis.iter().all(|&s| s > on_disk),
+                "seed {seed}: node {id} block {b}: PIs {pis:?} with SCN {on_disk} on disk"
+            );
+        }
+    }
+}
+
 pub fn disk_scn(disk: &SharedDisk, b: BlockNo) -> Scn {
     disk.borrow().scn(1, b)
 }
@@ -317,6 +408,24 @@ pub fn run_bytes(c: &mut Cluster, n: u16, args: &[Vec<u8>]) -> Reply {
     let ok = c.run_until_cond(Duration::from_secs(60), 5_000_000, |c| mine(c).is_some());
     assert!(ok, "node {n}: {args:?} never answered");
     mine(c).unwrap_or(Reply::Null)
+}
+
+/// Every node's executor writes every dirty block (a clean shutdown);
+/// runs until all are written, then until the cluster is quiet.
+pub fn checkpoint_all(c: &mut Cluster, nodes: u16) {
+    for n in 1..=nodes {
+        let now = c.now();
+        let sf = node_mut(c, n);
+        if let Some(d) = sf.db.as_mut() {
+            d.db.checkpoint_all(&mut sf.f, now);
+        }
+        c.node_mut(NodeId(n));
+    }
+    let ok = c.run_until_cond(Duration::from_secs(60), 5_000_000, |c| {
+        (1..=nodes).all(|n| db(c, n).db.checkpoint_done())
+    });
+    assert!(ok, "checkpoint never done");
+    settle(c);
 }
 
 pub fn bulk(s: &str) -> Reply {
