@@ -175,8 +175,7 @@ impl SimFusion {
     /// Submits a command to the executor (see [`SimFusion::db`]).
     pub fn submit(&mut self, now: Instant, client: u64, cmd: Cmd) {
         if let Some(d) = self.db.as_mut() {
-            let wall = d.wall_ms(now);
-            d.db.submit(&mut self.f, now, wall, client, cmd);
+            d.db.submit(&mut self.f, now, client, cmd);
         }
         self.pump(now);
     }

@@ -472,6 +472,37 @@ fn a_write_is_answered_only_once_its_redo_is_durable() {
 }
 
 #[test]
+fn a_pipelining_clients_writes_share_a_group_commit_and_answer_in_order() {
+    let (mut c, disk) = build_db(113, 3, |id| config(id, 64), db_config());
+    // Node 1 holds the block in X first: what follows needs no messages.
+    let key = (0..)
+        .map(|i| format!("p{i}"))
+        .find(|k| node(&c, 1).f.master_of(1, block_of(k)) == NodeId(1))
+        .unwrap();
+    assert_eq!(run_cmd(&mut c, 1, &["SET", &key, "0"]), ok());
+    let latency = Duration::from_millis(20);
+    disk.borrow_mut().latency = latency;
+    let before = db(&c, 1).replies.len();
+    let t0 = c.now();
+    for _ in 0..4 {
+        submit(&mut c, 1, 7, &words(&["INCR", &key]));
+    }
+    submit(&mut c, 1, 7, &words(&["GET", &key]));
+    let done = |c: &Cluster| db(c, 1).replies.len() - before == 5;
+    assert!(c.run_until_cond(Duration::from_secs(10), 1_000_000, done));
+    let got: Vec<Reply> = db(&c, 1).replies[before..]
+        .iter()
+        .map(|r| r.2.clone())
+        .collect();
+    assert_eq!(got, vec![int(1), int(2), int(3), int(4), bulk("4")]);
+    // Four INCRs one after another's redo would take four syncs; started
+    // once the one before has changed the block, they share at most two
+    // (the first sync may have begun before the rest were asked).
+    let took = c.now() - t0;
+    assert!(took < latency * 3, "took {took:?}: one sync per INCR");
+}
+
+#[test]
 fn checkpoints_write_dirty_blocks_when_too_many_and_on_the_interval() {
     let mut dbc = db_config();
     dbc.max_dirty = 4;

@@ -1,10 +1,12 @@
 //! The node's event loop: the membership on the real runtime
 //! ([`RuntimeHost`]), its voting files on real storage ([`VoteIo`]), the
-//! RESP admin interface, signals, fencing and rebootless restart.
+//! data path (`data/`), the RESP interface, signals, fencing and rebootless
+//! restart.
 //!
 //! One thread runs everything that decides; workers only do I/O and wake
 //! it ([`AppWaker`]): the runtime's cores (the transport), one thread per
-//! voting file, the RESP server's threads, the signal thread.
+//! voting file, the datafile and redo workers, the RESP server's loop,
+//! the signal thread.
 
 use crate::alertlog::AlertLog;
 use crate::config::{ClusterConfig, NodeConfig};
@@ -244,11 +246,14 @@ impl Node {
                 IDLE_WAIT
             };
             self.turn(wait).map_err(|e| format!("transport: {e}"))?;
+            // Replies given this turn reach the RESP loop with one wake.
+            let hold = self.resp.as_ref().map(RespServer::hold_wakes);
             busy = false;
             busy |= self.pump_disk();
             busy |= self.drain_membership()?;
             busy |= self.serve_requests();
             busy |= self.pump_data();
+            drop(hold);
             if let Some(exit) = self.check_signals() {
                 return Ok(exit);
             }

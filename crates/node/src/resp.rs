@@ -1,14 +1,19 @@
 //! The RESP server: fusion-node's client and admin interface, spoken over
 //! TCP in the Redis protocol, so `redis-cli` is the admin tool.
 //!
-//! [`RespServer::start`] binds, accepts on its own thread and runs a thread
-//! per client (at most [`Limits::max_clients`]). Each client thread reads
-//! requests, hands each one to the node as a [`Request`] on a channel,
-//! calls the node's [`Wake`](crate::Wake), waits for the reply and writes
-//! it: one request outstanding per client, so pipelined requests are
-//! answered in order. The node answers with [`Request::reply`]; a request
-//! it drops unanswered is answered `-ERR internal error: no reply`, so a
-//! client never hangs on a lost request.
+//! [`RespServer::start`] binds and runs one event-loop thread (epoll, by
+//! `mio`) for every client (at most [`Limits::max_clients`]), as Redis
+//! does. Each turn it reads what every ready client sent, hands the
+//! requests to the node as [`Request`]s on a channel with one call of the
+//! node's [`Wake`](crate::Wake) for the batch, and writes the replies
+//! that came back (one wake of the loop per burst of replies). A
+//! pipelining client may have up to 256 requests with the node at once;
+//! its replies are written in the order it sent the requests, whatever
+//! order the node answers in. The node answers with [`Request::reply`]; a
+//! request it drops unanswered is answered `-ERR internal error: no
+//! reply`, so a client never hangs on a lost request. Thread-per-client
+//! with one request outstanding each, the design before, cost two thread
+//! switches per request and served a pipeline one request at a time.
 //!
 //! What Redis does and this does too (`networking.c`):
 //! - a request is an array of bulk strings (`*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n`)
@@ -27,16 +32,16 @@
 //! - TCP_NODELAY on every client socket.
 //!
 //! A client that vanishes mid-request or mid-reply is dropped and counted
-//! ([`RespStats::dropped`]). Reads and writes time out every 100 ms so every
-//! thread notices [`RespServer::shutdown`], which also shuts the client
-//! sockets down so none waits even that long.
+//! ([`RespStats::dropped`]). [`RespServer::shutdown`] wakes the loop, which
+//! stops accepting, writes the replies already given and closes every
+//! connection.
 #![forbid(unsafe_code)]
 
 mod codec;
 mod server;
 
 pub use codec::{encode_reply, parse_request, Parsed, INLINE_MAX};
-pub use server::{ClientInfo, Request, RespServer, RespStats};
+pub use server::{ClientInfo, Request, RespServer, RespStats, WakeHold};
 
 /// Bounds on what a client may send and how many may connect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

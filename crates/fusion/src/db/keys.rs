@@ -11,6 +11,10 @@ use crate::io::{BlockNo, FileNo};
 use crate::msg::Access;
 use icx_core::{Instant, SharedBuf};
 
+/// Page copies kept between writes (an MSET over more blocks allocates
+/// the rest).
+const SCRATCH_KEPT: usize = 8;
+
 #[derive(Debug)]
 pub(super) struct KeyJob {
     cmd: Cmd,
@@ -25,6 +29,13 @@ pub(super) struct KeyJob {
     /// Changes made whose redo is not durable yet, and the reply then.
     left: u32,
     reply: Option<Reply>,
+}
+
+impl KeyJob {
+    /// Its changes are made; only their redo is awaited.
+    pub(super) fn applied(&self) -> bool {
+        self.reply.is_some()
+    }
 }
 
 impl Db {
@@ -172,9 +183,23 @@ impl Db {
             self.release_all(f, now, &job);
             return Step::Done(reply);
         }
-        let copies = job.imgs.iter().map(|i| i.to_vec()).collect();
-        let (reply, changes) = match exec::write(&job.cmd, &mut self.pages(blocks, copies, wall_ms))
-        {
+        // The plan is worked out on copies (a refused change changes
+        // nothing); their buffers are kept for the next write.
+        let copies = job
+            .imgs
+            .iter()
+            .map(|i| {
+                let mut v = self.scratch.pop().unwrap_or_default();
+                v.clear();
+                v.extend_from_slice(i);
+                v
+            })
+            .collect();
+        let mut pages = self.pages(blocks, copies, wall_ms);
+        let plan = exec::write(&job.cmd, &mut pages);
+        self.scratch.extend(pages.imgs.drain(..).take(SCRATCH_KEPT));
+        self.scratch.truncate(SCRATCH_KEPT);
+        let (reply, changes) = match plan {
             Ok(plan) => plan,
             Err(e) => {
                 self.release_all(f, now, &job);

@@ -3,7 +3,7 @@
 //! passes `now` and the wall clock, and feeds every completion back).
 //!
 //! ```text
-//!   db.submit(f, now, wall_ms, client, cmd)
+//!   db.submit(f, now, client, cmd)
 //!   while let Some(c) = f.poll_ready() { db.handle(f, now, wall_ms, c) }
 //!   while let Some((client, reply)) = db.poll_reply() { .. }
 //!   db.tick(f, now) -> next call          // checkpoints
@@ -26,8 +26,11 @@
 //!   holding a record, in X, block by block (not atomic: a write racing it
 //!   may stay).
 //!
-//! One command runs at a time per client, so a client's replies come in
-//! the order it sent its commands and it reads its own writes.
+//! A client's commands start in the order it sent them, each once the one
+//! before has made its changes (a write need not be durable yet, so a
+//! pipelining client's writes share one group commit), and are answered
+//! in that order: it reads its own writes, and a reply never overtakes the
+//! durability of a write sent before it.
 //! Checkpoints write dirty blocks in the background (see [`Db::tick`]).
 
 mod checkpoint;
@@ -138,6 +141,36 @@ struct Running {
     job: Job,
 }
 
+impl Job {
+    /// Done but for its redo: the client's next command may start (it sees
+    /// this one's changes; its reply still goes after this one's).
+    fn applied(&self) -> bool {
+        match self {
+            Job::Keys(j) => j.applied(),
+            Job::Scan(_) => false,
+        }
+    }
+}
+
+/// One client's commands: they start in order, each once the one before
+/// has applied its changes (or is answered), and are answered in order.
+#[derive(Debug, Default)]
+struct ClientQ {
+    /// The command the client's next waits for.
+    busy: Option<u64>,
+    /// Commands not started yet.
+    queued: VecDeque<Cmd>,
+    /// Commands started and not answered, in order, with their replies
+    /// once known.
+    unanswered: VecDeque<(u64, Option<Reply>)>,
+}
+
+impl ClientQ {
+    fn is_idle(&self) -> bool {
+        self.busy.is_none() && self.queued.is_empty() && self.unanswered.is_empty()
+    }
+}
+
 /// A step of a job: still running, or its reply.
 enum Step<J> {
     Pending(J),
@@ -150,8 +183,8 @@ pub struct Db {
     cfg: DbConfig,
     next_op: u64,
     next_cmd: u64,
-    /// Clients with a command running: the commands queued behind it.
-    queued: BTreeMap<u64, VecDeque<Cmd>>,
+    /// Clients with commands not answered.
+    clients: BTreeMap<u64, ClientQ>,
     running: BTreeMap<u64, Running>,
     ops: BTreeMap<u64, OpRef>,
     /// Pins of commands answered by [`Db::fail_all`], released at the next
@@ -160,6 +193,8 @@ pub struct Db {
     replies: VecDeque<(u64, Reply)>,
     ckpt: checkpoint::Checkpoint,
     stats: DbStats,
+    /// Buffers for the page copies a write plans on.
+    scratch: Vec<Vec<u8>>,
 }
 
 impl Db {
@@ -168,13 +203,14 @@ impl Db {
             cfg,
             next_op: FIRST_OP,
             next_cmd: 1,
-            queued: BTreeMap::new(),
+            clients: BTreeMap::new(),
             running: BTreeMap::new(),
             ops: BTreeMap::new(),
             release_later: Vec::new(),
             replies: VecDeque::new(),
             ckpt: checkpoint::Checkpoint::default(),
             stats: DbStats::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -184,17 +220,19 @@ impl Db {
 
     /// Starts `cmd` for client token `client`; its reply comes out of
     /// [`Db::poll_reply`] (maybe at once), after the replies to the
-    /// client's earlier commands.
-    pub fn submit(&mut self, f: &mut Fusion, now: Instant, wall_ms: u64, client: u64, cmd: Cmd) {
+    /// client's earlier commands. It starts once the client's command
+    /// before has made its changes: a pipelining client's writes share a
+    /// group commit rather than each waiting for the one before to be
+    /// durable.
+    pub fn submit(&mut self, f: &mut Fusion, now: Instant, client: u64, cmd: Cmd) {
         self.release_pending(f, now);
         *self.stats.commands.entry(cmd.name()).or_default() += 1;
-        match self.queued.get_mut(&client) {
-            Some(q) => q.push_back(cmd),
-            None => {
-                self.queued.insert(client, VecDeque::new());
-                self.start(f, now, wall_ms, client, cmd);
-            }
-        }
+        self.clients
+            .entry(client)
+            .or_default()
+            .queued
+            .push_back(cmd);
+        self.advance(f, now, client);
         self.stats.max_pending = self.stats.max_pending.max(self.pending());
     }
 
@@ -238,7 +276,8 @@ impl Db {
                         .scan_event(f, now, wall_ms, r.cmd, j, r.role, acquiring, c)
                         .map(Job::Scan),
                 };
-                self.settle(f, now, wall_ms, r.cmd, run.client, step);
+                self.settle(r.cmd, run.client, step);
+                self.advance(f, now, run.client);
             }
         }
         self.forget_if_done(op);
@@ -252,13 +291,13 @@ impl Db {
     /// with `error` (e.g. "CLUSTERDOWN ...") at once; pins are released at
     /// the next call that has the service.
     pub fn fail_all(&mut self, error: &str) {
-        let running = std::mem::take(&mut self.running);
-        let mut by_client: BTreeMap<u64, usize> = BTreeMap::new();
-        for r in running.values() {
-            *by_client.entry(r.client).or_default() += 1;
-        }
-        for (client, q) in std::mem::take(&mut self.queued) {
-            for _ in 0..by_client.get(&client).copied().unwrap_or(0) + q.len() {
+        self.running.clear();
+        for (client, q) in std::mem::take(&mut self.clients) {
+            // Replies known already keep their place; the rest fail.
+            for (_, r) in q.unanswered {
+                self.reply(client, r.unwrap_or_else(|| Reply::Error(error.to_string())));
+            }
+            for _ in q.queued {
                 self.reply(client, Reply::Error(error.to_string()));
             }
         }
@@ -275,51 +314,75 @@ impl Db {
 
     /// Commands submitted and not answered yet.
     pub fn pending(&self) -> usize {
-        self.running.len() + self.queued.values().map(VecDeque::len).sum::<usize>()
+        self.clients
+            .values()
+            .map(|q| q.unanswered.len() + q.queued.len())
+            .sum()
     }
 
     pub fn stats(&self) -> &DbStats {
         &self.stats
     }
 
-    /// Runs `cmd` (and the client's queued commands after it, while they
-    /// finish at once).
-    fn start(&mut self, f: &mut Fusion, now: Instant, wall_ms: u64, client: u64, cmd: Cmd) {
-        let id = self.next_cmd;
-        self.next_cmd += 1;
-        let step = match &cmd {
-            Cmd::DbSize | Cmd::FlushAll | Cmd::BlockScan { .. } => {
-                self.scan_start(f, now, id, cmd).map(Job::Scan)
+    /// Starts the client's queued commands while none is in the way.
+    fn advance(&mut self, f: &mut Fusion, now: Instant, client: u64) {
+        loop {
+            let Some(q) = self.clients.get_mut(&client) else {
+                return;
+            };
+            if q.busy.is_some() {
+                return;
             }
-            _ => self.keys_start(f, now, id, cmd).map(Job::Keys),
-        };
-        self.settle(f, now, wall_ms, id, client, step);
+            let Some(cmd) = q.queued.pop_front() else {
+                if q.is_idle() {
+                    self.clients.remove(&client);
+                }
+                return;
+            };
+            let id = self.next_cmd;
+            self.next_cmd += 1;
+            q.busy = Some(id);
+            q.unanswered.push_back((id, None));
+            let step = match &cmd {
+                Cmd::DbSize | Cmd::FlushAll | Cmd::BlockScan { .. } => {
+                    self.scan_start(f, now, id, cmd).map(Job::Scan)
+                }
+                _ => self.keys_start(f, now, id, cmd).map(Job::Keys),
+            };
+            self.settle(id, client, step);
+        }
     }
 
-    /// Keeps a job running, or answers it and starts the client's next.
-    fn settle(
-        &mut self,
-        f: &mut Fusion,
-        now: Instant,
-        wall_ms: u64,
-        id: u64,
-        client: u64,
-        step: Step<Job>,
-    ) {
-        match step {
+    /// Keeps a job running, or records its reply and gives out the
+    /// client's replies now in order.
+    fn settle(&mut self, id: u64, client: u64, step: Step<Job>) {
+        let Some(q) = self.clients.get_mut(&client) else {
+            return;
+        };
+        let done = match step {
             Step::Pending(job) => {
-                self.running.insert(id, Running { client, job });
-            }
-            Step::Done(reply) => {
-                self.reply(client, reply);
-                let next = self.queued.get_mut(&client).and_then(VecDeque::pop_front);
-                match next {
-                    Some(cmd) => self.start(f, now, wall_ms, client, cmd),
-                    None => {
-                        self.queued.remove(&client);
-                    }
+                if job.applied() && q.busy == Some(id) {
+                    q.busy = None;
                 }
+                self.running.insert(id, Running { client, job });
+                return;
             }
+            Step::Done(reply) => reply,
+        };
+        if q.busy == Some(id) {
+            q.busy = None;
+        }
+        if let Some(slot) = q.unanswered.iter_mut().find(|(i, _)| *i == id) {
+            slot.1 = Some(done);
+        }
+        let mut out = Vec::new();
+        while let Some((_, Some(_))) = q.unanswered.front() {
+            if let Some((_, Some(r))) = q.unanswered.pop_front() {
+                out.push(r);
+            }
+        }
+        for r in out {
+            self.reply(client, r);
         }
     }
 

@@ -30,12 +30,47 @@ use icx_fusion::db::{Cmd, Db, DbConfig};
 use icx_fusion::gcs::{self, Fusion};
 use icx_membership::Membership;
 use stack::{Stack, StackStats};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
 /// Commands waiting for the executor at most (the RESP server's client
 /// limit bounds it already; this guards the map).
 const MAX_PENDING: usize = 1 << 16;
+
+/// Requests with the executor, per RESP client in the order submitted
+/// (the order the executor answers them in).
+#[derive(Debug, Default)]
+struct Pending {
+    by_client: HashMap<u64, VecDeque<Request>>,
+    len: usize,
+}
+
+impl Pending {
+    fn push(&mut self, req: Request) {
+        self.by_client
+            .entry(req.client.id)
+            .or_default()
+            .push_back(req);
+        self.len += 1;
+    }
+
+    fn answer(&mut self, client: u64, r: Reply) {
+        let Some(q) = self.by_client.get_mut(&client) else {
+            return;
+        };
+        if let Some(req) = q.pop_front() {
+            self.len -= 1;
+            req.reply(r);
+        }
+        if q.is_empty() {
+            self.by_client.remove(&client);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
 
 pub struct Data {
     pub(crate) cfg: DataConfig,
@@ -44,8 +79,7 @@ pub struct Data {
     pub(crate) gate: Gate,
     pub(crate) fusion: Option<Fusion>,
     pub(crate) db: Db,
-    pending: HashMap<u64, Request>,
-    next_client: u64,
+    pending: Pending,
     pool: BufferPool,
     redo_tail: icx_fusion::redo::Tail,
     pub(crate) stack_stats: StackStats,
@@ -139,8 +173,7 @@ impl Data {
             storage,
             gate: Gate::new(me, configured),
             fusion: None,
-            pending: HashMap::new(),
-            next_client: 1,
+            pending: Pending::default(),
             pool,
             redo_tail,
             stack_stats: StackStats::default(),
@@ -192,9 +225,7 @@ impl Data {
                 self.next_tick = self.db.tick(f, now);
             }
             while let Some((client, r)) = self.db.poll_reply() {
-                if let Some(req) = self.pending.remove(&client) {
-                    req.reply(r);
-                }
+                self.pending.answer(client, r);
                 moved = true;
             }
             if !moved {
@@ -287,10 +318,10 @@ impl Data {
             Ok(c) => c,
             Err(e) => return refuse(req, e),
         };
-        let client = self.next_client;
-        self.next_client += 1;
-        self.pending.insert(client, req);
-        self.db.submit(f, now, wall, client, cmd);
+        // The executor orders a client's commands (and replies) as sent.
+        let client = req.client.id;
+        self.pending.push(req);
+        self.db.submit(f, now, client, cmd);
         // An answer at once (a parse-level refusal inside the executor)
         // goes out with the next pump.
     }
@@ -323,9 +354,7 @@ impl Data {
 
     fn flush_replies(&mut self) {
         while let Some((client, r)) = self.db.poll_reply() {
-            if let Some(req) = self.pending.remove(&client) {
-                req.reply(r);
-            }
+            self.pending.answer(client, r);
         }
     }
 

@@ -1,43 +1,55 @@
-//! The TCP half: accept thread, client threads, the request hand-over.
+//! The TCP half: one event-loop thread for every client (readiness from
+//! epoll through `mio`), requests handed to the node in batches, replies
+//! back on a channel with one wake per batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::codec::parse;
 use super::{encode_reply, Limits, Parsed, Reply};
 use crate::Wake;
 
-/// How often a blocked read or write, and the accept loop, look at the
-/// stop flag.
-const POLL: Duration = Duration::from_millis(100);
-/// The accept loop's sleep when no connection is pending (the listener is
-/// non-blocking: std has no accept with a timeout).
-const ACCEPT_POLL: Duration = Duration::from_millis(10);
-/// How long [`RespServer::shutdown`] waits for all its threads together.
+/// The longest the loop sleeps with nothing to do (it is woken for
+/// everything it waits on; this only bounds a missed wake).
+const IDLE: Duration = Duration::from_secs(1);
+/// How long [`RespServer::shutdown`] waits for the loop thread.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(2);
-/// How long a shutdown lets clients leave by themselves, writing the
-/// replies they were given, before it cuts their connections: a poll and
-/// a little more.
+/// How long a shutdown lets clients read the replies they were given
+/// before it cuts their connections.
 const FLUSH_GRACE: Duration = Duration::from_millis(150);
-/// After a protocol error or QUIT: how long to drain what the client still
-/// sends after our last reply, so closing does not reset the connection
-/// before the client has read that reply.
+/// After a protocol error, QUIT or a refusal: how long to drain what the
+/// client still sends after our last reply, so closing does not reset the
+/// connection before the client has read that reply.
 const LINGER: Duration = Duration::from_millis(200);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// Replies to pipelined requests are gathered and written together, up to
-/// this much.
-const OUT_FLUSH: usize = 64 * 1024;
+/// Requests one client may have with the node at once (pipelined); past
+/// it, its socket is read no further until replies come back.
+const MAX_IN_FLIGHT: usize = 256;
+/// Reply bytes one client may leave unread before its socket is read no
+/// further.
+const OUT_HIGH: usize = 1 << 20;
+/// Connections accepted per loop turn, so a connect storm cannot starve
+/// the clients already served.
+const ACCEPT_BATCH: usize = 64;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Tokens of refused connections (while they linger) start here; a
+/// served client's token is its id + 1.
+const REFUSED_BASE: usize = 1 << 48;
 
 const NO_REPLY: &str = "ERR internal error: no reply";
-const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+const MAX_CLIENTS: &str = "ERR max number of clients reached";
 
 /// Who sent a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,9 +61,10 @@ pub struct ClientInfo {
 }
 
 /// One request from one client, for the node to answer with
-/// [`Request::reply`]. The client waits for that reply before its next
-/// request is read; dropped unanswered, the client is sent
-/// `-ERR internal error: no reply`.
+/// [`Request::reply`]. A client's requests may be with the node several
+/// at a time (pipelining); their replies are written in the order the
+/// client sent them, whatever order they are given in. Dropped
+/// unanswered, a request is answered `-ERR internal error: no reply`.
 #[derive(Debug)]
 pub struct Request {
     /// The command and its arguments, binary-safe; never empty.
@@ -68,15 +81,69 @@ impl Request {
     }
 }
 
-/// The way back to the client thread; answers "no reply" if dropped
-/// before use.
+/// A reply on its way back to the loop.
 #[derive(Debug)]
-struct Replier(Option<Sender<Reply>>);
+struct Answer {
+    client: u64,
+    seq: u64,
+    reply: Reply,
+}
+
+/// The loop's inbox for replies, and its wake.
+#[derive(Debug)]
+struct Back {
+    tx: Sender<Answer>,
+    waker: Waker,
+    /// Set by the first reply after the loop last emptied its inbox, so a
+    /// burst of replies costs one wake.
+    armed: AtomicBool,
+    /// [`WakeHold`]s alive: replies wake the loop only when the last goes.
+    holds: AtomicUsize,
+    /// A reply came while held.
+    owed: AtomicBool,
+}
+
+impl Back {
+    fn reply_sent(&self) {
+        if self.holds.load(Ordering::SeqCst) > 0 {
+            self.owed.store(true, Ordering::SeqCst);
+            // A hold dropped since the load: make sure someone wakes.
+            if self.holds.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if !self.armed.swap(true, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                tracing::warn!(error = %e, "RESP server: wake failed");
+            }
+        }
+    }
+}
+
+/// The way back to the client; answers "no reply" if dropped before use.
+#[derive(Debug)]
+struct Replier {
+    back: Option<Arc<Back>>,
+    client: u64,
+    seq: u64,
+}
 
 impl Replier {
-    fn send(&mut self, r: Reply) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(r);
+    fn send(&mut self, reply: Reply) {
+        if let Some(b) = self.back.take() {
+            let a = Answer {
+                client: self.client,
+                seq: self.seq,
+                reply,
+            };
+            // The loop gone: the client is too.
+            if b.tx.send(a).is_ok() {
+                b.reply_sent();
+            }
         }
     }
 }
@@ -87,12 +154,30 @@ impl Drop for Replier {
     }
 }
 
+/// While alive, replies given do not wake the server's loop; dropping
+/// the last hold wakes it once if any came. A node answering many
+/// requests in one turn holds one across the turn: the loop then writes
+/// them all after one wake instead of racing the node reply by reply.
+#[derive(Debug)]
+pub struct WakeHold(Arc<Back>);
+
+impl Drop for WakeHold {
+    fn drop(&mut self) {
+        if self.0.holds.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.owed.swap(false, Ordering::SeqCst)
+        {
+            self.0.wake();
+        }
+    }
+}
+
 /// Counters since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RespStats {
     /// Connections accepted and served.
     pub accepted: u64,
-    /// Connections refused: `max_clients` reached (or no thread for them).
+    /// Connections refused: `max_clients` reached (or the socket could not
+    /// be set up).
     pub refused: u64,
     /// Clients connected now.
     pub clients: usize,
@@ -101,15 +186,9 @@ pub struct RespStats {
     /// Connections closed on a protocol error.
     pub protocol_errors: u64,
     /// Clients gone mid-request (closed with part of a request sent) or
-    /// mid-reply (a write failed), or reset.
+    /// mid-reply (a write failed, or closed with replies unwritten), or
+    /// reset.
     pub dropped: u64,
-}
-
-/// A client thread's socket (a clone, to shut it down) and handle.
-#[derive(Debug)]
-struct Slot {
-    stream: TcpStream,
-    thread: JoinHandle<()>,
 }
 
 #[derive(Debug, Default)]
@@ -127,19 +206,6 @@ struct Shared {
     limits: Limits,
     stop: AtomicBool,
     n: Counters,
-    clients: Mutex<HashMap<u64, Slot>>,
-}
-
-impl Shared {
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-    }
-
-    fn clients(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
-        // A panic elsewhere while holding it leaves a map that is still
-        // consistent (insert and remove are single calls).
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// The running server. Dropping it shuts it down as [`RespServer::shutdown`]
@@ -147,10 +213,8 @@ impl Shared {
 pub struct RespServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
-    /// Dropped at shutdown: every client thread waiting for a reply selects
-    /// on its receiver and wakes.
-    stop_tx: Option<Sender<()>>,
+    back: Arc<Back>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RespServer {
@@ -163,43 +227,65 @@ impl std::fmt::Debug for RespServer {
 }
 
 impl RespServer {
-    /// Binds `addr` (port 0 for any) and starts accepting. Requests arrive
-    /// on the returned channel, `wake` called after each. The channel
-    /// disconnects once the server has shut down and its threads are gone.
+    /// Binds `addr` (port 0 for any) and starts serving. Requests arrive
+    /// on the returned channel, `wake` called once per batch of them. The
+    /// channel disconnects once the server has shut down and its thread
+    /// is gone.
     pub fn start(
         addr: SocketAddr,
         limits: Limits,
         wake: Wake,
     ) -> io::Result<(RespServer, Receiver<Request>)> {
-        let listener = TcpListener::bind(addr).map_err(|e| {
+        let mut listener = TcpListener::bind(addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("RESP server: cannot listen on {addr}: {e}"),
             )
         })?;
-        listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (answer_tx, answer_rx) = unbounded();
+        let back = Arc::new(Back {
+            tx: answer_tx,
+            waker,
+            armed: AtomicBool::new(false),
+            holds: AtomicUsize::new(0),
+            owed: AtomicBool::new(false),
+        });
         let shared = Arc::new(Shared {
             limits,
             stop: AtomicBool::new(false),
             n: Counters::default(),
-            clients: Mutex::new(HashMap::new()),
         });
         let (req_tx, req_rx) = unbounded();
-        let (stop_tx, stop_rx) = bounded(0);
-        let accept = {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name("resp-accept".into())
-                .spawn(move || accept_loop(&listener, &shared, &req_tx, &stop_rx, &wake))?
+        let mut ev = EventLoop {
+            poll,
+            listener: Some(listener),
+            shared: Arc::clone(&shared),
+            back: Arc::clone(&back),
+            answers: answer_rx,
+            req_tx,
+            wake,
+            conns: HashMap::new(),
+            next_id: 1,
+            next_refused: REFUSED_BASE,
+            accept_more: false,
+            accept_retry: None,
+            batch: Vec::new(),
         };
+        let thread = thread::Builder::new()
+            .name("resp".into())
+            .spawn(move || ev.run())?;
         tracing::info!(%local_addr, "RESP server listening");
         Ok((
             RespServer {
                 local_addr,
                 shared,
-                accept: Some(accept),
-                stop_tx: Some(stop_tx),
+                back,
+                thread: Some(thread),
             },
             req_rx,
         ))
@@ -208,6 +294,13 @@ impl RespServer {
     /// The address bound (the real port when started on port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Holds back the loop's wakes until the hold is dropped (see
+    /// [`WakeHold`]).
+    pub fn hold_wakes(&self) -> WakeHold {
+        self.back.holds.fetch_add(1, Ordering::SeqCst);
+        WakeHold(Arc::clone(&self.back))
     }
 
     /// The counters now.
@@ -223,38 +316,33 @@ impl RespServer {
         }
     }
 
-    /// Stops accepting, lets clients write the replies they were given,
-    /// closes every client connection (a request still unanswered gets no
-    /// reply) and joins the threads, waiting at most about
-    /// two seconds in all; a thread still running then is left detached,
-    /// with a warning.
+    /// Stops accepting, writes the replies already given (clients have
+    /// about 150 ms to read them), closes every connection (a request
+    /// still unanswered gets no reply) and joins the loop thread, waiting
+    /// at most about two seconds; a thread still running then is left
+    /// detached, with a warning.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        let Some(stop_tx) = self.stop_tx.take() else {
+        let Some(t) = self.thread.take() else {
             return;
         };
-        self.shared.stop.store(true, Ordering::Release);
-        drop(stop_tx);
-        let deadline = Instant::now() + SHUTDOWN_BOUND;
-        if let Some(accept) = self.accept.take() {
-            join_by(accept, deadline);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.back.waker.wake() {
+            tracing::warn!(error = %e, "RESP server: wake failed");
         }
-        // Clients notice the stop within a poll and leave after writing the
-        // replies they were given (SHUTDOWN's own +OK among them); only
-        // then are the connections still open cut.
-        let grace = Instant::now() + FLUSH_GRACE;
-        while Instant::now() < grace && !self.shared.clients().is_empty() {
+        let deadline = Instant::now() + SHUTDOWN_BOUND;
+        while !t.is_finished() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(2));
         }
-        let slots: Vec<Slot> = self.shared.clients().drain().map(|(_, s)| s).collect();
-        for s in &slots {
-            let _ = s.stream.shutdown(Shutdown::Both);
-        }
-        for s in slots {
-            join_by(s.thread, deadline);
+        if t.is_finished() {
+            if t.join().is_err() {
+                tracing::error!("the RESP server thread panicked");
+            }
+        } else {
+            tracing::warn!("RESP server thread did not stop in time; left detached");
         }
         tracing::info!(local_addr = %self.local_addr, stats = ?self.stats(), "RESP server stopped");
     }
@@ -266,358 +354,488 @@ impl Drop for RespServer {
     }
 }
 
-fn join_by(t: JoinHandle<()>, deadline: Instant) {
-    while !t.is_finished() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(2));
-    }
-    if t.is_finished() {
-        if t.join().is_err() {
-            tracing::error!("a RESP server thread panicked");
-        }
-    } else {
-        tracing::warn!(thread = ?t.thread().name(), "RESP server thread did not stop in time; left detached");
-    }
-}
-
-fn accept_loop(
-    listener: &TcpListener,
-    shared: &Arc<Shared>,
-    req_tx: &Sender<Request>,
-    stop_rx: &Receiver<()>,
-    wake: &Wake,
-) {
-    let mut next_id = 1;
-    while !shared.stopping() {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if shared.n.clients.load(Ordering::Relaxed) >= shared.limits.max_clients {
-                    shared.n.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "RESP client refused: max clients");
-                    refuse(stream);
-                    continue;
-                }
-                let client = ClientInfo { id: next_id, peer };
-                next_id += 1;
-                serve(stream, client, shared, req_tx, stop_rx, wake);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) => {}
-            Err(e) => {
-                // Out of descriptors or memory: the pending connection
-                // stays queued; try again a little later.
-                tracing::warn!(error = %e, "RESP accept failed");
-                thread::sleep(POLL);
-            }
-        }
-    }
-}
-
-/// Tells a connection over the limit so, and closes it.
-fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(POLL));
-    let _ = stream.write_all(MAX_CLIENTS);
-    let _ = stream.shutdown(Shutdown::Write);
-    // Whatever it has sent already (up to 64 KiB: this is the accept
-    // thread), read, so the close is not a reset that could make its
-    // kernel discard the error before it reads it.
-    if stream.set_nonblocking(true).is_ok() {
-        let mut sink = [0; 4096];
-        for _ in 0..16 {
-            if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
-                break;
-            }
-        }
-    }
-}
-
-/// Starts a client's thread, registered so shutdown can close it.
-fn serve(
-    stream: TcpStream,
-    client: ClientInfo,
-    shared: &Arc<Shared>,
-    req_tx: &Sender<Request>,
-    stop_rx: &Receiver<()>,
-    wake: &Wake,
-) {
-    let setup = (|| {
-        // Accepted sockets do not inherit O_NONBLOCK on Linux; be sure.
-        stream.set_nonblocking(false)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(POLL))?;
-        stream.set_write_timeout(Some(POLL))?;
-        stream.try_clone()
-    })();
-    let clone = match setup {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(peer = %client.peer, error = %e, "RESP client socket setup failed");
-            shared.n.refused.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    let id = client.id;
-    let peer = client.peer;
-    let mut conn = Conn {
-        stream,
-        client,
-        shared: Arc::clone(shared),
-        req_tx: req_tx.clone(),
-        stop_rx: stop_rx.clone(),
-        wake: Arc::clone(wake),
-    };
-    shared.n.clients.fetch_add(1, Ordering::Relaxed);
-    // Held across the spawn, so the thread's own removal on exit comes
-    // after this insert.
-    let mut clients = shared.clients();
-    match thread::Builder::new()
-        .name(format!("resp-client-{id}"))
-        .spawn(move || {
-            let _gone = Gone(Arc::clone(&conn.shared), conn.client.id);
-            conn.run();
-        }) {
-        Ok(thread) => {
-            shared.n.accepted.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(id, %peer, "RESP client connected");
-            clients.insert(
-                id,
-                Slot {
-                    stream: clone,
-                    thread,
-                },
-            );
-        }
-        Err(e) => {
-            // The closure, the connection with it, is dropped unrun.
-            shared.n.clients.fetch_sub(1, Ordering::Relaxed);
-            shared.n.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(id, %peer, error = %e, "RESP client thread spawn failed");
-        }
-    }
-}
-
-/// On a client thread's exit however it exits: unregisters it.
-struct Gone(Arc<Shared>, u64);
-
-impl Drop for Gone {
-    fn drop(&mut self) {
-        self.0.clients().remove(&self.1);
-        self.0.n.clients.fetch_sub(1, Ordering::Relaxed);
-        tracing::debug!(id = self.1, "RESP client gone");
-    }
-}
-
 /// How a connection ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
-    /// Closed by the client between requests, or by shutdown.
+    /// Closed by the client between requests, lingered out, or cut by
+    /// shutdown.
     Clean,
-    /// Closed or reset mid-request, or a write failed.
+    /// Closed or reset mid-request or mid-reply, or a write failed.
     Dropped,
-    /// Our last reply written (QUIT, a protocol error): close gracefully.
-    Linger,
 }
 
+/// One connection's state. Readiness is edge-triggered: `readable` and
+/// `writable` remember what epoll said until a call would block.
+#[derive(Debug)]
 struct Conn {
     stream: TcpStream,
-    client: ClientInfo,
-    shared: Arc<Shared>,
-    req_tx: Sender<Request>,
-    stop_rx: Receiver<()>,
-    wake: Wake,
+    info: ClientInfo,
+    /// Over `max_clients`: only the refusal is written; not a client.
+    refused: bool,
+    inbuf: Vec<u8>,
+    /// How long `inbuf` must be before parsing it again is worth it.
+    need: usize,
+    out: Vec<u8>,
+    sent: usize,
+    /// The sequence number of the next request read.
+    next_seq: u64,
+    /// Requests read and not written back, from the oldest: their replies
+    /// once given.
+    waiting: VecDeque<Option<Reply>>,
+    /// The sequence number of `waiting[0]`.
+    first_seq: u64,
+    readable: bool,
+    writable: bool,
+    /// The client has closed its side.
+    eof: bool,
+    /// QUIT, a protocol error or a refusal: no more requests are read; the
+    /// connection closes once the replies are written.
+    closing: bool,
+    /// Our side is shut: reading (and dropping) what still comes until
+    /// this instant.
+    linger: Option<Instant>,
+    drained: usize,
 }
 
 impl Conn {
-    fn run(&mut self) {
-        match self.serve() {
-            End::Clean => {}
-            End::Dropped => {
-                if !self.shared.stopping() {
-                    self.shared.n.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
-                        id = self.client.id,
-                        "RESP client dropped mid-request or mid-reply"
-                    );
-                }
-            }
-            End::Linger => self.linger(),
+    fn new(stream: TcpStream, info: ClientInfo, refused: bool) -> Conn {
+        let mut c = Conn {
+            stream,
+            info,
+            refused,
+            inbuf: Vec::new(),
+            need: 1,
+            out: Vec::new(),
+            sent: 0,
+            next_seq: 0,
+            waiting: VecDeque::new(),
+            first_seq: 0,
+            readable: true,
+            writable: true,
+            eof: false,
+            closing: false,
+            linger: None,
+            drained: 0,
+        };
+        if refused {
+            c.push_last(Reply::Error(MAX_CLIENTS.into()));
         }
-        let _ = self.stream.shutdown(Shutdown::Both);
+        c
     }
 
-    fn serve(&mut self) -> End {
-        let limits = self.shared.limits;
-        let mut inbuf: Vec<u8> = Vec::new();
-        let mut out: Vec<u8> = Vec::new();
-        // How long `inbuf` must be before parsing it again is worth it.
-        let mut need = 1;
+    /// A reply the server gives itself, after which nothing more is read.
+    fn push_last(&mut self, r: Reply) {
+        self.next_seq += 1;
+        self.waiting.push_back(Some(r));
+        self.closing = true;
+        self.inbuf = Vec::new();
+    }
+
+    fn answered(&mut self, seq: u64, reply: Reply) {
+        let Some(i) = seq.checked_sub(self.first_seq) else {
+            return;
+        };
+        if let Some(slot) = self.waiting.get_mut(i as usize) {
+            *slot = Some(reply);
+        }
+    }
+
+    /// Does whatever the socket and the replies allow now; `Some` when the
+    /// connection is over.
+    fn progress(
+        &mut self,
+        shared: &Shared,
+        back: &Arc<Back>,
+        batch: &mut Vec<Request>,
+    ) -> Option<End> {
+        if self.linger.is_some() {
+            return self.drain(shared);
+        }
         loop {
-            // Every whole request in the buffer, in order; their replies
-            // gathered in `out`.
-            let mut pos = 0;
-            while inbuf.len() - pos >= need {
-                let (parsed, more) = parse(&inbuf[pos..], &limits);
-                need = 1;
-                match parsed {
-                    Parsed::Incomplete => {
-                        need = more;
-                        break;
-                    }
-                    Parsed::Empty { used } => pos += used,
-                    Parsed::Request { args, used } => {
-                        pos += used;
-                        self.shared.n.commands.fetch_add(1, Ordering::Relaxed);
-                        if args[0].eq_ignore_ascii_case(b"quit") {
-                            encode_reply(Reply::Simple("OK".into()), &mut out);
-                            return self.last(&out);
-                        }
-                        let Some(reply) = self.ask(args) else {
-                            return End::Clean;
-                        };
-                        encode_reply(reply, &mut out);
-                        if out.len() >= OUT_FLUSH {
-                            if self.write(&out).is_err() {
-                                return End::Dropped;
-                            }
-                            out.clear();
-                        }
-                    }
-                    Parsed::Error(e) => {
-                        self.shared
-                            .n
-                            .protocol_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(id = self.client.id, peer = %self.client.peer, error = %e, "RESP protocol error");
-                        encode_reply(Reply::Error(e), &mut out);
-                        return self.last(&out);
-                    }
-                }
+            self.parse(shared, back, batch);
+            if let Err(e) = self.flush() {
+                return Some(e);
             }
-            // `need` counts from `pos`, which becomes 0.
-            inbuf.drain(..pos);
-            if !out.is_empty() {
-                if self.write(&out).is_err() {
-                    return End::Dropped;
-                }
-                out.clear();
+            if !self.readable
+                || self.eof
+                || self.closing
+                || self.waiting.len() >= MAX_IN_FLIGHT
+                || self.out.len() - self.sent >= OUT_HIGH
+            {
+                break;
             }
-            if let Some(end) = self.read_more(&mut inbuf) {
-                return end;
+            if let Err(e) = self.read() {
+                return Some(e);
             }
         }
-    }
-
-    /// Hands a request to the node and waits for its reply; `None` if the
-    /// server is shutting down.
-    fn ask(&self, args: Vec<Vec<u8>>) -> Option<Reply> {
-        let (tx, rx) = bounded(1);
-        let req = Request {
-            args,
-            client: self.client.clone(),
-            replier: Replier(Some(tx)),
-        };
-        // If the node has gone, the request comes back in the error and is
-        // dropped with it: answered NO_REPLY.
-        let _ = self.req_tx.send(req);
-        (self.wake)();
-        select! {
-            recv(rx) -> r => Some(r.unwrap_or_else(|_| Reply::Error(NO_REPLY.to_owned()))),
-            // Both may be ready (the node answered, then shut the server
-            // down, as SHUTDOWN does): an answer given is still sent.
-            recv(self.stop_rx) -> _ => rx.try_recv().ok(),
+        if self.eof && !self.closing && !self.inbuf.is_empty() && self.waiting.len() < MAX_IN_FLIGHT
+        {
+            // Parsed as far as it goes: what is left is half a request.
+            return Some(End::Dropped);
         }
-    }
-
-    /// Writes the connection's last reply.
-    fn last(&mut self, out: &[u8]) -> End {
-        match self.write(out) {
-            Ok(()) => End::Linger,
-            Err(_) => End::Dropped,
+        if self.waiting.is_empty() && self.sent == self.out.len() {
+            if self.closing {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                self.linger = Some(Instant::now() + LINGER);
+                return self.drain(shared);
+            }
+            if self.eof {
+                return Some(End::Clean);
+            }
         }
+        None
     }
 
-    /// Reads what has arrived (waiting up to POLL at a time) onto `inbuf`;
-    /// `Some` when the connection is over.
-    fn read_more(&mut self, inbuf: &mut Vec<u8>) -> Option<End> {
-        let start = inbuf.len();
-        inbuf.resize(start + READ_CHUNK, 0);
-        let end = loop {
-            match self.stream.read(&mut inbuf[start..]) {
-                Ok(0) if start == 0 => break End::Clean,
-                Ok(0) => break End::Dropped,
-                Ok(n) => {
-                    inbuf.truncate(start + n);
-                    return None;
+    /// Every whole request in `inbuf`, in order, up to the in-flight bound.
+    fn parse(&mut self, shared: &Shared, back: &Arc<Back>, batch: &mut Vec<Request>) {
+        let limits = &shared.limits;
+        let mut pos = 0;
+        while !self.closing
+            && self.waiting.len() < MAX_IN_FLIGHT
+            && self.inbuf.len() - pos >= self.need
+        {
+            let (parsed, more) = parse(&self.inbuf[pos..], limits);
+            self.need = 1;
+            match parsed {
+                Parsed::Incomplete => {
+                    self.need = more;
+                    break;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if self.shared.stopping() {
-                        break End::Clean;
+                Parsed::Empty { used } => pos += used,
+                Parsed::Request { args, used } => {
+                    pos += used;
+                    shared.n.commands.fetch_add(1, Ordering::Relaxed);
+                    if args[0].eq_ignore_ascii_case(b"quit") {
+                        self.push_last(Reply::Simple("OK".into()));
+                        return;
                     }
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.waiting.push_back(None);
+                    batch.push(Request {
+                        args,
+                        client: self.info.clone(),
+                        replier: Replier {
+                            back: Some(Arc::clone(back)),
+                            client: self.info.id,
+                            seq,
+                        },
+                    });
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Reset: abnormal only with a request half sent.
-                Err(_) if start == 0 => break End::Clean,
-                Err(_) => break End::Dropped,
+                Parsed::Error(e) => {
+                    shared.n.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(id = self.info.id, peer = %self.info.peer, error = %e, "RESP protocol error");
+                    self.push_last(Reply::Error(e));
+                    return;
+                }
             }
-        };
-        inbuf.truncate(start);
-        Some(end)
+        }
+        // `need` counts from `pos`, which becomes 0.
+        self.inbuf.drain(..pos);
     }
 
-    /// Writes all of `buf`, however long the client takes to read it,
-    /// unless the server stops or the connection fails.
-    fn write(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            match self.stream.write(buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
-                Err(e) if retryable(&e) => {
-                    if self.shared.stopping() {
-                        return Err(e);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+    /// Reads once onto `inbuf`.
+    fn read(&mut self) -> Result<(), End> {
+        let start = self.inbuf.len();
+        self.inbuf.resize(start + READ_CHUNK, 0);
+        let r = self.stream.read(&mut self.inbuf[start..]);
+        self.inbuf.truncate(start + *r.as_ref().unwrap_or(&0));
+        match r {
+            Ok(0) => self.eof = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Reset: abnormal only with a request half sent or replies
+            // owed.
+            Err(_) if self.inbuf.is_empty() && self.waiting.is_empty() => return Err(End::Clean),
+            Err(_) => return Err(End::Dropped),
         }
         Ok(())
     }
 
-    /// After the last reply: no more from us, and whatever the client still
-    /// sends (for a moment, up to max_request_bytes) is read and dropped,
-    /// so the close is seen as the end of the stream, not as a reset that
-    /// may discard that reply unread.
-    fn linger(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + LINGER;
+    /// Encodes the replies now due, in order, and writes what the socket
+    /// takes.
+    fn flush(&mut self) -> Result<(), End> {
+        while let Some(Some(_)) = self.waiting.front() {
+            if let Some(Some(r)) = self.waiting.pop_front() {
+                encode_reply(r, &mut self.out);
+            }
+            self.first_seq += 1;
+        }
+        while self.writable && self.sent < self.out.len() {
+            match self.stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(End::Dropped),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(End::Dropped),
+            }
+        }
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    /// After the last reply: whatever the client still sends (for a
+    /// moment, up to max_request_bytes) is read and dropped, so the close
+    /// is seen as the end of the stream, not as a reset that may discard
+    /// that reply unread.
+    fn drain(&mut self, shared: &Shared) -> Option<End> {
         let mut sink = [0; 4096];
-        let mut drained = 0;
-        while drained < self.shared.limits.max_request_bytes
-            && Instant::now() < deadline
-            && !self.shared.stopping()
-        {
+        loop {
+            if self.drained >= shared.limits.max_request_bytes
+                || self.linger.is_some_and(|t| Instant::now() >= t)
+            {
+                return Some(End::Clean);
+            }
             match self.stream.read(&mut sink) {
-                Ok(0) => break,
-                Ok(n) => drained += n,
-                Err(e) if retryable(&e) => {}
-                Err(_) => break,
+                Ok(0) => return Some(End::Clean),
+                Ok(n) => self.drained += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Some(End::Clean),
             }
         }
     }
 }
 
-/// A socket timeout (how threads poll the stop flag) or an interrupted
-/// call: try again.
-fn retryable(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
+struct EventLoop {
+    poll: Poll,
+    /// Dropped when stopping, so the port is free at once.
+    listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+    back: Arc<Back>,
+    answers: Receiver<Answer>,
+    req_tx: Sender<Request>,
+    wake: Wake,
+    conns: HashMap<usize, Conn>,
+    next_id: u64,
+    next_refused: usize,
+    /// Connections may be queued on the listener (edge-triggered: it says
+    /// so once), and when to look again after a failed accept.
+    accept_more: bool,
+    accept_retry: Option<Instant>,
+    /// Requests read this turn, handed over together.
+    batch: Vec<Request>,
+}
+
+impl EventLoop {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut touched: Vec<usize> = Vec::new();
+        let mut grace: Option<Instant> = None;
+        loop {
+            let timeout = self.timeout(grace);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "RESP server: poll failed; stopping");
+                    break;
+                }
+            }
+            touched.clear();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_more = true,
+                    WAKER => {}
+                    Token(t) => {
+                        if let Some(c) = self.conns.get_mut(&t) {
+                            c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                            c.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                            touched.push(t);
+                        }
+                    }
+                }
+            }
+            if grace.is_none() && self.shared.stop.load(Ordering::SeqCst) {
+                // Stop accepting (the port is free again) and read no more.
+                if let Some(mut l) = self.listener.take() {
+                    let _ = self.poll.registry().deregister(&mut l);
+                }
+                for c in self.conns.values_mut() {
+                    c.closing = true;
+                }
+                grace = Some(Instant::now() + FLUSH_GRACE);
+            }
+            if self.accept_retry.is_some_and(|t| Instant::now() >= t) {
+                self.accept_retry = None;
+                self.accept_more = true;
+            }
+            if self.accept_more && grace.is_none() {
+                self.accept(&mut touched);
+            }
+            // Armed off before the inbox is emptied: a reply sent after
+            // this wakes the loop again.
+            self.back.armed.store(false, Ordering::SeqCst);
+            while let Ok(a) = self.answers.try_recv() {
+                if let Some(c) = self.conns.get_mut(&(a.client as usize + 1)) {
+                    c.answered(a.seq, a.reply);
+                    touched.push(a.client as usize + 1);
+                }
+            }
+            // Lingering connections are looked at every turn (their
+            // deadline).
+            touched.extend(
+                self.conns
+                    .iter()
+                    .filter(|(_, c)| c.linger.is_some())
+                    .map(|(&t, _)| t),
+            );
+            touched.sort_unstable();
+            touched.dedup();
+            for &t in &touched {
+                self.progress(t);
+            }
+            if !self.batch.is_empty() {
+                for r in self.batch.drain(..) {
+                    // The node gone: the request is dropped with the error,
+                    // answered NO_REPLY.
+                    let _ = self.req_tx.send(r);
+                }
+                (self.wake)();
+            }
+            if let Some(g) = grace {
+                // Written out (or the grace over): closed.
+                let now = Instant::now();
+                let done: Vec<usize> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| {
+                        now >= g
+                            || c.sent == c.out.len()
+                                && c.waiting.front().is_none_or(Option::is_none)
+                    })
+                    .map(|(&t, _)| t)
+                    .collect();
+                for t in done {
+                    self.close(t, End::Clean);
+                }
+                if self.conns.is_empty() {
+                    break;
+                }
+            }
+        }
+        for t in self.conns.keys().copied().collect::<Vec<_>>() {
+            self.close(t, End::Clean);
+        }
+    }
+
+    fn timeout(&self, grace: Option<Instant>) -> Duration {
+        if self.accept_more && grace.is_none() {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let soonest = self
+            .conns
+            .values()
+            .filter_map(|c| c.linger)
+            .chain(grace.map(|g| g.min(now + Duration::from_millis(10))))
+            .chain(self.accept_retry)
+            .min();
+        match soonest {
+            Some(t) => t.saturating_duration_since(now).min(IDLE),
+            None => IDLE,
+        }
+    }
+
+    fn accept(&mut self, touched: &mut Vec<usize>) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        for _ in 0..ACCEPT_BATCH {
+            let (stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_more = false;
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: the connection stays
+                    // queued; look again a little later.
+                    tracing::warn!(error = %e, "RESP accept failed");
+                    self.accept_more = false;
+                    self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
+                    return;
+                }
+            };
+            let served = self.shared.n.clients.load(Ordering::Relaxed);
+            let refused = served >= self.shared.limits.max_clients;
+            let token = if refused {
+                self.shared.n.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "RESP client refused: max clients");
+                if self.conns.len() >= 2 * self.shared.limits.max_clients.max(1) {
+                    // Too many lingering refusals: just close.
+                    continue;
+                }
+                self.next_refused += 1;
+                self.next_refused
+            } else {
+                self.next_id as usize + 1
+            };
+            let id = if refused { 0 } else { self.next_id };
+            let mut conn = Conn::new(stream, ClientInfo { id, peer }, refused);
+            let setup = conn.stream.set_nodelay(true).and_then(|()| {
+                self.poll.registry().register(
+                    &mut conn.stream,
+                    Token(token),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+            });
+            if let Err(e) = setup {
+                tracing::warn!(%peer, error = %e, "RESP client socket setup failed");
+                if !refused {
+                    self.shared.n.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            if !refused {
+                self.next_id += 1;
+                self.shared.n.clients.fetch_add(1, Ordering::Relaxed);
+                self.shared.n.accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(id, %peer, "RESP client connected");
+            }
+            self.conns.insert(token, conn);
+            touched.push(token);
+        }
+        // The batch is used up; `accept_more` stays set for the next turn.
+    }
+
+    fn progress(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if let Some(end) = c.progress(&self.shared, &self.back, &mut self.batch) {
+            self.close(t, end);
+        }
+    }
+
+    fn close(&mut self, t: usize, end: End) {
+        let Some(mut c) = self.conns.remove(&t) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let _ = c.stream.shutdown(Shutdown::Both);
+        if c.refused {
+            return;
+        }
+        self.shared.n.clients.fetch_sub(1, Ordering::Relaxed);
+        if end == End::Dropped && !self.shared.stop.load(Ordering::Relaxed) {
+            self.shared.n.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                id = c.info.id,
+                "RESP client dropped mid-request or mid-reply"
+            );
+        } else {
+            tracing::debug!(id = c.info.id, "RESP client gone");
+        }
+    }
 }
