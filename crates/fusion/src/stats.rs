@@ -1,60 +1,64 @@
 //! The global cache statistics, by Oracle's names (`v$sysstat`), so a DBA
 //! reads them without a glossary. Field names are the `INFO gc` names.
 //!
-//! Receive times use a small fixed-bucket histogram (powers of two of
-//! microseconds, 1 us to ~35 min) rather than the `hdrhistogram` crate: the
-//! protocol crate stays lean, and a percentile within a factor of two is
-//! what AWR's wait-event histograms give too.
+//! Receive times are HdrHistograms (the `hdrhistogram` crate, as the
+//! transport's RTTs): 1 us to an hour at two significant digits (1 %),
+//! allocated at the first sample, so a service that never receives a block
+//! (and every clone the exhaustive exploration makes of one) stays small.
 
 use icx_core::Duration;
 
-/// A histogram of durations in 32 power-of-two buckets of microseconds:
-/// bucket i holds [2^i, 2^(i+1)) us (bucket 0 also holds 0).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Histogram {
-    buckets: [u64; 32],
-    count: u64,
-    sum_us: u64,
-    max_us: u64,
+/// Receive times in microseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Histogram(Option<Box<hdrhistogram::Histogram<u32>>>);
+
+impl PartialEq for Histogram {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => a == b,
+            (a, b) => {
+                a.as_ref().map_or(0, |h| h.len()) == 0 && b.as_ref().map_or(0, |h| h.len()) == 0
+            }
+        }
+    }
 }
 
+impl Eq for Histogram {}
+
 impl Histogram {
+    /// The largest value kept exactly; longer is counted as this.
+    const MAX_US: u64 = 3_600_000_000;
+
     pub fn record(&mut self, d: Duration) {
-        let us = d.as_nanos() as u64 / 1000;
-        let i = (63 - us.max(1).leading_zeros() as usize).min(31);
-        self.buckets[i] += 1;
-        self.count += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-        self.max_us = self.max_us.max(us);
+        let us = (d.as_nanos() / 1000).clamp(1, u128::from(Self::MAX_US)) as u64;
+        let h = self.0.get_or_insert_with(|| {
+            // Cannot fail: the bounds are constants within the crate's limits.
+            Box::new(
+                hdrhistogram::Histogram::new_with_bounds(1, Self::MAX_US, 2)
+                    .expect("valid histogram bounds"),
+            )
+        });
+        h.saturating_record(us);
     }
 
     pub fn count(&self) -> u64 {
-        self.count
+        self.0.as_ref().map_or(0, |h| h.len())
     }
 
     pub fn mean_us(&self) -> u64 {
-        self.sum_us.checked_div(self.count).unwrap_or(0)
+        self.0.as_ref().map_or(0, |h| h.mean().round() as u64)
     }
 
     pub fn max_us(&self) -> u64 {
-        self.max_us
+        self.0.as_ref().map_or(0, |h| h.max())
     }
 
-    /// The upper bound (us) of the bucket holding quantile `q` (0..=1); 0
-    /// when empty.
+    /// The value (us) at quantile `q` (0..=1), within 1 %; 0 when empty.
     pub fn percentile_us(&self, q: f64) -> u64 {
-        if self.count == 0 {
-            return 0;
-        }
-        let want = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, &n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= want {
-                return (1u64 << (i + 1)).min(self.max_us.max(1));
-            }
-        }
-        self.max_us
+        self.0
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map_or(0, |h| h.value_at_quantile(q.clamp(0.0, 1.0)))
     }
 }
 
@@ -157,10 +161,16 @@ mod tests {
             h.record(Duration::from_micros(us));
         }
         assert_eq!(h.count(), 5);
-        // 10 is in [8, 16), 20 and 30 in [16, 32).
-        assert_eq!(h.percentile_us(0.2), 16);
-        assert_eq!(h.percentile_us(0.5), 32);
-        assert_eq!(h.percentile_us(1.0), 1000);
-        assert_eq!(h.mean_us(), 220);
+        assert_eq!(h.percentile_us(0.2), 10);
+        assert_eq!(h.percentile_us(0.5), 30);
+        assert_eq!(h.percentile_us(0.8), 40);
+        // Two significant digits: 1000 is kept as a value within 1 %.
+        let top = h.percentile_us(1.0);
+        assert!((990..=1010).contains(&top), "{top}");
+        assert_eq!(h.max_us(), top);
+        assert!((218..=222).contains(&h.mean_us()), "{}", h.mean_us());
+        assert_eq!(h, h.clone());
+        assert_eq!(Histogram::default(), Histogram::default());
+        assert_ne!(h, Histogram::default());
     }
 }

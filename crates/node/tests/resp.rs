@@ -343,13 +343,18 @@ fn a_wake_hold_sends_its_replies_when_dropped() {
     // woken for it (it sleeps up to a second with nothing else to do).
     let t0 = Instant::now();
     let mut byte = [0; 1];
-    c.s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    c.s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let early = c.s.read(&mut byte);
     assert!(early.is_err(), "a reply while held: {early:?}");
     drop(hold);
-    c.s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    c.s.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     assert_eq!(c.reply(), bulk(b"held"));
-    assert!(t0.elapsed() < Duration::from_millis(900), "woken by the drop, not the idle bound");
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "woken by the drop, not the idle bound"
+    );
 }
 
 #[test]
