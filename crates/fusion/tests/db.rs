@@ -348,6 +348,8 @@ fn block_get_and_block_scan_agree_on_every_node_and_with_disk() {
             int(keys as i64),
             bulk("checksum"),
             hex(crc32c::crc32c(&img)),
+            bulk("master"),
+            int(i64::from(node(&c, 1).f.master_of(1, b).0)),
         ])
     );
     let crc = (5..45).fold(0, |crc, b| crc32c::crc32c_append(crc, &image(b)));

@@ -153,8 +153,16 @@ impl Node {
                 )),
                 k => Reply::Error(format!("ERR Unknown option or number of arguments for CONFIG SET - '{k}'")),
             },
+            // Redis's: zero the statistics (here INFO gc's), e.g. between
+            // the phases of a measurement.
+            (Some("resetstat"), []) => {
+                if let Some(f) = self.data.as_mut().and_then(|d| d.fusion.as_mut()) {
+                    f.reset_stats();
+                }
+                Reply::Simple("OK".into())
+            }
             _ => Reply::Error(
-                "ERR unknown subcommand or wrong number of arguments for 'config': use CONFIG GET pattern, CONFIG SET css_critical yes|no".into(),
+                "ERR unknown subcommand or wrong number of arguments for 'config': use CONFIG GET pattern, CONFIG SET css_critical yes|no, CONFIG RESETSTAT".into(),
             ),
         }
     }

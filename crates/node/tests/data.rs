@@ -284,6 +284,35 @@ fn one_database_on_every_node() {
         })
         .sum();
     assert!(moved > 0, "no block crossed the interconnect");
+    // CONFIG RESETSTAT zeroes INFO gc (here on node 2 only).
+    let mut e = c.client(2);
+    assert_eq!(
+        e.cmd(&["CONFIG", "RESETSTAT"]).unwrap(),
+        Reply::Simple("OK".into())
+    );
+    let g = c.info(2, "gc");
+    for k in [
+        "gc_current_blocks_received",
+        "gc_cr_blocks_received",
+        "physical_reads",
+        "gc_cr_block_receive_time_count",
+    ] {
+        assert_eq!(num(&g, k), 0, "{k} after RESETSTAT");
+    }
+    assert!(
+        num(&c.info(1, "gc"), "gc_current_blocks_received")
+            + num(&c.info(3, "gc"), "gc_current_blocks_received")
+            > 0
+    );
+    // BLOCK.GET names the block's master, the same seen from every node.
+    let master = |i: usize| match c.client(i).cmd(&["BLOCK.GET", "1", "5"]).unwrap() {
+        Reply::Array(f) => f.last().cloned(),
+        other => panic!("{other:?}"),
+    };
+    let m = master(1);
+    assert!(matches!(m, Some(Reply::Integer(1..=3))), "{m:?}");
+    assert_eq!(master(2), m);
+    assert_eq!(master(3), m);
     let redo = c.info(2, "redo");
     assert!(num(&redo, "redo_appends") > 0, "{redo:?}");
     let cache = c.info(3, "cache");

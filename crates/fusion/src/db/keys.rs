@@ -179,7 +179,13 @@ impl Db {
     ) -> Step<KeyJob> {
         let blocks = job.blocks.clone();
         if !job.cmd.writes() {
-            let reply = exec::read(&job.cmd, &self.pages(blocks, job.imgs.clone(), wall_ms));
+            let mut reply = exec::read(&job.cmd, &self.pages(blocks, job.imgs.clone(), wall_ms));
+            // Where the block is mastered, for whoever sorts reads by
+            // 2-way and 3-way (bench/fusion-latency.sh).
+            if let (Cmd::BlockGet { file, block }, Reply::Array(fields)) = (&job.cmd, &mut reply) {
+                fields.push(Reply::Bulk(b"master".to_vec()));
+                fields.push(Reply::Integer(i64::from(f.master_of(*file, *block).0)));
+            }
             self.release_all(f, now, &job);
             return Step::Done(reply);
         }

@@ -21,6 +21,12 @@ impl Fusion {
         &self.stats
     }
 
+    /// Zeroes the statistics (an operator's `CONFIG RESETSTAT`): they only
+    /// report, nothing decides on them.
+    pub fn reset_stats(&mut self) {
+        self.stats = Stats::default();
+    }
+
     pub fn pool(&self) -> &BufferPool {
         &self.pool
     }
