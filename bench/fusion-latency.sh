@@ -52,12 +52,13 @@ for line in sys.stdin.read().split("\n"):
 PY
 resp() { python3 "$WORK/resp.py" "$1"; }
 gc() { redis-cli -p "$1" INFO gc | tr -d '\r' | awk -F: -v k="$2" '$1 == k {print $2}'; }
-# cpu_ns PID: CPU time of every thread of PID so far, in ns (schedstat).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+# cpu_ns PID: CPU time of every thread of PID so far, in ns (schedstat;
+# %.0f, as awk's %d stops at 2^31).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 now_ns() { date +%s%N; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $1; }
-declare -A R
+declare -A R b
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round ($(date -u +%FT%TZ))"
@@ -72,7 +73,7 @@ for round in $(seq 1 "$ROUNDS"); do
   two=$(paste <(seq 0 $((BLOCKS - 1))) <(echo "$masters") | awk '$2 != 3 {print "BLOCK.GET 1 " $1}')
   three=$(paste <(seq 0 $((BLOCKS - 1))) <(echo "$masters") | awk '$2 == 3 {print "BLOCK.GET 1 " $1}')
   # Node 1's CPU while idle (heartbeats, timers), to take off.
-  i0=$(cpu_ns "${NODE_PID[1]}"); t0=$(now_ns); sleep 2; i1=$(cpu_ns "${NODE_PID[1]}"); t1=$(now_ns)
+  i0=$(cpu_ns "${NODE_PID[1]}"); t0=$(now_ns); sleep 3; i1=$(cpu_ns "${NODE_PID[1]}"); t1=$(now_ns)
   served0=$(( $(gc 7401 gc_cr_blocks_served) + $(gc 7401 gc_current_blocks_served) ))
   cpu0=$(cpu_ns "${NODE_PID[1]}"); t2=$(now_ns)
   line=""
@@ -98,6 +99,22 @@ print(f'{busy / 1e3 / max(1, $served1 - $served0):.1f}')")
   printf '%s' "$line"
   echo "  node 1: $((served1 - served0)) blocks served, $cpb us CPU per block served ($(ratio "$cpb" "$ibcpu")x ibench's server)"
 done
+# The seeds' scan (001/004): node 1 scans a cold table of SCAN blocks from
+# disk, then node 2 scans it: how many of node 2's blocks come over the
+# interconnect, and how many disk reads that avoids.
+SCAN=${SCAN:-4096}
+start_fusion scan 3 7501
+t0=$(now_ns); s1=$(echo "BLOCK.SCAN 1 0 $SCAN" | resp 7501); t1=$(now_ns)
+for k in physical_reads gc_cr_multi_block_request gc_cr_blocks_received gc_current_blocks_received gc_cr_grant_2way physical_reads_avoided; do b[$k]=$(gc 7502 $k); done
+t2=$(now_ns); s2=$(echo "BLOCK.SCAN 1 0 $SCAN" | resp 7502); t3=$(now_ns)
+echo "== the seeds' scan of $SCAN blocks: node 1 (cold, from disk) $(( (t1 - t0) / 1000000 )) ms [$s1], then node 2 $(( (t3 - t2) / 1000000 )) ms [$s2]"
+line="  node 2:"
+for k in physical_reads gc_cr_multi_block_request gc_cr_blocks_received gc_current_blocks_received gc_cr_grant_2way physical_reads_avoided; do
+  line+=" $k $(( $(gc 7502 $k) - ${b[$k]} ))"
+done
+echo "$line"
+stop_fusion 7501 3
+
 echo "== medians of per-round ratios ($ROUNDS rounds, $BLOCKS blocks; baseline ibench loopback block 2-way, --spin-us 0)"
 echo "  2-way: p50 $(median "${R[2way,p50]}")x p99 $(median "${R[2way,p99]}")x (p50 $(median "${R[2way,abs]}") us)"
 echo "  3-way: p50 $(median "${R[3way,p50]}")x p99 $(median "${R[3way,p99]}")x (p50 $(median "${R[3way,abs]}") us)"
