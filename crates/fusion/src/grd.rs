@@ -216,11 +216,20 @@ impl Res {
     /// Whether `from`'s request `rid` is known: done, running or queued.
     pub fn knows(&self, from: NodeId, rid: u64) -> bool {
         self.done.get(&from).is_some_and(|&d| d >= rid)
-            || self
-                .busy
-                .as_ref()
-                .is_some_and(|c| c.req.from == from && c.req.rid == rid)
-            || self.queue.iter().any(|p| p.from == from && p.rid == rid)
+            || self.running(from, rid)
+            || self.queued(from, rid)
+    }
+
+    /// Whether `from`'s request `rid` is the conversion running.
+    pub fn running(&self, from: NodeId, rid: u64) -> bool {
+        self.busy
+            .as_ref()
+            .is_some_and(|c| c.req.from == from && c.req.rid == rid)
+    }
+
+    /// Whether `from`'s request `rid` waits in the queue.
+    pub fn queued(&self, from: NodeId, rid: u64) -> bool {
+        self.queue.iter().any(|p| p.from == from && p.rid == rid)
     }
 
     /// Nothing cached anywhere and nothing to wait for.

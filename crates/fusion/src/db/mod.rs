@@ -166,6 +166,14 @@ struct ClientQ {
 }
 
 impl ClientQ {
+    /// The oldest reply, if it is known: the next to give out.
+    fn pop_due(&mut self) -> Option<Reply> {
+        if !matches!(self.unanswered.front(), Some((_, Some(_)))) {
+            return None;
+        }
+        self.unanswered.pop_front().and_then(|(_, r)| r)
+    }
+
     fn is_idle(&self) -> bool {
         self.busy.is_none() && self.queued.is_empty() && self.unanswered.is_empty()
     }
@@ -375,13 +383,7 @@ impl Db {
         if let Some(slot) = q.unanswered.iter_mut().find(|(i, _)| *i == id) {
             slot.1 = Some(done);
         }
-        let mut out = Vec::new();
-        while let Some((_, Some(_))) = q.unanswered.front() {
-            if let Some((_, Some(r))) = q.unanswered.pop_front() {
-                out.push(r);
-            }
-        }
-        for r in out {
+        while let Some(r) = self.clients.get_mut(&client).and_then(ClientQ::pop_due) {
             self.reply(client, r);
         }
     }

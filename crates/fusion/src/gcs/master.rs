@@ -68,10 +68,7 @@ impl Fusion {
             return;
         }
         let r = self.dir.entry(key).or_default();
-        if r.busy
-            .as_ref()
-            .is_some_and(|c| c.req.from == from && c.req.rid == rid)
-        {
+        if r.running(from, rid) {
             // R asked again: its timer ran out. Redo the step.
             self.m_act(now, key, false);
             return;
@@ -83,10 +80,10 @@ impl Fusion {
             // the node checks its own state when the answer comes.
             let (file, block) = key;
             match what {
-                What::Drop if !r.queue.iter().any(|p| p.from == from && p.rid == rid) => {
+                What::Drop if !r.queued(from, rid) => {
                     self.send(from, Msg::DropOk { rid, file, block })
                 }
-                What::Write if !r.queue.iter().any(|p| p.from == from && p.rid == rid) => {
+                What::Write if !r.queued(from, rid) => {
                     self.send(from, Msg::WriteGrant { rid, file, block })
                 }
                 _ => {}
@@ -121,10 +118,7 @@ impl Fusion {
             if r.mode_of(from) != Mode::N {
                 continue; // R has it; nothing to do.
             }
-            if r.busy
-                .as_ref()
-                .is_some_and(|c| c.req.from == from && c.req.rid == rid)
-            {
+            if r.running(from, rid) {
                 self.m_act(now, key, false);
                 continue;
             }
@@ -464,9 +458,10 @@ impl Fusion {
         let Some(r) = self.dir.get_mut(&key) else {
             return;
         };
-        let ours = r.busy.as_ref().is_some_and(|c| {
-            c.req.from == from && c.req.rid == rid && c.step == Step::WriteGranted
-        });
+        let ours = r.running(from, rid)
+            && r.busy
+                .as_ref()
+                .is_some_and(|c| c.step == Step::WriteGranted);
         if ours {
             self.m_end(now, key);
         }

@@ -130,6 +130,35 @@ impl Fusion {
         }
     }
 
+    /// An acquire served from this node's cache, pinned `held`: the
+    /// block is touched and the acquire completes with the image (mode
+    /// `mode`, the mode this node holds it in).
+    fn pinned_locally(
+        &mut self,
+        op: u64,
+        key: (FileNo, BlockNo),
+        held: Mode,
+        scn: Scn,
+        mode: Mode,
+        image: Option<SharedBuf>,
+    ) -> Local {
+        self.cache.touch(key);
+        if let Some(o) = self.ops.get_mut(&op) {
+            o.held = Some(held);
+        }
+        if let Some(image) = image {
+            self.complete(Completion::Acquired {
+                op,
+                file: key.0,
+                block: key.1,
+                scn,
+                mode,
+                image,
+            });
+        }
+        Local::Done
+    }
+
     fn try_local(&mut self, op: u64) -> Local {
         let Some(o) = self.ops.get(&op) else {
             return Local::Done;
@@ -175,21 +204,7 @@ impl Fusion {
                     _ => Pin::Shared(1),
                 };
                 let (scn, image, mode) = (e.scn, e.current.clone(), e.mode);
-                self.cache.touch(key);
-                if let Some(o) = self.ops.get_mut(&op) {
-                    o.held = Some(Mode::S);
-                }
-                if let Some(image) = image {
-                    self.complete(Completion::Acquired {
-                        op,
-                        file: key.0,
-                        block: key.1,
-                        scn,
-                        mode,
-                        image,
-                    });
-                }
-                Local::Done
+                self.pinned_locally(op, key, Mode::S, scn, mode, image)
             }
             OpKind::Acquire(Access::Exclusive) if have && e.mode == Mode::X => {
                 if e.pin != Pin::None || e.dropping || e.writing.is_some() {
@@ -197,21 +212,7 @@ impl Fusion {
                 }
                 e.pin = Pin::Excl;
                 let (scn, image) = (e.scn, e.current.clone());
-                self.cache.touch(key);
-                if let Some(o) = self.ops.get_mut(&op) {
-                    o.held = Some(Mode::X);
-                }
-                if let Some(image) = image {
-                    self.complete(Completion::Acquired {
-                        op,
-                        file: key.0,
-                        block: key.1,
-                        scn,
-                        mode: Mode::X,
-                        image,
-                    });
-                }
-                Local::Done
+                self.pinned_locally(op, key, Mode::X, scn, Mode::X, image)
             }
             OpKind::ScanPart { scan, i } if have => {
                 let img = e.current.clone();
