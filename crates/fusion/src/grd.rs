@@ -5,10 +5,8 @@
 //! its file and its *chunk* of [`CHUNK`] consecutive blocks, so a
 //! multi-block read of an aligned run of up to 16 blocks asks one master
 //! with one message. On a membership change only the departed nodes' slots
-//! move (round-robin over the survivors); a moved slot answers
-//! [`ErrorCode::Recovering`](crate::msg::ErrorCode::Recovering) until
-//! instance recovery (issue 12) rebuilds it, because the departed master's
-//! knowledge (holders, past images) is gone with it.
+//! move (and a joiner takes back its own); the directory is then rebuilt
+//! from what the members hold (`gcs::recon`).
 
 use crate::block::Scn;
 use crate::io::{BlockNo, FileNo};
@@ -34,31 +32,36 @@ pub fn slot_of(file: FileNo, block: BlockNo) -> usize {
     h as usize % SLOTS
 }
 
-/// Slot owners over the current members.
+/// Slot owners over the current members, by rendezvous hashing: a slot
+/// goes to the member with the highest hash of (slot, member). A pure
+/// function of the member set, so every node (a joiner too) computes the
+/// same map with no exchange; a departed node's slots go, spread, to the
+/// survivors and no other slot moves; a node that comes back gets the very
+/// slots it had.
 #[derive(Clone, Debug)]
 pub struct SlotMap {
     owner: Vec<NodeId>,
-    /// Slots that moved from a departed node: not served until recovery.
-    moved: Vec<bool>,
     members: Vec<NodeId>,
 }
 
+/// The rendezvous weight of `node` for `slot` (a 64-bit mix: well spread
+/// for consecutive slots and node ids).
+fn weight(slot: usize, node: NodeId) -> u64 {
+    let mut x = (slot as u64) << 16 | u64::from(node.0);
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 impl SlotMap {
-    /// Slot s goes to the (s mod n)-th member in id order.
     pub fn new(members: &[NodeId]) -> SlotMap {
-        let mut m: Vec<NodeId> = members.to_vec();
-        m.sort_unstable();
-        m.dedup();
-        let owner = if m.is_empty() {
-            vec![NodeId(0); SLOTS]
-        } else {
-            (0..SLOTS).map(|s| m[s % m.len()]).collect()
+        let mut m = SlotMap {
+            owner: vec![NodeId(0); SLOTS],
+            members: Vec::new(),
         };
-        SlotMap {
-            owner,
-            moved: vec![false; SLOTS],
-            members: m,
-        }
+        m.set_members(members);
+        m
     }
 
     pub fn members(&self) -> &[NodeId] {
@@ -73,40 +76,29 @@ impl SlotMap {
         self.owner[slot_of(file, block)]
     }
 
-    pub fn moved(&self, file: FileNo, block: BlockNo) -> bool {
-        self.moved[slot_of(file, block)]
-    }
-
-    /// A new view: departed nodes' slots move round-robin over the
-    /// survivors and are marked moved; every other slot stays. Returns the
-    /// departed nodes.
-    pub fn set_members(&mut self, members: &[NodeId]) -> Vec<NodeId> {
+    /// A new member set; returns the departed nodes and the joined ones.
+    pub fn set_members(&mut self, members: &[NodeId]) -> (Vec<NodeId>, Vec<NodeId>) {
         let mut new: Vec<NodeId> = members.to_vec();
         new.sort_unstable();
         new.dedup();
-        let gone: Vec<NodeId> = self
+        let gone = self
             .members
             .iter()
             .copied()
             .filter(|n| new.binary_search(n).is_err())
             .collect();
+        let joined = new
+            .iter()
+            .copied()
+            .filter(|n| self.members.binary_search(n).is_err())
+            .collect();
         if !new.is_empty() {
-            let mut next = 0;
-            for s in 0..SLOTS {
-                if new.binary_search(&self.owner[s]).is_err() {
-                    self.owner[s] = new[next % new.len()];
-                    self.moved[s] = true;
-                    next += 1;
-                }
+            for (s, o) in self.owner.iter_mut().enumerate() {
+                *o = *new.iter().max_by_key(|&&n| weight(s, n)).unwrap_or(&new[0]);
             }
         }
         self.members = new;
-        gone
-    }
-
-    /// Instance recovery rebuilt the moved slots (issue 12's hook).
-    pub fn recovered(&mut self) {
-        self.moved.iter_mut().for_each(|m| *m = false);
+        (gone, joined)
     }
 }
 
@@ -175,8 +167,6 @@ pub struct Res {
     /// The last request id completed per requester: an older or equal one
     /// arriving is late or duplicate.
     pub done: BTreeMap<NodeId, u64>,
-    /// An evicted node held it: refused until recovery.
-    pub lost: bool,
 }
 
 impl Res {
@@ -234,7 +224,7 @@ impl Res {
 
     /// Nothing cached anywhere and nothing to wait for.
     pub fn idle(&self) -> bool {
-        self.holders.is_empty() && self.pis.is_empty() && self.busy.is_none() && !self.lost
+        self.holders.is_empty() && self.pis.is_empty() && self.busy.is_none()
     }
 }
 
@@ -246,24 +236,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_departed_slots_move() {
+    fn only_departed_slots_move_and_come_back() {
         let m: Vec<NodeId> = (1..=3).map(NodeId).collect();
         let mut s = SlotMap::new(&m);
         let before = s.owner.clone();
-        assert_eq!(before.iter().filter(|&&n| n == NodeId(2)).count(), 5461);
-        let gone = s.set_members(&[NodeId(1), NodeId(3)]);
-        assert_eq!(gone, vec![NodeId(2)]);
+        for n in &m {
+            let c = before.iter().filter(|&&o| o == *n).count();
+            assert!((5000..5900).contains(&c), "node {n:?} masters {c} slots");
+        }
+        let (gone, joined) = s.set_members(&[NodeId(1), NodeId(3)]);
+        assert_eq!((gone, joined), (vec![NodeId(2)], vec![]));
+        let mut to = [0usize; 4];
         for (i, &was) in before.iter().enumerate() {
             if was == NodeId(2) {
                 assert_ne!(s.owner[i], NodeId(2));
-                assert!(s.moved[i]);
+                to[s.owner[i].0 as usize] += 1;
             } else {
                 assert_eq!(s.owner[i], before[i]);
-                assert!(!s.moved[i]);
             }
         }
-        s.recovered();
-        assert!(!s.moved.iter().any(|&m| m));
+        assert!(
+            to[1] > 2000 && to[3] > 2000,
+            "spread over the survivors: {to:?}"
+        );
+        let (gone, joined) = s.set_members(&m);
+        assert_eq!((gone, joined), (vec![], vec![NodeId(2)]));
+        assert_eq!(s.owner, before, "a node back gets its own slots back");
     }
 
     #[test]

@@ -103,8 +103,28 @@ pub struct Stats {
     pub gc_pi_discards: u64,
     /// Control messages refused by the decoder (damaged or foreign).
     pub gc_bad_messages: u64,
-    /// Requests failed (eviction awaiting recovery, fence, bad block).
+    /// Requests failed (reconfiguration or recovery under way, fence,
+    /// bad block).
     pub gc_requests_failed: u64,
+    /// Reconfigurations of the service (a member left or joined, or the
+    /// open's recovery).
+    pub gc_reconfigurations: u64,
+    /// Requests a master refused while its directory was being rebuilt or
+    /// the block awaited recovery (Oracle's wait while the recovery domain
+    /// is invalid); the requester's command is answered `TRYAGAIN`.
+    pub gc_domain_validation: u64,
+    /// Messages of another reconfiguration's epoch, dropped.
+    pub gc_stale_epoch_messages: u64,
+    /// Instance recovery: redo read, records applied, blocks read from
+    /// disk, blocks rebuilt with redo, blocks that could not be.
+    pub recovery_redo_bytes_read: u64,
+    pub recovery_redo_records_applied: u64,
+    pub recovery_blocks_read: u64,
+    /// Recovery set blocks whose base was a survivor's past image (no
+    /// disk read).
+    pub recovery_blocks_from_pi: u64,
+    pub recovery_blocks_recovered: u64,
+    pub recovery_blocks_failed: u64,
     /// Redo appends (group commits) and the bytes they carried.
     pub redo_writes: u64,
     pub redo_bytes: u64,
@@ -143,6 +163,18 @@ impl Stats {
             ("gc_pi_discards", self.gc_pi_discards),
             ("gc_bad_messages", self.gc_bad_messages),
             ("gc_requests_failed", self.gc_requests_failed),
+            ("gc_reconfigurations", self.gc_reconfigurations),
+            ("gc_domain_validation", self.gc_domain_validation),
+            ("gc_stale_epoch_messages", self.gc_stale_epoch_messages),
+            ("recovery_redo_bytes_read", self.recovery_redo_bytes_read),
+            (
+                "recovery_redo_records_applied",
+                self.recovery_redo_records_applied,
+            ),
+            ("recovery_blocks_read", self.recovery_blocks_read),
+            ("recovery_blocks_from_pi", self.recovery_blocks_from_pi),
+            ("recovery_blocks_recovered", self.recovery_blocks_recovered),
+            ("recovery_blocks_failed", self.recovery_blocks_failed),
             ("redo_writes", self.redo_writes),
             ("redo_bytes", self.redo_bytes),
         ]

@@ -446,7 +446,7 @@ impl Protocol for SimFusion {
                 self.trace.push((now, peer, None));
                 return Some(out);
             }
-            let Ok(m) = Msg::decode(data) else {
+            let Ok((_, m)) = Msg::decode(data) else {
                 return Some(out);
             };
             if let Some(f) = self.drop_filter.as_mut() {

@@ -574,28 +574,38 @@ fn fail_all_answers_every_pending_command_at_once() {
 #[test]
 fn service_errors_become_redis_errors() {
     let mut c = cluster(113);
-    let key = (0..)
-        .map(|i| format!("r{i}"))
-        .find(|k| node(&c, 1).f.master_of(1, block_of(k)) == NodeId(3))
-        .unwrap();
-    let now = c.now();
-    for id in [1, 2] {
-        node_mut(&mut c, id)
-            .f
-            .set_members(now, 2, &[NodeId(1), NodeId(2)]);
-    }
-    let e = err_text(run_cmd(&mut c, 1, &["GET", &key]));
-    assert!(e.starts_with("TRYAGAIN "), "{e}");
-    assert!(err_text(run_cmd(&mut c, 2, &["SET", &key, "v"])).starts_with("TRYAGAIN "));
-    // An MSET that holds a lower block when the next fails lets it go.
+    // Two keys node 1 masters once node 3 is gone, `low` in a lower block,
+    // which node 1 holds in X before the reconfiguration.
+    let after = icx_fusion::grd::SlotMap::new(&[NodeId(1), NodeId(2)]);
+    let mine = |k: &String| after.master(1, block_of(k)) == NodeId(1);
+    let key = (0..).map(|i| format!("r{i}")).find(|k| mine(k)).unwrap();
     let low = (0..)
         .map(|i| format!("l{i}"))
-        .find(|k| {
-            block_of(k) < block_of(&key) && node(&c, 1).f.master_of(1, block_of(k)) != NodeId(3)
-        })
+        .find(|k| mine(k) && block_of(k) < block_of(&key))
         .unwrap();
+    assert_eq!(run_cmd(&mut c, 1, &["SET", &low, "0"]), ok());
+    // Node 1 reconfigures alone: its directory waits for node 2's report,
+    // so what it masters is refused meanwhile.
+    let now = c.now();
+    node_mut(&mut c, 1)
+        .f
+        .set_members(now, 2, &[NodeId(1), NodeId(2)]);
+    let e = err_text(run_cmd(&mut c, 1, &["GET", &key]));
+    assert!(e.starts_with("TRYAGAIN "), "{e}");
+    assert!(err_text(run_cmd(&mut c, 1, &["SET", &key, "v"])).starts_with("TRYAGAIN "));
+    // An MSET that holds a lower block when the next fails lets it go.
     let e = err_text(run_cmd(&mut c, 1, &["MSET", &low, "1", &key, "2"]));
     assert!(e.starts_with("TRYAGAIN "), "{e}");
+    let now = c.now();
+    node_mut(&mut c, 2)
+        .f
+        .set_members(now, 2, &[NodeId(1), NodeId(2)]);
+    let ok_ = c.run_until_cond(Duration::from_secs(5), 1_000_000, |c| {
+        [1, 2]
+            .iter()
+            .all(|&n| node(c, n).f.reconfiguration().is_none())
+    });
+    assert!(ok_, "never reconfigured");
     assert_eq!(
         run_cmd(&mut c, 2, &["SET", &low, "3"]),
         ok(),
@@ -606,6 +616,7 @@ fn service_errors_become_redis_errors() {
         bulk("3"),
         "no part of the MSET"
     );
+    assert_eq!(run_cmd(&mut c, 1, &["GET", &key]), Reply::Null);
     assert_eq!(db(&c, 1).db.pending(), 0);
     let now = c.now();
     node_mut(&mut c, 2).f.fence(now);

@@ -67,49 +67,75 @@ fn a_dirty_block_ships_only_once_its_redo_is_durable() {
 }
 
 #[test]
-fn an_evicted_node_fails_the_requests_it_affects_until_recovery() {
+fn requests_wait_for_every_members_report_after_a_departure() {
     let (mut c, _) = build(22, 3, 64);
-    let held = mastered_by(&c, 3, 0);
     let moved = mastered_by(&c, 2, 0);
     let fine = mastered_by(&c, 1, 0);
-    set(&mut c, 2, 1, held, 9);
+    let cold = mastered_by(&c, 1, 1);
+    set(&mut c, 1, 1, fine, 9);
     settle(&mut c);
-    let now = c.now();
     let survivors = [NodeId(1), NodeId(3)];
-    for id in [1, 3] {
-        node_mut(&mut c, id).f.set_members(now, 2, &survivors);
-    }
-    let mut op = 10;
-    for (b, recovering) in [(held, true), (moved, true), (fine, false)] {
-        op += 1;
+    let try_read = |c: &mut Cluster, op: u64, b: BlockNo| -> Completion {
         let now = c.now();
-        node_mut(&mut c, 1)
-            .f
-            .acquire(now, op, 1, b, Access::Current);
+        node_mut(c, 1).f.acquire(now, op, 1, b, Access::Current);
         c.node_mut(NodeId(1));
-        wait(&mut c, 1, op);
-        let r = node(&c, 1).completion(op).unwrap();
-        match (recovering, r) {
-            (true, Completion::Failed { error, .. }) => {
-                assert_eq!(error, &GcError::Recovering { file: 1, block: b })
-            }
-            (false, Completion::Acquired { .. }) => release(&mut c, 1, op),
-            (_, other) => panic!("block {b}: {other:?}"),
+        wait(c, 1, op);
+        node(c, 1).completion(op).unwrap().clone()
+    };
+    // Node 1 reconfigures; node 3 has not yet, so node 1's report to it
+    // is dropped (another epoch) and node 1's directory is not rebuilt.
+    let now = c.now();
+    node_mut(&mut c, 1).f.set_members(now, 2, &survivors);
+    c.node_mut(NodeId(1));
+    c.run_for(Duration::from_millis(5));
+    // A block node 1 holds is read from its cache; one it does not is
+    // refused until the directory is rebuilt.
+    assert!(matches!(
+        try_read(&mut c, 10, fine),
+        Completion::Acquired { .. }
+    ));
+    release(&mut c, 1, 10);
+    match try_read(&mut c, 11, cold) {
+        Completion::Failed { error, .. } => {
+            assert_eq!(
+                error,
+                GcError::Recovering {
+                    file: 1,
+                    block: cold
+                }
+            )
         }
+        other => panic!("served during the freeze: {other:?}"),
     }
+    assert!(node(&c, 1).f.stats().gc_domain_validation > 0);
+    assert!(node(&c, 1).f.reconfiguration().is_some());
+    let now = c.now();
+    node_mut(&mut c, 3).f.set_members(now, 2, &survivors);
+    c.node_mut(NodeId(3));
+    let ok = c.run_until_cond(Duration::from_secs(5), 1_000_000, |c| {
+        [1, 3]
+            .iter()
+            .all(|&n| node(c, n).f.reconfiguration().is_none())
+    });
+    assert!(ok, "the survivors never finished reconfiguring");
+    // Node 1 held `fine` in X: rebuilt from its report, served from its
+    // cache with no disk read; the departed node's slot moved.
+    let (_, img) = acquire(&mut c, 1, 20, fine, Access::Current);
+    assert_eq!(counter(&img), 9);
+    release(&mut c, 1, 20);
     assert_ne!(
         node(&c, 1).f.master_of(1, moved),
         NodeId(2),
         "the slot moved"
     );
     assert_eq!(node(&c, 1).f.master_of(1, fine), NodeId(1), "others stay");
-    for id in [1, 3] {
-        node_mut(&mut c, id).f.recovered();
-    }
-    // (Issue 12 rebuilds the block from PIs and redo; here the moved slot
-    // only serves again.)
-    let (_, img) = acquire(&mut c, 1, 20, moved, Access::Current);
+    let (_, img) = acquire(&mut c, 3, 21, moved, Access::Current);
     assert_eq!(counter(&img), 0);
+    for n in [1, 3] {
+        let r = node(&c, n).f.last_reconfiguration().unwrap();
+        assert_eq!((r.old_epoch, r.epoch), (0, 2));
+        assert_eq!(r.departed, vec![NodeId(2)]);
+    }
 }
 
 #[test]

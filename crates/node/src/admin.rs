@@ -273,10 +273,11 @@ impl Node {
             self.info_interconnect(&mut out);
         }
         type Section = fn(&crate::data::Data, &mut Fields<'_>);
-        let data: [(&str, Section); 3] = [
+        let data: [(&str, Section); 4] = [
             ("gc", crate::data::Data::info_gc),
             ("cache", crate::data::Data::info_cache),
             ("redo", crate::data::Data::info_redo),
+            ("recovery", crate::data::Data::info_recovery),
         ];
         if let Some(d) = self.data.as_ref() {
             for (name, section_fn) in data {

@@ -1,4 +1,6 @@
-//! The alert log: every CRS-/ICX- line the membership raises, appended to
+//! The alert log: every CRS-/ICX- line the membership raises, and cache
+//! fusion's reconfiguration and recovery lines (no code, as in Oracle's
+//! database alert log), appended to
 //! `alert_<node name>.log` in the node's log directory, in Oracle's layout
 //! (`2026-12-01 22:04:09.123 [FUSION(4242)]CRS-1612: ...`, UTC), and
 //! echoed to stderr through `tracing`.
@@ -43,11 +45,22 @@ impl AlertLog {
     /// Appends one line (timestamped now) and logs it.
     pub fn write(&mut self, alert: &Alert) {
         tracing::warn!(target: "alert", "{}", alert.text);
+        self.append(&alert.text);
+    }
+
+    /// A line of the database side, as Oracle's alert log has them without
+    /// a code ("Reconfiguration started (old inc 4, new inc 6)").
+    pub fn write_line(&mut self, text: &str) {
+        tracing::info!(target: "alert", "{text}");
+        self.append(text);
+    }
+
+    fn append(&mut self, text: &str) {
         let line = format!(
             "{} [FUSION({})]{}\n",
             timestamp(SystemTime::now()),
             std::process::id(),
-            alert.text
+            text
         );
         // One write per line on an O_APPEND file: lines from a restart of
         // the same node never interleave mid-line.

@@ -277,10 +277,14 @@ impl Node {
     fn pump_data(&mut self) -> bool {
         let now = self.net.rt.now();
         let serving = self.serving && !self.is_leaving();
-        match self.data.as_mut() {
-            Some(d) => d.pump(now, &self.member, serving),
-            None => false,
+        let Some(d) = self.data.as_mut() else {
+            return false;
+        };
+        let any = d.pump(now, &self.member, serving);
+        while let Some(line) = d.poll_alert() {
+            self.alerts.write_line(&line);
         }
+        any
     }
 
     /// Voting-file requests out, completions in.

@@ -20,17 +20,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = block::verify(rest, 1, 2);
     let mut bytes = rest.to_vec();
-    if mode & 1 == 1 && bytes.len() >= 10 {
-        let len = bytes.len().min(200);
+    if mode & 1 == 1 && bytes.len() >= 18 {
+        let len = bytes.len().min(400);
         bytes.truncate(len);
         bytes[0..2].copy_from_slice(b"GC");
-        bytes[2] = 1;
-        bytes[3] = 1 + mode / 2 % 19;
-        bytes[4..6].copy_from_slice(&((len - 10) as u16).to_le_bytes());
+        bytes[2] = 2;
+        bytes[3] = 1 + mode / 2 % 23;
+        bytes[4..6].copy_from_slice(&((len - 18) as u16).to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..len - 4]);
         bytes[len - 4..].copy_from_slice(&crc.to_le_bytes());
     }
-    if let Ok(m) = Msg::decode(&bytes) {
-        assert_eq!(m.encode(), bytes, "round trip");
+    if let Ok((epoch, m)) = Msg::decode(&bytes) {
+        assert_eq!(m.encode(epoch), bytes, "round trip");
     }
 });

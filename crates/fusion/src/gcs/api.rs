@@ -258,30 +258,69 @@ impl Fusion {
             }
             IoFor::Write { key, scn, rid } => self.h_write_done(now, key, scn, rid, c.result),
             IoFor::Redo => self.redo_done(now, c.result),
+            IoFor::RecoveryRedo { node, offset } => {
+                self.recovery_redo_done(now, node, offset, c.result)
+            }
+            IoFor::RecoveryRead { key } => self.recovery_read_done(now, key, c.result),
         }
         self.drain_local(now);
     }
 
-    /// A new membership view: departed nodes' slots move, and requests on
-    /// blocks they mastered or held fail with [`GcError::Recovering`].
+    /// A new membership view. The first call opens the service (with
+    /// instance recovery when [`Config::open_recovery`]); a later one that
+    /// changes the member set reconfigures ([`recon`](super::recon)):
+    /// departed nodes' slots move, joiners take back theirs, the directory
+    /// is rebuilt from every member's report, and after a departure every
+    /// block no survivor holds is recovered from the redo logs.
     pub fn set_members(&mut self, now: Instant, incarnation: u64, members: &[NodeId]) {
-        self.incarnation = incarnation;
-        let gone = self.slots.set_members(members);
-        if gone.is_empty() {
+        self.apply_members(now, incarnation, members, Vec::new());
+    }
+
+    /// [`Fusion::set_members`] with each member's incarnation: a member
+    /// back with a new one lost its cache, and counts as departed and
+    /// joined in one reconfiguration.
+    pub fn set_view(&mut self, now: Instant, incarnation: u64, members: &[(NodeId, u32)]) {
+        let replaced: Vec<NodeId> = members
+            .iter()
+            .filter(|(n, i)| self.incs.get(n).is_some_and(|old| old != i))
+            .map(|(n, _)| *n)
+            .collect();
+        self.incs = members.iter().copied().collect();
+        let ids: Vec<NodeId> = members.iter().map(|(n, _)| *n).collect();
+        self.apply_members(now, incarnation, &ids, replaced);
+    }
+
+    fn apply_members(
+        &mut self,
+        now: Instant,
+        incarnation: u64,
+        members: &[NodeId],
+        replaced: Vec<NodeId>,
+    ) {
+        if self.fenced {
             return;
         }
-        self.m_members_gone(now, &gone);
-        self.r_members_gone(now, &gone);
+        self.incarnation = incarnation;
+        let first = !self.opened;
+        self.opened = true;
+        let (mut gone, mut joined) = self.slots.set_members(members);
+        gone.extend(replaced.iter().copied());
+        joined.extend(replaced);
+        self.known.extend(members.iter().copied());
+        let open_recovery = first && self.cfg.open_recovery;
+        if !gone.is_empty() || !joined.is_empty() || open_recovery {
+            let recover = !gone.is_empty() || open_recovery;
+            self.reconfigure(now, incarnation, (gone, joined), recover);
+        } else if first {
+            self.epoch = incarnation;
+        }
         self.drain_local(now);
     }
 
-    /// Instance recovery rebuilt what the evicted nodes mastered (the hook
-    /// issue 12 calls).
-    pub fn recovered(&mut self) {
-        self.slots.recovered();
-        for r in self.dir.values_mut() {
-            r.lost = false;
-        }
+    /// The next alert-log line (reconfiguration and recovery phases, in
+    /// Oracle's words), for the host to log.
+    pub fn poll_alert(&mut self) -> Option<String> {
+        self.alerts.pop_front()
     }
 
     /// Stops all block traffic and I/O at once (this node is being
@@ -289,6 +328,7 @@ impl Fusion {
     /// operation fails with [`GcError::Fenced`].
     pub fn fence(&mut self, _now: Instant) {
         self.fenced = true;
+        self.recon = None;
         self.out.clear();
         self.io_out.clear();
         self.local.clear();
@@ -346,7 +386,8 @@ impl Protocol for Fusion {
         match channel {
             Channel::Block => self.on_image(now, peer, data.freeze()),
             _ => match Msg::decode(&data) {
-                Ok(m) => self.dispatch(now, peer, m),
+                Ok((epoch, m)) if epoch == self.epoch => self.dispatch(now, peer, m),
+                Ok(_) => self.stats.gc_stale_epoch_messages += 1,
                 Err(_) => self.stats.gc_bad_messages += 1,
             },
         }
@@ -376,7 +417,10 @@ impl Protocol for Fusion {
             .min();
         let r = self.retries.values().map(|r| r.deadline).min();
         let d = self.pi_retries.values().map(|r| r.deadline).min();
-        [w, m, r, d].into_iter().flatten().min()
+        [w, m, r, d, self.recon_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn poll_output(&mut self, _now: Instant) -> Option<Output> {

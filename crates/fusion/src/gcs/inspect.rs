@@ -124,6 +124,23 @@ impl Fusion {
                 .values()
                 .all(|r| r.busy.is_none() && r.queue.is_empty())
             && self.redo.idle()
+            && self.recon.is_none()
+    }
+
+    /// The reconfiguration under way, if any.
+    pub fn reconfiguration(&self) -> Option<&super::ReconReport> {
+        self.recon.as_ref().map(|r| &r.report)
+    }
+
+    /// The last reconfiguration finished.
+    pub fn last_reconfiguration(&self) -> Option<&super::ReconReport> {
+        self.last_recon.as_ref()
+    }
+
+    /// The epoch messages are sent in (the cluster incarnation of the last
+    /// reconfiguration).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// What this node waits for, for a test's failure message.

@@ -36,13 +36,18 @@ impl Fusion {
         );
     }
 
-    /// Checks a request can be served here; Err: refused.
-    fn m_admit(&mut self, from: NodeId, rid: u64, key: (FileNo, BlockNo)) -> bool {
+    /// Checks a request can be served here; false: refused (or, for a
+    /// holder's write or drop before the directory is rebuilt, ignored:
+    /// its retry comes again).
+    fn m_admit(&mut self, from: NodeId, rid: u64, key: (FileNo, BlockNo), what: What) -> bool {
         let code = if self.slots.master(key.0, key.1) != self.me {
             Some(ErrorCode::NotMaster)
         } else if !self.in_range(key.0, key.1) {
             Some(ErrorCode::NoSuchBlock)
-        } else if self.slots.moved(key.0, key.1) || self.dir.get(&key).is_some_and(|r| r.lost) {
+        } else if matches!(what, What::Write | What::Drop) && !self.recon_rebuilt() {
+            return false;
+        } else if !self.recon_admits(key) {
+            self.stats.gc_domain_validation += 1;
             Some(ErrorCode::Recovering)
         } else {
             None
@@ -64,7 +69,7 @@ impl Fusion {
         key: (FileNo, BlockNo),
         what: What,
     ) {
-        if !self.m_admit(from, rid, key) {
+        if !self.m_admit(from, rid, key, what) {
             return;
         }
         let r = self.dir.entry(key).or_default();
@@ -111,7 +116,7 @@ impl Fusion {
         self.batch = Some((from, rid, file, first, 0));
         for b in (first..=last).filter(|b| mask & (1 << (b - first)) != 0) {
             let key = (file, b);
-            if !self.m_admit(from, rid, key) {
+            if !self.m_admit(from, rid, key, What::Scan) {
                 continue;
             }
             let r = self.dir.entry(key).or_default();
@@ -492,41 +497,6 @@ impl Fusion {
             .collect();
         for key in due {
             self.m_act(now, key, false);
-        }
-    }
-
-    /// Blocks an evicted node held (or was being given) are lost until
-    /// recovery; their waiting requesters are told.
-    pub(crate) fn m_members_gone(&mut self, _now: Instant, gone: &[NodeId]) {
-        let mut refuse = Vec::new();
-        for (key, r) in self.dir.iter_mut() {
-            let touched = r.holders.keys().any(|n| gone.contains(n))
-                || r.pis.keys().any(|n| gone.contains(n))
-                || r.busy.as_ref().is_some_and(|c| {
-                    gone.contains(&c.req.from)
-                        || matches!(&c.step, Step::Forwarded { to, .. } if gone.contains(to))
-                        || matches!(&c.step, Step::Invalidating { waiting, .. }
-                            if waiting.iter().any(|n| gone.contains(n)))
-                });
-            if !touched {
-                continue;
-            }
-            r.lost = true;
-            self.busy.remove(key);
-            let reqs = r
-                .busy
-                .take()
-                .map(|c| c.req)
-                .into_iter()
-                .chain(r.queue.drain(..));
-            for p in reqs {
-                if !gone.contains(&p.from) {
-                    refuse.push((p.from, p.rid, *key));
-                }
-            }
-        }
-        for (from, rid, key) in refuse {
-            self.m_refuse(from, rid, key, ErrorCode::Recovering);
         }
     }
 }

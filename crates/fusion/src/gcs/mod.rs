@@ -33,6 +33,7 @@ mod holder;
 mod inspect;
 mod master;
 mod reads;
+mod recon;
 mod redo_log;
 mod requester;
 
@@ -48,6 +49,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 pub use inspect::{CacheSummary, DirView};
+pub use recon::{ReconPhase, ReconReport};
 pub use requester::Want;
 
 /// A global cache service's configuration.
@@ -76,9 +78,22 @@ pub struct Config {
     /// start ([`crate::redo::scan`]), so a restarted node appends after
     /// its old records and chains on from the last one.
     pub redo_tail: crate::redo::Tail,
+    /// Run instance recovery when the service opens (a cold start after a
+    /// crash: changes acknowledged but not yet in the datafiles are only
+    /// in the redo logs). The node sets it; tests that count messages of a
+    /// fresh service do not.
+    pub open_recovery: bool,
+    /// Whose redo logs recovery reads: every node that may ever have
+    /// written one (the configured nodes); empty: the first members.
+    pub log_nodes: Vec<NodeId>,
 }
 
 impl Config {
+    /// Whether the block is in the configured datafiles.
+    pub fn in_range(&self, file: FileNo, block: BlockNo) -> bool {
+        file >= 1 && file <= self.datafiles && block < self.datafile_blocks
+    }
+
     pub fn new(me: NodeId) -> Config {
         Config {
             me,
@@ -92,6 +107,8 @@ impl Config {
             datafiles: 1,
             datafile_blocks: 8192,
             redo_tail: crate::redo::Tail::default(),
+            open_recovery: false,
+            log_nodes: Vec::new(),
         }
     }
 }
@@ -101,8 +118,8 @@ impl Config {
 pub enum GcError {
     /// Outside the configured datafiles.
     NoSuchBlock { file: FileNo, block: BlockNo },
-    /// An evicted node mastered or held the block: instance recovery
-    /// (issue 12) must rebuild it before it is served again.
+    /// The service is reconfiguring (the directory is being rebuilt) or
+    /// the block awaits instance recovery: ask again shortly.
     Recovering { file: FileNo, block: BlockNo },
     /// The node is fenced: no block traffic or I/O.
     Fenced,
@@ -133,7 +150,7 @@ impl fmt::Display for GcError {
             }
             GcError::Recovering { file, block } => write!(
                 f,
-                "file {file} block {block} awaits instance recovery after an eviction"
+                "file {file} block {block} is being recovered after a cluster reconfiguration"
             ),
             GcError::Fenced => f.write_str("fenced: block traffic and I/O stopped"),
             GcError::Corrupt { file, block } => {
@@ -246,6 +263,15 @@ pub(crate) enum IoFor {
         rid: u64,
     },
     Redo,
+    /// Instance recovery: a chunk of `node`'s redo log from `offset`.
+    RecoveryRedo {
+        node: NodeId,
+        offset: u64,
+    },
+    /// Instance recovery: the disk image of a block of the recovery set.
+    RecoveryRead {
+        key: (FileNo, BlockNo),
+    },
 }
 
 /// A message kept until answered, resent on its timer.
@@ -310,6 +336,22 @@ pub struct Fusion {
     pub(crate) stats: Stats,
     pub(crate) fenced: bool,
     pub(crate) next_tag: u64,
+    /// The cluster incarnation of the last reconfiguration: every message
+    /// carries it, and one of another epoch is dropped.
+    pub(crate) epoch: u64,
+    /// `set_members` was called (the first call opens the service).
+    pub(crate) opened: bool,
+    /// The reconfiguration under way.
+    pub(crate) recon: Option<recon::Recon>,
+    /// The last one finished.
+    pub(crate) last_recon: Option<ReconReport>,
+    /// Alert-log lines (reconfiguration and recovery phases) for the host.
+    pub(crate) alerts: VecDeque<String>,
+    /// Every node ever a member: whose redo logs recovery reads when
+    /// [`Config::log_nodes`] is empty.
+    pub(crate) known: BTreeSet<NodeId>,
+    /// Each member's incarnation, as [`Fusion::set_view`] gave it.
+    pub(crate) incs: BTreeMap<NodeId, u32>,
 }
 
 impl fmt::Debug for Fusion {
@@ -376,11 +418,18 @@ impl Fusion {
             stats: Stats::default(),
             fenced: false,
             next_tag: 1,
+            epoch: 0,
+            opened: false,
+            recon: None,
+            last_recon: None,
+            alerts: VecDeque::new(),
+            known: members.iter().copied().collect(),
+            incs: BTreeMap::new(),
         }
     }
 
     pub(crate) fn in_range(&self, file: FileNo, block: BlockNo) -> bool {
-        file >= 1 && file <= self.cfg.datafiles && block < self.cfg.datafile_blocks
+        self.cfg.in_range(file, block)
     }
 
     pub(crate) fn rid(&mut self) -> u64 {
@@ -398,7 +447,7 @@ impl Fusion {
             self.local.push_back((to, msg));
             return;
         }
-        let bytes = msg.encode();
+        let bytes = msg.encode(self.epoch);
         let Some(buf) = self.pool.alloc_from(&bytes) else {
             // The request timers recover a message that was never sent.
             return;
@@ -570,6 +619,24 @@ impl Fusion {
             }
             Msg::WriteGrant { rid, file, block } => self.h_write_grant(now, rid, (file, block)),
             Msg::DropOk { rid, file, block } => self.h_drop_ok(now, rid, (file, block)),
+            Msg::Report {
+                chunk,
+                chunks,
+                entries,
+            } => self.m_report(now, from, chunk, chunks, &entries),
+            Msg::ReportAck { chunks } => self.r_report_ack(now, from, chunks),
+            Msg::PiShipReq {
+                rid,
+                file,
+                block,
+                scn,
+            } => self.h_pi_ship(from, rid, (file, block), scn),
+            Msg::PiShip {
+                rid,
+                file,
+                block,
+                scn,
+            } => self.m_pi_ship(now, from, rid, (file, block), scn),
         }
     }
 
@@ -629,6 +696,7 @@ impl Fusion {
 
     /// Resends what is due.
     fn timers(&mut self, now: Instant) {
+        self.recon_timers(now);
         self.r_timeout(now);
         self.m_timeout(now);
         let due: Vec<_> = self

@@ -188,22 +188,10 @@ impl Fusion {
                 continue;
             }
             let img = if h.kind == block::Kind::Unformatted {
-                // Formatted here (SCN 0, empty) so every cached image names
-                // its block: a ship is paired with its header by it.
-                let Some(mut b) = self.pool.alloc(self.cfg.block_size) else {
+                let Some(b) = self.blank_image(key) else {
                     self.give_up(now, key, GcError::NoBuffer);
                     continue;
                 };
-                b.fill(0);
-                block::seal(
-                    &mut b,
-                    &block::Header {
-                        kind: block::Kind::Data,
-                        file,
-                        block: key.1,
-                        scn: 0,
-                    },
-                );
                 b.freeze()
             } else {
                 buf
@@ -221,6 +209,24 @@ impl Fusion {
         }
         self.flush_done_batch();
         self.evict(now);
+    }
+
+    /// An empty data block (SCN 0) for a never-written one: formatted here
+    /// so every cached image names its block (a ship is paired with its
+    /// header by it). `None`: the pool had no buffer.
+    pub(crate) fn blank_image(&self, key: (FileNo, BlockNo)) -> Option<icx_core::PoolBuf> {
+        let mut b = self.pool.alloc(self.cfg.block_size)?;
+        b.fill(0);
+        block::seal(
+            &mut b,
+            &block::Header {
+                kind: block::Kind::Data,
+                file: key.0,
+                block: key.1,
+                scn: 0,
+            },
+        );
+        Some(b)
     }
 
     fn flush_done_batch(&mut self) {

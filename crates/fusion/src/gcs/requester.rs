@@ -459,6 +459,9 @@ impl Fusion {
         key: (FileNo, BlockNo),
         scn: Scn,
     ) {
+        if self.recovery_image(now, from, key, scn) {
+            return;
+        }
         let Some(w) = self.wants.get(&key) else {
             return;
         };
@@ -689,27 +692,6 @@ impl Fusion {
                 self.stats.gc_current_block_lost += 1;
             }
             self.send_want(key);
-        }
-    }
-
-    /// Requests to departed masters fail (their knowledge is gone).
-    pub(crate) fn r_members_gone(&mut self, now: Instant, gone: &[NodeId]) {
-        let keys: Vec<_> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| gone.contains(&w.master))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            self.wants.remove(&key);
-            self.fail_block(
-                key,
-                GcError::Recovering {
-                    file: key.0,
-                    block: key.1,
-                },
-            );
-            self.resume_writes(now, key);
         }
     }
 }

@@ -50,7 +50,7 @@ proptest! {
                     *block %= 64;
                 }
             }
-            deliver(&mut f, &pool, now, *peer, Channel::Control, &m.encode());
+            deliver(&mut f, &pool, now, *peer, Channel::Control, &m.encode(0));
             now += Duration::from_millis(100);
             if f.poll_timeout().is_some_and(|t| t <= now) {
                 f.handle_timeout(now);

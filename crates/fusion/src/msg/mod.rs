@@ -3,15 +3,18 @@
 //! images travel alone on [`Channel::Block`] (see [`crate::gcs`]).
 //!
 //! ```text
-//!  0      2     3      4        6                 6+len      10+len
-//!  +------+-----+------+--------+------ ... ------+----------+
-//!  | "GC" | ver | type | len u16|  body (fixed)   |  crc32c  |
-//!  +------+-----+------+--------+------ ... ------+----------+
+//!  0      2     3      4        6          14               14+len     18+len
+//!  +------+-----+------+--------+----------+---- ... ------+----------+
+//!  | "GC" | ver | type | len u16| epoch u64| body          |  crc32c  |
+//!  +------+-----+------+--------+----------+---- ... ------+----------+
 //! ```
 //!
 //! Little-endian; the CRC32C covers everything before it. Each type's body
-//! has a fixed length, so a decoder checks the length against the type
-//! before reading a field. Every message names a request id (`rid`,
+//! has a fixed length (a [`Msg::Report`]'s is its entry count times the
+//! entry size), so a decoder checks the length against the type before
+//! reading a field. The epoch is the cluster incarnation of the sender's
+//! last reconfiguration: a message of another epoch is dropped, so nothing
+//! sent before a reconfiguration changes the state rebuilt by it. Every message names a request id (`rid`,
 //! per-requester and increasing) so a late or duplicate reply is known for
 //! what it is; decoding never panics.
 //!
@@ -24,8 +27,13 @@ use icx_core::NodeId;
 use std::fmt;
 
 pub const MAGIC: [u8; 2] = *b"GC";
-pub const VERSION: u8 = 1;
-const HDR: usize = 6;
+pub const VERSION: u8 = 2;
+const HDR: usize = 14;
+/// Entries in one [`Msg::Report`] at most (a report of a whole cache is
+/// cut in chunks of this many).
+pub const REPORT_CHUNK: usize = 256;
+/// Bytes of one [`Held`] entry.
+const HELD_LEN: usize = 31;
 const TRAILER: usize = 4;
 
 /// A block's mode in a cache: none, shared current, exclusive current.
@@ -60,13 +68,30 @@ pub enum ShipKind {
 /// Why a master refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// The block's slot moved from an evicted node, or an evicted node held
-    /// it: instance recovery (issue 12) must rebuild it first.
+    /// The directory is being rebuilt after a reconfiguration, or the
+    /// block awaits instance recovery: ask again shortly.
     Recovering = 1,
     /// The block is outside the configured datafiles.
     NoSuchBlock = 2,
     /// The receiver is not the block's master in its view.
     NotMaster = 3,
+}
+
+/// What a node holds of one block, as it reports it to the block's master
+/// when the directory is rebuilt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub file: FileNo,
+    pub block: BlockNo,
+    /// N when only past images are held.
+    pub mode: Mode,
+    /// The current version's SCN (0 without one).
+    pub scn: Scn,
+    /// The newest past image's SCN (0: none).
+    pub pi_scn: Scn,
+    /// The request by which the holder got its copy (the master names it
+    /// in forwards and invalidations).
+    pub since: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,6 +246,34 @@ pub enum Msg {
         block: BlockNo,
         code: ErrorCode,
     },
+    /// Any→M, after a reconfiguration: chunk `chunk` of `chunks` of what
+    /// the sender holds of the blocks the receiver masters (resent until
+    /// [`Msg::ReportAck`]; `chunks` is at least 1, an empty report says
+    /// "nothing").
+    Report {
+        chunk: u16,
+        chunks: u16,
+        entries: Vec<Held>,
+    },
+    /// M→reporter: every chunk of its report arrived.
+    ReportAck { chunks: u16 },
+    /// M→PI holder, during recovery: ship your past image at `scn` (the
+    /// newest any survivor has), the base redo is applied on.
+    PiShipReq {
+        rid: u64,
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+    },
+    /// PI holder→M: the header of that ship (the image follows on the
+    /// block channel); `scn` 0: the PI is gone (written and discarded
+    /// since), read the disk.
+    PiShip {
+        rid: u64,
+        file: FileNo,
+        block: BlockNo,
+        scn: Scn,
+    },
 }
 
 /// Why bytes are not a message.
@@ -271,6 +324,10 @@ impl Msg {
             Msg::Error { .. } => 17,
             Msg::PiDiscardAck { .. } => 18,
             Msg::WriteAck { .. } => 19,
+            Msg::Report { .. } => 20,
+            Msg::ReportAck { .. } => 21,
+            Msg::PiShipReq { .. } => 22,
+            Msg::PiShip { .. } => 23,
         }
     }
 
@@ -279,9 +336,11 @@ impl Msg {
         NAMES[self.ty() as usize - 1]
     }
 
-    /// The block (or first block) it is about.
+    /// The block (or first block) it is about ((0, 0) for a report).
     pub fn block(&self) -> (FileNo, BlockNo) {
         match *self {
+            Msg::Report { .. } | Msg::ReportAck { .. } => (0, 0),
+            Msg::PiShipReq { file, block, .. } | Msg::PiShip { file, block, .. } => (file, block),
             Msg::MultiReq { file, first, .. }
             | Msg::GrantMulti { file, first, .. }
             | Msg::Done { file, first, .. } => (file, first),
@@ -304,14 +363,33 @@ impl Msg {
         }
     }
 
-    /// The encoded message.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = W(Vec::with_capacity(48));
+    /// The message encoded in `epoch`.
+    pub fn encode(&self, epoch: u64) -> Vec<u8> {
+        let mut w = W(Vec::with_capacity(56));
         w.0.extend_from_slice(&MAGIC);
         w.u8(VERSION);
         w.u8(self.ty());
         w.0.extend_from_slice(&[0, 0]);
+        w.u64(epoch);
         match *self {
+            Msg::Report {
+                chunk,
+                chunks,
+                ref entries,
+            } => {
+                w.u16(chunk);
+                w.u16(chunks);
+                w.u16(entries.len() as u16);
+                for h in entries {
+                    w.u16(h.file);
+                    w.u32(h.block);
+                    w.u8(h.mode as u8);
+                    w.u64(h.scn);
+                    w.u64(h.pi_scn);
+                    w.u64(h.since);
+                }
+            }
+            Msg::ReportAck { chunks } => w.u16(chunks),
             Msg::Req {
                 rid,
                 file,
@@ -406,6 +484,18 @@ impl Msg {
                 file,
                 block,
                 scn,
+            }
+            | Msg::PiShipReq {
+                rid,
+                file,
+                block,
+                scn,
+            }
+            | Msg::PiShip {
+                rid,
+                file,
+                block,
+                scn,
             } => {
                 w.rfb(rid, file, block);
                 w.u64(scn);
@@ -447,8 +537,8 @@ impl Msg {
         w.0
     }
 
-    /// Decodes one message; never panics.
-    pub fn decode(b: &[u8]) -> Result<Msg, DecodeError> {
+    /// Decodes one message and the epoch it was sent in; never panics.
+    pub fn decode(b: &[u8]) -> Result<(u64, Msg), DecodeError> {
         if b.len() < HDR + TRAILER {
             return Err(DecodeError::Short);
         }
@@ -459,10 +549,17 @@ impl Msg {
             return Err(DecodeError::Version(b[2]));
         }
         let ty = b[3];
-        let want = *BODY_LEN
-            .get((ty as usize).wrapping_sub(1))
-            .ok_or(DecodeError::Type(ty))?;
         let len = u16::from_le_bytes([b[4], b[5]]) as usize;
+        let want = match ty {
+            // A report: a 6-byte head, then its entries.
+            20 if len >= 6 && b.len() >= HDR + 6 => {
+                6 + HELD_LEN * u16::from_le_bytes([b[HDR + 4], b[HDR + 5]]) as usize
+            }
+            20 => 6,
+            _ => *BODY_LEN
+                .get((ty as usize).wrapping_sub(1))
+                .ok_or(DecodeError::Type(ty))?,
+        };
         if len != want || b.len() != HDR + len + TRAILER {
             return Err(DecodeError::Length { ty, len });
         }
@@ -470,8 +567,34 @@ impl Msg {
         if crc32c::crc32c(msg) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             return Err(DecodeError::Checksum);
         }
+        let epoch = u64::from_le_bytes(msg[6..14].try_into().unwrap_or([0; 8]));
         let mut r = R(&msg[HDR..]);
         let m = match ty {
+            20 => {
+                let chunk = r.u16();
+                let chunks = r.u16();
+                let n = r.u16() as usize;
+                if chunks == 0 || chunk >= chunks || n > REPORT_CHUNK {
+                    return Err(DecodeError::Field("report"));
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(Held {
+                        file: r.u16(),
+                        block: r.u32(),
+                        mode: r.mode()?,
+                        scn: r.u64(),
+                        pi_scn: r.u64(),
+                        since: r.u64(),
+                    });
+                }
+                Msg::Report {
+                    chunk,
+                    chunks,
+                    entries,
+                }
+            }
+            21 => Msg::ReportAck { chunks: r.u16() },
             1 => {
                 let (rid, file, block) = r.rfb();
                 Msg::Req {
@@ -556,10 +679,22 @@ impl Msg {
                     _ => Msg::WriteAck { rid, file, block },
                 }
             }
-            8 | 11 | 13 => {
+            8 | 11 | 13 | 22 | 23 => {
                 let (rid, file, block) = r.rfb();
                 let scn = r.u64();
                 match ty {
+                    22 => Msg::PiShipReq {
+                        rid,
+                        file,
+                        block,
+                        scn,
+                    },
+                    23 => Msg::PiShip {
+                        rid,
+                        file,
+                        block,
+                        scn,
+                    },
                     8 => Msg::InvalAck {
                         rid,
                         file,
@@ -617,11 +752,11 @@ impl Msg {
                 }
             }
         };
-        Ok(m)
+        Ok((epoch, m))
     }
 }
 
-const NAMES: [&str; 19] = [
+const NAMES: [&str; 23] = [
     "Req",
     "MultiReq",
     "Grant",
@@ -641,10 +776,15 @@ const NAMES: [&str; 19] = [
     "Error",
     "PiDiscardAck",
     "WriteAck",
+    "Report",
+    "ReportAck",
+    "PiShipReq",
+    "PiShip",
 ];
 
-/// Body length by type (rid+file+block = 14 bytes; access = 9).
-const BODY_LEN: [usize; 19] = [
+/// Body length by type (rid+file+block = 14 bytes; access = 9); a
+/// report's depends on its entry count.
+const BODY_LEN: [usize; 23] = [
     14 + 9,
     14 + 2,
     14 + 11,
@@ -664,6 +804,10 @@ const BODY_LEN: [usize; 19] = [
     14 + 1,
     14,
     14,
+    6,
+    2,
+    14 + 8,
+    14 + 8,
 ];
 
 struct W(Vec<u8>);

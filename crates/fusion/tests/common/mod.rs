@@ -46,8 +46,13 @@ pub fn build(seed: u64, n: u16, cache_blocks: usize) -> (Cluster, SharedDisk) {
 
 pub fn build_with(seed: u64, n: u16, cfg: impl Fn(NodeId) -> Config) -> (Cluster, SharedDisk) {
     let disk = SimDisk::shared(BS, BLOCKS, Duration::from_millis(1));
+    (build_on(seed, n, cfg, &disk), disk)
+}
+
+/// `n` nodes over an existing disk (a cluster started again).
+pub fn build_on(seed: u64, n: u16, cfg: impl Fn(NodeId) -> Config, disk: &SharedDisk) -> Cluster {
     let d = disk.clone();
-    let sim = ClusterBuilder::new(seed, n)
+    ClusterBuilder::new(seed, n)
         .pool(pool())
         .build(
             |_, _| {},
@@ -56,8 +61,7 @@ pub fn build_with(seed: u64, n: u16, cfg: impl Fn(NodeId) -> Config) -> (Cluster
                 SimFusion::new(f, d.clone(), seed ^ u64::from(id.0) << 32)
             },
         )
-        .expect("cluster");
-    (sim, disk)
+        .expect("cluster")
 }
 
 pub fn node(c: &Cluster, n: u16) -> &SimFusion {
@@ -363,11 +367,23 @@ pub fn build_db(
     cfg: impl Fn(NodeId) -> Config,
     db: DbConfig,
 ) -> (Cluster, SharedDisk) {
-    let (mut c, disk) = build_with(seed, n, cfg);
+    let disk = SimDisk::shared(BS, BLOCKS, Duration::from_millis(1));
+    (build_db_on(seed, n, cfg, db, &disk), disk)
+}
+
+/// [`build_db`] over an existing disk.
+pub fn build_db_on(
+    seed: u64,
+    n: u16,
+    cfg: impl Fn(NodeId) -> Config,
+    db: DbConfig,
+    disk: &SharedDisk,
+) -> Cluster {
+    let mut c = build_on(seed, n, cfg, disk);
     for id in 1..=n {
         node_mut(&mut c, id).db = Some(SimDb::new(Db::new(db.clone()), WALL));
     }
-    (c, disk)
+    c
 }
 
 pub fn db(c: &Cluster, n: u16) -> &SimDb {

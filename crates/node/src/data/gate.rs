@@ -2,22 +2,22 @@
 //! start the global cache service together, in one view holding every
 //! configured node, and that a node coming back later does not.
 //!
-//! Why: each node's resource directory is its own memory. A node that
-//! restarts (kill -9 and start, or a rebootless restart after a fence)
-//! while the others keep serving has lost its directory, and the others
-//! moved its slots when it left; were it to open, it would master blocks
-//! the others hold, grant them from disk, and two nodes could hold X.
-//! Rebuilding the directory from the survivors is instance recovery
-//! (issue 12); until that lands such a node refuses data commands with a
-//! clear `TRYAGAIN`, and the survivors keep it out of their service.
+//! Why: the first opening replays every node's redo log (changes
+//! acknowledged before a cluster-wide crash that are not yet in the
+//! datafiles), which needs every node's log settled: no node appending to
+//! its log before the others have opened. A node that comes back while
+//! the others serve (kill -9 and start, a rebootless restart after a
+//! fence) joins instead: the others reconfigure with it (the directory is
+//! rebuilt from what every member holds, `icx_fusion::gcs` recon), so it
+//! opens at once.
 //!
 //! The exchange, sans-IO, on [`Channel::Control`](icx_core::Channel):
 //! every node tells every member of its current view, for that view, the
 //! cluster incarnation its service opened in (0: not open). A node opens
 //! in view V once the view holds every configured node and it has heard,
 //! for V, every other member: all at 0 or V (a peer that opened in V
-//! already saw the same). A peer open since an earlier view means this
-//! node is a latecomer: refused. Statuses are resent every
+//! already saw the same). A peer open since an earlier view means the
+//! service runs: this node joins it in V. Statuses are resent every
 //! [`RESEND`] until every member of the view was heard for it, and a
 //! status is answered with ours when the sender had not heard us yet.
 //!
@@ -86,12 +86,13 @@ pub enum GateState {
     Closed { why: String },
     /// Open since cluster incarnation `view`, with these members (and
     /// their incarnations: a member that restarts is a new node).
+    /// `joined`: the service ran already (since that incarnation); this
+    /// node joined it.
     Open {
         view: u64,
         members: Vec<(NodeId, u32)>,
+        joined: Option<u64>,
     },
-    /// This node came back into a cluster whose service runs.
-    Refused { why: String },
 }
 
 #[derive(Debug)]
@@ -193,10 +194,20 @@ impl Gate {
         let Some((inc, members)) = self.view.clone() else {
             return;
         };
-        if matches!(
-            self.state,
-            GateState::Open { .. } | GateState::Refused { .. }
-        ) {
+        if matches!(self.state, GateState::Open { .. }) {
+            return;
+        }
+        if let Some(since) = self
+            .heard
+            .values()
+            .map(|s| s.opened)
+            .find(|&o| o != 0 && o != inc)
+        {
+            self.state = GateState::Open {
+                view: inc,
+                members,
+                joined: Some(since),
+            };
             return;
         }
         let missing: Vec<u16> = self
@@ -220,19 +231,6 @@ impl Gate {
             .filter(|n| *n != self.me && !self.heard.contains_key(n))
             .map(|n| n.0)
             .collect();
-        if let Some(since) = self
-            .heard
-            .values()
-            .map(|s| s.opened)
-            .find(|&o| o != 0 && o != inc)
-        {
-            self.state = GateState::Refused {
-                why: format!(
-                    "this node rejoined a cluster whose cache fusion runs since cluster incarnation {since}: serving data again needs instance recovery (issue 12)"
-                ),
-            };
-            return;
-        }
         if !unheard.is_empty() {
             self.state = GateState::Closed {
                 why: format!(
@@ -242,7 +240,11 @@ impl Gate {
             };
             return;
         }
-        self.state = GateState::Open { view: inc, members };
+        self.state = GateState::Open {
+            view: inc,
+            members,
+            joined: None,
+        };
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -274,7 +276,7 @@ impl Gate {
     }
 
     /// A rebootless restart: this node is a new member; it must agree
-    /// anew (and, the others being open, will be refused).
+    /// anew (and, the others being open, joins).
     pub fn reset(&mut self) {
         *self = Gate::new(self.me, std::mem::take(&mut self.configured));
     }
@@ -366,14 +368,15 @@ mod tests {
                 x.state(),
                 &GateState::Open {
                     view: 3,
-                    members: view(&[1, 2, 3])
+                    members: view(&[1, 2, 3]),
+                    joined: None,
                 }
             );
         }
     }
 
     #[test]
-    fn a_node_back_after_the_others_opened_is_refused() {
+    fn a_node_back_after_the_others_opened_joins() {
         let mut g: Vec<Gate> = (1..=3).map(|i| Gate::new(NodeId(i), ids(3))).collect();
         for x in &mut g {
             x.on_view(t(0), 3, &view(&[1, 2, 3]));
@@ -386,7 +389,14 @@ mod tests {
         }
         exchange(&mut g, t(50));
         assert!(
-            matches!(g[2].state(), GateState::Refused { why } if why.contains("since cluster incarnation 3")),
+            matches!(
+                g[2].state(),
+                GateState::Open {
+                    view: 5,
+                    joined: Some(3),
+                    ..
+                }
+            ),
             "{:?}",
             g[2].state()
         );

@@ -5,14 +5,83 @@ use super::gate::GateState;
 use super::Data;
 use crate::admin::Fields;
 use crate::config::format_size;
+use icx_fusion::gcs::ReconPhase;
 
 impl Data {
+    /// `gc_state`: `open ...` once the service serves; `recovering ...`
+    /// while a reconfiguration (or the open's recovery) runs, when
+    /// commands on what it covers are answered `TRYAGAIN`.
     fn gate_line(&self) -> String {
-        match self.gate.state() {
-            GateState::Open { view, .. } => format!("open since cluster incarnation {view}"),
-            GateState::Closed { why } => format!("closed: {why}"),
-            GateState::Refused { why } => format!("refused: {why}"),
+        if let Some(r) = self.fusion.as_ref().and_then(|f| f.reconfiguration()) {
+            let phase = match r.phase {
+                ReconPhase::Rebuilding => "rebuilding the directory",
+                ReconPhase::Scanning => "scanning redo",
+                ReconPhase::Recovering => "recovering blocks",
+                ReconPhase::Done => "finishing",
+            };
+            return format!("recovering in cluster incarnation {}: {phase}", r.epoch);
         }
+        match self.gate.state() {
+            GateState::Open {
+                view, joined: None, ..
+            } => format!("open since cluster incarnation {view}"),
+            GateState::Open {
+                view,
+                joined: Some(since),
+                ..
+            } => format!(
+                "open since cluster incarnation {view} (joined a service running since {since})"
+            ),
+            GateState::Closed { why } => format!("closed: {why}"),
+        }
+    }
+
+    /// `INFO recovery`: the reconfiguration under way, and the last one
+    /// with its phases (`*_ms` from its start: directory rebuilt, redo
+    /// scanned, recovery set recovered) and what recovery did.
+    pub(crate) fn info_recovery(&self, f: &mut Fields<'_>) {
+        f.header("Recovery");
+        let Some(fu) = self.fusion.as_ref() else {
+            f.kv("recovery_state", "closed");
+            return;
+        };
+        let state = match fu.reconfiguration().map(|r| r.phase) {
+            None | Some(ReconPhase::Done) => "idle",
+            Some(ReconPhase::Rebuilding) => "rebuilding",
+            Some(ReconPhase::Scanning) => "scanning",
+            Some(ReconPhase::Recovering) => "recovering",
+        };
+        f.kv("recovery_state", state);
+        f.kv("recovery_epoch", fu.epoch());
+        let st = fu.stats();
+        f.kv("reconfigurations", st.gc_reconfigurations);
+        let Some(r) = fu.reconfiguration().or(fu.last_reconfiguration()) else {
+            return;
+        };
+        let ids = |v: &[icx_core::NodeId]| {
+            v.iter()
+                .map(|n| n.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        f.kv("last_old_incarnation", r.old_epoch);
+        f.kv("last_incarnation", r.epoch);
+        f.kv("last_members", ids(&r.members));
+        f.kv("last_departed", ids(&r.departed));
+        f.kv("last_joined", ids(&r.joined));
+        f.kv("last_recovered_redo", u8::from(r.recover));
+        let ms = |d: Option<icx_core::Duration>| {
+            d.map_or("-".to_string(), |d| format!("{:.3}", d.as_secs_f64() * 1e3))
+        };
+        let [rebuilt, scanned, recovered] = r.phase_times();
+        f.kv("last_rebuilt_ms", ms(rebuilt));
+        f.kv("last_scanned_ms", ms(scanned));
+        f.kv("last_recovered_ms", ms(recovered));
+        f.kv("last_report_entries", r.entries_reported);
+        f.kv("last_redo_bytes_read", r.redo_bytes_read);
+        f.kv("last_recovery_set_blocks", r.recovery_set);
+        f.kv("last_blocks_recovered", r.blocks_recovered);
+        f.kv("last_redo_records_applied", r.records_applied);
     }
 
     pub(crate) fn info_gc(&self, f: &mut Fields<'_>) {

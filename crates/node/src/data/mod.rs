@@ -81,7 +81,10 @@ pub struct Data {
     pub(crate) db: Db,
     pending: Pending,
     pool: BufferPool,
-    redo_tail: icx_fusion::redo::Tail,
+    /// Every configured node: whose redo logs recovery reads.
+    configured: Vec<NodeId>,
+    /// Where this node's log continued when the service last opened.
+    pub(crate) redo_tail: icx_fusion::redo::Tail,
     pub(crate) stack_stats: StackStats,
     /// The view incarnation the gate and the service last saw.
     seen_view: Option<u64>,
@@ -164,17 +167,20 @@ impl Data {
                 d.blocks_per_file()
             );
         }
+        // Read here so an unreadable log stops the start; read again when
+        // the service opens (a restarted service continues its log).
         let redo_tail = storage.redo_tail().map_err(|e| format!("redo log: {e}"))?;
-        let configured = cfg.nodes.iter().map(|n| n.id).collect();
+        let configured: Vec<NodeId> = cfg.nodes.iter().map(|n| n.id).collect();
         Ok(Some(Data {
             db: Db::new(db_config(&d, blocks_per_file)),
             cfg: d,
             me,
             storage,
-            gate: Gate::new(me, configured),
+            gate: Gate::new(me, configured.clone()),
             fusion: None,
             pending: Pending::default(),
             pool,
+            configured,
             redo_tail,
             stack_stats: StackStats::default(),
             seen_view: None,
@@ -251,8 +257,10 @@ impl Data {
             self.gate.on_view(now, view.incarnation, &view.members);
         }
         match (self.gate.state().clone(), self.fusion.as_mut()) {
-            (GateState::Open { view: v, members }, None) => {
-                let m = stack::fusion_members(&members, &view.members);
+            (GateState::Open { view: v, .. }, None) => {
+                // Every member of the view runs the service (a node that
+                // joins opens as soon as it hears one that runs it).
+                let m: Vec<NodeId> = view.members.iter().map(|(n, _)| *n).collect();
                 let mut fc = gcs::Config::new(self.me);
                 fc.block_size = self.cfg.block_size;
                 fc.cache_blocks = self.cfg.cache_blocks();
@@ -261,12 +269,25 @@ impl Data {
                 fc.multiblock_read_count = self.cfg.multiblock_read_count;
                 fc.datafiles = self.cfg.datafile_count;
                 fc.datafile_blocks = self.blocks_per_file;
-                fc.redo_tail = self.redo_tail;
+                // Where this node's log continues now (a restarted service
+                // appends after its earlier life's records).
+                fc.redo_tail = match self.storage.redo_tail() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!("cache fusion not opened: redo log: {e}");
+                        return true;
+                    }
+                };
+                self.redo_tail = fc.redo_tail;
+                // Changes acknowledged but not yet in the datafiles live
+                // only in the redo logs: every node's are replayed at open.
+                fc.open_recovery = true;
+                fc.log_nodes = self.configured.clone();
                 // Reads ask for the latest version (GET, BLOCK.GET/SCAN):
                 // older ones only cost buffers (see `pool_config`).
                 fc.cr_versions = CR_VERSIONS;
                 let mut f = Fusion::new(fc, self.pool.clone(), &m);
-                f.set_members(now, view.incarnation, &m);
+                f.set_view(now, view.incarnation, &view.members);
                 tracing::info!(
                     "cache fusion open in cluster incarnation {v} over nodes {m:?}: {} datafile(s) of {} blocks of {} B, cache {} blocks",
                     self.cfg.datafile_count,
@@ -278,13 +299,8 @@ impl Data {
                 self.opened_at = Some(SystemTime::now());
                 true
             }
-            (GateState::Open { members, .. }, Some(f)) if first => {
-                let m = stack::fusion_members(&members, &view.members);
-                f.set_members(now, view.incarnation, &m);
-                true
-            }
-            (GateState::Refused { why }, _) if first => {
-                tracing::warn!("cache fusion not opened: {why}");
+            (GateState::Open { .. }, Some(f)) if first => {
+                f.set_view(now, view.incarnation, &view.members);
                 true
             }
             _ => first,
@@ -305,7 +321,7 @@ impl Data {
         }
         let Some(f) = self.fusion.as_mut() else {
             let why = match self.gate.state() {
-                GateState::Closed { why } | GateState::Refused { why } => why.clone(),
+                GateState::Closed { why } => why.clone(),
                 GateState::Open { .. } => "cache fusion is opening".into(),
             };
             return refuse(req, format!("TRYAGAIN {why}"));
@@ -376,6 +392,11 @@ impl Data {
     pub fn stop(&mut self) {
         self.db.fail_all("CLUSTERDOWN the node is shutting down");
         self.flush_replies();
+    }
+
+    /// The next reconfiguration or recovery line for the alert log.
+    pub fn poll_alert(&mut self) -> Option<String> {
+        self.fusion.as_mut()?.poll_alert()
     }
 
     pub fn is_open(&self) -> bool {
