@@ -139,6 +139,39 @@ fn requests_wait_for_every_members_report_after_a_departure() {
 }
 
 #[test]
+fn a_shared_copy_owes_the_write_of_the_departed_dirty_holder() {
+    let (mut c, _disk) = build(24, 3, 4);
+    let b = mastered_by(&c, 3, 0);
+    // Node 2 changes the block (X, dirty), node 1 reads it current: node 2
+    // keeps S and owes the write, node 1's S copy is clean.
+    set(&mut c, 2, 1, b, 42);
+    let (_, img) = acquire(&mut c, 1, 2, b, Access::Current);
+    assert_eq!(counter(&img), 42);
+    release(&mut c, 1, 2);
+    settle(&mut c);
+    c.remove_node(NodeId(2));
+    let survivors = [NodeId(1), NodeId(3)];
+    for n in [1, 3] {
+        let now = c.now();
+        node_mut(&mut c, n).f.set_members(now, 2, &survivors);
+        c.node_mut(NodeId(n));
+    }
+    settle(&mut c);
+    // Node 1's cache (4 blocks) evicts the copy: it must be written, not
+    // dropped, or the version only node 2 owed is gone.
+    let mut op = 10;
+    for other in (0..BLOCKS).filter(|&x| x != b).take(8) {
+        op += 1;
+        acquire(&mut c, 1, op, other, Access::Current);
+        release(&mut c, 1, op);
+    }
+    settle(&mut c);
+    assert_ne!(node(&c, 1).f.holding(1, b).0, Mode::S, "evicted");
+    let (_, img) = acquire(&mut c, 3, 100, b, Access::Current);
+    assert_eq!(counter(&img), 42, "the departed holder's version survives");
+}
+
+#[test]
 fn a_fence_stops_every_send_and_io_at_once() {
     let (mut c, disk) = build(23, 3, 64);
     let b = mastered_by(&c, 2, 0);

@@ -159,6 +159,9 @@ impl Fusion {
             self.alert(format!("dead instance detected: {}", d.join(" ")));
         }
         self.alert("Global Resource Directory frozen".into());
+        if !departed.is_empty() {
+            self.owe_shared_writes();
+        }
         self.freeze(now);
         let logs: VecDeque<NodeId> = if self.cfg.log_nodes.is_empty() {
             self.known.iter().copied().collect()
@@ -227,6 +230,18 @@ impl Fusion {
         let waiting: Vec<(FileNo, BlockNo)> = self.write_after.keys().copied().collect();
         for key in waiting {
             self.resume_writes(now, key);
+        }
+    }
+
+    /// A departed node may have been the S holder that owed a block's
+    /// write (an X holder asked for S keeps S, dirty; the copies it shipped
+    /// are clean): every surviving S copy owes it now, or the last one
+    /// dropped would leave the newest version on no disk and in no cache.
+    fn owe_shared_writes(&mut self) {
+        for e in self.cache.entries.values_mut() {
+            if e.current.is_some() && e.mode == Mode::S {
+                e.dirty = true;
+            }
         }
     }
 
