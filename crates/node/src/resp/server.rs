@@ -895,7 +895,7 @@ impl EventLoop {
             let token = if refused {
                 self.shared.n.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "RESP client refused: max clients");
-                if self.conns.len() >= 2 * self.shared.limits.max_clients.max(1) {
+                if self.conns.len() >= self.shared.limits.max_clients.max(1).saturating_mul(2) {
                     // Too many lingering refusals: just close.
                     continue;
                 }
