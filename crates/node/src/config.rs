@@ -2,6 +2,7 @@
 //! cluster: see the crate README for every key. Errors name the file and
 //! the key, and the binary exits with code 2 on them.
 
+use crate::resp::{Limits, Password, AUTH_MAX_BULK};
 use icx_core::{Duration, NodeId};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -11,6 +12,13 @@ use std::path::{Path, PathBuf};
 
 /// Node ids a cluster may use (the membership's node sets hold 255).
 pub const MAX_NODE_ID: u16 = icx_membership::MAX_NODES;
+
+/// A node's RESP address when its `client` is left out: Redis's default
+/// `bind` and port, so clients of other hosts are served only when asked.
+pub const DEFAULT_CLIENT: &str = "127.0.0.1:6379";
+
+/// The smallest `client_query_buffer_limit` (Redis's minimum too).
+pub const MIN_QUERY_BUFFER: u64 = 1 << 20;
 
 /// One cluster's configuration, validated.
 #[derive(Clone, Debug)]
@@ -32,6 +40,9 @@ pub struct ClusterConfig {
     pub interconnect_mtu: usize,
     /// Cache fusion's settings (used when `datafiles` is set).
     pub data: DataConfig,
+    /// What RESP clients may do: `maxclients`, `client_query_buffer_limit`,
+    /// `timeout`, `requirepass`, `protected_mode`.
+    pub clients: Limits,
     /// Sorted by id.
     pub nodes: Vec<NodeConfig>,
 }
@@ -196,6 +207,18 @@ struct RawConfig {
     #[serde(default)]
     checkpoint_interval: Option<String>,
     #[serde(default)]
+    requirepass: Option<String>,
+    #[serde(default)]
+    requirepass_file: Option<String>,
+    #[serde(default)]
+    maxclients: Option<usize>,
+    #[serde(default)]
+    client_query_buffer_limit: Option<RawSize>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    protected_mode: Option<bool>,
+    #[serde(default)]
     node: Vec<RawNode>,
 }
 
@@ -205,7 +228,8 @@ struct RawNode {
     id: i64,
     name: String,
     interconnect: Vec<String>,
-    client: String,
+    #[serde(default)]
+    client: Option<String>,
     #[serde(default)]
     css_critical: bool,
 }
@@ -302,6 +326,12 @@ impl ClusterConfig {
                 .map_err(|e| err("interconnect_mtu", e.to_string()))?;
         }
         let data = data_config(&raw, &err)?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let clients = client_limits(&raw, &dir, &err)?;
         if raw.node.is_empty() {
             return Err(err(
                 "node",
@@ -350,9 +380,15 @@ impl ClusterConfig {
                 }
                 inter.push(a);
             }
-            let client = parse_addr(&n.client).map_err(|m| err(&key("client"), m))?;
+            let client = parse_addr(n.client.as_deref().unwrap_or(DEFAULT_CLIENT))
+                .map_err(|m| err(&key("client"), m))?;
             if client.port() == 0 {
                 return Err(err(&key("client"), format!("{client}: give a port")));
+            }
+            // Every node's, not only this one's: the file is the same on
+            // every node, and --check on any of them should say so.
+            if let Some(why) = clients.protected_mode_refusal(client) {
+                return Err(err(&key("client"), why));
             }
             // Client addresses may repeat across nodes (each on its own
             // host: 127.0.0.1:6379 everywhere), not clash with the node's
@@ -372,11 +408,6 @@ impl ClusterConfig {
             });
         }
         nodes.sort_by_key(|n| n.id);
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
         let log_dir = match &raw.log_dir {
             Some(d) if d.is_empty() => return Err(err("log_dir", "empty path".into())),
             Some(d) => dir.join(d),
@@ -394,6 +425,7 @@ impl ClusterConfig {
             log_dir,
             interconnect_mtu,
             data,
+            clients,
             nodes,
         })
     }
@@ -525,6 +557,130 @@ fn data_config(
         gc_request_timeout,
         checkpoint_interval,
     })
+}
+
+/// The client keys of `raw`, with their defaults (Redis's names and
+/// meanings; `dir` is where a relative `requirepass_file` is).
+fn client_limits(
+    raw: &RawConfig,
+    dir: &Path,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let max_clients = raw.maxclients.unwrap_or(d.max_clients);
+    if max_clients == 0 {
+        return Err(err("maxclients", "must be 1 or more".into()));
+    }
+    let max_request_bytes = match &raw.client_query_buffer_limit {
+        None => d.max_request_bytes,
+        Some(s) => {
+            let key = "client_query_buffer_limit";
+            let b = s.bytes().map_err(|m| err(key, m))?;
+            if b < MIN_QUERY_BUFFER {
+                return Err(err(
+                    key,
+                    format!(
+                        "{} is below {}",
+                        format_size(b),
+                        format_size(MIN_QUERY_BUFFER)
+                    ),
+                ));
+            }
+            usize::try_from(b).map_err(|_| err(key, format!("{} is too large", format_size(b))))?
+        }
+    };
+    let idle_timeout = match &raw.timeout {
+        None => d.idle_timeout,
+        Some(s) => {
+            let t = parse_duration(s).map_err(|m| err("timeout", m))?;
+            if !t.is_zero() && t < Duration::from_secs(1) {
+                return Err(err(
+                    "timeout",
+                    format!("{}: use 0 (never) or 1s or more", format_duration(t)),
+                ));
+            }
+            Some(t).filter(|t| !t.is_zero())
+        }
+    };
+    let requirepass = match (&raw.requirepass, &raw.requirepass_file) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "requirepass_file",
+                "set requirepass or requirepass_file, not both".into(),
+            ))
+        }
+        (Some(p), None) => Some(password(p.as_bytes().to_vec()).map_err(|m| {
+            err(
+                "requirepass",
+                format!("{m}: leave the key out for no password"),
+            )
+        })?),
+        (None, Some(f)) if f.is_empty() => {
+            return Err(err("requirepass_file", "empty path".into()))
+        }
+        (None, Some(f)) => {
+            Some(read_password_file(&dir.join(f)).map_err(|m| err("requirepass_file", m))?)
+        }
+        (None, None) => None,
+    };
+    Ok(Limits {
+        max_clients,
+        max_request_bytes,
+        max_args: d.max_args,
+        idle_timeout,
+        requirepass,
+        protected_mode: raw.protected_mode.unwrap_or(d.protected_mode),
+    })
+}
+
+/// The password in `path`: the whole file but one final line ending. The
+/// file must be the owner's alone (mode 0600 or stricter), as ssh wants
+/// of a private key: a password others can read protects nothing.
+fn read_password_file(path: &Path) -> Result<Password, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let shown = path.display();
+    // The mode of the file opened, not of whatever the path names later;
+    // non-blocking, so a FIFO named by mistake is refused, not waited on.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown} has mode {mode:04o}, open to group or others: a password file must be 0600 or stricter (chmod 600 {shown})"
+        ));
+    }
+    let mut bytes = Vec::new();
+    // Past the longest password and its line ending there is no need to
+    // read on (nor to hold a huge file in memory).
+    f.take(AUTH_MAX_BULK as u64 + 3)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    password(bytes).map_err(|m| format!("{shown}: {m}"))
+}
+
+/// A password must be something, and short enough for `AUTH` to carry it
+/// before the connection is authenticated ([`AUTH_MAX_BULK`]).
+fn password(bytes: Vec<u8>) -> Result<Password, String> {
+    if bytes.len() > AUTH_MAX_BULK {
+        return Err(format!(
+            "longer than {AUTH_MAX_BULK} bytes, more than AUTH takes before authentication"
+        ));
+    }
+    Password::new(bytes).ok_or_else(|| "empty".to_string())
 }
 
 /// A duration in humantime form (`1s`, `500ms`, `2m 30s`).
@@ -722,6 +878,179 @@ css_critical = true
         assert_eq!(format_size(64 << 20), "64M");
         assert_eq!(format_size(1536), "1536");
         assert_eq!(format_size(8192), "8K");
+    }
+
+    #[test]
+    fn client_keys_default_as_redis() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.clients, Limits::default());
+        assert_eq!(c.clients.max_clients, 128);
+        assert_eq!(c.clients.max_request_bytes, 1 << 20);
+        assert_eq!(c.clients.idle_timeout, None);
+        assert!(c.clients.requirepass.is_none());
+        assert!(c.clients.protected_mode);
+        // A node without `client` serves on Redis's default address.
+        let c = parse(&GOOD.replace("client = \"127.0.0.1:6380\"\n", "")).unwrap();
+        assert_eq!(
+            c.node(NodeId(2)).unwrap().client.to_string(),
+            DEFAULT_CLIENT
+        );
+    }
+
+    #[test]
+    fn client_keys_parse_and_refuse_nonsense() {
+        let with = |k: &str| GOOD.replace("datafiles = ", &format!("{k}\ndatafiles = "));
+        let c = parse(&with(
+            "requirepass = \"s3cret\"\nmaxclients = 1000\nclient_query_buffer_limit = \"4mb\"\ntimeout = \"5m\"\nprotected_mode = false",
+        ))
+        .unwrap();
+        let l = &c.clients;
+        assert!(l.requirepass.as_ref().unwrap().matches(b"s3cret"));
+        assert!(!l.requirepass.as_ref().unwrap().matches(b"s3cre"));
+        assert_eq!(l.max_clients, 1000);
+        assert_eq!(l.max_request_bytes, 4 << 20);
+        assert_eq!(l.idle_timeout, Some(Duration::from_secs(300)));
+        assert!(!l.protected_mode);
+        // Redis's `timeout 0`: never.
+        assert_eq!(
+            parse(&with("timeout = \"0\""))
+                .unwrap()
+                .clients
+                .idle_timeout,
+            None
+        );
+        // The password is never shown, not even by Debug.
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        for (k, want) in [
+            ("maxclients = 0", "maxclients: must be 1 or more"),
+            ("maxclients = -1", "maxclients"),
+            (
+                "client_query_buffer_limit = \"512K\"",
+                "client_query_buffer_limit: 512K is below 1M",
+            ),
+            (
+                "client_query_buffer_limit = \"1Q\"",
+                "client_query_buffer_limit: \"1Q\" is not a size",
+            ),
+            ("timeout = \"soon\"", "timeout: \"soon\" is not a duration"),
+            (
+                "timeout = \"500ms\"",
+                "timeout: 500ms: use 0 (never) or 1s or more",
+            ),
+            ("timeout = 300", "timeout"),
+            ("protected_mode = \"no\"", "protected_mode"),
+            (
+                "requirepass = \"\"",
+                "requirepass: empty: leave the key out for no password",
+            ),
+            (
+                "requirepass = \"a\"\nrequirepass_file = \"pw\"",
+                "requirepass_file: set requirepass or requirepass_file, not both",
+            ),
+            ("requirepass_file = \"\"", "requirepass_file: empty path"),
+            (
+                "requirepass_file = \"no-such-pw\"",
+                "requirepass_file: /etc/icx/no-such-pw: No such file",
+            ),
+        ] {
+            let e = err_of(&with(k));
+            assert!(e.contains(want), "{k}: {e}");
+        }
+        let long = format!("requirepass = \"{}\"", "p".repeat(AUTH_MAX_BULK + 1));
+        let e = err_of(&with(&long));
+        assert!(e.contains("requirepass: longer than 16384 bytes"), "{e}");
+    }
+
+    /// Redis's protected mode, at start: no password and a client address
+    /// that is not loopback, on any node, is refused, saying what to set.
+    #[test]
+    fn protected_mode_refuses_other_hosts_without_a_password() {
+        for addr in ["0.0.0.0:6379", "[::]:6379", "10.0.0.5:6379"] {
+            let text = GOOD.replace("127.0.0.1:6380", addr);
+            let e = err_of(&text);
+            assert!(
+                e.starts_with(&format!(
+                    "/etc/icx/lab.toml: node[0].client: {addr} is not a loopback address, and protected mode is on"
+                )),
+                "{e}"
+            );
+            for advice in ["requirepass", "protected_mode = false", "127.0.0.1"] {
+                assert!(e.contains(advice), "{e}");
+            }
+            // A password, or protected mode turned off, and it serves.
+            let pw = text.replace("datafiles = ", "requirepass = \"pw\"\ndatafiles = ");
+            assert_eq!(
+                parse(&pw)
+                    .unwrap()
+                    .node(NodeId(2))
+                    .unwrap()
+                    .client
+                    .to_string(),
+                addr
+            );
+            let off = text.replace("datafiles = ", "protected_mode = false\ndatafiles = ");
+            parse(&off).unwrap();
+        }
+        for addr in ["[::1]:6379", "127.1.2.3:6379", "[::ffff:127.0.0.1]:6379"] {
+            parse(&GOOD.replace("127.0.0.1:6380", addr)).unwrap();
+        }
+    }
+
+    #[test]
+    fn requirepass_file_is_read_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("icx-config-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("lab.toml");
+        let pw = dir.join("pw");
+        let text = GOOD
+            .replace("datafiles = ", "requirepass_file = \"pw\"\ndatafiles = ")
+            .replace("127.0.0.1:6380", "0.0.0.0:6380");
+        let load = |content: &[u8], mode: u32| {
+            // Anew each time: the last may be read-only.
+            let _ = std::fs::remove_file(&pw);
+            std::fs::write(&pw, content).unwrap();
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+            ClusterConfig::parse(&cfg, &text)
+        };
+        // Relative to the config file; one final line ending is not part of it.
+        let c = load(b"hunter2\r\n", 0o600).unwrap();
+        let p = c.clients.requirepass.unwrap();
+        assert!(p.matches(b"hunter2") && !p.matches(b"hunter2\r\n"));
+        assert!(load(b"bin\0ary\n\n", 0o400)
+            .unwrap()
+            .clients
+            .requirepass
+            .unwrap()
+            .matches(b"bin\0ary\n"));
+        for mode in [0o640, 0o604, 0o660, 0o644] {
+            let e = load(b"hunter2\n", mode).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "requirepass_file: {} has mode {mode:04o}, open to group or others: a password file must be 0600 or stricter (chmod 600 {})",
+                    pw.display(),
+                    pw.display()
+                )),
+                "{e}"
+            );
+        }
+        let e = load(b"\n", 0o600).unwrap_err().to_string();
+        assert!(e.ends_with(": empty"), "{e}");
+        let e = load(&vec![b'p'; AUTH_MAX_BULK + 10], 0o600)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 16384 bytes"), "{e}");
+        // A FIFO (or device) named by mistake is refused, not waited on.
+        let _ = std::fs::remove_file(&pw);
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&pw)
+            .status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = ClusterConfig::parse(&cfg, &text).unwrap_err().to_string();
+            assert!(e.ends_with(": not a regular file"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use crate::alertlog::AlertLog;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::data::Data;
-use crate::resp::{Limits, Request, RespServer};
+use crate::resp::{Request, RespServer, RespStats};
 use crate::vote::VoteIo;
 use crate::Wake;
 use icx_core::{BufferPool, ClusterId, Duration, Incarnation, Instant, MonotonicClock, NodeId};
@@ -159,7 +159,7 @@ impl Node {
             )
         };
         let data = Data::open(&cfg, me, pool.clone(), wake.clone())?;
-        let (resp, requests) = RespServer::start(node.client, Limits::default(), wake.clone())
+        let (resp, requests) = RespServer::start(node.client, cfg.clients.clone(), wake.clone())
             .map_err(|e| format!("client address {}: {e}", node.client))?;
 
         let signals = Arc::new(AtomicU32::new(0));
@@ -231,6 +231,12 @@ impl Node {
     /// kernel chose for port 0 in tests).
     pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
         self.resp.as_ref().map(|r| r.local_addr())
+    }
+
+    /// The RESP server's counters (connections, refusals, AUTH failures,
+    /// idle timeouts), for INFO; none once stopped.
+    pub fn resp_stats(&self) -> Option<RespStats> {
+        self.resp.as_ref().map(RespServer::stats)
     }
 
     /// Runs until shut down.

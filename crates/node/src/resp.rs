@@ -29,7 +29,33 @@
 //!   `-ERR max number of clients reached` and closed;
 //! - `QUIT` is answered `+OK` by the server itself, and the connection is
 //!   closed; it never reaches the node;
+//! - with a password ([`Limits::requirepass`]) `AUTH` is answered by the
+//!   server itself, in Redis 7's words; until it succeeds every command but
+//!   `AUTH` and `QUIT` is answered `-NOAUTH Authentication required.`
+//!   without reaching the node, and a request may have at most
+//!   [`AUTH_MAX_ARGS`] arguments of [`AUTH_MAX_BULK`] bytes (`-ERR Protocol
+//!   error: unauthenticated multibulk length` / `bulk length`); each request
+//!   is parsed with the state the one before left, so an `AUTH` lifts those
+//!   bounds for the next request of the same pipeline;
+//! - a client idle for [`Limits::idle_timeout`] is closed silently
+//!   (Redis's `timeout`); a client with a request in flight is not idle;
 //! - TCP_NODELAY on every client socket.
+//!
+//! Where this differs from Redis: only whole requests and reply bytes the
+//! client read count as activity against the idle timeout (Redis counts
+//! any bytes), so a slowloris trickling a request is closed at the timeout
+//! like an idle client; before `AUTH`, an unknown command is `-NOAUTH`
+//! (Redis checks that the command exists first: the command table is the
+//! node's, not this loop's); `HELLO` is not served (`-NOAUTH` before
+//! `AUTH`, unknown after), so clients use `AUTH`; and a non-loopback
+//! address without a password is refused at start
+//! ([`Limits::protected_mode_refusal`]) rather than answered `-DENIED` per
+//! connection.
+//!
+//! One loop serves every client, so none may hold it: a turn reads at most
+//! 128 KiB from one client (one that sends without pause is read on in
+//! the next turn, once the others had theirs), and a client's requests
+//! wait for the node at most 256 at a time.
 //!
 //! A client that vanishes mid-request or mid-reply is dropped and counted
 //! ([`RespStats::dropped`]). [`RespServer::shutdown`] wakes the loop, which
@@ -40,23 +66,43 @@
 mod codec;
 mod server;
 
-pub use codec::{encode_reply, parse_request, Parsed, INLINE_MAX};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub use codec::{encode_reply, parse_request, parse_request_before_auth, Parsed, INLINE_MAX};
 pub use server::{ClientInfo, Request, RespServer, RespStats, WakeHold};
 
-/// Bounds on what a client may send and how many may connect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What clients may do: how many connect, how much one may send, how
+/// long one may sit idle, and whether each must `AUTH` first. fusion-node
+/// builds it from the cluster config's client keys (`maxclients`,
+/// `client_query_buffer_limit`, `timeout`, `requirepass`,
+/// `protected_mode`), whose defaults are these.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Connections served at once; one more is refused (Redis's
     /// `maxclients`). 128 by default.
     pub max_clients: usize,
     /// The largest request, all of its encoding counted; a larger one is a
     /// protocol error, seen from its headers before its body arrives (the
-    /// role of Redis's `proto-max-bulk-len` and `client-query-buffer-limit`).
-    /// 1 MiB by default.
+    /// role of Redis's `client-query-buffer-limit`, and of
+    /// `proto-max-bulk-len` for one bulk). 1 MiB by default.
     pub max_request_bytes: usize,
     /// The most arguments in one request (command name included); more is
     /// a protocol error. 1024 by default.
     pub max_args: usize,
+    /// A client with nothing in flight that sent no whole request and read
+    /// no reply byte for this long is closed, silently (Redis's `timeout`).
+    /// Bytes of a request not yet whole do not count, so a client trickling
+    /// one (slowloris) is closed too. `None` (the default): never.
+    pub idle_timeout: Option<Duration>,
+    /// Redis's `requirepass`: every command but `AUTH` and `QUIT` is
+    /// answered `-NOAUTH` until the connection authenticates, and requests
+    /// are held to Redis's unauthenticated bounds ([`AUTH_MAX_ARGS`]
+    /// arguments of [`AUTH_MAX_BULK`] bytes) until then. None by default.
+    pub requirepass: Option<Password>,
+    /// Redis's protected mode: without a password, [`RespServer::start`]
+    /// refuses any address but loopback, before binding. On by default.
+    pub protected_mode: bool,
 }
 
 impl Default for Limits {
@@ -65,7 +111,85 @@ impl Default for Limits {
             max_clients: 128,
             max_request_bytes: 1 << 20,
             max_args: 1024,
+            idle_timeout: None,
+            requirepass: None,
+            protected_mode: true,
         }
+    }
+}
+
+impl Limits {
+    /// Why serving clients on `addr` is refused: protected mode is on,
+    /// there is no password, and `addr` is not loopback (`0.0.0.0` and
+    /// `[::]` are not). Redis binds and then answers other hosts `-DENIED`;
+    /// fusion-node refuses to start instead, so an open port is never
+    /// there to find. The text says what to set.
+    pub fn protected_mode_refusal(&self, addr: SocketAddr) -> Option<String> {
+        if !self.protected_mode || self.requirepass.is_some() || is_loopback(addr.ip()) {
+            return None;
+        }
+        Some(format!(
+            "{addr} is not a loopback address, and protected mode is on with no password \
+             for the default user. In this mode fusion-node serves clients only on the \
+             loopback interface. To serve clients of other hosts, do one of: 1) set \
+             requirepass (or requirepass_file) in the cluster config, so clients must AUTH; \
+             2) if this network is trusted and not reachable from the internet, set \
+             protected_mode = false; 3) give the node a client address on 127.0.0.1 (or \
+             [::1]) instead."
+        ))
+    }
+}
+
+/// 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6.
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// The most arguments, and the longest bulk, of a request before the
+/// connection authenticated (Redis's limits since CVE-2021-32675): a
+/// client without the password cannot make the server buffer more than
+/// about 160 KiB of one request.
+pub const AUTH_MAX_ARGS: usize = 10;
+/// See [`AUTH_MAX_ARGS`].
+pub const AUTH_MAX_BULK: usize = 16 * 1024;
+
+/// The password clients give `AUTH`: binary-safe, never empty, never shown
+/// by `Debug`, compared in time independent of where it differs.
+#[derive(Clone)]
+pub struct Password(Vec<u8>);
+
+impl Password {
+    /// `None` for an empty password (no password is configured by leaving
+    /// the key out, not by an empty one).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Option<Password> {
+        let b = bytes.into();
+        (!b.is_empty()).then_some(Password(b))
+    }
+
+    /// Whether `given` is the password. The time taken depends only on
+    /// `given`'s length (the client's own), not on the password's length
+    /// or on how much of it `given` gets right.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let want = &self.0;
+        let mut diff = u8::from(want.len() != given.len());
+        for (i, &g) in given.iter().enumerate() {
+            diff |= g ^ want[i % want.len()];
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl PartialEq for Password {
+    fn eq(&self, other: &Password) -> bool {
+        self.matches(&other.0)
+    }
+}
+
+impl Eq for Password {}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
     }
 }
 

@@ -151,3 +151,51 @@ fn an_address_in_use_is_a_clear_start_error() {
         "{out}"
     );
 }
+
+/// Redis's protected mode at start: with no password, a client address
+/// that is not loopback (any node's) is refused with exit 2, saying what to
+/// set, before anything is bound. `0.0.0.0` only with `--check`; the start
+/// uses a 10.x address that is not this host's, so a broken check would
+/// fail the bind (exit 1) rather than serve.
+#[test]
+fn protected_mode_refuses_other_hosts_without_a_password() {
+    let d = Dir::new("protected");
+    for (addr, args) in [
+        ("0.0.0.0:46382", &["--node", "1", "--check"][..]),
+        ("10.255.0.1:46381", &["--node", "1"][..]),
+    ] {
+        let from = if addr.ends_with("46382") {
+            "127.0.0.1:46382"
+        } else {
+            "127.0.0.1:46381"
+        };
+        let text = GOOD.replace(from, addr);
+        let p = d.write(&text);
+        let mut argv = vec!["--config", p.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let (code, out) = run(&argv);
+        assert_eq!(code, 2, "{addr}: {out}");
+        assert!(
+            out.contains(&format!(
+                "client: {addr} is not a loopback address, and protected mode is on"
+            )),
+            "{out}"
+        );
+        assert!(out.contains("set requirepass"), "{out}");
+        assert!(out.contains("protected_mode = false"), "{out}");
+        // With a password it is a good config.
+        let p = d.write(&text.replace("voting_files", "requirepass = \"pw\"\nvoting_files"));
+        let (code, out) = run(&["--config", p.to_str().unwrap(), "--node", "1", "--check"]);
+        assert_eq!(code, 0, "{addr}: {out}");
+    }
+    // A password file others can read is refused too.
+    let pw = d.0.join("pw");
+    std::fs::write(&pw, "hunter2\n").unwrap();
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&pw, readable).unwrap();
+    let p = d.write(&GOOD.replace("voting_files", "requirepass_file = \"pw\"\nvoting_files"));
+    let (code, out) = run(&["--config", p.to_str().unwrap(), "--node", "1", "--check"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("requirepass_file: "), "{out}");
+    assert!(out.contains("must be 0600 or stricter"), "{out}");
+}

@@ -2,7 +2,10 @@
 //! port, into `icx_node::resp::parse_request`.
 //!
 //! The first input byte picks the limits (bit 0: the defaults, or small
-//! ones so the size and count checks are reached) and a mode (bits 1-2):
+//! ones so the size and count checks are reached), whether the connection
+//! has authenticated (bit 3: `parse_request`, or
+//! `parse_request_before_auth` with Redis's unauthenticated bounds) and a
+//! mode (bits 1-2):
 //! the rest as raw bytes; or the rest split on 0xff into arguments and
 //! encoded as a RESP array, or as an inline line with every byte quoted
 //! `\xHH`, so whole valid requests are parsed, not only near misses.
@@ -14,7 +17,9 @@
 //! one-line `ERR Protocol error: ...`.
 #![no_main]
 
-use icx_node::resp::{parse_request, Limits, Parsed};
+use icx_node::resp::{
+    parse_request, parse_request_before_auth, Limits, Parsed, AUTH_MAX_ARGS, AUTH_MAX_BULK,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn multibulk(args: &[&[u8]]) -> Vec<u8> {
@@ -43,7 +48,17 @@ fn inline(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-fn check(buf: &[u8], limits: &Limits) -> Parsed {
+/// Redis's bounds before AUTH, which inline requests are not held to.
+fn unauth_fits<A: AsRef<[u8]>>(args: &[A]) -> bool {
+    args.len() <= AUTH_MAX_ARGS && args.iter().all(|a| a.as_ref().len() <= AUTH_MAX_BULK)
+}
+
+fn check(authed: bool, buf: &[u8], limits: &Limits) -> Parsed {
+    let parse_request = if authed {
+        parse_request
+    } else {
+        parse_request_before_auth
+    };
     let parsed = parse_request(buf, limits);
     match &parsed {
         Parsed::Incomplete => {}
@@ -70,7 +85,7 @@ fn check(buf: &[u8], limits: &Limits) -> Parsed {
                 assert!(!args.is_empty() && args.len() <= limits.max_args);
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                 let again = multibulk(&refs);
-                if again.len() <= limits.max_request_bytes {
+                if again.len() <= limits.max_request_bytes && (authed || unauth_fits(args)) {
                     assert_eq!(
                         parse_request(&again, limits),
                         Parsed::Request {
@@ -101,11 +116,13 @@ fuzz_target!(|data: &[u8]| {
             max_clients: 1,
             max_request_bytes: 300,
             max_args: 6,
+            ..Limits::default()
         }
     };
+    let authed = mode & 8 == 0;
     match (mode >> 1) & 3 {
         0 | 3 => {
-            check(rest, &limits);
+            check(authed, rest, &limits);
         }
         form => {
             let args: Vec<&[u8]> = rest.split(|&b| b == 0xff).collect();
@@ -116,11 +133,11 @@ fuzz_target!(|data: &[u8]| {
             };
             let fits = args.len() <= limits.max_args
                 && if form == 1 {
-                    wire.len() <= limits.max_request_bytes
+                    wire.len() <= limits.max_request_bytes && (authed || unauth_fits(&args))
                 } else {
                     wire.len() - 2 <= limits.max_request_bytes.min(icx_node::resp::INLINE_MAX)
                 };
-            match check(&wire, &limits) {
+            match check(authed, &wire, &limits) {
                 Parsed::Request { args: got, used } if fits => {
                     assert_eq!(used, wire.len());
                     assert_eq!(got, args, "round trip");

@@ -17,7 +17,7 @@ use redis_protocol::resp2::{
     types::{OwnedFrame, Resp2Frame},
 };
 
-use super::{Limits, Reply};
+use super::{Limits, Reply, AUTH_MAX_ARGS, AUTH_MAX_BULK};
 
 /// Redis's `PROTO_INLINE_MAX_SIZE`: the longest inline command line, and
 /// the longest `*<count>` / `$<len>` header line waited for, before giving
@@ -43,17 +43,28 @@ pub enum Parsed {
 /// Parses the request at the start of `buf`. Pure; never panics, whatever
 /// the bytes; never allocates more than the request's own size, which is
 /// bounded by `limits`.
+/// The request is read as an authenticated connection's (see
+/// [`parse_request_before_auth`]).
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Parsed {
-    parse(buf, limits).0
+    parse(buf, limits, true).0
 }
 
-/// [`parse_request`], plus, when it is [`Parsed::Incomplete`], how long
-/// `buf` must be before parsing again can give anything else (so a request
-/// arriving a byte at a time is not rescanned per byte). 0 otherwise.
-pub(crate) fn parse(buf: &[u8], limits: &Limits) -> (Parsed, usize) {
+/// [`parse_request`] for a connection that has not authenticated while a
+/// password is required: Redis's bounds for it, more than
+/// [`AUTH_MAX_ARGS`] arguments or a bulk over [`AUTH_MAX_BULK`] bytes,
+/// are protocol errors too.
+pub fn parse_request_before_auth(buf: &[u8], limits: &Limits) -> Parsed {
+    parse(buf, limits, false).0
+}
+
+/// [`parse_request`] (or, `authed` false, [`parse_request_before_auth`]),
+/// plus, when it is [`Parsed::Incomplete`], how long `buf` must be before
+/// parsing again can give anything else (so a request arriving a byte at
+/// a time is not rescanned per byte). 0 otherwise.
+pub(crate) fn parse(buf: &[u8], limits: &Limits, authed: bool) -> (Parsed, usize) {
     match buf.first() {
         None => (Parsed::Incomplete, 1),
-        Some(b'*') => multibulk(buf, limits),
+        Some(b'*') => multibulk(buf, limits, authed),
         Some(_) => inline(buf, limits),
     }
 }
@@ -64,7 +75,7 @@ fn protocol_error(what: impl std::fmt::Display) -> (Parsed, usize) {
 
 fn too_big(limits: &Limits) -> (Parsed, usize) {
     protocol_error(format_args!(
-        "request larger than max_request_bytes ({})",
+        "request larger than client_query_buffer_limit ({} bytes)",
         limits.max_request_bytes
     ))
 }
@@ -89,17 +100,25 @@ fn header_line(buf: &[u8], start: usize, line_max: usize) -> Line<'_> {
     }
 }
 
-fn multibulk(buf: &[u8], limits: &Limits) -> (Parsed, usize) {
+/// Redis's checks in Redis's order: the count is valid, then (before
+/// AUTH) within the unauthenticated bound; likewise each bulk length.
+fn multibulk(buf: &[u8], limits: &Limits, authed: bool) -> (Parsed, usize) {
     let max = limits.max_request_bytes;
     let line_max = INLINE_MAX.min(max);
     let (count, mut pos) = match header_line(buf, 0, line_max) {
         Line::TooLong => return protocol_error("too big mbulk count string"),
         Line::Partial => return (Parsed::Incomplete, buf.len() + 1),
         Line::Found(digits, next) => match string2ll(digits) {
+            Some(n) if n > 0 && n as u64 > limits.max_args as u64 => {
+                return protocol_error("invalid multibulk length")
+            }
+            Some(n) if !authed && n > AUTH_MAX_ARGS as i64 => {
+                return protocol_error("unauthenticated multibulk length")
+            }
             // Redis skips an empty or negative count.
             Some(n) if n <= 0 => return (Parsed::Empty { used: next }, 0),
-            Some(n) if n as u64 <= limits.max_args as u64 => (n, next),
-            _ => return protocol_error("invalid multibulk length"),
+            Some(n) => (n, next),
+            None => return protocol_error("invalid multibulk length"),
         },
     };
     if pos > max {
@@ -116,8 +135,14 @@ fn multibulk(buf: &[u8], limits: &Limits) -> (Parsed, usize) {
             Line::TooLong => return protocol_error("too big bulk count string"),
             Line::Partial => return (Parsed::Incomplete, buf.len() + 1),
             Line::Found(digits, next) => match string2ll(digits) {
-                Some(n) if n >= 0 && n as u64 <= max as u64 => (n as usize, next),
-                _ => return protocol_error("invalid bulk length"),
+                Some(n) if n < 0 || n as u64 > max as u64 => {
+                    return protocol_error("invalid bulk length")
+                }
+                Some(n) if !authed && n > AUTH_MAX_BULK as i64 => {
+                    return protocol_error("unauthenticated bulk length")
+                }
+                Some(n) => (n as usize, next),
+                None => return protocol_error("invalid bulk length"),
             },
         };
         // The body and its CRLF (not checked to be CRLF: neither Redis nor

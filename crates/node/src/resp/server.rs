@@ -41,6 +41,14 @@ const OUT_HIGH: usize = 1 << 20;
 /// Connections accepted per loop turn, so a connect storm cannot starve
 /// the clients already served.
 const ACCEPT_BATCH: usize = 64;
+/// Reads of one client per loop turn (of [`READ_CHUNK`] each), so one
+/// that sends without pause cannot hold the loop from the others: with
+/// requests the server answers itself (`AUTH`, `-NOAUTH`) nothing else
+/// would stop it. It is read on in the next turn.
+const READS_PER_TURN: usize = 8;
+/// How often idle clients are looked for, at most (and at least every
+/// quarter of the idle timeout).
+const SWEEP_MAX: Duration = Duration::from_secs(1);
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -50,6 +58,12 @@ const REFUSED_BASE: usize = 1 << 48;
 
 const NO_REPLY: &str = "ERR internal error: no reply";
 const MAX_CLIENTS: &str = "ERR max number of clients reached";
+// Redis 7's replies, to the letter (`server.c`, `acl.c`).
+const NOAUTH: &str = "NOAUTH Authentication required.";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const AUTH_NOPASS: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+const AUTH_ARITY: &str = "ERR wrong number of arguments for 'auth' command";
+const SYNTAX: &str = "ERR syntax error";
 
 /// Who sent a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +203,10 @@ pub struct RespStats {
     /// mid-reply (a write failed, or closed with replies unwritten), or
     /// reset.
     pub dropped: u64,
+    /// `AUTH`s refused (`-WRONGPASS`): Redis's `acl_access_denied_auth`.
+    pub auth_failures: u64,
+    /// Clients closed at the idle timeout.
+    pub timed_out: u64,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +217,8 @@ struct Counters {
     commands: AtomicU64,
     protocol_errors: AtomicU64,
     dropped: AtomicU64,
+    auth_failures: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -230,12 +250,20 @@ impl RespServer {
     /// Binds `addr` (port 0 for any) and starts serving. Requests arrive
     /// on the returned channel, `wake` called once per batch of them. The
     /// channel disconnects once the server has shut down and its thread
-    /// is gone.
+    /// is gone. An address protected mode refuses
+    /// ([`Limits::protected_mode_refusal`]) is a `PermissionDenied` error,
+    /// before anything is bound.
     pub fn start(
         addr: SocketAddr,
         limits: Limits,
         wake: Wake,
     ) -> io::Result<(RespServer, Receiver<Request>)> {
+        if let Some(why) = limits.protected_mode_refusal(addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("RESP server: protected mode: {why}"),
+            ));
+        }
         let mut listener = TcpListener::bind(addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -275,11 +303,19 @@ impl RespServer {
             accept_more: false,
             accept_retry: None,
             batch: Vec::new(),
+            again: Vec::new(),
+            next_sweep: None,
         };
         let thread = thread::Builder::new()
             .name("resp".into())
             .spawn(move || ev.run())?;
-        tracing::info!(%local_addr, "RESP server listening");
+        tracing::info!(
+            %local_addr,
+            requirepass = shared.limits.requirepass.is_some(),
+            maxclients = shared.limits.max_clients,
+            timeout = ?shared.limits.idle_timeout,
+            "RESP server listening"
+        );
         Ok((
             RespServer {
                 local_addr,
@@ -313,6 +349,8 @@ impl RespServer {
             commands: n.commands.load(Ordering::Relaxed),
             protocol_errors: n.protocol_errors.load(Ordering::Relaxed),
             dropped: n.dropped.load(Ordering::Relaxed),
+            auth_failures: n.auth_failures.load(Ordering::Relaxed),
+            timed_out: n.timed_out.load(Ordering::Relaxed),
         }
     }
 
@@ -362,6 +400,8 @@ enum End {
     Clean,
     /// Closed or reset mid-request or mid-reply, or a write failed.
     Dropped,
+    /// Idle past the idle timeout.
+    Idle,
 }
 
 /// One connection's state. Readiness is edge-triggered: `readable` and
@@ -395,10 +435,17 @@ struct Conn {
     /// this instant.
     linger: Option<Instant>,
     drained: usize,
+    /// AUTH given, or no password required.
+    authed: bool,
+    /// The last whole request read or reply byte written (the connection
+    /// when none yet): what the idle timeout counts from.
+    last_active: Instant,
+    /// The read budget of a turn ran out with the socket still readable.
+    more: bool,
 }
 
 impl Conn {
-    fn new(stream: TcpStream, info: ClientInfo, refused: bool) -> Conn {
+    fn new(stream: TcpStream, info: ClientInfo, refused: bool, limits: &Limits) -> Conn {
         let mut c = Conn {
             stream,
             info,
@@ -416,6 +463,9 @@ impl Conn {
             closing: false,
             linger: None,
             drained: 0,
+            authed: limits.requirepass.is_none(),
+            last_active: Instant::now(),
+            more: false,
         };
         if refused {
             c.push_last(Reply::Error(MAX_CLIENTS.into()));
@@ -423,12 +473,52 @@ impl Conn {
         c
     }
 
-    /// A reply the server gives itself, after which nothing more is read.
-    fn push_last(&mut self, r: Reply) {
+    /// A reply the server gives itself, in its place among the node's.
+    fn push(&mut self, r: Reply) {
         self.next_seq += 1;
         self.waiting.push_back(Some(r));
+    }
+
+    /// A reply the server gives itself, after which nothing more is read.
+    fn push_last(&mut self, r: Reply) {
+        self.push(r);
         self.closing = true;
         self.inbuf = Vec::new();
+    }
+
+    /// `AUTH [username] password`, as Redis 7 answers it with only the
+    /// `default` user: its password is `requirepass`, or any when there
+    /// is none. A refusal leaves the connection as it was (authenticated
+    /// or not), as in Redis 7.
+    fn auth(&mut self, args: &[Vec<u8>], shared: &Shared) -> Reply {
+        let pass = shared.limits.requirepass.as_ref();
+        let (user, given) = match args {
+            [] | [_] => return Reply::Error(AUTH_ARITY.into()),
+            [_, _, _, _, ..] => return Reply::Error(SYNTAX.into()),
+            [_, _] if pass.is_none() => return Reply::Error(AUTH_NOPASS.into()),
+            [_, given] => (&b"default"[..], given),
+            [_, user, given] => (&user[..], given),
+        };
+        let ok = user == b"default" && pass.is_none_or(|p| p.matches(given));
+        if ok {
+            self.authed = true;
+            return Reply::Simple("OK".into());
+        }
+        shared.n.auth_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(id = self.info.id, peer = %self.info.peer, "RESP AUTH refused");
+        Reply::Error(WRONGPASS.into())
+    }
+
+    /// Closed at the idle timeout now: a served client with no request
+    /// with the node (nor a reply not yet encoded), whose last activity (a
+    /// whole request read, a reply byte written) is `timeout` old. So a
+    /// client that stopped reading its replies is idle too, as in Redis.
+    fn idle(&self, now: Instant, timeout: Duration) -> bool {
+        !self.refused
+            && self.linger.is_none()
+            && !self.closing
+            && self.waiting.is_empty()
+            && now.saturating_duration_since(self.last_active) >= timeout
     }
 
     fn answered(&mut self, seq: u64, reply: Reply) {
@@ -444,6 +534,7 @@ impl Conn {
     /// connection is over.
     fn progress(
         &mut self,
+        now: Instant,
         shared: &Shared,
         back: &Arc<Back>,
         batch: &mut Vec<Request>,
@@ -451,9 +542,11 @@ impl Conn {
         if self.linger.is_some() {
             return self.drain(shared);
         }
+        self.more = false;
+        let mut reads = 0;
         loop {
-            self.parse(shared, back, batch);
-            if let Err(e) = self.flush() {
+            self.parse(now, shared, back, batch);
+            if let Err(e) = self.flush(now) {
                 return Some(e);
             }
             if !self.readable
@@ -464,6 +557,11 @@ impl Conn {
             {
                 break;
             }
+            if reads == READS_PER_TURN {
+                self.more = true;
+                break;
+            }
+            reads += 1;
             if let Err(e) = self.read() {
                 return Some(e);
             }
@@ -487,14 +585,16 @@ impl Conn {
     }
 
     /// Every whole request in `inbuf`, in order, up to the in-flight bound.
-    fn parse(&mut self, shared: &Shared, back: &Arc<Back>, batch: &mut Vec<Request>) {
+    /// `QUIT` and `AUTH` are answered here, and so is every request before
+    /// the connection authenticated.
+    fn parse(&mut self, now: Instant, shared: &Shared, back: &Arc<Back>, batch: &mut Vec<Request>) {
         let limits = &shared.limits;
         let mut pos = 0;
         while !self.closing
             && self.waiting.len() < MAX_IN_FLIGHT
             && self.inbuf.len() - pos >= self.need
         {
-            let (parsed, more) = parse(&self.inbuf[pos..], limits);
+            let (parsed, more) = parse(&self.inbuf[pos..], limits, self.authed);
             self.need = 1;
             match parsed {
                 Parsed::Incomplete => {
@@ -504,10 +604,20 @@ impl Conn {
                 Parsed::Empty { used } => pos += used,
                 Parsed::Request { args, used } => {
                     pos += used;
+                    self.last_active = now;
                     shared.n.commands.fetch_add(1, Ordering::Relaxed);
                     if args[0].eq_ignore_ascii_case(b"quit") {
                         self.push_last(Reply::Simple("OK".into()));
                         return;
+                    }
+                    if args[0].eq_ignore_ascii_case(b"auth") {
+                        let r = self.auth(&args, shared);
+                        self.push(r);
+                        continue;
+                    }
+                    if !self.authed {
+                        self.push(Reply::Error(NOAUTH.into()));
+                        continue;
                     }
                     let seq = self.next_seq;
                     self.next_seq += 1;
@@ -555,7 +665,7 @@ impl Conn {
 
     /// Encodes the replies now due, in order, and writes what the socket
     /// takes.
-    fn flush(&mut self) -> Result<(), End> {
+    fn flush(&mut self, now: Instant) -> Result<(), End> {
         while let Some(Some(_)) = self.waiting.front() {
             if let Some(Some(r)) = self.waiting.pop_front() {
                 encode_reply(r, &mut self.out);
@@ -565,7 +675,10 @@ impl Conn {
         while self.writable && self.sent < self.out.len() {
             match self.stream.write(&self.out[self.sent..]) {
                 Ok(0) => return Err(End::Dropped),
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.last_active = now;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(End::Dropped),
@@ -619,6 +732,10 @@ struct EventLoop {
     accept_retry: Option<Instant>,
     /// Requests read this turn, handed over together.
     batch: Vec<Request>,
+    /// Clients whose read budget ran out: looked at again next turn.
+    again: Vec<usize>,
+    /// When to look for idle clients next (with an idle timeout).
+    next_sweep: Option<Instant>,
 }
 
 impl EventLoop {
@@ -635,6 +752,7 @@ impl EventLoop {
                 }
             }
             touched.clear();
+            touched.append(&mut self.again);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_more = true,
@@ -684,8 +802,12 @@ impl EventLoop {
             );
             touched.sort_unstable();
             touched.dedup();
+            let now = Instant::now();
             for &t in &touched {
-                self.progress(t);
+                self.progress(t, now);
+            }
+            if grace.is_none() {
+                self.sweep(now);
             }
             if !self.batch.is_empty() {
                 for r in self.batch.drain(..) {
@@ -722,7 +844,7 @@ impl EventLoop {
     }
 
     fn timeout(&self, grace: Option<Instant>) -> Duration {
-        if self.accept_more && grace.is_none() {
+        if (self.accept_more && grace.is_none()) || !self.again.is_empty() {
             return Duration::ZERO;
         }
         let now = Instant::now();
@@ -732,6 +854,7 @@ impl EventLoop {
             .filter_map(|c| c.linger)
             .chain(grace.map(|g| g.min(now + Duration::from_millis(10))))
             .chain(self.accept_retry)
+            .chain(self.next_sweep.filter(|_| !self.conns.is_empty()))
             .min();
         match soonest {
             Some(t) => t.saturating_duration_since(now).min(IDLE),
@@ -772,7 +895,7 @@ impl EventLoop {
             let token = if refused {
                 self.shared.n.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "RESP client refused: max clients");
-                if self.conns.len() >= 2 * self.shared.limits.max_clients.max(1) {
+                if self.conns.len() >= self.shared.limits.max_clients.max(1).saturating_mul(2) {
                     // Too many lingering refusals: just close.
                     continue;
                 }
@@ -782,7 +905,12 @@ impl EventLoop {
                 self.next_id as usize + 1
             };
             let id = if refused { 0 } else { self.next_id };
-            let mut conn = Conn::new(stream, ClientInfo { id, peer }, refused);
+            let mut conn = Conn::new(
+                stream,
+                ClientInfo { id, peer },
+                refused,
+                &self.shared.limits,
+            );
             let setup = conn.stream.set_nodelay(true).and_then(|()| {
                 self.poll.registry().register(
                     &mut conn.stream,
@@ -809,12 +937,37 @@ impl EventLoop {
         // The batch is used up; `accept_more` stays set for the next turn.
     }
 
-    fn progress(&mut self, t: usize) {
+    fn progress(&mut self, t: usize, now: Instant) {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
-        if let Some(end) = c.progress(&self.shared, &self.back, &mut self.batch) {
-            self.close(t, end);
+        match c.progress(now, &self.shared, &self.back, &mut self.batch) {
+            Some(end) => self.close(t, end),
+            None if c.more => self.again.push(t),
+            None => {}
+        }
+    }
+
+    /// Closes the clients idle past the idle timeout. A pass over every
+    /// connection, at most every quarter of the timeout (and every
+    /// second), so clients are closed within about a quarter past it.
+    fn sweep(&mut self, now: Instant) {
+        let Some(timeout) = self.shared.limits.idle_timeout else {
+            return;
+        };
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        let every = (timeout / 4).clamp(Duration::from_millis(10), SWEEP_MAX);
+        self.next_sweep = Some(now + every);
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.idle(now, timeout))
+            .map(|(&t, _)| t)
+            .collect();
+        for t in idle {
+            self.close(t, End::Idle);
         }
     }
 
@@ -828,7 +981,10 @@ impl EventLoop {
             return;
         }
         self.shared.n.clients.fetch_sub(1, Ordering::Relaxed);
-        if end == End::Dropped && !self.shared.stop.load(Ordering::Relaxed) {
+        if end == End::Idle {
+            self.shared.n.timed_out.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(id = c.info.id, peer = %c.info.peer, "RESP client idle: closed");
+        } else if end == End::Dropped && !self.shared.stop.load(Ordering::Relaxed) {
             self.shared.n.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 id = c.info.id,
