@@ -306,6 +306,17 @@ impl Node {
         f.kv("uptime_in_days", up / 86_400);
         f.kv("alert_log", self.alert_log().path().display());
         f.kv("alert_log_write_errors", self.alert_log().write_errors);
+        // Redis's names where Redis has them.
+        if let Some(r) = self.resp_stats() {
+            f.kv("connected_clients", r.clients);
+            f.kv("total_connections_received", r.accepted);
+            f.kv("rejected_connections", r.refused);
+            f.kv("total_commands_processed", r.commands);
+            f.kv("acl_access_denied_auth", r.auth_failures);
+            f.kv("client_idle_timeouts", r.timed_out);
+            f.kv("client_protocol_errors", r.protocol_errors);
+            f.kv("client_dropped", r.dropped);
+        }
     }
 
     fn info_membership(&self, out: &mut String) {
