@@ -172,6 +172,11 @@ impl SimFusion {
         }
     }
 
+    /// The I/O requests issued and not completed yet.
+    pub fn io_in_flight(&self) -> impl Iterator<Item = &IoOp> {
+        self.inflight.iter().map(|(_, r)| &r.op)
+    }
+
     /// Submits a command to the executor (see [`SimFusion::db`]).
     pub fn submit(&mut self, now: Instant, client: u64, cmd: Cmd) {
         if let Some(d) = self.db.as_mut() {
