@@ -231,6 +231,7 @@ impl SimFusion {
             while let Some((client, r)) = d.db.poll_reply() {
                 d.replies.push((now, client, r));
             }
+            d.next_tick = d.db.wake_at().or(d.next_tick);
         }
         while let Some(req) = self.f.poll_io(now) {
             let at = now + self.disk.borrow().latency;

@@ -572,6 +572,55 @@ fn fail_all_answers_every_pending_command_at_once() {
 }
 
 #[test]
+fn a_command_waits_out_a_reconfiguration_up_to_its_bound() {
+    let mut dbc = db_config();
+    dbc.recovery_wait = Duration::from_millis(300);
+    let mut c = build_db(115, 3, |id| config(id, 64), dbc).0;
+    let after = icx_fusion::grd::SlotMap::new(&[NodeId(1), NodeId(2)]);
+    let key = (0..)
+        .map(|i| format!("w{i}"))
+        .find(|k| after.master(1, block_of(k)) == NodeId(1))
+        .unwrap();
+    assert_eq!(run_cmd(&mut c, 2, &["SET", &key, "v"]), ok());
+    // Node 3 is gone; node 1 reconfigures alone: its directory waits for
+    // node 2's report.
+    let now = c.now();
+    node_mut(&mut c, 1)
+        .f
+        .set_members(now, 2, &[NodeId(1), NodeId(2)]);
+    c.node_mut(NodeId(1));
+    let before = db(&c, 1).replies.len();
+    submit(&mut c, 1, 7, &words(&["GET", &key]));
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(db(&c, 1).replies.len(), before, "it waits, no TRYAGAIN");
+    assert!(db(&c, 1).db.stats().recovery_waits > 0);
+    let now = c.now();
+    node_mut(&mut c, 2)
+        .f
+        .set_members(now, 2, &[NodeId(1), NodeId(2)]);
+    c.node_mut(NodeId(2));
+    let ok_ = c.run_until_cond(Duration::from_secs(2), 1_000_000, |c| {
+        db(c, 1).replies.len() > before
+    });
+    assert!(ok_, "never answered");
+    assert_eq!(db(&c, 1).replies[before].2, bulk("v"));
+    // Past the bound: TRYAGAIN.
+    let now = c.now();
+    node_mut(&mut c, 1).f.set_members(now, 3, &[NodeId(1)]);
+    node_mut(&mut c, 1)
+        .f
+        .set_members(now, 4, &[NodeId(1), NodeId(2)]);
+    c.node_mut(NodeId(1));
+    let t0 = c.now();
+    let e = err_text(run_cmd(&mut c, 1, &["GET", &key]));
+    assert!(e.starts_with("TRYAGAIN "), "{e}");
+    assert!(
+        c.now() - t0 >= Duration::from_millis(300),
+        "waited its bound"
+    );
+}
+
+#[test]
 fn service_errors_become_redis_errors() {
     let mut c = cluster(113);
     // Two keys node 1 masters once node 3 is gone, `low` in a lower block,

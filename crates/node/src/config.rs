@@ -76,6 +76,9 @@ pub struct DataConfig {
     pub gc_request_timeout: Duration,
     /// Every dirty block is written within about this long.
     pub checkpoint_interval: Duration,
+    /// How long a data command waits out a reconfiguration (the directory
+    /// rebuilt, its block recovered) before `-TRYAGAIN`; 0: at once.
+    pub gc_recovery_wait: Duration,
 }
 
 impl Default for DataConfig {
@@ -89,6 +92,7 @@ impl Default for DataConfig {
             fairness_threshold: 4,
             gc_request_timeout: Duration::from_millis(500),
             checkpoint_interval: Duration::from_secs(10),
+            gc_recovery_wait: Duration::from_secs(10),
         }
     }
 }
@@ -206,6 +210,8 @@ struct RawConfig {
     gc_request_timeout: Option<String>,
     #[serde(default)]
     checkpoint_interval: Option<String>,
+    #[serde(default)]
+    gc_recovery_wait: Option<String>,
     #[serde(default)]
     requirepass: Option<String>,
     #[serde(default)]
@@ -547,6 +553,17 @@ fn data_config(
     if checkpoint_interval.is_zero() {
         return Err(err("checkpoint_interval", "must be positive".into()));
     }
+    let gc_recovery_wait = dur(
+        "gc_recovery_wait",
+        &raw.gc_recovery_wait,
+        d.gc_recovery_wait,
+    )?;
+    if gc_recovery_wait > Duration::from_secs(3600) {
+        return Err(err(
+            "gc_recovery_wait",
+            format!("{} is over an hour", format_duration(gc_recovery_wait)),
+        ));
+    }
     Ok(DataConfig {
         block_size: bs as usize,
         datafile_size,
@@ -556,6 +573,7 @@ fn data_config(
         fairness_threshold,
         gc_request_timeout,
         checkpoint_interval,
+        gc_recovery_wait,
     })
 }
 

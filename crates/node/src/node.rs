@@ -249,7 +249,13 @@ impl Node {
             let wait = if busy {
                 std::time::Duration::ZERO
             } else {
-                IDLE_WAIT
+                let now = self.net.rt.now();
+                self.data
+                    .as_ref()
+                    .and_then(|d| d.next_wake())
+                    .map_or(IDLE_WAIT, |t| {
+                        IDLE_WAIT.min(t.saturating_duration_since(now))
+                    })
             };
             self.turn(wait).map_err(|e| format!("transport: {e}"))?;
             // Replies given this turn reach the RESP loop with one wake.

@@ -351,3 +351,90 @@ fn a_killed_node_with_many_dirty_blocks_is_recovered_from_past_images_and_redo()
     }
     assert_eq!(out.lines().count(), KEYS);
 }
+
+#[test]
+fn redis_benchmark_runs_on_the_survivors_through_the_reconfiguration() {
+    if !lab() {
+        return;
+    }
+    let mut c = Cluster::new("icxr3", 26, Spec::new(3, 3));
+    c.start_all();
+    c.wait_settled(&[1, 2, 3], FORM);
+    wait_open(&c, &[1, 2, 3], FORM);
+    let victim_pid = c.pid(2);
+    let t0 = Instant::now();
+    let outs: Vec<(u16, std::process::Output)> = std::thread::scope(|s| {
+        let hs: Vec<_> = [1u16, 3]
+            .into_iter()
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    let port = c.client_port(i).to_string();
+                    let args = [
+                        "-p",
+                        &port,
+                        "-e",
+                        "-t",
+                        "set,get,incr",
+                        "-n",
+                        "20000",
+                        "-c",
+                        "20",
+                        "-r",
+                        "2000",
+                        "-q",
+                    ];
+                    (
+                        i,
+                        c.in_ns(i, "redis-benchmark", &args, Duration::from_secs(240)),
+                    )
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &victim_pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(killed, "kill -9 node 2");
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    c.kill9(2);
+    let took = t0.elapsed();
+    for (i, o) in &outs {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("Error") || l.contains("ERR"))
+            .collect();
+        let tryagain = errors.iter().filter(|l| l.contains("TRYAGAIN")).count();
+        // -q prints progress with carriage returns; the results end each.
+        let summary: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("requests per second"))
+            .map(|l| l.rsplit('\r').next().unwrap_or(l).trim())
+            .collect();
+        eprintln!(
+            "node {i}: {summary:?}, {} error replies shown, {tryagain} TRYAGAIN, in {took:?}",
+            errors.len()
+        );
+        assert!(o.status.success(), "node {i}: {text}\n{}", c.dump());
+        assert!(
+            errors.iter().all(|l| l.contains("TRYAGAIN")),
+            "node {i}: an error other than TRYAGAIN: {:?}\n{}",
+            errors.iter().find(|l| !l.contains("TRYAGAIN")),
+            c.dump()
+        );
+        for t in ["SET", "GET", "INCR"] {
+            assert!(text.contains(&format!("{t}: ")), "node {i}: {text}");
+        }
+    }
+    // The survivors serve, and agree.
+    let a = c.cli(1, &["INCR", "after"]).unwrap_or_default();
+    let b = c.cli(3, &["GET", "after"]).unwrap_or_default();
+    assert_eq!((a.trim(), b.trim()), ("1", "1"), "{}", c.dump());
+}

@@ -32,9 +32,11 @@ impl Checkpoint {
 
 impl Db {
     /// Periodic work: the full checkpoint when due, else an incremental
-    /// one if too many blocks are dirty. Returns when to call it next.
+    /// one if too many blocks are dirty; commands waiting out a
+    /// reconfiguration ask again. Returns when to call it next.
     pub fn tick(&mut self, f: &mut Fusion, now: Instant) -> Option<Instant> {
         self.release_pending(f, now);
+        self.unpark(f, now);
         let interval = self.cfg.checkpoint_interval;
         let due = *self.ckpt.next_full.get_or_insert(now + interval);
         if now >= due {
@@ -43,7 +45,18 @@ impl Db {
         } else {
             self.check_dirty(f, now);
         }
-        self.ckpt.next_full
+        self.wake_at()
+    }
+
+    /// When [`Db::tick`] is due next: the next checkpoint, or a command
+    /// waiting out a reconfiguration (hosts ask after every call, as a
+    /// command parks on a completion, not on a tick).
+    pub fn wake_at(&self) -> Option<Instant> {
+        let parked = self.parked_due();
+        match (self.ckpt.next_full, parked) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Writes every block dirty here (a clean shutdown);

@@ -26,6 +26,8 @@ pub(super) struct KeyJob {
     ops: Vec<u64>,
     imgs: Vec<SharedBuf>,
     retries: u32,
+    /// When it first found a block reconfiguring ([`GcError::Recovering`]).
+    waiting_since: Option<Instant>,
     /// Changes made whose redo is not durable yet, and the reply then.
     left: u32,
     reply: Option<Reply>,
@@ -92,9 +94,21 @@ impl Db {
             ops: Vec::new(),
             imgs: Vec::new(),
             retries: 0,
+            waiting_since: None,
             left: 0,
             reply: None,
         };
+        self.acquire_next(f, now, id, job)
+    }
+
+    /// A parked job asks for its next block again.
+    pub(super) fn keys_retry(
+        &mut self,
+        f: &mut Fusion,
+        now: Instant,
+        id: u64,
+        job: KeyJob,
+    ) -> Step<KeyJob> {
         self.acquire_next(f, now, id, job)
     }
 
@@ -143,6 +157,15 @@ impl Db {
                     job.retries += 1;
                     self.stats.retries += 1;
                     return self.acquire_next(f, now, id, job);
+                }
+                if matches!(error, GcError::Recovering { .. }) {
+                    // The blocks held so far stay held (a lower block of an
+                    // MSET): the command waits as a whole, in block order.
+                    let since = *job.waiting_since.get_or_insert(now);
+                    if now.saturating_duration_since(since) < self.cfg.recovery_wait {
+                        self.park(now, id);
+                        return Step::Pending(job);
+                    }
                 }
                 self.release_all(f, now, &job);
                 Step::Done(Reply::Error(exec::gc_error(&error)))

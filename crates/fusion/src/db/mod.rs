@@ -77,7 +77,15 @@ pub struct DbConfig {
     /// Multi-block reads in flight for DBSIZE, FLUSHALL and BLOCK.SCAN
     /// (and FLUSHALL's clears, and checkpoint writes).
     pub scan_depth: usize,
+    /// How long a key command waits for a reconfiguration (a block the
+    /// directory is rebuilding or recovering) before it is answered
+    /// `TRYAGAIN`: a client sees the freeze as latency, as an Oracle
+    /// session waits out instance recovery. Zero: `TRYAGAIN` at once.
+    pub recovery_wait: Duration,
 }
+
+/// How often a command waiting out a reconfiguration asks again.
+pub const RECOVERY_RETRY: Duration = Duration::from_millis(20);
 
 /// What the executor did, for `INFO`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,6 +99,8 @@ pub struct DbStats {
     pub keys_written: u64,
     /// Acquires and scans asked again after the pool had no buffer.
     pub retries: u64,
+    /// Acquires asked again while a reconfiguration ran.
+    pub recovery_waits: u64,
     pub checkpoint_writes: u64,
     pub checkpoint_errors: u64,
     /// The most commands pending at once.
@@ -203,6 +213,8 @@ pub struct Db {
     stats: DbStats,
     /// Buffers for the page copies a write plans on.
     scratch: Vec<Vec<u8>>,
+    /// Key commands waiting out a reconfiguration: when to ask again.
+    parked: VecDeque<(Instant, u64)>,
 }
 
 impl Db {
@@ -219,6 +231,7 @@ impl Db {
             ckpt: checkpoint::Checkpoint::default(),
             stats: DbStats::default(),
             scratch: Vec::new(),
+            parked: VecDeque::new(),
         }
     }
 
@@ -289,6 +302,34 @@ impl Db {
             }
         }
         self.forget_if_done(op);
+    }
+
+    /// Asks again for the blocks of the commands that waited out a
+    /// reconfiguration and are due.
+    pub(super) fn unpark(&mut self, f: &mut Fusion, now: Instant) {
+        while self.parked.front().is_some_and(|&(t, _)| t <= now) {
+            let Some((_, id)) = self.parked.pop_front() else {
+                break;
+            };
+            let Some(run) = self.running.remove(&id) else {
+                continue;
+            };
+            let step = match run.job {
+                Job::Keys(j) => self.keys_retry(f, now, id, j).map(Job::Keys),
+                other => Step::Pending(other),
+            };
+            self.settle(id, run.client, step);
+            self.advance(f, now, run.client);
+        }
+    }
+
+    pub(super) fn parked_due(&self) -> Option<Instant> {
+        self.parked.front().map(|&(t, _)| t)
+    }
+
+    pub(super) fn park(&mut self, now: Instant, id: u64) {
+        self.stats.recovery_waits += 1;
+        self.parked.push_back((now + RECOVERY_RETRY, id));
     }
 
     pub fn poll_reply(&mut self) -> Option<(u64, Reply)> {

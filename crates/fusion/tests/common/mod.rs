@@ -357,6 +357,8 @@ pub fn db_config() -> DbConfig {
         max_dirty: 32,
         checkpoint_interval: Duration::from_secs(5),
         scan_depth: 4,
+        // Tests see TRYAGAIN at once unless they ask for the wait.
+        recovery_wait: Duration::ZERO,
     }
 }
 

@@ -131,6 +131,7 @@ impl Data {
         f.kv("db_keys_written", ds.keys_written);
         f.kv("db_errors", ds.errors);
         f.kv("db_retries", ds.retries);
+        f.kv("db_recovery_waits", ds.recovery_waits);
         f.kv("checkpoint_writes", ds.checkpoint_writes);
         f.kv("checkpoint_errors", ds.checkpoint_errors);
         for (name, n) in &ds.commands {

@@ -234,6 +234,8 @@ impl Data {
                 self.pending.answer(client, r);
                 moved = true;
             }
+            // A command parked on a completion wants a tick sooner.
+            self.next_tick = self.db.wake_at().or(self.next_tick);
             if !moved {
                 break;
             }
@@ -394,6 +396,12 @@ impl Data {
         self.flush_replies();
     }
 
+    /// When the executor wants its next tick (a checkpoint, a command
+    /// waiting out a reconfiguration): the event loop sleeps no longer.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
     /// The next reconfiguration or recovery line for the alert log.
     pub fn poll_alert(&mut self) -> Option<String> {
         self.fusion.as_mut()?.poll_alert()
@@ -411,5 +419,6 @@ fn db_config(d: &DataConfig, blocks_per_file: u32) -> DbConfig {
         max_dirty: (d.cache_blocks() / 2).max(16),
         checkpoint_interval: d.checkpoint_interval,
         scan_depth: 8,
+        recovery_wait: d.gc_recovery_wait,
     }
 }
