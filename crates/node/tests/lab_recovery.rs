@@ -40,6 +40,25 @@ fn wait_open(c: &Cluster, ids: &[u16], within: Duration) {
     );
 }
 
+/// Three nodes started, their service open.
+fn three_open(prefix: &str, subnet: u8) -> Cluster {
+    let mut c = Cluster::new(prefix, subnet, Spec::new(3, 3));
+    c.start_all();
+    c.wait_settled(&[1, 2, 3], FORM);
+    wait_open(&c, &[1, 2, 3], FORM);
+    c
+}
+
+/// kill -9 by PID (the cluster is shared with client threads then; the
+/// child is reaped by `Cluster::kill9` after).
+fn kill9_pid(pid: u32) {
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(killed, "kill -9 {pid}");
+}
+
 fn counter(c: &Cluster, i: u16, key: &str) -> Option<i64> {
     let t = c.cli(i, &["GET", key])?;
     let t = t.trim();
@@ -106,10 +125,7 @@ fn kill9_mid_run_loses_no_acknowledged_increment_and_the_node_rejoins() {
     if !lab() {
         return;
     }
-    let mut c = Cluster::new("icxr1", 24, Spec::new(3, 3));
-    c.start_all();
-    c.wait_settled(&[1, 2, 3], FORM);
-    wait_open(&c, &[1, 2, 3], FORM);
+    let mut c = three_open("icxr1", 24);
     for k in 0..COUNTERS {
         let set = c.cli(
             1,
@@ -129,13 +145,7 @@ fn kill9_mid_run_loses_no_acknowledged_increment_and_the_node_rejoins() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(1500));
-        // kill -9 (by PID: the cluster is shared with the clients here;
-        // the child is reaped below).
-        let killed = std::process::Command::new("kill")
-            .args(["-9", &victim_pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(killed, "kill -9 node {victim}");
+        kill9_pid(victim_pid);
         let t_kill = Instant::now();
         // A survivor serves again: an INCR answered with a number.
         let mut gap = None;
@@ -282,10 +292,7 @@ fn a_killed_node_with_many_dirty_blocks_is_recovered_from_past_images_and_redo()
     if !lab() {
         return;
     }
-    let mut c = Cluster::new("icxr2", 25, Spec::new(3, 3));
-    c.start_all();
-    c.wait_settled(&[1, 2, 3], FORM);
-    wait_open(&c, &[1, 2, 3], FORM);
+    let mut c = three_open("icxr2", 25);
     const KEYS: usize = 600;
     // Node 1 writes every key first, node 3 overwrites: node 3 holds the
     // blocks in X (dirty), node 1 keeps their past images.
@@ -357,10 +364,7 @@ fn redis_benchmark_runs_on_the_survivors_through_the_reconfiguration() {
     if !lab() {
         return;
     }
-    let mut c = Cluster::new("icxr3", 26, Spec::new(3, 3));
-    c.start_all();
-    c.wait_settled(&[1, 2, 3], FORM);
-    wait_open(&c, &[1, 2, 3], FORM);
+    let mut c = three_open("icxr3", 26);
     let victim_pid = c.pid(2);
     let t0 = Instant::now();
     let outs: Vec<(u16, std::process::Output)> = std::thread::scope(|s| {
@@ -392,11 +396,7 @@ fn redis_benchmark_runs_on_the_survivors_through_the_reconfiguration() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(1500));
-        let killed = std::process::Command::new("kill")
-            .args(["-9", &victim_pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(killed, "kill -9 node 2");
+        kill9_pid(victim_pid);
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     c.kill9(2);
