@@ -329,6 +329,7 @@ impl Fusion {
     pub fn fence(&mut self, _now: Instant) {
         self.fenced = true;
         self.recon = None;
+        self.early.clear();
         self.out.clear();
         self.io_out.clear();
         self.local.clear();
@@ -387,6 +388,10 @@ impl Protocol for Fusion {
             Channel::Block => self.on_image(now, peer, data.freeze()),
             _ => match Msg::decode(&data) {
                 Ok((epoch, m)) if epoch == self.epoch => self.dispatch(now, peer, m),
+                // A peer reconfigured first: kept until this node does.
+                Ok((epoch, m)) if epoch > self.epoch && self.early.len() < super::EARLY_KEPT => {
+                    self.early.push_back((epoch, peer, m))
+                }
                 Ok(_) => self.stats.gc_stale_epoch_messages += 1,
                 Err(_) => self.stats.gc_bad_messages += 1,
             },

@@ -352,7 +352,13 @@ pub struct Fusion {
     pub(crate) known: BTreeSet<NodeId>,
     /// Each member's incarnation, as [`Fusion::set_view`] gave it.
     pub(crate) incs: BTreeMap<NodeId, u32>,
+    /// Messages of a later epoch than this node's (a peer saw the new view
+    /// first): handled once this node reconfigures into it.
+    pub(crate) early: VecDeque<(u64, NodeId, Msg)>,
 }
+
+/// Messages of a later epoch kept at most (a report round of every member).
+pub(crate) const EARLY_KEPT: usize = 4096;
 
 impl fmt::Debug for Fusion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -425,6 +431,7 @@ impl Fusion {
             alerts: VecDeque::new(),
             known: members.iter().copied().collect(),
             incs: BTreeMap::new(),
+            early: VecDeque::new(),
         }
     }
 

@@ -52,6 +52,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 const REDO_CHUNK: u32 = 1 << 20;
 /// Recovery reads in flight at most (the storage queue is bounded).
 const READS_IN_FLIGHT: usize = 32;
+/// Reports (and PI ship requests) unanswered are sent again this often at
+/// most: a member whose service opens a moment later (or that reaches the
+/// view later) drops them, and the freeze lasts until they are in.
+const REPORT_RESEND: Duration = Duration::from_millis(100);
 
 /// Where a reconfiguration is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +192,7 @@ impl Fusion {
                 records_applied: 0,
             },
             unacked: BTreeMap::new(),
-            resend_at: now + self.cfg.request_timeout,
+            resend_at: now + self.cfg.request_timeout.min(REPORT_RESEND),
             got: BTreeMap::new(),
             logs,
             log_at: None,
@@ -199,6 +203,15 @@ impl Fusion {
             pi_wait: BTreeMap::new(),
         });
         self.send_reports();
+        // What peers already in this epoch sent, now that this node is.
+        let early = std::mem::take(&mut self.early);
+        for (e, from, m) in early {
+            match e.cmp(&epoch) {
+                std::cmp::Ordering::Equal => self.local.push_back((from, m)),
+                std::cmp::Ordering::Greater => self.early.push_back((e, from, m)),
+                std::cmp::Ordering::Less => self.stats.gc_stale_epoch_messages += 1,
+            }
+        }
     }
 
     /// Ends everything of the old epoch that is not this node's own cache.
@@ -806,7 +819,7 @@ impl Fusion {
 
     /// The resend timer of the reports, and a failed log read's retry.
     pub(crate) fn recon_timers(&mut self, now: Instant) {
-        let timeout = self.cfg.request_timeout;
+        let timeout = self.cfg.request_timeout.min(REPORT_RESEND);
         let Some(rc) = self.recon.as_mut() else {
             return;
         };

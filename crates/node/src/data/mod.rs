@@ -229,6 +229,10 @@ impl Data {
             }
             if self.next_tick.is_none_or(|t| t <= now) {
                 self.next_tick = self.db.tick(f, now);
+                // What it asked of the service (a parked command's request,
+                // checkpoint writes) goes out in the next turn, not after
+                // an idle wait.
+                moved = true;
             }
             while let Some((client, r)) = self.db.poll_reply() {
                 self.pending.answer(client, r);
