@@ -139,6 +139,39 @@ fn requests_wait_for_every_members_report_after_a_departure() {
 }
 
 #[test]
+fn a_block_whose_master_died_is_served_from_its_holder_with_no_disk_read() {
+    let (mut c, disk) = build(25, 3, 64);
+    let b = mastered_by(&c, 2, 0);
+    set(&mut c, 1, 1, b, 7);
+    settle(&mut c);
+    let reads = |d: &icx_fusion::testing::SharedDisk| {
+        d.borrow().reads.iter().filter(|r| r.block == b).count()
+    };
+    let before = reads(&disk);
+    c.remove_node(NodeId(2));
+    for n in [1, 3] {
+        let now = c.now();
+        node_mut(&mut c, n)
+            .f
+            .set_members(now, 2, &[NodeId(1), NodeId(3)]);
+        c.node_mut(NodeId(n));
+    }
+    settle(&mut c);
+    let received = node(&c, 3).f.stats().gc_current_blocks_received;
+    let (_, img) = acquire(&mut c, 3, 2, b, Access::Current);
+    assert_eq!(counter(&img), 7);
+    assert_eq!(reads(&disk), before, "no disk read: the holder's copy");
+    assert_eq!(
+        node(&c, 3).f.stats().gc_current_blocks_received,
+        received + 1,
+        "shipped by the surviving holder"
+    );
+    for n in [1, 3] {
+        assert_eq!(node(&c, n).f.stats().recovery_blocks_recovered, 0);
+    }
+}
+
+#[test]
 fn a_shared_copy_owes_the_write_of_the_departed_dirty_holder() {
     let (mut c, _disk) = build(24, 3, 4);
     let b = mastered_by(&c, 3, 0);
