@@ -39,6 +39,11 @@ const SETTINGS: &[&str] = &[
     "fairness_threshold",
     "gc_request_timeout",
     "checkpoint_interval",
+    "gc_recovery_wait",
+    "maxclients",
+    "client_query_buffer_limit",
+    "timeout",
+    "protected_mode",
 ];
 
 /// How long INFO waits for the transport's per-peer snapshot.
@@ -197,6 +202,16 @@ impl Node {
             "fairness_threshold" => c.data.fairness_threshold.to_string(),
             "gc_request_timeout" => format_duration(c.data.gc_request_timeout),
             "checkpoint_interval" => format_duration(c.data.checkpoint_interval),
+            "gc_recovery_wait" => format_duration(c.data.gc_recovery_wait),
+            // Redis's forms: a count, bytes, seconds (0: never), yes/no.
+            "maxclients" => c.clients.max_clients.to_string(),
+            "client_query_buffer_limit" => c.clients.max_request_bytes.to_string(),
+            "timeout" => c
+                .clients
+                .idle_timeout
+                .map_or(0, |d| d.as_secs())
+                .to_string(),
+            "protected_mode" => yes_no(c.clients.protected_mode).into(),
             _ => String::new(),
         }
     }

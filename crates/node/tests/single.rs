@@ -214,6 +214,21 @@ fn admin_commands_hostile_clients_and_shutdown() {
         command(&mut s, &["CONFIG", "GET", "*interval"]),
         "heartbeat_interval\n100ms\ncheckpoint_interval\n10s"
     );
+    assert_eq!(
+        command(
+            &mut s,
+            &[
+                "CONFIG",
+                "GET",
+                "maxclients",
+                "timeout",
+                "protected_mode",
+                "gc_recovery_wait"
+            ]
+        ),
+        "gc_recovery_wait\n10s\nmaxclients\n128\ntimeout\n0\nprotected_mode\nyes"
+    );
+    assert_eq!(command(&mut s, &["CONFIG", "GET", "requirepass"]), "");
     assert!(command(&mut s, &["CONFIG", "SET", "misscount", "5s"])
         .starts_with("-ERR CONFIG SET 'misscount' is not settable"));
     assert!(command(&mut s, &["CONFIG", "SET", "css_critical", "maybe"])
