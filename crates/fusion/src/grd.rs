@@ -167,6 +167,9 @@ pub struct Res {
     /// The last request id completed per requester: an older or equal one
     /// arriving is late or duplicate.
     pub done: BTreeMap<NodeId, u64>,
+    /// The last request id refused per requester during a reconfiguration:
+    /// an older or equal one arriving is refused again.
+    pub refused: BTreeMap<NodeId, u64>,
 }
 
 impl Res {

@@ -46,8 +46,27 @@ impl Fusion {
             Some(ErrorCode::NoSuchBlock)
         } else if matches!(what, What::Write | What::Drop) && !self.recon_rebuilt() {
             return false;
-        } else if !self.recon_admits(key) {
+        } else if !self.recon_admits(key)
+            || self
+                .dir
+                .get(&key)
+                .and_then(|r| r.refused.get(&from))
+                .is_some_and(|&x| rid <= x)
+        {
             self.stats.gc_domain_validation += 1;
+            // The requester gives a refused request up and asks again with
+            // a new id. A resend of the refused one (in flight, or because
+            // the refusal was lost) is refused again, never started: its
+            // ship would find nobody waiting, the block in no cache, and
+            // the master waiting for a Done.
+            let d = self
+                .dir
+                .entry(key)
+                .or_default()
+                .refused
+                .entry(from)
+                .or_insert(0);
+            *d = (*d).max(rid);
             Some(ErrorCode::Recovering)
         } else {
             None
