@@ -11,11 +11,12 @@
 //! ```
 //!
 //! Lifecycle, driven by the membership: the service opens once the gate
-//! agrees (every configured node in the view, none open since an earlier
-//! view); a view without a member moves its slots (requests on them fail
-//! `TRYAGAIN` until instance recovery, issue 12); a fence stops all block
-//! traffic and I/O at once and answers every pending command; a clean
-//! shutdown writes every dirty block before the node leaves.
+//! agrees (the first time every configured node in the view, with
+//! recovery from every redo log; later a node back joins at once); every
+//! view reconfigures the service (`Fusion::set_view`: freeze, rebuild,
+//! instance recovery); a fence stops all block traffic and I/O at once and
+//! answers every pending command; a clean shutdown writes every dirty
+//! block before the node leaves.
 
 pub mod gate;
 mod info;
