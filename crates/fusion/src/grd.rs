@@ -32,16 +32,49 @@ pub fn slot_of(file: FileNo, block: BlockNo) -> usize {
     h as usize % SLOTS
 }
 
+/// A chunk: the unit a master is chosen for, and the unit dynamic
+/// remastering moves (`gcs::remaster`): (file, block / [`CHUNK`]).
+pub type ChunkId = (FileNo, BlockNo);
+
+/// The chunk of a block.
+pub fn chunk_of(file: FileNo, block: BlockNo) -> ChunkId {
+    (file, block / CHUNK)
+}
+
+/// The blocks of a chunk.
+pub fn chunk_blocks(c: ChunkId) -> impl Iterator<Item = (FileNo, BlockNo)> {
+    let first = c.1.saturating_mul(CHUNK);
+    (first..first.saturating_add(CHUNK)).map(move |b| (c.0, b))
+}
+
+/// A chunk's master moved by dynamic remastering: `master` since move
+/// number `version` of that chunk in this epoch (the rendezvous master is
+/// version 0). A newer version replaces an older one, whatever order the
+/// news of two moves arrives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub master: NodeId,
+    pub version: u32,
+}
+
 /// Slot owners over the current members, by rendezvous hashing: a slot
 /// goes to the member with the highest hash of (slot, member). A pure
 /// function of the member set, so every node (a joiner too) computes the
 /// same map with no exchange; a departed node's slots go, spread, to the
 /// survivors and no other slot moves; a node that comes back gets the very
 /// slots it had.
+///
+/// Over it, the overrides of dynamic remastering: chunks whose master
+/// moved to the node that uses them. They are versioned per chunk and
+/// learnt from the move itself (the old and new master) or its notice and
+/// redirects (everyone else); a reconfiguration wipes them on every node
+/// ([`SlotMap::clear_routes`]), so the rebuild goes to the rendezvous
+/// masters, which every node computes alike.
 #[derive(Clone, Debug)]
 pub struct SlotMap {
     owner: Vec<NodeId>,
     members: Vec<NodeId>,
+    routes: BTreeMap<ChunkId, Route>,
 }
 
 /// The rendezvous weight of `node` for `slot` (a 64-bit mix: well spread
@@ -59,6 +92,7 @@ impl SlotMap {
         let mut m = SlotMap {
             owner: vec![NodeId(0); SLOTS],
             members: Vec::new(),
+            routes: BTreeMap::new(),
         };
         m.set_members(members);
         m
@@ -72,8 +106,52 @@ impl SlotMap {
         self.members.binary_search(&n).is_ok()
     }
 
+    /// The block's master as this node knows it: a remastered chunk's
+    /// newest known route, else the rendezvous owner of its slot.
     pub fn master(&self, file: FileNo, block: BlockNo) -> NodeId {
-        self.owner[slot_of(file, block)]
+        match self.routes.get(&chunk_of(file, block)) {
+            Some(r) => r.master,
+            None => self.owner[slot_of(file, block)],
+        }
+    }
+
+    /// The chunk's override, if it was remastered in this epoch.
+    pub fn route(&self, file: FileNo, block: BlockNo) -> Option<Route> {
+        self.routes.get(&chunk_of(file, block)).copied()
+    }
+
+    /// The version of the chunk's route this node knows (0: rendezvous).
+    pub fn version(&self, file: FileNo, block: BlockNo) -> u32 {
+        self.route(file, block).map_or(0, |r| r.version)
+    }
+
+    /// Learns that the block's chunk is mastered by `master` since move
+    /// `version`; false (and nothing changed) when a newer or equal move
+    /// is known already.
+    pub fn set_route(
+        &mut self,
+        file: FileNo,
+        block: BlockNo,
+        master: NodeId,
+        version: u32,
+    ) -> bool {
+        if version <= self.version(file, block) {
+            return false;
+        }
+        self.routes
+            .insert(chunk_of(file, block), Route { master, version });
+        true
+    }
+
+    /// Forgets every remastering (a reconfiguration: the directory is
+    /// rebuilt at the rendezvous masters).
+    pub fn clear_routes(&mut self) {
+        self.routes.clear();
+    }
+
+    /// Chunks remastered in this epoch, as this node knows them.
+    pub fn routes(&self) -> impl Iterator<Item = (ChunkId, Route)> + '_ {
+        self.routes.iter().map(|(&c, &r)| (c, r))
     }
 
     /// A new member set; returns the departed nodes and the joined ones.

@@ -115,6 +115,15 @@ pub struct Stats {
     pub gc_domain_validation: u64,
     /// Messages of another reconfiguration's epoch, dropped.
     pub gc_stale_epoch_messages: u64,
+    /// Chunks this node became the master of by dynamic remastering
+    /// (Oracle's DRM; summed over the cluster: the moves).
+    pub gc_remasters: u64,
+    /// Requests queued while their chunk was frozen to move (Oracle's
+    /// `gc remaster` wait).
+    pub gc_remaster_waits: u64,
+    /// Requests that reached a master after their chunk moved away,
+    /// answered with the new master.
+    pub gc_remaster_redirects: u64,
     /// Instance recovery: redo read, records applied, blocks read from
     /// disk, blocks rebuilt with redo, blocks that could not be.
     pub recovery_redo_bytes_read: u64,
@@ -166,6 +175,9 @@ impl Stats {
             ("gc_reconfigurations", self.gc_reconfigurations),
             ("gc_domain_validation", self.gc_domain_validation),
             ("gc_stale_epoch_messages", self.gc_stale_epoch_messages),
+            ("gc_remasters", self.gc_remasters),
+            ("gc_remaster_waits", self.gc_remaster_waits),
+            ("gc_remaster_redirects", self.gc_remaster_redirects),
             ("recovery_redo_bytes_read", self.recovery_redo_bytes_read),
             (
                 "recovery_redo_records_applied",

@@ -24,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
         let len = bytes.len().min(400);
         bytes.truncate(len);
         bytes[0..2].copy_from_slice(b"GC");
-        bytes[2] = 2;
-        bytes[3] = 1 + mode / 2 % 23;
+        bytes[2] = icx_fusion::msg::VERSION;
+        bytes[3] = 1 + mode / 2 % 26;
         bytes[4..6].copy_from_slice(&((len - 18) as u16).to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..len - 4]);
         bytes[len - 4..].copy_from_slice(&crc.to_le_bytes());

@@ -336,6 +336,7 @@ impl Fusion {
         self.wants.clear();
         self.retries.clear();
         self.pi_retries.clear();
+        self.drm = super::remaster::Drm::default();
         let ops: Vec<u64> = self.ops.keys().chain(self.scans.keys()).copied().collect();
         for op in ops {
             if self.ops.get(&op).is_some_and(|o| o.held.is_some()) {
@@ -422,7 +423,7 @@ impl Protocol for Fusion {
             .min();
         let r = self.retries.values().map(|r| r.deadline).min();
         let d = self.pi_retries.values().map(|r| r.deadline).min();
-        [w, m, r, d, self.recon_deadline()]
+        [w, m, r, d, self.recon_deadline(), self.drm.deadline()]
             .into_iter()
             .flatten()
             .min()

@@ -125,6 +125,7 @@ impl Fusion {
                 .all(|r| r.busy.is_none() && r.queue.is_empty())
             && self.redo.idle()
             && self.recon.is_none()
+            && self.drm.idle()
     }
 
     /// The reconfiguration under way, if any.

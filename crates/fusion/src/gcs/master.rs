@@ -41,6 +41,9 @@ impl Fusion {
     /// its retry comes again).
     fn m_admit(&mut self, from: NodeId, rid: u64, key: (FileNo, BlockNo), what: What) -> bool {
         let code = if self.slots.master(key.0, key.1) != self.me {
+            if self.drm_redirect(from, rid, key) {
+                return false;
+            }
             Some(ErrorCode::NotMaster)
         } else if !self.in_range(key.0, key.1) {
             Some(ErrorCode::NoSuchBlock)
@@ -115,7 +118,11 @@ impl Fusion {
             return;
         }
         r.queue.push_back(Pending { from, rid, what });
+        self.drm_waited(key);
         self.m_next(now, key);
+        if let What::Access(_) = what {
+            self.drm_note(now, from, key);
+        }
     }
 
     pub(crate) fn m_multi(
@@ -154,6 +161,7 @@ impl Fusion {
                 rid,
                 what: What::Scan,
             });
+            self.drm_waited(key);
             self.m_next(now, key);
         }
         if let Some((to, rid, file, first, mask)) = self.batch.take() {
@@ -169,10 +177,16 @@ impl Fusion {
                 );
             }
         }
+        // One request for the chunk, however many blocks it names.
+        self.drm_note(now, from, (file, first));
     }
 
-    /// Starts queued conversions while the block is free.
-    fn m_next(&mut self, now: Instant, key: (FileNo, BlockNo)) {
+    /// Starts queued conversions while the block is free (and its chunk
+    /// is not frozen for a remaster: they wait for its handover).
+    pub(super) fn m_next(&mut self, now: Instant, key: (FileNo, BlockNo)) {
+        if self.drm_frozen(key) {
+            return;
+        }
         for _ in 0..10_000 {
             let Some(r) = self.dir.get_mut(&key) else {
                 return;
@@ -334,6 +348,7 @@ impl Fusion {
             }
         }
         self.m_next(now, key);
+        self.drm_try_handover(now, crate::grd::chunk_of(key.0, key.1));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -444,6 +459,10 @@ impl Fusion {
         key: (FileNo, BlockNo),
         scn: Scn,
     ) {
+        if self.slots.master(key.0, key.1) != self.me && self.drm_redirect(from, rid, key) {
+            // The chunk moved: the holder resends its WriteDone there.
+            return;
+        }
         let (file, block) = key;
         self.send(from, Msg::WriteAck { rid, file, block });
         let Some(r) = self.dir.get_mut(&key) else {

@@ -35,6 +35,7 @@ mod master;
 mod reads;
 mod recon;
 mod redo_log;
+mod remaster;
 mod requester;
 
 use crate::block::Scn;
@@ -86,6 +87,13 @@ pub struct Config {
     /// Whose redo logs recovery reads: every node that may ever have
     /// written one (the configured nodes); empty: the first members.
     pub log_nodes: Vec<NodeId>,
+    /// Dynamic remastering by affinity (`remaster`): a chunk moves to a
+    /// node that made at least this many of the requests its master saw
+    /// for it within one `remaster_window`, and three quarters of them.
+    /// 0: never (the default here; the node's configuration turns it on).
+    pub remaster_threshold: u32,
+    /// The window requests are counted over (counts start again after it).
+    pub remaster_window: Duration,
 }
 
 impl Config {
@@ -109,6 +117,8 @@ impl Config {
             redo_tail: crate::redo::Tail::default(),
             open_recovery: false,
             log_nodes: Vec::new(),
+            remaster_threshold: 0,
+            remaster_window: Duration::from_secs(10),
         }
     }
 }
@@ -355,6 +365,9 @@ pub struct Fusion {
     /// Messages of a later epoch than this node's (a peer saw the new view
     /// first): handled once this node reconfigures into it.
     pub(crate) early: VecDeque<(u64, NodeId, Msg)>,
+    /// Dynamic remastering: affinity counts, chunks leaving, handovers
+    /// unacknowledged.
+    pub(crate) drm: remaster::Drm,
 }
 
 /// Messages of a later epoch kept at most (a report round of every member).
@@ -432,6 +445,7 @@ impl Fusion {
             known: members.iter().copied().collect(),
             incs: BTreeMap::new(),
             early: VecDeque::new(),
+            drm: remaster::Drm::default(),
         }
     }
 
@@ -622,6 +636,8 @@ impl Fusion {
                     Some(Retry { msg: Msg::PiDiscard { scn: s, .. }, .. }) if *s <= scn);
                 if acked {
                     self.pi_retries.remove(&k);
+                    // A chunk leaving waits for its PI discards.
+                    self.drm_try_handover(now, crate::grd::chunk_of(file, block));
                 }
             }
             Msg::WriteGrant { rid, file, block } => self.h_write_grant(now, rid, (file, block)),
@@ -644,6 +660,24 @@ impl Fusion {
                 block,
                 scn,
             } => self.m_pi_ship(now, from, rid, (file, block), scn),
+            Msg::Moved {
+                rid,
+                file,
+                block,
+                master,
+                version,
+            } => self.r_moved(now, rid, (file, block), master, version),
+            Msg::Handover {
+                file,
+                first,
+                version,
+                items,
+            } => self.m_handover(now, from, (file, first), version, &items),
+            Msg::HandoverAck {
+                file,
+                first,
+                version,
+            } => self.m_handover_ack((file, first), version),
         }
     }
 
@@ -704,6 +738,7 @@ impl Fusion {
     /// Resends what is due.
     fn timers(&mut self, now: Instant) {
         self.recon_timers(now);
+        self.drm_timers(now);
         self.r_timeout(now);
         self.m_timeout(now);
         let due: Vec<_> = self

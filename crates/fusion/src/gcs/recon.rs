@@ -148,6 +148,9 @@ impl Fusion {
         let old_epoch = self.epoch;
         self.epoch = epoch;
         self.stats.gc_reconfigurations += 1;
+        // Before anything is routed: the rebuild and every request of the
+        // new epoch go to the rendezvous masters.
+        self.drm_reset();
         let members = self.slots.members().to_vec();
         self.alert(format!(
             "Reconfiguration started (old inc {old_epoch}, new inc {epoch})"

@@ -245,7 +245,7 @@ impl Fusion {
         self.send_want(key);
     }
 
-    fn send_want(&mut self, key: (FileNo, BlockNo)) {
+    pub(super) fn send_want(&mut self, key: (FileNo, BlockNo)) {
         let Some(w) = self.wants.get(&key) else {
             return;
         };
@@ -654,6 +654,11 @@ impl Fusion {
     ) {
         if !self.matching(rid, key) {
             self.stats.gc_duplicate_replies += 1;
+            return;
+        }
+        if code == ErrorCode::NotMaster && self.slots.version(key.0, key.1) > 0 {
+            // Redirected by a remaster to a master its handover has not
+            // reached yet: the request's timer asks again.
             return;
         }
         self.wants.remove(&key);
