@@ -4,6 +4,11 @@
 //! every invariant checked after every simulator step, and the final
 //! contents compared with a single-node reference model.
 //!
+//! With dynamic remastering on (a low threshold, a short window), chunks
+//! move between masters throughout, under the same faults, and the same
+//! checks hold, with one more: among the nodes of an epoch, at most one
+//! masters any chunk.
+//!
 //! Replay a failing seed with `ICX_SIM_SEED=<seed>`.
 
 mod common;
@@ -124,12 +129,33 @@ fn progress(c: &mut Cluster, n: u16, fl: &InFlight, m: &mut Model) -> bool {
     finished
 }
 
-fn workload(seed: u64) {
+/// Remastering's threshold and window in a run (0: off).
+#[derive(Clone, Copy)]
+struct Drm {
+    threshold: u32,
+    window: Duration,
+    /// The share of a node's operations on its favourite block (the rest
+    /// spread over every block): affinity for the remastering to find.
+    favourite: f64,
+}
+
+const NO_DRM: Drm = Drm {
+    threshold: 0,
+    window: Duration::from_secs(10),
+    favourite: 0.0,
+};
+
+fn workload(seed: u64, drm: Drm) {
     let mut rng = icx_core::seeded_rng(icx_core::derive_seed(seed, 0xf051));
     let n = rng.random_range(3..=5u16);
     // ICX_FUSION_OPS: longer runs when hunting.
     let ops_per_node: u32 = env_or("ICX_FUSION_OPS", 25);
-    let (mut c, disk) = build(seed, n, 4);
+    let (mut c, disk) = build_with(seed, n, |id| {
+        let mut cfg = config(id, 4);
+        cfg.remaster_threshold = drm.threshold;
+        cfg.remaster_window = drm.window;
+        cfg
+    });
     // ICX_FUSION_FAULTS: the message-level fault rate (default 5 %).
     lossy(&mut c, n, env_or("ICX_FUSION_FAULTS", 0.05));
     let mut m = Model {
@@ -144,7 +170,11 @@ fn workload(seed: u64) {
             if inflight.contains_key(&id) || left[&id] == 0 {
                 continue;
             }
-            let b = WORK[rng.random_range(0..WORK.len())];
+            let b = if rng.random_bool(drm.favourite) {
+                WORK[usize::from(id) % WORK.len()]
+            } else {
+                WORK[rng.random_range(0..WORK.len())]
+            };
             let kind = match rng.random_range(0..10) {
                 0..=3 => Kind::Incr(b),
                 4..=5 => Kind::Read(b),
@@ -242,17 +272,37 @@ fn workload(seed: u64) {
             );
         }
     }
-    let lost: u64 = c
-        .protocols()
-        .map(|(_, p)| p.f.stats().gc_cr_block_lost + p.f.stats().gc_current_block_lost)
-        .sum();
+    let sum = |f: fn(&icx_fusion::stats::Stats) -> u64| -> u64 {
+        c.protocols().map(|(_, p)| f(p.f.stats())).sum()
+    };
+    let lost = sum(|s| s.gc_cr_block_lost + s.gc_current_block_lost);
     eprintln!(
-        "seed {seed}: {n} nodes, {} increments, {lost} blocks lost and resent",
-        m.acked.values().map(|a| a.1).sum::<u64>()
+        "seed {seed}: {n} nodes, {} increments, {lost} blocks lost and resent, \
+         {} remasters, {} requests waited for one, {} redirected",
+        m.acked.values().map(|a| a.1).sum::<u64>(),
+        sum(|s| s.gc_remasters),
+        sum(|s| s.gc_remaster_waits),
+        sum(|s| s.gc_remaster_redirects),
     );
 }
 
 #[test]
 fn random_workloads_under_loss_duplication_and_reordering() {
-    run_seeds(&[1, 2, 3, 4, 5, 6, 7, 8], workload);
+    run_seeds(&[1, 2, 3, 4, 5, 6, 7, 8], |seed| workload(seed, NO_DRM));
+}
+
+/// Remastering on: a chunk moves at the first or second request of a node
+/// in a window (chunks move all the time, often with requests queued or in
+/// flight to the old master), and nodes mostly use a block of their own.
+#[test]
+fn random_workloads_with_remastering() {
+    let seeds: Vec<u64> = (100..100 + env_or("ICX_DRM_SEEDS", 8u64)).collect();
+    run_seeds(&seeds, |seed| {
+        let drm = Drm {
+            threshold: 1 + (seed % 2) as u32,
+            window: Duration::from_millis(50),
+            favourite: 0.6,
+        };
+        workload(seed, drm)
+    });
 }

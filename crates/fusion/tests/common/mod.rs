@@ -246,6 +246,44 @@ pub fn check_invariants(c: &Cluster, disk: &SharedDisk, reads_checked: &mut usiz
         }
     }
     *reads_checked = d.reads.len();
+    drop(d);
+    check_one_master(c);
+}
+
+/// Dynamic remastering moves a chunk's mastership: among the nodes of one
+/// epoch, at most one takes itself for the master of any chunk (the old
+/// master stops before the new one starts).
+pub fn check_one_master(c: &Cluster) {
+    let chunks: std::collections::BTreeSet<(FileNo, BlockNo)> = c
+        .protocols()
+        .flat_map(|(_, p)| p.f.remastered().into_iter().map(|(f, b, _, _)| (f, b)))
+        .collect();
+    for (file, first) in chunks {
+        let mut by_epoch: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
+        for (id, p) in c.protocols() {
+            if p.f.master_of(file, first) == id {
+                by_epoch.entry(p.f.epoch()).or_default().push(id);
+            }
+        }
+        for (epoch, m) in by_epoch {
+            assert!(
+                m.len() <= 1,
+                "epoch {epoch}: file {file} chunk at block {first} mastered by {m:?}"
+            );
+        }
+    }
+}
+
+/// The node that masters `block` (of file 1): the one that takes itself
+/// for its master (any node's route may be stale after a remaster).
+pub fn master_of(c: &Cluster, block: BlockNo) -> NodeId {
+    let m: Vec<NodeId> = c
+        .protocols()
+        .filter(|(id, p)| p.f.master_of(1, block) == *id)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(m.len(), 1, "block {block}: masters {m:?}");
+    m[0]
 }
 
 /// A number from the environment (longer or harsher runs when hunting).
@@ -313,7 +351,7 @@ impl Watch {
 /// `blocks`, and every PI at or below what reached disk was discarded.
 pub fn check_at_rest(c: &Cluster, disk: &SharedDisk, blocks: &[BlockNo], seed: u64) {
     for &b in blocks {
-        let m = node(c, 1).f.master_of(1, b);
+        let m = master_of(c, b);
         let listed = node(c, m.0)
             .f
             .directory(1, b)
