@@ -10,8 +10,9 @@
 //! come at random moments (under 5 % loss, duplication and reordering) and
 //! at each interesting point: a node shipping a current block, a master
 //! discarding past images, a node with a block write or a redo group
-//! commit in flight; with a second node killed while the survivors rebuild
-//! the directory or recover.
+//! commit in flight, the old or the new master of a chunk in the middle of
+//! its remastering handover; with a second node killed while the
+//! survivors rebuild the directory or recover.
 //!
 //! Replay a failing seed with `ICX_SIM_SEED=<seed>`; `ICX_RECOVERY_SEEDS`
 //! sets how many seeds each randomised test runs (12).
@@ -220,6 +221,17 @@ enum Crash {
     BlockWrite,
     /// The first node with a redo group commit in flight.
     GroupCommit,
+    /// The first master to hand a chunk over (dynamic remastering, on for
+    /// this point): the old master dies with the handover sent.
+    RemasterOld,
+    /// The same, but the new master dies.
+    RemasterNew,
+}
+
+impl Crash {
+    fn remasters(self) -> bool {
+        matches!(self, Crash::RemasterOld | Crash::RemasterNew)
+    }
 }
 
 /// Whether, and when, a second node is killed.
@@ -251,7 +263,22 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
     if !seed.is_multiple_of(3) {
         db.recovery_wait = Duration::from_secs(2);
     }
-    let (mut c, disk) = build_db(seed, nodes, cfg, db);
+    // Remastering at a node's first request in a window: chunks move all
+    // the time, so the crash finds handovers in flight.
+    let remaster = crash.remasters();
+    let (mut c, disk) = build_db(
+        seed,
+        nodes,
+        |id| {
+            let mut fc = cfg(id);
+            if remaster {
+                fc.remaster_threshold = 1;
+                fc.remaster_window = Duration::from_millis(50);
+            }
+            fc
+        },
+        db,
+    );
     let all: Vec<u16> = (1..=nodes).collect();
     if lossy_p > 0.0 {
         lossy(&mut c, nodes, lossy_p);
@@ -284,7 +311,17 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
             let from = seen.get(&n).copied().unwrap_or(0);
             seen.insert(n, p.trace.len());
             let new = &p.trace[from.min(p.trace.len())..];
+            let handover = new
+                .iter()
+                .find(|(_, _, m)| matches!(m, Some(icx_fusion::msg::Msg::Handover { .. })))
+                .map(|(_, to, _)| to.0);
+            match (crash, handover) {
+                (Crash::RemasterOld, Some(_)) => return Some(n),
+                (Crash::RemasterNew, Some(to)) => return Some(to),
+                _ => {}
+            }
             let hit = match crash {
+                Crash::RemasterOld | Crash::RemasterNew => false,
                 Crash::Random => false,
                 Crash::Shipping => new.iter().any(|(_, to, m)| {
                     to.0 != n
@@ -429,13 +466,14 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
     eprintln!(
         "seed {seed}: {nodes} nodes, {crash:?}/{second:?}, detect {detect} ms, killed {:?}, \
          sent {sent:?}, acknowledged {acked:?}; recovered {} blocks ({} from PIs, {} read), \
-         {} records, {} refused",
+         {} records, {} refused, {} remasters",
         killed.iter().map(|k| k.id().0).collect::<Vec<_>>(),
         st(|s| s.recovery_blocks_recovered),
         st(|s| s.recovery_blocks_from_pi),
         st(|s| s.recovery_blocks_read),
         st(|s| s.recovery_redo_records_applied),
         st(|s| s.gc_domain_validation),
+        st(|s| s.gc_remasters),
     );
     let mut before = Vec::new();
     for (k, key) in KEYS.iter().enumerate() {
@@ -543,6 +581,20 @@ fn crash_points() {
     run_seeds(&seeds, |seed| {
         let crash = points[seed as usize % points.len()];
         let second = [Second::None, Second::Rebuilding, Second::Recovering][seed as usize / 4 % 3];
+        let nodes = if second == Second::None { 3 } else { 4 };
+        crash_run(seed, nodes, crash, second, 100, 0.02);
+    });
+}
+
+/// The old or the new master of a chunk dies in the middle of its
+/// remastering handover, a second node during the remaster or the
+/// recovery, across seeds.
+#[test]
+fn crash_points_during_a_remaster() {
+    let seeds: Vec<u64> = (0x400..0x400 + env_or("ICX_RECOVERY_SEEDS", 12u64)).collect();
+    run_seeds(&seeds, |seed| {
+        let crash = [Crash::RemasterOld, Crash::RemasterNew][seed as usize % 2];
+        let second = [Second::None, Second::Rebuilding, Second::Recovering][seed as usize / 2 % 3];
         let nodes = if second == Second::None { 3 } else { 4 };
         crash_run(seed, nodes, crash, second, 100, 0.02);
     });
