@@ -40,6 +40,8 @@ const SETTINGS: &[&str] = &[
     "gc_request_timeout",
     "checkpoint_interval",
     "gc_recovery_wait",
+    "gc_remaster_threshold",
+    "gc_remaster_window",
     "maxclients",
     "client_query_buffer_limit",
     "timeout",
@@ -203,6 +205,8 @@ impl Node {
             "gc_request_timeout" => format_duration(c.data.gc_request_timeout),
             "checkpoint_interval" => format_duration(c.data.checkpoint_interval),
             "gc_recovery_wait" => format_duration(c.data.gc_recovery_wait),
+            "gc_remaster_threshold" => c.data.gc_remaster_threshold.to_string(),
+            "gc_remaster_window" => format_duration(c.data.gc_remaster_window),
             // Redis's forms: a count, bytes, seconds (0: never), yes/no.
             "maxclients" => c.clients.max_clients.to_string(),
             "client_query_buffer_limit" => c.clients.max_request_bytes.to_string(),

@@ -79,6 +79,11 @@ pub struct DataConfig {
     /// How long a data command waits out a reconfiguration (the directory
     /// rebuilt, its block recovered) before `-TRYAGAIN`; 0: at once.
     pub gc_recovery_wait: Duration,
+    /// Dynamic remastering: a 16-block chunk moves its mastership to a
+    /// node that made this many of its master's requests for it within
+    /// `gc_remaster_window` (and three quarters of them); 0: never.
+    pub gc_remaster_threshold: u32,
+    pub gc_remaster_window: Duration,
 }
 
 impl Default for DataConfig {
@@ -93,6 +98,11 @@ impl Default for DataConfig {
             gc_request_timeout: Duration::from_millis(500),
             checkpoint_interval: Duration::from_secs(10),
             gc_recovery_wait: Duration::from_secs(10),
+            // Oracle's affinity limit (50 opens) over a short window: a
+            // chunk moves once one node clearly drives it, and a chunk
+            // shared evenly never does.
+            gc_remaster_threshold: 50,
+            gc_remaster_window: Duration::from_secs(10),
         }
     }
 }
@@ -212,6 +222,10 @@ struct RawConfig {
     checkpoint_interval: Option<String>,
     #[serde(default)]
     gc_recovery_wait: Option<String>,
+    #[serde(default)]
+    gc_remaster_threshold: Option<u32>,
+    #[serde(default)]
+    gc_remaster_window: Option<String>,
     #[serde(default)]
     requirepass: Option<String>,
     #[serde(default)]
@@ -564,6 +578,18 @@ fn data_config(
             format!("{} is over an hour", format_duration(gc_recovery_wait)),
         ));
     }
+    let gc_remaster_threshold = raw.gc_remaster_threshold.unwrap_or(d.gc_remaster_threshold);
+    let gc_remaster_window = dur(
+        "gc_remaster_window",
+        &raw.gc_remaster_window,
+        d.gc_remaster_window,
+    )?;
+    if gc_remaster_window.is_zero() && gc_remaster_threshold > 0 {
+        return Err(err(
+            "gc_remaster_window",
+            "must be positive (gc_remaster_threshold = 0 turns remastering off)".into(),
+        ));
+    }
     Ok(DataConfig {
         block_size: bs as usize,
         datafile_size,
@@ -574,6 +600,8 @@ fn data_config(
         gc_request_timeout,
         checkpoint_interval,
         gc_recovery_wait,
+        gc_remaster_threshold,
+        gc_remaster_window,
     })
 }
 
@@ -836,7 +864,7 @@ css_critical = true
         assert_eq!(c.data.cache_blocks(), 8192);
         let with = |k: &str| GOOD.replace("datafiles = ", &format!("{k}\ndatafiles = "));
         let c = parse(&with(
-            "block_size = \"16K\"\ndatafile_size = \"1G\"\ndatafile_count = 3\ncache_size = 33554432\nmultiblock_read_count = 8\nfairness_threshold = 2\ngc_request_timeout = \"250ms\"\ncheckpoint_interval = \"3s\"",
+            "block_size = \"16K\"\ndatafile_size = \"1G\"\ndatafile_count = 3\ncache_size = 33554432\nmultiblock_read_count = 8\nfairness_threshold = 2\ngc_request_timeout = \"250ms\"\ncheckpoint_interval = \"3s\"\ngc_remaster_threshold = 0\ngc_remaster_window = \"1m\"",
         ))
         .unwrap();
         assert_eq!(c.data.block_size, 16384);
@@ -845,7 +873,13 @@ css_critical = true
         assert_eq!(c.data.cache_blocks(), 2048);
         assert_eq!(c.data.multiblock_read_count, 8);
         assert_eq!(c.data.gc_request_timeout, Duration::from_millis(250));
+        assert_eq!(c.data.gc_remaster_threshold, 0);
+        assert_eq!(c.data.gc_remaster_window, Duration::from_secs(60));
         for (k, want) in [
+            (
+                "gc_remaster_window = \"0s\"",
+                "gc_remaster_window: must be positive (gc_remaster_threshold = 0 turns remastering off)",
+            ),
             (
                 "block_size = \"4K\"",
                 "block_size: 4096 B: use 8K, 16K or 32K",

@@ -274,6 +274,9 @@ fn one_database_on_every_node() {
         "physical_reads_avoided",
         "gc_cr_block_receive_time_p50_us",
         "gc_current_block_receive_time_p99_us",
+        "gc_remasters",
+        "gc_remaster_waits",
+        "gc_remaster_redirects",
     ] {
         num(&gc, k);
     }

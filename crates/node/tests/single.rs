@@ -228,6 +228,10 @@ fn admin_commands_hostile_clients_and_shutdown() {
         ),
         "gc_recovery_wait\n10s\nmaxclients\n128\ntimeout\n0\nprotected_mode\nyes"
     );
+    assert_eq!(
+        command(&mut s, &["CONFIG", "GET", "gc_remaster_*"]),
+        "gc_remaster_threshold\n50\ngc_remaster_window\n10s"
+    );
     assert_eq!(command(&mut s, &["CONFIG", "GET", "requirepass"]), "");
     assert!(command(&mut s, &["CONFIG", "SET", "misscount", "5s"])
         .starts_with("-ERR CONFIG SET 'misscount' is not settable"));

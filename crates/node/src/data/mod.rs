@@ -273,6 +273,8 @@ impl Data {
                 fc.cache_blocks = self.cfg.cache_blocks();
                 fc.request_timeout = self.cfg.gc_request_timeout;
                 fc.fairness_threshold = self.cfg.fairness_threshold;
+                fc.remaster_threshold = self.cfg.gc_remaster_threshold;
+                fc.remaster_window = self.cfg.gc_remaster_window;
                 fc.multiblock_read_count = self.cfg.multiblock_read_count;
                 fc.datafiles = self.cfg.datafile_count;
                 fc.datafile_blocks = self.blocks_per_file;
