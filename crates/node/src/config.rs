@@ -98,11 +98,11 @@ impl Default for DataConfig {
             gc_request_timeout: Duration::from_millis(500),
             checkpoint_interval: Duration::from_secs(10),
             gc_recovery_wait: Duration::from_secs(10),
-            // Oracle's affinity limit (50 opens) over a short window: a
-            // chunk moves once one node clearly drives it, and a chunk
-            // shared evenly never does.
-            gc_remaster_threshold: 50,
-            gc_remaster_window: Duration::from_secs(10),
+            // Two chunks' worth of requests and write notices in half a
+            // minute (Oracle counts 50 opens over minutes): a chunk moves
+            // once one node clearly drives it, one shared evenly never.
+            gc_remaster_threshold: 32,
+            gc_remaster_window: Duration::from_secs(30),
         }
     }
 }

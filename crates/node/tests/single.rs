@@ -230,7 +230,7 @@ fn admin_commands_hostile_clients_and_shutdown() {
     );
     assert_eq!(
         command(&mut s, &["CONFIG", "GET", "gc_remaster_*"]),
-        "gc_remaster_threshold\n50\ngc_remaster_window\n10s"
+        "gc_remaster_threshold\n32\ngc_remaster_window\n30s"
     );
     assert_eq!(command(&mut s, &["CONFIG", "GET", "requirepass"]), "");
     assert!(command(&mut s, &["CONFIG", "SET", "misscount", "5s"])

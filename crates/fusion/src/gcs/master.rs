@@ -120,9 +120,7 @@ impl Fusion {
         r.queue.push_back(Pending { from, rid, what });
         self.drm_waited(key);
         self.m_next(now, key);
-        if let What::Access(_) = what {
-            self.drm_note(now, from, key);
-        }
+        self.drm_note(now, from, key);
     }
 
     pub(crate) fn m_multi(
@@ -508,6 +506,8 @@ impl Fusion {
         if ours {
             self.m_end(now, key);
         }
+        // A checkpointing holder's writes are its use of the block too.
+        self.drm_note(now, from, key);
     }
 
     /// Fairness: the X holder went to S.

@@ -9,8 +9,11 @@
 //! (a slot would be wrong: it hashes unrelated chunks of every file
 //! together, and would move blocks nobody asked for).
 //!
-//! 1. **Affinity.** A master counts the requests it sees per chunk and
-//!    requester over a window ([`Config::remaster_window`]); when one node
+//! 1. **Affinity.** A master counts the messages it gets per chunk and
+//!    sender over a window ([`Config::remaster_window`]): new requests,
+//!    writes and drops, and a local-role holder's write notices (a node
+//!    that keeps its blocks in X asks nothing, but its checkpoints still
+//!    tell the master every write); when one node
 //!    other than itself made at least [`Config::remaster_threshold`] of
 //!    them and three quarters ([`AFFINITY_SHARE`]), the chunk leaves.
 //! 2. **Freeze.** Only that chunk: conversions running on its blocks end
@@ -114,8 +117,8 @@ fn enabled(cfg: &Config) -> bool {
 }
 
 impl Fusion {
-    /// A master saw `from`'s new request for `key`: counts it, and starts
-    /// moving the chunk when `from` has the affinity.
+    /// A master got `from`'s new request (or write notice) for `key`:
+    /// counts it, and starts moving the chunk when `from` has the affinity.
     pub(crate) fn drm_note(&mut self, now: Instant, from: NodeId, key: (FileNo, BlockNo)) {
         if !enabled(&self.cfg) || self.recon.is_some() || self.fenced {
             return;
