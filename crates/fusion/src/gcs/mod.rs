@@ -24,9 +24,12 @@
 //!
 //! Split along roles: `requester` (asking, ships, timers) and `reads`
 //! (grants, disk reads), `master` (the directory), `holder` (shipping,
-//! invalidations, writes, eviction), `redo_log` (redo before ship); `api`
-//! (the calls above and the [`Protocol`](icx_transport::protocol::Protocol)
-//! impl) and `inspect` (what tests and `INFO` read).
+//! invalidations, writes, eviction), `redo_log` (redo before ship);
+//! `recon` (reconfiguration: freeze, reports, rebuild; and its `recovery`:
+//! redo scan, PI ships, block recovery), `remaster` (dynamic remastering by
+//! affinity); `api` (the calls above and the
+//! [`Protocol`](icx_transport::protocol::Protocol) impl) and `inspect`
+//! (what tests and `INFO` read).
 
 mod api;
 mod holder;
@@ -88,8 +91,9 @@ pub struct Config {
     /// written one (the configured nodes); empty: the first members.
     pub log_nodes: Vec<NodeId>,
     /// Dynamic remastering by affinity (`remaster`): a chunk moves to a
-    /// node that made at least this many of the requests its master saw
-    /// for it within one `remaster_window`, and three quarters of them.
+    /// node that sent at least this many of the requests (and write
+    /// notices) its master got for it within one `remaster_window`, and
+    /// three quarters of them.
     /// 0: never (the default here; the node's configuration turns it on).
     pub remaster_threshold: u32,
     /// The window requests are counted over (counts start again after it).
