@@ -2,8 +2,9 @@
 //! root needed): every node shows one database, shared counters stay
 //! exact under concurrent INCRs from every node, the seeds' scan moves
 //! node 2's blocks over the interconnect instead of the disk, a clean
-//! shutdown checkpoints so a restarted cluster has every value, and
-//! redis-benchmark runs against all three at once without errors.
+//! shutdown checkpoints so a restarted cluster has every value,
+//! redis-benchmark runs against all three at once without errors, and
+//! blocks one node writes alone move their mastership to it.
 
 use icx_node::client::{info_fields, Client};
 use icx_node::resp::Reply;
@@ -389,6 +390,59 @@ fn the_seeds_scan_moves_blocks_by_the_interconnect() {
         "only {shipped} of node 2's {BLOCKS} blocks came from another cache"
     );
     assert!(d("physical_reads_avoided") >= shipped);
+}
+
+#[test]
+fn blocks_one_node_writes_alone_are_remastered_to_it() {
+    let c = Cluster::new("drm", 3, "gc_remaster_threshold = 4");
+    let mut b = c.client(2);
+    let set = |cl: &mut Client, i: usize| {
+        assert_eq!(
+            cl.cmd(&["SET", &format!("d{i}"), &format!("v{i}")])
+                .unwrap(),
+            Reply::Simple("OK".into())
+        );
+    };
+    // Node 2 writes keys over most blocks: each chunk another node masters
+    // moves to node 2 at its fourth block (a chunk's master sees only node
+    // 2 ask).
+    for i in 0..3000 {
+        set(&mut b, i);
+    }
+    let g2 = c.info(2, "gc");
+    let moved = num(&g2, "gc_remasters");
+    let grants_before = num(&g2, "gc_current_grant_2way");
+    assert!(
+        moved >= 100,
+        "only {moved} chunks moved to node 2\n{}",
+        c.logs()
+    );
+    // More keys on those blocks: grants node 2 now gives itself.
+    for i in 3000..4000 {
+        set(&mut b, i);
+    }
+    let g2 = c.info(2, "gc");
+    eprintln!(
+        "node 2: {moved} chunks remastered to it, then {} more 2-way grants, {} remasters in all",
+        num(&g2, "gc_current_grant_2way") - grants_before,
+        num(&g2, "gc_remasters")
+    );
+    // The others read what node 2 wrote, through the new masters.
+    for n in [1, 3] {
+        let mut cl = c.client(n);
+        for i in (0..4000).step_by(97) {
+            assert_eq!(
+                bulk(cl.cmd(&["GET", &format!("d{i}")]).unwrap()),
+                Some(format!("v{i}").into_bytes()),
+                "d{i} on node {n}\n{}",
+                c.logs()
+            );
+        }
+    }
+    let redirects: u64 = (1..=3)
+        .map(|n| num(&c.info(n, "gc"), "gc_remaster_redirects"))
+        .sum();
+    eprintln!("{redirects} requests redirected cluster-wide");
 }
 
 #[test]

@@ -510,15 +510,6 @@ impl Fusion {
         self.drm_note(now, from, key);
     }
 
-    /// Fairness: the X holder went to S.
-    pub(crate) fn m_down_convert(&mut self, from: NodeId, key: (FileNo, BlockNo)) {
-        if let Some(r) = self.dir.get_mut(&key) {
-            if r.mode_of(from) == Mode::X {
-                r.holders.insert(from, Mode::S);
-            }
-        }
-    }
-
     /// Redoes the steps of conversions whose timer ran out (a lost Done,
     /// ack or forward).
     pub(crate) fn m_timeout(&mut self, now: Instant) {

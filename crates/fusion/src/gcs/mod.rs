@@ -573,7 +573,11 @@ impl Fusion {
                 block,
                 scn,
             } => self.m_write_done(now, from, rid, (file, block), scn),
-            Msg::DownConvert { file, block, .. } => self.m_down_convert(from, (file, block)),
+            // Fairness: the X holder went to S. Not acted on: it names no
+            // request, so one delayed past the holder's next X grant (its
+            // own S-to-X request) would mark that X holder S; the CR
+            // ship's Done tells the conversion reliably (`pi`).
+            Msg::DownConvert { .. } => {}
             Msg::Drop { rid, file, block } => {
                 self.m_request(now, from, rid, (file, block), crate::grd::What::Drop)
             }

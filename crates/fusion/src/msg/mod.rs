@@ -261,8 +261,9 @@ pub enum Msg {
         block: BlockNo,
         scn: Scn,
     },
-    /// H→M: H went from X to S (fairness), holding version `scn`. A hint:
-    /// the CR ship's Done tells the master reliably.
+    /// H→M: H went from X to S (fairness), holding version `scn`. For
+    /// traces only: the master does not act on it (a late one could undo
+    /// a later X grant); the CR ship's Done tells the master reliably.
     DownConvert {
         file: FileNo,
         block: BlockNo,

@@ -362,6 +362,16 @@ pub fn check_at_rest(c: &Cluster, disk: &SharedDisk, blocks: &[BlockNo], seed: u
             .filter(|(_, p)| p.f.holding(1, b).0 != Mode::N)
             .map(|(id, p)| (id, p.f.holding(1, b).0))
             .collect();
+        if listed != held {
+            let first = b / 16 * 16;
+            for l in trace(c).iter().filter(|l| {
+                l.contains(&format!("block: {b},"))
+                    || l.contains(&format!("block: {b} "))
+                    || l.contains(&format!("first: {first},"))
+            }) {
+                eprintln!("{l}");
+            }
+        }
         assert_eq!(
             listed, held,
             "seed {seed}: block {b}: directory against holdings"
