@@ -184,6 +184,9 @@ impl Fusion {
         for (k, l) in &self.last_ship {
             let _ = writeln!(o, "  last ship {k:?}: {l:?}");
         }
+        if let Some(d) = self.drm.describe() {
+            let _ = writeln!(o, "  remaster: {d}");
+        }
         let _ = writeln!(o, "  redo {:?}", self.redo);
         o
     }

@@ -79,6 +79,18 @@ impl Drm {
     pub(crate) fn idle(&self) -> bool {
         self.leaving.is_empty() && self.unacked.is_empty()
     }
+
+    /// What a test's failure (and the explorer's state fingerprint) shows.
+    pub(crate) fn describe(&self) -> Option<String> {
+        if self.idle() && self.incoming.is_empty() {
+            return None;
+        }
+        let unacked: Vec<_> = self.unacked.iter().map(|(c, r)| (c, r.to)).collect();
+        Some(format!(
+            "leaving {:?} handovers unacked {unacked:?} incoming {:?}",
+            self.leaving, self.incoming
+        ))
+    }
 }
 
 /// The first block of a chunk.
