@@ -506,10 +506,7 @@ fn two_nodes_one_block_with_loss_duplication_and_reordering() {
             fires: 2,
         },
     );
-    let moved = REMASTERED_FINALS.with(|c| c.get());
-    eprintln!("{moved} of {finals} final states after a remaster");
     assert!(states > 100 && finals > 0);
-    assert!(moved > 0 && moved < finals, "both orders explored");
 }
 
 #[test]
