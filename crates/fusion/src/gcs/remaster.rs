@@ -13,9 +13,11 @@
 //!    sender over a window ([`Config::remaster_window`]): new requests,
 //!    writes and drops, and a local-role holder's write notices (a node
 //!    that keeps its blocks in X asks nothing, but its checkpoints still
-//!    tell the master every write); when one node
-//!    other than itself made at least [`Config::remaster_threshold`] of
-//!    them and three quarters ([`AFFINITY_SHARE`]), the chunk leaves.
+//!    tell the master every write). When one node other than itself sent
+//!    at least [`Config::remaster_threshold`] of them and three quarters
+//!    ([`AFFINITY_SHARE`]), the chunk leaves. The count is taken after the
+//!    request is started, so the request that moves a chunk is served
+//!    where it arrived, and the chunk waits for it.
 //! 2. **Freeze.** Only that chunk: conversions running on its blocks end
 //!    (and its PI discards are acknowledged); new requests queue, counted
 //!    `gc_remaster_waits` (Oracle's `gc remaster` wait).
