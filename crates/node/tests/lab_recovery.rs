@@ -5,7 +5,8 @@
 //! ends at least at the INCRs acknowledged and at most at those sent), and
 //! the node started again rejoins and reads the same values. Then the same
 //! with the killed node holding many dirty X blocks whose past images the
-//! others keep. Root only (skips saying why otherwise; fails under
+//! others keep, and again with it the master of those blocks by dynamic
+//! remastering. Root only (skips saying why otherwise; fails under
 //! `ICX_REQUIRE_LAB=1`).
 
 mod common;
@@ -42,7 +43,14 @@ fn wait_open(c: &Cluster, ids: &[u16], within: Duration) {
 
 /// Three nodes started, their service open.
 fn three_open(prefix: &str, subnet: u8) -> Cluster {
-    let mut c = Cluster::new(prefix, subnet, Spec::new(3, 3));
+    three_open_with(prefix, subnet, "")
+}
+
+/// [`three_open`] with more config lines.
+fn three_open_with(prefix: &str, subnet: u8, extra: &str) -> Cluster {
+    let mut spec = Spec::new(3, 3);
+    spec.extra = extra.into();
+    let mut c = Cluster::new(prefix, subnet, spec);
     c.start_all();
     c.wait_settled(&[1, 2, 3], FORM);
     wait_open(&c, &[1, 2, 3], FORM);
@@ -292,11 +300,41 @@ fn a_killed_node_with_many_dirty_blocks_is_recovered_from_past_images_and_redo()
     if !lab() {
         return;
     }
-    let mut c = three_open("icxr2", 25);
+    let c = three_open("icxr2", 25);
+    dirty_victim(c, false);
+}
+
+/// The same, with the victim the master of many of those blocks: with a
+/// remastering threshold of 1 and a 1 s window, and node 3's writes a
+/// window after node 1's, the chunks node 3 writes move to it (their
+/// directory entries, node 1's past images in them, only on node 3), so
+/// the kill takes the new master with its entries and recovery rebuilds
+/// them from the survivors' reports.
+#[test]
+fn a_killed_new_master_of_remastered_blocks_loses_nothing() {
+    if !lab() {
+        return;
+    }
+    let c = three_open_with(
+        "icxr4",
+        27,
+        "gc_remaster_threshold = 1\ngc_remaster_window = \"1s\"",
+    );
+    dirty_victim(c, true);
+}
+
+/// Node 1 writes keys, node 3 overwrites them, node 3 is killed: the
+/// survivors recover its dirty blocks from node 1's past images and the
+/// redo, serve every value, and node 3 rejoins and reads them.
+fn dirty_victim(mut c: Cluster, remastered: bool) {
     const KEYS: usize = 600;
     // Node 1 writes every key first, node 3 overwrites: node 3 holds the
     // blocks in X (dirty), node 1 keeps their past images.
     for (node, tag) in [(1u16, "one"), (3, "three")] {
+        if remastered && node == 3 {
+            // The next window: node 3's requests alone count.
+            std::thread::sleep(Duration::from_millis(1500));
+        }
         let input: String = (0..KEYS)
             .map(|k| format!("SET key:{k} {tag}-{k}\n"))
             .collect();
@@ -310,8 +348,17 @@ fn a_killed_node_with_many_dirty_blocks_is_recovered_from_past_images_and_redo()
         );
     }
     let cache = c.info_section(3, "cache").unwrap_or_default();
+    let moved: u64 = c
+        .info_section(3, "gc")
+        .unwrap_or_default()
+        .get("gc_remasters")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if remastered {
+        assert!(moved >= 50, "only {moved} chunks moved to node 3");
+    }
     eprintln!(
-        "node 3 before the kill: dirty {:?}, node 1 past images {:?}",
+        "node 3 before the kill: {moved} chunks remastered to it, dirty {:?}, node 1 past images {:?}",
         cache.get("cache_dirty_blocks"),
         c.info_section(1, "cache")
             .unwrap_or_default()

@@ -44,6 +44,8 @@ pub struct Spec {
     pub misscount: &'static str,
     pub disktimeout: &'static str,
     pub critical: Vec<u16>,
+    /// More top-level config lines (data keys, say).
+    pub extra: String,
 }
 
 impl Spec {
@@ -55,6 +57,7 @@ impl Spec {
             misscount: "3s",
             disktimeout: "6s",
             critical: Vec::new(),
+            extra: String::new(),
         }
     }
 }
@@ -107,6 +110,8 @@ impl Cluster {
             files.join(", "),
             self.dir.join("shared/data").display()
         );
+        s += &self.spec.extra;
+        s.push('\n');
         for i in 1..=self.spec.nodes {
             s += &format!(
                 "\n[[node]]\nid = {i}\nname = \"rac{i}\"\ninterconnect = [\"10.98.{}.{i}:{ICX_PORT}\"]\nclient = \"127.0.0.1:{}\"\ncss_critical = {}\n",
