@@ -22,6 +22,7 @@
 //! - gives up on a message at its deadline and reports it lost, by id.
 #![deny(unsafe_code)]
 
+mod auth;
 mod cc;
 mod config;
 mod session;
@@ -179,6 +180,11 @@ pub struct Endpoint {
     /// Session index + 1 by peer node id (0: none), so a datagram finds its
     /// session without a scan.
     index: Vec<u32>,
+    /// Keys and their caches, when frames are authenticated.
+    auth: Option<auth::AuthState>,
+    /// With authentication: the numbering of removed peers' sessions, so a
+    /// session added again neither reuses a nonce nor accepts a replay.
+    retired: std::collections::HashMap<NodeId, auth::Numbering>,
 }
 
 /// Frames one peer may send in a row before the next peer's turn: about one
@@ -206,7 +212,10 @@ impl Endpoint {
 
     pub fn try_new(cfg: Config, pool: BufferPool) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let auth = cfg.auth.clone().map(auth::AuthState::new);
         Ok(Endpoint {
+            auth,
+            retired: std::collections::HashMap::new(),
             cfg,
             pool,
             sessions: Vec::new(),
@@ -243,7 +252,11 @@ impl Endpoint {
             return Err(ConfigError::DuplicatePeer(p.node));
         }
         self.check_path(&p)?;
-        self.sessions.push(Session::new(&self.cfg, p));
+        let mut s = Session::new(&self.cfg, p);
+        if let Some(n) = self.retired.remove(&p.node) {
+            s.resume(n);
+        }
+        self.sessions.push(s);
         self.set_index(p.node, Some(self.sessions.len() - 1));
         self.timers.push(None);
         self.touched(self.sessions.len() - 1);
@@ -397,8 +410,10 @@ impl Endpoint {
 
     /// Feeds one received UDP payload. Anything that is not a valid frame of
     /// this cluster, for this node, from a known peer's current life, is
-    /// counted and dropped; it is never delivered. Returns the sending node
-    /// when the frame was accepted, so a driver can learn its address.
+    /// counted and dropped; it is never delivered. With keys configured, so
+    /// is anything without a valid tag, before any session sees it, and any
+    /// frame seen before (a replay). Returns the sending node when the frame
+    /// was accepted, so a driver can learn its address.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Option<NodeId> {
         self.stats.datagrams += 1;
         let frame = match Frame::new_checked(datagram) {
@@ -412,22 +427,70 @@ impl Endpoint {
                 return None;
             }
         };
-        if !frame.verify_checksum() {
-            self.stats.corrupt += 1;
-            // Best effort: the header may itself be damaged.
-            let src = frame.src();
-            if let Some(s) = self.session_mut(src) {
-                s.stats.corrupt += 1;
-            }
-            return None;
-        }
-        let repr = match FrameRepr::parse(&frame) {
-            Ok(r) => r,
-            Err(_) => {
-                self.stats.malformed += 1;
+        if self.auth.is_none() {
+            if icx_wire::auth::is_authenticated(datagram) {
+                // Sealed with a key this node does not have.
+                self.stats.rejected_auth += 1;
                 return None;
             }
+            if !frame.verify_checksum() {
+                self.stats.corrupt += 1;
+                // Best effort: the header may itself be damaged.
+                let src = frame.src();
+                if let Some(s) = self.session_mut(src) {
+                    s.stats.corrupt += 1;
+                }
+                return None;
+            }
+            return self.accept(now, datagram, false);
+        }
+        // Refusals that need no key and change nothing go first, so no
+        // key is derived for frames that could not be accepted anyway.
+        if frame.cluster() != self.cfg.cluster {
+            self.stats.wrong_cluster += 1;
+            return None;
+        }
+        if frame.dst() != self.cfg.node {
+            self.stats.misdirected += 1;
+            return None;
+        }
+        if self.find(frame.src()).is_none() && self.cfg.accept_unknown.is_none() {
+            self.stats.unknown_node += 1;
+            return None;
+        }
+        let a = self.auth.as_mut()?;
+        match a.open(&self.cfg, datagram, frame.header_len()) {
+            Err(_) => {
+                self.stats.rejected_auth += 1;
+                let src = frame.src();
+                if let Some(s) = self.session_mut(src) {
+                    s.stats.rejected_auth += 1;
+                }
+                None
+            }
+            Ok((len, false)) => self.accept(now, &datagram[..len], true),
+            Ok((len, true)) => {
+                let plain = std::mem::take(&mut a.scratch);
+                let r = self.accept(now, &plain[..len], true);
+                if let Some(a) = self.auth.as_mut() {
+                    a.scratch = plain;
+                }
+                r
+            }
+        }
+    }
+
+    /// The part of [`Endpoint::handle_datagram`] past integrity: a frame
+    /// whose CRC or tag checked out.
+    fn accept(&mut self, now: Instant, datagram: &[u8], authenticated: bool) -> Option<NodeId> {
+        let Some(repr) = Frame::new_checked(datagram)
+            .ok()
+            .and_then(|f| FrameRepr::parse(&f).ok())
+        else {
+            self.stats.malformed += 1;
+            return None;
         };
+        let frame = Frame::new_unchecked(datagram);
         let h = repr.header;
         if h.cluster != self.cfg.cluster {
             self.stats.wrong_cluster += 1;
@@ -440,6 +503,10 @@ impl Endpoint {
         let idx = match self.find(h.src) {
             Some(i) => i,
             None => {
+                if authenticated && self.replays_retired(&h) {
+                    self.stats.replayed += 1;
+                    return None;
+                }
                 let learnt = match self.cfg.accept_unknown {
                     Some(t)
                         if self.sessions.len() < self.cfg.max_peers
@@ -462,9 +529,20 @@ impl Endpoint {
                 self.sessions.len() - 1
             }
         };
-        let accepted = self.on_session_datagram(now, idx, &frame, repr, datagram.len());
+        let accepted =
+            self.on_session_datagram(now, idx, &frame, repr, datagram.len(), authenticated);
         self.touched(idx);
         accepted.then_some(h.src)
+    }
+
+    /// Whether an authentic frame from a removed peer is one its earlier
+    /// session already received: it must not bring the session back.
+    fn replays_retired(&self, h: &icx_wire::Header) -> bool {
+        self.retired.get(&h.src).is_some_and(|n| {
+            let space = usize::from(icx_wire::auth::domain_of(h.kind as u8));
+            h.src_incarnation < n.peer_incarnation
+                || (h.src_incarnation == n.peer_incarnation && h.seq <= n.rx_top[space])
+        })
     }
 
     /// The part of [`Endpoint::handle_datagram`] past the session lookup.
@@ -475,11 +553,11 @@ impl Endpoint {
         frame: &Frame<&[u8]>,
         repr: FrameRepr,
         datagram_len: usize,
+        authenticated: bool,
     ) -> bool {
         let h = repr.header;
         let my_inc = self.cfg.incarnation;
         let s = &mut self.sessions[idx];
-        s.last_heard = now;
         if h.dst_incarnation != Incarnation::UNKNOWN && h.dst_incarnation != my_inc {
             // Aimed at an earlier (or later, i.e. confused) life of ours.
             self.stats.stale += 1;
@@ -502,6 +580,12 @@ impl Endpoint {
                 });
             }
         }
+        if authenticated && !s.accept_seq(h.kind, h.seq) {
+            self.stats.replayed += 1;
+            s.stats.replayed += 1;
+            return false;
+        }
+        s.last_heard = now;
         let payload = frame.payload();
         let (data, ack) = match repr.body {
             Body::Data(d) => (Some(d), None),
@@ -547,6 +631,26 @@ impl Endpoint {
     /// the same cyclic order from the same start as if all were: a session
     /// left out has nothing to give.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        loop {
+            let t = self.poll_frame(now)?;
+            if self.auth.is_none() {
+                return Some(t);
+            }
+            let i = self.find(t.peer)?;
+            let (Some(a), s) = (self.auth.as_mut(), &mut self.sessions[i]) else {
+                return Some(t);
+            };
+            match a.seal(&self.cfg, &self.pool, &mut s.next_ctl_seq, t) {
+                Some(t) => return Some(t),
+                // Dropped as if lost on the wire: data frames are sent
+                // again, acks and probes made anew.
+                None => s.stats.no_buffer += 1,
+            }
+        }
+    }
+
+    /// The next frame to send, before sealing.
+    fn poll_frame(&mut self, now: Instant) -> Option<Transmit> {
         if self.sessions.is_empty() {
             return None;
         }
@@ -684,6 +788,9 @@ impl Endpoint {
             return false;
         };
         let mut s = self.sessions.swap_remove(i);
+        if self.auth.is_some() {
+            self.retired.insert(peer, s.numbering());
+        }
         self.timers.swap_remove(i);
         self.min_timer = self.timers.iter().flatten().min().copied();
         self.set_index(peer, None);
@@ -734,6 +841,25 @@ impl Endpoint {
                 s.live_messages() == 0 && now.saturating_duration_since(s.last_heard) >= idle
             })
             .map(|s| s.peer)
+    }
+
+    /// Replaces the keys frames are sealed and checked with (a rollover
+    /// step: accept a next key, send with it, drop the old one). Only an
+    /// endpoint created with keys can change them.
+    pub fn set_keyring(&mut self, ring: icx_wire::Keyring) -> Result<(), ConfigError> {
+        let Some(a) = self.auth.as_mut() else {
+            return Err(ConfigError::Invalid(
+                "frames are not authenticated: the endpoint was created without a key",
+            ));
+        };
+        a.set_ring(ring.clone());
+        self.cfg.auth = Some(ring);
+        Ok(())
+    }
+
+    /// The keys in use, if frames are authenticated.
+    pub fn keyring(&self) -> Option<&icx_wire::Keyring> {
+        self.auth.as_ref().map(|a| a.ring())
     }
 
     /// Gives up every queued message (reported [`LossReason::Shutdown`]).
