@@ -63,6 +63,8 @@ impl Toggle {
 /// Everything that decides how a backend is opened.
 #[derive(Clone, Debug)]
 pub struct BackendOpts {
+    /// Frame authentication (`--key-file`, `--encrypt`, `--cipher`).
+    pub auth: Option<icx_wire::Keyring>,
     pub kind: BackendKind,
     /// EAL arguments (`--backend dpdk`).
     pub eal: Option<String>,
@@ -94,6 +96,15 @@ pub struct BackendOpts {
     pub seed: u64,
 }
 
+/// How frames are protected, for reports.
+pub fn auth_name(ring: Option<&icx_wire::Keyring>) -> String {
+    match ring {
+        None => "off".into(),
+        Some(r) if r.encrypt => format!("{}+encrypt", r.cipher.name()),
+        Some(r) => r.cipher.name().into(),
+    }
+}
+
 /// The features a backend ended up with, as reported.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BackendInfo {
@@ -112,6 +123,8 @@ pub struct BackendInfo {
     pub max_udp_payload: usize,
     /// The block channel's congestion control (`--cc`).
     pub congestion_control: bool,
+    /// Frame protection, as the report names it ("off", the AEAD, "+encrypt").
+    pub auth: String,
     /// The urgent lane is in force (`--urgent-lane on` and the backend
     /// could open it; the in-process loopback net has one too).
     pub urgent_lane: bool,
@@ -233,6 +246,7 @@ pub fn open(
         registered_buffers: caps.registered_buffers,
         max_udp_payload: caps.max_udp_payload,
         congestion_control: opts.cc,
+        auth: auth_name(opts.auth.as_ref()),
         urgent_lane: caps.urgent_lane,
         cores: opts.cores,
     };

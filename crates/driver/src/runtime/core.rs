@@ -37,6 +37,8 @@ pub(super) enum Command {
     SetPeerAddr(NodeId, SocketAddr),
     /// Answered later by the new probe's `PathVerified`/`PathMtuMismatch`.
     SetPeerMtu(NodeId, usize),
+    /// A key rollover step (boxed: keys are large next to the others).
+    SetKeyring(Box<icx_wire::Keyring>),
 }
 
 /// A datagram received by a core that does not own its sender.
@@ -472,6 +474,12 @@ impl<B: Backend> Core<B> {
             Command::SetPeerMtu(node, mtu) => {
                 if let Err(why) = self.set_peer_mtu(node, mtu) {
                     self.peer_error(node, "set_peer_mtu", &why);
+                }
+            }
+            Command::SetKeyring(ring) => {
+                // Runtime::set_keyring checked the endpoint has keys.
+                if let Err(why) = self.endpoint.set_keyring(*ring) {
+                    tracing::warn!(error = %why, "set_keyring");
                 }
             }
         }
