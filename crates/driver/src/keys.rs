@@ -73,29 +73,61 @@ pub struct KeySpec<'a> {
     pub encrypt: bool,
 }
 
+/// Why a keyring could not be loaded: which key's file, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringError {
+    /// The next key's (rather than the current key's).
+    pub next: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for KeyringError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Loads a keyring: the current key (sent with and accepted) and the next
 /// (accepted), each file checked by [`load_key_file`].
-pub fn load_keyring(spec: &KeySpec<'_>) -> Result<Keyring, String> {
-    let key = load_key_file(spec.key_file)?;
+pub fn load_keyring(spec: &KeySpec<'_>) -> Result<Keyring, KeyringError> {
+    let current = |message| KeyringError {
+        next: false,
+        message,
+    };
+    let next_err = |message| KeyringError {
+        next: true,
+        message,
+    };
+    let key = load_key_file(spec.key_file).map_err(current)?;
     let cipher = spec.cipher.unwrap_or_else(default_cipher);
     let mut ring = Keyring::new(KeyId(spec.key_id), key, cipher, spec.encrypt);
     if let Some(next) = spec.next_key_file {
         let id = spec.next_key_id.unwrap_or(spec.key_id.wrapping_add(1));
         if id == spec.key_id {
-            return Err(format!(
+            return Err(next_err(format!(
                 "the next cluster key needs an id other than the current one's ({id})"
-            ));
+            )));
         }
-        let k = load_key_file(next)?;
+        let k = load_key_file(next).map_err(next_err)?;
         if ring.get(KeyId(spec.key_id)) == Some(&k) {
-            return Err(format!(
+            return Err(next_err(format!(
                 "cluster key file {}: the same key as the current one",
                 next.display()
-            ));
+            )));
         }
-        ring.accept(KeyId(id), k)?;
+        ring.accept(KeyId(id), k).map_err(|m| next_err(m.into()))?;
     }
     Ok(ring)
+}
+
+/// How reports name a node's frame protection: "off" (CRC32C), the AEAD,
+/// and "+encrypt" when payloads are encrypted.
+pub fn protection(ring: Option<&Keyring>) -> String {
+    match ring {
+        None => "off".into(),
+        Some(r) if r.encrypt => format!("{}+encrypt", r.cipher.name()),
+        Some(r) => r.cipher.name().into(),
+    }
 }
 
 /// An incarnation never used before by this host's processes that share
@@ -196,12 +228,15 @@ mod tests {
             next_key_file: Some(&ro),
             ..spec.clone()
         };
-        assert!(load_keyring(&same).unwrap_err().contains("same key"));
+        assert!(load_keyring(&same)
+            .unwrap_err()
+            .message
+            .contains("same key"));
         let clash = KeySpec {
             next_key_id: Some(1),
             ..spec
         };
-        assert!(load_keyring(&clash).is_err());
+        assert!(load_keyring(&clash).unwrap_err().next);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

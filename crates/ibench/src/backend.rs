@@ -96,15 +96,6 @@ pub struct BackendOpts {
     pub seed: u64,
 }
 
-/// How frames are protected, for reports.
-pub fn auth_name(ring: Option<&icx_wire::Keyring>) -> String {
-    match ring {
-        None => "off".into(),
-        Some(r) if r.encrypt => format!("{}+encrypt", r.cipher.name()),
-        Some(r) => r.cipher.name().into(),
-    }
-}
-
 /// The features a backend ended up with, as reported.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BackendInfo {
@@ -246,7 +237,7 @@ pub fn open(
         registered_buffers: caps.registered_buffers,
         max_udp_payload: caps.max_udp_payload,
         congestion_control: opts.cc,
-        auth: auth_name(opts.auth.as_ref()),
+        auth: icx_driver::keys::protection(opts.auth.as_ref()),
         urgent_lane: caps.urgent_lane,
         cores: opts.cores,
     };

@@ -219,7 +219,7 @@ impl BackendArgs {
                     cipher: self.cipher,
                     encrypt: self.encrypt,
                 })
-                .map_err(Failure::Usage)?,
+                .map_err(|e| Failure::Usage(e.message))?,
             ),
             None if self.encrypt || self.cipher.is_some() => {
                 return Err(Failure::Usage(

@@ -431,6 +431,9 @@ impl Endpoint {
             if icx_wire::auth::is_authenticated(datagram) {
                 // Sealed with a key this node does not have.
                 self.stats.rejected_auth += 1;
+                if let Some(s) = self.session_mut(frame.src()) {
+                    s.stats.rejected_auth += 1;
+                }
                 return None;
             }
             if !frame.verify_checksum() {

@@ -158,6 +158,8 @@ struct Core<B: Backend> {
     shutdown_timeout: Duration,
     /// Counts since the last publish to the shared atomics.
     delta: CoreStats,
+    /// The endpoint's `rejected_auth` at the last publish.
+    rejected_auth: u64,
 }
 
 /// Records `src` as `node`'s address; `known` caches the last pair seen, as
@@ -240,6 +242,7 @@ impl<B: Backend> Core<B> {
             busy_poll: s.busy_poll,
             shutdown_timeout: s.shutdown_timeout,
             delta: CoreStats::default(),
+            rejected_auth: 0,
         };
         for (p, addr) in s.peers {
             core.add_peer(p, addr)
@@ -290,6 +293,9 @@ impl<B: Backend> Core<B> {
     }
 
     fn publish(&mut self) {
+        let ra = self.endpoint.stats().rejected_auth;
+        self.delta.rejected_auth += ra - self.rejected_auth;
+        self.rejected_auth = ra;
         if !self.delta.is_zero() {
             self.shared.cores[self.idx].counters.add(&self.delta);
             self.delta = CoreStats::default();

@@ -301,6 +301,11 @@ impl Membership {
 
     /// css_critical at run time: effective at once, published in the next
     /// heartbeat and record (sent now).
+    /// The voting-file record keys (a cluster key rollover step).
+    pub fn set_record_keys(&mut self, keys: Vec<icx_wire::auth::RecordKey>) {
+        self.cfg.record_keys = keys;
+    }
+
     pub fn set_critical(&mut self, now: Instant, critical: bool) {
         if self.stalled(now) {
             return;

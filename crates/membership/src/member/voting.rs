@@ -30,6 +30,10 @@ impl Membership {
         st.beat = 0;
         let mut data = Vec::with_capacity(h.slot_size as usize);
         st.encode(RECORD_MAGIC, &mut data);
+        if let Some(k) = self.cfg.record_keys.first() {
+            let mac = k.mac(&data);
+            data.extend_from_slice(&mac);
+        }
         data.resize(h.slot_size as usize, 0);
         self.issue(
             now,
@@ -182,6 +186,24 @@ impl Membership {
         }
     }
 
+    /// With a cluster key, whether the MAC after the record verifies under
+    /// one of the keys held; without one, always.
+    fn record_mac_ok(&self, slot: &[u8]) -> bool {
+        if self.cfg.record_keys.is_empty() {
+            return true;
+        }
+        let Some(len) = Status::claimed_len(slot) else {
+            return false;
+        };
+        let (Some(record), Some(mac)) = (
+            slot.get(..len),
+            slot.get(len..len + icx_wire::auth::RECORD_MAC_LEN),
+        ) else {
+            return false;
+        };
+        self.cfg.record_keys.iter().any(|k| k.verify(record, mac))
+    }
+
     pub(super) fn read_slots(&mut self, now: Instant, h: FileHeader, bytes: &[u8]) {
         let me = self.cfg.me;
         for i in 1..=self.cfg.nodes {
@@ -206,6 +228,10 @@ impl Membership {
                     continue;
                 }
             };
+            if !self.record_mac_ok(slot) {
+                self.stats.records_rejected_auth += 1;
+                continue;
+            }
             if n == me {
                 // An earlier life of this node wrote here: take a later one.
                 if self.state == State::Joining
