@@ -229,6 +229,42 @@ fn records_without_the_cluster_key_are_refused() {
     });
 }
 
+/// A node with another cluster key sees the members' slots change under
+/// MACs it cannot verify: it never forms a cluster of its own on the shared
+/// disk (a split brain by misconfiguration), says why, and the members go
+/// on without it.
+#[test]
+fn a_node_with_another_key_does_not_form_beside_the_cluster() {
+    use icx_wire::auth::RecordKey;
+    use icx_wire::ClusterKey;
+    run_seeds(SEEDS, |seed| {
+        let key = |b| RecordKey::derive(&ClusterKey::from_bytes([b; 32]).unwrap(), CLUSTER);
+        let mut o = Opts::fast(3, 3);
+        o.record_keys = vec![key(7)];
+        let (mut sim, disk) = build(seed, &o);
+        form(&mut sim, &o);
+        // Node 3 comes back with the wrong key (its network heartbeats would
+        // fail too: cut it off, as a wrong frame key would).
+        let mut wrong = o.clone();
+        wrong.record_keys = vec![key(8)];
+        for peer in [1, 2] {
+            sim.cut(NodeId(3), NodeId(peer));
+            sim.cut(NodeId(peer), NodeId(3));
+        }
+        crash_restart(&mut sim, &disk, &wrong, NodeId(3));
+        run_checked(&mut sim, o.misscount * 4);
+        assert_eq!(state(&sim, 3), State::Joining, "{}", dump(&sim));
+        assert!(member(&sim, 3).has_alert("ICX-1708"), "{}", dump(&sim));
+        assert!(member(&sim, 3).m.stats().records_rejected_auth > 0);
+        assert!(settled(&sim, &[1, 2]), "{}", dump(&sim));
+        // With the right key it joins.
+        sim.heal();
+        crash_restart(&mut sim, &disk, &o, NodeId(3));
+        run_until(&mut sim, o.misscount * 4, |s| settled(s, &[1, 2, 3]));
+        assert!(settled(&sim, &[1, 2, 3]), "{}", dump(&sim));
+    });
+}
+
 /// A node whose voting-file paths are all gone at start never serves and
 /// evicts nobody; the others form without it.
 #[test]

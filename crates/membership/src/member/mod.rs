@@ -34,6 +34,11 @@ struct Peer {
     warned: u8,
     disk: Option<Status>,
     disk_changed: Option<Instant>,
+    /// With a cluster key: the last record read in its slot that failed
+    /// authentication ((incarnation, counter)), and when such a record
+    /// last changed (someone without our key is writing it).
+    unverified: Option<(u32, u64)>,
+    unverified_changed: Option<Instant>,
     /// Network-only: reported FAIL in this silence.
     failed: bool,
     /// The incarnation in which it announced a leave.

@@ -186,6 +186,28 @@ impl Membership {
         }
     }
 
+    /// A record we cannot authenticate: if it changed since the last one,
+    /// someone without our key writes that slot, and may be running a
+    /// cluster we cannot see: formation waits (see `formation`), and the
+    /// alert says why, once per such writer.
+    fn unverified_record(&mut self, now: Instant, n: NodeId, st: &Status) {
+        let p = &mut self.peers[usize::from(n.0)];
+        let seen = (st.incarnation, st.counter);
+        let changed = p.unverified.is_some_and(|o| o != seen);
+        p.unverified = Some(seen);
+        if !changed {
+            return;
+        }
+        let first = p
+            .unverified_changed
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.misscount);
+        p.unverified_changed = Some(now);
+        if first {
+            let name = self.name(n).to_string();
+            self.alerts.push_back(alert::records_unverified(&name, n.0));
+        }
+    }
+
     /// With a cluster key, whether the MAC after the record verifies under
     /// one of the keys held; without one, always.
     fn record_mac_ok(&self, slot: &[u8]) -> bool {
@@ -230,6 +252,7 @@ impl Membership {
             };
             if !self.record_mac_ok(slot) {
                 self.stats.records_rejected_auth += 1;
+                self.unverified_record(now, n, &st);
                 continue;
             }
             if n == me {
