@@ -25,6 +25,8 @@ pub(crate) struct AuthState {
     rx: HashMap<RxKey, FrameKey>,
     /// Decryption happens here: a received datagram is borrowed, not owned.
     pub(crate) scratch: Vec<u8>,
+    /// Where an authenticated-only frame's throw-away ciphertext goes.
+    tag_scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -53,6 +55,7 @@ impl AuthState {
             tx: HashMap::new(),
             rx: HashMap::new(),
             scratch: Vec::new(),
+            tag_scratch: Vec::new(),
         }
     }
 
@@ -126,6 +129,7 @@ impl AuthState {
             return Err(Refusal::Unauthenticated);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut tag_scratch = std::mem::take(&mut self.tag_scratch);
         let r = (|| {
             let key = self.rx_key(cfg, datagram)?;
             let r = if encrypted {
@@ -133,7 +137,7 @@ impl AuthState {
                 scratch.extend_from_slice(datagram);
                 key.open_in_place(&mut scratch, header_len)
             } else {
-                key.open(datagram)
+                key.open(datagram, header_len, &mut tag_scratch)
             };
             r.map_err(|e| match e {
                 AuthError::BadTag => Refusal::BadTag,
@@ -141,6 +145,7 @@ impl AuthState {
             })
         })();
         self.scratch = scratch;
+        self.tag_scratch = tag_scratch;
         r.map(|()| (datagram.len() - TAG_LEN, encrypted))
     }
 
@@ -162,13 +167,31 @@ impl AuthState {
         if auth::number_control_frame(t.header.as_mut_slice(), *ctl_seq) {
             *ctl_seq += 1;
         }
+        let mut scratch = std::mem::take(&mut self.tag_scratch);
+        let r = self.seal_into(cfg, pool, t, hl, plen, total, encrypt, &mut scratch);
+        self.tag_scratch = scratch;
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn seal_into(
+        &mut self,
+        cfg: &Config,
+        pool: &BufferPool,
+        mut t: Transmit,
+        hl: usize,
+        plen: usize,
+        total: usize,
+        encrypt: bool,
+        scratch: &mut Vec<u8>,
+    ) -> Option<Transmit> {
         let key = self.tx_key(cfg, t.peer);
         if total <= HEADER_INLINE_CAP {
             let mut h = HeaderBuf::with_len(total)?;
             let b = h.as_mut_slice();
             b[..hl].copy_from_slice(t.header.as_slice());
             b[hl..hl + plen].copy_from_slice(t.payload.as_slice());
-            key.seal(b, hl, encrypt).ok()?;
+            key.seal(b, hl, encrypt, scratch).ok()?;
             t.header = h;
             t.payload = Payload::EMPTY;
             return Some(t);
@@ -176,7 +199,7 @@ impl AuthState {
         let mut buf = pool.alloc(total)?;
         buf[..hl].copy_from_slice(t.header.as_slice());
         buf[hl..hl + plen].copy_from_slice(t.payload.as_slice());
-        key.seal(&mut buf, hl, encrypt).ok()?;
+        key.seal(&mut buf, hl, encrypt, scratch).ok()?;
         t.header.as_mut_slice().copy_from_slice(&buf[..hl]);
         t.payload = Payload::new(buf.freeze(), hl, plen + TAG_LEN)?;
         Some(t)
