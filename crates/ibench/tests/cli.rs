@@ -810,3 +810,79 @@ fn loopback_block_sealed_and_encrypted() {
         assert!(int(&v, "received") > 0);
     }
 }
+
+/// Datagrams captured from a real keyed run (through a relay between the
+/// client and the server) and sent to the server again after it: every one
+/// is refused as a replay, and the server serves no request twice.
+#[test]
+fn datagrams_captured_from_a_keyed_run_are_refused_as_replays() {
+    let k = key_file("key-replay", 0x55, 0o600);
+    let ks = k.to_str().unwrap();
+    let srv = ServerProc::start_with(1, &["--key-file", ks]);
+    let server: std::net::SocketAddr = srv.addr.parse().unwrap();
+    let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let relay_addr = relay.local_addr().unwrap().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r2, s2) = (relay.try_clone().unwrap(), stop.clone());
+    let capture = std::thread::spawn(move || {
+        let mut client = None;
+        let mut captured = Vec::new();
+        let mut buf = [0u8; 65536];
+        let end = Instant::now() + Duration::from_secs(30);
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            let Ok((n, from)) = r2.recv_from(&mut buf) else {
+                continue;
+            };
+            if from == server {
+                if let Some(c) = client {
+                    let _ = r2.send_to(&buf[..n], c);
+                }
+            } else {
+                client = Some(from);
+                captured.push(buf[..n].to_vec());
+                let _ = r2.send_to(&buf[..n], server);
+            }
+        }
+        captured
+    });
+    let v = ok_json(&[
+        "ping-pong",
+        "--peer",
+        &relay_addr,
+        "-t",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        "--key-file",
+        ks,
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let captured = capture.join().unwrap();
+    assert!(captured.len() > 100, "{} captured", captured.len());
+    // Later, from the same address, every datagram again, twice.
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..2 {
+        for d in &captured {
+            relay.send_to(d, server).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let out = srv.stop();
+    let pings = printed_count(&out, "pings");
+    assert_eq!(
+        pings,
+        int(&v, "sent"),
+        "the server served a replayed ping: {out}"
+    );
+    let replayed = printed_count(&out, "replayed");
+    assert!(
+        replayed >= 2 * captured.len() as u64,
+        "{replayed} replays counted of {}: {out}",
+        2 * captured.len()
+    );
+    assert_eq!(printed_count(&out, "rejected_auth"), 0, "{out}");
+}
