@@ -741,28 +741,21 @@ fn a_cluster_key_lets_only_its_holders_talk() {
 
 #[test]
 fn key_files_are_checked_before_anything_runs() {
+    let with_key = |verb: &[&str], key: &PathBuf| {
+        let mut a = verb.to_vec();
+        a.extend(["--key-file", key.to_str().unwrap()]);
+        ibench(&a)
+    };
+    let ping = ["loopback", "ping-pong", "-t", "1"];
     let open = key_file("key-open", 0x33, 0o644);
-    let o = ibench(&[
-        "loopback",
-        "ping-pong",
-        "-t",
-        "1",
-        "--key-file",
-        open.to_str().unwrap(),
-    ]);
+    let o = with_key(&ping, &open);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("mode 0644") && err.contains("chmod 600"),
         "{err}"
     );
-    let o = ibench(&[
-        "server",
-        "--bind",
-        "127.0.0.1:0",
-        "--key-file",
-        open.to_str().unwrap(),
-    ]);
+    let o = with_key(&["server", "--bind", "127.0.0.1:0"], &open);
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -774,14 +767,7 @@ fn key_files_are_checked_before_anything_runs() {
     let bad = tmp("key-bad");
     std::fs::write(&bad, "too short").unwrap();
     std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let o = ibench(&[
-        "loopback",
-        "ping-pong",
-        "-t",
-        "1",
-        "--key-file",
-        bad.to_str().unwrap(),
-    ]);
+    let o = with_key(&ping, &bad);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("32 bytes"));
 }

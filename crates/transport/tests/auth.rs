@@ -68,31 +68,34 @@ fn run(
     tamper: &mut dyn FnMut(Vec<u8>) -> Option<Vec<u8>>,
 ) {
     for _ in 0..ms * 10 {
-        for _ in 0..10_000 {
-            let Some(t) = a.poll_transmit(*now) else {
-                break;
-            };
-            let d = datagram(&t);
-            sa.sent.push(d.clone());
-            if let Some(d) = tamper(d) {
-                b.handle_datagram(*now, &d);
-            }
-        }
-        for _ in 0..10_000 {
-            let Some(t) = b.poll_transmit(*now) else {
-                break;
-            };
-            let d = datagram(&t);
-            sb.sent.push(d.clone());
-            if let Some(d) = tamper(d) {
-                a.handle_datagram(*now, &d);
-            }
-        }
+        pump(a, b, *now, sa, tamper);
+        pump(b, a, *now, sb, tamper);
         collect(a, sa);
         collect(b, sb);
         *now += Duration::from_micros(100);
         a.handle_timeout(*now);
         b.handle_timeout(*now);
+    }
+}
+
+/// Everything `from` has to send now, recorded in `seen` and (tampered
+/// with) handed to `to`.
+fn pump(
+    from: &mut Endpoint,
+    to: &mut Endpoint,
+    now: Instant,
+    seen: &mut Seen,
+    tamper: &mut dyn FnMut(Vec<u8>) -> Option<Vec<u8>>,
+) {
+    for _ in 0..10_000 {
+        let Some(t) = from.poll_transmit(now) else {
+            break;
+        };
+        let d = datagram(&t);
+        seen.sent.push(d.clone());
+        if let Some(d) = tamper(d) {
+            to.handle_datagram(now, &d);
+        }
     }
 }
 
