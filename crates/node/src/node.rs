@@ -400,7 +400,7 @@ impl Node {
         Ok(())
     }
 
-    /// Raises ICX-1802 when frames fail authentication (a node with another
+    /// Raises ICX-1812 when frames fail authentication (a node with another
     /// key or none, or a forger): at once, then at most once a minute while
     /// it goes on. Looks once a second.
     fn watch_auth(&mut self) {
@@ -441,7 +441,7 @@ impl Node {
             "this node has no cluster_key_file and its peers do"
         };
         self.alerts.write_line(&format!(
-            "ICX-1802: {} interconnect frames failed authentication (claimed senders: {}): {keyed}",
+            "ICX-1812: {} interconnect frames failed authentication (claimed senders: {}): {keyed}",
             count - seen,
             claimed.join(", ")
         ));
@@ -483,7 +483,7 @@ impl Node {
             icx_driver::keys::protection(Some(&keys.ring))
         );
         self.alerts.write_line(&format!(
-            "ICX-1801: Cluster key reloaded: sending with key {}, accepting keys {}",
+            "ICX-1811: Cluster key reloaded: sending with key {}, accepting keys {}",
             keys.key_id,
             ids.join(",")
         ));

@@ -140,11 +140,11 @@ fn a_keyed_cluster_refuses_wrong_keys_and_impostors_and_rolls_its_key_over() {
     assert!(num(&c, 1, "membership", "records_rejected_auth") > 0);
     let log1 = c.alert_log(1);
     assert!(
-        log1.contains("ICX-1802") && log1.contains("node 3"),
+        log1.contains("ICX-1812") && log1.contains("node 3"),
         "{log1}"
     );
     let log3 = c.alert_log(3);
-    assert!(log3.contains("ICX-1802"), "{log3}");
+    assert!(log3.contains("ICX-1812"), "{log3}");
     assert!(log3.contains("ICX-1708"), "{log3}");
     c.kill9(3);
 
@@ -233,6 +233,6 @@ fn a_keyed_cluster_refuses_wrong_keys_and_impostors_and_rolls_its_key_over() {
             field(&c, i, "interconnect", "frame_auth_send_key").unwrap(),
             "2"
         );
-        assert!(c.alert_log(i).contains("ICX-1801"));
+        assert!(c.alert_log(i).contains("ICX-1811"));
     }
 }
