@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     /// What RESP clients may do: `maxclients`, `client_query_buffer_limit`,
     /// `timeout`, `requirepass`, `protected_mode`.
     pub clients: Limits,
+    /// Frame authentication: `cluster_key_file` and the keys with it;
+    /// `None`: frames are sealed by CRC32C only.
+    pub keys: Option<crate::keys::KeyConfig>,
     /// Sorted by id.
     pub nodes: Vec<NodeConfig>,
 }
@@ -239,6 +242,18 @@ struct RawConfig {
     #[serde(default)]
     protected_mode: Option<bool>,
     #[serde(default)]
+    cluster_key_file: Option<String>,
+    #[serde(default)]
+    cluster_key_id: Option<u8>,
+    #[serde(default)]
+    cluster_next_key_file: Option<String>,
+    #[serde(default)]
+    cluster_next_key_id: Option<u8>,
+    #[serde(default)]
+    cluster_cipher: Option<String>,
+    #[serde(default)]
+    encrypt: Option<bool>,
+    #[serde(default)]
     node: Vec<RawNode>,
 }
 
@@ -428,6 +443,18 @@ impl ClusterConfig {
             });
         }
         nodes.sort_by_key(|n| n.id);
+        let keys = crate::keys::parse(
+            &crate::keys::RawKeys {
+                key_file: raw.cluster_key_file.as_deref(),
+                key_id: raw.cluster_key_id,
+                next_key_file: raw.cluster_next_key_file.as_deref(),
+                next_key_id: raw.cluster_next_key_id,
+                cipher: raw.cluster_cipher.as_deref(),
+                encrypt: raw.encrypt,
+            },
+            &dir,
+        )
+        .map_err(|(k, m)| err(&k, m))?;
         let log_dir = match &raw.log_dir {
             Some(d) if d.is_empty() => return Err(err("log_dir", "empty path".into())),
             Some(d) => dir.join(d),
@@ -446,6 +473,7 @@ impl ClusterConfig {
             interconnect_mtu,
             data,
             clients,
+            keys,
             nodes,
         })
     }
@@ -469,6 +497,11 @@ impl ClusterConfig {
             self.disktimeout,
         );
         c.incarnation = incarnation;
+        c.record_keys = self
+            .keys
+            .as_ref()
+            .map(|k| crate::keys::record_keys(&k.ring, self.cluster_id))
+            .unwrap_or_default();
         c.names = (1..=n)
             .map(|i| {
                 self.node(NodeId(i))
