@@ -50,7 +50,7 @@ pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int)
     .map(drop)
 }
 
-pub(crate) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+pub fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `v` and `len` are live locals; the kernel writes at most `len` bytes.
