@@ -255,12 +255,25 @@ pub fn hops(c: &Ctx) -> Check {
 }
 
 /// Scheduler verdict from the wakeup probe, the run queue and steal time.
-pub fn cpu_verdict(p99: Duration, running: Option<u64>, cpus: usize, steal_pct: f64) -> Status {
-    if p99 > Duration::from_millis(20) || steal_pct > 10.0 {
+/// A shared VM wakes a 1 ms timer up to ~3 ms late at p99 (~5 ms at
+/// worst) and shows a few % of steal when idle (this lab's 2-core VM). A
+/// real-time CPU hog on the receiver's core stalls it for ~900 ms once a
+/// second (the kernel's RT throttling lets others run 50 ms of each
+/// second), which the worst wakeup shows and the p99 may not.
+pub fn cpu_verdict(
+    p99: Duration,
+    max: Duration,
+    running: Option<u64>,
+    cpus: usize,
+    steal_pct: f64,
+) -> Status {
+    let ms = Duration::from_millis;
+    if p99 > ms(20) || max > ms(100) || steal_pct > 30.0 {
         Status::Fail
-    } else if p99 > Duration::from_millis(4)
-        || steal_pct > 2.0
-        || running.is_some_and(|r| r > 2 * cpus as u64)
+    } else if p99 > ms(8)
+        || max > ms(50)
+        || steal_pct > 10.0
+        || running.is_some_and(|r| r > 4 * cpus as u64)
     {
         Status::Warn
     } else {
@@ -277,7 +290,10 @@ pub fn cpu_starvation(c: &Ctx) -> Check {
         }
         _ => 0.0,
     };
-    let cpus = host::cpus();
+    let cpus = host::read("/proc/stat")
+        .map(|t| parse::cpu_count(&t))
+        .filter(|&n| n > 0)
+        .unwrap_or_else(host::cpus);
     if n == 0 {
         return Check::new(
             "cpu_starvation",
@@ -286,7 +302,7 @@ pub fn cpu_starvation(c: &Ctx) -> Check {
             remedy,
         );
     }
-    let status = cpu_verdict(p99, c.procs_running, cpus, steal);
+    let status = cpu_verdict(p99, max, c.procs_running, cpus, steal);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let ev = format!(
         "1 ms timer woke late by p50 {:.0} us, p99 {:.0} us, max {:.0} us ({n} sleeps); runnable {} on {cpus} CPUs, load {}; steal {steal:.1} %",
@@ -365,12 +381,14 @@ mod tests {
     #[test]
     fn cpu_thresholds() {
         let ms = Duration::from_millis;
-        assert_eq!(cpu_verdict(ms(1), Some(1), 2, 0.0), Status::Ok);
-        assert_eq!(cpu_verdict(ms(5), Some(1), 2, 0.0), Status::Warn);
-        assert_eq!(cpu_verdict(ms(1), Some(5), 2, 0.0), Status::Warn);
-        assert_eq!(cpu_verdict(ms(1), None, 2, 3.0), Status::Warn);
-        assert_eq!(cpu_verdict(ms(30), Some(1), 2, 0.0), Status::Fail);
-        assert_eq!(cpu_verdict(ms(1), Some(1), 2, 11.0), Status::Fail);
+        assert_eq!(cpu_verdict(ms(3), ms(5), Some(4), 2, 6.0), Status::Ok);
+        assert_eq!(cpu_verdict(ms(9), ms(9), Some(1), 2, 0.0), Status::Warn);
+        assert_eq!(cpu_verdict(ms(1), ms(60), Some(1), 2, 0.0), Status::Warn);
+        assert_eq!(cpu_verdict(ms(1), ms(1), Some(9), 2, 0.0), Status::Warn);
+        assert_eq!(cpu_verdict(ms(1), ms(1), None, 2, 12.0), Status::Warn);
+        assert_eq!(cpu_verdict(ms(30), ms(30), Some(1), 2, 0.0), Status::Fail);
+        assert_eq!(cpu_verdict(ms(1), ms(900), Some(1), 2, 0.0), Status::Fail);
+        assert_eq!(cpu_verdict(ms(1), ms(1), Some(1), 2, 31.0), Status::Fail);
     }
 
     #[test]

@@ -427,6 +427,18 @@ pub fn proc_stat_cpu(text: &str) -> Option<(u64, u64)> {
     Some((total, v.get(7).copied().unwrap_or(0)))
 }
 
+/// CPUs in `/proc/stat` (its `cpuN` lines).
+pub fn cpu_count(text: &str) -> usize {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+                .and_then(|r| r.split_whitespace().next())
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .count()
+}
+
 /// `/proc/stat`'s `procs_running`.
 pub fn procs_running(text: &str) -> Option<u64> {
     text.lines()

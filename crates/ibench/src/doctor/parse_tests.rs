@@ -355,6 +355,8 @@ fn cpu_and_load() {
         Some((1257 + 1624 + 66741 + 217 + 25 + 128, 128))
     );
     assert_eq!(procs_running(stat), Some(3));
+    assert_eq!(cpu_count(stat), 1);
+    assert_eq!(cpu_count("cpu  1\ncpu0 1\ncpu1 2\ncpux 3\n"), 2);
     assert_eq!(proc_stat_cpu("cpu0 1 2"), None);
     assert_eq!(proc_stat_cpu("cpu  1 2 3 4"), Some((10, 0)));
     assert_eq!(loadavg1("0.52 0.58 0.59 2/345 12345\n"), Some(0.52));

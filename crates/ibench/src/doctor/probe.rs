@@ -78,19 +78,7 @@ impl Prober {
         };
         let sock = UdpSocket::bind(bind)?;
         let fd = sock.as_raw_fd();
-        let (level, opt, val) = if peer.is_ipv6() {
-            (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_DO,
-            )
-        } else {
-            (
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_DO,
-            )
-        };
+        let (level, opt, val) = icx_udp::sys::dont_fragment_opt(peer.is_ipv6());
         icx_udp::sys::set_int(fd, level, opt, val)?;
         let ask = rcvbuf.min(i32::MAX as usize / 2) as libc::c_int;
         icx_udp::sys::set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, ask)?;
