@@ -219,6 +219,12 @@ pub fn mtu_mismatch(c: &Ctx) -> Check {
             format!("no --peer: interface MTUs against --mtu {} only", c.mtu),
         );
     }
+    // Peers given but none answered, and nothing wrong seen locally: the
+    // path could not be judged.
+    if status == Status::Ok && !c.peers.is_empty() && c.peers.iter().all(|p| p.reach != Answer::Yes)
+    {
+        status = Status::NotApplicable;
+    }
     Check::new("mtu_mismatch", status, ev.join("; "), remedy)
 }
 

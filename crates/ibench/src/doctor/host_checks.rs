@@ -256,7 +256,8 @@ pub fn queues(c: &Ctx) -> Check {
     let backlog = host::sysctl("core/netdev_max_backlog");
     ev.push(format!(
         "netdev_max_backlog {}, softnet drops {}",
-        backlog.map_or("?".into(), |v| v.to_string()),
+        backlog.map_or("? (not visible in this network namespace)".into(), |v| v
+            .to_string()),
         host::show_deltas(&c.s0.host, &c.s1.host, &["Softnet.Dropped"])
     ));
     if backlog.is_some_and(|b| b < 1000) {
