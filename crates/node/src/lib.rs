@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod data;
 mod dio;
+mod hostwatch;
 pub mod local;
 pub mod node;
 pub mod resp;

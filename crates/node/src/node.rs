@@ -11,6 +11,7 @@
 use crate::alertlog::AlertLog;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::data::Data;
+use crate::hostwatch::HostWatch;
 use crate::resp::{Request, RespServer, RespStats};
 use crate::vote::VoteIo;
 use crate::Wake;
@@ -91,6 +92,8 @@ pub struct Node {
     state_path: PathBuf,
     pub(crate) fences: u64,
     pub(crate) restarts: u64,
+    /// The host's UDP/IP loss counters since the start (INFO, alerts).
+    pub(crate) host: HostWatch,
 }
 
 impl std::fmt::Debug for Node {
@@ -210,6 +213,7 @@ impl Node {
             state_path,
             fences: 0,
             restarts: 0,
+            host: HostWatch::new(std::time::Instant::now()),
         })
     }
 
@@ -266,6 +270,9 @@ impl Node {
             busy |= self.serve_requests();
             busy |= self.pump_data();
             drop(hold);
+            for a in self.host.poll(std::time::Instant::now()) {
+                self.alerts.write(&a);
+            }
             if let Some(exit) = self.check_signals() {
                 return Ok(exit);
             }

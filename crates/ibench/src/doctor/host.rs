@@ -91,30 +91,7 @@ pub struct Snapshot {
     pub cpu: Option<(u64, u64)>,
 }
 
-pub fn host_counters() -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for f in ["/proc/net/snmp", "/proc/net/netstat", "/proc/net/snmp6"] {
-        if let Some(t) = read(f) {
-            if f.ends_with("snmp6") {
-                // `Name value` lines.
-                for l in t.lines() {
-                    let mut w = l.split_whitespace();
-                    if let (Some(k), Some(Ok(v))) = (w.next(), w.next().map(str::parse)) {
-                        m.insert(format!("Ip6.{k}"), v);
-                    }
-                }
-            } else {
-                m.extend(parse::snmp(&t));
-            }
-        }
-    }
-    if let Some(t) = read("/proc/net/softnet_stat") {
-        let (_, dropped, squeezed) = parse::softnet(&t);
-        m.insert("Softnet.Dropped".into(), dropped);
-        m.insert("Softnet.TimeSqueeze".into(), squeezed);
-    }
-    m
-}
+pub use icx_udp::host::{delta, read_counters as host_counters};
 
 pub fn iface_counters(name: &str) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
@@ -154,14 +131,6 @@ impl Snapshot {
                 .collect(),
             cpu: read("/proc/stat").and_then(|t| parse::proc_stat_cpu(&t)),
         }
-    }
-}
-
-/// `after - before` of a counter (0 where either lacks it or it went back).
-pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, key: &str) -> u64 {
-    match (before.get(key), after.get(key)) {
-        (Some(a), Some(b)) => b.saturating_sub(*a),
-        _ => 0,
     }
 }
 

@@ -1,7 +1,8 @@
-//! Parsers of what `ibench doctor` reads: `/proc/net/snmp` and
-//! `/proc/net/netstat`, `/proc/stat`, `/proc/loadavg`,
-//! `/proc/net/softnet_stat`, and the text of `ethtool`, `tc -s qdisc`,
-//! `nft list ruleset`, `iptables-save`, plus `ip -j` JSON.
+//! Parsers of what `ibench doctor` reads: `/proc/stat`, `/proc/loadavg`,
+//! sysctls, and the text of `ethtool`, `tc -s qdisc`, `nft list ruleset`,
+//! `iptables-save`, plus `ip -j` JSON. (The stack's counters,
+//! `/proc/net/snmp` and the like, are `icx_udp::host`'s, shared with
+//! fusion-node.)
 //!
 //! All of it is untrusted input (another kernel, another tool version): a
 //! parser skips what it does not understand and never panics. The tests
@@ -10,38 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-
-/// `/proc/net/snmp` or `/proc/net/netstat`: pairs of lines
-/// `Proto: Name Name ...` / `Proto: 1 2 ...`, as `"Proto.Name" -> value`.
-/// A value that is not a number, or a pair of unequal length, keeps what
-/// lines up and skips the rest.
-pub fn snmp(text: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let mut header: Option<(&str, Vec<&str>)> = None;
-    for line in text.lines() {
-        let Some((proto, rest)) = line.split_once(':') else {
-            header = None;
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let numeric = fields
-            .first()
-            .is_some_and(|f| f.parse::<i64>().is_ok() || f.parse::<u64>().is_ok());
-        match header.take() {
-            Some((hp, names)) if hp == proto && numeric => {
-                for (n, v) in names.iter().zip(&fields) {
-                    // Some counters (Ip MaxConn) are signed: -1 is "none".
-                    if let Ok(v) = v.parse::<u64>() {
-                        out.insert(format!("{proto}.{n}"), v);
-                    }
-                }
-            }
-            _ if !numeric => header = Some((proto, fields)),
-            _ => {}
-        }
-    }
-    out
-}
 
 /// The first integer in a sysctl file (`/proc/sys/...`).
 pub fn int(text: &str) -> Option<i64> {
@@ -453,22 +422,6 @@ pub fn loadavg1(text: &str) -> Option<f64> {
         .parse()
         .ok()
         .filter(|v: &f64| v.is_finite())
-}
-
-/// `/proc/net/softnet_stat`: (packets processed, dropped at the backlog,
-/// time squeezes), summed over CPUs (hex columns).
-pub fn softnet(text: &str) -> (u64, u64, u64) {
-    let mut s = (0u64, 0u64, 0u64);
-    for line in text.lines() {
-        let c: Vec<u64> = line
-            .split_whitespace()
-            .map(|h| u64::from_str_radix(h, 16).unwrap_or(0))
-            .collect();
-        s.0 = s.0.saturating_add(c.first().copied().unwrap_or(0));
-        s.1 = s.1.saturating_add(c.get(1).copied().unwrap_or(0));
-        s.2 = s.2.saturating_add(c.get(2).copied().unwrap_or(0));
-    }
-    s
 }
 
 /// An interface as `ip -j addr show` gives it.

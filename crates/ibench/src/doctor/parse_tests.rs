@@ -5,66 +5,6 @@
 
 use super::*;
 
-const SNMP: &str = "\
-Ip: Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs ReasmFails FragOKs FragFails FragCreates OutTransmits
-Ip: 2 64 1043 0 0 0 0 0 1043 1101 0 0 3 920 40 7 0 0 0 1101
-Icmp: InMsgs InErrors InCsumErrors
-Icmp: 0 0 0
-IcmpMsg: InType3 OutType3
-IcmpMsg: 12 12
-Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
-Udp: 812 0 312 1101 300 0 12 0 0
-UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
-UdpLite: 0 0 0 0 0 0 0 0 0
-";
-
-#[test]
-fn snmp_pairs_headers_with_values() {
-    let m = snmp(SNMP);
-    assert_eq!(m["Udp.RcvbufErrors"], 300);
-    assert_eq!(m["Udp.InErrors"], 312);
-    assert_eq!(m["Udp.InCsumErrors"], 12);
-    assert_eq!(m["Ip.ReasmFails"], 7);
-    assert_eq!(m["Ip.ReasmTimeout"], 3);
-    assert_eq!(m["IcmpMsg.InType3"], 12);
-    assert_eq!(m["UdpLite.RcvbufErrors"], 0);
-}
-
-#[test]
-fn snmp_survives_garbage() {
-    for t in [
-        "",
-        ":",
-        "Udp: a b c\nUdp: 1",
-        "Udp: 1 2 3",
-        "Udp: A B\nTcp: 1 2",
-        "Ip: Forwarding DefaultTTL MaxConn\nIp: 1 64 -1",
-        "\u{0}\u{ff}:::\n::",
-    ] {
-        let m = snmp(t);
-        assert!(m.len() <= 3, "{t:?} -> {m:?}");
-    }
-    assert_eq!(snmp("Udp: A B\nUdp: 1")["Udp.A"], 1);
-    // A signed "none" is skipped, the rest kept.
-    let m = snmp("Ip: Forwarding DefaultTTL MaxConn\nIp: 1 64 -1");
-    assert_eq!(m.get("Ip.MaxConn"), None);
-    assert_eq!(m["Ip.DefaultTTL"], 64);
-}
-
-const NETSTAT: &str = "\
-TcpExt: SyncookiesSent SyncookiesRecv
-TcpExt: 0 0
-IpExt: InNoRoutes InTruncatedPkts InMcastPkts OutMcastPkts InBcastPkts OutBcastPkts InOctets OutOctets InCsumErrors
-IpExt: 0 0 0 0 0 0 4242 4343 2
-";
-
-#[test]
-fn netstat_has_the_same_shape() {
-    let m = snmp(NETSTAT);
-    assert_eq!(m["IpExt.InCsumErrors"], 2);
-    assert_eq!(m["IpExt.InOctets"], 4242);
-}
-
 #[test]
 fn sysctl_ints() {
     assert_eq!(int("4194304\n"), Some(4194304));
@@ -362,13 +302,6 @@ fn cpu_and_load() {
     assert_eq!(loadavg1("0.52 0.58 0.59 2/345 12345\n"), Some(0.52));
     assert_eq!(loadavg1("nan 1"), None);
     assert_eq!(loadavg1(""), None);
-}
-
-#[test]
-fn softnet_sums_hex_columns() {
-    let t = "0000000e 00000002 00000001 00000000\n0000091b 00000010 00000000 00000000\nzz\n";
-    assert_eq!(softnet(t), (0x0e + 0x91b, 0x12, 1));
-    assert_eq!(softnet(""), (0, 0, 0));
 }
 
 /// `ip -j addr show` in a lab namespace (one veth, loopback).
