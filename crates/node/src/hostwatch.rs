@@ -62,31 +62,46 @@ const FAIL_CLASS: [(&str, &str, &str); 7] = [
 pub struct HostWatch {
     start: Counters,
     last: Counters,
-    next_look: Instant,
+    /// Counters read by the reader thread, one look a [`LOOK`] (reading
+    /// the `/proc` files takes ~0.2 ms, kept off the node's loop).
+    looks: Option<crossbeam_channel::Receiver<Counters>>,
     /// When each FAIL-class counter was last alerted about.
     alerted: [Option<Instant>; FAIL_CLASS.len()],
 }
 
 impl HostWatch {
-    pub fn new(now: Instant) -> HostWatch {
+    /// Reads the counters once (the start) and starts the reader thread,
+    /// which ends at its next look after the watch is dropped.
+    pub fn new() -> HostWatch {
         let c = host::read_counters();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let looks = std::thread::Builder::new()
+            .name("icx-hostwatch".into())
+            .spawn(move || loop {
+                std::thread::sleep(LOOK);
+                match tx.try_send(host::read_counters()) {
+                    Ok(()) | Err(crossbeam_channel::TrySendError::Full(_)) => {}
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+                }
+            })
+            .map(|_| rx)
+            .map_err(|e| tracing::warn!("host counters not watched: cannot start a thread: {e}"))
+            .ok();
         HostWatch {
             start: c.clone(),
             last: c,
-            next_look: now + LOOK,
+            looks,
             alerted: [None; FAIL_CLASS.len()],
         }
     }
 
-    /// Reads the counters when a look is due and returns an alert for each
-    /// FAIL-class counter that climbed since the last look (and was not
-    /// alerted about within [`REPEAT`]).
+    /// Takes the reader's latest look, if any, and returns an alert for
+    /// each FAIL-class counter that climbed since the one before (and was
+    /// not alerted about within [`REPEAT`]).
     pub fn poll(&mut self, now: Instant) -> Vec<Alert> {
-        if now < self.next_look {
+        let Some(cur) = self.looks.as_ref().and_then(|r| r.try_recv().ok()) else {
             return Vec::new();
-        }
-        self.next_look = now + LOOK;
-        let cur = host::read_counters();
+        };
         let out = self.judge(&cur, now);
         self.last = cur;
         out
@@ -112,12 +127,12 @@ impl HostWatch {
         out
     }
 
-    /// `(name, delta since start)` of each of [`LOSS_COUNTERS`], read now.
+    /// `(name, delta since start)` of each of [`LOSS_COUNTERS`], as of the
+    /// latest look (at most a [`LOOK`] old).
     pub fn since_start(&self) -> Vec<(&'static str, u64)> {
-        let cur = host::read_counters();
         LOSS_COUNTERS
             .iter()
-            .map(|(key, name)| (*name, host::delta(&self.start, &cur, key)))
+            .map(|(key, name)| (*name, host::delta(&self.start, &self.last, key)))
             .collect()
     }
 }
@@ -141,7 +156,7 @@ mod tests {
         let mut w = HostWatch {
             start: base.clone(),
             last: base,
-            next_look: t0,
+            looks: None,
             alerted: [None; FAIL_CLASS.len()],
         };
         // InErrors alone is not FAIL-class; nothing moved otherwise.
@@ -185,7 +200,7 @@ mod tests {
         let mut w = HostWatch {
             start: counters(&[("Udp.RcvbufErrors", 10)]),
             last: counters(&[("Udp.RcvbufErrors", 10)]),
-            next_look: t0,
+            looks: None,
             alerted: [None; FAIL_CLASS.len()],
         };
         assert!(w
@@ -195,12 +210,20 @@ mod tests {
     }
 
     #[test]
-    fn looks_are_spaced_and_deltas_cover_every_loss_counter() {
-        let t0 = Instant::now();
-        let mut w = HostWatch::new(t0);
-        assert!(w.poll(t0).is_empty(), "not due yet");
+    fn the_reader_thread_delivers_looks_and_deltas_cover_every_loss_counter() {
+        let mut w = HostWatch::new();
         let s = w.since_start();
         assert_eq!(s.len(), LOSS_COUNTERS.len());
         assert!(s.iter().any(|(n, _)| *n == "udp_rcvbuf_errors"));
+        // The first look arrives after about LOOK (bounded wait).
+        let t = Instant::now();
+        let rx = w.looks.clone().expect("reader thread");
+        let look = rx.recv_timeout(LOOK * 5).expect("a look within 5 s");
+        assert!(t.elapsed() >= LOOK / 2);
+        assert!(look.contains_key("Udp.RcvbufErrors"));
+        // Nothing new right after: poll returns at once.
+        let t = Instant::now();
+        assert!(w.poll(t).is_empty());
+        assert!(t.elapsed() < Duration::from_millis(100));
     }
 }

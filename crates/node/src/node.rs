@@ -213,7 +213,7 @@ impl Node {
             state_path,
             fences: 0,
             restarts: 0,
-            host: HostWatch::new(std::time::Instant::now()),
+            host: HostWatch::new(),
         })
     }
 
