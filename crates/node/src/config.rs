@@ -45,6 +45,8 @@ pub struct ClusterConfig {
     pub clients: Limits,
     /// Sorted by id.
     pub nodes: Vec<NodeConfig>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,6 +226,8 @@ struct RawConfig {
     timeout: Option<String>,
     #[serde(default)]
     protected_mode: Option<bool>,
+    #[serde(default)]
+    metrics: Option<String>,
     #[serde(default)]
     node: Vec<RawNode>,
 }
@@ -414,6 +418,10 @@ impl ClusterConfig {
             });
         }
         nodes.sort_by_key(|n| n.id);
+        let metrics = match raw.metrics.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(parse_addr(a).map_err(|e| err("metrics", e))?),
+        };
         let log_dir = match &raw.log_dir {
             Some(d) if d.is_empty() => return Err(err("log_dir", "empty path".into())),
             Some(d) => dir.join(d),
@@ -433,6 +441,7 @@ impl ClusterConfig {
             data,
             clients,
             nodes,
+            metrics,
         })
     }
 

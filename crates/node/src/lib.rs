@@ -13,6 +13,7 @@ pub mod data;
 mod dio;
 mod hostwatch;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod resp;
 pub mod storage;

@@ -94,6 +94,8 @@ pub struct Node {
     pub(crate) restarts: u64,
     /// The host's UDP/IP loss counters since the start (INFO, alerts).
     pub(crate) host: HostWatch,
+    /// Prometheus scrapes, with `metrics` in the config.
+    pub(crate) metrics: Option<crate::metrics::MetricsServer>,
 }
 
 impl std::fmt::Debug for Node {
@@ -165,6 +167,13 @@ impl Node {
         let (resp, requests) = RespServer::start(node.client, cfg.clients.clone(), wake.clone())
             .map_err(|e| format!("client address {}: {e}", node.client))?;
 
+        let metrics = match cfg.metrics {
+            Some(a) => Some(
+                crate::metrics::MetricsServer::start(a, wake.clone())
+                    .map_err(|e| format!("metrics address {a}: {e}"))?,
+            ),
+            None => None,
+        };
         let signals = Arc::new(AtomicU32::new(0));
         spawn_signal_thread(signals.clone(), wake)?;
 
@@ -214,6 +223,7 @@ impl Node {
             fences: 0,
             restarts: 0,
             host: HostWatch::new(),
+            metrics,
         })
     }
 
@@ -269,6 +279,7 @@ impl Node {
             busy |= self.drain_membership()?;
             busy |= self.serve_requests();
             busy |= self.pump_data();
+            busy |= self.serve_metrics();
             drop(hold);
             for a in self.host.poll(std::time::Instant::now()) {
                 self.alerts.write(&a);
