@@ -341,12 +341,18 @@ fn healthy_lab_reads_ok() {
     assert_eq!(d.code, if buffers == "OK" { 0 } else { 1 });
     assert_eq!(d.json["schema_version"], 1);
     assert_eq!(d.json["interfaces"][0], p.if_a.as_str());
-    // The bursts were answered in full: the evidence is of a working path.
-    assert!(
-        d.evidence("udp_rx_overflow").contains("713 received"),
-        "{}",
-        d.evidence("udp_rx_overflow")
-    );
+    // The burst was answered (nearly) in full: the evidence is of a
+    // working path. "burst of 713 x 1472 B from ...: N received".
+    let ev = d.evidence("udp_rx_overflow");
+    let num_before = |needle: &str| -> u64 {
+        ev.split(needle)
+            .next()
+            .and_then(|h| h.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (sent, got) = (num_before(" x "), num_before(" received"));
+    assert!(sent == 713 && got * 10 >= sent * 9, "{ev}");
 }
 
 #[test]
