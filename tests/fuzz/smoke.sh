@@ -26,7 +26,7 @@ runs="${FUZZ_RUNS:-50000}"
 seed="${FUZZ_SEED:-1}"
 max_len="${FUZZ_MAX_LEN:-12000}"
 len_control="${FUZZ_LEN_CONTROL:-10}"
-targets="${FUZZ_TARGETS:-frame_decode reassembly ack_decode membership_decode resp_decode gcs_decode kv_page redo_scan config_parse}"
+targets="${FUZZ_TARGETS:-frame_decode auth_frame reassembly ack_decode membership_decode resp_decode gcs_decode kv_page redo_scan config_parse}"
 target_dir="${CARGO_TARGET_DIR:-$here/target}"
 
 if [ -n "${FUZZ_PLAIN:-}" ]; then

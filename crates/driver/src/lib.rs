@@ -16,6 +16,7 @@ pub mod affinity;
 mod driver;
 pub mod fault;
 pub mod host;
+pub mod keys;
 pub mod loopback;
 pub mod runtime;
 #[allow(unsafe_code)]

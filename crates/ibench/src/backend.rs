@@ -63,6 +63,8 @@ impl Toggle {
 /// Everything that decides how a backend is opened.
 #[derive(Clone, Debug)]
 pub struct BackendOpts {
+    /// Frame authentication (`--key-file`, `--encrypt`, `--cipher`).
+    pub auth: Option<icx_wire::Keyring>,
     pub kind: BackendKind,
     /// EAL arguments (`--backend dpdk`).
     pub eal: Option<String>,
@@ -112,6 +114,8 @@ pub struct BackendInfo {
     pub max_udp_payload: usize,
     /// The block channel's congestion control (`--cc`).
     pub congestion_control: bool,
+    /// Frame protection, as the report names it ("off", the AEAD, "+encrypt").
+    pub auth: String,
     /// The urgent lane is in force (`--urgent-lane on` and the backend
     /// could open it; the in-process loopback net has one too).
     pub urgent_lane: bool,
@@ -233,6 +237,7 @@ pub fn open(
         registered_buffers: caps.registered_buffers,
         max_udp_payload: caps.max_udp_payload,
         congestion_control: opts.cc,
+        auth: icx_driver::keys::protection(opts.auth.as_ref()),
         urgent_lane: caps.urgent_lane,
         cores: opts.cores,
     };

@@ -132,7 +132,8 @@ impl Client {
         let me = NodeId(client_node_id());
         let pool = BufferPool::new(&PoolConfig::default_blocks())
             .map_err(|e| format!("buffer pool: {e}"))?;
-        let mut tc = Config::new(CLUSTER, me, crate::wall_incarnation());
+        let mut tc = Config::new(CLUSTER, me, crate::incarnation(cfg.backend.auth.is_some())?);
+        tc.auth = cfg.backend.auth.clone();
         tc.max_message = crate::server::MAX_MESSAGE;
         tc.cc.enabled = cfg.backend.cc;
         if let Some(t) = cfg.backend.cc_target {
@@ -190,8 +191,15 @@ impl Client {
             }
             if Instant::now() > deadline {
                 let (node, addr) = servers[verified.iter().position(|v| !v).unwrap_or(0)];
+                // A server drops what fails authentication without a word
+                // (an answer would be an amplifier): say what to check.
+                let key = if self.cfg.backend.auth.is_some() {
+                    "with the same --key-file"
+                } else {
+                    "without --key-file (a server with a key drops unauthenticated frames)"
+                };
                 return Err(format!(
-                    "no answer from {addr} within {:.1} s (is `ibench server` running there as node {node}? is UDP to it open?)",
+                    "no answer from {addr} within {:.1} s (is `ibench server` running there as node {node}, {key}? is UDP to it open?)",
                     self.cfg.connect_timeout.as_secs_f64()
                 ));
             }

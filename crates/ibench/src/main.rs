@@ -45,6 +45,19 @@ pub fn wall_incarnation() -> Incarnation {
     Incarnation((s as u32).max(1))
 }
 
+/// This process's incarnation. With a key it must never repeat (a repeat
+/// would reuse AEAD nonces), so it comes from a counter file every ibench
+/// of this user shares, under a lock; without one, the wall clock.
+pub fn incarnation(keyed: bool) -> Result<Incarnation, String> {
+    if !keyed {
+        return Ok(wall_incarnation());
+    }
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    let counter = std::env::temp_dir().join(format!("ibench-{uid}.incarnation"));
+    icx_driver::keys::next_incarnation(&counter).map(Incarnation)
+}
+
 /// Refuses MTUs that leave no room for icx frames.
 pub fn check_mtu(mtu: usize, ipv6: bool) -> Result<(), String> {
     let min_udp = icx_wire::DataRepr::HEADER_LEN + 64;
@@ -175,11 +188,52 @@ struct BackendArgs {
     /// address and UDP port on its port); other backends pick one.
     #[arg(long, value_name = "IP:PORT")]
     local: Option<SocketAddr>,
+    /// Authenticate every frame with the cluster key in FILE instead of
+    /// CRC32C: 32 bytes, raw, as 64 hex digits or base64; owned by this
+    /// user, mode 0600. Both ends need the same key; frames without it are
+    /// dropped and counted (rejected_auth).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The id (0-255) frames sealed with --key-file carry.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    key_id: u8,
+    /// Encrypt payloads as well as authenticating them (needs --key-file).
+    #[arg(long)]
+    encrypt: bool,
+    /// AEAD to seal with: aes-256-gcm or chacha20-poly1305 (default:
+    /// AES-256-GCM where the CPU has AES instructions, else ChaCha20).
+    #[arg(long, value_parser = parse_cipher)]
+    cipher: Option<icx_wire::Cipher>,
+}
+
+fn parse_cipher(s: &str) -> Result<icx_wire::Cipher, String> {
+    icx_wire::Cipher::from_name(s.trim())
+        .ok_or_else(|| format!("'{s}' is not a cipher (aes-256-gcm or chacha20-poly1305)"))
 }
 
 impl BackendArgs {
-    fn opts(&self, loss: f64, seed: u64, mtu: usize) -> BackendOpts {
-        BackendOpts {
+    fn opts(&self, loss: f64, seed: u64, mtu: usize) -> Result<BackendOpts, Failure> {
+        let auth = match &self.key_file {
+            Some(f) => Some(
+                icx_driver::keys::load_keyring(&icx_driver::keys::KeySpec {
+                    key_file: f,
+                    key_id: self.key_id,
+                    next_key_file: None,
+                    next_key_id: None,
+                    cipher: self.cipher,
+                    encrypt: self.encrypt,
+                })
+                .map_err(|e| Failure::Usage(e.message))?,
+            ),
+            None if self.encrypt || self.cipher.is_some() => {
+                return Err(Failure::Usage(
+                    "--encrypt and --cipher need --key-file FILE (the cluster key)".into(),
+                ))
+            }
+            None => None,
+        };
+        Ok(BackendOpts {
+            auth,
             kind: self.backend,
             eal: self.eal.clone(),
             local: self.local,
@@ -197,7 +251,7 @@ impl BackendArgs {
             cores: self.cores,
             loss,
             seed,
-        }
+        })
     }
 }
 
@@ -562,12 +616,12 @@ fn main() -> ExitCode {
 fn run_server(a: &ServerArgs) -> Result<ExitCode, Failure> {
     let bind = resolve("--bind", &a.bind).map_err(Failure::Usage)?;
     check_mtu(a.mtu, bind.is_ipv6()).map_err(Failure::Usage)?;
-    backend::check_dpdk_args(&a.backend.opts(0.0, 1, a.mtu)).map_err(Failure::Usage)?;
+    backend::check_dpdk_args(&a.backend.opts(0.0, 1, a.mtu)?).map_err(Failure::Usage)?;
     let cfg = server::ServerConfig {
         bind,
         node: a.node,
         mtu: a.mtu,
-        backend: a.backend.opts(0.0, 1, a.mtu),
+        backend: a.backend.opts(0.0, 1, a.mtu)?,
         cpu: a.cpu,
         verbose: a.verbose,
         busy_poll: a.backend.busy_poll,
@@ -593,7 +647,7 @@ fn run_server(a: &ServerArgs) -> Result<ExitCode, Failure> {
 
 fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
     validate(verb, a).map_err(Failure::Usage)?;
-    backend::check_dpdk_args(&a.backend.opts(0.0, 1, a.mtu)).map_err(Failure::Usage)?;
+    backend::check_dpdk_args(&a.backend.opts(0.0, 1, a.mtu)?).map_err(Failure::Usage)?;
     if local && a.backend.backend == BackendKind::Dpdk {
         return Err(Failure::Usage(
             "--backend dpdk cannot run both ends in one process (one DPDK EAL per process): run `ibench server --backend dpdk` and the client in another process".into(),
@@ -612,11 +666,12 @@ fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
     let net = (a.backend.backend == BackendKind::Loopback).then(LoopbackNet::new);
     let mut servers = Vec::new();
     let targets = if local {
+        let server_opts = a.backend.opts(0.0, 1, a.mtu)?;
         let mk = |node: u16| server::ServerConfig {
             bind: "127.0.0.1:0".parse().expect("literal"),
             node,
             mtu: a.mtu,
-            backend: a.backend.opts(0.0, 1, a.mtu),
+            backend: server_opts.clone(),
             cpu: server_cpu,
             verbose: false,
             busy_poll: a.backend.busy_poll,
@@ -710,7 +765,7 @@ fn run_client(
         server_node: a.server_node,
         holder: t.holder.map(|h| (h, a.holder_node)),
         mtu: a.mtu,
-        backend: a.backend.opts(a.loss / 100.0, a.seed, a.mtu),
+        backend: a.backend.opts(a.loss / 100.0, a.seed, a.mtu)?,
         cpu,
         connect_timeout: Duration::from_secs_f64(a.connect_timeout),
     };
@@ -816,6 +871,7 @@ fn run_client(
     let udp_info = backend::BackendInfo {
         name: "kernel-udp".into(),
         max_udp_payload: server::MAX_UDP_DATAGRAM,
+        auth: "off".into(),
         ..Default::default()
     };
     let mut reports = Vec::new();

@@ -66,6 +66,9 @@ pub struct Report {
     pub backend: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_fallback: Option<String>,
+    /// Frame protection: "off" (CRC32C), or the AEAD ("aes-256-gcm",
+    /// "chacha20-poly1305"), with "+encrypt" when payloads are encrypted.
+    pub auth: String,
     pub peer: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
@@ -133,7 +136,12 @@ pub struct Context {
 pub fn frames_for(ctx: &Context) -> (usize, usize, usize) {
     let max_udp = icx_wire::max_udp_payload(ctx.mtu, ctx.ipv6);
     if ctx.transport == "icx" {
-        let cap = icx_wire::data_capacity(max_udp).max(1);
+        let tag = if ctx.info.auth == "off" {
+            0
+        } else {
+            icx_wire::TAG_LEN
+        };
+        let cap = icx_wire::data_capacity(max_udp - tag).max(1);
         (max_udp, cap, ctx.msg_size.div_ceil(cap).max(1))
     } else {
         // One datagram, cut by IP into fragments of (MTU - IP header) rounded to 8.
@@ -170,6 +178,7 @@ pub fn build(ctx: &Context, m: &Measured) -> Report {
         transport: ctx.transport.clone(),
         backend: ctx.info.name.clone(),
         backend_fallback: ctx.info.fallback.clone(),
+        auth: ctx.info.auth.clone(),
         peer: ctx.peer.clone(),
         holder: ctx.holder.clone(),
         mtu: ctx.mtu,
@@ -247,7 +256,7 @@ pub fn table(r: &Report) -> String {
     };
     let _ = writeln!(
         w,
-        "ibench: {} to {}{} over {} (backend {}{})",
+        "ibench: {} to {}{} over {} (backend {}{}{})",
         r.verb,
         r.peer,
         r.holder
@@ -259,7 +268,12 @@ pub fn table(r: &Report) -> String {
         r.backend_fallback
             .as_ref()
             .map(|f| format!(", fallback: {f}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if r.auth == "off" {
+            String::new()
+        } else {
+            format!(", frames sealed with {}", r.auth)
+        }
     );
     let _ = writeln!(
         w,

@@ -72,6 +72,9 @@ pub struct ServerCounters {
     pub misdirected: u64,
     pub stale: u64,
     pub wrong_cluster: u64,
+    /// Frames that failed authentication (`--key-file`), and replays.
+    pub rejected_auth: u64,
+    pub replayed: u64,
 }
 
 impl ServerCounters {
@@ -90,7 +93,7 @@ impl ServerCounters {
             self.stats_requests
         );
         println!(
-            "{who}: datagrams {}, rejected {} (foreign {}, malformed {}, corrupt {}, wrong cluster {}, unknown node {}, misdirected {}, stale {}), bad requests {}, lost {}, replies dropped {}",
+            "{who}: datagrams {}, rejected {} (foreign {}, malformed {}, corrupt {}, wrong cluster {}, unknown node {}, misdirected {}, stale {}, rejected_auth {}, replayed {}), bad requests {}, lost {}, replies dropped {}",
             self.datagrams,
             self.rejected,
             self.foreign,
@@ -100,6 +103,8 @@ impl ServerCounters {
             self.unknown_node,
             self.misdirected,
             self.stale,
+            self.rejected_auth,
+            self.replayed,
             self.bad_requests,
             self.lost,
             self.replies_dropped
@@ -149,8 +154,10 @@ impl ServerHandle {
     }
 }
 
-fn transport_config(node: u16, mtu: usize, ipv6: bool, b: &BackendOpts) -> Config {
-    let mut cfg = Config::new(CLUSTER, NodeId(node), crate::wall_incarnation());
+fn transport_config(node: u16, mtu: usize, ipv6: bool, b: &BackendOpts) -> Result<Config, String> {
+    let inc = crate::incarnation(b.auth.is_some())?;
+    let mut cfg = Config::new(CLUSTER, NodeId(node), inc);
+    cfg.auth = b.auth.clone();
     cfg.max_message = MAX_MESSAGE;
     cfg.accept_unknown = Some(PeerTemplate { mtu, ipv6 });
     cfg.max_peers = MAX_PEERS;
@@ -158,7 +165,7 @@ fn transport_config(node: u16, mtu: usize, ipv6: bool, b: &BackendOpts) -> Confi
     if let Some(t) = b.cc_target {
         cfg.cc.target_delay = icx_core::Duration::from_nanos(t.as_nanos() as u64);
     }
-    cfg
+    Ok(cfg)
 }
 
 /// Binds the icx backend and the baseline socket on PORT+1 and starts both
@@ -175,7 +182,7 @@ pub fn start(
     let mut attempts = 0;
     let pool =
         BufferPool::new(&PoolConfig::default_blocks()).map_err(|e| format!("buffer pool: {e}"))?;
-    let tc = transport_config(cfg.node, cfg.mtu, cfg.bind.is_ipv6(), &cfg.backend);
+    let tc = transport_config(cfg.node, cfg.mtu, cfg.bind.is_ipv6(), &cfg.backend)?;
     let ((driver, info), baseline_sock) = loop {
         attempts += 1;
         let opened = Net::open(&cfg.backend, cfg.bind, net, tc.clone(), pool.clone())?;
@@ -333,6 +340,8 @@ impl Server {
         c.unknown_node = e.unknown_node;
         c.misdirected = e.misdirected;
         c.stale = e.stale;
+        c.rejected_auth = e.rejected_auth;
+        c.replayed = e.replayed;
         c
     }
 

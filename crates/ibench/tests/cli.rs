@@ -762,3 +762,210 @@ fn doctor_with_a_silent_peer_and_bad_arguments() {
     let mtu = ["doctor", "--peer", "127.0.0.1:9", "--mtu", "10"];
     fails_with(&mtu, "--mtu 10 is too small");
 }
+
+/// A key file of 32 random-looking bytes as hex, with `mode`.
+fn key_file(name: &str, seed: u8, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = tmp(name);
+    let hex: String = (0..32u8)
+        .map(|i| format!("{:02x}", i.wrapping_mul(73) ^ seed))
+        .collect();
+    std::fs::write(&p, hex).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+/// The `name N` count a server prints on exit.
+fn printed_count(out: &str, name: &str) -> u64 {
+    out.rsplit(&format!("{name} "))
+        .next()
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} count in {out}"))
+}
+
+#[test]
+fn a_cluster_key_lets_only_its_holders_talk() {
+    let good = key_file("key-good", 0x11, 0o600);
+    let other = key_file("key-other", 0x22, 0o600);
+    let good_s = good.to_str().unwrap();
+    let srv = ServerProc::start_with(1, &["--key-file", good_s]);
+    for extra in [&[][..], &["--encrypt"][..]] {
+        let mut args = vec!["ping-pong", "--peer", &srv.addr, "-t", "1", "--json"];
+        args.extend(["--key-file", good_s]);
+        args.extend(extra);
+        let v = ok_json(&args);
+        check_result(&v, "ping-pong", "icx");
+        assert!(
+            v["auth"].as_str().unwrap().starts_with("aes-256-gcm"),
+            "{v}"
+        );
+        assert_eq!(
+            v["auth"].as_str().unwrap().ends_with("+encrypt"),
+            !extra.is_empty()
+        );
+        assert_eq!(int(&v, "lost"), 0);
+    }
+    // The wrong key, and none: nothing answers, and the error says why.
+    for (args, hint) in [
+        (
+            vec!["--key-file", other.to_str().unwrap()],
+            "with the same --key-file",
+        ),
+        (vec![], "without --key-file"),
+    ] {
+        let mut a = vec![
+            "ping-pong",
+            "--peer",
+            &srv.addr,
+            "-t",
+            "1",
+            "--connect-timeout",
+            "1",
+        ];
+        a.extend(args);
+        let o = ibench(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "a client without the key was served");
+        assert!(err.contains("no answer") && err.contains(hint), "{err}");
+    }
+    let out = srv.stop();
+    let refused = printed_count(&out, "rejected_auth");
+    // Each refused client probed for a second at least.
+    assert!(refused >= 4, "{out}");
+    assert_eq!(printed_count(&out, "replayed"), 0, "{out}");
+}
+
+#[test]
+fn key_files_are_checked_before_anything_runs() {
+    let with_key = |verb: &[&str], key: &PathBuf| {
+        let mut a = verb.to_vec();
+        a.extend(["--key-file", key.to_str().unwrap()]);
+        ibench(&a)
+    };
+    let ping = ["loopback", "ping-pong", "-t", "1"];
+    let open = key_file("key-open", 0x33, 0o644);
+    let o = with_key(&ping, &open);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("mode 0644") && err.contains("chmod 600"),
+        "{err}"
+    );
+    let o = with_key(&["server", "--bind", "127.0.0.1:0"], &open);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "the server started with an open key"
+    );
+    let o = ibench(&["loopback", "ping-pong", "-t", "1", "--encrypt"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("need --key-file"));
+    let bad = tmp("key-bad");
+    std::fs::write(&bad, "too short").unwrap();
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let o = with_key(&ping, &bad);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("32 bytes"));
+}
+
+#[test]
+fn loopback_block_sealed_and_encrypted() {
+    let k = key_file("key-block", 0x44, 0o600);
+    for cipher in ["aes-256-gcm", "chacha20-poly1305"] {
+        let v = ok_json(&[
+            "loopback",
+            "block",
+            "-t",
+            "1",
+            "--json",
+            "--key-file",
+            k.to_str().unwrap(),
+            "--encrypt",
+            "--cipher",
+            cipher,
+        ]);
+        check_result(&v, "block", "icx");
+        assert_eq!(v["auth"], format!("{cipher}+encrypt"));
+        // The tag takes 16 bytes of each frame.
+        assert_eq!(int(&v, "data_per_frame"), 1472 - 64 - 16);
+        assert_eq!(int(&v, "lost"), 0);
+        assert!(int(&v, "received") > 0);
+    }
+}
+
+/// Datagrams captured from a real keyed run (through a relay between the
+/// client and the server) and sent to the server again after it: every one
+/// is refused as a replay, and the server serves no request twice.
+#[test]
+fn datagrams_captured_from_a_keyed_run_are_refused_as_replays() {
+    let k = key_file("key-replay", 0x55, 0o600);
+    let ks = k.to_str().unwrap();
+    let srv = ServerProc::start_with(1, &["--key-file", ks]);
+    let server: std::net::SocketAddr = srv.addr.parse().unwrap();
+    let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let relay_addr = relay.local_addr().unwrap().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r2, s2) = (relay.try_clone().unwrap(), stop.clone());
+    let capture = std::thread::spawn(move || {
+        let mut client = None;
+        let mut captured = Vec::new();
+        let mut buf = [0u8; 65536];
+        let end = Instant::now() + Duration::from_secs(30);
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            let Ok((n, from)) = r2.recv_from(&mut buf) else {
+                continue;
+            };
+            if from == server {
+                if let Some(c) = client {
+                    let _ = r2.send_to(&buf[..n], c);
+                }
+            } else {
+                client = Some(from);
+                captured.push(buf[..n].to_vec());
+                let _ = r2.send_to(&buf[..n], server);
+            }
+        }
+        captured
+    });
+    let v = ok_json(&[
+        "ping-pong",
+        "--peer",
+        &relay_addr,
+        "-t",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        "--key-file",
+        ks,
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let captured = capture.join().unwrap();
+    assert!(captured.len() > 100, "{} captured", captured.len());
+    // Later, from the same address, every datagram again, twice.
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..2 {
+        for d in &captured {
+            relay.send_to(d, server).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let out = srv.stop();
+    let pings = printed_count(&out, "pings");
+    assert_eq!(
+        pings,
+        int(&v, "sent"),
+        "the server served a replayed ping: {out}"
+    );
+    let replayed = printed_count(&out, "replayed");
+    assert!(
+        replayed >= 2 * captured.len() as u64,
+        "{replayed} replays counted of {}: {out}",
+        2 * captured.len()
+    );
+    assert_eq!(printed_count(&out, "rejected_auth"), 0, "{out}");
+}

@@ -109,6 +109,17 @@ pub fn file_refused(file: &str, why: &str) -> Alert {
     alert("ICX-1701", format!("Voting file {file} refused: {why}"))
 }
 
+/// A voting-file slot changes under a MAC this node cannot verify: a node
+/// with another cluster key (or none) is running.
+pub fn records_unverified(name: &str, node: u16) -> Alert {
+    alert(
+        "ICX-1708",
+        format!(
+            "Voting file records of node {name} ({node}) are being written but fail authentication under this node's cluster key: a node with another key is running; this node does not form a cluster while it is (every node needs the same cluster_key_file)"
+        ),
+    )
+}
+
 pub fn stalled(late_s: f64, margin_s: f64) -> Alert {
     alert(
         "ICX-1702",

@@ -21,6 +21,9 @@ pub struct Config {
     pub critical: bool,
     /// Voting files by name: none (network-only mode), 1, 3 or 5.
     pub voting_files: Vec<String>,
+    /// With a cluster key: records are written with a MAC under the first
+    /// and read only when one of these verifies it (a rollover holds two).
+    pub record_keys: Vec<icx_wire::auth::RecordKey>,
     pub heartbeat_interval: Duration,
     /// How long the transport may try to deliver one heartbeat (at most
     /// two transmissions at its 2 ms minimum RTO); the next supersedes it.
@@ -73,6 +76,7 @@ impl Config {
             names: (1..=nodes).map(|i| format!("rac{i}")).collect(),
             critical: false,
             voting_files: Vec::new(),
+            record_keys: Vec::new(),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_deadline: Duration::from_millis(5),
             link_window: 0,

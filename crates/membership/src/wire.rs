@@ -170,6 +170,13 @@ impl Status {
             + CRC
     }
 
+    /// The length a record or heartbeat claims (its `len` field), if the
+    /// bytes hold one.
+    pub fn claimed_len(bytes: &[u8]) -> Option<usize> {
+        let l = bytes.get(4..6)?;
+        Some(usize::from(u16::from_le_bytes([l[0], l[1]])))
+    }
+
     /// Appends the encoding with `magic` ([`NHB_MAGIC`] or [`RECORD_MAGIC`]).
     ///
     /// Sets that name nodes above `nodes` lose them; lists longer than
@@ -467,11 +474,13 @@ pub enum HeaderCheck {
 }
 
 impl FileHeader {
-    /// The slot size for `nodes`: room for the largest record, in 512 B units.
+    /// The slot size for `nodes`: room for the largest record and its MAC
+    /// (written with a cluster key; room kept without one, so turning a key
+    /// on needs no new format), in 512 B units.
     pub fn for_cluster(cluster: u32, nodes: u16) -> FileHeader {
         let b = bitmap_len(nodes);
         let n = usize::from(nodes);
-        let max = FIXED + 4 * b + 4 * n + 2 + 6 * n + 2 + CRC;
+        let max = FIXED + 4 * b + 4 * n + 2 + 6 * n + 2 + CRC + icx_wire::auth::RECORD_MAC_LEN;
         FileHeader {
             cluster,
             nodes,

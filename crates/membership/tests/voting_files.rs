@@ -174,6 +174,97 @@ fn garbage_records_are_counted_drops() {
     });
 }
 
+/// With a cluster key, records carry a MAC; a record without a valid one
+/// (a host that can write the shared disk but has no key, here raising a
+/// stalled node's counter to fake its disk heartbeat) is counted and
+/// ignored.
+#[test]
+fn records_without_the_cluster_key_are_refused() {
+    use icx_membership::wire::Status;
+    use icx_wire::auth::{RecordKey, RECORD_MAC_LEN};
+    use icx_wire::ClusterKey;
+    run_seeds(&[5, 6], |seed| {
+        let key = |b| RecordKey::derive(&ClusterKey::from_bytes([b; 32]).unwrap(), CLUSTER);
+        let mut o = Opts::fast(3, 1);
+        o.record_keys = vec![key(7)];
+        let (mut sim, disk) = build(seed, &o);
+        form(&mut sim, &o);
+        let h = FileHeader::for_cluster(CLUSTER, 3);
+        let off = h.slot_offset(NodeId(3)) as usize;
+        let slot = disk.as_ref().unwrap().borrow().files[0]
+            .data
+            .as_ref()
+            .unwrap()[off..off + h.slot_size as usize]
+            .to_vec();
+        let len = Status::claimed_len(&slot).unwrap();
+        assert!(key(7).verify(&slot[..len], &slot[len..len + RECORD_MAC_LEN]));
+        assert_eq!(member(&sim, 1).m.stats().records_rejected_auth, 0);
+        let until = sim.now() + Duration::from_millis(600);
+        sim.node_mut(NodeId(3)).proto_mut().stall(until);
+        for k in 0..5u64 {
+            let mut forged = slot[..len].to_vec();
+            let counter = u64::from_le_bytes(forged[26..34].try_into().unwrap()) + 1000 + k;
+            forged[26..34].copy_from_slice(&counter.to_le_bytes());
+            let crc = crc32c::crc32c(&forged[..len - 4]);
+            forged[len - 4..].copy_from_slice(&crc.to_le_bytes());
+            assert!(Status::parse(icx_membership::wire::RECORD_MAGIC, &forged).is_ok());
+            // Under another key, or with none.
+            if k % 2 == 0 {
+                let mac = key(8).mac(&forged);
+                forged.extend_from_slice(&mac);
+            }
+            {
+                let mut d = disk.as_ref().unwrap().borrow_mut();
+                let data = d.files[0].data.as_mut().unwrap();
+                data[off..off + h.slot_size as usize].fill(0);
+                data[off..off + forged.len()].copy_from_slice(&forged);
+            }
+            run_checked(&mut sim, Duration::from_millis(100));
+        }
+        let refused = member(&sim, 1).m.stats().records_rejected_auth;
+        assert!(refused >= 3, "{refused}");
+        assert_eq!(member(&sim, 1).m.stats().records_malformed, 0);
+        run_checked(&mut sim, Duration::from_secs(1));
+        assert!(settled(&sim, &[1, 2, 3]), "{}", dump(&sim));
+    });
+}
+
+/// A node with another cluster key sees the members' slots change under
+/// MACs it cannot verify: it never forms a cluster of its own on the shared
+/// disk (a split brain by misconfiguration), says why, and the members go
+/// on without it.
+#[test]
+fn a_node_with_another_key_does_not_form_beside_the_cluster() {
+    use icx_wire::auth::RecordKey;
+    use icx_wire::ClusterKey;
+    run_seeds(SEEDS, |seed| {
+        let key = |b| RecordKey::derive(&ClusterKey::from_bytes([b; 32]).unwrap(), CLUSTER);
+        let mut o = Opts::fast(3, 3);
+        o.record_keys = vec![key(7)];
+        let (mut sim, disk) = build(seed, &o);
+        form(&mut sim, &o);
+        // Node 3 comes back with the wrong key (its network heartbeats would
+        // fail too: cut it off, as a wrong frame key would).
+        let mut wrong = o.clone();
+        wrong.record_keys = vec![key(8)];
+        for peer in [1, 2] {
+            sim.cut(NodeId(3), NodeId(peer));
+            sim.cut(NodeId(peer), NodeId(3));
+        }
+        crash_restart(&mut sim, &disk, &wrong, NodeId(3));
+        run_checked(&mut sim, o.misscount * 4);
+        assert_eq!(state(&sim, 3), State::Joining, "{}", dump(&sim));
+        assert!(member(&sim, 3).has_alert("ICX-1708"), "{}", dump(&sim));
+        assert!(member(&sim, 3).m.stats().records_rejected_auth > 0);
+        assert!(settled(&sim, &[1, 2]), "{}", dump(&sim));
+        // With the right key it joins.
+        sim.heal();
+        crash_restart(&mut sim, &disk, &o, NodeId(3));
+        run_until(&mut sim, o.misscount * 4, |s| settled(s, &[1, 2, 3]));
+        assert!(settled(&sim, &[1, 2, 3]), "{}", dump(&sim));
+    });
+}
+
 /// A node whose voting-file paths are all gone at start never serves and
 /// evicts nobody; the others form without it.
 #[test]

@@ -44,6 +44,12 @@ const SETTINGS: &[&str] = &[
     "client_query_buffer_limit",
     "timeout",
     "protected_mode",
+    "cluster_key_file",
+    "cluster_key_id",
+    "cluster_next_key_file",
+    "cluster_next_key_id",
+    "cluster_cipher",
+    "encrypt",
 ];
 
 /// How long INFO waits for the transport's per-peer snapshot.
@@ -172,9 +178,10 @@ impl Node {
         }
     }
 
-    fn setting(&self, k: &str) -> String {
+    fn setting(&self, name: &str) -> String {
         let c = &self.cfg;
-        match k {
+        let k = c.keys.as_ref();
+        match name {
             "cluster_name" => c.cluster_name.clone(),
             "cluster_id" => c.cluster_id.to_string(),
             "node_id" => self.me.id.0.to_string(),
@@ -212,6 +219,18 @@ impl Node {
                 .map_or(0, |d| d.as_secs())
                 .to_string(),
             "protected_mode" => yes_no(c.clients.protected_mode).into(),
+            // The files' paths, never the keys.
+            "cluster_key_file" => k.map_or_else(String::new, |k| k.key_file.display().to_string()),
+            "cluster_key_id" => k.map_or_else(String::new, |k| k.key_id.to_string()),
+            "cluster_next_key_file" => k
+                .and_then(|k| k.next_key_file.as_ref())
+                .map_or_else(String::new, |p| p.display().to_string()),
+            "cluster_next_key_id" => k
+                .filter(|k| k.next_key_file.is_some())
+                .and_then(|k| k.ring.ids().find(|&i| i.0 != k.key_id))
+                .map_or_else(String::new, |i| i.0.to_string()),
+            "cluster_cipher" => k.map_or_else(String::new, |k| k.ring.cipher.name().into()),
+            "encrypt" => yes_no(k.is_some_and(|k| k.encrypt)).into(),
             _ => String::new(),
         }
     }
@@ -238,8 +257,12 @@ impl Node {
                 )
             }
             Some("info") => Reply::Bulk(self.cluster_info().into_bytes()),
+            Some("keyreload") if rest.len() == 1 => match self.reload_keys() {
+                Ok(done) => Reply::Simple(done),
+                Err(why) => Reply::Error(format!("ERR {why}")),
+            },
             _ => Reply::Error(
-                "ERR unknown subcommand for 'cluster': use CLUSTER HISTORY [count] or CLUSTER INFO"
+                "ERR unknown subcommand for 'cluster': use CLUSTER HISTORY [count], CLUSTER INFO or CLUSTER KEYRELOAD"
                     .into(),
             ),
         }
@@ -383,6 +406,7 @@ impl Node {
         f.kv("disk_writes", st.disk_writes);
         f.kv("disk_errors", st.disk_errors);
         f.kv("records_malformed", st.records_malformed);
+        f.kv("records_rejected_auth", st.records_rejected_auth);
         f.kv("reconfigurations", st.reconfigurations);
         f.kv("fences", self.fences);
         f.kv("restarts", self.restarts);
@@ -403,6 +427,13 @@ impl Node {
         }
         f.kv("interconnect_mtu", mtu);
         f.kv("transport_incarnation", inc);
+        let ring = self.cfg.keys.as_ref().map(|k| &k.ring);
+        f.kv("frame_auth", icx_driver::keys::protection(ring));
+        if let Some(r) = ring {
+            f.kv("frame_auth_send_key", r.send_id().0);
+            let ids: Vec<String> = r.ids().map(|i| i.0.to_string()).collect();
+            f.kv("frame_auth_keys", ids.join(","));
+        }
         let snap = match snap {
             Ok(s) => s,
             Err(e) => {
@@ -418,6 +449,8 @@ impl Node {
             ep.add(&c.endpoint);
         }
         f.kv("frames_rejected", ep.rejected());
+        f.kv("frames_rejected_auth", ep.rejected_auth);
+        f.kv("frames_replayed", ep.replayed);
         f.kv("frames_stale_incarnation", ep.stale);
         f.kv("frames_wrong_cluster", ep.wrong_cluster);
         f.kv("frames_unknown_node", ep.unknown_node);

@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     /// What RESP clients may do: `maxclients`, `client_query_buffer_limit`,
     /// `timeout`, `requirepass`, `protected_mode`.
     pub clients: Limits,
+    /// Frame authentication: `cluster_key_file` and the keys with it;
+    /// `None`: frames are sealed by CRC32C only.
+    pub keys: Option<crate::keys::KeyConfig>,
     /// Sorted by id.
     pub nodes: Vec<NodeConfig>,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
@@ -228,6 +231,18 @@ struct RawConfig {
     protected_mode: Option<bool>,
     #[serde(default)]
     metrics: Option<String>,
+    #[serde(default)]
+    cluster_key_file: Option<String>,
+    #[serde(default)]
+    cluster_key_id: Option<u8>,
+    #[serde(default)]
+    cluster_next_key_file: Option<String>,
+    #[serde(default)]
+    cluster_next_key_id: Option<u8>,
+    #[serde(default)]
+    cluster_cipher: Option<String>,
+    #[serde(default)]
+    encrypt: Option<bool>,
     #[serde(default)]
     node: Vec<RawNode>,
 }
@@ -422,6 +437,18 @@ impl ClusterConfig {
             None | Some("") => None,
             Some(a) => Some(parse_addr(a).map_err(|e| err("metrics", e))?),
         };
+        let keys = crate::keys::parse(
+            &crate::keys::RawKeys {
+                key_file: raw.cluster_key_file.as_deref(),
+                key_id: raw.cluster_key_id,
+                next_key_file: raw.cluster_next_key_file.as_deref(),
+                next_key_id: raw.cluster_next_key_id,
+                cipher: raw.cluster_cipher.as_deref(),
+                encrypt: raw.encrypt,
+            },
+            &dir,
+        )
+        .map_err(|(k, m)| err(&k, m))?;
         let log_dir = match &raw.log_dir {
             Some(d) if d.is_empty() => return Err(err("log_dir", "empty path".into())),
             Some(d) => dir.join(d),
@@ -440,6 +467,7 @@ impl ClusterConfig {
             interconnect_mtu,
             data,
             clients,
+            keys,
             nodes,
             metrics,
         })
@@ -464,6 +492,11 @@ impl ClusterConfig {
             self.disktimeout,
         );
         c.incarnation = incarnation;
+        c.record_keys = self
+            .keys
+            .as_ref()
+            .map(|k| crate::keys::record_keys(&k.ring, self.cluster_id))
+            .unwrap_or_default();
         c.names = (1..=n)
             .map(|i| {
                 self.node(NodeId(i))

@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 mod dio;
 mod hostwatch;
+pub mod keys;
 pub mod local;
 pub mod metrics;
 pub mod node;

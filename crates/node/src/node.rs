@@ -96,6 +96,9 @@ pub struct Node {
     pub(crate) host: HostWatch,
     /// Prometheus scrapes, with `metrics` in the config.
     pub(crate) metrics: Option<crate::metrics::MetricsServer>,
+    /// Frames failing authentication: when last looked at, the count then,
+    /// and when the alert was last raised.
+    auth_watch: (Instant, u64, Option<Instant>),
 }
 
 impl std::fmt::Debug for Node {
@@ -224,6 +227,7 @@ impl Node {
             restarts: 0,
             host: HostWatch::new(),
             metrics,
+            auth_watch: (Instant::ZERO, 0, None),
         })
     }
 
@@ -284,6 +288,7 @@ impl Node {
             for a in self.host.poll(std::time::Instant::now()) {
                 self.alerts.write(&a);
             }
+            self.watch_auth();
             if let Some(exit) = self.check_signals() {
                 return Ok(exit);
             }
@@ -411,6 +416,97 @@ impl Node {
         self.restarts += 1;
         tracing::info!("restarted with incarnation {inc} (transport incarnation {inc})");
         Ok(())
+    }
+
+    /// Raises ICX-1812 when frames fail authentication (a node with another
+    /// key or none, or a forger): at once, then at most once a minute while
+    /// it goes on. Looks once a second.
+    fn watch_auth(&mut self) {
+        let now = self.net.rt.now();
+        let (looked, seen, alerted) = self.auth_watch;
+        if now.saturating_duration_since(looked) < Duration::from_secs(1) {
+            return;
+        }
+        let count = self.net.rt.stats().rejected_auth;
+        self.auth_watch.0 = now;
+        // A new transport (a rebootless restart) counts from zero.
+        if count <= seen {
+            self.auth_watch.1 = count;
+            return;
+        }
+        if alerted.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60)) {
+            return;
+        }
+        let mut claimed: Vec<String> = self
+            .net
+            .rt
+            .snapshot(std::time::Duration::from_millis(100))
+            .map(|s| {
+                s.cores
+                    .iter()
+                    .flat_map(|c| c.peers.iter())
+                    .filter(|(_, p)| p.rejected_auth > 0)
+                    .map(|(n, p)| format!("node {} x{}", n.0, p.rejected_auth))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if claimed.is_empty() {
+            claimed.push("no configured node".into());
+        }
+        let keyed = if self.cfg.keys.is_some() {
+            "every node needs the same cluster_key_file"
+        } else {
+            "this node has no cluster_key_file and its peers do"
+        };
+        self.alerts.write_line(&format!(
+            "ICX-1812: {} interconnect frames failed authentication (claimed senders: {}): {keyed}",
+            count - seen,
+            claimed.join(", ")
+        ));
+        self.auth_watch = (now, count, Some(now));
+    }
+
+    /// `CLUSTER KEYRELOAD`: reads the config file's key settings and key
+    /// files again and applies them, so a rollover needs no restart:
+    /// (1) add `cluster_next_key_file` on every node and reload; (2) make
+    /// the new key `cluster_key_file` (the old one next) and reload; (3)
+    /// drop the old one and reload. Only the keys change; turning
+    /// authentication on or off needs a restart (the frame size changes).
+    pub(crate) fn reload_keys(&mut self) -> Result<String, String> {
+        let fresh = ClusterConfig::load(&self.cfg.file).map_err(|e| e.to_string())?;
+        let keys = match (&self.cfg.keys, fresh.keys) {
+            (Some(_), Some(k)) => k,
+            (None, None) => {
+                return Err(
+                    "no cluster_key_file is configured: frames are not authenticated".into(),
+                )
+            }
+            _ => {
+                return Err(
+                    "turning frame authentication on or off needs a restart of every node".into(),
+                )
+            }
+        };
+        self.net
+            .rt
+            .set_keyring(keys.ring.clone())
+            .map_err(|e| format!("keyring: {e}"))?;
+        self.member
+            .set_record_keys(crate::keys::record_keys(&keys.ring, self.cfg.cluster_id));
+        let ids: Vec<String> = keys.ring.ids().map(|i| i.0.to_string()).collect();
+        let done = format!(
+            "OK sending with key {}, accepting keys {} ({})",
+            keys.key_id,
+            ids.join(","),
+            icx_driver::keys::protection(Some(&keys.ring))
+        );
+        self.alerts.write_line(&format!(
+            "ICX-1811: Cluster key reloaded: sending with key {}, accepting keys {}",
+            keys.key_id,
+            ids.join(",")
+        ));
+        self.cfg.keys = Some(keys);
+        Ok(done)
     }
 
     fn serve_requests(&mut self) -> bool {
@@ -558,7 +654,9 @@ fn open_net(
     pool: BufferPool,
 ) -> Result<Net, String> {
     let bind = me.interconnect[0];
-    let t = icx_transport::Config::new(ClusterId(cfg.cluster_id), me.id, Incarnation(incarnation));
+    let mut t =
+        icx_transport::Config::new(ClusterId(cfg.cluster_id), me.id, Incarnation(incarnation));
+    t.auth = cfg.keys.as_ref().map(|k| k.ring.clone());
     let mut rc = RuntimeConfig::new(t, pool, 1);
     rc.pin = false;
     rc.clock = clock;

@@ -199,3 +199,59 @@ fn protected_mode_refuses_other_hosts_without_a_password() {
     assert!(out.contains("requirepass_file: "), "{out}");
     assert!(out.contains("must be 0600 or stricter"), "{out}");
 }
+
+#[test]
+fn bad_cluster_key_settings_exit_2_naming_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Dir::new("keys");
+    let key = |name: &str, body: &str, mode: u32| {
+        let p = d.0.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p.display().to_string()
+    };
+    let hex = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let good = key("good.key", hex, 0o600);
+    let open = key("open.key", hex, 0o644);
+    let short = key("short.key", "abc", 0o600);
+    let with =
+        |extra: &str| GOOD.replace("voting_files = []", &format!("voting_files = []\n{extra}"));
+    for (text, needle) in [
+        (
+            with(&format!("cluster_key_file = \"{open}\"")),
+            "cluster_key_file: cluster key file",
+        ),
+        (with(&format!("cluster_key_file = \"{open}\"")), "chmod 600"),
+        (with(&format!("cluster_key_file = \"{short}\"")), "32 bytes"),
+        (
+            with(&format!("cluster_key_file = \"{}\"", d.0.join("none").display())),
+            "cluster_key_file",
+        ),
+        (with("encrypt = true"), "encrypt: needs cluster_key_file"),
+        (
+            with(&format!("cluster_key_file = \"{good}\"\ncluster_cipher = \"rot13\"")),
+            "cluster_cipher",
+        ),
+        (
+            with(&format!(
+                "cluster_key_file = \"{good}\"\ncluster_next_key_file = \"{good}\"\ncluster_next_key_id = 2"
+            )),
+            "cluster_next_key_file: cluster key file",
+        ),
+        (
+            with(&format!("cluster_key_file = \"{good}\"\ncluster_key_id = 300")),
+            "cluster_key_id",
+        ),
+    ] {
+        let p = d.write(&text);
+        let (code, out) = run(&["--config", p.to_str().unwrap(), "--node", "1", "--check"]);
+        assert_eq!(code, 2, "{needle}: {out}");
+        assert!(out.contains(needle), "{needle}: {out}");
+        assert!(!out.contains(hex), "a key in a message: {out}");
+    }
+    let p = d.write(&with(&format!(
+        "cluster_key_file = \"{good}\"\nencrypt = true"
+    )));
+    let (code, out) = run(&["--config", p.to_str().unwrap(), "--node", "1", "--check"]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -23,6 +23,13 @@ fn hostile(mtu_udp: usize) -> LinkConfig {
 }
 
 fn exchange(seed: u64, mtu: usize, per_side: usize) {
+    exchange_with(seed, mtu, per_side, None);
+}
+
+/// The same with frames sealed under a cluster key: a corrupted datagram is
+/// caught by its tag (rejected_auth), and a duplicated one by the replay
+/// window.
+fn exchange_with(seed: u64, mtu: usize, per_side: usize, auth: Option<icx_wire::Keyring>) {
     let mtu_udp = icx_wire::max_udp_payload(mtu, false);
     let plan_a = common::plan_sizes(seed, per_side);
     let plan_b = common::plan_sizes(seed ^ 0xb, per_side);
@@ -37,8 +44,10 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
     );
 
     let mut sim = Sim::new(seed);
-    let mut a = tnode(seed, A, 1, B, mtu, |_| {});
-    let mut b = tnode(seed, B, 1, A, mtu, |_| {});
+    let keyed = auth.is_some();
+    let (ka, kb) = (auth.clone(), auth);
+    let mut a = tnode(seed, A, 1, B, mtu, |c| c.auth = ka);
+    let mut b = tnode(seed, B, 1, A, mtu, |c| c.auth = kb);
     a.proto_mut().plan = plan_a.clone();
     a.proto_mut().peer_plan = plan_b.clone();
     b.proto_mut().plan = plan_b;
@@ -90,9 +99,16 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
     let caught: u64 = [a, b]
         .iter()
         .map(|n| {
-            n.endpoint().stats().corrupt
-                + n.endpoint().stats().malformed
-                + n.endpoint().stats().foreign
+            // Keyed, the header's cheap checks (cluster, destination,
+            // sender) run before the tag, and catch what they see.
+            let e = n.endpoint().stats();
+            e.corrupt
+                + e.malformed
+                + e.foreign
+                + e.rejected_auth
+                + e.wrong_cluster
+                + e.misdirected
+                + e.unknown_node
         })
         .sum();
     assert!(stats.corrupted > 0, "the link corrupted nothing: {stats:?}");
@@ -104,10 +120,16 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
     let pa = a.endpoint().peer_stats(B).unwrap();
     let pb = b.endpoint().peer_stats(A).unwrap();
     assert!(pa.retransmitted > 0 && pb.retransmitted > 0);
+    let replayed = a.endpoint().stats().replayed + b.endpoint().stats().replayed;
     assert!(
-        pa.duplicate + pb.duplicate > 0,
+        pa.duplicate + pb.duplicate + replayed > 0,
         "duplicates were injected but none counted"
     );
+    if keyed {
+        assert!(replayed > 0, "network duplicates are replays under a key");
+        let e = a.endpoint().stats().corrupt + b.endpoint().stats().corrupt;
+        assert_eq!(e, 0, "a keyed endpoint has no CRC to fail");
+    }
     assert_eq!(pa.received + pb.received, 2 * per_side as u64);
     eprintln!(
         "seed {seed} mtu {mtu}: virtual {:?}, link {stats:?}, A->B retx {} dup {} corrupt {}, p50 {:?} p99 {:?}",
@@ -123,6 +145,30 @@ fn exchange(seed: u64, mtu: usize, per_side: usize) {
 #[test]
 fn twenty_thousand_messages_mtu_1500() {
     run_seeds(&[1, 2, 3], |seed| exchange(seed, 1500, 10_000));
+}
+
+fn keyring(encrypt: bool) -> icx_wire::Keyring {
+    let key = icx_wire::ClusterKey::from_bytes([0x42; 32]).unwrap();
+    icx_wire::Keyring::new(
+        icx_wire::KeyId(1),
+        key,
+        icx_wire::Cipher::Aes256Gcm,
+        encrypt,
+    )
+}
+
+#[test]
+fn ten_thousand_authenticated_messages_mtu_1500() {
+    run_seeds(&[4, 5], |seed| {
+        exchange_with(seed, 1500, 5_000, Some(keyring(false)))
+    });
+}
+
+#[test]
+fn ten_thousand_encrypted_messages_mtu_9000() {
+    run_seeds(&[14], |seed| {
+        exchange_with(seed, 9000, 5_000, Some(keyring(true)))
+    });
 }
 
 #[test]

@@ -59,6 +59,11 @@ pub struct Config {
     /// are known.
     pub accept_unknown: Option<PeerTemplate>,
     pub max_peers: usize,
+    /// Authenticate (and optionally encrypt) every frame under these keys
+    /// instead of sealing it with CRC32C; frames without a valid tag are
+    /// then refused. Fixed for the endpoint's life; its keys can change
+    /// ([`crate::Endpoint::set_keyring`]).
+    pub auth: Option<icx_wire::Keyring>,
 }
 
 /// The path assumed for peers learnt from their first frame.
@@ -96,6 +101,7 @@ impl Config {
             probe_attempts: 5,
             accept_unknown: None,
             max_peers: 1024,
+            auth: None,
         }
     }
 
@@ -156,6 +162,17 @@ impl PeerConfig {
     /// Largest UDP payload on this path.
     pub fn max_udp_payload(&self) -> usize {
         icx_wire::max_udp_payload(self.mtu, self.ipv6)
+    }
+
+    /// Largest frame on this path before sealing: the UDP payload less the
+    /// tag an authenticated frame carries.
+    pub fn max_frame(&self, cfg: &Config) -> usize {
+        let tag = if cfg.auth.is_some() {
+            icx_wire::TAG_LEN
+        } else {
+            0
+        };
+        self.max_udp_payload() - tag
     }
 
     /// The MTU leaves room for a data header and some block, and needs no

@@ -22,8 +22,10 @@
 //! - gives up on a message at its deadline and reports it lost, by id.
 #![deny(unsafe_code)]
 
+mod auth;
 mod cc;
 mod config;
+mod recv;
 mod session;
 mod stats;
 mod util;
@@ -35,7 +37,6 @@ use icx_core::{
     BufferPool, Channel, Duration, HeaderBuf, Incarnation, Instant, Lane, NodeId, Payload, PoolBuf,
     SharedBuf, TxFrame,
 };
-use icx_wire::{Body, Frame, FrameRepr, WireError};
 use session::Session;
 use std::collections::VecDeque;
 use std::fmt;
@@ -179,6 +180,11 @@ pub struct Endpoint {
     /// Session index + 1 by peer node id (0: none), so a datagram finds its
     /// session without a scan.
     index: Vec<u32>,
+    /// Keys and their caches, when frames are authenticated.
+    auth: Option<auth::AuthState>,
+    /// With authentication: the numbering of removed peers' sessions, so a
+    /// session added again neither reuses a nonce nor accepts a replay.
+    retired: std::collections::HashMap<NodeId, auth::Numbering>,
 }
 
 /// Frames one peer may send in a row before the next peer's turn: about one
@@ -206,7 +212,10 @@ impl Endpoint {
 
     pub fn try_new(cfg: Config, pool: BufferPool) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let auth = cfg.auth.clone().map(auth::AuthState::new);
         Ok(Endpoint {
+            auth,
+            retired: std::collections::HashMap::new(),
             cfg,
             pool,
             sessions: Vec::new(),
@@ -243,7 +252,11 @@ impl Endpoint {
             return Err(ConfigError::DuplicatePeer(p.node));
         }
         self.check_path(&p)?;
-        self.sessions.push(Session::new(&self.cfg, p));
+        let mut s = Session::new(&self.cfg, p);
+        if let Some(n) = self.retired.remove(&p.node) {
+            s.resume(n);
+        }
+        self.sessions.push(s);
         self.set_index(p.node, Some(self.sessions.len() - 1));
         self.timers.push(None);
         self.touched(self.sessions.len() - 1);
@@ -395,147 +408,6 @@ impl Endpoint {
         self.send(now, peer, channel, buf.freeze())
     }
 
-    /// Feeds one received UDP payload. Anything that is not a valid frame of
-    /// this cluster, for this node, from a known peer's current life, is
-    /// counted and dropped; it is never delivered. Returns the sending node
-    /// when the frame was accepted, so a driver can learn its address.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Option<NodeId> {
-        self.stats.datagrams += 1;
-        let frame = match Frame::new_checked(datagram) {
-            Ok(f) => f,
-            Err(WireError::BadMagic) => {
-                self.stats.foreign += 1;
-                return None;
-            }
-            Err(_) => {
-                self.stats.malformed += 1;
-                return None;
-            }
-        };
-        if !frame.verify_checksum() {
-            self.stats.corrupt += 1;
-            // Best effort: the header may itself be damaged.
-            let src = frame.src();
-            if let Some(s) = self.session_mut(src) {
-                s.stats.corrupt += 1;
-            }
-            return None;
-        }
-        let repr = match FrameRepr::parse(&frame) {
-            Ok(r) => r,
-            Err(_) => {
-                self.stats.malformed += 1;
-                return None;
-            }
-        };
-        let h = repr.header;
-        if h.cluster != self.cfg.cluster {
-            self.stats.wrong_cluster += 1;
-            return None;
-        }
-        if h.dst != self.cfg.node {
-            self.stats.misdirected += 1;
-            return None;
-        }
-        let idx = match self.find(h.src) {
-            Some(i) => i,
-            None => {
-                let learnt = match self.cfg.accept_unknown {
-                    Some(t)
-                        if self.sessions.len() < self.cfg.max_peers
-                            && h.src_incarnation != Incarnation::UNKNOWN =>
-                    {
-                        self.add_peer(PeerConfig {
-                            node: h.src,
-                            mtu: t.mtu,
-                            ipv6: t.ipv6,
-                        })
-                        .is_ok()
-                    }
-                    _ => false,
-                };
-                if !learnt {
-                    self.stats.unknown_node += 1;
-                    return None;
-                }
-                self.events.push_back(Event::PeerAdded { peer: h.src });
-                self.sessions.len() - 1
-            }
-        };
-        let accepted = self.on_session_datagram(now, idx, &frame, repr, datagram.len());
-        self.touched(idx);
-        accepted.then_some(h.src)
-    }
-
-    /// The part of [`Endpoint::handle_datagram`] past the session lookup.
-    fn on_session_datagram(
-        &mut self,
-        now: Instant,
-        idx: usize,
-        frame: &Frame<&[u8]>,
-        repr: FrameRepr,
-        datagram_len: usize,
-    ) -> bool {
-        let h = repr.header;
-        let my_inc = self.cfg.incarnation;
-        let s = &mut self.sessions[idx];
-        s.last_heard = now;
-        if h.dst_incarnation != Incarnation::UNKNOWN && h.dst_incarnation != my_inc {
-            // Aimed at an earlier (or later, i.e. confused) life of ours.
-            self.stats.stale += 1;
-            s.stats.rejected += 1;
-            return false;
-        }
-        if h.src_incarnation == Incarnation::UNKNOWN || h.src_incarnation < s.peer_incarnation {
-            self.stats.stale += 1;
-            s.stats.rejected += 1;
-            return false;
-        }
-        if h.src_incarnation > s.peer_incarnation {
-            let restarted = s.peer_incarnation != Incarnation::UNKNOWN;
-            s.peer_incarnation = h.src_incarnation;
-            if restarted {
-                s.reset_for_restart(&mut self.events);
-                self.events.push_back(Event::PeerRestarted {
-                    peer: h.src,
-                    incarnation: h.src_incarnation,
-                });
-            }
-        }
-        let payload = frame.payload();
-        let (data, ack) = match repr.body {
-            Body::Data(d) => (Some(d), None),
-            Body::Ack(a) => (None, Some(a)),
-            Body::DataAck(d, a) => (Some(d), Some(a)),
-            Body::Probe(p) => {
-                s.on_probe(p, datagram_len);
-                return true;
-            }
-            Body::ProbeAck(p) => {
-                s.on_probe_ack(p, &mut self.events);
-                return true;
-            }
-        };
-        // A piggybacked ack first: it may open window for the reply.
-        if let Some(a) = ack {
-            s.on_ack(now, &a, &self.cfg, &mut self.events, &mut self.hist);
-        }
-        if let Some(d) = data {
-            let (pool, cfg) = (&self.pool, &self.cfg);
-            s.on_data(
-                now,
-                h.channel,
-                h.seq,
-                &d,
-                payload,
-                pool,
-                cfg,
-                &mut self.events,
-            );
-        }
-        true
-    }
-
     /// The next datagram to send, or `None` until new input or a timeout.
     ///
     /// Strict priority across peers as within each: any peer's probes, due
@@ -547,6 +419,26 @@ impl Endpoint {
     /// the same cyclic order from the same start as if all were: a session
     /// left out has nothing to give.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        loop {
+            let t = self.poll_frame(now)?;
+            if self.auth.is_none() {
+                return Some(t);
+            }
+            let i = self.find(t.peer)?;
+            let (Some(a), s) = (self.auth.as_mut(), &mut self.sessions[i]) else {
+                return Some(t);
+            };
+            match a.seal(&self.cfg, &self.pool, &mut s.next_ctl_seq, t) {
+                Some(t) => return Some(t),
+                // Dropped as if lost on the wire: data frames are sent
+                // again, acks and probes made anew.
+                None => s.stats.no_buffer += 1,
+            }
+        }
+    }
+
+    /// The next frame to send, before sealing.
+    fn poll_frame(&mut self, now: Instant) -> Option<Transmit> {
         if self.sessions.is_empty() {
             return None;
         }
@@ -684,6 +576,9 @@ impl Endpoint {
             return false;
         };
         let mut s = self.sessions.swap_remove(i);
+        if self.auth.is_some() {
+            self.retired.insert(peer, s.numbering());
+        }
         self.timers.swap_remove(i);
         self.min_timer = self.timers.iter().flatten().min().copied();
         self.set_index(peer, None);
@@ -734,6 +629,25 @@ impl Endpoint {
                 s.live_messages() == 0 && now.saturating_duration_since(s.last_heard) >= idle
             })
             .map(|s| s.peer)
+    }
+
+    /// Replaces the keys frames are sealed and checked with (a rollover
+    /// step: accept a next key, send with it, drop the old one). Only an
+    /// endpoint created with keys can change them.
+    pub fn set_keyring(&mut self, ring: icx_wire::Keyring) -> Result<(), ConfigError> {
+        let Some(a) = self.auth.as_mut() else {
+            return Err(ConfigError::Invalid(
+                "frames are not authenticated: the endpoint was created without a key",
+            ));
+        };
+        a.set_ring(ring.clone());
+        self.cfg.auth = Some(ring);
+        Ok(())
+    }
+
+    /// The keys in use, if frames are authenticated.
+    pub fn keyring(&self) -> Option<&icx_wire::Keyring> {
+        self.auth.as_ref().map(|a| a.ring())
     }
 
     /// Gives up every queued message (reported [`LossReason::Shutdown`]).

@@ -36,6 +36,11 @@ pub struct PeerStats {
     pub rejected: u64,
     /// Frames dropped because no pool buffer was free (the sender retransmits).
     pub no_buffer: u64,
+    /// Frames claiming to be from this peer whose authentication failed
+    /// (best effort: the claim itself is unauthenticated).
+    pub rejected_auth: u64,
+    /// Authentic frames from this peer received before: replays.
+    pub replayed: u64,
     /// Partial messages discarded because the sender gave them up.
     pub abandoned: u64,
     /// Ack frames of their own.
@@ -66,6 +71,12 @@ pub struct EndpointStats {
     pub unknown_node: u64,
     pub misdirected: u64,
     pub stale: u64,
+    /// Frames without a valid tag under this node's keys (or sealed with a
+    /// key when this node has none): dropped before any state changed.
+    pub rejected_auth: u64,
+    /// Authentic frames seen before (sequence number already received, or
+    /// behind the replay window).
+    pub replayed: u64,
 }
 
 impl EndpointStats {
@@ -79,6 +90,8 @@ impl EndpointStats {
         self.unknown_node += o.unknown_node;
         self.misdirected += o.misdirected;
         self.stale += o.stale;
+        self.rejected_auth += o.rejected_auth;
+        self.replayed += o.replayed;
     }
 
     pub fn rejected(&self) -> u64 {
@@ -89,6 +102,8 @@ impl EndpointStats {
             + self.unknown_node
             + self.misdirected
             + self.stale
+            + self.rejected_auth
+            + self.replayed
     }
 }
 

@@ -12,12 +12,14 @@
 #![deny(unsafe_code)]
 
 mod ack;
+pub mod auth;
 mod data;
 mod frame;
 pub mod lane;
 mod probe;
 
 pub use ack::{AckRanges, AckRepr, MAX_ACK_RANGES};
+pub use auth::{Cipher, ClusterKey, KeyId, Keyring, FLAG_AUTH, FLAG_ENCRYPTED, TAG_LEN};
 pub use data::DataRepr;
 pub use frame::{
     checksum, decode, Body, Frame, FrameKind, FrameRepr, Header, WireError, FLAG_ACK, HEADER_LEN,

@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = FileHeader::check(rest);
-    let magic = if mode & 2 == 0 { NHB_MAGIC } else { RECORD_MAGIC };
+    let magic = if mode & 2 == 0 {
+        NHB_MAGIC
+    } else {
+        RECORD_MAGIC
+    };
     let mut bytes = rest.to_vec();
     if mode & 1 == 1 && bytes.len() >= 10 {
         // Magic, own length, then a checksum over everything before it.

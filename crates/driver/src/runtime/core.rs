@@ -37,6 +37,8 @@ pub(super) enum Command {
     SetPeerAddr(NodeId, SocketAddr),
     /// Answered later by the new probe's `PathVerified`/`PathMtuMismatch`.
     SetPeerMtu(NodeId, usize),
+    /// A key rollover step (boxed: keys are large next to the others).
+    SetKeyring(Box<icx_wire::Keyring>),
 }
 
 /// A datagram received by a core that does not own its sender.
@@ -156,6 +158,8 @@ struct Core<B: Backend> {
     shutdown_timeout: Duration,
     /// Counts since the last publish to the shared atomics.
     delta: CoreStats,
+    /// The endpoint's `rejected_auth` at the last publish.
+    rejected_auth: u64,
 }
 
 /// Records `src` as `node`'s address; `known` caches the last pair seen, as
@@ -238,6 +242,7 @@ impl<B: Backend> Core<B> {
             busy_poll: s.busy_poll,
             shutdown_timeout: s.shutdown_timeout,
             delta: CoreStats::default(),
+            rejected_auth: 0,
         };
         for (p, addr) in s.peers {
             core.add_peer(p, addr)
@@ -288,6 +293,9 @@ impl<B: Backend> Core<B> {
     }
 
     fn publish(&mut self) {
+        let ra = self.endpoint.stats().rejected_auth;
+        self.delta.rejected_auth += ra - self.rejected_auth;
+        self.rejected_auth = ra;
         if !self.delta.is_zero() {
             self.shared.cores[self.idx].counters.add(&self.delta);
             self.delta = CoreStats::default();
@@ -472,6 +480,12 @@ impl<B: Backend> Core<B> {
             Command::SetPeerMtu(node, mtu) => {
                 if let Err(why) = self.set_peer_mtu(node, mtu) {
                     self.peer_error(node, "set_peer_mtu", &why);
+                }
+            }
+            Command::SetKeyring(ring) => {
+                // Runtime::set_keyring checked the endpoint has keys.
+                if let Err(why) = self.endpoint.set_keyring(*ring) {
+                    tracing::warn!(error = %why, "set_keyring");
                 }
             }
         }

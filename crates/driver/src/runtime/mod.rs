@@ -151,6 +151,8 @@ pub struct Runtime {
     shutdown_timeout: Duration,
     busy_poll: bool,
     stopped: bool,
+    /// Whether frames are authenticated (keys can then be changed).
+    authenticated: bool,
     /// Round-robin start for `poll_event`.
     rr: usize,
 }
@@ -251,6 +253,7 @@ impl Runtime {
             shutdown_timeout: cfg.shutdown_timeout,
             busy_poll: cfg.busy_poll,
             stopped: false,
+            authenticated: cfg.transport.auth.is_some(),
             rr: 0,
         };
         for (idx, r) in rings.into_iter().enumerate() {

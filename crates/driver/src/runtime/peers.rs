@@ -264,6 +264,25 @@ impl Runtime {
             .map_err(|_| PeerError::Backpressure)
     }
 
+    /// Replaces the keys every core seals and checks frames with (a step of
+    /// a key rollover). Only a runtime started with keys can change them.
+    pub fn set_keyring(&mut self, ring: icx_wire::Keyring) -> Result<(), PeerError> {
+        if self.stopped {
+            return Err(PeerError::ShutDown);
+        }
+        if !self.authenticated {
+            return Err(ConfigError::Invalid(
+                "frames are not authenticated: the runtime was started without a key",
+            )
+            .into());
+        }
+        for core in 0..self.cores() {
+            self.command(core, Command::SetKeyring(Box::new(ring.clone())))
+                .map_err(|_| PeerError::Backpressure)?;
+        }
+        Ok(())
+    }
+
     /// The core that serves `peer`, if it is one.
     pub fn owner(&self, peer: NodeId) -> Option<usize> {
         self.members.owner(peer)

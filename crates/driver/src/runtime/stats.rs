@@ -90,6 +90,9 @@ core_counters! {
     /// Turns that left their block work to the next because a heartbeat or
     /// control message arrived.
     deferred,
+    /// Frames that failed authentication (the endpoint's count, published
+    /// here so the application can watch it without a snapshot).
+    rejected_auth,
 }
 
 /// One core's full state, taken by the core itself on request.

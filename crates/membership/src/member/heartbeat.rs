@@ -455,7 +455,13 @@ impl Membership {
             let d = p.disk.as_ref().filter(|_| self.disk_fresh(p, now));
             n.into_iter().chain(d).any(|s| s.state == State::Active)
         });
-        if running {
+        // A slot written by someone whose records we cannot authenticate
+        // (another cluster key): they may be running a cluster.
+        let unverified = self.peers.iter().any(|p| {
+            p.unverified_changed
+                .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.misscount)
+        });
+        if running || unverified {
             return;
         }
         let lowest = hears.iter().find(|&n| {

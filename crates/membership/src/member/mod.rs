@@ -34,6 +34,11 @@ struct Peer {
     warned: u8,
     disk: Option<Status>,
     disk_changed: Option<Instant>,
+    /// With a cluster key: the last record read in its slot that failed
+    /// authentication ((incarnation, counter)), and when such a record
+    /// last changed (someone without our key is writing it).
+    unverified: Option<(u32, u64)>,
+    unverified_changed: Option<Instant>,
     /// Network-only: reported FAIL in this silence.
     failed: bool,
     /// The incarnation in which it announced a leave.
@@ -301,6 +306,11 @@ impl Membership {
 
     /// css_critical at run time: effective at once, published in the next
     /// heartbeat and record (sent now).
+    /// The voting-file record keys (a cluster key rollover step).
+    pub fn set_record_keys(&mut self, keys: Vec<icx_wire::auth::RecordKey>) {
+        self.cfg.record_keys = keys;
+    }
+
     pub fn set_critical(&mut self, now: Instant, critical: bool) {
         if self.stalled(now) {
             return;

@@ -196,6 +196,9 @@ pub struct Stats {
     /// Slots that were not blank and did not parse as a record of this
     /// cluster and slot: counted, ignored.
     pub records_malformed: u64,
+    /// Records whose MAC did not verify under the cluster key: ignored, so
+    /// a host without the key cannot fake a disk heartbeat.
+    pub records_rejected_auth: u64,
     /// Completions of requests given up on, or unknown.
     pub disk_late: u64,
     pub reconfigurations: u64,

@@ -30,6 +30,10 @@ impl Membership {
         st.beat = 0;
         let mut data = Vec::with_capacity(h.slot_size as usize);
         st.encode(RECORD_MAGIC, &mut data);
+        if let Some(k) = self.cfg.record_keys.first() {
+            let mac = k.mac(&data);
+            data.extend_from_slice(&mac);
+        }
         data.resize(h.slot_size as usize, 0);
         self.issue(
             now,
@@ -182,6 +186,46 @@ impl Membership {
         }
     }
 
+    /// A record we cannot authenticate: if it changed since the last one,
+    /// someone without our key writes that slot, and may be running a
+    /// cluster we cannot see: formation waits (see `formation`), and the
+    /// alert says why, once per such writer.
+    fn unverified_record(&mut self, now: Instant, n: NodeId, st: &Status) {
+        let p = &mut self.peers[usize::from(n.0)];
+        let seen = (st.incarnation, st.counter);
+        let changed = p.unverified.is_some_and(|o| o != seen);
+        p.unverified = Some(seen);
+        if !changed {
+            return;
+        }
+        let first = p
+            .unverified_changed
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.misscount);
+        p.unverified_changed = Some(now);
+        if first {
+            let name = self.name(n).to_string();
+            self.alerts.push_back(alert::records_unverified(&name, n.0));
+        }
+    }
+
+    /// With a cluster key, whether the MAC after the record verifies under
+    /// one of the keys held; without one, always.
+    fn record_mac_ok(&self, slot: &[u8]) -> bool {
+        if self.cfg.record_keys.is_empty() {
+            return true;
+        }
+        let Some(len) = Status::claimed_len(slot) else {
+            return false;
+        };
+        let (Some(record), Some(mac)) = (
+            slot.get(..len),
+            slot.get(len..len + icx_wire::auth::RECORD_MAC_LEN),
+        ) else {
+            return false;
+        };
+        self.cfg.record_keys.iter().any(|k| k.verify(record, mac))
+    }
+
     pub(super) fn read_slots(&mut self, now: Instant, h: FileHeader, bytes: &[u8]) {
         let me = self.cfg.me;
         for i in 1..=self.cfg.nodes {
@@ -206,6 +250,11 @@ impl Membership {
                     continue;
                 }
             };
+            if !self.record_mac_ok(slot) {
+                self.stats.records_rejected_auth += 1;
+                self.unverified_record(now, n, &st);
+                continue;
+            }
             if n == me {
                 // An earlier life of this node wrote here: take a later one.
                 if self.state == State::Joining

@@ -23,6 +23,8 @@ pub struct Opts {
     pub disktimeout: Duration,
     pub disk_latency: Duration,
     pub critical: Vec<u16>,
+    /// Voting-file record keys (a cluster key); none by default.
+    pub record_keys: Vec<icx_wire::auth::RecordKey>,
 }
 
 impl Opts {
@@ -36,6 +38,7 @@ impl Opts {
             disktimeout: Duration::from_secs(6),
             disk_latency: Duration::from_millis(2),
             critical: Vec::new(),
+            record_keys: Vec::new(),
         }
     }
 
@@ -62,6 +65,7 @@ impl Opts {
             .with_voting_files(&names);
         c.critical = self.critical.contains(&id.0);
         c.incarnation = incarnation;
+        c.record_keys = self.record_keys.clone();
         c
     }
 }

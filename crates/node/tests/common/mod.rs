@@ -44,6 +44,8 @@ pub struct Spec {
     pub misscount: &'static str,
     pub disktimeout: &'static str,
     pub critical: Vec<u16>,
+    /// More top-level config lines (cluster keys, ...).
+    pub extra: String,
 }
 
 impl Spec {
@@ -55,6 +57,7 @@ impl Spec {
             misscount: "3s",
             disktimeout: "6s",
             critical: Vec::new(),
+            extra: String::new(),
         }
     }
 }
@@ -95,7 +98,8 @@ impl Cluster {
         c
     }
 
-    fn config_text(&self) -> String {
+    /// The config file's text (tests write variants of it).
+    pub fn config_text(&self) -> String {
         let files: Vec<String> = (1..=self.spec.voting_files)
             .map(|i| format!("\"{}\"", self.dir.join(format!("shared/vote{i}")).display()))
             .collect();
@@ -107,6 +111,8 @@ impl Cluster {
             files.join(", "),
             self.dir.join("shared/data").display()
         );
+        s += &self.spec.extra;
+        s += "\n";
         for i in 1..=self.spec.nodes {
             s += &format!(
                 "\n[[node]]\nid = {i}\nname = \"rac{i}\"\ninterconnect = [\"10.98.{}.{i}:{ICX_PORT}\"]\nclient = \"127.0.0.1:{}\"\ncss_critical = {}\n",
@@ -137,6 +143,13 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: u16) {
+        let config = self.config.clone();
+        self.start_with(i, i, &config);
+    }
+
+    /// Starts `fusion-node --node id --config config` in node `i`'s
+    /// namespace (a node with a config of its own, or an impostor).
+    pub fn start_with(&mut self, i: u16, id: u16, config: &std::path::Path) {
         assert!(!self.procs.contains_key(&i), "node {i} already runs");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -147,8 +160,8 @@ impl Cluster {
             .args(["netns", "exec", &self.ns(i)])
             .arg(env!("CARGO_BIN_EXE_fusion-node"))
             .arg("--config")
-            .arg(&self.config)
-            .args(["--node", &i.to_string()])
+            .arg(config)
+            .args(["--node", &id.to_string()])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -20,6 +20,7 @@ mod recv;
 mod send;
 mod timers;
 
+use crate::auth::{Numbering, ReplayWindow};
 use crate::cc::DelayController;
 use crate::rtt::RttEstimator;
 use crate::stats::PeerStats;
@@ -196,11 +197,20 @@ pub(crate) struct Session {
 
     probe: Probe,
     probe_replies: VecDeque<ProbeRepr>,
+
+    // Authenticated frames only.
+    /// The sequence of this side's acks and probes (their nonce space).
+    pub(crate) next_ctl_seq: u64,
+    /// Anti-replay per nonce space (data, control) of the peer's current
+    /// incarnation.
+    replay: [ReplayWindow; 2],
+    /// Bytes a frame leaves for the tag.
+    tag_room: usize,
 }
 
 impl Session {
     pub(crate) fn new(cfg: &Config, path: PeerConfig) -> Self {
-        let max_udp = path.max_udp_payload();
+        let max_udp = path.max_frame(cfg);
         Session {
             peer: path.node,
             peer_incarnation: Incarnation::UNKNOWN,
@@ -246,7 +256,38 @@ impl Session {
             partial: [Partial::default(); 2],
             probe: Probe::new(),
             probe_replies: VecDeque::new(),
+            next_ctl_seq: 1,
+            replay: Default::default(),
+            tag_room: path.max_udp_payload() - max_udp,
         }
+    }
+
+    /// Whether an authenticated frame of the peer's current incarnation is
+    /// new in its nonce space (and from now on, seen).
+    pub(crate) fn accept_seq(&mut self, kind: FrameKind, seq: u64) -> bool {
+        let space = usize::from(icx_wire::auth::domain_of(kind as u8));
+        self.replay[space].accept(seq)
+    }
+
+    /// What a later session with this peer must continue from.
+    pub(crate) fn numbering(&self) -> Numbering {
+        Numbering {
+            next_seq: self.next_seq,
+            next_ctl_seq: self.next_ctl_seq,
+            peer_incarnation: self.peer_incarnation,
+            rx_top: [self.replay[0].top(), self.replay[1].top()],
+        }
+    }
+
+    /// Continues an earlier session's numbering (a peer removed and added
+    /// again): no sequence number is sent twice, none received twice.
+    pub(crate) fn resume(&mut self, n: Numbering) {
+        self.next_seq = n.next_seq;
+        self.sent_base = n.next_seq;
+        self.live_from = n.next_seq;
+        self.next_ctl_seq = n.next_ctl_seq;
+        self.peer_incarnation = n.peer_incarnation;
+        self.replay = n.rx_top.map(ReplayWindow::from_floor);
     }
 
     pub(crate) fn live_messages(&self) -> usize {
@@ -266,7 +307,7 @@ impl Session {
     /// and the path is probed again.
     pub(crate) fn set_path(&mut self, path: PeerConfig) {
         self.path = path;
-        self.max_udp = path.max_udp_payload();
+        self.max_udp = path.max_udp_payload() - self.tag_room;
         self.frag_cap = icx_wire::data_capacity(self.max_udp);
         self.probe = Probe::new();
     }
@@ -315,6 +356,8 @@ impl Session {
         self.abandon_all(LossReason::PeerRestarted, events);
         self.sent_base = self.next_seq;
         self.live_from = self.next_seq;
+        // The peer's new life numbers its frames from 1 again.
+        self.replay = Default::default();
         self.sent.clear();
         self.in_flight = [0; N];
         self.largest_acked = None;
