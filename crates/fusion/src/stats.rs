@@ -53,6 +53,25 @@ impl Histogram {
         self.0.as_ref().map_or(0, |h| h.max())
     }
 
+    /// Samples per bucket of `bounds_us` (upper bounds, ascending): the
+    /// first counts those up to `bounds_us[0]`, each next those above the
+    /// bound before and up to its own (within the histogram's 1 %), and
+    /// one more element those above the last bound.
+    pub fn bucket_counts_us(&self, bounds_us: &[u64]) -> Vec<u64> {
+        let Some(h) = self.0.as_ref() else {
+            return vec![0; bounds_us.len() + 1];
+        };
+        let mut out = Vec::with_capacity(bounds_us.len() + 1);
+        let mut below = 0u64;
+        for &b in bounds_us {
+            let upto = h.count_between(0, b.max(1)).max(below);
+            out.push(upto - below);
+            below = upto;
+        }
+        out.push(h.len().saturating_sub(below));
+        out
+    }
+
     /// The value (us) at quantile `q` (0..=1), within 1 %; 0 when empty.
     pub fn percentile_us(&self, q: f64) -> u64 {
         self.0

@@ -5,6 +5,7 @@
 mod backend;
 mod baseline;
 mod client;
+mod doctor;
 mod net;
 mod plot;
 mod proto;
@@ -111,6 +112,9 @@ enum Cmd {
     Block(RunArgs),
     /// Ping-pong over --sizes.
     Sweep(RunArgs),
+    /// Name each host-visible cause of 'gc block lost' (MOS 1674865.1):
+    /// counters and settings, probes against --peer servers; exit 1 on FAIL.
+    Doctor(doctor::DoctorArgs),
     /// Run server(s) and client on 127.0.0.1 in this process.
     Loopback {
         #[command(subcommand)]
@@ -581,6 +585,7 @@ fn main() -> ExitCode {
         Cmd::UnderLoad(a) => run_verb(Verb::UnderLoad, &a, false),
         Cmd::Block(a) => run_verb(Verb::Block, &a, false),
         Cmd::Sweep(a) => run_verb(Verb::Sweep, &a, false),
+        Cmd::Doctor(a) => doctor::run(&a).map_err(Failure::Usage),
         Cmd::Loopback { verb } => match verb {
             None => match Cli::try_parse_from(["ibench", "ping-pong"]) {
                 Ok(Cli {

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `ibench` binary on 127.0.0.1: every verb's JSON,
 //! induced loss, the baseline, CSV, hlog and plot files, bad arguments, and
-//! separate server processes (garbage datagrams, client restarts, 3-way).
+//! separate server processes (garbage datagrams, client restarts, 3-way),
+//! and `ibench doctor` against a server on loopback (its lab tests, one per
+//! cause, are in doctor_lab.rs).
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -664,6 +666,101 @@ fn the_per_core_runtime_on_both_ends() {
         "garbage must be counted on the runtime too: {out}"
     );
     holder.stop();
+}
+
+/// `ibench doctor` on loopback against `peer`, quickly.
+fn doctor_lo(peer: &str, extra: &[&str]) -> Output {
+    let mut a = vec!["doctor", "--interface", "lo", "--duration", "0.2"];
+    a.extend(["--peer", peer]);
+    a.extend(extra);
+    ibench(&a)
+}
+
+/// The check `id` of a doctor's JSON report.
+fn check_of(v: &Value, id: &str) -> Value {
+    v["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no check {id} in {v}"))
+        .clone()
+}
+
+/// Asserts check `id` of `v` reads `status`, and its evidence has `has`.
+fn check_reads(v: &Value, id: &str, status: &str, has: &str) {
+    let c = check_of(v, id);
+    assert_eq!(c["status"], status, "{c}");
+    assert!(c["evidence"].as_str().unwrap().contains(has), "{c}");
+}
+
+/// `ibench doctor --json` against a server process on loopback: every
+/// check reported once with a known status, the probes answered, and the
+/// exit status 1 exactly when a check FAILs.
+#[test]
+fn doctor_against_a_loopback_server() {
+    let srv = ServerProc::start(1);
+    let o = doctor_lo(&srv.addr, &["--json"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["verb"], "doctor");
+    assert_eq!(v["peers"][0], srv.addr.as_str());
+    let checks = v["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 14);
+    let mut ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 14, "ids repeat: {ids:?}");
+    for c in checks {
+        let s = c["status"].as_str().unwrap();
+        assert!(["OK", "WARN", "FAIL", "N/A"].contains(&s), "{c}");
+        assert!(!c["evidence"].as_str().unwrap().is_empty(), "{c}");
+        let quiet = s == "OK" || s == "N/A";
+        assert_eq!(c["remedy"].as_str().unwrap().is_empty(), quiet, "{c}");
+    }
+    // Loopback carries a full-size datagram both ways, in one hop.
+    check_reads(&v, "mtu_mismatch", "OK", "back only answered");
+    check_reads(&v, "hops", "OK", "TTL-1 ping answered");
+    assert!(check_of(&v, "ip_reassembly")["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("64 received"));
+    let failed = checks.iter().any(|c| c["status"] == "FAIL");
+    assert_eq!(o.status.code(), Some(if failed { 1 } else { 0 }), "{text}");
+    // The text form: one line per check and a summary.
+    let o = doctor_lo(&srv.addr, &[]);
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(t.lines().count(), 15, "{t}");
+    assert!(t.starts_with("udp_rx_overflow "), "{t}");
+    assert!(
+        t.lines().last().unwrap().starts_with("ibench doctor: "),
+        "{t}"
+    );
+}
+
+#[test]
+fn doctor_with_a_silent_peer_and_bad_arguments() {
+    // A bound port whose PORT+1 (the one probed) is bound too, so nothing
+    // answers, not even with a port-unreachable.
+    let (peer, _s, _b) = (0..50)
+        .find_map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let p = s.local_addr().ok()?;
+            let b = UdpSocket::bind(("127.0.0.1", p.port().checked_add(1)?)).ok()?;
+            Some((p, s, b))
+        })
+        .expect("a free pair of UDP ports on 127.0.0.1");
+    let o = doctor_lo(&peer.to_string(), &["--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    check_reads(&v, "mtu_mismatch", "N/A", "small no answer");
+    check_reads(&v, "hops", "N/A", "peer not answering");
+    check_reads(&v, "firewall", "WARN", "no answer from");
+    fails_with(&["doctor", "--duration", "0"], "--duration 0 must be");
+    fails_with(
+        &["doctor", "--peer", "not-an-address"],
+        "cannot parse --peer",
+    );
+    let mtu = ["doctor", "--peer", "127.0.0.1:9", "--mtu", "10"];
+    fails_with(&mtu, "--mtu 10 is too small");
 }
 
 /// A key file of 32 random-looking bytes as hex, with `mode`.

@@ -466,6 +466,16 @@ impl Node {
         }
         let mut peers: Vec<_> = snap.cores.iter().flat_map(|c| c.peers.iter()).collect();
         peers.sort_by_key(|(n, _)| *n);
+        // icx's own losses, next to the host's (deltas since the start).
+        let sum =
+            |g: fn(&icx_transport::PeerStats) -> u64| peers.iter().map(|(_, p)| g(p)).sum::<u64>();
+        f.kv("icx_lost", sum(|p| p.lost));
+        f.kv("icx_retransmitted", sum(|p| p.retransmitted));
+        f.kv("icx_corrupt", sum(|p| p.corrupt));
+        f.kv("icx_rejected", sum(|p| p.rejected) + ep.rejected());
+        for (name, d) in self.host.since_start() {
+            f.kv(&format!("host_{name}"), d);
+        }
         f.kv("peers", peers.len());
         for (n, p) in peers {
             let addr = snap

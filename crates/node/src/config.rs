@@ -48,6 +48,8 @@ pub struct ClusterConfig {
     pub keys: Option<crate::keys::KeyConfig>,
     /// Sorted by id.
     pub nodes: Vec<NodeConfig>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,6 +243,8 @@ struct RawConfig {
     timeout: Option<String>,
     #[serde(default)]
     protected_mode: Option<bool>,
+    #[serde(default)]
+    metrics: Option<String>,
     #[serde(default)]
     cluster_key_file: Option<String>,
     #[serde(default)]
@@ -443,6 +447,10 @@ impl ClusterConfig {
             });
         }
         nodes.sort_by_key(|n| n.id);
+        let metrics = match raw.metrics.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(parse_addr(a).map_err(|e| err("metrics", e))?),
+        };
         let keys = crate::keys::parse(
             &crate::keys::RawKeys {
                 key_file: raw.cluster_key_file.as_deref(),
@@ -475,6 +483,7 @@ impl ClusterConfig {
             clients,
             keys,
             nodes,
+            metrics,
         })
     }
 

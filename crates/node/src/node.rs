@@ -11,6 +11,7 @@
 use crate::alertlog::AlertLog;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::data::Data;
+use crate::hostwatch::HostWatch;
 use crate::resp::{Request, RespServer, RespStats};
 use crate::vote::VoteIo;
 use crate::Wake;
@@ -91,6 +92,10 @@ pub struct Node {
     state_path: PathBuf,
     pub(crate) fences: u64,
     pub(crate) restarts: u64,
+    /// The host's UDP/IP loss counters since the start (INFO, alerts).
+    pub(crate) host: HostWatch,
+    /// Prometheus scrapes, with `metrics` in the config.
+    pub(crate) metrics: Option<crate::metrics::MetricsServer>,
     /// Frames failing authentication: when last looked at, the count then,
     /// and when the alert was last raised.
     auth_watch: (Instant, u64, Option<Instant>),
@@ -165,6 +170,13 @@ impl Node {
         let (resp, requests) = RespServer::start(node.client, cfg.clients.clone(), wake.clone())
             .map_err(|e| format!("client address {}: {e}", node.client))?;
 
+        let metrics = match cfg.metrics {
+            Some(a) => Some(
+                crate::metrics::MetricsServer::start(a, wake.clone())
+                    .map_err(|e| format!("metrics address {a}: {e}"))?,
+            ),
+            None => None,
+        };
         let signals = Arc::new(AtomicU32::new(0));
         spawn_signal_thread(signals.clone(), wake)?;
 
@@ -213,6 +225,8 @@ impl Node {
             state_path,
             fences: 0,
             restarts: 0,
+            host: HostWatch::new(),
+            metrics,
             auth_watch: (Instant::ZERO, 0, None),
         })
     }
@@ -269,7 +283,11 @@ impl Node {
             busy |= self.drain_membership()?;
             busy |= self.serve_requests();
             busy |= self.pump_data();
+            busy |= self.serve_metrics();
             drop(hold);
+            for a in self.host.poll(std::time::Instant::now()) {
+                self.alerts.write(&a);
+            }
             self.watch_auth();
             if let Some(exit) = self.check_signals() {
                 return Ok(exit);

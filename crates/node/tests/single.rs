@@ -95,21 +95,7 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use icx_testkit::ports::{free_tcp_port as free_port, free_udp_port};
 
 /// Sends one command as a RESP array; the reply, flattened to text.
 fn command(s: &mut TcpStream, args: &[&str]) -> String {

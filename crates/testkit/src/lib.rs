@@ -21,6 +21,7 @@ pub mod exchange;
 pub mod garbage;
 pub mod lab;
 pub mod plan;
+pub mod ports;
 pub mod sock;
 pub mod tmp;
 pub mod toy;

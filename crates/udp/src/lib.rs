@@ -11,6 +11,7 @@
 //! Linux only: it relies on `sendmmsg`, `recvmmsg`, `ppoll`, SO_REUSEPORT,
 //! SO_*BUFFORCE and IP(V6)_MTU_DISCOVER.
 
+pub mod host;
 #[cfg(target_os = "linux")]
 mod mtu;
 #[cfg(target_os = "linux")]

@@ -605,19 +605,7 @@ impl SocketBackend {
     /// Reads back the path-MTU mode: true when the socket sends with DF set
     /// and never fragments (IP(V6)_PMTUDISC_DO).
     pub fn dont_fragment(&self) -> io::Result<bool> {
-        let (level, opt, want) = if self.v6 {
-            (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_DO,
-            )
-        } else {
-            (
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_DO,
-            )
-        };
+        let (level, opt, want) = sys::dont_fragment_opt(self.v6);
         Ok(sys::get_int(self.normal.fd.as_raw_fd(), level, opt)? == want)
     }
 

@@ -36,6 +36,25 @@ pub(crate) fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The socket option that sets DF on every datagram and never fragments
+/// (`IP(V6)_PMTUDISC_DO`): (level, option, value) for an IPv6 or IPv4
+/// socket.
+pub fn dont_fragment_opt(v6: bool) -> (libc::c_int, libc::c_int, libc::c_int) {
+    if v6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    }
+}
+
 pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
     // SAFETY: the option value points at a live c_int and its exact size is passed.
     check(unsafe {
@@ -50,7 +69,7 @@ pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int)
     .map(drop)
 }
 
-pub(crate) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+pub fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `v` and `len` are live locals; the kernel writes at most `len` bytes.
