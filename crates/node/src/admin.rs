@@ -52,6 +52,7 @@ const SETTINGS: &[&str] = &[
     "cluster_next_key_id",
     "cluster_cipher",
     "encrypt",
+    "metrics",
 ];
 
 /// How long INFO waits for the transport's per-peer snapshot.
@@ -235,6 +236,7 @@ impl Node {
                 .map_or_else(String::new, |i| i.0.to_string()),
             "cluster_cipher" => k.map_or_else(String::new, |k| k.ring.cipher.name().into()),
             "encrypt" => yes_no(k.is_some_and(|k| k.encrypt)).into(),
+            "metrics" => c.metrics.map_or_else(String::new, |a| a.to_string()),
             _ => String::new(),
         }
     }

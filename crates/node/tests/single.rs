@@ -219,6 +219,14 @@ fn admin_commands_hostile_clients_and_shutdown() {
         "gc_remaster_threshold\n32\ngc_remaster_window\n30s"
     );
     assert_eq!(command(&mut s, &["CONFIG", "GET", "requirepass"]), "");
+    // Unset settings read empty, as Redis shows an empty value.
+    assert_eq!(
+        command(
+            &mut s,
+            &["CONFIG", "GET", "metrics", "encrypt", "cluster_key_file"]
+        ),
+        "cluster_key_file\n\nencrypt\nno\nmetrics\n"
+    );
     assert!(command(&mut s, &["CONFIG", "SET", "misscount", "5s"])
         .starts_with("-ERR CONFIG SET 'misscount' is not settable"));
     assert!(command(&mut s, &["CONFIG", "SET", "css_critical", "maybe"])
