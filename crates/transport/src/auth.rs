@@ -70,51 +70,6 @@ impl AuthState {
         self.rx.clear();
     }
 
-    fn tx_key(&mut self, cfg: &Config, peer: NodeId) -> &FrameKey {
-        let ring = &self.ring;
-        self.tx.entry(peer).or_insert_with(|| {
-            let id = ring.send_id();
-            // The send id is always held (Keyring keeps it so).
-            let master = ring
-                .get(id)
-                .unwrap_or_else(|| unreachable!("send key held"));
-            FrameKey::derive(
-                master,
-                id,
-                ring.cipher,
-                Direction {
-                    cluster: cfg.cluster,
-                    src: cfg.node,
-                    dst: peer,
-                    src_incarnation: cfg.incarnation,
-                },
-            )
-        })
-    }
-
-    fn rx_key(&mut self, cfg: &Config, datagram: &[u8]) -> Result<&FrameKey, Refusal> {
-        let (id, cipher) = auth::auth_field(datagram).ok_or(Refusal::Unauthenticated)?;
-        let master = self.ring.get(id).ok_or(Refusal::Unauthenticated)?;
-        let frame = icx_wire::Frame::new_unchecked(datagram);
-        let (src, inc) = (frame.src(), frame.src_incarnation());
-        if self.rx.len() >= RX_CACHE && !self.rx.contains_key(&(src, inc, id, cipher)) {
-            self.rx.clear();
-        }
-        Ok(self.rx.entry((src, inc, id, cipher)).or_insert_with(|| {
-            FrameKey::derive(
-                master,
-                id,
-                cipher,
-                Direction {
-                    cluster: cfg.cluster,
-                    src,
-                    dst: cfg.node,
-                    src_incarnation: inc,
-                },
-            )
-        }))
-    }
-
     /// Checks an authenticated datagram (whose header the caller checked).
     /// Returns the length of the frame proper; an encrypted one has been
     /// decrypted into `self.scratch` (the caller reads it from there).
@@ -128,25 +83,19 @@ impl AuthState {
         if datagram.len() < header_len + TAG_LEN {
             return Err(Refusal::Unauthenticated);
         }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut tag_scratch = std::mem::take(&mut self.tag_scratch);
-        let r = (|| {
-            let key = self.rx_key(cfg, datagram)?;
-            let r = if encrypted {
-                scratch.clear();
-                scratch.extend_from_slice(datagram);
-                key.open_in_place(&mut scratch, header_len)
-            } else {
-                key.open(datagram, header_len, &mut tag_scratch)
-            };
-            r.map_err(|e| match e {
-                AuthError::BadTag => Refusal::BadTag,
-                AuthError::NotAuthenticated => Refusal::Unauthenticated,
-            })
-        })();
-        self.scratch = scratch;
-        self.tag_scratch = tag_scratch;
-        r.map(|()| (datagram.len() - TAG_LEN, encrypted))
+        let key = rx_key(&mut self.rx, &self.ring, cfg, datagram)?;
+        let r = if encrypted {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(datagram);
+            key.open_in_place(&mut self.scratch, header_len)
+        } else {
+            key.open(datagram, header_len, &mut self.tag_scratch)
+        };
+        r.map_err(|e| match e {
+            AuthError::BadTag => Refusal::BadTag,
+            AuthError::NotAuthenticated => Refusal::Unauthenticated,
+        })?;
+        Ok((datagram.len() - TAG_LEN, encrypted))
     }
 
     /// Seals a frame: numbers a control frame from `ctl_seq` (data frames
@@ -161,31 +110,13 @@ impl AuthState {
         mut t: Transmit,
     ) -> Option<Transmit> {
         let encrypt = self.ring.encrypt;
-        let hl = t.header.len();
-        let plen = t.payload.len();
+        let (hl, plen) = (t.header.len(), t.payload.len());
         let total = hl + plen + TAG_LEN;
         if auth::number_control_frame(t.header.as_mut_slice(), *ctl_seq) {
             *ctl_seq += 1;
         }
-        let mut scratch = std::mem::take(&mut self.tag_scratch);
-        let r = self.seal_into(cfg, pool, t, hl, plen, total, encrypt, &mut scratch);
-        self.tag_scratch = scratch;
-        r
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn seal_into(
-        &mut self,
-        cfg: &Config,
-        pool: &BufferPool,
-        mut t: Transmit,
-        hl: usize,
-        plen: usize,
-        total: usize,
-        encrypt: bool,
-        scratch: &mut Vec<u8>,
-    ) -> Option<Transmit> {
-        let key = self.tx_key(cfg, t.peer);
+        let key = tx_key(&mut self.tx, &self.ring, cfg, t.peer);
+        let scratch = &mut self.tag_scratch;
         if total <= HEADER_INLINE_CAP {
             let mut h = HeaderBuf::with_len(total)?;
             let b = h.as_mut_slice();
@@ -203,6 +134,53 @@ impl AuthState {
         t.header.as_mut_slice().copy_from_slice(&buf[..hl]);
         t.payload = Payload::new(buf.freeze(), hl, plen + TAG_LEN)?;
         Some(t)
+    }
+}
+
+/// The key this node seals frames to `peer` with, derived on first use.
+fn tx_key<'a>(
+    tx: &'a mut HashMap<NodeId, FrameKey>,
+    ring: &Keyring,
+    cfg: &Config,
+    peer: NodeId,
+) -> &'a FrameKey {
+    tx.entry(peer).or_insert_with(|| {
+        let id = ring.send_id();
+        // The send id is always held (Keyring keeps it so).
+        let master = ring
+            .get(id)
+            .unwrap_or_else(|| unreachable!("send key held"));
+        let dir = direction(cfg, cfg.node, peer, cfg.incarnation);
+        FrameKey::derive(master, id, ring.cipher, dir)
+    })
+}
+
+/// The key a received datagram claims to be sealed with, derived on first
+/// use (the cache is cleared when full).
+fn rx_key<'a>(
+    rx: &'a mut HashMap<RxKey, FrameKey>,
+    ring: &Keyring,
+    cfg: &Config,
+    datagram: &[u8],
+) -> Result<&'a FrameKey, Refusal> {
+    let (id, cipher) = auth::auth_field(datagram).ok_or(Refusal::Unauthenticated)?;
+    let master = ring.get(id).ok_or(Refusal::Unauthenticated)?;
+    let frame = icx_wire::Frame::new_unchecked(datagram);
+    let k = (frame.src(), frame.src_incarnation(), id, cipher);
+    if rx.len() >= RX_CACHE && !rx.contains_key(&k) {
+        rx.clear();
+    }
+    Ok(rx.entry(k).or_insert_with(|| {
+        FrameKey::derive(master, id, cipher, direction(cfg, k.0, cfg.node, k.1))
+    }))
+}
+
+fn direction(cfg: &Config, src: NodeId, dst: NodeId, src_incarnation: Incarnation) -> Direction {
+    Direction {
+        cluster: cfg.cluster,
+        src,
+        dst,
+        src_incarnation,
     }
 }
 
