@@ -180,6 +180,10 @@ impl Payload {
     }
 }
 
+/// Interconnect links (private networks, NICs) a node may have to one
+/// peer: as many as Oracle HAIP spreads over.
+pub const MAX_LINKS: usize = 4;
+
 /// One outgoing datagram: `header ++ payload`, to `dst`, on `lane`.
 #[derive(Clone, Debug)]
 pub struct TxFrame {
@@ -187,6 +191,10 @@ pub struct TxFrame {
     /// The queue it leaves from; a backend without an urgent lane sends
     /// every frame from its one socket.
     pub lane: Lane,
+    /// The interconnect link (private network) it leaves by, 0 to
+    /// [`MAX_LINKS`] - 1: a backend with a socket or port per link sends
+    /// it from that link's; a backend with one sends every frame from it.
+    pub link: u8,
     pub header: HeaderBuf,
     pub payload: Payload,
 }
@@ -222,6 +230,8 @@ pub struct RxDatagram<'a> {
     /// The queue it arrived on ([`Lane::Normal`] on a backend without an
     /// urgent lane).
     pub lane: Lane,
+    /// The link it arrived by (0 on a backend with one link).
+    pub link: u8,
     pub data: &'a [u8],
 }
 

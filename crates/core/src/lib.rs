@@ -17,7 +17,7 @@ pub mod time;
 
 pub use backend::{
     Backend, Capabilities, HeaderBuf, Lane, Payload, RxDatagram, TxBatch, TxFrame, Wake,
-    HEADER_INLINE_CAP,
+    HEADER_INLINE_CAP, MAX_LINKS,
 };
 pub use id::{owner_core, Channel, ClusterId, Incarnation, NodeId, OWNER_HASH_MUL};
 pub use ip::{

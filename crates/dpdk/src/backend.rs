@@ -987,6 +987,7 @@ impl DpdkBackend {
                         src: SocketAddr::V4(SocketAddrV4::new(src_ip, src_port)),
                         // One lane: the port's queue is a FIFO for every frame.
                         lane: icx_core::Lane::Normal,
+                        link: 0,
                         data: payload,
                     });
                     delivered = true;

@@ -784,6 +784,7 @@ mod tests {
         batch.push_back(icx_core::TxFrame {
             dst: addr(1),
             lane: icx_core::Lane::Normal,
+            link: 0,
             header,
             payload: icx_core::Payload::EMPTY,
         });

@@ -312,6 +312,7 @@ impl<B: Backend> FaultInjector<B> {
                 f(RxDatagram {
                     src: d.src,
                     lane: d.lane,
+                    link: 0,
                     data: &scratch[..],
                 });
             } else {
@@ -438,6 +439,7 @@ mod tests {
         TxFrame {
             dst,
             lane: icx_core::Lane::Normal,
+            link: 0,
             header,
             payload: Payload::EMPTY,
         }
@@ -566,6 +568,7 @@ mod tests {
             batch.push_back(TxFrame {
                 dst: b.local_addr(),
                 lane: icx_core::Lane::Normal,
+                link: 0,
                 header: header.clone(),
                 payload: Payload::new(buf.clone(), 0, body.len()).unwrap(),
             });

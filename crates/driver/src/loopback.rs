@@ -458,6 +458,7 @@ impl LoopbackBackend {
             f(RxDatagram {
                 src: q.src,
                 lane,
+                link: 0,
                 data: &q.buf,
             });
             *n += 1;
@@ -627,6 +628,7 @@ mod tests {
         TxFrame {
             dst,
             lane: icx_core::Lane::Normal,
+            link: 0,
             header,
             payload,
         }

@@ -406,6 +406,7 @@ impl Backend for InjectOnSend {
                 b.push_back(icx_core::TxFrame {
                     dst: self.inner.local_addr(),
                     lane: icx_core::Lane::Urgent,
+                    link: 0,
                     header: icx_testkit::sock::header(
                         &d[..d.len().min(icx_core::HEADER_INLINE_CAP)],
                     ),

@@ -105,6 +105,7 @@ pub fn assert_send_recv_allocate_nothing<B: Backend>(mut a: B, mut b: B, reap: b
     let template = TxFrame {
         dst: b.local_addr(),
         lane: icx_core::Lane::Normal,
+        link: 0,
         header,
         payload: Payload::new(body, 0, 8000).unwrap(),
     };

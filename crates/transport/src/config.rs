@@ -2,7 +2,7 @@
 //! configuring and sending.
 
 use crate::CcConfig;
-use icx_core::{Channel, ClusterId, Duration, Incarnation, NodeId};
+use icx_core::{Channel, ClusterId, Duration, Incarnation, NodeId, MAX_LINKS};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -64,6 +64,52 @@ pub struct Config {
     /// then refused. Fixed for the endpoint's life; its keys can change
     /// ([`crate::Endpoint::set_keyring`]).
     pub auth: Option<icx_wire::Keyring>,
+    /// How traffic uses a peer's links when it has several.
+    pub link_mode: LinkMode,
+    /// Interval of the keepalive probe each link of a multi-link peer
+    /// sends, answered on the link it came by.
+    pub link_probe_interval: Duration,
+    /// A link whose keepalives go unanswered this long is taken out of
+    /// service: its frames in flight are sent again by the others.
+    pub link_timeout: Duration,
+    /// Answered keepalives in a row a failed link needs before it carries
+    /// traffic again; each failure soon after a readmission doubles it
+    /// (damping, up to [`MAX_LINK_DAMPING`] times), so a flapping link
+    /// cannot start a retransmission storm.
+    pub link_up_probes: u32,
+}
+
+/// The most a flapping link's readmission run is multiplied by.
+pub const MAX_LINK_DAMPING: u32 = 32;
+
+/// How a peer's links share its traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkMode {
+    /// The healthy link of highest priority carries everything (ties go to
+    /// the lowest link number); the others stand by, probed.
+    #[default]
+    ActivePassive,
+    /// Every healthy link carries traffic, in proportion to its weight
+    /// over its RTT.
+    Spread,
+}
+
+impl LinkMode {
+    /// The name config files and command lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkMode::ActivePassive => "active-passive",
+            LinkMode::Spread => "spread",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LinkMode> {
+        match s {
+            "active-passive" | "ap" => Some(LinkMode::ActivePassive),
+            "spread" => Some(LinkMode::Spread),
+            _ => None,
+        }
+    }
 }
 
 /// The path assumed for peers learnt from their first frame.
@@ -102,6 +148,10 @@ impl Config {
             accept_unknown: None,
             max_peers: 1024,
             auth: None,
+            link_mode: LinkMode::ActivePassive,
+            link_probe_interval: Duration::from_millis(100),
+            link_timeout: Duration::from_millis(300),
+            link_up_probes: 3,
         }
     }
 
@@ -125,6 +175,14 @@ impl Config {
                 "cc.min_window and cc.base_rtt_window must be > 0",
             ));
         }
+        if self.link_probe_interval.is_zero() || self.link_timeout < self.link_probe_interval {
+            return Err(ConfigError::Invalid(
+                "link_probe_interval must be > 0 and at most link_timeout",
+            ));
+        }
+        if self.link_up_probes == 0 {
+            return Err(ConfigError::Invalid("link_up_probes must be > 0"));
+        }
         if self.min_rto > self.max_rto {
             return Err(ConfigError::Invalid("min_rto above max_rto"));
         }
@@ -132,13 +190,57 @@ impl Config {
     }
 }
 
-/// A peer and the path to it.
+/// One interconnect link to a peer: a private network with a path of its
+/// own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerConfig {
-    pub node: NodeId,
+pub struct LinkConfig {
     /// Path MTU at the IP layer (1500, 9000, ...).
     pub mtu: usize,
     pub ipv6: bool,
+    /// Active/passive: the healthy link of highest priority carries the
+    /// traffic.
+    pub priority: u8,
+    /// Spreading: the link's capacity relative to the others' (1 each by
+    /// default).
+    pub weight: u32,
+}
+
+impl LinkConfig {
+    pub fn new(mtu: usize, ipv6: bool) -> Self {
+        LinkConfig {
+            mtu,
+            ipv6,
+            priority: 0,
+            weight: 1,
+        }
+    }
+
+    fn path(&self, node: NodeId) -> PeerConfig {
+        PeerConfig {
+            node,
+            mtu: self.mtu,
+            ipv6: self.ipv6,
+            links: Links::default(),
+        }
+    }
+}
+
+/// A peer's links beyond the default single one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Links {
+    n: u8,
+    l: [Option<LinkConfig>; MAX_LINKS],
+}
+
+/// A peer and the path to it: one link of `mtu` unless
+/// [`PeerConfig::with_links`] gave it several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub node: NodeId,
+    /// Path MTU at the IP layer (1500, 9000, ...); link 0's with several.
+    pub mtu: usize,
+    pub ipv6: bool,
+    pub links: Links,
 }
 
 impl PeerConfig {
@@ -147,16 +249,63 @@ impl PeerConfig {
             node,
             mtu,
             ipv6: false,
+            links: Links::default(),
         }
     }
 
     /// Picks the IP version from the peer's address.
     pub fn for_addr(node: NodeId, mtu: usize, addr: SocketAddr) -> Self {
         PeerConfig {
-            node,
-            mtu,
             ipv6: addr.is_ipv6(),
+            ..PeerConfig::new(node, mtu)
         }
+    }
+
+    /// The peer reached over several links (1 to [`MAX_LINKS`]), link 0
+    /// first; `mtu` and `ipv6` become link 0's.
+    pub fn with_links(mut self, links: &[LinkConfig]) -> Result<Self, ConfigError> {
+        if links.is_empty() || links.len() > MAX_LINKS {
+            return Err(ConfigError::Invalid("a peer has 1 to 4 links"));
+        }
+        let mut l = [None; MAX_LINKS];
+        for (i, c) in links.iter().enumerate() {
+            c.path(self.node).check_mtu()?;
+            l[i] = Some(*c);
+        }
+        self.links = Links {
+            n: links.len() as u8,
+            l,
+        };
+        self.mtu = links[0].mtu;
+        self.ipv6 = links[0].ipv6;
+        Ok(self)
+    }
+
+    /// How many links reach the peer.
+    pub fn link_count(&self) -> usize {
+        usize::from(self.links.n).max(1)
+    }
+
+    /// Link `i`'s settings.
+    pub fn link(&self, i: usize) -> Option<LinkConfig> {
+        if self.links.n == 0 {
+            return (i == 0).then(|| LinkConfig::new(self.mtu, self.ipv6));
+        }
+        self.links.l.get(i).copied().flatten()
+    }
+
+    /// Link `i`'s path as a single-link config (for its MTU arithmetic).
+    pub fn link_path(&self, i: usize) -> Option<PeerConfig> {
+        self.link(i).map(|l| l.path(self.node))
+    }
+
+    /// The same links with every link's MTU set to `mtu`.
+    pub fn with_mtu(mut self, mtu: usize) -> Self {
+        self.mtu = mtu;
+        for l in self.links.l.iter_mut().flatten() {
+            l.mtu = mtu;
+        }
+        self
     }
 
     /// Largest UDP payload on this path.

@@ -43,7 +43,10 @@ use std::fmt;
 use std::net::SocketAddr;
 
 pub use cc::CcConfig;
-pub use config::{Config, ConfigError, PeerConfig, PeerTemplate, SendError};
+pub use config::{
+    Config, ConfigError, LinkConfig, LinkMode, Links, PeerConfig, PeerTemplate, SendError,
+    MAX_LINK_DAMPING,
+};
 pub use stats::{EndpointStats, PeerStats, RttHistogram};
 
 /// Why a message was given up.
@@ -112,10 +115,13 @@ pub enum Event {
     },
 }
 
-/// A datagram to send to `peer`: `header ++ payload`.
+/// A datagram to send to `peer` by `link`: `header ++ payload`.
 #[derive(Debug, Clone)]
 pub struct Transmit {
     pub peer: NodeId,
+    /// Which of the peer's links ([`PeerConfig::with_links`]) it goes by;
+    /// 0 for a single-link peer.
+    pub link: u8,
     pub header: HeaderBuf,
     pub payload: Payload,
 }
@@ -139,6 +145,7 @@ impl Transmit {
         TxFrame {
             dst,
             lane: self.lane(),
+            link: self.link,
             header: self.header,
             payload: self.payload,
         }
@@ -605,10 +612,7 @@ impl Endpoint {
         let Some(i) = self.find(peer) else {
             return Err(ConfigError::UnknownPeer(peer));
         };
-        let p = PeerConfig {
-            mtu,
-            ..self.sessions[i].path()
-        };
+        let p = self.sessions[i].path().with_mtu(mtu);
         self.check_path(&p)?;
         self.sessions[i].set_path(p);
         self.touched(i);

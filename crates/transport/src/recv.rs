@@ -13,6 +13,19 @@ impl Endpoint {
     /// frame seen before (a replay). Returns the sending node when the frame
     /// was accepted, so a driver can learn its address.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Option<NodeId> {
+        self.handle_datagram_on(now, 0, datagram)
+    }
+
+    /// [`Endpoint::handle_datagram`] for a datagram that arrived by `link`
+    /// (a multi-link peer's: it proves that link alive, and probes on it
+    /// are answered on it).
+    pub fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        link: u8,
+        datagram: &[u8],
+    ) -> Option<NodeId> {
+        let _ = link;
         self.stats.datagrams += 1;
         let frame = match Frame::new_checked(datagram) {
             Ok(f) => f,
@@ -114,9 +127,8 @@ impl Endpoint {
                             && h.src_incarnation != Incarnation::UNKNOWN =>
                     {
                         self.add_peer(PeerConfig {
-                            node: h.src,
-                            mtu: t.mtu,
                             ipv6: t.ipv6,
+                            ..PeerConfig::new(h.src, t.mtu)
                         })
                         .is_ok()
                     }

@@ -744,6 +744,7 @@ fn recv_on(
             f(RxDatagram {
                 src,
                 lane,
+                link: 0,
                 data: &rx.buf[start..start + len],
             });
             handed += 1;

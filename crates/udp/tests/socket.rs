@@ -32,6 +32,7 @@ fn frame(pool: &BufferPool, dst: SocketAddr, hdr: &[u8], body: &[u8]) -> TxFrame
     TxFrame {
         dst,
         lane: icx_core::Lane::Normal,
+        link: 0,
         header,
         payload,
     }

@@ -864,6 +864,7 @@ impl UringBackend {
             f(RxDatagram {
                 src: c.src,
                 lane,
+                link: 0,
                 data: &[],
             });
             c.handed_any = true;
@@ -875,6 +876,7 @@ impl UringBackend {
             f(RxDatagram {
                 src: c.src,
                 lane,
+                link: 0,
                 data: &data[c.next..c.next + l],
             });
             c.next += l;

@@ -52,6 +52,7 @@ fn block_frames(
             TxFrame {
                 dst,
                 lane: icx_core::Lane::Normal,
+                link: 0,
                 header: header(&h),
                 payload: Payload::new(block.clone(), off, n).unwrap(),
             }
@@ -125,6 +126,7 @@ fn ping(addr: &str, c: impl Fn(UringConfig) -> UringConfig) {
         batch.push_back(TxFrame {
             dst,
             lane: icx_core::Lane::Normal,
+            link: 0,
             header: header(&[i as u8; 3]),
             payload,
         });
@@ -146,6 +148,7 @@ fn ping(addr: &str, c: impl Fn(UringConfig) -> UringConfig) {
     back.push_back(TxFrame {
         dst: a.local_addr(),
         lane: icx_core::Lane::Normal,
+        link: 0,
         header: header(b"pong"),
         payload: Payload::EMPTY,
     });
@@ -377,6 +380,7 @@ fn forced_sockets_and_env() {
     batch.push_back(TxFrame {
         dst: b.local_addr(),
         lane: icx_core::Lane::Normal,
+        link: 0,
         header: header(b"hello"),
         payload: Payload::EMPTY,
     });
@@ -523,6 +527,7 @@ fn urgent_first(c: impl Fn(UringConfig) -> UringConfig) {
         batch.push_back(TxFrame {
             dst,
             lane: Lane::Normal,
+            link: 0,
             header: header(&icx_like(1, 2, i)),
             payload: Payload::new(block.clone(), 0, 1200).unwrap(),
         });
@@ -531,6 +536,7 @@ fn urgent_first(c: impl Fn(UringConfig) -> UringConfig) {
         batch.push_back(TxFrame {
             dst,
             lane: Lane::Urgent,
+            link: 0,
             header: header(&icx_like(k, ch, tag)),
             payload: Payload::EMPTY,
         });
@@ -613,6 +619,7 @@ fn urgent_lane_with_a_peer_that_has_none() {
             batch.push_back(TxFrame {
                 dst,
                 lane,
+                link: 0,
                 header: header(&icx_like(k, ch, tag)),
                 payload: Payload::EMPTY,
             });

@@ -36,6 +36,7 @@ fn run(zc: ZeroCopy, frag: usize, segs: usize, sends: usize) -> (f64, u64, u64) 
                 batch.push_back(TxFrame {
                     dst,
                     lane: icx_core::Lane::Normal,
+                    link: 0,
                     header: HeaderBuf::with_len(64).unwrap(),
                     payload: Payload::new(block.clone(), i * frag, frag).unwrap(),
                 });

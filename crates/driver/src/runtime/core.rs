@@ -195,9 +195,8 @@ impl<B: Backend> Core<B> {
         let caps = backend.capabilities();
         if let Some(t) = endpoint.config().accept_unknown {
             let p = PeerConfig {
-                node: endpoint.config().node,
-                mtu: t.mtu,
                 ipv6: t.ipv6,
+                ..PeerConfig::new(endpoint.config().node, t.mtu)
             };
             check_backend_mtu(&p, caps.max_udp_payload).map_err(|e| {
                 invalid(format!(

@@ -141,7 +141,10 @@ impl Members {
             .peers
             .get(&node)
             .ok_or(ConfigError::UnknownPeer(node))?;
-        let p = PeerConfig { node, mtu, ipv6 };
+        let p = PeerConfig {
+            ipv6,
+            ..PeerConfig::new(node, mtu)
+        };
         let core = icx_core::owner_core(node, self.cores);
         p.check_mtu()?;
         check_backend_mtu(&p, max_udp[core])?;

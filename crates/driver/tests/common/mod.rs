@@ -170,6 +170,7 @@ pub fn reuseport_choice(from: &mut SocketBackend, to: &mut [SocketBackend]) -> u
     batch.push_back(TxFrame {
         dst,
         lane: icx_core::Lane::Normal,
+        link: 0,
         header,
         payload: Payload::EMPTY,
     });

@@ -150,6 +150,7 @@ impl Session {
         let _ = repr.emit(header.as_mut_slice(), payload.as_slice());
         Transmit {
             peer: self.peer,
+            link: 0,
             header,
             payload,
         }

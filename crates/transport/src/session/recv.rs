@@ -264,6 +264,7 @@ impl Session {
         self.stats.acks_sent += 1;
         Transmit {
             peer: self.peer,
+            link: 0,
             header,
             payload: Payload::EMPTY,
         }

@@ -216,6 +216,7 @@ impl Session {
         self.stats.bytes_sent += len as u64;
         Transmit {
             peer: self.peer,
+            link: 0,
             header,
             payload,
         }
