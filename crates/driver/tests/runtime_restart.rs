@@ -52,7 +52,11 @@ impl Tally {
                 ..
             }
             | NodeEvent::Transport {
-                event: Event::PeerAdded { .. } | Event::PeerRemoved { .. },
+                event:
+                    Event::PeerAdded { .. }
+                    | Event::PeerRemoved { .. }
+                    | Event::LinkDown { .. }
+                    | Event::LinkUp { .. },
                 ..
             } => panic!("{e:?}"),
             NodeEvent::Transport {

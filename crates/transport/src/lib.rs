@@ -47,7 +47,7 @@ pub use config::{
     Config, ConfigError, LinkConfig, LinkMode, Links, PeerConfig, PeerTemplate, SendError,
     MAX_LINK_DAMPING,
 };
-pub use stats::{EndpointStats, PeerStats, RttHistogram};
+pub use stats::{EndpointStats, LinkState, LinkStats, PeerStats, RttHistogram};
 
 /// Why a message was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +105,13 @@ pub enum Event {
         mtu: usize,
         max_udp_payload: usize,
     },
+    /// A link of a multi-link peer was taken out of service: its keepalives
+    /// went unanswered for `link_timeout`. Its frames in flight go again
+    /// by the others.
+    LinkDown { peer: NodeId, link: u8 },
+    /// A link out of service answered a run of keepalives and carries
+    /// traffic again.
+    LinkUp { peer: NodeId, link: u8 },
     /// Small probes got through but full-size ones did not: the path is
     /// narrower than the MTU configured for it (jumbo sender, 1500 link).
     PathMtuMismatch {
@@ -691,6 +698,13 @@ impl Endpoint {
         self.find(peer)
             .map(|i| &self.sessions[i])
             .map(|s| s.rtt.srtt())
+    }
+
+    /// Each of the peer's links, link 0 first (empty for an unknown peer).
+    pub fn link_stats(&self, peer: NodeId) -> Vec<LinkStats> {
+        self.find(peer)
+            .map(|i| self.sessions[i].link_stats())
+            .unwrap_or_default()
     }
 
     /// Messages queued to `peer` and not yet resolved.

@@ -4,6 +4,57 @@
 use hdrhistogram::Histogram;
 use icx_core::Duration;
 
+/// Whether a link carries traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkState {
+    /// In service.
+    #[default]
+    Up,
+    /// Out of service: its keepalives went unanswered for `link_timeout`.
+    Down,
+    /// Out of service, answering again: readmitted after a run of
+    /// `link_up_probes` (times its damping) answered keepalives.
+    Recovering,
+}
+
+impl LinkState {
+    /// The name ibench, `INFO` and alert lines print.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+            LinkState::Recovering => "recovering",
+        }
+    }
+}
+
+/// One link of one peer: what crossed it and how it is doing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub state: LinkState,
+    /// The link's path MTU (its own: links may differ).
+    pub mtu: usize,
+    /// Every frame sent by it: data (first and again), acks, probes.
+    pub frames_sent: u64,
+    /// Every accepted frame that arrived by it.
+    pub frames_received: u64,
+    /// Data frames sent by it again after loss was detected.
+    pub retransmitted: u64,
+    /// Data frames it carried that were declared lost (including those
+    /// moved off it when it went down).
+    pub lost: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Keepalive probes sent on it, and answered on it.
+    pub keepalives_sent: u64,
+    pub keepalives_answered: u64,
+    /// Times it was taken out of service.
+    pub downs: u64,
+    /// Smoothed round trip of its keepalives (out and back on it), if any
+    /// was answered.
+    pub srtt: Option<Duration>,
+}
+
 /// Per-peer counters. Frame counters count datagrams; message counters count
 /// whole messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

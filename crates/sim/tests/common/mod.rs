@@ -45,6 +45,7 @@ pub struct Tally {
     pub restarts: u64,
     pub path_verified: u64,
     pub mtu_mismatch: u64,
+    pub link_changes: u64,
 }
 
 /// One node's workload: sends its plan to `peer` with at most `window`
@@ -169,6 +170,7 @@ impl Protocol for TNode {
                 Event::PeerRestarted { .. } => self.tally.restarts += 1,
                 Event::PathVerified { .. } => self.tally.path_verified += 1,
                 Event::PathMtuMismatch { .. } => self.tally.mtu_mismatch += 1,
+                Event::LinkDown { .. } | Event::LinkUp { .. } => self.tally.link_changes += 1,
                 Event::PeerAdded { peer } | Event::PeerRemoved { peer } => self
                     .tally
                     .bad

@@ -312,6 +312,16 @@ impl Session {
         self.probe = Probe::new();
     }
 
+    /// Each link's state and counters (one link until multi-link lands).
+    pub(crate) fn link_stats(&self) -> Vec<crate::LinkStats> {
+        (0..self.path.link_count())
+            .map(|i| crate::LinkStats {
+                mtu: self.path.link(i).map_or(0, |l| l.mtu),
+                ..Default::default()
+            })
+            .collect()
+    }
+
     /// The block congestion window and the queueing delay behind it.
     pub(crate) fn cc_state(&self) -> (usize, icx_core::Duration) {
         (self.cc.window(), self.cc.queue_delay())
