@@ -217,6 +217,7 @@ impl Client {
                         configured_mtu,
                         probed_udp_payload,
                         answered_udp_payload,
+                        ..
                     } => {
                         let addr = servers.iter().find(|s| s.0 == peer).map(|s| s.1);
                         return Err(format!(

@@ -231,22 +231,32 @@ impl<P: Protocol> HostNode<P> {
 }
 
 impl<P: Protocol> Node for HostNode<P> {
-    fn handle_datagram(&mut self, now: Instant, _src: NodeId, data: &[u8]) {
+    fn handle_datagram(&mut self, now: Instant, src: NodeId, data: &[u8]) {
+        self.handle_datagram_on(now, src, 0, data);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<NodeId> {
+        self.poll_transmit_on(now, buf).map(|(dst, _)| dst)
+    }
+
+    fn handle_datagram_on(&mut self, now: Instant, _src: NodeId, net: u8, data: &[u8]) {
         self.stats.datagrams_in += 1;
-        if self.ep.handle_datagram(now, data).is_some() {
+        if self.ep.handle_datagram_on(now, net, data).is_some() {
             self.stats.datagrams_accepted += 1;
         }
         self.pump(now);
     }
 
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<NodeId> {
+    /// By the link the endpoint picked: a peer's links are the simulator's
+    /// networks.
+    fn poll_transmit_on(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(NodeId, u8)> {
         loop {
             self.pump(now);
             if let Some(t) = self.ep.poll_transmit(now) {
                 write_transmit(&t, buf);
                 self.stats.datagrams_out += 1;
                 self.stats.bytes_out += t.len() as u64;
-                return Some(t.peer);
+                return Some((t.peer, t.link));
             }
             // Nothing to send; unless polling raised events (and so, maybe,
             // output), the node is done.
@@ -371,6 +381,8 @@ pub struct ClusterBuilder {
     cluster: ClusterId,
     pool: PoolConfig,
     link: Option<LinkConfig>,
+    /// The MTU of each interconnect network, when there are several.
+    nets: Vec<usize>,
 }
 
 impl ClusterBuilder {
@@ -384,7 +396,18 @@ impl ClusterBuilder {
             cluster: CLUSTER,
             pool: node_pool_config(),
             link: None,
+            nets: Vec::new(),
         }
+    }
+
+    /// Several interconnect networks (1 to 4), one MTU each: every peer
+    /// is reached by one link per network ([`PeerConfig::with_links`]),
+    /// network `i` of the simulation carrying link `i`. Unless
+    /// [`Self::link`] says otherwise, each network is ideal and carries
+    /// exactly the UDP payload its MTU leaves.
+    pub fn networks(mut self, mtus: &[usize]) -> Self {
+        self.nets = mtus.to_vec();
+        self
     }
 
     /// The IP MTU of every path (1500, 9000, ...). Unless [`Self::link`]
@@ -435,13 +458,32 @@ impl ClusterBuilder {
             let mut c = Config::new(self.cluster, id, Incarnation(1));
             cfg(id, &mut c);
             let pool = BufferPool::new(&self.pool).map_err(HostError::Pool)?;
-            let peers = members
+            let links: Vec<_> = self
+                .nets
                 .iter()
-                .filter(|&&p| p != id)
-                .map(|&p| PeerConfig::new(p, self.mtu));
+                .map(|&m| icx_transport::LinkConfig::new(m, false))
+                .collect();
+            let mut peers = Vec::new();
+            for &p in members.iter().filter(|&&p| p != id) {
+                let mut pc = PeerConfig::new(p, self.mtu);
+                if !links.is_empty() {
+                    pc = pc.with_links(&links)?;
+                }
+                peers.push(pc);
+            }
             let ep = endpoint_with_peers(c, pool.clone(), peers)?;
             let proto = make(id, &pool, &members);
             sim.add_node(id, HostNode::new(ep, proto));
+        }
+        if self.link.is_none() {
+            for (net, &mtu) in self.nets.iter().enumerate() {
+                let cfg = LinkConfig::ideal(max_udp_payload(mtu, false));
+                for &a in &members {
+                    for &b in members.iter().filter(|&&b| b != a) {
+                        sim.set_net_link(a, b, net as u8, cfg.clone());
+                    }
+                }
+            }
         }
         Ok(sim)
     }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 
 mod engine;
+mod nets;
 
 /// Where every simulation's clock starts: far enough from zero that protocol
 /// code subtracting durations from `now` does not hit the origin.
@@ -43,6 +44,20 @@ pub trait Node {
 
     /// Called once `now` has reached the instant `poll_timeout` gave.
     fn handle_timeout(&mut self, now: Instant);
+
+    /// [`Node::handle_datagram`] for a node with several networks
+    /// (interconnect links): the datagram came by network `net`. The
+    /// default ignores it (a node on one network).
+    fn handle_datagram_on(&mut self, now: Instant, src: NodeId, net: u8, data: &[u8]) {
+        let _ = net;
+        self.handle_datagram(now, src, data);
+    }
+
+    /// [`Node::poll_transmit`] naming the network the datagram goes by.
+    /// The default sends everything by network 0.
+    fn poll_transmit_on(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(NodeId, u8)> {
+        self.poll_transmit(now, buf).map(|dst| (dst, 0))
+    }
 }
 
 /// One entry of a recorded trace (see [`Sim::record_trace`]).
@@ -182,7 +197,9 @@ impl<N> NodeTable<N> {
 
 /// Links by direction, hashed (a cluster of 128 nodes has 16,256): only
 /// summed over, never walked in an order that matters.
-type LinkMap = icx_core::hash::IdMap<(NodeId, NodeId), Link>;
+/// Links by (from, to, network): each network between two nodes is a link
+/// of its own, with its own config, random stream and statistics.
+type LinkMap = icx_core::hash::IdMap<(NodeId, NodeId, u8), Link>;
 
 struct Slot<N> {
     node: N,
@@ -201,10 +218,11 @@ struct Link {
 }
 
 impl Link {
-    fn new(seed: u64, from: NodeId, to: NodeId) -> Self {
-        // Seeded by direction, not by creation order, so traffic on one link
-        // never shifts another link's random stream.
-        let stream = (u64::from(from.0) << 16) | u64::from(to.0);
+    fn new(seed: u64, from: NodeId, to: NodeId, net: u8) -> Self {
+        // Seeded by direction and network, not by creation order, so
+        // traffic on one link never shifts another link's random stream
+        // (network 0 keeps the stream it had before there were networks).
+        let stream = (u64::from(net) << 32) | (u64::from(from.0) << 16) | u64::from(to.0);
         Link {
             cfg: None,
             rng: seeded_rng(derive_seed(seed, stream)),
@@ -219,6 +237,7 @@ enum EventKind {
     Deliver {
         from: NodeId,
         to: NodeId,
+        net: u8,
         data: Vec<u8>,
         sent_at: Instant,
     },
@@ -226,6 +245,7 @@ enum EventKind {
     Process {
         from: NodeId,
         to: NodeId,
+        net: u8,
         data: Vec<u8>,
         sent_at: Instant,
         arrived_at: Instant,
@@ -283,6 +303,8 @@ pub struct Sim<N> {
     links: LinkMap,
     default_link: LinkConfig,
     cuts: BTreeSet<(NodeId, NodeId)>,
+    /// One network of a pair cut, one direction ([`Sim::cut_net`]).
+    net_cuts: BTreeSet<(NodeId, NodeId, u8)>,
     rx: BTreeMap<NodeId, Rx>,
     deliveries: Option<DeliveryLog>,
     events: BinaryHeap<Event>,
@@ -326,6 +348,7 @@ impl<N: Node> Sim<N> {
             links: LinkMap::default(),
             default_link: LinkConfig::default(),
             cuts: BTreeSet::new(),
+            net_cuts: BTreeSet::new(),
             rx: BTreeMap::new(),
             deliveries: None,
             events: BinaryHeap::new(),
@@ -402,13 +425,15 @@ impl<N: Node> Sim<N> {
         self.nodes.iter_mut().map(|(id, s)| (id, &mut s.node))
     }
 
-    /// Configures one direction. The link keeps its random stream, its
-    /// statistics and any serialisation backlog.
+    /// Configures one direction (of network 0). The link keeps its random
+    /// stream, its statistics and any serialisation backlog.
     pub fn set_link(&mut self, from: NodeId, to: NodeId, cfg: LinkConfig) {
-        self.link_mut(from, to).cfg = Some(cfg);
+        self.link_mut(from, to, 0).cfg = Some(cfg);
     }
 
-    /// Configures both directions between every pair of current nodes.
+    /// Configures both directions (of network 0) between every pair of
+    /// current nodes; other networks follow the default link unless given
+    /// their own ([`Sim::set_net_link`]).
     pub fn set_links(&mut self, cfg: LinkConfig) {
         let ids: Vec<NodeId> = self.nodes.keys().collect();
         for &a in &ids {
@@ -431,10 +456,7 @@ impl<N: Node> Sim<N> {
     }
 
     pub fn link_config(&self, from: NodeId, to: NodeId) -> &LinkConfig {
-        self.links
-            .get(&(from, to))
-            .and_then(|l| l.cfg.as_ref())
-            .unwrap_or(&self.default_link)
+        self.net_link_config(from, to, 0)
     }
 
     /// Cuts both directions between every node of `side_a` and every node of
@@ -453,9 +475,10 @@ impl<N: Node> Sim<N> {
         self.cuts.insert((from, to));
     }
 
-    /// Restores every cut link.
+    /// Restores every cut link, of every network.
     pub fn heal(&mut self) {
         self.cuts.clear();
+        self.net_cuts.clear();
     }
 
     /// Restores one direction.
@@ -496,7 +519,7 @@ impl<N: Node> Sim<N> {
     /// Bytes waiting for serialisation on a link direction now, the
     /// datagram on the wire counting for what it has not yet sent.
     pub fn link_backlog(&self, from: NodeId, to: NodeId) -> u64 {
-        self.links.get(&(from, to)).map_or(0, |l| {
+        self.links.get(&(from, to, 0)).map_or(0, |l| {
             self.link_config(from, to)
                 .backlog_bytes(l.busy_until.saturating_duration_since(self.now))
         })
@@ -603,11 +626,13 @@ impl<N: Node> Sim<N> {
         }
     }
 
+    /// One direction's statistics, over every network.
     pub fn link_stats(&self, from: NodeId, to: NodeId) -> LinkStats {
-        self.links
-            .get(&(from, to))
-            .map(|l| l.stats)
-            .unwrap_or_default()
+        let mut total = LinkStats::default();
+        for net in 0..icx_core::MAX_LINKS as u8 {
+            total += self.net_link_stats(from, to, net);
+        }
+        total
     }
 
     pub fn total_stats(&self) -> LinkStats {

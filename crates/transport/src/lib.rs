@@ -102,6 +102,8 @@ pub enum Event {
     /// A full-size probe was answered: the configured MTU works.
     PathVerified {
         peer: NodeId,
+        /// The link probed (0 for a single-link peer).
+        link: u8,
         mtu: usize,
         max_udp_payload: usize,
     },
@@ -116,6 +118,7 @@ pub enum Event {
     /// narrower than the MTU configured for it (jumbo sender, 1500 link).
     PathMtuMismatch {
         peer: NodeId,
+        link: u8,
         configured_mtu: usize,
         probed_udp_payload: usize,
         answered_udp_payload: usize,
@@ -351,8 +354,11 @@ impl Endpoint {
 
     /// Checks the MTU of a path and makes sure the probe padding covers it.
     fn check_path(&mut self, p: &PeerConfig) -> Result<(), ConfigError> {
-        p.check_mtu()?;
-        let need = p.max_udp_payload();
+        let mut need = 0;
+        for l in (0..p.link_count()).filter_map(|i| p.link_path(i)) {
+            l.check_mtu()?;
+            need = need.max(l.max_udp_payload());
+        }
         if self.padding.as_ref().is_none_or(|b| b.len() < need) {
             let mut b = self
                 .pool
@@ -395,7 +401,6 @@ impl Endpoint {
         deadline: Instant,
     ) -> Result<u64, SendError> {
         let max = self.cfg.max_message;
-        let max_queued = self.cfg.max_queued;
         let i = self.find(peer).ok_or(SendError::UnknownPeer(peer))?;
         if data.len() > max {
             return Err(SendError::TooLarge {
@@ -404,7 +409,7 @@ impl Endpoint {
             });
         }
         let _ = now;
-        let r = self.sessions[i].enqueue(channel, data, deadline, max_queued);
+        let r = self.sessions[i].enqueue(&self.cfg, channel, data, deadline);
         self.touched(i);
         r
     }
@@ -436,6 +441,7 @@ impl Endpoint {
         loop {
             let t = self.poll_frame(now)?;
             if self.auth.is_none() {
+                self.count_tx(&t);
                 return Some(t);
             }
             let i = self.find(t.peer)?;
@@ -443,11 +449,21 @@ impl Endpoint {
                 return Some(t);
             };
             match a.seal(&self.cfg, &self.pool, &mut s.next_ctl_seq, t) {
-                Some(t) => return Some(t),
+                Some(t) => {
+                    s.count_link_tx(t.link, t.len());
+                    return Some(t);
+                }
                 // Dropped as if lost on the wire: data frames are sent
                 // again, acks and probes made anew.
                 None => s.stats.no_buffer += 1,
             }
+        }
+    }
+
+    /// Counts a frame going out by its link.
+    fn count_tx(&mut self, t: &Transmit) {
+        if let Some(i) = self.find(t.peer) {
+            self.sessions[i].count_link_tx(t.link, t.len());
         }
     }
 

@@ -25,7 +25,6 @@ impl Endpoint {
         link: u8,
         datagram: &[u8],
     ) -> Option<NodeId> {
-        let _ = link;
         self.stats.datagrams += 1;
         let frame = match Frame::new_checked(datagram) {
             Ok(f) => f,
@@ -56,7 +55,7 @@ impl Endpoint {
                 }
                 return None;
             }
-            return self.accept(now, datagram, false);
+            return self.accept(now, link, datagram, false);
         }
         // Refusals that need no key and change nothing go first, so no
         // key is derived for frames that could not be accepted anyway.
@@ -82,10 +81,10 @@ impl Endpoint {
                 }
                 None
             }
-            Ok((len, false)) => self.accept(now, &datagram[..len], true),
+            Ok((len, false)) => self.accept(now, link, &datagram[..len], true),
             Ok((len, true)) => {
                 let plain = std::mem::take(&mut a.scratch);
-                let r = self.accept(now, &plain[..len], true);
+                let r = self.accept(now, link, &plain[..len], true);
                 if let Some(a) = self.auth.as_mut() {
                     a.scratch = plain;
                 }
@@ -96,7 +95,13 @@ impl Endpoint {
 
     /// The part of [`Endpoint::handle_datagram`] past integrity: a frame
     /// whose CRC or tag checked out.
-    fn accept(&mut self, now: Instant, datagram: &[u8], authenticated: bool) -> Option<NodeId> {
+    fn accept(
+        &mut self,
+        now: Instant,
+        link: u8,
+        datagram: &[u8],
+        authenticated: bool,
+    ) -> Option<NodeId> {
         let Some(repr) = Frame::new_checked(datagram)
             .ok()
             .and_then(|f| FrameRepr::parse(&f).ok())
@@ -142,8 +147,9 @@ impl Endpoint {
                 self.sessions.len() - 1
             }
         };
+        let link = self.arrival_link(idx, link);
         let accepted =
-            self.on_session_datagram(now, idx, &frame, repr, datagram.len(), authenticated);
+            self.on_session_datagram(now, idx, link, &frame, repr, datagram.len(), authenticated);
         self.touched(idx);
         accepted.then_some(h.src)
     }
@@ -158,11 +164,29 @@ impl Endpoint {
         })
     }
 
+    /// The link a datagram that came by `link` counts for: a server that
+    /// serves any client (`accept_unknown`) learns a client's further
+    /// links as their frames arrive; a configured peer's frame on a link
+    /// it was not configured with counts for link 0.
+    fn arrival_link(&mut self, idx: usize, link: u8) -> u8 {
+        let s = &mut self.sessions[idx];
+        if usize::from(link) < s.link_count() {
+            return link;
+        }
+        if self.cfg.accept_unknown.is_some() && usize::from(link) < icx_core::MAX_LINKS {
+            s.grow_links(usize::from(link) + 1);
+            return link;
+        }
+        0
+    }
+
     /// The part of [`Endpoint::handle_datagram`] past the session lookup.
+    #[allow(clippy::too_many_arguments)]
     fn on_session_datagram(
         &mut self,
         now: Instant,
         idx: usize,
+        link: u8,
         frame: &Frame<&[u8]>,
         repr: FrameRepr,
         datagram_len: usize,
@@ -199,17 +223,18 @@ impl Endpoint {
             return false;
         }
         s.last_heard = now;
+        s.count_link_rx(link, datagram_len);
         let payload = frame.payload();
         let (data, ack) = match repr.body {
             Body::Data(d) => (Some(d), None),
             Body::Ack(a) => (None, Some(a)),
             Body::DataAck(d, a) => (Some(d), Some(a)),
             Body::Probe(p) => {
-                s.on_probe(p, datagram_len);
+                s.on_probe(p, datagram_len, link);
                 return true;
             }
             Body::ProbeAck(p) => {
-                s.on_probe_ack(p, &mut self.events);
+                s.on_probe_ack(now, &self.cfg, p, &mut self.events);
                 return true;
             }
         };

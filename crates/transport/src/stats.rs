@@ -94,6 +94,9 @@ pub struct PeerStats {
     pub replayed: u64,
     /// Partial messages discarded because the sender gave them up.
     pub abandoned: u64,
+    /// Messages cut again into smaller fragments: the wider link they were
+    /// cut for failed, and only narrower ones were left.
+    pub recut: u64,
     /// Ack frames of their own.
     pub acks_sent: u64,
     /// Acks carried on data frames instead.

@@ -4,11 +4,11 @@
 use super::*;
 
 impl<N: Node> Sim<N> {
-    pub(super) fn link_mut(&mut self, from: NodeId, to: NodeId) -> &mut Link {
+    pub(super) fn link_mut(&mut self, from: NodeId, to: NodeId, net: u8) -> &mut Link {
         let seed = self.seed;
         self.links
-            .entry((from, to))
-            .or_insert_with(|| Link::new(seed, from, to))
+            .entry((from, to, net))
+            .or_insert_with(|| Link::new(seed, from, to, net))
     }
 
     pub(super) fn push(&mut self, at: Instant, kind: EventKind) {
@@ -64,12 +64,13 @@ impl<N: Node> Sim<N> {
             EventKind::Deliver {
                 from,
                 to,
+                net,
                 data,
                 sent_at,
             } => {
-                let cut = self.cuts.contains(&(from, to));
+                let cut = self.is_net_cut(from, to, net);
                 let present = self.nodes.contains_key(&to);
-                let stats = &mut self.link_mut(from, to).stats;
+                let stats = &mut self.link_mut(from, to, net).stats;
                 if cut {
                     stats.partitioned += 1;
                     self.recycle(data);
@@ -86,16 +87,17 @@ impl<N: Node> Sim<N> {
                     .get(&to)
                     .is_some_and(|rx| rx.cfg.is_some() || rx.stats.queued > 0);
                 if queue {
-                    self.enqueue_rx(from, to, data, sent_at);
+                    self.enqueue_rx(from, to, net, data, sent_at);
                     return Some(true);
                 }
-                self.hand_over(from, to, &data, sent_at, now);
+                self.hand_over(from, to, net, &data, sent_at, now);
                 self.recycle(data);
                 Some(true)
             }
             EventKind::Process {
                 from,
                 to,
+                net,
                 data,
                 sent_at,
                 arrived_at,
@@ -110,7 +112,7 @@ impl<N: Node> Sim<N> {
                     }
                 }
                 if present {
-                    self.hand_over(from, to, &data, sent_at, arrived_at);
+                    self.hand_over(from, to, net, &data, sent_at, arrived_at);
                 }
                 self.recycle(data);
                 Some(true)
@@ -150,22 +152,30 @@ impl<N: Node> Sim<N> {
         &mut self,
         from: NodeId,
         to: NodeId,
+        net: u8,
         data: &[u8],
         sent_at: Instant,
         arrived_at: Instant,
     ) {
         let now = self.now;
         self.steps += 1;
-        self.record_delivery(from, to, data, sent_at, arrived_at);
+        self.record_delivery(from, to, net, data, sent_at, arrived_at);
         if let Some(slot) = self.nodes.get_mut(&to) {
-            slot.node.handle_datagram(now, from, data);
+            slot.node.handle_datagram_on(now, from, net, data);
         }
         self.service(to);
     }
 
     /// Puts an arriving datagram in its node's receive queue, or drops it
     /// when the queue is full.
-    pub(super) fn enqueue_rx(&mut self, from: NodeId, to: NodeId, data: Vec<u8>, sent_at: Instant) {
+    pub(super) fn enqueue_rx(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        net: u8,
+        data: Vec<u8>,
+        sent_at: Instant,
+    ) {
         let now = self.now;
         let Some(rx) = self.rx.get_mut(&to) else {
             return;
@@ -188,6 +198,7 @@ impl<N: Node> Sim<N> {
             EventKind::Process {
                 from,
                 to,
+                net,
                 data,
                 sent_at,
                 arrived_at: now,
@@ -208,11 +219,11 @@ impl<N: Node> Sim<N> {
             let Some(slot) = self.nodes.get_mut(&id) else {
                 break;
             };
-            let Some(dst) = slot.node.poll_transmit(self.now, &mut buf) else {
+            let Some((dst, net)) = slot.node.poll_transmit_on(self.now, &mut buf) else {
                 self.tx_buf = buf;
                 return;
             };
-            self.transmit(id, dst, &buf);
+            self.transmit(id, dst, net, &buf);
         }
         self.tx_buf = buf;
         if self.nodes.contains_key(&id) {
@@ -239,15 +250,15 @@ impl<N: Node> Sim<N> {
     }
 
     /// Puts one datagram through the link model.
-    pub(super) fn transmit(&mut self, from: NodeId, to: NodeId, data: &[u8]) {
+    pub(super) fn transmit(&mut self, from: NodeId, to: NodeId, net: u8, data: &[u8]) {
         let now = self.now;
         let present = self.nodes.contains_key(&to);
-        let cut = self.cuts.contains(&(from, to));
+        let cut = self.is_net_cut(from, to, net);
         let seed = self.seed;
         let link = self
             .links
-            .entry((from, to))
-            .or_insert_with(|| Link::new(seed, from, to));
+            .entry((from, to, net))
+            .or_insert_with(|| Link::new(seed, from, to, net));
         let cfg = link.cfg.as_ref().unwrap_or(&self.default_link);
         link.stats.sent += 1;
         if data.len() > cfg.mtu {
@@ -319,6 +330,7 @@ impl<N: Node> Sim<N> {
             let kind = EventKind::Deliver {
                 from,
                 to,
+                net,
                 data: copy,
                 sent_at: now,
             };
@@ -341,12 +353,18 @@ impl<N: Node> Sim<N> {
         &mut self,
         from: NodeId,
         to: NodeId,
+        net: u8,
         data: &[u8],
         sent_at: Instant,
         arrived_at: Instant,
     ) {
         let at = self.now;
-        let mut h = fnv(self.digest, &[0]);
+        // Network 0 hashes as before there were networks.
+        let mut h = if net == 0 {
+            fnv(self.digest, &[0])
+        } else {
+            fnv(self.digest, &[2, net])
+        };
         h = fnv(h, &at.as_nanos().to_le_bytes());
         h = fnv(h, &from.0.to_le_bytes());
         h = fnv(h, &to.0.to_le_bytes());

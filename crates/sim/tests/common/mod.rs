@@ -46,6 +46,10 @@ pub struct Tally {
     pub path_verified: u64,
     pub mtu_mismatch: u64,
     pub link_changes: u64,
+    /// When each ack came (for gaps in the flow).
+    pub ack_times: Vec<Instant>,
+    /// (when, link, up) of each LinkDown / LinkUp.
+    pub link_events: Vec<(Instant, u8, bool)>,
 }
 
 /// One node's workload: sends its plan to `peer` with at most `window`
@@ -88,6 +92,24 @@ pub fn tnode(
     let pool = pool();
     let ep =
         host::endpoint_with_peers(c, pool.clone(), [PeerConfig::new(peer, mtu)]).expect("endpoint");
+    HostNode::new(ep, TNode::new(seed, id, peer, pool))
+}
+
+/// [`tnode`] with the peer reached over several links.
+pub fn tnode_links(
+    seed: u64,
+    id: NodeId,
+    peer: NodeId,
+    links: &[icx_transport::LinkConfig],
+    cfg: impl FnOnce(&mut Config),
+) -> HostNode<TNode> {
+    let mut c = Config::new(CLUSTER, id, Incarnation(1));
+    cfg(&mut c);
+    let pool = pool();
+    let p = PeerConfig::new(peer, links[0].mtu)
+        .with_links(links)
+        .expect("links");
+    let ep = host::endpoint_with_peers(c, pool.clone(), [p]).expect("endpoint");
     HostNode::new(ep, TNode::new(seed, id, peer, pool))
 }
 
@@ -153,7 +175,7 @@ impl TNode {
 }
 
 impl Protocol for TNode {
-    fn handle_event(&mut self, _now: Instant, event: HostEvent) {
+    fn handle_event(&mut self, now: Instant, event: HostEvent) {
         match event {
             HostEvent::Transport { event, tag } => match event {
                 Event::Delivered {
@@ -162,6 +184,7 @@ impl Protocol for TNode {
                 Event::Acked { msg_id, .. } => {
                     self.resolved(tag, msg_id, "ack");
                     self.tally.acked += 1;
+                    self.tally.ack_times.push(now);
                 }
                 Event::Lost { msg_id, reason, .. } => {
                     self.resolved(tag, msg_id, "loss");
@@ -170,7 +193,14 @@ impl Protocol for TNode {
                 Event::PeerRestarted { .. } => self.tally.restarts += 1,
                 Event::PathVerified { .. } => self.tally.path_verified += 1,
                 Event::PathMtuMismatch { .. } => self.tally.mtu_mismatch += 1,
-                Event::LinkDown { .. } | Event::LinkUp { .. } => self.tally.link_changes += 1,
+                Event::LinkDown { link, .. } => {
+                    self.tally.link_changes += 1;
+                    self.tally.link_events.push((now, link, false));
+                }
+                Event::LinkUp { link, .. } => {
+                    self.tally.link_changes += 1;
+                    self.tally.link_events.push((now, link, true));
+                }
                 Event::PeerAdded { peer } | Event::PeerRemoved { peer } => self
                     .tally
                     .bad

@@ -1,9 +1,9 @@
 //! Acks received, loss detection, probe timeouts and deadlines.
 
-use super::{lane_ix, Session, BLOCK};
+use super::{lane_ix, SentPacket, Session, BLOCK};
 use crate::stats::RttHistogram;
 use crate::{Config, Event, LossReason};
-use icx_core::{Channel, Duration, Instant};
+use icx_core::{Channel, Duration, Instant, MAX_LINKS};
 use icx_wire::{AckRepr, DataRepr};
 use std::collections::VecDeque;
 
@@ -37,7 +37,8 @@ impl Session {
         // The newest block frame acked now: the controller's (and, while
         // blocks flow, the RTT estimator's) sample, since urgent frames
         // skip the queue blocks wait in.
-        let mut block_sample: Option<(u64, Instant)> = None;
+        // Per link: each link's controller judges its own queue.
+        let mut block_sample: [Option<(u64, Instant)>; MAX_LINKS] = [None; MAX_LINKS];
         for &(lo, hi) in ack.ranges.as_slice() {
             let lo = lo.max(self.sent_base);
             let hi = hi.min(self.next_seq - 1);
@@ -50,49 +51,55 @@ impl Session {
                         // It arrived after all: the path reorders this far
                         // (within its lane).
                         self.stats.spurious_retransmits += 1;
-                        let la = self.largest_acked_lane[lane].unwrap_or(seq).max(seq);
+                        let la = self.largest_acked_lane[usize::from(p.link)][lane]
+                            .unwrap_or(seq)
+                            .max(seq);
                         self.reorder_threshold = self
                             .reorder_threshold
                             .max(la - seq + 1)
                             .min(MAX_PACKET_THRESHOLD);
                     } else {
-                        self.in_flight[p.channel.index()] -= p.bytes as usize;
+                        super::untrack(&mut self.in_flight, &mut self.links, &p);
                         if p.channel == Channel::Block {
-                            self.block_acked += p.bytes as usize;
-                            if block_sample.is_none_or(|(s, _)| seq > s) {
-                                block_sample = Some((seq, p.time));
+                            let l = usize::from(p.link);
+                            self.links[l].block_acked += p.bytes as usize;
+                            let s = &mut block_sample[l];
+                            if s.is_none_or(|(s, _)| seq > s) {
+                                *s = Some((seq, p.time));
                             }
                         }
                         if seq == largest {
                             largest_sent_at = Some(p.time);
                         }
                     }
-                    let l = &mut self.largest_acked_lane[lane];
+                    let l = &mut self.largest_acked_lane[usize::from(p.link)][lane];
                     *l = Some(l.map_or(seq, |x| x.max(seq)));
-                    self.ack_fragment(now, p.msg_id, p.frag, events, hist);
+                    self.ack_fragment(now, &p, events, hist);
                 }
                 seq += 1;
             }
         }
-        if let Some(t) = block_sample.map(|(_, t)| t).or(largest_sent_at) {
+        let newest_block = block_sample.iter().flatten().max_by_key(|s| s.0);
+        if let Some(t) = newest_block.map(|&(_, t)| t).or(largest_sent_at) {
             let delay = Duration::from_micros(ack.ack_delay_us as u64).min(cfg.ack_delay * 2);
-            let sample = now - t;
-            self.rtt.update(sample, delay);
+            self.rtt.update(now - t, delay);
             self.pto_count = 0;
-            if self.block_acked > 0 {
-                let frame = DataRepr::HEADER_LEN + self.frag_cap;
-                let cap = cfg.window_bytes.min(self.peer_credit);
-                self.cc.on_ack(
-                    now,
-                    sample.saturating_sub(delay),
-                    self.block_acked,
-                    frame,
-                    self.rtt.srtt(),
-                    cap,
-                    self.block_limited,
-                );
-                self.block_acked = 0;
-                self.block_limited = false;
+            let cap = cfg.window_bytes.min(self.peer_credit);
+            let srtt = self.rtt.srtt();
+            for (l, s) in block_sample.iter().enumerate() {
+                let (Some((_, t)), Some(link)) = (s, self.links.get_mut(l)) else {
+                    continue;
+                };
+                if link.block_acked == 0 {
+                    continue;
+                }
+                let frame = DataRepr::HEADER_LEN + link.frag_cap;
+                let sample = (now - *t).saturating_sub(delay);
+                let limited = link.block_limited;
+                link.cc
+                    .on_ack(now, sample, link.block_acked, frame, srtt, cap, limited);
+                link.block_acked = 0;
+                link.block_limited = false;
             }
             self.sync_cc_stats();
         }
@@ -114,21 +121,26 @@ impl Session {
     }
 
     fn sync_cc_stats(&mut self) {
-        self.stats.cc_window = self.cc.window() as u64;
-        self.stats.cc_cuts = self.cc.delay_cuts + self.cc.loss_cuts;
+        self.stats.cc_window = self.cc_state().0 as u64;
+        self.stats.cc_cuts = self
+            .links
+            .iter()
+            .map(|l| l.cc.delay_cuts + l.cc.loss_cuts)
+            .sum();
     }
 
     fn ack_fragment(
         &mut self,
         now: Instant,
-        id: u64,
-        frag: u16,
+        p: &SentPacket,
         events: &mut VecDeque<Event>,
         hist: &mut [RttHistogram; Channel::COUNT],
     ) {
-        let Some(i) = self.msg_index(id) else { return };
+        let Some(i) = self.msg_index(p.msg_id) else {
+            return;
+        };
         let m = &mut self.queue[i];
-        if !m.acked.set(frag as usize) {
+        if m.cut != p.cut || !m.acked.set(p.frag as usize) {
             return;
         }
         m.acked_count += 1;
@@ -143,7 +155,7 @@ impl Session {
         self.loss_time = None;
         let Some(la) = self.largest_acked else { return };
         let loss_delay = self.rtt.loss_delay(cfg.granularity);
-        let mut block_lost = false;
+        let mut block_lost = [false; MAX_LINKS];
         self.advance_live();
         let first = (self.live_from - self.sent_base) as usize;
         for i in first..self.sent.len() {
@@ -155,23 +167,31 @@ impl Session {
                 continue;
             };
             // Judged against the later frames of its own lane only.
-            let Some(lane_la) = self.largest_acked_lane[lane_ix(p.channel)].filter(|&l| seq <= l)
+            let Some(lane_la) = self.largest_acked_lane[usize::from(p.link)][lane_ix(p.channel)]
+                .filter(|&l| seq <= l)
             else {
                 continue;
             };
             if seq + self.reorder_threshold <= lane_la || p.time + loss_delay <= now {
                 p.lost = true;
                 let c = p.channel.index();
-                self.in_flight[c] -= p.bytes as usize;
-                self.retx[c].push_back((p.msg_id, p.frag));
-                block_lost |= c == BLOCK;
+                super::untrack(&mut self.in_flight, &mut self.links, p);
+                self.retx[c].push_back((p.msg_id, p.frag, p.cut));
+                let l = usize::from(p.link);
+                self.links[l].stats.lost += 1;
+                block_lost[l] |= c == BLOCK;
             } else {
                 let t = p.time + loss_delay;
                 self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
             }
         }
-        if block_lost {
-            self.cc.on_loss(now, self.rtt.srtt());
+        if block_lost.contains(&true) {
+            let srtt = self.rtt.srtt();
+            for (l, link) in self.links.iter_mut().enumerate() {
+                if block_lost[l] {
+                    link.cc.on_loss(now, srtt);
+                }
+            }
             self.sync_cc_stats();
         }
         self.advance_live();
@@ -203,15 +223,17 @@ impl Session {
             if !p.lost {
                 p.lost = true;
                 let c = p.channel.index();
-                self.in_flight[c] -= p.bytes as usize;
-                self.retx[c].push_back((p.msg_id, p.frag));
+                super::untrack(&mut self.in_flight, &mut self.links, p);
+                self.retx[c].push_back((p.msg_id, p.frag, p.cut));
                 n += 1;
                 if n == 2 {
                     break;
                 }
             }
         }
-        self.cc.on_pto(now);
+        for l in &mut self.links {
+            l.cc.on_pto(now);
+        }
         self.sync_cc_stats();
         self.pop_resolved();
     }

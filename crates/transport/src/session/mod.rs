@@ -14,6 +14,7 @@
 //! reassembly has its own budget (`small_recv_bytes`) apart from the
 //! blocks' `recv_buffer_bytes`.
 
+mod links;
 mod loss;
 mod probe;
 mod recv;
@@ -21,14 +22,13 @@ mod send;
 mod timers;
 
 use crate::auth::{Numbering, ReplayWindow};
-use crate::cc::DelayController;
 use crate::rtt::RttEstimator;
 use crate::stats::PeerStats;
 use crate::util::{FragBits, IdWindow, RangeSet};
 use crate::{Config, Event, LossReason, PeerConfig};
-use icx_core::{Channel, Incarnation, Instant, NodeId, PoolBuf, SharedBuf};
+use icx_core::{Channel, Incarnation, Instant, NodeId, PoolBuf, SharedBuf, MAX_LINKS};
 use icx_wire::{FrameKind, Header, ProbeRepr};
-use probe::Probe;
+use links::Link;
 use std::collections::VecDeque;
 
 /// Received sequence ranges remembered for acks and frame-level duplicate
@@ -71,6 +71,12 @@ struct OutMsg {
     first_sent: Option<Instant>,
     deadline: Instant,
     done: bool,
+    /// The link it was cut for and prefers.
+    link: u8,
+    /// Bumped when it is cut again for a narrower link (its wider link
+    /// failed): frames, acks and retransmissions of an earlier cut no
+    /// longer count.
+    cut: u8,
 }
 
 impl OutMsg {
@@ -91,6 +97,19 @@ struct SentPacket {
     lost: bool,
     time: Instant,
     bytes: u32,
+    link: u8,
+    cut: u8,
+}
+
+/// Takes a frame's bytes out of flight: its channel's count, and a block
+/// frame's link's.
+fn untrack(in_flight: &mut [usize; N], links: &mut [Link], p: &SentPacket) {
+    in_flight[p.channel.index()] -= p.bytes as usize;
+    if p.channel == Channel::Block {
+        if let Some(l) = links.get_mut(usize::from(p.link)) {
+            l.block_in_flight -= p.bytes as usize;
+        }
+    }
 }
 
 /// What partial reassemblies hold of one receive budget: blocks have one,
@@ -130,8 +149,10 @@ pub(crate) struct Session {
     /// When a frame from the peer was last accepted.
     pub(crate) last_heard: Instant,
     path: PeerConfig,
-    max_udp: usize,
-    frag_cap: usize,
+    /// One per link, link 0 first.
+    links: Vec<Link>,
+    /// Spreading: the link picked last.
+    spread_last: usize,
     pub(crate) stats: PeerStats,
     pub(crate) rtt: RttEstimator,
 
@@ -152,8 +173,8 @@ pub(crate) struct Session {
     tails: VecDeque<(u64, u32)>,
     tail_reserved: usize,
     tails_flushing: bool,
-    /// Fragments to send again, per channel.
-    retx: [VecDeque<(u64, u16)>; N],
+    /// Fragments to send again (message id, fragment, cut), per channel.
+    retx: [VecDeque<(u64, u16, u8)>; N],
     /// Data frames by sequence number from `sent_base`; None once resolved.
     sent: VecDeque<Option<SentPacket>>,
     sent_base: u64,
@@ -167,20 +188,18 @@ pub(crate) struct Session {
     /// `window_bytes`, for sizing the send record once.
     window_cap: usize,
     largest_acked: Option<u64>,
-    /// The largest acked per lane ([`lane_ix`]): frames of the urgent lane
-    /// overtake block frames queued before them on the way (their own
-    /// queues at both ends), so a block frame is only judged lost against
-    /// later block frames, and a heartbeat against later urgent ones.
-    largest_acked_lane: [Option<u64>; 2],
+    /// The largest acked per link and lane ([`lane_ix`]): frames of the
+    /// urgent lane overtake block frames queued before them on the way
+    /// (their own queues at both ends), and links differ in delay, so a
+    /// block frame is only judged lost against later block frames of its
+    /// link, and a heartbeat against later urgent ones.
+    largest_acked_lane: [[Option<u64>; 2]; MAX_LINKS],
     last_sent: Instant,
     pto_count: u32,
     loss_time: Option<Instant>,
     next_deadline: Option<Instant>,
-    cc: DelayController,
-    /// The block window held a frame back since the last RTT sample.
-    block_limited: bool,
-    /// Block bytes newly acked since the last RTT sample.
-    block_acked: usize,
+    /// What each link's congestion controller starts from.
+    cc_cfg: crate::CcConfig,
 
     // Receive side.
     received: RangeSet,
@@ -195,8 +214,8 @@ pub(crate) struct Session {
     /// Partial reassemblies held, per budget ([`Partial::of`]).
     partial: [Partial; 2],
 
-    probe: Probe,
-    probe_replies: VecDeque<ProbeRepr>,
+    /// Probe answers to send, each by the link its probe came by.
+    probe_replies: VecDeque<(ProbeRepr, u8)>,
 
     // Authenticated frames only.
     /// The sequence of this side's acks and probes (their nonce space).
@@ -210,14 +229,18 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new(cfg: &Config, path: PeerConfig) -> Self {
-        let max_udp = path.max_frame(cfg);
+        let tag_room = path.max_udp_payload() - path.max_frame(cfg);
+        let links = (0..path.link_count())
+            .filter_map(|i| path.link(i))
+            .map(|l| Link::new(l, tag_room, cfg.cc))
+            .collect();
         Session {
             peer: path.node,
             peer_incarnation: Incarnation::UNKNOWN,
             last_heard: Instant::ZERO,
             path,
-            max_udp,
-            frag_cap: icx_wire::data_capacity(max_udp),
+            links,
+            spread_last: 0,
             stats: PeerStats::default(),
             rtt: RttEstimator::new(cfg.initial_rtt),
             next_msg_id: 1,
@@ -237,14 +260,12 @@ impl Session {
             peer_credit: cfg.window_bytes,
             window_cap: cfg.window_bytes,
             largest_acked: None,
-            largest_acked_lane: [None; 2],
+            largest_acked_lane: [[None; 2]; MAX_LINKS],
             last_sent: Instant::ZERO,
             pto_count: 0,
             loss_time: None,
             next_deadline: None,
-            cc: DelayController::new(cfg.cc),
-            block_limited: false,
-            block_acked: 0,
+            cc_cfg: cfg.cc,
             received: RangeSet::new(RECV_RANGES),
             recv_max_lane: [None; 2],
             largest_recv_at: Instant::ZERO,
@@ -254,11 +275,10 @@ impl Session {
             delivered: IdWindow::default(),
             reasm: Vec::new(),
             partial: [Partial::default(); 2],
-            probe: Probe::new(),
             probe_replies: VecDeque::new(),
             next_ctl_seq: 1,
             replay: Default::default(),
-            tag_room: path.max_udp_payload() - max_udp,
+            tag_room,
         }
     }
 
@@ -307,24 +327,29 @@ impl Session {
     /// and the path is probed again.
     pub(crate) fn set_path(&mut self, path: PeerConfig) {
         self.path = path;
-        self.max_udp = path.max_udp_payload() - self.tag_room;
-        self.frag_cap = icx_wire::data_capacity(self.max_udp);
-        self.probe = Probe::new();
+        for (i, l) in self.links.iter_mut().enumerate() {
+            if let Some(c) = path.link(i) {
+                l.set_mtu(c.mtu, self.tag_room);
+            }
+        }
     }
 
-    /// Each link's state and counters (one link until multi-link lands).
-    pub(crate) fn link_stats(&self) -> Vec<crate::LinkStats> {
-        (0..self.path.link_count())
-            .map(|i| crate::LinkStats {
-                mtu: self.path.link(i).map_or(0, |l| l.mtu),
-                ..Default::default()
-            })
-            .collect()
+    /// The narrowest link's fragment capacity.
+    fn min_frag_cap(&self) -> usize {
+        self.links.iter().map(|l| l.frag_cap).min().unwrap_or(1)
     }
 
     /// The block congestion window and the queueing delay behind it.
     pub(crate) fn cc_state(&self) -> (usize, icx_core::Duration) {
-        (self.cc.window(), self.cc.queue_delay())
+        let up = self
+            .links
+            .iter()
+            .filter(|l| l.state == crate::LinkState::Up);
+        let window = up
+            .clone()
+            .fold(0usize, |w, l| w.saturating_add(l.cc.window()));
+        let delay = up.map(|l| l.cc.queue_delay()).max().unwrap_or_default();
+        (window, delay)
     }
 
     fn header(&self, cfg: &Config, channel: Channel, seq: u64, kind: FrameKind) -> Header {
@@ -370,8 +395,11 @@ impl Session {
         self.replay = Default::default();
         self.sent.clear();
         self.in_flight = [0; N];
+        for l in &mut self.links {
+            l.block_in_flight = 0;
+        }
         self.largest_acked = None;
-        self.largest_acked_lane = [None; 2];
+        self.largest_acked_lane = [[None; 2]; MAX_LINKS];
         self.loss_time = None;
         self.pto_count = 0;
         self.received.clear();

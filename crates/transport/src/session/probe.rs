@@ -2,7 +2,7 @@
 //! full one is answered; small answers without full ones mean the path is
 //! narrower than configured.
 
-use super::Session;
+use super::{links, Session};
 use crate::{Config, Event, Transmit};
 use icx_core::{Channel, HeaderBuf, Instant, Payload, SharedBuf};
 use icx_wire::{Body, FrameKind, FrameRepr, ProbeRepr};
@@ -56,37 +56,59 @@ impl Probe {
 }
 
 impl Session {
-    fn probe_ids(&self) -> (u32, u32) {
-        (self.probe.round * 2, self.probe.round * 2 + 1)
+    fn probe_ids(&self, l: usize) -> (u32, u32) {
+        let r = self.links[l].probe.round;
+        (
+            links::probe_id(l, r * 2, false),
+            links::probe_id(l, r * 2 + 1, false),
+        )
     }
 
+    /// Probe answers first, then keepalives, then each link's path-MTU
+    /// probe.
     pub(super) fn poll_probe(
         &mut self,
         now: Instant,
         cfg: &Config,
         padding: Option<&SharedBuf>,
     ) -> Option<Transmit> {
-        if let Some(p) = self.probe_replies.pop_front() {
-            return Some(self.probe_frame(cfg, FrameKind::ProbeAck, p, None));
+        if let Some((p, l)) = self.probe_replies.pop_front() {
+            return Some(self.probe_frame(cfg, FrameKind::ProbeAck, p, None, usize::from(l)));
         }
-        if self.probe.state != PathState::Probing {
+        if let Some((l, p)) = self.poll_keepalive(now) {
+            return Some(self.probe_frame(cfg, FrameKind::Probe, p, None, l));
+        }
+        (0..self.links.len()).find_map(|l| self.poll_mtu_probe(now, cfg, padding, l))
+    }
+
+    fn poll_mtu_probe(
+        &mut self,
+        now: Instant,
+        cfg: &Config,
+        padding: Option<&SharedBuf>,
+        l: usize,
+    ) -> Option<Transmit> {
+        let probe = &self.links[l].probe;
+        if probe.state != PathState::Probing {
             return None;
         }
-        if self.probe.to_send == 0 && now >= self.probe.next_at {
-            self.start_probe_round(now, cfg);
+        if probe.to_send == 0 && now >= probe.next_at {
+            self.start_probe_round(now, cfg, l);
         }
-        let (full, small) = self.probe_ids();
-        match self.probe.to_send {
+        let (full, small) = self.probe_ids(l);
+        let max_udp = self.links[l].max_udp;
+        let probe = &mut self.links[l].probe;
+        match probe.to_send {
             2 => {
-                self.probe.to_send = 1;
+                probe.to_send = 1;
                 let p = ProbeRepr {
                     probe_id: full,
-                    size: self.max_udp as u32,
+                    size: max_udp as u32,
                 };
-                Some(self.probe_frame(cfg, FrameKind::Probe, p, padding))
+                Some(self.probe_frame(cfg, FrameKind::Probe, p, padding, l))
             }
             1 => {
-                self.probe.to_send = 0;
+                probe.to_send = 0;
                 let size = FrameKind::Probe.header_len() as u32;
                 Some(self.probe_frame(
                     cfg,
@@ -96,30 +118,32 @@ impl Session {
                         size,
                     },
                     None,
+                    l,
                 ))
             }
             _ => None,
         }
     }
 
-    pub(super) fn start_probe_round(&mut self, now: Instant, cfg: &Config) {
-        if self.probe.round > 0 && self.probe.small_answered {
-            self.probe.failed_full_rounds += 1;
-            if self.probe.failed_full_rounds >= cfg.probe_attempts {
-                self.probe.state = PathState::Mismatch;
-                self.probe.mismatch_unreported = true;
+    pub(super) fn start_probe_round(&mut self, now: Instant, cfg: &Config, l: usize) {
+        let probe = &mut self.links[l].probe;
+        if probe.round > 0 && probe.small_answered {
+            probe.failed_full_rounds += 1;
+            if probe.failed_full_rounds >= cfg.probe_attempts {
+                probe.state = PathState::Mismatch;
+                probe.mismatch_unreported = true;
                 return;
             }
         }
-        self.probe.round += 1;
-        self.probe.to_send = 2;
+        probe.round += 1;
+        probe.to_send = 2;
         // Back off while the peer is silent altogether (it may just be down).
-        let shift = if self.probe.small_answered {
+        let shift = if probe.small_answered {
             0
         } else {
-            self.probe.round.saturating_sub(cfg.probe_attempts).min(6)
+            probe.round.saturating_sub(cfg.probe_attempts).min(6)
         };
-        self.probe.next_at = now + cfg.probe_interval * (1 << shift);
+        probe.next_at = now + cfg.probe_interval * (1 << shift);
     }
 
     fn probe_frame(
@@ -128,6 +152,7 @@ impl Session {
         kind: FrameKind,
         p: ProbeRepr,
         padding: Option<&SharedBuf>,
+        link: usize,
     ) -> Transmit {
         let repr = FrameRepr {
             header: self.header(cfg, Channel::Control, 0, kind),
@@ -150,44 +175,71 @@ impl Session {
         let _ = repr.emit(header.as_mut_slice(), payload.as_slice());
         Transmit {
             peer: self.peer,
-            link: 0,
+            link: link as u8,
             header,
             payload,
         }
     }
 
-    pub(crate) fn on_probe(&mut self, p: ProbeRepr, datagram_len: usize) {
+    /// A probe of the peer's, arrived by `link`: answered by the same link
+    /// (a link the peer has and we do not is answered by link 0).
+    pub(crate) fn on_probe(&mut self, p: ProbeRepr, datagram_len: usize, link: u8) {
+        let link = if usize::from(link) < self.links.len() {
+            link
+        } else {
+            0
+        };
         if self.probe_replies.len() < MAX_PROBE_REPLIES {
-            self.probe_replies.push_back(ProbeRepr {
-                probe_id: p.probe_id,
-                size: datagram_len as u32,
-            });
+            self.probe_replies.push_back((
+                ProbeRepr {
+                    probe_id: p.probe_id,
+                    size: datagram_len as u32,
+                },
+                link,
+            ));
         }
     }
 
-    pub(crate) fn on_probe_ack(&mut self, p: ProbeRepr, events: &mut VecDeque<Event>) {
-        let (full, small) = self.probe_ids();
-        if p.probe_id == small || p.size as usize <= FrameKind::Probe.header_len() {
-            self.probe.small_answered = true;
+    pub(crate) fn on_probe_ack(
+        &mut self,
+        now: Instant,
+        cfg: &Config,
+        p: ProbeRepr,
+        events: &mut VecDeque<Event>,
+    ) {
+        let (l, n, keepalive) = links::parse_probe_id(p.probe_id);
+        if keepalive {
+            self.on_keepalive_ack(now, cfg, l, n, events);
+            return;
         }
-        if p.probe_id == full
-            && p.size as usize == self.max_udp
-            && self.probe.state != PathState::Verified
-        {
-            self.probe.state = PathState::Verified;
+        if l >= self.links.len() {
+            self.stats.rejected += 1;
+            return;
+        }
+        let (full, small) = self.probe_ids(l);
+        let max_udp = self.links[l].max_udp;
+        let mtu = self.links[l].cfg.mtu;
+        let probe = &mut self.links[l].probe;
+        if p.probe_id == small || p.size as usize <= FrameKind::Probe.header_len() {
+            probe.small_answered = true;
+        }
+        if p.probe_id == full && p.size as usize == max_udp && probe.state != PathState::Verified {
+            probe.state = PathState::Verified;
             events.push_back(Event::PathVerified {
                 peer: self.peer,
-                mtu: self.path.mtu,
-                max_udp_payload: self.max_udp,
+                link: l as u8,
+                mtu,
+                max_udp_payload: max_udp,
             });
         }
     }
 
-    pub(super) fn mismatch_event(&mut self, events: &mut VecDeque<Event>) {
+    pub(super) fn mismatch_event(&mut self, events: &mut VecDeque<Event>, l: usize) {
         events.push_back(Event::PathMtuMismatch {
             peer: self.peer,
-            configured_mtu: self.path.mtu,
-            probed_udp_payload: self.max_udp,
+            link: l as u8,
+            configured_mtu: self.links[l].cfg.mtu,
+            probed_udp_payload: self.links[l].max_udp,
             answered_udp_payload: FrameKind::Probe.header_len(),
         });
     }

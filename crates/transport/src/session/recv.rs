@@ -98,7 +98,17 @@ impl Session {
             self.stats.rejected += 1;
             return;
         }
-        let idx = match self.reasm.iter().position(|r| r.id == d.msg_id) {
+        let mut found = self.reasm.iter().position(|r| r.id == d.msg_id);
+        if let Some(i) = found.filter(|&i| d.frag_count > self.reasm[i].frag_count) {
+            // Cut again, finer, by a sender whose wider link failed: it
+            // sends all of it again, so what arrived of the old cut goes
+            // (frames of the old cut arriving later no longer fit).
+            let r = self.reasm.swap_remove(i);
+            self.release(r.channel, r.buf.len());
+            self.stats.abandoned += 1;
+            found = None;
+        }
+        let idx = match found {
             Some(i) => i,
             None => match self.start_reassembly(channel, d, payload.len(), pool, cfg) {
                 Some(i) => i,
@@ -264,7 +274,7 @@ impl Session {
         self.stats.acks_sent += 1;
         Transmit {
             peer: self.peer,
-            link: 0,
+            link: self.control_link(cfg) as u8,
             header,
             payload: Payload::EMPTY,
         }

@@ -27,21 +27,24 @@ const SMALL: [Channel; 2] = [Channel::Heartbeat, Channel::Control];
 impl Session {
     pub(crate) fn enqueue(
         &mut self,
+        cfg: &Config,
         channel: Channel,
         buf: SharedBuf,
         deadline: Instant,
-        max_queued: usize,
     ) -> Result<u64, SendError> {
+        let max_queued = cfg.max_queued;
         // Per channel, so blocks filling their queue never refuse a
         // heartbeat; and a bound on the id span the receiver accepts.
         if self.live[channel.index()] >= max_queued || self.queue.len() as u64 >= MAX_ID_SPAN {
             return Err(SendError::QueueFull);
         }
-        let frag_count = buf.len().div_ceil(self.frag_cap).max(1);
+        let link = self.link_for_message(cfg, buf.len());
+        let frag_cap = self.links[link].frag_cap;
+        let frag_count = buf.len().div_ceil(frag_cap).max(1);
         if frag_count > u16::MAX as usize {
             return Err(SendError::TooLarge {
                 len: buf.len(),
-                max: self.frag_cap * u16::MAX as usize,
+                max: frag_cap * u16::MAX as usize,
             });
         }
         if channel == Channel::Block && self.sent.capacity() == 0 {
@@ -53,7 +56,7 @@ impl Session {
             id,
             channel,
             buf,
-            frag_cap: self.frag_cap as u32,
+            frag_cap: frag_cap as u32,
             frag_count: frag_count as u16,
             next_frag: 0,
             acked: crate::util::FragBits::new(frag_count),
@@ -61,6 +64,8 @@ impl Session {
             first_sent: None,
             deadline,
             done: false,
+            link: link as u8,
+            cut: 0,
         });
         self.unsent[channel.index()].push_back(id);
         self.live[channel.index()] += 1;
@@ -83,7 +88,7 @@ impl Session {
     }
 
     fn window_frames(&self) -> usize {
-        self.window_cap / (DataRepr::HEADER_LEN + self.frag_cap).max(1) + 1
+        self.window_cap / (DataRepr::HEADER_LEN + self.min_frag_cap()).max(1) + 1
     }
 
     pub(super) fn msg_index(&self, id: u64) -> Option<usize> {
@@ -147,7 +152,73 @@ impl Session {
         }
     }
 
-    fn data_frame(&mut self, now: Instant, cfg: &Config, i: usize, frag: u16) -> Transmit {
+    /// The link message `i`'s next frame may go by; None when no usable
+    /// link is wide enough for its fragments.
+    fn frame_link(&mut self, cfg: &Config, i: usize) -> Option<usize> {
+        let m = &self.queue[i];
+        // Its widest fragment: a message shorter than its cut fits more.
+        let widest = (m.frag_cap as usize).min(m.buf.len());
+        let preferred = usize::from(m.link);
+        self.link_for_frame(cfg, preferred, widest)
+    }
+
+    /// Cuts message `i` again for the link a new message would take: its
+    /// link failed and no usable link is as wide. Every fragment goes
+    /// again under the new cut (the receiver drops a partial message when
+    /// a finer cut of it arrives, and never delivers one twice). False
+    /// when the new cut would need too many fragments: it then waits for
+    /// a wide link or its deadline.
+    fn recut(&mut self, cfg: &Config, i: usize) -> bool {
+        let len = self.queue[i].buf.len();
+        let link = self.link_for_message(cfg, len);
+        let cap = self.links[link].frag_cap;
+        let count = len.div_ceil(cap).max(1);
+        if count > u16::MAX as usize || cap >= self.queue[i].frag_cap as usize {
+            return false;
+        }
+        let m = &mut self.queue[i];
+        let (id, c) = (m.id, m.channel.index());
+        m.cut = m.cut.wrapping_add(1);
+        m.frag_cap = cap as u32;
+        m.frag_count = count as u16;
+        m.next_frag = 0;
+        m.acked = crate::util::FragBits::new(count);
+        m.acked_count = 0;
+        m.link = link as u8;
+        // The old cut's frames in flight no longer hold window, and their
+        // acks no longer count.
+        let first = (self.live_from.max(self.sent_base) - self.sent_base) as usize;
+        for slot in self.sent.iter_mut().skip(first) {
+            if let Some(p) = slot.filter(|p| p.msg_id == id) {
+                if !p.lost {
+                    super::untrack(&mut self.in_flight, &mut self.links, &p);
+                }
+                *slot = None;
+            }
+        }
+        let before = self.tails.len();
+        self.tails.retain(|&(t, _)| t != id);
+        if self.tails.len() != before {
+            self.tail_reserved = self.tails.iter().map(|&(_, b)| b as usize).sum();
+        }
+        let u = &mut self.unsent[c];
+        if !u.contains(&id) {
+            let at = u.partition_point(|&x| x < id);
+            u.insert(at, id);
+        }
+        self.stats.recut += 1;
+        self.pop_resolved();
+        true
+    }
+
+    fn data_frame(
+        &mut self,
+        now: Instant,
+        cfg: &Config,
+        i: usize,
+        frag: u16,
+        link: usize,
+    ) -> Transmit {
         let seq = self.next_seq;
         self.next_seq += 1;
         let floor = self.msg_floor();
@@ -185,7 +256,7 @@ impl Session {
                 header: repr.header,
                 body: Body::DataAck(data, a),
             };
-            if with.header_len() + len <= self.max_udp {
+            if with.header_len() + len <= self.links[link].max_udp {
                 repr = with;
                 acked = true;
             }
@@ -197,7 +268,7 @@ impl Session {
         let _ = repr.emit(header.as_mut_slice(), &m.buf[off..off + len]);
         let payload = Payload::new(m.buf.clone(), off, len).unwrap_or(Payload::EMPTY);
         let bytes = (hl + len) as u32;
-        let (msg_id, channel) = (m.id, m.channel);
+        let (msg_id, channel, cut) = (m.id, m.channel, m.cut);
         if acked {
             self.stats.acks_piggybacked += 1;
             self.ack_sent();
@@ -209,14 +280,19 @@ impl Session {
             lost: false,
             time: now,
             bytes,
+            link: link as u8,
+            cut,
         }));
         self.in_flight[channel.index()] += bytes as usize;
+        if channel == Channel::Block {
+            self.links[link].block_in_flight += bytes as usize;
+        }
         self.last_sent = now;
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += len as u64;
         Transmit {
             peer: self.peer,
-            link: 0,
+            link: link as u8,
             header,
             payload,
         }
@@ -225,21 +301,20 @@ impl Session {
     /// Whether a frame of `bytes` on `ch` may go now. Blocks: within the
     /// least of `window_bytes`, the receiver's credit and the congestion
     /// window. Heartbeat and control: within their own reserve each.
-    fn window_allows(&mut self, cfg: &Config, ch: Channel, bytes: usize) -> bool {
+    fn window_allows(&mut self, cfg: &Config, ch: Channel, bytes: usize, link: usize) -> bool {
         let c = ch.index();
-        let (committed, limit) = if is_small(ch) {
-            (self.in_flight[c], cfg.small_window_bytes)
-        } else {
-            (
-                self.in_flight[c] + self.tail_reserved,
-                cfg.window_bytes.min(self.peer_credit).min(self.cc.window()),
-            )
-        };
         // One frame may always go when nothing is in flight, so a zero credit
         // cannot deadlock the session.
-        let ok = committed == 0 || committed + bytes <= limit;
-        if !ok && c == BLOCK {
-            self.block_limited = true;
+        let fits = |committed: usize, limit: usize| committed == 0 || committed + bytes <= limit;
+        if is_small(ch) {
+            return fits(self.in_flight[c], cfg.small_window_bytes);
+        }
+        let committed = self.in_flight[c] + self.tail_reserved;
+        let l = &mut self.links[link];
+        let ok = fits(committed, cfg.window_bytes.min(self.peer_credit))
+            && fits(l.block_in_flight + self.tail_reserved, l.cc.window());
+        if !ok {
+            l.block_limited = true;
         }
         ok
     }
@@ -249,8 +324,18 @@ impl Session {
         while let Some((id, bytes)) = self.tails.pop_front() {
             self.tail_reserved -= bytes as usize;
             if let Some(i) = self.msg_index(id) {
+                let Some(link) = self.frame_link(cfg, i) else {
+                    // Cut again (its tails dropped, all of it unsent), or
+                    // waiting for a wide enough link.
+                    if !self.recut(cfg, i) {
+                        self.tails.push_front((id, bytes));
+                        self.tail_reserved += bytes as usize;
+                        return None;
+                    }
+                    continue;
+                };
                 let frag = self.queue[i].frag_count - 1;
-                return Some(self.data_frame(now, cfg, i, frag));
+                return Some(self.data_frame(now, cfg, i, frag, link));
             }
         }
         None
@@ -259,7 +344,7 @@ impl Session {
     /// Whether [`Session::poll_urgent`] may have something.
     pub(crate) fn has_urgent(&self) -> bool {
         !self.probe_replies.is_empty()
-            || self.probe.wants_to_send()
+            || self.probing()
             || self.ack_pending > 0
             || SMALL
                 .iter()
@@ -280,7 +365,7 @@ impl Session {
         if self.ack_pending == 0
             || self.ack_now
             || !self.probe_replies.is_empty()
-            || self.probe.wants_to_send()
+            || self.probing()
             || SMALL
                 .iter()
                 .any(|c| !self.retx[c.index()].is_empty() || !self.unsent[c.index()].is_empty())
@@ -299,7 +384,7 @@ impl Session {
     /// Whether an urgent poll that gives nothing may still change the
     /// session's timers (it may start a probe round).
     pub(crate) fn probing(&self) -> bool {
-        self.probe.wants_to_send()
+        self.keepalive_due() || self.links.iter().any(|l| l.probe.wants_to_send())
     }
 
     /// Frames that go before any block frame: probes, due acks, then the
@@ -352,22 +437,29 @@ impl Session {
 
     fn poll_retx(&mut self, now: Instant, cfg: &Config, ch: Channel) -> Option<Transmit> {
         let c = ch.index();
-        while let Some(&(id, frag)) = self.retx[c].front() {
+        while let Some(&(id, frag, cut)) = self.retx[c].front() {
             let Some(i) = self.msg_index(id) else {
                 self.retx[c].pop_front();
                 continue;
             };
-            if self.queue[i].acked.get(frag as usize) {
+            if self.queue[i].cut != cut || self.queue[i].acked.get(frag as usize) {
                 self.retx[c].pop_front();
                 continue;
             }
+            let Some(link) = self.frame_link(cfg, i) else {
+                if self.recut(cfg, i) {
+                    continue;
+                }
+                return None;
+            };
             let bytes = DataRepr::HEADER_LEN + self.queue[i].frag_range(frag).1;
-            if !self.window_allows(cfg, ch, bytes) {
+            if !self.window_allows(cfg, ch, bytes, link) {
                 return None;
             }
             self.retx[c].pop_front();
             self.stats.retransmitted += 1;
-            return Some(self.data_frame(now, cfg, i, frag));
+            self.links[link].stats.retransmitted += 1;
+            return Some(self.data_frame(now, cfg, i, frag, link));
         }
         None
     }
@@ -381,11 +473,17 @@ impl Session {
                 self.unsent[c].pop_front();
                 continue;
             };
+            let Some(link) = self.frame_link(cfg, i) else {
+                if self.recut(cfg, i) {
+                    continue;
+                }
+                return None;
+            };
             let m = &self.queue[i];
             let frag = m.next_frag;
             let len = m.frag_range(frag).1;
             let bytes = DataRepr::HEADER_LEN + len;
-            if !self.window_allows(cfg, ch, bytes) {
+            if !self.window_allows(cfg, ch, bytes, link) {
                 return None;
             }
             let m = &mut self.queue[i];
@@ -405,7 +503,7 @@ impl Session {
                 }
                 continue;
             }
-            return Some(self.data_frame(now, cfg, i, frag));
+            return Some(self.data_frame(now, cfg, i, frag, link));
         }
         None
     }

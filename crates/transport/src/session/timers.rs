@@ -14,15 +14,17 @@ enum Timer {
     Pto,
     Deadline,
     Probe,
+    Links,
 }
 
 impl Timer {
-    const ALL: [Timer; 5] = [
+    const ALL: [Timer; 6] = [
         Timer::Ack,
         Timer::Loss,
         Timer::Pto,
         Timer::Deadline,
         Timer::Probe,
+        Timer::Links,
     ];
 }
 
@@ -33,8 +35,13 @@ impl Session {
             Timer::Loss => self.loss_time,
             Timer::Pto => self.pto_at(cfg),
             Timer::Deadline => self.next_deadline,
-            Timer::Probe => (self.probe.state == PathState::Probing && self.probe.to_send == 0)
-                .then_some(self.probe.next_at),
+            Timer::Probe => self
+                .links
+                .iter()
+                .filter(|l| l.probe.state == PathState::Probing && l.probe.to_send == 0)
+                .map(|l| l.probe.next_at)
+                .min(),
+            Timer::Links => self.links_timer(cfg),
         }
     }
 
@@ -47,8 +54,11 @@ impl Session {
         // collapsed to 0.03 Gbit/s that way with two CPU hogs running).
         let tails_can_go = !self.tails.is_empty() && self.retx[super::BLOCK].is_empty();
         let pending_now = self.ack_now && self.ack_pending > 0
-            || self.probe.to_send > 0
-            || self.probe.mismatch_unreported
+            || self
+                .links
+                .iter()
+                .any(|l| l.probe.to_send > 0 || l.probe.mismatch_unreported)
+            || self.keepalive_due()
             || !self.probe_replies.is_empty()
             || tails_can_go;
         let t = Timer::ALL.iter().filter_map(|&t| self.timer(t, cfg)).min();
@@ -69,12 +79,22 @@ impl Session {
                 Timer::Loss => self.detect_lost(now, cfg),
                 Timer::Pto => self.on_pto(now),
                 Timer::Deadline => self.expire(now, events),
-                Timer::Probe => self.start_probe_round(now, cfg),
+                Timer::Probe => {
+                    for l in 0..self.links.len() {
+                        let p = &self.links[l].probe;
+                        if p.state == PathState::Probing && p.to_send == 0 && p.next_at <= now {
+                            self.start_probe_round(now, cfg, l);
+                        }
+                    }
+                }
+                Timer::Links => self.on_links_timer(now, cfg, events),
             }
         }
         // Whichever of this and `poll_probe` ended the last round.
-        if std::mem::take(&mut self.probe.mismatch_unreported) {
-            self.mismatch_event(events);
+        for l in 0..self.links.len() {
+            if std::mem::take(&mut self.links[l].probe.mismatch_unreported) {
+                self.mismatch_event(events, l);
+            }
         }
         self.pop_resolved();
     }
