@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// A peer's address on each of its links (link 0 first); a link may have
-/// none yet (a peer learnt by one link only), and frames the transport
-/// sends by such a link are counted unroutable.
+/// none yet (a peer learnt by one link only): frames the transport sends
+/// by such a link go by the first link with an address ([`route`](Self::route)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkAddrs([Option<SocketAddr>; MAX_LINKS]);
 
@@ -44,6 +44,16 @@ impl LinkAddrs {
     /// past [`MAX_LINKS`] is ignored.
     pub fn set(&mut self, link: u8, addr: SocketAddr) -> Option<SocketAddr> {
         self.0.get_mut(usize::from(link))?.replace(addr)
+    }
+
+    /// Where a frame for `link` goes: by `link` to its address, or, when
+    /// it has none, by the first link that has one (a peer learnt by its
+    /// frames on another link: `accept_unknown` sessions have one link).
+    pub fn route(&self, link: u8) -> Option<(u8, SocketAddr)> {
+        match self.get(link) {
+            Some(a) => Some((link, a)),
+            None => self.iter().next(),
+        }
     }
 
     /// The links that have an address, with it.
@@ -121,6 +131,12 @@ mod tests {
         assert_eq!(l.set(200, a(3)), None);
         assert_eq!(l.to_vec(), vec![Some(a(1)), None, Some(a(3))]);
         assert_eq!(l.iter().collect::<Vec<_>>(), vec![(0, a(1)), (2, a(3))]);
+        assert_eq!(l.route(2), Some((2, a(3))));
+        assert_eq!(l.route(1), Some((0, a(1))));
+        let mut only1 = LinkAddrs::default();
+        only1.set(1, a(7));
+        assert_eq!(only1.route(0), Some((1, a(7))));
+        assert_eq!(LinkAddrs::default().route(0), None);
         assert!(LinkAddrs::new(&[]).is_none());
         assert!(LinkAddrs::new(&[a(1); MAX_LINKS + 1]).is_none());
     }

@@ -174,8 +174,10 @@ fn offer<B: Backend + ?Sized>(backend: &mut B, q: &mut TxBatch) -> io::Result<us
 }
 
 /// Moves up to `budget` transmits from the endpoint into `tx` (addressed by
-/// `peers`, to the peer's address on the transmit's link; a peer without an
-/// address on that link is counted and dropped), each into its
+/// `peers`, to the peer's address on the transmit's link, or where the
+/// peer has none on that link by the first link it has an address on (a
+/// peer learnt from frames that came by another link); a peer without any
+/// address is counted and dropped), each into its
 /// lane's queue, and offers the urgent queue, then (with [`Flush::All`]) the
 /// normal one, to the backend until empty or refused. Shared by the
 /// single-thread driver and the runtime's cores.
@@ -190,8 +192,8 @@ pub(crate) fn flush_transmits<B: Backend + ?Sized>(
 ) -> io::Result<Flushed> {
     let mut f = Flushed::default();
     // Transmits come in bursts to one peer on one link: remember the last
-    // address.
-    let mut last: Option<(NodeId, u8, SocketAddr)> = None;
+    // (peer, link wanted, link taken, address).
+    let mut last: Option<(NodeId, u8, u8, SocketAddr)> = None;
     // Each lane holds up to `budget`: a backlog of refused block frames
     // must not keep urgent ones in the endpoint. The endpoint hands out
     // every urgent frame before a normal one, so the first normal frame
@@ -200,17 +202,19 @@ pub(crate) fn flush_transmits<B: Backend + ?Sized>(
         let Some(t) = endpoint.poll_transmit(now) else {
             break;
         };
-        let dst = match last {
-            Some((node, link, addr)) if node == t.peer && link == t.link => Some(addr),
-            _ => peers.get(&t.peer).and_then(|a| a.get(t.link)),
+        let (want, peer) = (t.link, t.peer);
+        let route = match last {
+            Some((node, link, via, addr)) if node == peer && link == want => Some((via, addr)),
+            _ => peers.get(&peer).and_then(|a| a.route(want)),
         };
-        let Some(dst) = dst else {
+        let Some((via, dst)) = route else {
             f.unroutable += 1;
-            tracing::debug!(peer = %t.peer, link = t.link, "transmit for a peer with no address on its link, dropped");
+            tracing::debug!(%peer, link = want, "transmit for a peer with no address, dropped");
             continue;
         };
-        last = Some((t.peer, t.link, dst));
-        let frame = t.into_frame(dst);
+        last = Some((peer, want, via, dst));
+        let mut frame = t.into_frame(dst);
+        frame.link = via;
         if frame.lane == Lane::Urgent {
             tx.urgent.push_back(frame);
         } else {
