@@ -68,11 +68,12 @@ fn json_after(out: &str, name: &str) -> Value {
 /// A server in B on both links (or `bind`), stopped when the script ends.
 const SERVER: &str = r#"set -u
 bind=${BIND:-$IP_B1:7480,$IP_B2:7480}
-ip netns exec "$NS_B" "$IBENCH" server --backend uring --mtu "${SRV_MTU:-1500}" --bind "$bind" > /tmp/$NS_B.srv 2>&1 &
+log=$(mktemp)
+ip netns exec "$NS_B" "$IBENCH" server --backend uring --mtu "${SRV_MTU:-1500}" --bind "$bind" > "$log" 2>&1 &
 srv=$!
-trap 'kill $srv 2>/dev/null; wait $srv 2>/dev/null || true' EXIT
-for _ in $(seq 50); do grep -q listening /tmp/$NS_B.srv 2>/dev/null && break; sleep 0.1; done
-head -1 /tmp/$NS_B.srv
+trap 'kill $srv 2>/dev/null; wait $srv 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 50); do grep -q listening "$log" 2>/dev/null && break; sleep 0.1; done
+head -1 "$log"
 client() { ip netns exec "$NS_A" timeout 60 "$IBENCH" "$@" --backend uring --connect-timeout 10 -q --json; }
 cut() { # iface: drops everything by it, both ways
   ip netns exec "$NS_A" nft -f - <<NFT
