@@ -24,6 +24,7 @@
 # foreign frames the endpoints see are the ones tests send on purpose.
 set -euo pipefail
 . "$(dirname "$0")/need-root.sh"
+. "$(dirname "$0")/lab-lib.sh"
 
 usage() { sed -n '2,16p' "$0" >&2; exit 2; }
 
@@ -59,18 +60,6 @@ down() {
   for ns in "$IF_A" "$IF_B" "$IF_MA" "$IF_MB"; do
     ip link del "$ns" 2>/dev/null || true
   done
-}
-
-quiet_iface() { # ns iface mtu
-  ip -n "$1" link set "$2" mtu "$3"
-  ip netns exec "$1" ethtool -K "$2" tx off rx off gso off tso off gro off >/dev/null 2>&1 || true
-  ip -n "$1" link set "$2" up
-}
-
-ns_new() {
-  ip netns add "$1"
-  ip -n "$1" link set lo up
-  ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 }
 
 up() {

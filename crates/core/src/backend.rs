@@ -250,7 +250,21 @@ pub trait Wake: Send + Sync {
 pub trait Backend {
     fn capabilities(&self) -> Capabilities;
 
+    /// Link 0's address (the only one on a backend with one link).
     fn local_addr(&self) -> SocketAddr;
+
+    /// Interconnect links this backend has, 1 to [`MAX_LINKS`]: a socket
+    /// (pair) or port per link, bound to that link's own address. The
+    /// default is one.
+    fn link_count(&self) -> usize {
+        1
+    }
+
+    /// The local address of `link` (link 0's is [`local_addr`](Backend::local_addr)),
+    /// `None` for a link the backend does not have.
+    fn link_addr(&self, link: u8) -> Option<SocketAddr> {
+        (link == 0).then(|| self.local_addr())
+    }
 
     /// Lets a backend register the pool's regions (io_uring fixed buffers,
     /// DPDK external buffers). The default needs nothing.
@@ -259,7 +273,8 @@ pub trait Backend {
     }
 
     /// Takes frames from the front of `batch` and sends them, each from its
-    /// [`TxFrame::lane`]'s socket. Returns how many were taken; frames left
+    /// [`TxFrame::link`]'s and [`TxFrame::lane`]'s socket (a frame for a link
+    /// the backend does not have is counted and dropped, and counts as taken). Returns how many were taken; frames left
     /// in `batch` were refused for now (backpressure) and should be offered
     /// again.
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize>;
@@ -306,6 +321,12 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn local_addr(&self) -> SocketAddr {
         (**self).local_addr()
+    }
+    fn link_count(&self) -> usize {
+        (**self).link_count()
+    }
+    fn link_addr(&self, link: u8) -> Option<SocketAddr> {
+        (**self).link_addr(link)
     }
     fn register_pool(&mut self, pool: &BufferPool) -> io::Result<()> {
         (**self).register_pool(pool)

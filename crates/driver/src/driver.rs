@@ -24,10 +24,15 @@
 //!   same way.
 //!
 //! The runtime's cores do the first three (not the looks between sends).
+//!
+//! A peer may have several interconnect links ([`Driver::add_peer_links`]):
+//! one address per link. Each transmit goes to the peer's address on the
+//! link the transport chose for it, from the backend's socket of that link;
+//! each datagram is handed to the endpoint with the link it came by.
 
-use icx_core::{
-    Backend, Channel, Clock, Instant, Lane, MonotonicClock, NodeId, RxDatagram, SharedBuf, TxBatch,
-};
+use crate::links::{check_peer_links, LinkAddrs, PeerTable};
+use crate::pump::{flush_transmits, receive, Flush, Received, TxQueues};
+use icx_core::{Backend, Channel, Clock, Instant, MonotonicClock, NodeId, SharedBuf};
 use icx_transport::{Endpoint, Event, PeerConfig, SendError};
 use std::collections::HashMap;
 use std::io;
@@ -137,7 +142,8 @@ pub struct Driver<B: Backend, C: Clock = MonotonicClock> {
     endpoint: Endpoint,
     backend: B,
     clock: C,
-    peers: HashMap<NodeId, SocketAddr>,
+    /// Each peer's address per link.
+    peers: PeerTable,
     /// Reused every turn; holds frames the backend refused until next turn.
     tx: TxQueues,
     rx_budget: usize,
@@ -192,22 +198,49 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         })
     }
 
-    /// Adds the peer to the endpoint and its address to the peer table.
-    /// Refuses a path MTU the backend cannot carry: that mismatch would
-    /// otherwise show up only as loss.
+    /// Adds the peer to the endpoint and its address to the peer table: a
+    /// one-link peer ([`add_peer_links`](Self::add_peer_links) with one
+    /// address). Refuses a path MTU the backend cannot carry: that mismatch
+    /// would otherwise show up only as loss.
     pub fn add_peer(&mut self, peer: PeerConfig, addr: SocketAddr) -> io::Result<()> {
-        check_backend_mtu(&peer, self.backend.capabilities().max_udp_payload)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e} (at {addr})")))?;
+        self.add_peer_links(peer, &[addr])
+    }
+
+    /// Adds a peer reached over several links ([`PeerConfig::with_links`]),
+    /// `addrs[i]` being its address on link `i`. Refused (InvalidInput)
+    /// unless there is one address per link, each of its link's IP version,
+    /// the backend has at least as many links, and carries every link's MTU.
+    pub fn add_peer_links(&mut self, peer: PeerConfig, addrs: &[SocketAddr]) -> io::Result<()> {
+        let b = &self.backend;
+        let links = check_peer_links(
+            &peer,
+            addrs,
+            b.capabilities().max_udp_payload,
+            b.link_count(),
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e} (at {addrs:?})")))?;
         self.endpoint
             .add_peer(peer)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        self.peers.insert(peer.node, addr);
+        self.peers.insert(peer.node, links);
         Ok(())
     }
 
-    /// Re-points a peer (e.g. it came back on another port).
+    /// Re-points a peer's link 0 (e.g. it came back on another port);
+    /// returns the address it replaces.
     pub fn set_peer_addr(&mut self, node: NodeId, addr: SocketAddr) -> Option<SocketAddr> {
-        self.peers.insert(node, addr)
+        self.set_peer_link_addr(node, 0, addr)
+    }
+
+    /// Re-points one of a peer's links; returns the address it replaces. A
+    /// link past [`MAX_LINKS`](icx_core::MAX_LINKS) is ignored.
+    pub fn set_peer_link_addr(
+        &mut self,
+        node: NodeId,
+        link: u8,
+        addr: SocketAddr,
+    ) -> Option<SocketAddr> {
+        self.peers.entry(node).or_default().set(link, addr)
     }
 
     /// Forgets a peer: its session (queued messages reported lost) and its
@@ -217,7 +250,13 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         self.endpoint.remove_peer(node)
     }
 
+    /// A peer's address on link 0.
     pub fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.peers.get(&node).and_then(|a| a.get(0))
+    }
+
+    /// A peer's address on each of its links.
+    pub fn peer_link_addrs(&self, node: NodeId) -> Option<LinkAddrs> {
         self.peers.get(&node).copied()
     }
 
@@ -348,7 +387,7 @@ impl<B: Backend, C: Clock> Driver<B, C> {
         // big batch do not get early timestamps and shrink RTT samples.
         // Foreign senders are fed too: the endpoint rejects and counts them.
         // Datagrams come in runs from one peer: remember the last one checked.
-        let mut known: Option<(NodeId, SocketAddr)> = None;
+        let mut known: Option<(NodeId, u8, SocketAddr)> = None;
         let chunk = self.lanes.then_some(self.urgent_chunk);
         receive(
             &mut self.backend,
@@ -356,12 +395,13 @@ impl<B: Backend, C: Clock> Driver<B, C> {
             chunk,
             urgent_only,
             &mut |d| {
-                if let Some(node) = endpoint.handle_datagram(clock.now(), d.data) {
-                    if learn && known != Some((node, d.src)) {
-                        if peers.get(&node) != Some(&d.src) {
-                            peers.insert(node, d.src);
+                if let Some(node) = endpoint.handle_datagram_on(clock.now(), d.link, d.data) {
+                    if learn && known != Some((node, d.link, d.src)) {
+                        let a = peers.entry(node).or_default();
+                        if a.get(d.link) != Some(d.src) {
+                            a.set(d.link, d.src);
                         }
-                        known = Some((node, d.src));
+                        known = Some((node, d.link, d.src));
                     }
                 }
             },
@@ -424,229 +464,12 @@ impl<B: Backend, C: Clock> Driver<B, C> {
     }
 }
 
-/// What one [`receive`] did.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Received {
-    pub(crate) n: usize,
-    pub(crate) urgent: usize,
-    pub(crate) urgent_on_normal: usize,
-    /// A heartbeat or control data frame came on the urgent lane (the
-    /// receive then stopped early).
-    pub(crate) urgent_data: bool,
-}
-
 impl Received {
     fn add_to(&self, ts: &mut TurnStats) {
         ts.received += self.n;
         ts.urgent_received += self.urgent;
         ts.urgent_on_normal += self.urgent_on_normal;
     }
-}
-
-/// Receives up to `budget` datagrams into `f` (with `urgent_only`, of the
-/// urgent lane only, in one call). Without `chunk` (a backend with one
-/// lane): in one call. With it: in calls of `chunk`, each of which
-/// looks at the urgent lane first, until the backend runs dry, the budget is
-/// spent, or a heartbeat or control data frame came (so its message is
-/// handed to the application without waiting for the rest). Shared by the
-/// single-thread driver and the runtime's cores.
-pub(crate) fn receive<B: Backend + ?Sized>(
-    backend: &mut B,
-    budget: usize,
-    chunk: Option<usize>,
-    urgent_only: bool,
-    f: &mut dyn FnMut(RxDatagram<'_>),
-) -> io::Result<Received> {
-    use std::cell::Cell;
-    let (urgent, on_normal, data) = (Cell::new(0), Cell::new(0), Cell::new(false));
-    let mut count = |d: RxDatagram<'_>| {
-        match d.lane {
-            Lane::Urgent => {
-                urgent.set(urgent.get() + 1);
-                if icx_wire::is_urgent_data(d.data) {
-                    data.set(true);
-                }
-            }
-            Lane::Normal => {
-                if icx_wire::lane_of(d.data) == Lane::Urgent {
-                    on_normal.set(on_normal.get() + 1);
-                }
-            }
-        }
-        f(d)
-    };
-    let mut n = 0;
-    match chunk {
-        _ if urgent_only => n = backend.recv_urgent(budget, &mut count)?,
-        None => n = backend.recv(budget, &mut count)?,
-        Some(chunk) => {
-            while n < budget {
-                let want = chunk.min(budget - n);
-                let got = backend.recv(want, &mut count)?;
-                n += got;
-                if got < want || data.get() {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(Received {
-        n,
-        urgent: urgent.get(),
-        urgent_on_normal: on_normal.get(),
-        urgent_data: data.get(),
-    })
-}
-
-/// A path MTU the backend cannot carry: the datagrams it needs are larger
-/// than the backend's largest. Caught up front, because on the wire the
-/// mismatch would only show up as loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackendMtuError {
-    pub node: NodeId,
-    pub mtu: usize,
-    /// The UDP payload the MTU needs.
-    pub need: usize,
-    /// The backend's largest UDP payload.
-    pub have: usize,
-}
-
-impl std::fmt::Display for BackendMtuError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "peer {}: MTU {} needs {}-byte datagrams, backend carries {}",
-            self.node, self.mtu, self.need, self.have
-        )
-    }
-}
-
-impl std::error::Error for BackendMtuError {}
-
-/// Checks `peer`'s path against a backend's largest UDP payload `have`.
-/// Used by the driver, the runtime's cores and the runtime's application side.
-pub(crate) fn check_backend_mtu(peer: &PeerConfig, have: usize) -> Result<(), BackendMtuError> {
-    let need = peer.max_udp_payload();
-    if need > have {
-        return Err(BackendMtuError {
-            node: peer.node,
-            mtu: peer.mtu,
-            need,
-            have,
-        });
-    }
-    Ok(())
-}
-
-/// Frames waiting for the backend, per lane: the urgent ones always go
-/// first, and block frames the backend refused never hold them back.
-#[derive(Debug, Default)]
-pub(crate) struct TxQueues {
-    pub(crate) urgent: TxBatch,
-    pub(crate) normal: TxBatch,
-}
-
-impl TxQueues {
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        TxQueues {
-            urgent: TxBatch::with_capacity(n),
-            // One over: the frame that ends a pull at the budget.
-            normal: TxBatch::with_capacity(n + 1),
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.urgent.len() + self.normal.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.urgent.is_empty() && self.normal.is_empty()
-    }
-}
-
-/// What a [`flush_transmits`] sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flush {
-    /// Everything, up to the budget: urgent frames, then block frames.
-    All,
-    /// Only the endpoint's urgent frames: it stops at the first frame of the
-    /// normal lane (its priority order puts those after every urgent one),
-    /// which waits in the normal queue for the next full flush.
-    Urgent,
-}
-
-/// What one [`flush_transmits`] did.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Flushed {
-    pub(crate) sent: usize,
-    pub(crate) urgent_sent: usize,
-    pub(crate) unroutable: usize,
-}
-
-/// Offers a queue to the backend until it is empty or refused.
-fn offer<B: Backend + ?Sized>(backend: &mut B, q: &mut TxBatch) -> io::Result<usize> {
-    let mut sent = 0;
-    while !q.is_empty() {
-        let n = backend.send(q)?;
-        sent += n;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(sent)
-}
-
-/// Moves up to `budget` transmits from the endpoint into `tx` (addressed by
-/// `peers`; a peer without an address is counted and dropped), each into its
-/// lane's queue, and offers the urgent queue, then (with [`Flush::All`]) the
-/// normal one, to the backend until empty or refused. Shared by the
-/// single-thread driver and the runtime's cores.
-pub(crate) fn flush_transmits<B: Backend + ?Sized>(
-    endpoint: &mut Endpoint,
-    backend: &mut B,
-    tx: &mut TxQueues,
-    budget: usize,
-    peers: &HashMap<NodeId, SocketAddr>,
-    now: Instant,
-    mode: Flush,
-) -> io::Result<Flushed> {
-    let mut f = Flushed::default();
-    // Transmits come in bursts to one peer: remember the last address.
-    let mut last: Option<(NodeId, SocketAddr)> = None;
-    // Each lane holds up to `budget`: a backlog of refused block frames
-    // must not keep urgent ones in the endpoint. The endpoint hands out
-    // every urgent frame before a normal one, so the first normal frame
-    // past the budget (taken, one over) ends the pull.
-    while tx.urgent.len() < budget {
-        let Some(t) = endpoint.poll_transmit(now) else {
-            break;
-        };
-        let dst = match last {
-            Some((node, addr)) if node == t.peer => Some(addr),
-            _ => peers.get(&t.peer).copied(),
-        };
-        let Some(dst) = dst else {
-            f.unroutable += 1;
-            tracing::debug!(peer = %t.peer, "transmit for a peer with no address, dropped");
-            continue;
-        };
-        last = Some((t.peer, dst));
-        let frame = t.into_frame(dst);
-        if frame.lane == Lane::Urgent {
-            tx.urgent.push_back(frame);
-        } else {
-            tx.normal.push_back(frame);
-            if mode == Flush::Urgent || tx.normal.len() >= budget {
-                break;
-            }
-        }
-    }
-    f.urgent_sent = offer(backend, &mut tx.urgent)?;
-    f.sent = f.urgent_sent;
-    if mode == Flush::All {
-        f.sent += offer(backend, &mut tx.normal)?;
-    }
-    Ok(f)
 }
 
 #[cfg(test)]
@@ -778,7 +601,7 @@ mod tests {
         let net = LoopbackNet::new();
         let mut a = Driver::new(endpoint(1), net.bind(addr(1)).unwrap()).unwrap();
         let mut stranger = net.bind(addr(9)).unwrap();
-        let mut batch = TxBatch::new();
+        let mut batch = icx_core::TxBatch::new();
         let mut header = icx_core::HeaderBuf::with_len(5).unwrap();
         header.as_mut_slice().copy_from_slice(b"hello");
         batch.push_back(icx_core::TxFrame {

@@ -4,7 +4,9 @@
 //!
 //! Rates and the link cut live behind a [`FaultHandle`], so a test or ibench
 //! can cut and heal a link from another thread while the driver owns the
-//! backend.
+//! backend. With a multi-link backend one interconnect link can be cut
+//! alone ([`FaultHandle::cut_link`]): everything sent or received by it is
+//! dropped (counted), the other links carry on.
 
 use icx_core::{
     seeded_rng, Backend, BufferPool, Capabilities, RxDatagram, SeededRng, TxBatch, Wake,
@@ -12,7 +14,7 @@ use icx_core::{
 use rand::Rng;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +63,10 @@ pub struct FaultStats {
     pub rx_seen: u64,
     pub rx_dropped: u64,
     pub corrupted: u64,
+    /// Of `tx_dropped` and `rx_dropped`, datagrams of a cut link
+    /// ([`FaultHandle::cut_link`]).
+    pub link_tx_dropped: u64,
+    pub link_rx_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -71,12 +77,16 @@ struct Shared {
     duplicate: AtomicU64,
     corrupt: AtomicU64,
     cut: AtomicBool,
+    /// Bit `l`: link `l` is cut.
+    cut_links: AtomicU8,
     tx_seen: AtomicU64,
     tx_dropped: AtomicU64,
     duplicated: AtomicU64,
     rx_seen: AtomicU64,
     rx_dropped: AtomicU64,
     corrupted: AtomicU64,
+    link_tx_dropped: AtomicU64,
+    link_rx_dropped: AtomicU64,
 }
 
 fn load_f64(a: &AtomicU64) -> f64 {
@@ -101,6 +111,14 @@ struct Rates {
     rx_drop: f64,
     duplicate: f64,
     corrupt: f64,
+    /// Bit `l`: link `l` is cut.
+    cut_links: u8,
+}
+
+impl Rates {
+    fn link_cut(&self, link: u8) -> bool {
+        link < 8 && self.cut_links & (1 << link) != 0
+    }
 }
 
 /// Cross-thread control of a [`FaultInjector`]: change rates, cut or heal the
@@ -160,6 +178,30 @@ impl FaultHandle {
         self.shared.cut.load(Ordering::Relaxed)
     }
 
+    /// Cuts interconnect link `link` alone: every datagram sent by it or
+    /// received by it is dropped (counted in `link_tx_dropped` /
+    /// `link_rx_dropped`) until [`heal_link`](Self::heal_link); the other
+    /// links are untouched. A link the backend does not have (or beyond
+    /// [`MAX_LINKS`](icx_core::MAX_LINKS)) is ignored.
+    pub fn cut_link(&self, link: u8) {
+        if usize::from(link) < icx_core::MAX_LINKS {
+            self.shared.cut_links.fetch_or(1 << link, Ordering::Relaxed);
+        }
+    }
+
+    pub fn heal_link(&self, link: u8) {
+        if usize::from(link) < icx_core::MAX_LINKS {
+            self.shared
+                .cut_links
+                .fetch_and(!(1 << link), Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_link_cut(&self, link: u8) -> bool {
+        usize::from(link) < icx_core::MAX_LINKS
+            && self.shared.cut_links.load(Ordering::Relaxed) & (1 << link) != 0
+    }
+
     pub fn stats(&self) -> FaultStats {
         let s = &self.shared;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -170,17 +212,21 @@ impl FaultHandle {
             rx_seen: l(&s.rx_seen),
             rx_dropped: l(&s.rx_dropped),
             corrupted: l(&s.corrupted),
+            link_tx_dropped: l(&s.link_tx_dropped),
+            link_rx_dropped: l(&s.link_rx_dropped),
         }
     }
 
     fn snapshot(&self) -> Rates {
         let s = &self.shared;
+        let cut_links = s.cut_links.load(Ordering::Relaxed);
         if s.cut.load(Ordering::Relaxed) {
             return Rates {
                 tx_drop: 1.0,
                 rx_drop: 1.0,
                 duplicate: 0.0,
                 corrupt: 0.0,
+                cut_links,
             };
         }
         Rates {
@@ -188,6 +234,7 @@ impl FaultHandle {
             rx_drop: load_f64(&s.rx_drop),
             duplicate: load_f64(&s.duplicate),
             corrupt: load_f64(&s.corrupt),
+            cut_links,
         }
     }
 }
@@ -267,6 +314,14 @@ impl<B: Backend> FaultInjector<B> {
         self.handle.heal()
     }
 
+    pub fn cut_link(&mut self, link: u8) {
+        self.handle.cut_link(link)
+    }
+
+    pub fn heal_link(&mut self, link: u8) {
+        self.handle.heal_link(link)
+    }
+
     pub fn inner(&self) -> &B {
         &self.inner
     }
@@ -296,8 +351,14 @@ impl<B: Backend> FaultInjector<B> {
             ..
         } = self;
         let (mut seen, mut dropped, mut corrupted, mut handed) = (0u64, 0u64, 0u64, 0usize);
+        let mut link_dropped = 0u64;
         let mut each = |d: RxDatagram<'_>| {
             seen += 1;
+            if rates.link_cut(d.link) {
+                dropped += 1;
+                link_dropped += 1;
+                return;
+            }
             if roll(rng, rates.rx_drop) {
                 dropped += 1;
                 return;
@@ -312,7 +373,7 @@ impl<B: Backend> FaultInjector<B> {
                 f(RxDatagram {
                     src: d.src,
                     lane: d.lane,
-                    link: 0,
+                    link: d.link,
                     data: &scratch[..],
                 });
             } else {
@@ -328,6 +389,7 @@ impl<B: Backend> FaultInjector<B> {
         bump(&s.rx_seen, seen);
         bump(&s.rx_dropped, dropped);
         bump(&s.corrupted, corrupted);
+        bump(&s.link_rx_dropped, link_dropped);
         res?;
         Ok(handed)
     }
@@ -342,6 +404,14 @@ impl<B: Backend> Backend for FaultInjector<B> {
         self.inner.local_addr()
     }
 
+    fn link_count(&self) -> usize {
+        self.inner.link_count()
+    }
+
+    fn link_addr(&self, link: u8) -> Option<SocketAddr> {
+        self.inner.link_addr(link)
+    }
+
     fn register_pool(&mut self, pool: &BufferPool) -> io::Result<()> {
         self.inner.register_pool(pool)
     }
@@ -350,7 +420,7 @@ impl<B: Backend> Backend for FaultInjector<B> {
         let before = batch.len();
         let rates = self.handle.snapshot();
         let limit = self.inner.capabilities().max_batch.max(1);
-        let (mut seen, mut dropped) = (0u64, 0u64);
+        let (mut seen, mut dropped, mut link_dropped) = (0u64, 0u64, 0u64);
         self.passed = self.passed.min(batch.len());
         self.staged.clear();
         self.staged_dup.clear();
@@ -362,6 +432,11 @@ impl<B: Backend> Backend for FaultInjector<B> {
                 self.passed -= 1;
             } else {
                 seen += 1;
+                if rates.link_cut(frame.link) {
+                    dropped += 1;
+                    link_dropped += 1;
+                    continue;
+                }
                 if roll(&mut self.rng, rates.tx_drop) {
                     dropped += 1;
                     continue;
@@ -398,6 +473,7 @@ impl<B: Backend> Backend for FaultInjector<B> {
         let s = &self.handle.shared;
         bump(&s.tx_seen, seen);
         bump(&s.tx_dropped, dropped);
+        bump(&s.link_tx_dropped, link_dropped);
         bump(&s.duplicated, dups_taken as u64);
         res?;
         Ok(before - batch.len())

@@ -17,18 +17,21 @@ mod driver;
 pub mod fault;
 pub mod host;
 pub mod keys;
+mod links;
 pub mod loopback;
+mod pump;
 pub mod runtime;
 #[allow(unsafe_code)]
 pub mod spsc;
 
 pub use driver::{
-    BackendMtuError, Driver, DriverConfig, DriverStats, TurnStats, DEFAULT_SEND_CHUNK,
-    DEFAULT_URGENT_CHUNK,
+    Driver, DriverConfig, DriverStats, TurnStats, DEFAULT_SEND_CHUNK, DEFAULT_URGENT_CHUNK,
 };
 pub use fault::{FaultConfig, FaultHandle, FaultInjector, FaultStats};
 pub use host::{HostStats, RuntimeHost};
+pub use links::LinkAddrs;
 pub use loopback::{LoopbackBackend, LoopbackConfig, LoopbackNet, LoopbackStats};
+pub use pump::BackendMtuError;
 pub use runtime::{
     owner_core, AppWaker, CoreSnapshot, CoreStats, NodeEvent, PeerError, Runtime, RuntimeConfig,
     RuntimeSnapshot, SubmitError,

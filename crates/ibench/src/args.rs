@@ -130,6 +130,20 @@ pub(crate) struct BackendArgs {
     /// AES-256-GCM where the CPU has AES instructions, else ChaCha20).
     #[arg(long, value_parser = parse_cipher)]
     pub(crate) cipher: Option<icx_wire::Cipher>,
+    /// How a peer's links share its traffic: active-passive (the healthy
+    /// link of highest priority carries all, ties to the lowest) or spread
+    /// (every healthy link, by weight over RTT). Default: the transport's.
+    #[arg(long, value_parser = parse_link_mode)]
+    pub(crate) link_mode: Option<icx_transport::LinkMode>,
+    /// Milliseconds a link's keepalives may go unanswered before it is
+    /// taken out of service (default: the transport's).
+    #[arg(long, value_name = "MS")]
+    pub(crate) link_timeout: Option<u64>,
+}
+
+pub(crate) fn parse_link_mode(s: &str) -> Result<icx_transport::LinkMode, String> {
+    icx_transport::LinkMode::parse(s.trim())
+        .ok_or_else(|| format!("'{s}' is not a link mode (active-passive or spread)"))
 }
 
 pub(crate) fn parse_cipher(s: &str) -> Result<icx_wire::Cipher, String> {
@@ -177,13 +191,19 @@ impl BackendArgs {
             cores: self.cores,
             loss,
             seed,
+            link_mode: self.link_mode,
+            link_timeout: self.link_timeout.map(Duration::from_millis),
         })
     }
 }
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ServerArgs {
-    /// Address to serve icx on (the baseline listens on PORT+1).
+    /// Address(es) to serve icx on, one interconnect link each (up to 4,
+    /// comma-separated). `0.0.0.0:PORT` (a fixed port) binds a link to
+    /// each local IPv4 address that is up (non-loopback ones first, then
+    /// 127.0.0.1; at most 4), so every reply leaves by the link its
+    /// request came in by. The baseline listens on PORT+1.
     #[arg(long, default_value = "0.0.0.0:7470")]
     pub(crate) bind: String,
     /// This server's icx node id (a 3-way holder needs one different from the forwarder's).
@@ -204,9 +224,16 @@ pub(crate) struct ServerArgs {
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct RunArgs {
-    /// Server address HOST:PORT (IPv4 or IPv6); not used by `ibench loopback`.
+    /// Server address HOST:PORT (IPv4 or IPv6); several (A,B, up to 4)
+    /// are the server's addresses on as many interconnect links, link 0
+    /// first: the client binds a link to the local address that reaches
+    /// each. Not used by `ibench loopback`.
     #[arg(long)]
     pub(crate) peer: Option<String>,
+    /// IP MTU of each link, comma-separated, link 0 first (default: --mtu
+    /// for every link).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) link_mtu: Option<Vec<usize>>,
     /// The server's icx node id.
     #[arg(long, default_value_t = 1)]
     pub(crate) server_node: u16,

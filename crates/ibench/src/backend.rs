@@ -54,6 +54,23 @@ impl BackendOpts {
     }
 }
 
+impl BackendOpts {
+    /// Sets what these options say of the transport: congestion control,
+    /// its target, and the links' mode and timeout.
+    pub fn apply_transport(&self, cfg: &mut icx_transport::Config) {
+        cfg.cc.enabled = self.cc;
+        if let Some(t) = self.cc_target {
+            cfg.cc.target_delay = icx_core::Duration::from_nanos(t.as_nanos() as u64);
+        }
+        if let Some(m) = self.link_mode {
+            cfg.link_mode = m;
+        }
+        if let Some(t) = self.link_timeout {
+            cfg.link_timeout = icx_core::Duration::from_nanos(t.as_nanos() as u64);
+        }
+    }
+}
+
 impl Toggle {
     pub fn on(self) -> bool {
         self == Toggle::On
@@ -94,6 +111,11 @@ pub struct BackendOpts {
     /// Fraction of datagrams dropped each way (`--loss`), 0 for none.
     pub loss: f64,
     pub seed: u64,
+    /// `--link-mode`: how a peer's links share its traffic (default: the
+    /// transport's).
+    pub link_mode: Option<icx_transport::LinkMode>,
+    /// `--link-timeout`: how long a link's keepalives may go unanswered.
+    pub link_timeout: Option<std::time::Duration>,
 }
 
 /// The features a backend ended up with, as reported.
@@ -158,18 +180,33 @@ pub fn check_dpdk_args(opts: &BackendOpts) -> Result<(), String> {
     Ok(())
 }
 
-/// Opens the backend `opts` asks for, bound to `addr`, wrapped in a fault
-/// injector when `--loss` is set. `net` is the in-process network for
-/// `--backend loopback`.
+/// Opens the backend `opts` asks for, with one link bound to each of
+/// `addrs` (link 0 first), wrapped in a fault injector when `--loss` is set.
+/// `net` is the in-process network for `--backend loopback`.
 pub fn open(
     opts: &BackendOpts,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     net: Option<&LoopbackNet>,
 ) -> Result<Opened, String> {
+    let Some(&addr) = addrs.first() else {
+        return Err("no address to bind".into());
+    };
+    let shown = addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let (backend, name, fallback): (Box<dyn Backend + Send>, &str, Option<String>) = match opts.kind
     {
         BackendKind::Dpdk => {
             check_dpdk_args(opts)?;
+            if addrs.len() > 1 {
+                return Err(format!(
+                    "--backend dpdk drives one port, so one link: {shown} asks for {} \
+                     (use --backend uring or sockets for several links)",
+                    addrs.len()
+                ));
+            }
             let SocketAddr::V4(v4) = addr else {
                 return Err(format!("--backend dpdk needs an IPv4 address, not {addr}"));
             };
@@ -188,20 +225,22 @@ pub fn open(
                 "--backend loopback is the in-process network: it only works with `ibench loopback <verb>`",
             )?;
             let b = net
-                .bind_with(addr, opts.urgent_lane)
-                .map_err(|e| format!("loopback bind {addr}: {e}"))?;
+                .bind_links(addrs, opts.urgent_lane)
+                .map_err(|e| format!("loopback bind {shown}: {e}"))?;
             (Box::new(b), "loopback", None)
         }
         BackendKind::Sockets => {
-            let mut sc = icx_udp::SocketConfig::new(addr);
+            let mut sc = icx_udp::SocketConfig::with_links(addrs)
+                .map_err(|e| format!("--bind {shown}: {e}"))?;
             sc.steer_cores = steer(opts);
             sc.urgent_lane = opts.urgent_lane;
             let b = icx_udp::SocketBackend::bind(sc)
-                .map_err(|e| format!("cannot bind UDP socket {addr}: {e}"))?;
+                .map_err(|e| format!("cannot bind UDP socket {shown}: {e}"))?;
             (Box::new(b), "sockets", None)
         }
         BackendKind::Uring => {
-            let mut cfg = UringConfig::new(addr);
+            let mut cfg =
+                UringConfig::with_links(addrs).map_err(|e| format!("--bind {shown}: {e}"))?;
             cfg.zero_copy = match opts.zero_copy {
                 ZcMode::Auto => ZeroCopy::Auto,
                 ZcMode::On => ZeroCopy::Threshold(icx_uring::DEFAULT_ZC_THRESHOLD),
@@ -214,7 +253,7 @@ pub fn open(
             cfg.steer_cores = steer(opts);
             cfg.urgent_lane = opts.urgent_lane;
             match icx_uring::open(cfg)
-                .map_err(|e| format!("cannot open io_uring backend on {addr}: {e}"))?
+                .map_err(|e| format!("cannot open io_uring backend on {shown}: {e}"))?
             {
                 icx_uring::Opened::Uring(b) => (b, "uring", None),
                 icx_uring::Opened::Sockets(b, why) => (b, "sockets", Some(why)),

@@ -268,5 +268,6 @@ pub fn run(t: &BaselineTarget, p: &Pattern) -> Result<Measured, String> {
         client_cpu_pct,
         load: p.load.map(|_| (load_sent, load_delivered, load_behind)),
         interrupted,
+        links: Vec::new(),
     })
 }

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use icx_core::{BufferPool, Channel, NodeId, PoolConfig};
 use icx_driver::LoopbackNet;
 use icx_transport::protocol::HostEvent;
-use icx_transport::{Config, Event, PeerConfig};
+use icx_transport::{Config, Event, LinkConfig, PeerConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -28,7 +28,13 @@ const TURN_WAIT: Duration = Duration::from_millis(1);
 /// Who to talk to and how.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
+    /// The server's address on link 0.
     pub peer: SocketAddr,
+    /// The server's address on every link, link 0 (`peer`) first; one
+    /// element for a one-link run.
+    pub peer_links: Vec<SocketAddr>,
+    /// Each link's IP MTU (empty: `mtu` for every link).
+    pub link_mtus: Vec<usize>,
     pub server_node: u16,
     /// 3-way: the holder server and its node id.
     pub holder: Option<(SocketAddr, u16)>,
@@ -87,6 +93,8 @@ pub struct Measured {
     /// Under-load background flow: (sent, delivered at the server, behind schedule).
     pub load: Option<(u64, u64, u64)>,
     pub interrupted: bool,
+    /// The server's links at the end of the run.
+    pub links: Vec<crate::report::LinkReport>,
 }
 
 pub struct Client {
@@ -100,6 +108,54 @@ pub struct Client {
     /// Server mtu as reported by its stats.
     pub server_mtu: Option<u64>,
     stats_replies: HashMap<u64, ServerStats>,
+}
+
+/// The addresses, comma-separated.
+fn join(a: &[SocketAddr]) -> String {
+    a.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The local IP the kernel's route to `peer` leaves from (a UDP socket
+/// connected to it, which sends nothing).
+fn source_for(peer: SocketAddr) -> Result<std::net::IpAddr, String> {
+    let any: SocketAddr = if peer.is_ipv6() {
+        "[::]:0".parse().expect("literal")
+    } else {
+        "0.0.0.0:0".parse().expect("literal")
+    };
+    let s = std::net::UdpSocket::bind(any).map_err(|e| format!("route to {peer}: {e}"))?;
+    s.connect(peer)
+        .map_err(|e| format!("no route to --peer {peer}: {e}"))?;
+    Ok(s.local_addr()
+        .map_err(|e| format!("route to {peer}: {e}"))?
+        .ip())
+}
+
+/// The server's path: one link per address, each at its `--link-mtu` (or
+/// `--mtu`).
+fn server_path(
+    server: NodeId,
+    cfg: &ClientConfig,
+    peers: &[SocketAddr],
+) -> Result<PeerConfig, String> {
+    if !cfg.link_mtus.is_empty() && cfg.link_mtus.len() != peers.len() {
+        return Err(format!(
+            "--link-mtu gives {} MTUs for {} links (--peer addresses)",
+            cfg.link_mtus.len(),
+            peers.len()
+        ));
+    }
+    let links: Vec<LinkConfig> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| LinkConfig::new(*cfg.link_mtus.get(i).unwrap_or(&cfg.mtu), a.is_ipv6()))
+        .collect();
+    PeerConfig::for_addr(server, cfg.mtu, peers[0])
+        .with_links(&links)
+        .map_err(|e| format!("--peer {}: {e}", join(peers)))
 }
 
 fn client_node_id() -> u16 {
@@ -135,15 +191,28 @@ impl Client {
         let mut tc = Config::new(CLUSTER, me, crate::incarnation(cfg.backend.auth.is_some())?);
         tc.auth = cfg.backend.auth.clone();
         tc.max_message = crate::server::MAX_MESSAGE;
-        tc.cc.enabled = cfg.backend.cc;
-        if let Some(t) = cfg.backend.cc_target {
-            tc.cc.target_delay = icx_core::Duration::from_nanos(t.as_nanos() as u64);
-        }
-        let (mut driver, info) = Net::open(&cfg.backend, bind, net, tc, pool)?;
+        cfg.backend.apply_transport(&mut tc);
+        let peers = if cfg.peer_links.is_empty() {
+            vec![cfg.peer]
+        } else {
+            cfg.peer_links.clone()
+        };
+        // Several links: one local link each, bound to the address the
+        // kernel's route to that server address uses (so its own network).
+        let binds = if peers.len() > 1 && cfg.backend.kind != backend::BackendKind::Dpdk {
+            peers
+                .iter()
+                .map(|p| source_for(*p).map(|ip| SocketAddr::new(ip, 0)))
+                .collect::<Result<Vec<_>, String>>()?
+        } else {
+            vec![bind]
+        };
+        let (mut driver, info) = Net::open(&cfg.backend, &binds, net, tc, pool)?;
         let server = NodeId(cfg.server_node);
+        let peer = server_path(server, cfg, &peers)?;
         driver
-            .add_peer(PeerConfig::for_addr(server, cfg.mtu, cfg.peer), cfg.peer)
-            .map_err(|e| format!("server {}: {e}", cfg.peer))?;
+            .add_peer_links(peer, &peers)
+            .map_err(|e| format!("server {}: {e}", join(&peers)))?;
         let holder = match cfg.holder {
             Some((addr, node)) => {
                 if node == cfg.server_node {
@@ -646,6 +715,13 @@ impl Client {
             received = oneway_delivered.unwrap_or(acked);
         }
         crate::net::dump_turns("client");
+        let links = self
+            .net
+            .link_stats(self.server)
+            .iter()
+            .enumerate()
+            .map(|(i, (a, l))| crate::report::LinkReport::new(i as u8, *a, l))
+            .collect();
         Ok(Measured {
             hist,
             intervals,
@@ -660,6 +736,7 @@ impl Client {
                 .load
                 .map(|_| (load_sent, load_delivered.unwrap_or(0), load_behind)),
             interrupted,
+            links,
         })
     }
 }

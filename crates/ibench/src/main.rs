@@ -83,6 +83,50 @@ pub fn check_mtu(mtu: usize, ipv6: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// `--peer`/`--bind` lists: up to [`MAX_LINKS`](icx_core::MAX_LINKS)
+/// comma-separated HOST:PORT, one per interconnect link, link 0 first.
+fn resolve_links(what: &str, s: &str) -> Result<Vec<SocketAddr>, String> {
+    let v = s
+        .split(',')
+        .map(|p| resolve(what, p.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if v.len() > icx_core::MAX_LINKS {
+        return Err(format!(
+            "{what} '{s}': {} addresses, at most {} links",
+            v.len(),
+            icx_core::MAX_LINKS
+        ));
+    }
+    Ok(v)
+}
+
+/// The links a server binds for `--bind`: the addresses given, or for a
+/// wildcard IPv4 address with a fixed port one link per local IPv4
+/// address that is up (non-loopback first, then 127.0.0.1, at most
+/// MAX_LINKS), each with that port.
+fn server_links(binds: &[SocketAddr]) -> Result<Vec<SocketAddr>, String> {
+    match binds {
+        [one] if one.ip().is_unspecified() && one.is_ipv4() && one.port() != 0 => {
+            let mut ips = icx_udp::ifaddr::local_ipv4_addrs()
+                .map_err(|e| format!("--bind {one}: listing local addresses: {e}"))?;
+            let room = icx_core::MAX_LINKS - 1;
+            if ips.len() > room {
+                tracing::warn!(
+                    "--bind {one}: {} local IPv4 addresses, serving the first {room} and 127.0.0.1",
+                    ips.len()
+                );
+                ips.truncate(room);
+            }
+            ips.push(std::net::Ipv4Addr::LOCALHOST);
+            Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip.into(), one.port()))
+                .collect())
+        }
+        _ => Ok(binds.to_vec()),
+    }
+}
+
 fn resolve(what: &str, s: &str) -> Result<SocketAddr, String> {
     let mut it = s
         .to_socket_addrs()
@@ -201,6 +245,8 @@ fn validate(verb: Verb, a: &RunArgs) -> Result<(), String> {
 /// Where the servers are.
 struct Targets {
     peer: SocketAddr,
+    /// The server's address per link (`--peer A,B`), link 0 first.
+    peer_links: Vec<SocketAddr>,
     holder: Option<SocketAddr>,
     baseline: Option<SocketAddr>,
     baseline_holder: Option<SocketAddr>,
@@ -262,11 +308,18 @@ fn main() -> ExitCode {
 }
 
 fn run_server(a: &ServerArgs) -> Result<ExitCode, Failure> {
-    let bind = resolve("--bind", &a.bind).map_err(Failure::Usage)?;
+    let binds = resolve_links("--bind", &a.bind).map_err(Failure::Usage)?;
+    let bind = binds[0];
     check_mtu(a.mtu, bind.is_ipv6()).map_err(Failure::Usage)?;
     backend::check_dpdk_args(&a.backend.opts(0.0, 1, a.mtu)?).map_err(Failure::Usage)?;
+    let links = if a.backend.backend == backend::BackendKind::Dpdk {
+        binds
+    } else {
+        server_links(&binds).map_err(Failure::Usage)?
+    };
     let cfg = server::ServerConfig {
         bind,
+        links,
         node: a.node,
         mtu: a.mtu,
         backend: a.backend.opts(0.0, 1, a.mtu)?,
@@ -317,6 +370,7 @@ fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
         let server_opts = a.backend.opts(0.0, 1, a.mtu)?;
         let mk = |node: u16| server::ServerConfig {
             bind: "127.0.0.1:0".parse().expect("literal"),
+            links: Vec::new(),
             node,
             mtu: a.mtu,
             backend: server_opts.clone(),
@@ -332,6 +386,7 @@ fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
         .map_err(Failure::Run)?;
         let mut t = Targets {
             peer: s.addr,
+            peer_links: vec![s.addr],
             holder: None,
             baseline: s.baseline_addr,
             baseline_holder: None,
@@ -365,7 +420,8 @@ fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
                     verb.name()
                 ))
             })
-            .and_then(|p| resolve("--peer", p).map_err(Failure::Usage))?;
+            .and_then(|p| resolve_links("--peer", p).map_err(Failure::Usage))?;
+        let (peer_links, peer) = (peer.clone(), peer[0]);
         let holder = if a.three_way {
             let h = a.holder.as_deref().ok_or_else(|| {
                 Failure::Usage("block --three-way needs --holder HOST:PORT (a second `ibench server --node 2`)".into())
@@ -380,6 +436,7 @@ fn run_verb(verb: Verb, a: &RunArgs, local: bool) -> Result<ExitCode, Failure> {
         };
         Targets {
             peer,
+            peer_links,
             holder,
             baseline: Some(baseline),
             baseline_holder: holder.map(plus_one),
@@ -410,6 +467,8 @@ fn run_client(
 ) -> Result<(Report, Kept), Failure> {
     let ccfg = ClientConfig {
         peer: t.peer,
+        peer_links: t.peer_links.clone(),
+        link_mtus: a.link_mtu.clone().unwrap_or_default(),
         server_node: a.server_node,
         holder: t.holder.map(|h| (h, a.holder_node)),
         mtu: a.mtu,

@@ -10,7 +10,7 @@ use crate::backend::{self, BackendOpts, Opened};
 use icx_core::{Backend, BufferPool, Channel, Instant, NodeId, SharedBuf};
 use icx_driver::{Driver, LoopbackNet, PeerError, Runtime, RuntimeConfig, SubmitError};
 use icx_transport::protocol::HostEvent;
-use icx_transport::{Endpoint, EndpointStats, Event, PeerConfig, PeerStats, SendError};
+use icx_transport::{Endpoint, EndpointStats, Event, LinkStats, PeerConfig, PeerStats, SendError};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,17 +44,18 @@ pub enum NotSent {
 }
 
 impl Net {
-    /// Opens the backend(s) bound to `bind` and the transport over them:
-    /// one driver, or a runtime of `cores` core threads sharing the port.
+    /// Opens the backend(s) with a link bound to each of `binds` and the
+    /// transport over them: one driver, or a runtime of `cores` core
+    /// threads sharing each link's port.
     pub fn open(
         opts: &BackendOpts,
-        bind: SocketAddr,
+        binds: &[SocketAddr],
         net: Option<&LoopbackNet>,
         transport: icx_transport::Config,
         pool: BufferPool,
     ) -> Result<(Net, backend::BackendInfo), String> {
         let Some(n) = opts.cores else {
-            let Opened { backend, info } = backend::open(opts, bind, net)?;
+            let Opened { backend, info } = backend::open(opts, binds, net)?;
             let endpoint = Endpoint::try_new(transport, pool).map_err(|e| e.to_string())?;
             let dc = opts.driver_config();
             let d = Driver::with_clock(endpoint, backend, icx_core::MonotonicClock::new(), dc)
@@ -79,22 +80,28 @@ impl Net {
         rc.pin = false;
         // Core 0 binds (port 0 picks one); the others join its port with
         // SO_REUSEPORT. The factory runs on each core's thread, in order.
-        let first: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let first: Arc<Mutex<Option<Vec<SocketAddr>>>> = Arc::new(Mutex::new(None));
+        let binds = binds.to_vec();
+        let shown = format!("{binds:?}");
         let info: Arc<Mutex<Option<backend::BackendInfo>>> = Arc::new(Mutex::new(None));
         let (opts2, first2, info2) = (opts.clone(), first.clone(), info.clone());
         let rt = Runtime::start(rc, move |core| {
-            let addr = match *first2.lock().unwrap_or_else(|e| e.into_inner()) {
-                Some(a) if core > 0 => a,
-                _ => bind,
+            let addrs = match &*first2.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(a) if core > 0 => a.clone(),
+                _ => binds.clone(),
             };
-            let o = backend::open(&opts2, addr, None).map_err(std::io::Error::other)?;
+            let o = backend::open(&opts2, &addrs, None).map_err(std::io::Error::other)?;
             if core == 0 {
-                *first2.lock().unwrap_or_else(|e| e.into_inner()) = Some(o.backend.local_addr());
+                let b = &o.backend;
+                let bound = (0..b.link_count() as u8)
+                    .filter_map(|k| b.link_addr(k))
+                    .collect();
+                *first2.lock().unwrap_or_else(|e| e.into_inner()) = Some(bound);
                 *info2.lock().unwrap_or_else(|e| e.into_inner()) = Some(o.info);
             }
             Ok(o.backend)
         })
-        .map_err(|e| format!("runtime of {n} cores on {bind}: {e}"))?;
+        .map_err(|e| format!("runtime of {n} cores on {shown}: {e}"))?;
         let info = info
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -119,6 +126,19 @@ impl Net {
         }
     }
 
+    /// Every link's local address, link 0 first.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Net::Single(d) => {
+                let b = d.backend();
+                (0..b.link_count() as u8)
+                    .filter_map(|k| b.link_addr(k))
+                    .collect()
+            }
+            Net::Multi(m) => m.rt.link_addrs().to_vec(),
+        }
+    }
+
     pub fn now(&self) -> Instant {
         match self {
             Net::Single(d) => d.now(),
@@ -138,6 +158,37 @@ impl Net {
             Net::Single(d) => d.add_peer(p, addr).map_err(|e| e.to_string()),
             Net::Multi(m) => m.rt.add_peer(p, addr).map_err(|e| e.to_string()),
         }
+    }
+
+    /// A peer reached over several links, `addrs[i]` on link `i`.
+    pub fn add_peer_links(&mut self, p: PeerConfig, addrs: &[SocketAddr]) -> Result<(), String> {
+        match self {
+            Net::Single(d) => d.add_peer_links(p, addrs).map_err(|e| e.to_string()),
+            Net::Multi(m) => m.rt.add_peer_links(p, addrs).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A peer's links as the transport sees them, with the address each
+    /// goes to (the runtime asks the owning core).
+    pub fn link_stats(&mut self, node: NodeId) -> Vec<(Option<SocketAddr>, LinkStats)> {
+        let (stats, addrs) = match self {
+            Net::Single(d) => (
+                d.endpoint().link_stats(node),
+                d.peer_link_addrs(node).unwrap_or_default(),
+            ),
+            Net::Multi(m) => match m.rt.snapshot(SNAPSHOT_WAIT) {
+                Ok(s) => (
+                    s.peer_links(node).map(<[_]>::to_vec).unwrap_or_default(),
+                    s.peer_link_addrs(node).unwrap_or_default(),
+                ),
+                Err(_) => return Vec::new(),
+            },
+        };
+        stats
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (addrs.get(i as u8), l))
+            .collect()
     }
 
     pub fn is_peer(&self, node: NodeId) -> bool {

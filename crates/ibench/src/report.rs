@@ -7,6 +7,7 @@ use crate::stats::Rtt;
 use icx_core::Channel;
 use serde::Serialize;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 /// Bumped only for incompatible changes (fields are only ever added).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -57,6 +58,51 @@ pub struct TransportSide {
     pub holder: Option<Counters>,
 }
 
+/// One interconnect link to the server, as the client's transport saw it
+/// at the end of the run (the JSON `links` array, one element per link).
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkReport {
+    pub link: u8,
+    /// The server's address on this link.
+    pub address: String,
+    /// "up", "down" or "recovering".
+    pub state: &'static str,
+    pub mtu: usize,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub retransmitted: u64,
+    pub lost: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub keepalives_sent: u64,
+    pub keepalives_answered: u64,
+    /// Times the link was taken out of service.
+    pub downs: u64,
+    /// Smoothed keepalive round trip, if one was answered.
+    pub rtt_us: Option<f64>,
+}
+
+impl LinkReport {
+    pub fn new(link: u8, addr: Option<SocketAddr>, l: &icx_transport::LinkStats) -> Self {
+        LinkReport {
+            link,
+            address: addr.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            state: l.state.name(),
+            mtu: l.mtu,
+            frames_sent: l.frames_sent,
+            frames_received: l.frames_received,
+            retransmitted: l.retransmitted,
+            lost: l.lost,
+            bytes_sent: l.bytes_sent,
+            bytes_received: l.bytes_received,
+            keepalives_sent: l.keepalives_sent,
+            keepalives_answered: l.keepalives_answered,
+            downs: l.downs,
+            rtt_us: l.srtt.map(|d| d.as_nanos() as f64 / 1e3),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub schema_version: u32,
@@ -101,6 +147,8 @@ pub struct Report {
     pub cpu: Cpu,
     pub transport_counters: TransportSide,
     pub features: BackendInfo,
+    /// The server's links, link 0 first (one for a one-link run).
+    pub links: Vec<LinkReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<Load>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,6 +261,7 @@ pub fn build(ctx: &Context, m: &Measured) -> Report {
             holder: holder.map(|s| s.0),
         },
         features: ctx.info.clone(),
+        links: m.links.clone(),
         load,
         baseline: None,
         ratio: None,
@@ -343,6 +392,9 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(w, "ibench: ---> percentile {label} = {v:>12.3}");
     }
     let _ = writeln!(w, "ibench: ---> <MIN> observation = {:>12.3}", t.min);
+    if r.links.len() > 1 {
+        links_table(w, &r.links);
+    }
     if let Some(b) = &r.baseline {
         let _ = writeln!(w);
         let _ = writeln!(
@@ -386,6 +438,36 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(w, "ibench: baseline not run: {e}");
     }
     s
+}
+
+/// The per-link rows: state, MTU, frames each way, retransmissions,
+/// losses, times down and the keepalive RTT of every link to the server.
+fn links_table(w: &mut String, links: &[LinkReport]) {
+    let _ = writeln!(
+        w,
+        "ibench: links to the server (as the client's transport saw them):"
+    );
+    let _ = writeln!(
+        w,
+        "  {:<4} {:<22} {:<10} {:>5} {:>10} {:>10} {:>8} {:>6} {:>5} {:>10}",
+        "link", "address", "state", "mtu", "sent", "received", "retrans", "lost", "downs", "rtt us"
+    );
+    for l in links {
+        let _ = writeln!(
+            w,
+            "  {:<4} {:<22} {:<10} {:>5} {:>10} {:>10} {:>8} {:>6} {:>5} {:>10}",
+            l.link,
+            l.address,
+            l.state,
+            l.mtu,
+            l.frames_sent,
+            l.frames_received,
+            l.retransmitted,
+            l.lost,
+            l.downs,
+            l.rtt_us.map_or_else(|| "-".into(), |r| format!("{r:.1}"))
+        );
+    }
 }
 
 /// The sweep's per-size table.

@@ -34,7 +34,10 @@ pub const MAX_UDP_DATAGRAM: usize = icx_core::MAX_UDP_PAYLOAD;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// `--bind` as given (its IP is the baseline's).
     pub bind: SocketAddr,
+    /// One interconnect link bound to each, link 0 first (empty: `bind`).
+    pub links: Vec<SocketAddr>,
     pub node: u16,
     pub mtu: usize,
     pub backend: BackendOpts,
@@ -122,7 +125,10 @@ pub struct BaselineCounters {
 }
 
 pub struct ServerHandle {
+    /// Link 0's address.
     pub addr: SocketAddr,
+    /// Every link's address, link 0 first.
+    pub links: Vec<SocketAddr>,
     pub baseline_addr: Option<SocketAddr>,
     pub info: BackendInfo,
     pub node: u16,
@@ -161,10 +167,7 @@ fn transport_config(node: u16, mtu: usize, ipv6: bool, b: &BackendOpts) -> Resul
     cfg.max_message = MAX_MESSAGE;
     cfg.accept_unknown = Some(PeerTemplate { mtu, ipv6 });
     cfg.max_peers = MAX_PEERS;
-    cfg.cc.enabled = b.cc;
-    if let Some(t) = b.cc_target {
-        cfg.cc.target_delay = icx_core::Duration::from_nanos(t.as_nanos() as u64);
-    }
+    b.apply_transport(&mut cfg);
     Ok(cfg)
 }
 
@@ -185,11 +188,20 @@ pub fn start(
     let tc = transport_config(cfg.node, cfg.mtu, cfg.bind.is_ipv6(), &cfg.backend)?;
     let ((driver, info), baseline_sock) = loop {
         attempts += 1;
-        let opened = Net::open(&cfg.backend, cfg.bind, net, tc.clone(), pool.clone())?;
+        let links = if cfg.links.is_empty() {
+            vec![cfg.bind]
+        } else {
+            cfg.links.clone()
+        };
+        let opened = Net::open(&cfg.backend, &links, net, tc.clone(), pool.clone())?;
         let addr = opened.0.local_addr();
         let base_addr = if net.is_some() {
             // The in-process network's ports are not kernel ports.
             SocketAddr::new(cfg.bind.ip(), 0)
+        } else if cfg.links.len() > 1 {
+            // One baseline socket on --bind's IP (the wildcard for a
+            // server on every address).
+            SocketAddr::new(cfg.bind.ip(), addr.port().wrapping_add(1))
         } else {
             SocketAddr::new(addr.ip(), addr.port().wrapping_add(1))
         };
@@ -206,6 +218,7 @@ pub fn start(
         }
     };
     let addr = driver.local_addr();
+    let links = driver.local_addrs();
     let baseline_addr = baseline_sock.as_ref().and_then(|s| s.local_addr().ok());
     let icx = {
         let stop = stop.clone();
@@ -240,6 +253,7 @@ pub fn start(
     };
     Ok(ServerHandle {
         addr,
+        links,
         baseline_addr,
         info,
         node: cfg.node,
@@ -666,14 +680,24 @@ pub fn describe(h: &ServerHandle) -> String {
         .cores
         .map(|n| format!(", runtime of {n} core{}", if n == 1 { "" } else { "s" }))
         .unwrap_or_default();
+    let on = h
+        .links
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let links = match h.links.len() {
+        0 | 1 => String::new(),
+        n => format!(", {n} links"),
+    };
     match h.baseline_addr {
         Some(b) => format!(
-            "listening on {} (icx node {}, backend {}{cores}), baseline UDP on {}",
-            h.addr, h.node, h.info.name, b
+            "listening on {on} (icx node {}, backend {}{cores}{links}), baseline UDP on {}",
+            h.node, h.info.name, b
         ),
         None => format!(
-            "listening on {} (icx node {}, backend {}{cores}), no baseline port",
-            h.addr, h.node, h.info.name
+            "listening on {on} (icx node {}, backend {}{cores}{links}), no baseline port",
+            h.node, h.info.name
         ),
     }
 }

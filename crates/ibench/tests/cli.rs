@@ -4,8 +4,10 @@
 //! and `ibench doctor` against a server on loopback (its lab tests, one per
 //! cause, are in doctor_lab.rs).
 
+mod common;
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -492,17 +494,7 @@ impl ServerProc {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "ibench server: listening on A (icx node N, backend B), baseline UDP on C"
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("server banner: {line}"))
-            .to_string();
+        let (line, addr) = common::banner(&mut child);
         let baseline = line
             .split("baseline UDP on ")
             .nth(1)

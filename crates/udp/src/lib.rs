@@ -11,7 +11,15 @@
 //! Linux only: it relies on `sendmmsg`, `recvmmsg`, `ppoll`, SO_REUSEPORT,
 //! SO_*BUFFORCE and IP(V6)_MTU_DISCOVER.
 
+#[cfg(target_os = "linux")]
+mod arrays;
+#[cfg(target_os = "linux")]
+mod bind;
+mod config;
 pub mod host;
+#[cfg(target_os = "linux")]
+pub mod ifaddr;
+mod links;
 #[cfg(target_os = "linux")]
 mod mtu;
 #[cfg(target_os = "linux")]
@@ -26,7 +34,8 @@ pub use mtu::{peer_mtu, route_mtu};
 pub use wake::EventFd;
 
 #[cfg(target_os = "linux")]
-pub use socket::{
-    bind_socket, bind_urgent, BoundSocket, BufferGrant, SocketBackend, SocketConfig, SocketStats,
-    DEFAULT_SOCKET_BUFFER,
-};
+pub use bind::{bind_socket, bind_urgent, BoundSocket};
+pub use config::{BufferGrant, SocketConfig, DEFAULT_SOCKET_BUFFER};
+pub use links::{LinkCounts, RxRotation};
+#[cfg(target_os = "linux")]
+pub use socket::{SocketBackend, SocketStats};

@@ -8,10 +8,10 @@ use memmap2::{MmapMut, MmapOptions};
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-/// The buffer group id of the normal lane's provided-buffer ring...
+/// The buffer group id of the first lane's provided-buffer ring (link 0's
+/// normal lane); each further lane (link 0's urgent, link 1's normal, ...)
+/// takes the next.
 pub(crate) const BGID: u16 = 0x1C5;
-/// ...and of the urgent lane's.
-pub(crate) const BGID_URGENT: u16 = 0x1C6;
 
 /// `count` buffers of `size` bytes in one mapping, untouched until used.
 pub(crate) struct Buffers {

@@ -67,8 +67,14 @@ pub enum RingSetup {
 /// can be turned off to force its fallback path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UringConfig {
-    /// Address to bind; port 0 picks a free port.
+    /// Address to bind (link 0's); port 0 picks a free port.
     pub addr: SocketAddr,
+    /// Links 1, 2, ...: each gets its socket pair, bound to its address,
+    /// in the same ring ([`SocketConfig::more_links`]).
+    pub more_links: Vec<SocketAddr>,
+    /// Bind each link's sockets to the interface owning its address
+    /// ([`SocketConfig::bind_device`]).
+    pub bind_device: bool,
     /// Submission queue entries (the completion queue gets 4x).
     pub ring_entries: u32,
     pub ring_setup: RingSetup,
@@ -135,6 +141,8 @@ impl UringConfig {
     pub fn new(addr: SocketAddr) -> Self {
         UringConfig {
             addr,
+            more_links: Vec::new(),
+            bind_device: true,
             ring_entries: 512,
             ring_setup: RingSetup::Best,
             recv_buffer: DEFAULT_SOCKET_BUFFER,
@@ -162,8 +170,30 @@ impl UringConfig {
     }
 
     /// The plain-socket configuration equivalent to this one.
-    pub(crate) fn socket_config(&self) -> SocketConfig {
+    /// [`new`](Self::new) for several links, link 0 first (1 to
+    /// [`MAX_LINKS`](icx_core::MAX_LINKS) addresses, checked as
+    /// [`SocketConfig::with_links`] does).
+    pub fn with_links(addrs: &[SocketAddr]) -> std::io::Result<Self> {
+        let s = SocketConfig::with_links(addrs)?;
+        Ok(UringConfig {
+            more_links: s.more_links,
+            ..Self::new(s.addr)
+        })
+    }
+
+    /// Every link's address, link 0 first.
+    pub fn link_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.addr)
+            .chain(self.more_links.iter().copied())
+            .collect()
+    }
+
+    /// The socket configuration of every link (the plain-socket fallback's
+    /// too).
+    pub fn socket_config(&self) -> SocketConfig {
         let mut s = SocketConfig::new(self.addr);
+        s.more_links = self.more_links.clone();
+        s.bind_device = self.bind_device;
         s.recv_buffer = self.recv_buffer;
         s.send_buffer = self.send_buffer;
         s.force_buffers = self.force_buffers;

@@ -49,6 +49,8 @@ pub(crate) struct Slot {
     pub(crate) notif_pending: bool,
     pub(crate) zc: bool,
     pub(crate) gso: bool,
+    /// The link it was sent by.
+    pub(crate) link: u8,
 }
 
 const EMPTY_IOV: libc::iovec = libc::iovec {
@@ -78,6 +80,7 @@ impl Slot {
             notif_pending: false,
             zc: false,
             gso: false,
+            link: 0,
         }
     }
 }

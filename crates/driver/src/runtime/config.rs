@@ -14,9 +14,11 @@ pub struct RuntimeConfig {
     /// The node's buffer pool, shared by all cores and the application:
     /// blocks to send, reassembly, and handoff copies come from it.
     pub pool: BufferPool,
-    /// Every peer and its address at start; each is served by its owning
-    /// core. More can be added at run time ([`Runtime::add_peer`](super::Runtime::add_peer)).
-    pub peers: Vec<(PeerConfig, SocketAddr)>,
+    /// Every peer and its address on each of its links (one for a one-link
+    /// peer) at start; each is served by its owning core. More can be added
+    /// at run time ([`Runtime::add_peer`](super::Runtime::add_peer),
+    /// [`Runtime::add_peer_links`](super::Runtime::add_peer_links)).
+    pub peers: Vec<(PeerConfig, Vec<SocketAddr>)>,
     /// One core thread per entry; with `pin`, core `i` runs on `cpus[i]`.
     pub cpus: Vec<usize>,
     /// Pin core threads to their CPU. A refusal is logged, not fatal.
@@ -63,9 +65,15 @@ impl RuntimeConfig {
         self.cpus.len()
     }
 
-    /// Adds a peer at `addr`.
-    pub fn peer(mut self, peer: PeerConfig, addr: SocketAddr) -> Self {
-        self.peers.push((peer, addr));
+    /// Adds a one-link peer at `addr`.
+    pub fn peer(self, peer: PeerConfig, addr: SocketAddr) -> Self {
+        self.peer_links(peer, vec![addr])
+    }
+
+    /// Adds a peer reached over several links ([`PeerConfig::with_links`]):
+    /// `addrs[i]` is its address on link `i` (checked at start).
+    pub fn peer_links(mut self, peer: PeerConfig, addrs: Vec<SocketAddr>) -> Self {
+        self.peers.push((peer, addrs));
         self
     }
 }

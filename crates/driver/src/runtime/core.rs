@@ -4,12 +4,14 @@
 use super::stats::{CoreSnapshot, CoreStats};
 use super::wake::{lock, Shared};
 use super::{NodeEvent, NO_WAKER_MAX_WAIT};
-use crate::driver::{check_backend_mtu, receive, DriverConfig, Flush, TxQueues};
+use crate::driver::DriverConfig;
+use crate::links::{check_peer_links, LinkAddrs, PeerTable};
+use crate::pump::{check_backend_mtu, receive, Flush, TxQueues};
 use crate::spsc;
 use icx_core::{owner_core, Backend, BufferPool, Channel, Clock, MonotonicClock, NodeId, PoolBuf};
 use icx_transport::protocol::{Output, TagMap};
 use icx_transport::{Endpoint, Event, PeerConfig};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{fence, Ordering};
@@ -28,13 +30,12 @@ pub(super) enum Command {
     Send(Output),
     Snapshot(crossbeam_channel::Sender<CoreSnapshot>),
     /// Answered with `PeerAdded`, or (logged) `PeerRemoved` if refused.
-    AddPeer {
-        peer: PeerConfig,
-        addr: SocketAddr,
-    },
+    /// (Boxed: a peer's links are large next to the other commands.)
+    AddPeer(Box<(PeerConfig, LinkAddrs)>),
     /// Answered with the endpoint's `Lost { PeerRemoved }`s and `PeerRemoved`.
     RemovePeer(NodeId),
-    SetPeerAddr(NodeId, SocketAddr),
+    /// A peer's address on one link.
+    SetPeerAddr(NodeId, u8, SocketAddr),
     /// Answered later by the new probe's `PathVerified`/`PathMtuMismatch`.
     SetPeerMtu(NodeId, usize),
     /// A key rollover step (boxed: keys are large next to the others).
@@ -46,6 +47,8 @@ pub(super) struct Handoff {
     pub(super) data: PoolBuf,
     /// Where it came from, so the owner can learn the address.
     pub(super) src: SocketAddr,
+    /// The link it came by.
+    pub(super) link: u8,
 }
 
 /// A core's half of the rings, assembled by `start` and moved to its thread.
@@ -60,6 +63,8 @@ pub(super) struct CoreRings {
 /// What a core tells `start` once its backend is up.
 pub(super) struct CoreReady {
     pub(super) local_addr: SocketAddr,
+    /// Every link's local address, link 0 first.
+    pub(super) link_addrs: Vec<SocketAddr>,
     /// The backend's largest UDP payload, for the application side's checks.
     pub(super) max_udp_payload: usize,
 }
@@ -72,7 +77,7 @@ pub(super) struct CoreSetup {
     pub(super) busy_poll: bool,
     pub(super) transport: icx_transport::Config,
     pub(super) pool: BufferPool,
-    pub(super) peers: Vec<(PeerConfig, SocketAddr)>,
+    pub(super) peers: Vec<(PeerConfig, Vec<SocketAddr>)>,
     pub(super) driver: DriverConfig,
     pub(super) clock: MonotonicClock,
     pub(super) shared: Arc<Shared>,
@@ -111,6 +116,7 @@ pub(super) fn core_thread<B: Backend>(
     };
     let _ = ready.send(Ok(CoreReady {
         local_addr: core.backend.local_addr(),
+        link_addrs: core.local_links(),
         max_udp_payload: core.max_udp_payload,
     }));
     drop(ready);
@@ -130,8 +136,8 @@ struct Core<B: Backend> {
     max_udp_payload: usize,
     endpoint: Endpoint,
     clock: MonotonicClock,
-    /// Where each owned peer is sent to.
-    addrs: HashMap<NodeId, SocketAddr>,
+    /// Where each owned peer is sent to, per link.
+    addrs: PeerTable,
     /// With `accept_unknown`, peers' addresses follow their accepted frames
     /// (as the single-thread driver does); otherwise they are configured.
     learn: bool,
@@ -162,23 +168,25 @@ struct Core<B: Backend> {
     rejected_auth: u64,
 }
 
-/// Records `src` as `node`'s address; `known` caches the last pair seen, as
-/// datagrams come in runs from one peer.
+/// Records `src` as `node`'s address on `link`; `known` caches the last
+/// triple seen, as datagrams come in runs from one peer.
 fn learn_addr(
-    addrs: &mut HashMap<NodeId, SocketAddr>,
-    known: &mut Option<(NodeId, SocketAddr)>,
+    addrs: &mut PeerTable,
+    known: &mut Option<(NodeId, u8, SocketAddr)>,
     delta: &mut CoreStats,
     node: NodeId,
+    link: u8,
     src: SocketAddr,
 ) {
-    if *known == Some((node, src)) {
+    if *known == Some((node, link, src)) {
         return;
     }
-    if addrs.get(&node) != Some(&src) {
-        addrs.insert(node, src);
+    let a = addrs.entry(node).or_default();
+    if a.get(link) != Some(src) {
+        a.set(link, src);
         delta.learnt_addrs += 1;
     }
-    *known = Some((node, src));
+    *known = Some((node, link, src));
 }
 
 impl<B: Backend> Core<B> {
@@ -224,7 +232,7 @@ impl<B: Backend> Core<B> {
             max_udp_payload: caps.max_udp_payload,
             endpoint,
             clock: s.clock,
-            addrs: HashMap::with_capacity(s.peers.len()),
+            addrs: PeerTable::with_capacity(s.peers.len()),
             learn,
             pool: s.pool,
             tx: TxQueues::with_capacity(tx_budget),
@@ -243,19 +251,39 @@ impl<B: Backend> Core<B> {
             delta: CoreStats::default(),
             rejected_auth: 0,
         };
-        for (p, addr) in s.peers {
-            core.add_peer(p, addr)
-                .map_err(|e| invalid(format!("{e} (at {addr})")))?;
+        for (p, addrs) in s.peers {
+            let links = core
+                .check_links(&p, &addrs)
+                .map_err(|e| invalid(format!("{e} (at {addrs:?})")))?;
+            core.add_peer(p, links)
+                .map_err(|e| invalid(format!("{e} (at {addrs:?})")))?;
         }
         Ok(core)
     }
 
-    /// Adds a peer this core owns: the backend must carry its path, and the
-    /// endpoint must take it.
-    fn add_peer(&mut self, p: PeerConfig, addr: SocketAddr) -> Result<(), String> {
-        check_backend_mtu(&p, self.max_udp_payload).map_err(|e| e.to_string())?;
+    /// Every link's local address, link 0 first.
+    fn local_links(&self) -> Vec<SocketAddr> {
+        (0..self.backend.link_count() as u8)
+            .filter_map(|k| self.backend.link_addr(k))
+            .collect()
+    }
+
+    /// Checks a peer's links against this core's backend.
+    fn check_links(&self, p: &PeerConfig, addrs: &[SocketAddr]) -> Result<LinkAddrs, String> {
+        check_peer_links(p, addrs, self.max_udp_payload, self.backend.link_count())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Adds a peer this core owns: the backend must carry each of its
+    /// links' paths, and the endpoint must take it.
+    fn add_peer(&mut self, p: PeerConfig, addrs: LinkAddrs) -> Result<(), String> {
+        for i in 0..p.link_count() {
+            if let Some(path) = p.link_path(i) {
+                check_backend_mtu(&path, self.max_udp_payload).map_err(|e| e.to_string())?;
+            }
+        }
         self.endpoint.add_peer(p).map_err(|e| e.to_string())?;
-        self.addrs.insert(p.node, addr);
+        self.addrs.insert(p.node, addrs);
         Ok(())
     }
 
@@ -321,15 +349,24 @@ impl<B: Backend> Core<B> {
         }
 
         let learn = self.learn;
-        let mut known: Option<(NodeId, SocketAddr)> = None;
+        let mut known: Option<(NodeId, u8, SocketAddr)> = None;
         for ring in &mut self.rings.hand_in {
             for _ in 0..self.rx_budget {
                 let Some(h) = ring.pop() else {
                     break;
                 };
-                let accepted = self.endpoint.handle_datagram(self.clock.now(), &h.data);
+                let accepted = self
+                    .endpoint
+                    .handle_datagram_on(self.clock.now(), h.link, &h.data);
                 if let (Some(node), true) = (accepted, learn) {
-                    learn_addr(&mut self.addrs, &mut known, &mut self.delta, node, h.src);
+                    learn_addr(
+                        &mut self.addrs,
+                        &mut known,
+                        &mut self.delta,
+                        node,
+                        h.link,
+                        h.src,
+                    );
                 }
                 self.delta.handoffs_in += 1;
                 work = true;
@@ -370,9 +407,9 @@ impl<B: Backend> Core<B> {
                 };
                 if owner == me {
                     // Only a frame the endpoint accepted teaches an address.
-                    let accepted = endpoint.handle_datagram(clock.now(), d.data);
+                    let accepted = endpoint.handle_datagram_on(clock.now(), d.link, d.data);
                     if let (Some(node), true) = (accepted, learn) {
-                        learn_addr(addrs, &mut known, delta, node, d.src);
+                        learn_addr(addrs, &mut known, delta, node, d.link, d.src);
                     }
                     return;
                 }
@@ -387,6 +424,7 @@ impl<B: Backend> Core<B> {
                 match ring.push(Handoff {
                     data: buf,
                     src: d.src,
+                    link: d.link,
                 }) {
                     Ok(()) => {
                         delta.handoffs_out += 1;
@@ -434,16 +472,17 @@ impl<B: Backend> Core<B> {
             Command::Snapshot(reply) => {
                 let _ = reply.try_send(self.snapshot());
             }
-            Command::AddPeer { peer, addr } => {
+            Command::AddPeer(new) => {
+                let (peer, addrs) = *new;
                 let node = peer.node;
                 let res = if self.endpoint.peer_config(node).is_some() {
                     // Learnt through `accept_unknown` before this command
-                    // came: the MTU and address given here win.
+                    // came: the MTU and addresses given here win.
                     self.set_peer_mtu(node, peer.mtu).map(|()| {
-                        self.addrs.insert(node, addr);
+                        self.addrs.insert(node, addrs);
                     })
                 } else {
-                    self.add_peer(peer, addr)
+                    self.add_peer(peer, addrs)
                 };
                 let answer = match res {
                     Ok(()) => Event::PeerAdded { peer: node },
@@ -469,9 +508,9 @@ impl<B: Backend> Core<B> {
                     });
                 }
             }
-            Command::SetPeerAddr(node, addr) => {
+            Command::SetPeerAddr(node, link, addr) => {
                 if self.endpoint.peer_config(node).is_some() {
-                    self.addrs.insert(node, addr);
+                    self.addrs.entry(node).or_default().set(link, addr);
                 } else {
                     self.peer_error(node, "set_peer_addr", "not a peer of this core");
                 }
@@ -503,7 +542,18 @@ impl<B: Backend> Core<B> {
                 .peers()
                 .filter_map(|p| self.endpoint.peer_stats(p).map(|s| (p, s.clone())))
                 .collect(),
-            addrs: self.addrs.iter().map(|(n, a)| (*n, *a)).collect(),
+            addrs: self
+                .addrs
+                .iter()
+                .filter_map(|(n, a)| Some((*n, a.get(0)?)))
+                .collect(),
+            link_addrs: self.addrs.iter().map(|(n, a)| (*n, *a)).collect(),
+            links: self
+                .endpoint
+                .peers()
+                .map(|p| (p, self.endpoint.link_stats(p)))
+                .collect(),
+            local_links: self.local_links(),
             cpu: crate::affinity::thread_cpu_time(),
             rtt: std::array::from_fn(|i| self.endpoint.rtt_histogram(Channel::ALL[i]).clone()),
         }
@@ -559,7 +609,7 @@ impl<B: Backend> Core<B> {
     /// offers them to the backend until empty or refused, the urgent queue
     /// first ([`Flush`]). True when anything was sent.
     fn flush(&mut self, now: icx_core::Instant, mode: Flush) -> io::Result<bool> {
-        let f = crate::driver::flush_transmits(
+        let f = crate::pump::flush_transmits(
             &mut self.endpoint,
             &mut self.backend,
             &mut self.tx,

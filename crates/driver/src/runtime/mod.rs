@@ -145,8 +145,12 @@ pub struct Runtime {
     /// The clock every core reads.
     clock: MonotonicClock,
     local_addrs: Vec<SocketAddr>,
+    /// Core 0's backend's address per link (every core shares them).
+    link_addrs: Vec<SocketAddr>,
     /// Each core's backend's largest UDP payload.
     max_udp: Vec<usize>,
+    /// Each core's backend's link count.
+    backend_links: Vec<usize>,
     max_message: usize,
     shutdown_timeout: Duration,
     busy_poll: bool,
@@ -248,7 +252,9 @@ impl Runtime {
             members,
             clock,
             local_addrs: Vec::with_capacity(n),
+            link_addrs: Vec::new(),
             max_udp: Vec::with_capacity(n),
+            backend_links: Vec::with_capacity(n),
             max_message: cfg.transport.max_message,
             shutdown_timeout: cfg.shutdown_timeout,
             busy_poll: cfg.busy_poll,
@@ -270,7 +276,7 @@ impl Runtime {
                     .peers
                     .iter()
                     .filter(|(p, _)| owner_core(p.node, n) == idx)
-                    .copied()
+                    .cloned()
                     .collect(),
                 driver: cfg.driver,
                 clock,
@@ -298,6 +304,10 @@ impl Runtime {
                 Ok(ready) => {
                     rt.local_addrs.push(ready.local_addr);
                     rt.max_udp.push(ready.max_udp_payload);
+                    rt.backend_links.push(ready.link_addrs.len());
+                    if idx == 0 {
+                        rt.link_addrs = ready.link_addrs;
+                    }
                 }
                 Err(e) => {
                     let _ = rt.shutdown();
@@ -317,8 +327,15 @@ impl Runtime {
         self.local_addrs[0]
     }
 
+    /// Each core's link-0 address.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Core 0's address on each link, link 0 first (every core's backend
+    /// shares each link's port).
+    pub fn link_addrs(&self) -> &[SocketAddr] {
+        &self.link_addrs
     }
 
     /// The monotonic clock the cores run their endpoints on: a protocol on

@@ -28,12 +28,19 @@
 //!   for every message still queued to the peer, then `PeerRemoved`;
 //! - [`Runtime::set_peer_mtu`]: the path is probed again, so `PathVerified`
 //!   (or `PathMtuMismatch`) with the new MTU follows;
-//! - [`Runtime::set_peer_addr`]: none; the next frame goes to the new address.
+//! - [`Runtime::set_peer_addr`], [`Runtime::set_peer_link_addr`]: none; the
+//!   next frame by that link goes to the new address.
+//!
+//! A peer reached over several links ([`Runtime::add_peer_links`]) is
+//! checked per link at once: one address per link, each of its link's IP
+//! version, no more links than the owning core's backend has, and each
+//! link's MTU within what that backend carries.
 
 use super::core::Command;
 use super::{NodeEvent, Runtime};
-use crate::driver::{check_backend_mtu, BackendMtuError};
-use icx_core::NodeId;
+use crate::links::check_peer_links;
+use crate::pump::{check_backend_mtu, BackendMtuError};
+use icx_core::{NodeId, MAX_LINKS};
 use icx_transport::{ConfigError, Event, PeerConfig};
 use std::collections::HashMap;
 use std::fmt;
@@ -79,14 +86,45 @@ impl From<BackendMtuError> for PeerError {
     }
 }
 
+/// The IP version of each of a peer's links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Families {
+    v6: [bool; MAX_LINKS],
+    links: u8,
+}
+
+impl Families {
+    fn of(p: &PeerConfig) -> Self {
+        let mut v6 = [false; MAX_LINKS];
+        for (i, f) in v6.iter_mut().enumerate().take(p.link_count()) {
+            *f = p.link(i).is_some_and(|l| l.ipv6);
+        }
+        Families {
+            v6,
+            links: p.link_count() as u8,
+        }
+    }
+
+    fn one(ipv6: bool) -> Self {
+        let mut v6 = [false; MAX_LINKS];
+        v6[0] = ipv6;
+        Families { v6, links: 1 }
+    }
+
+    /// Link `link`'s IP version, if the peer has the link.
+    fn link(&self, link: u8) -> Option<bool> {
+        (link < self.links).then(|| self.v6[usize::from(link)])
+    }
+}
+
 /// The application side's view of the peers.
 #[derive(Debug)]
 pub(super) struct Members {
     cores: usize,
     /// Our own node id, which is never a peer.
     node: NodeId,
-    /// Every peer, with whether its path is IPv6.
-    peers: HashMap<NodeId, bool>,
+    /// Every peer, with whether each of its links' paths is IPv6.
+    peers: HashMap<NodeId, Families>,
     /// Commands queued for a node whose answer (`PeerAdded`/`PeerRemoved`)
     /// has not come back yet: until it has, the set above is newer than
     /// what the events say.
@@ -113,9 +151,16 @@ impl Members {
             .then(|| icx_core::owner_core(peer, self.cores))
     }
 
-    /// Checks a new peer as the endpoint will, and against the owning
-    /// core's backend (`max_udp` per core).
-    pub(super) fn check_new(&self, p: &PeerConfig, max_udp: &[usize]) -> Result<usize, PeerError> {
+    /// Checks a new peer at `addrs` (one per link) as the endpoint will,
+    /// and against the owning core's backend (`max_udp` and `links` per
+    /// core); returns the owning core.
+    pub(super) fn check_new(
+        &self,
+        p: &PeerConfig,
+        addrs: &[SocketAddr],
+        max_udp: &[usize],
+        links: &[usize],
+    ) -> Result<usize, PeerError> {
         if !p.node.is_valid() || p.node == self.node {
             return Err(
                 ConfigError::Invalid("peer node id must be non-zero and not our own").into(),
@@ -126,7 +171,7 @@ impl Members {
         }
         let core = icx_core::owner_core(p.node, self.cores);
         p.check_mtu()?;
-        check_backend_mtu(p, max_udp[core])?;
+        check_peer_links(p, addrs, max_udp[core], links[core])?;
         Ok(core)
     }
 
@@ -137,10 +182,11 @@ impl Members {
         mtu: usize,
         max_udp: &[usize],
     ) -> Result<usize, PeerError> {
-        let &ipv6 = self
+        let ipv6 = self
             .peers
             .get(&node)
-            .ok_or(ConfigError::UnknownPeer(node))?;
+            .ok_or(ConfigError::UnknownPeer(node))?
+            .v6[0];
         let p = PeerConfig {
             ipv6,
             ..PeerConfig::new(node, mtu)
@@ -157,20 +203,20 @@ impl Members {
             .ok_or_else(|| ConfigError::UnknownPeer(node).into())
     }
 
-    /// The path's IP version, if `node` is a peer.
-    pub(super) fn ipv6(&self, node: NodeId) -> Option<bool> {
-        self.peers.get(&node).copied()
+    /// Link `link`'s IP version, if `node` is a peer with that link.
+    pub(super) fn ipv6(&self, node: NodeId, link: u8) -> Option<bool> {
+        self.peers.get(&node)?.link(link)
     }
 
     /// A peer configured at start: no answer comes for it.
     pub(super) fn insert_configured(&mut self, p: &PeerConfig) -> bool {
-        self.peers.insert(p.node, p.ipv6).is_none()
+        self.peers.insert(p.node, Families::of(p)).is_none()
     }
 
     /// An add or a removal was queued to the owning core.
-    fn queued(&mut self, node: NodeId, ipv6: Option<bool>) {
-        match ipv6 {
-            Some(v6) => self.peers.insert(node, v6),
+    fn queued(&mut self, node: NodeId, added: Option<&PeerConfig>) {
+        match added {
+            Some(p) => self.peers.insert(node, Families::of(p)),
             None => self.peers.remove(&node),
         };
         *self.unanswered.entry(node).or_insert(0) += 1;
@@ -196,7 +242,9 @@ impl Members {
             self.unanswered.remove(&node);
         }
         if added {
-            self.peers.entry(node).or_insert(self.learnt_ipv6);
+            self.peers
+                .entry(node)
+                .or_insert(Families::one(self.learnt_ipv6));
         } else {
             self.peers.remove(&node);
         }
@@ -212,17 +260,33 @@ impl Runtime {
     /// [`owner_core`](super::owner_core)`(peer.node, cores)`. Checked at once
     /// (see [`PeerError`]); answered by `PeerAdded` from the owning core.
     /// [`send`](Runtime::send) to the peer is accepted from this call on.
+    /// A one-link peer: [`add_peer_links`](Self::add_peer_links) with one
+    /// address.
     pub fn add_peer(&mut self, peer: PeerConfig, addr: SocketAddr) -> Result<(), PeerError> {
+        self.add_peer_links(peer, &[addr])
+    }
+
+    /// Adds a peer reached over several links ([`PeerConfig::with_links`]),
+    /// `addrs[i]` being its address on link `i`; otherwise as
+    /// [`add_peer`](Self::add_peer). Refused at once unless there is one
+    /// address per link, each of its link's IP version, the owning core's
+    /// backend has at least as many links and carries every link's MTU.
+    pub fn add_peer_links(
+        &mut self,
+        peer: PeerConfig,
+        addrs: &[SocketAddr],
+    ) -> Result<(), PeerError> {
         if self.stopped {
             return Err(PeerError::ShutDown);
         }
-        if peer.ipv6 != addr.is_ipv6() {
-            return Err(ConfigError::Invalid("peer address family differs from its path's").into());
-        }
-        let core = self.members.check_new(&peer, &self.max_udp)?;
-        self.command(core, Command::AddPeer { peer, addr })
+        let core = self
+            .members
+            .check_new(&peer, addrs, &self.max_udp, &self.backend_links)?;
+        let links =
+            crate::LinkAddrs::new(addrs).ok_or(ConfigError::Invalid("a peer has 1 to 4 links"))?;
+        self.command(core, Command::AddPeer(Box::new((peer, links))))
             .map_err(|_| PeerError::Backpressure)?;
-        self.members.queued(peer.node, Some(peer.ipv6));
+        self.members.queued(peer.node, Some(&peer));
         Ok(())
     }
 
@@ -241,17 +305,35 @@ impl Runtime {
         Ok(())
     }
 
-    /// Re-addresses a peer (it came back on another host or port): frames
-    /// the owning core sends after taking the command go to `addr`.
+    /// Re-addresses a peer's link 0 (it came back on another host or
+    /// port): frames the owning core sends after taking the command go to
+    /// `addr`.
     pub fn set_peer_addr(&mut self, node: NodeId, addr: SocketAddr) -> Result<(), PeerError> {
+        self.set_peer_link_addr(node, 0, addr)
+    }
+
+    /// Re-addresses one of a peer's links: frames the owning core sends by
+    /// that link after taking the command go to `addr`.
+    pub fn set_peer_link_addr(
+        &mut self,
+        node: NodeId,
+        link: u8,
+        addr: SocketAddr,
+    ) -> Result<(), PeerError> {
         if self.stopped {
             return Err(PeerError::ShutDown);
         }
         let core = self.members.check_known(node)?;
-        if self.members.ipv6(node) != Some(addr.is_ipv6()) {
-            return Err(ConfigError::Invalid("peer address family differs from its path's").into());
+        match self.members.ipv6(node, link) {
+            None => return Err(ConfigError::Invalid("the peer has no such link").into()),
+            Some(v6) if v6 != addr.is_ipv6() => {
+                return Err(
+                    ConfigError::Invalid("peer address family differs from its path's").into(),
+                )
+            }
+            Some(_) => {}
         }
-        self.command(core, Command::SetPeerAddr(node, addr))
+        self.command(core, Command::SetPeerAddr(node, link, addr))
             .map_err(|_| PeerError::Backpressure)
     }
 

@@ -1,8 +1,9 @@
 //! What the cores count and report: per-core counters published through
 //! atomics, and the snapshots a core takes of itself on request.
 
+use crate::links::LinkAddrs;
 use icx_core::{Channel, NodeId};
-use icx_transport::{EndpointStats, PeerStats, RttHistogram};
+use icx_transport::{EndpointStats, LinkStats, PeerStats, RttHistogram};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -105,8 +106,14 @@ pub struct CoreSnapshot {
     /// The peers this core owns.
     pub peers: Vec<(NodeId, PeerStats)>,
     /// Their addresses (configured, re-addressed or learnt from accepted
-    /// frames).
+    /// frames): link 0's.
     pub addrs: Vec<(NodeId, SocketAddr)>,
+    /// Their addresses on every link.
+    pub link_addrs: Vec<(NodeId, LinkAddrs)>,
+    /// Each peer's links, link 0 first ([`Endpoint::link_stats`](icx_transport::Endpoint::link_stats)).
+    pub links: Vec<(NodeId, Vec<LinkStats>)>,
+    /// This core's backend's local address per link, link 0 first.
+    pub local_links: Vec<SocketAddr>,
     /// CPU time the core thread has used.
     pub cpu: std::time::Duration,
     /// Message round-trip times per channel ([`Channel::index`]).
@@ -134,6 +141,25 @@ impl RuntimeSnapshot {
         self.cores
             .iter()
             .flat_map(|c| c.addrs.iter())
+            .find(|(n, _)| *n == node)
+            .map(|(_, a)| *a)
+    }
+
+    /// A peer's links (state, counters, RTT), link 0 first, from the core
+    /// that owns it.
+    pub fn peer_links(&self, node: NodeId) -> Option<&[LinkStats]> {
+        self.cores
+            .iter()
+            .flat_map(|c| c.links.iter())
+            .find(|(n, _)| *n == node)
+            .map(|(_, l)| &l[..])
+    }
+
+    /// A peer's address on each link, as its owning core knows them.
+    pub fn peer_link_addrs(&self, node: NodeId) -> Option<LinkAddrs> {
+        self.cores
+            .iter()
+            .flat_map(|c| c.link_addrs.iter())
             .find(|(n, _)| *n == node)
             .map(|(_, a)| *a)
     }

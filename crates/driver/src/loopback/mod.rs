@@ -11,11 +11,16 @@
 //! urgent lane addressed to it (by the icx header, [`icx_wire::lane_of`],
 //! as the kernel's steering program does for sockets), and which `recv`
 //! drains first.
+//!
+//! An endpoint bound with [`LoopbackNet::bind_links`] has several links:
+//! one address per link, each a port of the net. A frame sent by link `k`
+//! leaves from the sender's link-`k` address, and arrives tagged with the
+//! link whose address it was sent to.
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use icx_core::{
     Backend, BufferPool, Capabilities, Lane, PoolBuf, PoolConfig, RxDatagram, SizeClass, TxBatch,
-    Wake,
+    Wake, MAX_LINKS,
 };
 use std::collections::HashMap;
 use std::io;
@@ -90,6 +95,8 @@ pub struct LoopbackStats {
     pub received: u64,
     /// Of `delivered`, frames placed in an urgent lane's queue.
     pub urgent: u64,
+    /// Frames for a link the sender does not have, dropped.
+    pub unknown_link: u64,
 }
 
 #[derive(Default, Debug)]
@@ -102,6 +109,7 @@ struct AtomicStats {
     dropped_nobuf: AtomicU64,
     received: AtomicU64,
     urgent: AtomicU64,
+    unknown_link: AtomicU64,
 }
 
 impl AtomicStats {
@@ -116,6 +124,7 @@ impl AtomicStats {
             dropped_nobuf: l(&self.dropped_nobuf),
             received: l(&self.received),
             urgent: l(&self.urgent),
+            unknown_link: l(&self.unknown_link),
         }
     }
 
@@ -133,12 +142,15 @@ impl AtomicStats {
         a(&self.dropped_nobuf, d.dropped_nobuf);
         a(&self.received, d.received);
         a(&self.urgent, d.urgent);
+        a(&self.unknown_link, d.unknown_link);
     }
 }
 
 /// A datagram in a receive queue.
 struct Queued {
     src: SocketAddr,
+    /// The receiver's link it was sent to.
+    link: u8,
     buf: PoolBuf,
 }
 
@@ -152,6 +164,8 @@ struct Port {
     urgent: Option<Sender<Queued>>,
     /// Overflow seen by this endpoint's queue, counted by the senders.
     rx_overflow: Arc<AtomicU64>,
+    /// Which of the endpoint's links this address is.
+    link: u8,
 }
 
 struct Hub {
@@ -271,6 +285,23 @@ impl LoopbackNet {
 
     /// [`bind`](Self::bind) or, with `urgent_lane`, [`bind_lanes`](Self::bind_lanes).
     pub fn bind_with(&self, addr: SocketAddr, urgent_lane: bool) -> io::Result<LoopbackBackend> {
+        self.bind_links(&[addr], urgent_lane)
+    }
+
+    /// Binds an endpoint with one link per address (1 to [`MAX_LINKS`],
+    /// link 0 first; port 0 picks a free port for that link), sharing its
+    /// receive queues (and with `urgent_lane`, its urgent queue).
+    pub fn bind_links(
+        &self,
+        addrs: &[SocketAddr],
+        urgent_lane: bool,
+    ) -> io::Result<LoopbackBackend> {
+        if addrs.is_empty() || addrs.len() > MAX_LINKS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a backend has 1 to {MAX_LINKS} links, not {}", addrs.len()),
+            ));
+        }
         let (rx_tx, rx) = crossbeam_channel::bounded(self.inner.cfg.queue_capacity);
         let (urgent_tx, urgent_rx) = if urgent_lane {
             let (t, r) = crossbeam_channel::bounded(self.inner.cfg.queue_capacity);
@@ -280,48 +311,37 @@ impl LoopbackNet {
         };
         let rx_overflow = Arc::new(AtomicU64::new(0));
         let mut hub = self.inner.hub();
-        let mut addr = addr;
-        if addr.port() == 0 {
-            let mut found = None;
-            for _ in 0..=(u16::MAX - FIRST_EPHEMERAL_PORT) {
-                let p = hub.next_port;
-                hub.next_port = if p == u16::MAX {
-                    FIRST_EPHEMERAL_PORT
-                } else {
-                    p + 1
-                };
-                let mut cand = addr;
-                cand.set_port(p);
-                if !hub.ports.contains_key(&cand) {
-                    found = Some(cand);
-                    break;
-                }
-            }
-            addr = found.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::AddrNotAvailable, "no free loopback port")
-            })?;
-        } else if hub.ports.contains_key(&addr) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("loopback address {addr} already bound"),
-            ));
-        }
         let id = hub.next_id;
         hub.next_id += 1;
-        hub.ports.insert(
-            addr,
-            Port {
-                id,
-                tx: rx_tx,
-                urgent: urgent_tx,
-                rx_overflow: rx_overflow.clone(),
-            },
-        );
+        let mut bound: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+        for (k, &want) in addrs.iter().enumerate() {
+            let addr = match pick_addr(&mut hub, want) {
+                Ok(a) => a,
+                Err(e) => {
+                    // Nothing half-bound stays behind.
+                    for a in &bound {
+                        hub.ports.remove(a);
+                    }
+                    return Err(e);
+                }
+            };
+            hub.ports.insert(
+                addr,
+                Port {
+                    id,
+                    tx: rx_tx.clone(),
+                    urgent: urgent_tx.clone(),
+                    rx_overflow: rx_overflow.clone(),
+                    link: k as u8,
+                },
+            );
+            bound.push(addr);
+        }
         drop(hub);
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         Ok(LoopbackBackend {
             net: self.inner.clone(),
-            addr,
+            addrs: bound,
             id,
             rx,
             urgent_rx,
@@ -336,10 +356,41 @@ impl LoopbackNet {
     }
 }
 
-/// One bound endpoint. Dropping it unbinds the address.
+/// `want`, or with port 0 the first free port on its IP; refused when bound.
+fn pick_addr(hub: &mut Hub, want: SocketAddr) -> io::Result<SocketAddr> {
+    if want.port() != 0 {
+        if hub.ports.contains_key(&want) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("loopback address {want} already bound"),
+            ));
+        }
+        return Ok(want);
+    }
+    for _ in 0..=(u16::MAX - FIRST_EPHEMERAL_PORT) {
+        let p = hub.next_port;
+        hub.next_port = if p == u16::MAX {
+            FIRST_EPHEMERAL_PORT
+        } else {
+            p + 1
+        };
+        let mut cand = want;
+        cand.set_port(p);
+        if !hub.ports.contains_key(&cand) {
+            return Ok(cand);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        "no free loopback port",
+    ))
+}
+
+/// One bound endpoint. Dropping it unbinds its addresses.
 pub struct LoopbackBackend {
     net: Arc<NetInner>,
-    addr: SocketAddr,
+    /// One per link, link 0 first.
+    addrs: Vec<SocketAddr>,
     id: u64,
     rx: Receiver<Queued>,
     urgent_rx: Option<Receiver<Queued>>,
@@ -360,7 +411,7 @@ pub struct LoopbackBackend {
 impl std::fmt::Debug for LoopbackBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoopbackBackend")
-            .field("addr", &self.addr)
+            .field("addrs", &self.addrs)
             .field("queued", &self.queued())
             .field("stats", &self.stats)
             .finish()
@@ -394,12 +445,15 @@ impl LoopbackBackend {
         self.peers.get(&dst)
     }
 
-    /// Delivers one datagram, or says why not (counted in `d`).
-    fn deliver(&mut self, dst: SocketAddr, buf: PoolBuf, d: &mut LoopbackStats) {
-        let mut msg = Queued {
-            src: self.addr,
-            buf,
-        };
+    /// Every link's address, link 0 first.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Delivers one datagram from link `link`'s address, or says why not
+    /// (counted in `d`).
+    fn deliver(&mut self, dst: SocketAddr, src: SocketAddr, buf: PoolBuf, d: &mut LoopbackStats) {
+        let mut msg = Queued { src, link: 0, buf };
         // Two rounds: a cached port whose endpoint went away is forgotten and
         // looked up again, in case the address was rebound.
         for _ in 0..2 {
@@ -407,6 +461,7 @@ impl LoopbackBackend {
                 d.dropped_unknown += 1;
                 return;
             };
+            msg.link = port.link;
             let (queue, urgent) = match &port.urgent {
                 Some(u) if icx_wire::lane_of(&msg.buf) == Lane::Urgent => (u, true),
                 _ => (&port.tx, false),
@@ -441,6 +496,7 @@ impl LoopbackBackend {
         s.dropped_nobuf += d.dropped_nobuf;
         s.received += d.received;
         s.urgent += d.urgent;
+        s.unknown_link += d.unknown_link;
         self.net.stats.add(&d);
     }
 }
@@ -458,7 +514,7 @@ impl LoopbackBackend {
             f(RxDatagram {
                 src: q.src,
                 lane,
-                link: 0,
+                link: q.link,
                 data: &q.buf,
             });
             *n += 1;
@@ -507,7 +563,15 @@ impl Backend for LoopbackBackend {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    fn link_count(&self) -> usize {
+        self.addrs.len()
+    }
+
+    fn link_addr(&self, link: u8) -> Option<SocketAddr> {
+        self.addrs.get(usize::from(link)).copied()
     }
 
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
@@ -518,13 +582,17 @@ impl Backend for LoopbackBackend {
                 break;
             };
             d.sent += 1;
+            let Some(&src) = self.addrs.get(usize::from(frame.link)) else {
+                d.unknown_link += 1;
+                continue;
+            };
             let len = frame.len();
             if len > self.net.cfg.max_udp_payload {
                 d.oversize += 1;
                 if !self.warned_oversize {
                     self.warned_oversize = true;
                     tracing::warn!(
-                        src = %self.addr, dst = %frame.dst, len,
+                        %src, dst = %frame.dst, len,
                         max = self.net.cfg.max_udp_payload,
                         "loopback: datagram exceeds path MTU, dropped (further ones only counted)"
                     );
@@ -536,7 +604,7 @@ impl Backend for LoopbackBackend {
                 continue;
             };
             frame.write_to(&mut buf);
-            self.deliver(frame.dst, buf, &mut d);
+            self.deliver(frame.dst, src, buf, &mut d);
         }
         self.account(d);
         Ok(n)
@@ -601,257 +669,13 @@ impl Wake for LoopbackWaker {
 impl Drop for LoopbackBackend {
     fn drop(&mut self) {
         let mut hub = self.net.hub();
-        if hub.ports.get(&self.addr).is_some_and(|p| p.id == self.id) {
-            hub.ports.remove(&self.addr);
+        for a in &self.addrs {
+            if hub.ports.get(a).is_some_and(|p| p.id == self.id) {
+                hub.ports.remove(a);
+            }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use icx_core::{HeaderBuf, Payload, TxFrame};
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn frame(net: &LoopbackNet, dst: SocketAddr, hdr: &[u8], body: &[u8]) -> TxFrame {
-        let mut header = HeaderBuf::with_len(hdr.len()).unwrap();
-        header.as_mut_slice().copy_from_slice(hdr);
-        let payload = if body.is_empty() {
-            Payload::EMPTY
-        } else {
-            let b = net.inner.pool.alloc_from(body).unwrap().freeze();
-            Payload::new(b, 0, body.len()).unwrap()
-        };
-        TxFrame {
-            dst,
-            lane: icx_core::Lane::Normal,
-            link: 0,
-            header,
-            payload,
-        }
-    }
-
-    fn drain(b: &mut LoopbackBackend) -> Vec<(SocketAddr, Vec<u8>)> {
-        let mut out = Vec::new();
-        b.recv(usize::MAX, &mut |d| out.push((d.src, d.data.to_vec())))
-            .unwrap();
-        out
-    }
-
-    #[test]
-    fn delivers_header_and_payload() {
-        let net = LoopbackNet::new();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let mut b = net.bind(addr("127.0.0.1:2000")).unwrap();
-        let mut batch = TxBatch::new();
-        batch.push_back(frame(&net, b.local_addr(), b"hdr", b"payload"));
-        batch.push_back(frame(&net, b.local_addr(), b"only-header", b""));
-        assert_eq!(a.send(&mut batch).unwrap(), 2);
-        assert!(batch.is_empty());
-        let got = drain(&mut b);
-        assert_eq!(
-            got,
-            vec![
-                (a.local_addr(), b"hdrpayload".to_vec()),
-                (a.local_addr(), b"only-header".to_vec())
-            ]
-        );
-        assert!(drain(&mut a).is_empty());
-        let s = a.stats();
-        assert_eq!((s.sent, s.delivered), (2, 2));
-        assert_eq!(b.stats().received, 2);
-        assert_eq!(net.stats().received, 2);
-    }
-
-    #[test]
-    fn no_pool_buffers_leak() {
-        let net = LoopbackNet::new();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let mut b = net.bind(addr("127.0.0.1:2000")).unwrap();
-        let mut batch = TxBatch::new();
-        for _ in 0..10 {
-            batch.push_back(frame(&net, b.local_addr(), b"h", &[7; 3000]));
-        }
-        a.send(&mut batch).unwrap();
-        drop(batch);
-        assert_eq!(net.inner.pool.in_use(), 10);
-        assert_eq!(drain(&mut b).len(), 10);
-        assert_eq!(net.inner.pool.in_use(), 0);
-    }
-
-    #[test]
-    fn batch_is_bounded_by_max_batch() {
-        let net = LoopbackNet::new();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let b = net.bind(addr("127.0.0.1:2000")).unwrap();
-        let mut batch: TxBatch = (0..100)
-            .map(|_| frame(&net, b.local_addr(), b"x", b""))
-            .collect();
-        assert_eq!(a.send(&mut batch).unwrap(), MAX_BATCH);
-        assert_eq!(batch.len(), 100 - MAX_BATCH);
-    }
-
-    #[test]
-    fn full_queue_drops_and_counts() {
-        let net = LoopbackNet::with_config(LoopbackConfig {
-            queue_capacity: 8,
-            ..LoopbackConfig::default()
-        })
-        .unwrap();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let mut b = net.bind(addr("127.0.0.1:2000")).unwrap();
-        let mut batch: TxBatch = (0..20u8)
-            .map(|i| frame(&net, b.local_addr(), &[i], b""))
-            .collect();
-        assert_eq!(a.send(&mut batch).unwrap(), 20);
-        let s = a.stats();
-        assert_eq!((s.sent, s.delivered, s.dropped_full), (20, 8, 12));
-        assert_eq!(b.rx_overflow(), 12);
-        // The first eight arrived, in order; the rest were lost.
-        let got: Vec<u8> = drain(&mut b).iter().map(|(_, d)| d[0]).collect();
-        assert_eq!(got, (0..8).collect::<Vec<u8>>());
-        // Draining makes room again.
-        batch.push_back(frame(&net, b.local_addr(), b"z", b""));
-        a.send(&mut batch).unwrap();
-        assert_eq!(drain(&mut b).len(), 1);
-    }
-
-    #[test]
-    fn unknown_destination_is_dropped() {
-        let net = LoopbackNet::new();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let mut batch = TxBatch::new();
-        batch.push_back(frame(&net, addr("127.0.0.1:9"), b"x", b""));
-        assert_eq!(a.send(&mut batch).unwrap(), 1);
-        assert_eq!(a.stats().dropped_unknown, 1);
-        assert_eq!(net.stats().dropped_unknown, 1);
-    }
-
-    #[test]
-    fn oversize_is_counted_never_delivered() {
-        let net = LoopbackNet::with_mtu(1500);
-        assert_eq!(net.config().max_udp_payload, 1472);
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let mut b = net.bind(addr("127.0.0.1:2000")).unwrap();
-        assert_eq!(b.capabilities().max_udp_payload, 1472);
-        let mut batch = TxBatch::new();
-        batch.push_back(frame(&net, b.local_addr(), b"h", &[0; 1471]));
-        batch.push_back(frame(&net, b.local_addr(), b"h", &[0; 1472]));
-        a.send(&mut batch).unwrap();
-        let got = drain(&mut b);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].1.len(), 1472);
-        assert_eq!(a.stats().oversize, 1);
-        assert_eq!(a.stats().delivered, 1);
-    }
-
-    #[test]
-    fn default_limit_is_udp_maximum() {
-        let net = LoopbackNet::new();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let mut b = net.bind(addr("127.0.0.1:2000")).unwrap();
-        let mut batch = TxBatch::new();
-        batch.push_back(frame(&net, b.local_addr(), b"h", &[1; MAX_UDP_PAYLOAD - 1]));
-        batch.push_back(frame(&net, b.local_addr(), b"h", &[1; MAX_UDP_PAYLOAD]));
-        a.send(&mut batch).unwrap();
-        assert_eq!(drain(&mut b).len(), 1);
-        assert_eq!(a.stats().oversize, 1);
-    }
-
-    #[test]
-    fn bind_conflicts_and_port_zero() {
-        let net = LoopbackNet::new();
-        let a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let e = net.bind(addr("127.0.0.1:1000")).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
-        // Same port, other IP is a different address.
-        let _o = net.bind(addr("127.0.0.2:1000")).unwrap();
-        let p = net.bind(addr("127.0.0.1:0")).unwrap();
-        let q = net.bind(addr("127.0.0.1:0")).unwrap();
-        assert_ne!(p.local_addr().port(), 0);
-        assert_ne!(p.local_addr(), q.local_addr());
-        assert_ne!(p.local_addr(), a.local_addr());
-        let v6 = net.bind(addr("[::1]:0")).unwrap();
-        assert!(v6.local_addr().is_ipv6());
-    }
-
-    #[test]
-    fn rebind_after_drop() {
-        let net = LoopbackNet::new();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let b_addr = addr("127.0.0.1:2000");
-        let b = net.bind(b_addr).unwrap();
-        let mut batch = TxBatch::new();
-        batch.push_back(frame(&net, b_addr, b"1", b""));
-        a.send(&mut batch).unwrap();
-        // "Kill" b: a's cached route now leads nowhere.
-        drop(b);
-        batch.push_back(frame(&net, b_addr, b"2", b""));
-        a.send(&mut batch).unwrap();
-        assert_eq!(a.stats().dropped_unknown, 1);
-        // Restart b: a's next send finds the new endpoint.
-        let mut b = net.bind(b_addr).unwrap();
-        assert!(drain(&mut b).is_empty(), "the old queue died with b");
-        batch.push_back(frame(&net, b_addr, b"3", b""));
-        a.send(&mut batch).unwrap();
-        assert_eq!(drain(&mut b), vec![(a.local_addr(), b"3".to_vec())]);
-        assert_eq!(net.inner.pool.in_use(), 0);
-    }
-
-    #[test]
-    fn waker_interrupts_and_latches() {
-        let net = LoopbackNet::new();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let w = a.waker().unwrap();
-        // Latched: a wake before the wait makes it return at once.
-        w.wake();
-        w.wake();
-        let t = std::time::Instant::now();
-        a.wait(Some(Duration::from_secs(10))).unwrap();
-        assert!(t.elapsed() < Duration::from_secs(5));
-        // Coalesced: the two wakes above were one; this wait times out.
-        let t = std::time::Instant::now();
-        a.wait(Some(Duration::from_millis(20))).unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(20));
-        // From another thread, into an unbounded wait.
-        let h = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            w.wake();
-        });
-        a.wait(None).unwrap();
-        h.join().unwrap();
-        assert_eq!(a.queued(), 0);
-    }
-
-    #[test]
-    fn wait_parks_the_datagram_for_recv() {
-        let net = LoopbackNet::new();
-        let mut a = net.bind(addr("127.0.0.1:1000")).unwrap();
-        let mut b = net.bind(addr("127.0.0.1:2000")).unwrap();
-        let t = std::time::Instant::now();
-        b.wait(Some(Duration::from_millis(20))).unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(20));
-        assert_eq!(b.queued(), 0);
-
-        let dst = b.local_addr();
-        let h = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(10));
-            let mut batch = TxBatch::new();
-            batch.push_back(frame(&net, dst, b"first", b""));
-            a.send(&mut batch).unwrap();
-            batch.push_back(frame(&net, dst, b"second", b""));
-            a.send(&mut batch).unwrap();
-        });
-        b.wait(Some(Duration::from_secs(10))).unwrap();
-        h.join().unwrap();
-        assert_eq!(b.queued(), 2);
-        // The parked datagram comes first, and `max` counts it.
-        let mut got = Vec::new();
-        assert_eq!(b.recv(1, &mut |d| got.push(d.data.to_vec())).unwrap(), 1);
-        assert_eq!(b.recv(5, &mut |d| got.push(d.data.to_vec())).unwrap(), 1);
-        assert_eq!(got, vec![b"first".to_vec(), b"second".to_vec()]);
-    }
-}
+mod tests;

@@ -1,0 +1,262 @@
+//! The redundant interconnect in the two-link namespace lab
+//! (`hw/links-lab.sh`: two namespaces, two bridges, subnets 10.81.N.0/24
+//! and 10.81.N+1.0/24): a server on both links, a client given both
+//! addresses, and nftables drop rules in the client's namespace cutting a
+//! link. io_uring on both ends. Root only; each test's namespaces are
+//! created and deleted by the script (on failure too).
+//!
+//! - strict rp_filter on every interface: traffic flows on both links;
+//! - different MTU per link: each link's frames sized for itself;
+//! - one link cut during a block stream: no message lost, the failover gap
+//!   printed; a link flapping every second; both links cut and restored.
+//!
+//! The last four need the transport's multi-link (failover, spreading) and
+//! are ignored until it is in.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+const IBENCH: &str = env!("CARGO_BIN_EXE_ibench");
+
+/// Runs `script` in a fresh lab (`hw/links-lab.sh run` with `args`), with
+/// the lab's variables and IBENCH in its environment; returns stdout, or
+/// `None` (skipped) without the lab.
+fn lab(args: &[&str], script: &str) -> Option<String> {
+    if !icx_testkit::lab::ready(
+        "network namespaces",
+        &[
+            ("ip", "iproute2"),
+            ("ethtool", "ethtool"),
+            ("nft", "nftables"),
+        ],
+    ) {
+        return None;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(root.join("hw/links-lab.sh"))
+        .arg("run")
+        .args(args)
+        .args(["--", "bash", "-c", script])
+        .env("IBENCH", IBENCH)
+        .env("HW", root.join("hw"))
+        .output()
+        .expect("run hw/links-lab.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "lab failed:\n{stdout}\n{stderr}");
+    Some(stdout)
+}
+
+/// The JSON object printed after the line `== name`.
+fn json_after(out: &str, name: &str) -> Value {
+    let part = out
+        .split(&format!("== {name}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no '== {name}' in:\n{out}"));
+    let start = part
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON after '== {name}':\n{out}"));
+    serde_json::Deserializer::from_str(&part[start..])
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("{name}: no JSON object in:\n{part}"))
+}
+
+/// A server in B on both links (or `bind`), stopped when the script ends.
+const SERVER: &str = r#"set -u
+bind=${BIND:-$IP_B1:7480,$IP_B2:7480}
+log=$(mktemp)
+ip netns exec "$NS_B" "$IBENCH" server --backend uring --mtu "${SRV_MTU:-1500}" --bind "$bind" > "$log" 2>&1 &
+srv=$!
+trap 'kill $srv 2>/dev/null; wait $srv 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 50); do grep -q listening "$log" 2>/dev/null && break; sleep 0.1; done
+head -1 "$log"
+client() { ip netns exec "$NS_A" timeout 60 "$IBENCH" "$@" --backend uring --connect-timeout 10 -q --json; }
+cut() { # iface: drops everything by it, both ways
+  ip netns exec "$NS_A" nft -f - <<NFT
+table inet cut_$1 {
+  chain o { type filter hook output priority 0; oifname "$1" drop; }
+  chain i { type filter hook input priority 0; iifname "$1" drop; }
+}
+NFT
+}
+heal() { ip netns exec "$NS_A" nft delete table inet "cut_$1" 2>/dev/null || true; }
+"#;
+
+#[test]
+fn strict_rp_filter_traffic_flows_on_both_links() {
+    let script = format!(
+        "{SERVER}{}",
+        r#"
+echo "== both"; client ping-pong --peer "$IP_B1:7480,$IP_B2:7480" --count 300
+echo "== link1"; client ping-pong --peer "$IP_B1:7480" --count 300
+echo "== link2"; client ping-pong --peer "$IP_B2:7480" --count 300
+echo "== check"; ip netns exec "$NS_A" bash "$HW/rp-filter-check.sh" "$IF_A1" "$IF_A2"; echo "rc $?"
+"#
+    );
+    // The server binds every local address (0.0.0.0:PORT).
+    let script = format!("BIND=0.0.0.0:7480\n{script}");
+    let Some(out) = lab(
+        &["--prefix", "iblrp", "--subnet", "21", "--rp-filter", "1"],
+        &script,
+    ) else {
+        return;
+    };
+    assert!(
+        out.contains("10.81.21.2:7480") && out.contains("10.81.22.2:7480"),
+        "the server binds a link per address:\n{out}"
+    );
+    for name in ["both", "link1", "link2"] {
+        let v = json_after(&out, name);
+        assert_eq!(v["lost"], 0, "{name}: {v}");
+        assert!(v["received"].as_u64().unwrap_or(0) >= 300, "{name}: {v}");
+    }
+    assert_eq!(
+        json_after(&out, "both")["links"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(
+        out.contains("OK: each interconnect interface has its own subnet") && out.contains("rc 0")
+    );
+}
+
+/// Frames leaving by `iface` longer than 1500 bytes, counted by nft.
+const JUMBO_COUNTERS: &str = r#"
+ip netns exec "$NS_A" nft -f - <<NFT
+table inet sizes {
+  counter big1 { }
+  counter big2 { }
+  chain o { type filter hook output priority 0; oifname "$IF_A1" meta length > 1500 counter name big1; oifname "$IF_A2" meta length > 1500 counter name big2; }
+}
+NFT
+"#;
+
+fn counter(out: &str, name: &str) -> u64 {
+    out.split(&format!("counter {name} {{"))
+        .nth(1)
+        .and_then(|s| s.split("packets ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{out}"))
+}
+
+#[test]
+#[ignore = "needs transport multi-link"]
+fn each_link_carries_frames_sized_for_its_own_mtu() {
+    let script = format!(
+        "{SERVER}{JUMBO_COUNTERS}{}",
+        r#"
+echo "== spread"; client throughput --peer "$IP_B1:7480,$IP_B2:7480" --link-mtu 1500,9000 --link-mode spread -m 32K -t 2
+ip netns exec "$NS_A" nft list table inet sizes
+"#
+    );
+    let Some(out) = lab(
+        &["--prefix", "iblmtu", "--subnet", "23", "--mtu2", "9000"],
+        &script,
+    ) else {
+        return;
+    };
+    let v = json_after(&out, "spread");
+    assert_eq!(v["lost"], 0, "{v}");
+    let links = v["links"].as_array().expect("links");
+    assert_eq!(
+        (links[0]["mtu"].as_u64(), links[1]["mtu"].as_u64()),
+        (Some(1500), Some(9000))
+    );
+    assert!(links[1]["frames_sent"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!(counter(&out, "big1"), 0, "a frame over 1500 left by link 1");
+    assert!(counter(&out, "big2") > 0, "no jumbo frame left by link 2");
+}
+
+/// The largest round trip of the run (µs): a request in flight at a cut
+/// waits for the failover, so this is the failover gap seen by one block.
+fn gap_us(v: &Value) -> f64 {
+    v["rtt_us"]["max"].as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+#[ignore = "needs transport multi-link"]
+fn one_link_cut_during_a_block_stream_loses_nothing() {
+    let script = format!(
+        "{SERVER}{}",
+        r#"
+echo "== cut"
+( sleep 2; cut "$IF_A1" ) &
+client block --peer "$IP_B1:7480,$IP_B2:7480" --link-timeout 300 -t 5
+wait
+"#
+    );
+    let Some(out) = lab(&["--prefix", "iblcut", "--subnet", "25"], &script) else {
+        return;
+    };
+    let v = json_after(&out, "cut");
+    println!(
+        "failover gap (largest block round trip across the cut): {:.0} us",
+        gap_us(&v)
+    );
+    assert_eq!(v["lost"], 0, "{v}");
+    let links = v["links"].as_array().expect("links");
+    assert!(
+        links[0]["downs"].as_u64().unwrap_or(0) >= 1,
+        "link 1 was not taken down: {v}"
+    );
+    assert_eq!(links[1]["state"], "up", "{v}");
+}
+
+#[test]
+#[ignore = "needs transport multi-link"]
+fn a_flapping_link_loses_nothing_and_retransmits_boundedly() {
+    let script = format!(
+        "{SERVER}{}",
+        r#"
+echo "== flap"
+( for _ in $(seq 5); do sleep 1; cut "$IF_A1"; sleep 1; heal "$IF_A1"; done ) &
+client block --peer "$IP_B1:7480,$IP_B2:7480" --link-timeout 300 -t 11
+wait
+"#
+    );
+    let Some(out) = lab(&["--prefix", "iblflap", "--subnet", "27"], &script) else {
+        return;
+    };
+    let v = json_after(&out, "flap");
+    println!(
+        "largest block round trip while flapping: {:.0} us",
+        gap_us(&v)
+    );
+    assert_eq!(v["lost"], 0, "{v}");
+    let links = v["links"].as_array().expect("links");
+    let sent: u64 = links.iter().filter_map(|l| l["frames_sent"].as_u64()).sum();
+    let retrans = v["retransmitted"].as_u64().unwrap_or(u64::MAX);
+    // Generous: a storm would resend a large share of everything.
+    assert!(
+        retrans * 10 < sent.max(1),
+        "{retrans} retransmitted of {sent} frames: {v}"
+    );
+}
+
+#[test]
+#[ignore = "needs transport multi-link"]
+fn both_links_cut_then_restored() {
+    let script = format!(
+        "{SERVER}{}",
+        r#"
+echo "== both"
+( sleep 2; cut "$IF_A1"; cut "$IF_A2"; sleep 1; heal "$IF_A1"; heal "$IF_A2" ) &
+client ping-pong --peer "$IP_B1:7480,$IP_B2:7480" --link-timeout 300 -t 6
+wait
+"#
+    );
+    let Some(out) = lab(&["--prefix", "iblboth", "--subnet", "29"], &script) else {
+        return;
+    };
+    let v = json_after(&out, "both");
+    let links = v["links"].as_array().expect("links");
+    for l in links {
+        assert!(l["downs"].as_u64().unwrap_or(0) >= 1, "{v}");
+        assert_eq!(l["state"], "up", "both links back: {v}");
+    }
+    assert!(v["received"].as_u64().unwrap_or(0) > 0, "{v}");
+}
