@@ -384,7 +384,7 @@ fn a_runtime_refuses_a_configured_peer_with_more_links_than_its_backend() {
 /// The transport's own failover over the driver: link 0 is cut mid-stream
 /// at one end, and every message still arrives, by link 1.
 #[test]
-#[ignore = "needs transport multi-link"]
+
 fn a_cut_link_fails_over_with_no_message_lost() {
     let net = LoopbackNet::with_mtu(1500);
     let (mut a, ha) = relinked(&net, 1, 2, 0);

@@ -144,7 +144,7 @@ fn counter(out: &str, name: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "needs transport multi-link"]
+#[ignore = "lab failover over real sockets not yet passing (issue 13): run with --ignored"]
 fn each_link_carries_frames_sized_for_its_own_mtu() {
     let script = format!(
         "{SERVER}{JUMBO_COUNTERS}{}",
@@ -178,7 +178,7 @@ fn gap_us(v: &Value) -> f64 {
 }
 
 #[test]
-#[ignore = "needs transport multi-link"]
+#[ignore = "lab failover over real sockets not yet passing (issue 13): run with --ignored"]
 fn one_link_cut_during_a_block_stream_loses_nothing() {
     let script = format!(
         "{SERVER}{}",
@@ -207,7 +207,7 @@ wait
 }
 
 #[test]
-#[ignore = "needs transport multi-link"]
+#[ignore = "lab failover over real sockets not yet passing (issue 13): run with --ignored"]
 fn a_flapping_link_loses_nothing_and_retransmits_boundedly() {
     let script = format!(
         "{SERVER}{}",
@@ -238,7 +238,7 @@ wait
 }
 
 #[test]
-#[ignore = "needs transport multi-link"]
+#[ignore = "lab failover over real sockets not yet passing (issue 13): run with --ignored"]
 fn both_links_cut_then_restored() {
     let script = format!(
         "{SERVER}{}",
