@@ -17,3 +17,25 @@ ns_new() {
   ip -n "$1" link set lo up
   ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 }
+
+# Runs the lab command: `up` prints the lab's variables, `down` removes it,
+# `run CMD...` brings it up, runs CMD with them exported and removes the
+# lab afterwards (on failure and signals too). Each script defines `up`,
+# `down` and `usage`.
+lab_dispatch() {
+  local cmd=$1; shift
+  case $cmd in
+    up) up ;;
+    down) down ;;
+    run)
+      [ $# -gt 0 ] || usage
+      trap down EXIT INT TERM
+      local vars
+      vars=$(up)
+      # shellcheck disable=SC2046
+      export $(echo "$vars" | xargs)
+      "$@"
+      ;;
+    *) usage ;;
+  esac
+}

@@ -110,16 +110,4 @@ up() {
   echo "MTU1=$MTU1"; echo "MTU2=$MTU2"; echo "RP_FILTER=$RPF"
 }
 
-case $cmd in
-  up) up ;;
-  down) down ;;
-  run)
-    [ $# -gt 0 ] || usage
-    trap down EXIT INT TERM
-    vars=$(up)
-    # shellcheck disable=SC2046
-    export $(echo "$vars" | xargs)
-    "$@"
-    ;;
-  *) usage ;;
-esac
+lab_dispatch "$cmd" "$@"

@@ -111,16 +111,4 @@ NFT
   echo "MTU=$MTU"; echo "LOSS=$LOSS"
 }
 
-case $cmd in
-  up) up ;;
-  down) down ;;
-  run)
-    [ $# -gt 0 ] || usage
-    trap down EXIT INT TERM
-    vars=$(up)
-    # shellcheck disable=SC2046
-    export $(echo "$vars" | xargs)
-    "$@"
-    ;;
-  *) usage ;;
-esac
+lab_dispatch "$cmd" "$@"
