@@ -9,9 +9,6 @@
 //! - different MTU per link: each link's frames sized for itself;
 //! - one link cut during a block stream: no message lost, the failover gap
 //!   printed; a link flapping every second; both links cut and restored.
-//!
-//! The last four need the transport's multi-link (failover, spreading) and
-//! are ignored until it is in.
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -123,13 +120,15 @@ echo "== check"; ip netns exec "$NS_A" bash "$HW/rp-filter-check.sh" "$IF_A1" "$
     );
 }
 
-/// Frames leaving by `iface` longer than 1500 bytes, counted by nft.
+/// Frames longer than 1500 bytes arriving at the server by each link,
+/// counted by nft in B's input hook: the client's output hook would see
+/// UDP GSO super-packets before the veth cuts them to the link's MTU.
 const JUMBO_COUNTERS: &str = r#"
-ip netns exec "$NS_A" nft -f - <<NFT
+ip netns exec "$NS_B" nft -f - <<NFT
 table inet sizes {
   counter big1 { }
   counter big2 { }
-  chain o { type filter hook output priority 0; oifname "$IF_A1" meta length > 1500 counter name big1; oifname "$IF_A2" meta length > 1500 counter name big2; }
+  chain i { type filter hook input priority 0; iifname "$IF_B1" meta length > 1500 counter name big1; iifname "$IF_B2" meta length > 1500 counter name big2; }
 }
 NFT
 "#;
@@ -144,13 +143,12 @@ fn counter(out: &str, name: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "lab failover over real sockets not yet passing (issue 13): run with --ignored"]
 fn each_link_carries_frames_sized_for_its_own_mtu() {
     let script = format!(
         "{SERVER}{JUMBO_COUNTERS}{}",
         r#"
 echo "== spread"; client throughput --peer "$IP_B1:7480,$IP_B2:7480" --link-mtu 1500,9000 --link-mode spread -m 32K -t 2
-ip netns exec "$NS_A" nft list table inet sizes
+ip netns exec "$NS_B" nft list table inet sizes
 "#
     );
     let Some(out) = lab(
@@ -167,8 +165,8 @@ ip netns exec "$NS_A" nft list table inet sizes
         (Some(1500), Some(9000))
     );
     assert!(links[1]["frames_sent"].as_u64().unwrap_or(0) > 0, "{v}");
-    assert_eq!(counter(&out, "big1"), 0, "a frame over 1500 left by link 1");
-    assert!(counter(&out, "big2") > 0, "no jumbo frame left by link 2");
+    assert_eq!(counter(&out, "big1"), 0, "a frame over 1500 came by link 1");
+    assert!(counter(&out, "big2") > 0, "no jumbo frame came by link 2");
 }
 
 /// The largest round trip of the run (µs): a request in flight at a cut
@@ -178,15 +176,14 @@ fn gap_us(v: &Value) -> f64 {
 }
 
 #[test]
-#[ignore = "lab failover over real sockets not yet passing (issue 13): run with --ignored"]
 fn one_link_cut_during_a_block_stream_loses_nothing() {
     let script = format!(
         "{SERVER}{}",
         r#"
 echo "== cut"
-( sleep 2; cut "$IF_A1" ) &
+( sleep 2; cut "$IF_A1" ) & cutter=$!
 client block --peer "$IP_B1:7480,$IP_B2:7480" --link-timeout 300 -t 5
-wait
+wait $cutter
 "#
     );
     let Some(out) = lab(&["--prefix", "iblcut", "--subnet", "25"], &script) else {
@@ -207,15 +204,14 @@ wait
 }
 
 #[test]
-#[ignore = "lab failover over real sockets not yet passing (issue 13): run with --ignored"]
 fn a_flapping_link_loses_nothing_and_retransmits_boundedly() {
     let script = format!(
         "{SERVER}{}",
         r#"
 echo "== flap"
-( for _ in $(seq 5); do sleep 1; cut "$IF_A1"; sleep 1; heal "$IF_A1"; done ) &
+( for _ in $(seq 5); do sleep 1; cut "$IF_A1"; sleep 1; heal "$IF_A1"; done ) & cutter=$!
 client block --peer "$IP_B1:7480,$IP_B2:7480" --link-timeout 300 -t 11
-wait
+wait $cutter
 "#
     );
     let Some(out) = lab(&["--prefix", "iblflap", "--subnet", "27"], &script) else {
@@ -238,15 +234,14 @@ wait
 }
 
 #[test]
-#[ignore = "lab failover over real sockets not yet passing (issue 13): run with --ignored"]
 fn both_links_cut_then_restored() {
     let script = format!(
         "{SERVER}{}",
         r#"
 echo "== both"
-( sleep 2; cut "$IF_A1"; cut "$IF_A2"; sleep 1; heal "$IF_A1"; heal "$IF_A2" ) &
+( sleep 2; cut "$IF_A1"; cut "$IF_A2"; sleep 1; heal "$IF_A1"; heal "$IF_A2" ) & cutter=$!
 client ping-pong --peer "$IP_B1:7480,$IP_B2:7480" --link-timeout 300 -t 6
-wait
+wait $cutter
 "#
     );
     let Some(out) = lab(&["--prefix", "iblboth", "--subnet", "29"], &script) else {
