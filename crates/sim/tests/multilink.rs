@@ -108,7 +108,7 @@ fn longest_ack_gap(sim: &Sim<HostNode<TNode>>, n: NodeId, from: Instant) -> Dura
 #[test]
 fn active_link_cut_fails_over_without_loss_and_returns() {
     run_seeds(&[131, 132, 133, 134], |seed| {
-        let n = 4000;
+        let n = 6000;
         let mut sim = pair(seed, &[1500, 1500], LinkMode::ActivePassive, n, 8192);
         assert!(run_to_acked(&mut sim, 800, Duration::from_secs(20)));
         for id in [A, B] {
@@ -124,9 +124,11 @@ fn active_link_cut_fails_over_without_loss_and_returns() {
         sim.partition_net(&[A], &[B], 0);
         assert!(run_to_acked(&mut sim, 2400, Duration::from_secs(20)));
         let gap = longest_ack_gap(&sim, A, cut_at);
-        // Keepalives every 100 ms, out of service after 300 ms unanswered.
+        // What was in flight on the cut link goes again by the other at its
+        // probe timeout, acks follow the data's link: a few round trips, not
+        // the 300 ms link timeout.
         assert!(
-            gap <= Duration::from_millis(450),
+            gap <= Duration::from_millis(60),
             "seed {seed}: failover gap {gap:?}"
         );
         for id in [A, B] {
@@ -144,14 +146,18 @@ fn active_link_cut_fails_over_without_loss_and_returns() {
         }
         let healed_at = sim.now();
         sim.heal_net(0);
+        assert!(sim.run_until_cond(Duration::from_secs(2), 50_000_000, |s| {
+            s.node(A).endpoint().link_stats(B)[0].state == LinkState::Up
+        }));
         let before = sim.node(A).endpoint().link_stats(B)[0].frames_sent;
         assert!(run_to_done(&mut sim, Duration::from_secs(60)));
         assert_all_delivered(&sim, n, seed);
         let t = &sim.node(A).proto().tally;
         let up = t.link_events.iter().find(|e| e.2).expect("link came back");
-        // A run of 3 answered keepalives, 100 ms apart.
+        // A run of 3 answered keepalives, 100 ms apart (a keepalive lost
+        // to the net's 0.5 % drop restarts the run).
         assert!(
-            up.0 - healed_at <= Duration::from_millis(500),
+            up.0 - healed_at <= Duration::from_millis(800),
             "seed {seed}: readmitted after {:?}",
             up.0 - healed_at
         );
@@ -166,17 +172,26 @@ fn active_link_cut_fails_over_without_loss_and_returns() {
 }
 
 /// A link cut in one direction only (A to B on network 0): both sides
-/// take it out of service (their keepalives or the answers die), and
-/// nothing is lost.
+/// take it out of service (their keepalives or the answers die), nothing
+/// is lost, and neither side's acks stall for the link timeout.
 #[test]
 fn one_way_cut_takes_the_link_down_on_both_sides() {
     run_seeds(&[141, 142], |seed| {
         let n = 2000;
         let mut sim = pair(seed, &[1500, 1500], LinkMode::ActivePassive, n, 8192);
         assert!(run_to_acked(&mut sim, 300, Duration::from_secs(20)));
+        let cut_at = sim.now();
         sim.cut_net(A, B, 0);
         assert!(run_to_done(&mut sim, Duration::from_secs(60)));
         assert_all_delivered(&sim, n, seed);
+        for id in [A, B] {
+            let gap = longest_ack_gap(&sim, id, cut_at);
+            println!("seed {seed} node {id}: longest ack gap {gap:?}");
+            assert!(
+                gap <= Duration::from_millis(60),
+                "seed {seed} node {id}: {gap:?}"
+            );
+        }
         assert_eq!(
             sim.node(A).endpoint().link_stats(B)[0].state,
             LinkState::Down

@@ -243,6 +243,7 @@ impl Endpoint {
             s.on_ack(now, &a, &self.cfg, &mut self.events, &mut self.hist);
         }
         if let Some(d) = data {
+            s.data_came_by(link);
             let (pool, cfg) = (&self.pool, &self.cfg);
             s.on_data(
                 now,

@@ -231,11 +231,41 @@ impl Session {
         }
     }
 
-    /// The link acks and other control frames go by: the active link, or
-    /// spreading, the usable link of lowest RTT.
+    /// A link in service other than `avoid` that fits `frag_cap` bytes of
+    /// data: the highest priority, then the lowest RTT.
+    pub(super) fn alternate_link(
+        &self,
+        cfg: &Config,
+        avoid: usize,
+        frag_cap: usize,
+    ) -> Option<usize> {
+        if !self.multi_link() {
+            return None;
+        }
+        (0..self.links.len())
+            .filter(|&l| {
+                l != avoid
+                    && self.links[l].state == LinkState::Up
+                    && self.links[l].frag_cap >= frag_cap
+            })
+            .min_by_key(|&l| {
+                (
+                    std::cmp::Reverse(self.links[l].cfg.priority),
+                    self.links[l].srtt(cfg),
+                )
+            })
+    }
+
+    /// The link acks and other control frames go by: the one the peer's
+    /// latest data came by while it is in service, else the active link,
+    /// or spreading, the usable link of lowest RTT.
     pub(super) fn control_link(&self, cfg: &Config) -> usize {
         if !self.multi_link() {
             return 0;
+        }
+        let rx = usize::from(self.rx_link);
+        if self.links.get(rx).is_some_and(|l| l.state == LinkState::Up) {
+            return rx;
         }
         match cfg.link_mode {
             LinkMode::ActivePassive => self.active_link(0).unwrap_or(0),
@@ -324,7 +354,7 @@ impl Session {
                 continue;
             }
             super::untrack(&mut self.in_flight, &mut self.links, p);
-            self.retx[p.channel.index()].push_back((p.msg_id, p.frag, p.cut));
+            self.retx[p.channel.index()].push_back(super::Retx::of(p, true));
             // Resolved as far as acks go: its retransmission is what counts
             // (a late ack for it, the link having failed one way only, is
             // not reordering).
@@ -448,6 +478,11 @@ impl Session {
             link.stats.frames_sent += 1;
             link.stats.bytes_sent += bytes as u64;
         }
+    }
+
+    /// The peer's latest data frame came by link `l`.
+    pub(crate) fn data_came_by(&mut self, l: u8) {
+        self.rx_link = l;
     }
 
     /// Counts an accepted frame that arrived by link `l`.

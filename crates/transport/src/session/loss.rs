@@ -176,7 +176,7 @@ impl Session {
                 p.lost = true;
                 let c = p.channel.index();
                 super::untrack(&mut self.in_flight, &mut self.links, p);
-                self.retx[c].push_back((p.msg_id, p.frag, p.cut));
+                self.retx[c].push_back(super::Retx::of(p, false));
                 let l = usize::from(p.link);
                 self.links[l].stats.lost += 1;
                 block_lost[l] |= c == BLOCK;
@@ -224,7 +224,7 @@ impl Session {
                 p.lost = true;
                 let c = p.channel.index();
                 super::untrack(&mut self.in_flight, &mut self.links, p);
-                self.retx[c].push_back((p.msg_id, p.frag, p.cut));
+                self.retx[c].push_back(super::Retx::of(p, true));
                 n += 1;
                 if n == 2 {
                     break;

@@ -87,6 +87,30 @@ impl OutMsg {
     }
 }
 
+/// A fragment to send again.
+#[derive(Debug, Clone, Copy)]
+struct Retx {
+    msg_id: u64,
+    frag: u16,
+    cut: u8,
+    /// The link its last copy timed out on: with several links, the
+    /// retransmission takes another one in service (SCTP's rule, RFC 9260
+    /// §6.4), so a message caught on a link that just died waits one
+    /// probe timeout, not the link timeout.
+    avoid: Option<u8>,
+}
+
+impl Retx {
+    fn of(p: &SentPacket, avoid: bool) -> Self {
+        Retx {
+            msg_id: p.msg_id,
+            frag: p.frag,
+            cut: p.cut,
+            avoid: avoid.then_some(p.link),
+        }
+    }
+}
+
 /// A data frame on the wire, awaiting ack or loss.
 #[derive(Debug, Clone, Copy)]
 struct SentPacket {
@@ -153,6 +177,10 @@ pub(crate) struct Session {
     links: Vec<Link>,
     /// Spreading: the link picked last.
     spread_last: usize,
+    /// The link the peer's latest data frame came by: acks go back by it
+    /// while it is in service (the path is proven, and a peer that moved
+    /// off a dead link hears its acks at once).
+    rx_link: u8,
     pub(crate) stats: PeerStats,
     pub(crate) rtt: RttEstimator,
 
@@ -173,8 +201,8 @@ pub(crate) struct Session {
     tails: VecDeque<(u64, u32)>,
     tail_reserved: usize,
     tails_flushing: bool,
-    /// Fragments to send again (message id, fragment, cut), per channel.
-    retx: [VecDeque<(u64, u16, u8)>; N],
+    /// Fragments to send again, per channel.
+    retx: [VecDeque<Retx>; N],
     /// Data frames by sequence number from `sent_base`; None once resolved.
     sent: VecDeque<Option<SentPacket>>,
     sent_base: u64,
@@ -241,6 +269,7 @@ impl Session {
             path,
             links,
             spread_last: 0,
+            rx_link: 0,
             stats: PeerStats::default(),
             rtt: RttEstimator::new(cfg.initial_rtt),
             next_msg_id: 1,

@@ -1,6 +1,6 @@
 //! The send side: the queue, channel priority, fragmentation and the window.
 
-use super::{is_small, OutMsg, SentPacket, Session, BLOCK, MAX_ID_SPAN};
+use super::{is_small, OutMsg, Retx, SentPacket, Session, BLOCK, MAX_ID_SPAN};
 use crate::{Config, Event, LossReason, SendError, Transmit};
 use icx_core::{Channel, Duration, HeaderBuf, Instant, Payload, SharedBuf};
 use icx_wire::{AckRepr, Body, DataRepr, FrameKind, FrameRepr, Header};
@@ -154,11 +154,16 @@ impl Session {
 
     /// The link message `i`'s next frame may go by; None when no usable
     /// link is wide enough for its fragments.
-    fn frame_link(&mut self, cfg: &Config, i: usize) -> Option<usize> {
+    fn frame_link(&mut self, cfg: &Config, i: usize, avoid: Option<u8>) -> Option<usize> {
         let m = &self.queue[i];
         // Its widest fragment: a message shorter than its cut fits more.
         let widest = (m.frag_cap as usize).min(m.buf.len());
         let preferred = usize::from(m.link);
+        if let Some(l) = avoid.and_then(|a| self.alternate_link(cfg, usize::from(a), widest)) {
+            // Its fragments not yet sent follow.
+            self.queue[i].link = l as u8;
+            return Some(l);
+        }
         self.link_for_frame(cfg, preferred, widest)
     }
 
@@ -324,7 +329,7 @@ impl Session {
         while let Some((id, bytes)) = self.tails.pop_front() {
             self.tail_reserved -= bytes as usize;
             if let Some(i) = self.msg_index(id) {
-                let Some(link) = self.frame_link(cfg, i) else {
+                let Some(link) = self.frame_link(cfg, i, None) else {
                     // Cut again (its tails dropped, all of it unsent), or
                     // waiting for a wide enough link.
                     if !self.recut(cfg, i) {
@@ -437,7 +442,13 @@ impl Session {
 
     fn poll_retx(&mut self, now: Instant, cfg: &Config, ch: Channel) -> Option<Transmit> {
         let c = ch.index();
-        while let Some(&(id, frag, cut)) = self.retx[c].front() {
+        while let Some(&Retx {
+            msg_id: id,
+            frag,
+            cut,
+            avoid,
+        }) = self.retx[c].front()
+        {
             let Some(i) = self.msg_index(id) else {
                 self.retx[c].pop_front();
                 continue;
@@ -446,7 +457,7 @@ impl Session {
                 self.retx[c].pop_front();
                 continue;
             }
-            let Some(link) = self.frame_link(cfg, i) else {
+            let Some(link) = self.frame_link(cfg, i, avoid) else {
                 if self.recut(cfg, i) {
                     continue;
                 }
@@ -473,7 +484,7 @@ impl Session {
                 self.unsent[c].pop_front();
                 continue;
             };
-            let Some(link) = self.frame_link(cfg, i) else {
+            let Some(link) = self.frame_link(cfg, i, None) else {
                 if self.recut(cfg, i) {
                     continue;
                 }
