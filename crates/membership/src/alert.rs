@@ -164,6 +164,38 @@ pub fn link_restored(name: &str, node: u16, received: u32, counted: u32, window:
     )
 }
 
+/// `link` 0-based as in `ibench` and `INFO interconnect`; `addr` the
+/// peer's address on it, when known.
+fn link_name(link: u8, addr: Option<&str>) -> String {
+    match addr {
+        Some(a) => format!("Interconnect link {link} ({a})"),
+        None => format!("Interconnect link {link}"),
+    }
+}
+
+/// The transport took one of a peer's links out of service (its
+/// keepalives went unanswered); the others carry its traffic.
+pub fn link_down(name: &str, node: u16, link: u8, addr: Option<&str>) -> Alert {
+    alert(
+        "ICX-1709",
+        format!(
+            "{} to node {name} ({node}) is out of service: its keepalives went unanswered; the node's traffic moved to its other links",
+            link_name(link, addr)
+        ),
+    )
+}
+
+/// The link answered a run of keepalives and carries traffic again.
+pub fn link_up(name: &str, node: u16, link: u8, addr: Option<&str>) -> Alert {
+    alert(
+        "ICX-1710",
+        format!(
+            "{} to node {name} ({node}) is back in service",
+            link_name(link, addr)
+        ),
+    )
+}
+
 pub fn no_quorum(have: usize, configured: u16) -> Alert {
     alert(
         "ICX-1703",

@@ -17,6 +17,10 @@ pub struct Config {
     pub incarnation: u32,
     /// Node names (`names[i]` is node `i + 1`); default `rac1..racN`.
     pub names: Vec<String>,
+    /// Each node's interconnect addresses, one per link (`links[i][k]` is
+    /// node `i + 1` on link `k`), as the alerts of a link going out of and
+    /// back into service name them; empty: links by number only.
+    pub links: Vec<Vec<String>>,
     /// css_critical for this node: weight 1 instead of 0.
     pub critical: bool,
     /// Voting files by name: none (network-only mode), 1, 3 or 5.
@@ -74,6 +78,7 @@ impl Config {
             me,
             incarnation: 1,
             names: (1..=nodes).map(|i| format!("rac{i}")).collect(),
+            links: Vec::new(),
             critical: false,
             voting_files: Vec::new(),
             record_keys: Vec::new(),

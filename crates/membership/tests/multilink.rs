@@ -21,7 +21,12 @@ fn build_two_nets(seed: u64, o: &Opts) -> Cluster {
         .build(
             |_, _| {},
             |id, pool, _| {
-                let m = Membership::new(o.config(id, 1), pool.clone()).expect("config");
+                let mut c = o.config(id, 1);
+                // Labels for the alerts: node i is 10.0.<link>.i.
+                c.links = (1..=o.nodes)
+                    .map(|i| (0..2).map(|l| format!("10.0.{l}.{i}:7470")).collect())
+                    .collect();
+                let m = Membership::new(c, pool.clone()).expect("config");
                 SimMember::new(m, disk.clone())
             },
         )
@@ -67,7 +72,44 @@ fn one_network_cut_raises_no_warning() {
         assert!(settled(&sim, &all(&o)), "seed {seed}: {}", dump(&sim));
         assert_eq!(active_views(&sim), views, "seed {seed}: the view changed");
         no_missing_warnings(&sim, &o, seed);
-        // Each node saw network 0 fail to each peer.
+        // Each node saw network 0 fail to each peer, and said so once per
+        // peer, naming the link and the peer's address on it.
+        for i in 1..=o.nodes {
+            let m = member(&sim, i);
+            let downs: Vec<&str> = m
+                .alerts
+                .iter()
+                .filter(|(_, a)| a.code == "ICX-1709")
+                .map(|(_, a)| a.text.as_str())
+                .collect();
+            assert_eq!(
+                downs.len(),
+                usize::from(o.nodes) - 1,
+                "seed {seed}: {downs:?}"
+            );
+            for p in (1..=o.nodes).filter(|&p| p != i) {
+                let want = format!(
+                    "Interconnect link 0 (10.0.0.{p}:7470) to node rac{p} ({p}) is out of service"
+                );
+                assert!(
+                    downs.iter().any(|d| d.contains(&want)),
+                    "seed {seed} node {i}: {want:?} not in {downs:?}"
+                );
+            }
+            assert!(!m.has_alert("ICX-1710"), "seed {seed}: link 0 is still cut");
+        }
+        sim.heal_net(0);
+        run_checked(&mut sim, o.misscount);
+        for i in 1..=o.nodes {
+            let ups = member(&sim, i)
+                .alerts
+                .iter()
+                .filter(|(_, a)| a.code == "ICX-1710")
+                .count();
+            assert_eq!(ups, usize::from(o.nodes) - 1, "seed {seed} node {i}");
+        }
+        cut_everywhere(&mut sim, &o, 0);
+        run_checked(&mut sim, o.misscount);
         for i in 1..=o.nodes {
             let ep = sim.node(NodeId(i)).endpoint();
             for p in (1..=o.nodes).filter(|&p| p != i) {

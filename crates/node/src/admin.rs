@@ -30,6 +30,8 @@ const SETTINGS: &[&str] = &[
     "disktimeout",
     "voting_files",
     "interconnect_mtu",
+    "interconnect_link_mode",
+    "interconnect_link_timeout",
     "datafiles",
     "block_size",
     "datafile_size",
@@ -199,7 +201,9 @@ impl Node {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(","),
-            "interconnect_mtu" => c.interconnect_mtu.to_string(),
+            "interconnect_mtu" => mtus(&c.interconnect_mtu),
+            "interconnect_link_mode" => c.interconnect_link_mode.name().into(),
+            "interconnect_link_timeout" => format_duration(c.interconnect_link_timeout),
             "datafiles" => c
                 .datafiles
                 .as_ref()
@@ -421,7 +425,7 @@ impl Node {
     fn info_interconnect(&mut self, out: &mut String) {
         let (backend, fallback, inc) = self.backend();
         let (backend, fallback) = (backend.to_string(), fallback.map(str::to_string));
-        let mtu = self.cfg.interconnect_mtu;
+        let mtu = mtus(&self.cfg.interconnect_mtu);
         let local = self.runtime().local_addr();
         let snap = self.runtime().snapshot(SNAPSHOT_TIMEOUT);
         let mut f = Fields(out);
@@ -432,6 +436,23 @@ impl Node {
             f.kv("backend_fallback", why.replace(['\r', '\n'], " "));
         }
         f.kv("interconnect_mtu", mtu);
+        let me = &self.me.interconnect;
+        f.kv("interconnect_links", me.len());
+        f.kv(
+            "interconnect_addrs",
+            me.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        f.kv(
+            "interconnect_link_mode",
+            self.cfg.interconnect_link_mode.name(),
+        );
+        f.kv(
+            "interconnect_link_timeout_ms",
+            self.cfg.interconnect_link_timeout.as_millis(),
+        );
         f.kv("transport_incarnation", inc);
         let ring = self.cfg.keys.as_ref().map(|k| &k.ring);
         f.kv("frame_auth", icx_driver::keys::protection(ring));
@@ -490,6 +511,31 @@ impl Node {
                     p.sent, p.received, p.acked, p.lost, p.retransmitted, p.corrupt, p.duplicate, p.rejected
                 ),
             );
+            let addrs = self.cfg.node(*n).map(|c| c.interconnect.as_slice());
+            for (k, l) in snap.peer_links(*n).unwrap_or_default().iter().enumerate() {
+                let addr = addrs
+                    .and_then(|a| a.get(k))
+                    .map_or_else(|| "-".to_string(), ToString::to_string);
+                let rtt = l.srtt.map_or_else(
+                    || "-".to_string(),
+                    |r| format!("{:.1}", r.as_nanos() as f64 / 1e3),
+                );
+                f.kv(
+                    &format!("peer_{}_link_{k}", n.0),
+                    format!(
+                        "addr={addr},state={},mtu={},sent={},received={},retransmitted={},lost={},keepalives_sent={},keepalives_answered={},downs={},rtt_us={rtt}",
+                        l.state.name(),
+                        l.mtu,
+                        l.frames_sent,
+                        l.frames_received,
+                        l.retransmitted,
+                        l.lost,
+                        l.keepalives_sent,
+                        l.keepalives_answered,
+                        l.downs
+                    ),
+                );
+            }
         }
     }
 }
@@ -504,6 +550,14 @@ impl Fields<'_> {
     pub(crate) fn kv(&mut self, k: &str, v: impl std::fmt::Display) {
         let _ = write!(self.0, "{k}:{v}\r\n");
     }
+}
+
+/// Link MTUs as config and INFO show them: `1500`, or `1500,9000`.
+fn mtus(m: &[usize]) -> String {
+    m.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn yes_no(b: bool) -> &'static str {

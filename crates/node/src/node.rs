@@ -18,7 +18,7 @@ use crate::Wake;
 use icx_core::{BufferPool, ClusterId, Duration, Incarnation, Instant, MonotonicClock, NodeId};
 use icx_driver::{AppWaker, Runtime, RuntimeConfig, RuntimeHost};
 use icx_membership::{Action, Membership, State};
-use icx_transport::PeerConfig;
+use icx_transport::{LinkConfig, PeerConfig};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -132,14 +132,6 @@ impl Node {
         let alerts = AlertLog::open(&cfg.log_dir, &node.name).map_err(|e| e.to_string())?;
         let state_path = cfg.log_dir.join(format!("fusion_{}.state", node.name));
         let incarnation = next_incarnation(&state_path)?;
-        if node.interconnect.len() > 1 {
-            tracing::warn!(
-                "node {}: only the first interconnect address ({}) is used; redundant interconnects are not built yet",
-                node.name,
-                node.interconnect[0]
-            );
-        }
-
         let clock = MonotonicClock::new();
         let pool = BufferPool::new(&crate::data::pool_config(&cfg, POOL_BUFFERS))
             .map_err(|e| format!("buffer pool: {e}"))?;
@@ -653,23 +645,38 @@ fn open_net(
     clock: MonotonicClock,
     pool: BufferPool,
 ) -> Result<Net, String> {
-    let bind = me.interconnect[0];
+    let binds = me.interconnect.clone();
+    let shown = binds
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut t =
         icx_transport::Config::new(ClusterId(cfg.cluster_id), me.id, Incarnation(incarnation));
     t.auth = cfg.keys.as_ref().map(|k| k.ring.clone());
+    t.link_mode = cfg.interconnect_link_mode;
+    t.link_timeout = cfg.interconnect_link_timeout;
     let mut rc = RuntimeConfig::new(t, pool, 1);
     rc.pin = false;
     rc.clock = clock;
     for n in cfg.nodes.iter().filter(|n| n.id != me.id) {
-        let addr = n.interconnect[0];
-        let mut p = PeerConfig::new(n.id, cfg.interconnect_mtu);
-        p.ipv6 = addr.is_ipv6();
-        rc = rc.peer(p, addr);
+        // Link k: this node's kth address to the peer's kth (the config
+        // checked every node lists as many).
+        let links: Vec<LinkConfig> = n
+            .interconnect
+            .iter()
+            .zip(&cfg.interconnect_mtu)
+            .map(|(a, &mtu)| LinkConfig::new(mtu, a.is_ipv6()))
+            .collect();
+        let p = PeerConfig::new(n.id, links[0].mtu)
+            .with_links(&links)
+            .map_err(|e| format!("node {}: interconnect: {e}", n.name))?;
+        rc = rc.peer_links(p, n.interconnect.clone());
     }
     let chosen: Arc<Mutex<(String, Option<String>)>> = Arc::default();
     let c2 = chosen.clone();
     let rt = Runtime::start(rc, move |_core| {
-        let mut u = icx_uring::UringConfig::new(bind);
+        let mut u = icx_uring::UringConfig::with_links(&binds)?;
         // A daemon that mostly waits: sleep at once instead of spinning.
         u.spin = std::time::Duration::ZERO;
         let (b, name, why) = match icx_uring::open(u)? {
@@ -681,7 +688,7 @@ fn open_net(
         *c2.lock().unwrap_or_else(|e| e.into_inner()) = (name.to_string(), why);
         Ok(b)
     })
-    .map_err(|e| format!("interconnect {bind}: {e}"))?;
+    .map_err(|e| format!("interconnect {shown}: {e}"))?;
     let (backend, fallback) = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Net {
         rt,

@@ -356,6 +356,27 @@ impl Membership {
         });
     }
 
+    /// One of a peer's redundant links changed service: an alert naming
+    /// it. Membership itself does not move: the peer is missing only when
+    /// its heartbeats stop, which needs every link silent.
+    fn on_link_event(&mut self, peer: NodeId, link: u8, up: bool) {
+        let name = self.name(peer);
+        let addr = self
+            .cfg
+            .links
+            .get(usize::from(peer.0).wrapping_sub(1))
+            .and_then(|l| l.get(usize::from(link)))
+            .map(String::as_str);
+        let a = if up {
+            self.stats.links_up += 1;
+            alert::link_up(&name, peer.0, link, addr)
+        } else {
+            self.stats.links_down += 1;
+            alert::link_down(&name, peer.0, link, addr)
+        };
+        self.alerts.push_back(a);
+    }
+
     fn view_inc(&self) -> u64 {
         self.view.as_ref().map_or(0, |v| v.incarnation)
     }
@@ -552,6 +573,8 @@ impl Protocol for Membership {
                     channel: Channel::Heartbeat,
                     ..
                 } => self.stats.sends_lost += 1,
+                Event::LinkDown { peer, link } => self.on_link_event(peer, link, false),
+                Event::LinkUp { peer, link } => self.on_link_event(peer, link, true),
                 _ => {}
             },
             HostEvent::Refused { .. } => self.stats.sends_refused += 1,

@@ -202,6 +202,9 @@ pub struct Stats {
     /// Completions of requests given up on, or unknown.
     pub disk_late: u64,
     pub reconfigurations: u64,
+    /// A peer's redundant link taken out of service, and readmitted.
+    pub links_down: u64,
+    pub links_up: u64,
 }
 
 impl fmt::Display for HistoryEntry {

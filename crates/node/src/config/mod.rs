@@ -39,8 +39,14 @@ pub struct ClusterConfig {
     /// Where each node keeps its alert log and state file; default: the
     /// config file's directory.
     pub log_dir: PathBuf,
-    /// IP MTU of the private network.
-    pub interconnect_mtu: usize,
+    /// IP MTU of each private network, link 0 first (one per address of
+    /// a node's `interconnect`).
+    pub interconnect_mtu: Vec<usize>,
+    /// How a peer's links share its traffic (with several links).
+    pub interconnect_link_mode: icx_transport::LinkMode,
+    /// How long a link's keepalives may go unanswered before it is taken
+    /// out of service (with several links).
+    pub interconnect_link_timeout: Duration,
     /// Cache fusion's settings (used when `datafiles` is set).
     pub data: DataConfig,
     /// What RESP clients may do: `maxclients`, `client_query_buffer_limit`,
@@ -59,8 +65,8 @@ pub struct ClusterConfig {
 pub struct NodeConfig {
     pub id: NodeId,
     pub name: String,
-    /// Private-network addresses; the first carries the interconnect
-    /// (redundant interconnects are their own issue).
+    /// Private-network addresses, one per link (network), in the same
+    /// order on every node: link `k` joins every node's `k`th address.
     pub interconnect: Vec<SocketAddr>,
     /// RESP client/admin address.
     pub client: SocketAddr,
@@ -211,7 +217,11 @@ struct RawConfig {
     #[serde(default)]
     log_dir: Option<String>,
     #[serde(default)]
-    interconnect_mtu: Option<usize>,
+    interconnect_mtu: Option<RawMtu>,
+    #[serde(default)]
+    interconnect_link_mode: Option<String>,
+    #[serde(default)]
+    interconnect_link_timeout: Option<String>,
     #[serde(default)]
     block_size: Option<RawSize>,
     #[serde(default)]
@@ -262,6 +272,14 @@ struct RawConfig {
     encrypt: Option<bool>,
     #[serde(default)]
     node: Vec<RawNode>,
+}
+
+/// `interconnect_mtu`: one MTU for every link, or one per link.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawMtu {
+    One(usize),
+    PerLink(Vec<usize>),
 }
 
 #[derive(Deserialize)]
@@ -358,14 +376,41 @@ impl ClusterConfig {
                 ));
             }
         }
-        let interconnect_mtu = raw.interconnect_mtu.unwrap_or(1500);
-        // The transport's own rule (room for a header and some block, no
-        // datagram larger than IP carries), checked for IPv4 and IPv6 alike.
-        for ipv6 in [false, true] {
-            let mut p = icx_transport::PeerConfig::new(NodeId(1), interconnect_mtu);
-            p.ipv6 = ipv6;
-            p.check_mtu()
-                .map_err(|e| err("interconnect_mtu", e.to_string()))?;
+        let link_mode = match raw.interconnect_link_mode.as_deref() {
+            None => icx_transport::LinkMode::ActivePassive,
+            Some(s) => icx_transport::LinkMode::parse(s.trim()).ok_or_else(|| {
+                err(
+                    "interconnect_link_mode",
+                    format!("{s:?}: use \"active-passive\" or \"spread\""),
+                )
+            })?,
+        };
+        let defaults =
+            icx_transport::Config::new(icx_core::ClusterId(1), NodeId(1), icx_core::Incarnation(1));
+        let link_timeout = dur(
+            "interconnect_link_timeout",
+            &raw.interconnect_link_timeout,
+            defaults.link_timeout,
+        )?;
+        if link_timeout < defaults.link_probe_interval * 2 {
+            return Err(err(
+                "interconnect_link_timeout",
+                format!(
+                    "{} is less than 2 keepalive intervals ({})",
+                    format_duration(link_timeout),
+                    format_duration(defaults.link_probe_interval * 2)
+                ),
+            ));
+        }
+        if link_timeout * 2 > misscount {
+            return Err(err(
+                "interconnect_link_timeout",
+                format!(
+                    "{} is more than half of misscount ({}): a failed link must be left well before a node is missed",
+                    format_duration(link_timeout),
+                    format_duration(misscount)
+                ),
+            ));
         }
         let data = data_config(&raw, &err)?;
         let dir = path
@@ -410,6 +455,16 @@ impl ClusterConfig {
             if n.interconnect.is_empty() {
                 return Err(err(&key("interconnect"), "needs one address".into()));
             }
+            if n.interconnect.len() > icx_core::MAX_LINKS {
+                return Err(err(
+                    &key("interconnect"),
+                    format!(
+                        "{} addresses: at most {} private networks",
+                        n.interconnect.len(),
+                        icx_core::MAX_LINKS
+                    ),
+                ));
+            }
             let mut inter = Vec::new();
             for (j, a) in n.interconnect.iter().enumerate() {
                 let k = format!("node[{i}].interconnect[{j}]");
@@ -450,6 +505,46 @@ impl ClusterConfig {
             });
         }
         nodes.sort_by_key(|n| n.id);
+        let links = nodes[0].interconnect.len();
+        if let Some((i, n)) = raw
+            .node
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.interconnect.len() != links)
+        {
+            return Err(err(
+                &format!("node[{i}].interconnect"),
+                format!(
+                    "{} addresses where node {} has {links}: every node lists one address per private network, in the same order",
+                    n.interconnect.len(),
+                    nodes[0].name
+                ),
+            ));
+        }
+        let interconnect_mtu = match raw.interconnect_mtu {
+            None => vec![1500; links],
+            Some(RawMtu::One(m)) => vec![m; links],
+            Some(RawMtu::PerLink(v)) if v.len() == links => v,
+            Some(RawMtu::PerLink(v)) => {
+                return Err(err(
+                    "interconnect_mtu",
+                    format!(
+                        "{} MTUs for {links} interconnect links: give one, or one per link",
+                        v.len()
+                    ),
+                ))
+            }
+        };
+        // The transport's own rule (room for a header and some block, no
+        // datagram larger than IP carries), checked for IPv4 and IPv6 alike.
+        for &mtu in &interconnect_mtu {
+            for ipv6 in [false, true] {
+                let mut p = icx_transport::PeerConfig::new(NodeId(1), mtu);
+                p.ipv6 = ipv6;
+                p.check_mtu()
+                    .map_err(|e| err("interconnect_mtu", e.to_string()))?;
+            }
+        }
         let metrics = match raw.metrics.as_deref() {
             None | Some("") => None,
             Some(a) => Some(parse_addr(a).map_err(|e| err("metrics", e))?),
@@ -482,6 +577,8 @@ impl ClusterConfig {
             datafiles: raw.datafiles.map(PathBuf::from),
             log_dir,
             interconnect_mtu,
+            interconnect_link_mode: link_mode,
+            interconnect_link_timeout: link_timeout,
             data,
             clients,
             keys,
@@ -518,6 +615,13 @@ impl ClusterConfig {
             .map(|i| {
                 self.node(NodeId(i))
                     .map_or_else(|| format!("node{i}"), |x| x.name.clone())
+            })
+            .collect();
+        c.links = (1..=n)
+            .map(|i| {
+                self.node(NodeId(i)).map_or_else(Vec::new, |x| {
+                    x.interconnect.iter().map(ToString::to_string).collect()
+                })
             })
             .collect();
         c.critical = self.node(me).is_some_and(|x| x.css_critical);

@@ -364,3 +364,83 @@ fn durations_round_trip() {
     }
     assert_eq!(format_duration(Duration::from_secs(30)), "30s");
 }
+
+/// GOOD with two private networks: 10.0.0.x on link 0, 10.0.1.x on link 1.
+fn two_links() -> String {
+    GOOD.replace(
+        "[\"10.0.0.2:7470\"]",
+        "[\"10.0.0.2:7470\", \"10.0.1.2:7470\"]",
+    )
+    .replace(
+        "[\"10.0.0.1:7470\"]",
+        "[\"10.0.0.1:7470\", \"10.0.1.1:7470\"]",
+    )
+}
+
+#[test]
+fn redundant_interconnect_keys() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.interconnect_mtu, [1500]);
+    assert_eq!(
+        c.interconnect_link_mode,
+        icx_transport::LinkMode::ActivePassive
+    );
+    assert_eq!(c.interconnect_link_timeout, Duration::from_millis(300));
+
+    let two = two_links();
+    let c = parse(&two).unwrap();
+    assert_eq!(c.nodes[1].interconnect.len(), 2);
+    assert_eq!(c.interconnect_mtu, [1500, 1500]);
+    // The membership names each peer's links in its alerts.
+    let m = c.membership(NodeId(1), 1);
+    assert_eq!(m.links[1], ["10.0.0.2:7470", "10.0.1.2:7470"]);
+
+    let c = parse(&two.replace(
+        "cluster_id = 7",
+        "cluster_id = 7\ninterconnect_mtu = [1500, 9000]\ninterconnect_link_mode = \"spread\"\ninterconnect_link_timeout = \"500ms\"",
+    ))
+    .unwrap();
+    assert_eq!(c.interconnect_mtu, [1500, 9000]);
+    assert_eq!(c.interconnect_link_mode, icx_transport::LinkMode::Spread);
+    assert_eq!(c.interconnect_link_timeout, Duration::from_millis(500));
+    let c =
+        parse(&two.replace("cluster_id = 7", "cluster_id = 7\ninterconnect_mtu = 9000")).unwrap();
+    assert_eq!(c.interconnect_mtu, [9000, 9000]);
+
+    let set = |k: &str| two.replace("cluster_id = 7", &format!("cluster_id = 7\n{k}"));
+    let e = err_of(&set("interconnect_mtu = [1500, 9000, 1500]"));
+    assert!(
+        e.contains("interconnect_mtu: 3 MTUs for 2 interconnect links"),
+        "{e}"
+    );
+    let e = err_of(&set("interconnect_mtu = [1500, 100]"));
+    assert!(e.contains("interconnect_mtu:"), "{e}");
+    let e = err_of(&set("interconnect_link_mode = \"roundrobin\""));
+    assert!(
+        e.contains("interconnect_link_mode: \"roundrobin\": use \"active-passive\" or \"spread\""),
+        "{e}"
+    );
+    let e = err_of(&set("interconnect_link_timeout = \"150ms\""));
+    assert!(
+        e.contains("interconnect_link_timeout: 150ms is less than 2 keepalive intervals"),
+        "{e}"
+    );
+    let e = err_of(&set("interconnect_link_timeout = \"20s\""));
+    assert!(
+        e.contains("interconnect_link_timeout: 20s is more than half of misscount"),
+        "{e}"
+    );
+    // Every node one address per network.
+    let e = err_of(&two.replace(", \"10.0.1.1:7470\"", ""));
+    assert!(
+        e.contains("node[1].interconnect: 1 addresses where node rac1 has 2")
+            || e.contains("interconnect: 2 addresses where node rac1 has 1"),
+        "{e}"
+    );
+    let five = GOOD.replace(
+        "[\"10.0.0.2:7470\"]",
+        "[\"10.0.0.2:1\", \"10.0.0.2:2\", \"10.0.0.2:3\", \"10.0.0.2:4\", \"10.0.0.2:5\"]",
+    );
+    let e = err_of(&five);
+    assert!(e.contains("at most 4 private networks"), "{e}");
+}
