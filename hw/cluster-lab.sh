@@ -3,12 +3,15 @@
 # into a bridge namespace (P-br, bridge br0), so links between any two
 # nodes can be cut and restored, each way on its own, with nftables
 # `bridge` rules in the bridge namespace. Root only. Addresses
-# 10.98.<subnet>.<i>/24 exist only inside the namespaces.
+# 10.98.<subnet>.<i>/24 exist only inside the namespaces. With --links 2 a
+# second private network: eth1 in every node into bridge br1, addresses
+# 10.98.<subnet+1>.<i>/24 (a redundant interconnect).
 #
-#   hw/cluster-lab.sh up   [--prefix P] [--nodes N] [--mtu M] [--subnet S]
+#   hw/cluster-lab.sh up   [--prefix P] [--nodes N] [--mtu M] [--subnet S] [--links 1|2]
 #   hw/cluster-lab.sh down [--prefix P] [--nodes N]
-#   hw/cluster-lab.sh cut  [--prefix P] A B [--oneway]   (A->B dropped; both ways unless --oneway)
-#   hw/cluster-lab.sh heal [--prefix P] A B [--oneway]
+#   hw/cluster-lab.sh cut  [--prefix P] A B [--oneway] [--link L]  (A->B dropped on every network,
+#                                                  or on network L (0 or 1) only; both ways unless --oneway)
+#   hw/cluster-lab.sh heal [--prefix P] A B [--oneway] [--link L]
 #   hw/cluster-lab.sh isolate [--prefix P] A            (every frame to or from A dropped)
 #   hw/cluster-lab.sh loss [--prefix P] PCT            (PCT % of UDP frames crossing the bridge dropped, at random)
 #   hw/cluster-lab.sh heal-all [--prefix P]              (every cut, isolation and loss removed)
@@ -19,10 +22,10 @@
 set -euo pipefail
 . "$(dirname "$0")/need-root.sh"
 
-usage() { sed -n '2,16p' "$0" >&2; exit 2; }
+usage() { sed -n '2,19p' "$0" >&2; exit 2; }
 
 cmd=${1:-}; [ -n "$cmd" ] || usage; shift
-PREFIX=icxc NODES=3 MTU=1500 SUBNET=0 ONEWAY=0
+PREFIX=icxc NODES=3 MTU=1500 SUBNET=0 ONEWAY=0 LINKS=1 LINK=
 ARGS=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -31,6 +34,8 @@ while [ $# -gt 0 ]; do
     --mtu) MTU=$2; shift 2 ;;
     --subnet) SUBNET=$2; shift 2 ;;
     --oneway) ONEWAY=1; shift ;;
+    --links) LINKS=$2; shift 2 ;;
+    --link) LINK=$2; shift 2 ;;
     -*) usage ;;
     *) ARGS+=("$1"); shift ;;
   esac
@@ -40,16 +45,22 @@ case $PREFIX in *[!a-z0-9]*|'') echo "cluster-lab: --prefix must be [a-z0-9]+" >
 [ ${#PREFIX} -le 8 ] || { echo "cluster-lab: --prefix at most 8 characters (interface names)" >&2; exit 2; }
 case $NODES in ''|*[!0-9]*) usage ;; esac
 [ "$NODES" -ge 1 ] && [ "$NODES" -le 32 ] || { echo "cluster-lab: --nodes 1..32" >&2; exit 2; }
+case $LINKS in 1|2) ;; *) echo "cluster-lab: --links 1 or 2" >&2; exit 2 ;; esac
+case $LINK in ''|0|1) ;; *) echo "cluster-lab: --link 0 or 1" >&2; exit 2 ;; esac
 
 BR=$PREFIX-br
 ns_of() { echo "$PREFIX-n$1"; }
-port_of() { echo "${PREFIX}p$1"; }   # the bridge-side veth end of node i
+# The bridge-side veth end of node i on network L (default 0).
+port_of() { if [ "${2:-0}" = 1 ]; then echo "${PREFIX}q$1"; else echo "${PREFIX}p$1"; fi; }
 
 down() {
   local i
   for i in $(seq 1 32); do ip netns del "$(ns_of "$i")" 2>/dev/null || true; done
   ip netns del "$BR" 2>/dev/null || true
-  for i in $(seq 1 32); do ip link del "$(port_of "$i")" 2>/dev/null || true; done
+  for i in $(seq 1 32); do
+    ip link del "$(port_of "$i")" 2>/dev/null || true
+    ip link del "$(port_of "$i" 1)" 2>/dev/null || true
+  done
 }
 
 ns_new() {
@@ -75,8 +86,20 @@ up() {
     ip netns exec "$ns" ethtool -K eth0 gso off tso off gro off >/dev/null 2>&1 || true
     ip -n "$ns" addr add "10.98.$SUBNET.$i/24" dev eth0
     ip -n "$ns" link set eth0 up
+    if [ "$LINKS" = 2 ]; then
+      [ "$i" = 1 ] && ip -n "$BR" link add br1 mtu "$MTU" type bridge stp_state 0 forward_delay 0
+      port=$(port_of "$i" 1)
+      ip link add "$port" mtu "$MTU" type veth peer name eth1 mtu "$MTU" netns "$ns"
+      ip link set "$port" netns "$BR"
+      ip -n "$BR" link set "$port" master br1
+      ip -n "$BR" link set "$port" up
+      ip netns exec "$ns" ethtool -K eth1 gso off tso off gro off >/dev/null 2>&1 || true
+      ip -n "$ns" addr add "10.98.$((SUBNET + 1)).$i/24" dev eth1
+      ip -n "$ns" link set eth1 up
+    fi
   done
   ip -n "$BR" link set br0 up
+  [ "$LINKS" = 1 ] || ip -n "$BR" link set br1 up
   # Cuts are rules in one chain, matched on bridge ports: the forward hook
   # sees every frame crossing the bridge, ARP included.
   ip netns exec "$BR" nft -f - <<NFT
@@ -90,21 +113,27 @@ NFT
   echo "NODES=$NODES"; echo "BR=$BR"
   for i in $(seq 1 "$NODES"); do
     echo "NS_$i=$(ns_of "$i")"; echo "IP_$i=10.98.$SUBNET.$i"
+    [ "$LINKS" = 1 ] || echo "IP2_$i=10.98.$((SUBNET + 1)).$i"
   done
 }
 
-rule() { # add|del A B
-  local a b h
-  a=$(port_of "$2"); b=$(port_of "$3")
-  if [ "$1" = add ]; then
-    ip netns exec "$BR" nft add rule bridge icxcut forward iifname "$a" oifname "$b" drop comment "\"cut $2 $3\""
-  else
-    # Every rule cutting A->B (a cut given twice is healed at once).
-    for h in $(ip netns exec "$BR" nft -a list chain bridge icxcut forward \
-        | sed -n "s/.*comment \"cut $2 $3\" # handle \([0-9]*\).*/\1/p"); do
-      ip netns exec "$BR" nft delete rule bridge icxcut forward handle "$h"
-    done
-  fi
+# The networks a cut or heal touches: --link L, or every one.
+links_sel() { if [ -n "$LINK" ]; then echo "$LINK"; else echo 0 1; fi; }
+
+rule() { # add|del A B (on the networks links_sel names)
+  local a b h l
+  for l in $(links_sel); do
+    a=$(port_of "$2" "$l"); b=$(port_of "$3" "$l")
+    if [ "$1" = add ]; then
+      ip netns exec "$BR" nft add rule bridge icxcut forward iifname "$a" oifname "$b" drop comment "\"cut $2 $3 $l\""
+    else
+      # Every rule cutting A->B there (a cut given twice is healed at once).
+      for h in $(ip netns exec "$BR" nft -a list chain bridge icxcut forward \
+          | sed -n "s/.*comment \"cut $2 $3 $l\" # handle \([0-9]*\).*/\1/p"); do
+        ip netns exec "$BR" nft delete rule bridge icxcut forward handle "$h"
+      done
+    fi
+  done
 }
 
 pair() { # add|del
@@ -120,9 +149,11 @@ case $cmd in
   heal) pair del ;;
   isolate)
     [ ${#ARGS[@]} -eq 1 ] || usage
-    p=$(port_of "${ARGS[0]}")
-    ip netns exec "$BR" nft add rule bridge icxcut forward iifname "$p" drop comment "\"isolate ${ARGS[0]}\""
-    ip netns exec "$BR" nft add rule bridge icxcut forward oifname "$p" drop comment "\"isolate ${ARGS[0]}\""
+    for l in 0 1; do
+      p=$(port_of "${ARGS[0]}" "$l")
+      ip netns exec "$BR" nft add rule bridge icxcut forward iifname "$p" drop comment "\"isolate ${ARGS[0]}\""
+      ip netns exec "$BR" nft add rule bridge icxcut forward oifname "$p" drop comment "\"isolate ${ARGS[0]}\""
+    done
     ;;
   loss)
     [ ${#ARGS[@]} -eq 1 ] || usage

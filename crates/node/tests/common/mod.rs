@@ -46,6 +46,8 @@ pub struct Spec {
     pub critical: Vec<u16>,
     /// More top-level config lines (cluster keys, data keys, ...).
     pub extra: String,
+    /// Private networks (1 or 2): with 2, node i is also 10.98.S+1.i.
+    pub links: u8,
 }
 
 impl Spec {
@@ -58,6 +60,7 @@ impl Spec {
             disktimeout: "6s",
             critical: Vec::new(),
             extra: String::new(),
+            links: 1,
         }
     }
 }
@@ -93,6 +96,8 @@ impl Cluster {
             &c.spec.nodes.to_string(),
             "--subnet",
             &subnet.to_string(),
+            "--links",
+            &c.spec.links.to_string(),
         ]);
         std::fs::write(&c.config, c.config_text()).unwrap();
         c
@@ -114,9 +119,12 @@ impl Cluster {
         s += &self.spec.extra;
         s += "\n";
         for i in 1..=self.spec.nodes {
+            let inter: Vec<String> = (0..self.spec.links)
+                .map(|l| format!("\"{}:{ICX_PORT}\"", self.ip(i, l)))
+                .collect();
             s += &format!(
-                "\n[[node]]\nid = {i}\nname = \"rac{i}\"\ninterconnect = [\"10.98.{}.{i}:{ICX_PORT}\"]\nclient = \"127.0.0.1:{}\"\ncss_critical = {}\n",
-                self.subnet,
+                "\n[[node]]\nid = {i}\nname = \"rac{i}\"\ninterconnect = [{}]\nclient = \"127.0.0.1:{}\"\ncss_critical = {}\n",
+                inter.join(", "),
                 CLIENT_PORT + i,
                 self.spec.critical.contains(&i)
             );
@@ -136,6 +144,11 @@ impl Cluster {
             "cluster-lab {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Node `i`'s address on network `link`.
+    pub fn ip(&self, i: u16, link: u8) -> String {
+        format!("10.98.{}.{i}", u16::from(self.subnet) + u16::from(link))
     }
 
     pub fn ns(&self, i: u16) -> String {
@@ -215,6 +228,27 @@ impl Cluster {
 
     pub fn cut(&self, a: u16, b: u16) {
         self.lab(&["cut", &a.to_string(), &b.to_string()]);
+    }
+
+    /// Network `link` only between `a` and `b`, both ways.
+    pub fn cut_link(&self, a: u16, b: u16, link: u8) {
+        self.lab(&[
+            "cut",
+            &a.to_string(),
+            &b.to_string(),
+            "--link",
+            &link.to_string(),
+        ]);
+    }
+
+    pub fn heal_link(&self, a: u16, b: u16, link: u8) {
+        self.lab(&[
+            "heal",
+            &a.to_string(),
+            &b.to_string(),
+            "--link",
+            &link.to_string(),
+        ]);
     }
 
     pub fn cut_oneway(&self, a: u16, b: u16) {
