@@ -5,7 +5,7 @@
 # shape of a node with a redundant interconnect. Root only. Everything
 # lives inside the namespaces this script creates.
 #
-#   hw/links-lab.sh up   [--prefix P] [--mtu1 N] [--mtu2 N] [--subnet N] [--rp-filter 0|1|2]
+#   hw/links-lab.sh up   [--prefix P] [--mtu1 N] [--mtu2 N] [--subnet N] [--rp-filter 0|1|2] [--kernel a|b|ab]
 #   hw/links-lab.sh down [--prefix P]
 #   hw/links-lab.sh run  [same options as up] -- CMD ARGS...   (up, run CMD with the lab's
 #                                                variables in its environment, down even on failure)
@@ -17,6 +17,10 @@
 # reverse-path filtering, the setting that drops a reply leaving by the
 # wrong interface), with arp_ignore=1 and arp_announce=2 (each interface
 # answers and announces only its own address, see hw/README.md).
+# --kernel (default ab) lists the sides whose interfaces get their IPs: a
+# side left out is for a DPDK endpoint (af_packet ports on IF_x1 and IF_x2),
+# which owns the addresses itself (were the kernel to own them too, it
+# would answer ARP and reject our UDP with ICMP).
 #
 # A link is cut with an nftables drop rule in an endpoint's namespace:
 #   ip netns exec "$NS_A" nft add table inet cut
@@ -29,10 +33,10 @@ set -euo pipefail
 . "$(dirname "$0")/need-root.sh"
 . "$(dirname "$0")/lab-lib.sh"
 
-usage() { sed -n '2,26p' "$0" >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" >&2; exit 2; }
 
 cmd=${1:-}; [ -n "$cmd" ] || usage; shift
-PREFIX=icxl MTU1=1500 MTU2=1500 SUBNET=1 RPF=0
+PREFIX=icxl MTU1=1500 MTU2=1500 SUBNET=1 RPF=0 KERNEL=ab
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) PREFIX=$2; shift 2 ;;
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
     --mtu2) MTU2=$2; shift 2 ;;
     --subnet) SUBNET=$2; shift 2 ;;
     --rp-filter) RPF=$2; shift 2 ;;
+    --kernel) KERNEL=$2; shift 2 ;;
     --) shift; break ;;
     *) usage ;;
   esac
@@ -48,6 +53,7 @@ need_root links-lab "network namespaces, veth, bridges, nftables"
 case $PREFIX in *[!a-z0-9]*|'') echo "links-lab: --prefix must be [a-z0-9]+" >&2; exit 2 ;; esac
 [ ${#PREFIX} -le 9 ] || { echo "links-lab: --prefix at most 9 characters (interface names)" >&2; exit 2; }
 case $RPF in 0|1|2) ;; *) echo "links-lab: --rp-filter is 0, 1 or 2" >&2; exit 2 ;; esac
+case $KERNEL in a|b|ab) ;; *) echo "links-lab: --kernel is a, b or ab" >&2; exit 2 ;; esac
 [ "$SUBNET" -ge 0 ] && [ "$SUBNET" -le 254 ] || { echo "links-lab: --subnet 0..254" >&2; exit 2; }
 
 NS_A=$PREFIX-a NS_B=$PREFIX-b NS_M=$PREFIX-m
@@ -97,10 +103,14 @@ up() {
     done
     ip -n "$NS_M" link set "$br" up
   done
-  ip -n "$NS_A" addr add "$IP_A1/24" dev "$IF_A1"
-  ip -n "$NS_A" addr add "$IP_A2/24" dev "$IF_A2"
-  ip -n "$NS_B" addr add "$IP_B1/24" dev "$IF_B1"
-  ip -n "$NS_B" addr add "$IP_B2/24" dev "$IF_B2"
+  if [[ $KERNEL == *a* ]]; then
+    ip -n "$NS_A" addr add "$IP_A1/24" dev "$IF_A1"
+    ip -n "$NS_A" addr add "$IP_A2/24" dev "$IF_A2"
+  fi
+  if [[ $KERNEL == *b* ]]; then
+    ip -n "$NS_B" addr add "$IP_B1/24" dev "$IF_B1"
+    ip -n "$NS_B" addr add "$IP_B2/24" dev "$IF_B2"
+  fi
   sysctls "$NS_A" "$IF_A1" "$IF_A2"
   sysctls "$NS_B" "$IF_B1" "$IF_B2"
   trap - ERR

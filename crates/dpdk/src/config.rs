@@ -15,6 +15,10 @@ pub enum PortSelect {
     Name(String),
     /// By port id.
     Id(u16),
+    /// The n-th port the EAL probed, counting from 0 in port-id order (the
+    /// order of the `-a`/`--vdev` arguments for vdevs): link n of a node
+    /// whose links are ports 0..N.
+    Nth(usize),
 }
 
 /// EAL arguments (without the program name): the usual sets, or any list.
@@ -48,33 +52,42 @@ impl EalArgs {
     /// packet socket each, joined in a fanout group that hashes flows to
     /// queues), for a port driven by one backend per core.
     pub fn af_packet_queues(iface: &str, file_prefix: &str, jumbo: bool, qpairs: u16) -> Self {
-        let mut vdev = format!("net_af_packet0,iface={iface}");
-        if qpairs > 1 {
-            vdev.push_str(&format!(",qpairs={qpairs}"));
+        Self::af_packet_ports(&[iface], file_prefix, jumbo, qpairs)
+    }
+
+    /// [`af_packet_queues`](Self::af_packet_queues) with one port per
+    /// interface, `net_af_packet<k>` on `ifaces[k]`, for a node with a link
+    /// per interface: port k is [`PortSelect::Nth`]`(k)`.
+    pub fn af_packet_ports(ifaces: &[&str], file_prefix: &str, jumbo: bool, qpairs: u16) -> Self {
+        let mut args: Vec<String> = [
+            "--no-huge",
+            "--no-pci",
+            "-m",
+            // Each port's pool lives in this memory.
+            if ifaces.len() > 1 { "512" } else { "256" },
+            // No shared-config files (there is no secondary process);
+            // `--in-memory` would say it too but clashes with --no-huge.
+            "--no-shconf",
+            "--no-telemetry",
+            "--file-prefix",
+            file_prefix,
+        ]
+        .map(str::to_string)
+        .to_vec();
+        for (k, iface) in ifaces.iter().enumerate() {
+            let mut vdev = format!("net_af_packet{k},iface={iface}");
+            if qpairs > 1 {
+                vdev.push_str(&format!(",qpairs={qpairs}"));
+            }
+            if jumbo {
+                vdev.push_str(",framesz=16384,blocksz=16384,framecnt=1024");
+            } else {
+                vdev.push_str(",framecnt=4096");
+            }
+            args.push("--vdev".into());
+            args.push(vdev);
         }
-        if jumbo {
-            vdev.push_str(",framesz=16384,blocksz=16384,framecnt=1024");
-        } else {
-            vdev.push_str(",framecnt=4096");
-        }
-        EalArgs(
-            [
-                "--no-huge",
-                "--no-pci",
-                "-m",
-                "256",
-                // No shared-config files (there is no secondary process);
-                // `--in-memory` would say it too but clashes with --no-huge.
-                "--no-shconf",
-                "--no-telemetry",
-                "--file-prefix",
-                file_prefix,
-                "--vdev",
-                &vdev,
-            ]
-            .map(str::to_string)
-            .to_vec(),
-        )
+        EalArgs(args)
     }
 
     /// A PCI NIC bound to vfio-pci, with hugepages (see `hw/README.md`).

@@ -34,6 +34,18 @@ pub enum DpdkError {
     },
     /// The configuration cannot work with this port.
     Config(String),
+    /// Opening link `link` of several failed (the others were closed).
+    Link { link: usize, error: Box<DpdkError> },
+}
+
+impl DpdkError {
+    /// This error, said of link `link` of a node's several.
+    pub fn for_link(self, link: usize) -> Self {
+        DpdkError::Link {
+            link,
+            error: Box::new(self),
+        }
+    }
 }
 
 impl fmt::Display for DpdkError {
@@ -71,22 +83,29 @@ impl fmt::Display for DpdkError {
                 message,
             } => write!(f, "DPDK port {port}: {step} failed: {message} (errno {errno})"),
             DpdkError::Config(m) => write!(f, "DPDK backend configuration: {m}"),
+            DpdkError::Link { link, error } => write!(f, "interconnect link {link}: {error}"),
         }
     }
 }
 
 impl std::error::Error for DpdkError {}
 
-impl From<DpdkError> for io::Error {
-    fn from(e: DpdkError) -> io::Error {
-        let kind = match &e {
+impl DpdkError {
+    fn io_kind(&self) -> io::ErrorKind {
+        match self {
             DpdkError::NotBuilt => io::ErrorKind::Unsupported,
             DpdkError::Eal { errno: 13, .. } => io::ErrorKind::PermissionDenied,
             DpdkError::NoPort { .. } => io::ErrorKind::NotFound,
             DpdkError::Config(_) | DpdkError::EalArgsDiffer { .. } => io::ErrorKind::InvalidInput,
+            DpdkError::Link { error, .. } => error.io_kind(),
             _ => io::ErrorKind::Other,
-        };
-        io::Error::new(kind, e)
+        }
+    }
+}
+
+impl From<DpdkError> for io::Error {
+    fn from(e: DpdkError) -> io::Error {
+        io::Error::new(e.io_kind(), e)
     }
 }
 

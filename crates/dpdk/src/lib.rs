@@ -24,6 +24,10 @@ mod net;
 mod backend;
 #[cfg(feature = "dpdk")]
 pub mod eal;
+#[cfg(feature = "dpdk")]
+mod links;
+#[cfg(feature = "dpdk")]
+mod port;
 
 // ArpTable: what `DpdkBackend::neighbours` returns.
 pub use arp::ArpTable;
@@ -32,7 +36,11 @@ pub use error::DpdkError;
 pub use net::{BadMac, MacAddr};
 
 #[cfg(feature = "dpdk")]
-pub use backend::{describe, ports, DpdkBackend, DpdkPort, DpdkStats, PortInfo, PortStats};
+pub use backend::{describe, DpdkBackend, DpdkStats};
+#[cfg(feature = "dpdk")]
+pub use links::DpdkLinks;
+#[cfg(feature = "dpdk")]
+pub use port::{ports, DpdkPort, PortInfo, PortStats};
 
 /// Whether this build has the DPDK backend.
 pub const BUILT: bool = cfg!(feature = "dpdk");
@@ -48,6 +56,25 @@ pub fn open(cfg: DpdkConfig) -> std::io::Result<Box<dyn icx_core::Backend + Send
     #[cfg(not(feature = "dpdk"))]
     {
         let _ = cfg;
+        Err(DpdkError::NotBuilt.into())
+    }
+}
+
+/// Opens one DPDK port per link (link 0 first; see [`DpdkLinks::open`]),
+/// boxed: a lone config opens a plain single-port backend. Without the
+/// `dpdk` feature: [`DpdkError::NotBuilt`].
+pub fn open_links(cfgs: Vec<DpdkConfig>) -> std::io::Result<Box<dyn icx_core::Backend + Send>> {
+    #[cfg(feature = "dpdk")]
+    {
+        if cfgs.len() == 1 {
+            let cfg = cfgs.into_iter().next().expect("one");
+            return Ok(Box::new(DpdkBackend::open(cfg)?));
+        }
+        Ok(Box::new(DpdkLinks::open(cfgs)?))
+    }
+    #[cfg(not(feature = "dpdk"))]
+    {
+        let _ = cfgs;
         Err(DpdkError::NotBuilt.into())
     }
 }

@@ -111,9 +111,11 @@ pub(crate) struct BackendArgs {
     #[arg(long, value_name = "EAL ARGS", allow_hyphen_values = true)]
     pub(crate) eal: Option<String>,
     /// Client's own address for `--backend dpdk` (DPDK owns this IPv4
-    /// address and UDP port on its port); other backends pick one.
-    #[arg(long, value_name = "IP:PORT")]
-    pub(crate) local: Option<SocketAddr>,
+    /// address and UDP port on its port); other backends pick one. With
+    /// several --peer addresses, one per link (comma-separated, link 0
+    /// first), link k on the k-th port the EAL probed.
+    #[arg(long, value_name = "IP:PORT", value_delimiter = ',')]
+    pub(crate) local: Vec<SocketAddr>,
     /// Authenticate every frame with the cluster key in FILE instead of
     /// CRC32C: 32 bytes, raw, as 64 hex digits or base64; owned by this
     /// user, mode 0600. Both ends need the same key; frames without it are
@@ -176,7 +178,7 @@ impl BackendArgs {
             auth,
             kind: self.backend,
             eal: self.eal.clone(),
-            local: self.local,
+            local: self.local.clone(),
             mtu,
             zero_copy: self.zero_copy,
             gso: self.gso.on(),

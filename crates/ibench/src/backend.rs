@@ -85,8 +85,8 @@ pub struct BackendOpts {
     pub kind: BackendKind,
     /// EAL arguments (`--backend dpdk`).
     pub eal: Option<String>,
-    /// The client's own address (`--backend dpdk`).
-    pub local: Option<SocketAddr>,
+    /// The client's own addresses, one per link (`--backend dpdk`).
+    pub local: Vec<SocketAddr>,
     /// IP MTU framed for (a DPDK port advertises `mtu - 28` of UDP payload).
     pub mtu: usize,
     pub zero_copy: ZcMode,
@@ -188,9 +188,9 @@ pub fn open(
     addrs: &[SocketAddr],
     net: Option<&LoopbackNet>,
 ) -> Result<Opened, String> {
-    let Some(&addr) = addrs.first() else {
+    if addrs.is_empty() {
         return Err("no address to bind".into());
-    };
+    }
     let shown = addrs
         .iter()
         .map(ToString::to_string)
@@ -200,24 +200,26 @@ pub fn open(
     {
         BackendKind::Dpdk => {
             check_dpdk_args(opts)?;
-            if addrs.len() > 1 {
-                return Err(format!(
-                    "--backend dpdk drives one port, so one link: {shown} asks for {} \
-                     (use --backend uring or sockets for several links)",
-                    addrs.len()
-                ));
-            }
-            let SocketAddr::V4(v4) = addr else {
-                return Err(format!("--backend dpdk needs an IPv4 address, not {addr}"));
-            };
-            if v4.port() == 0 || v4.ip().is_unspecified() {
-                return Err(format!(
-                    "--backend dpdk owns its address: give a concrete IP and port, not {addr}"
-                ));
-            }
             let eal = icx_dpdk::EalArgs::parse(opts.eal.as_deref().unwrap_or_default());
-            let b = icx_dpdk::open(icx_dpdk::DpdkConfig::new(eal, v4, opts.mtu))
-                .map_err(|e| format!("cannot open DPDK backend on {addr}: {e}"))?;
+            let mut cfgs = Vec::with_capacity(addrs.len());
+            for (k, &a) in addrs.iter().enumerate() {
+                let SocketAddr::V4(v4) = a else {
+                    return Err(format!("--backend dpdk needs an IPv4 address, not {a}"));
+                };
+                if v4.port() == 0 || v4.ip().is_unspecified() {
+                    return Err(format!(
+                        "--backend dpdk owns its address: give a concrete IP and port, not {a}"
+                    ));
+                }
+                let mut c = icx_dpdk::DpdkConfig::new(eal.clone(), v4, opts.mtu);
+                if addrs.len() > 1 {
+                    // Link k drives the k-th port the EAL probed.
+                    c.port = icx_dpdk::PortSelect::Nth(k);
+                }
+                cfgs.push(c);
+            }
+            let b = icx_dpdk::open_links(cfgs)
+                .map_err(|e| format!("cannot open DPDK backend on {shown}: {e}"))?;
             (b, "dpdk", None)
         }
         BackendKind::Loopback => {

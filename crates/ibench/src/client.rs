@@ -174,9 +174,11 @@ impl Client {
         if let Some(cpu) = cfg.cpu {
             sys::pin_current_thread(cpu).map_err(|e| format!("pin to cpu {cpu}: {e}"))?;
         }
-        let bind: SocketAddr = if cfg.backend.kind == backend::BackendKind::Dpdk {
-            cfg.backend
+        let dpdk = cfg.backend.kind == backend::BackendKind::Dpdk;
+        let bind: SocketAddr = if dpdk {
+            *cfg.backend
                 .local
+                .first()
                 .ok_or("--backend dpdk needs --local IP:PORT (the address DPDK owns)")?
         } else if cfg.peer.is_ipv6() {
             "[::]:0".parse().expect("literal")
@@ -199,7 +201,16 @@ impl Client {
         };
         // Several links: one local link each, bound to the address the
         // kernel's route to that server address uses (so its own network).
-        let binds = if peers.len() > 1 && cfg.backend.kind != backend::BackendKind::Dpdk {
+        let binds = if dpdk {
+            if cfg.backend.local.len() != peers.len() {
+                return Err(format!(
+                    "--backend dpdk: --local gives {} addresses for {} links (--peer): one each, link 0 first",
+                    cfg.backend.local.len(),
+                    peers.len()
+                ));
+            }
+            cfg.backend.local.clone()
+        } else if peers.len() > 1 {
             peers
                 .iter()
                 .map(|p| source_for(*p).map(|ip| SocketAddr::new(ip, 0)))

@@ -10,78 +10,10 @@
 //! - one link cut during a block stream: no message lost, the failover gap
 //!   printed; a link flapping every second; both links cut and restored.
 
+mod common;
+
+use common::{json_after, links_lab as lab, TWO_LINK_SERVER as SERVER};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
-
-const IBENCH: &str = env!("CARGO_BIN_EXE_ibench");
-
-/// Runs `script` in a fresh lab (`hw/links-lab.sh run` with `args`), with
-/// the lab's variables and IBENCH in its environment; returns stdout, or
-/// `None` (skipped) without the lab.
-fn lab(args: &[&str], script: &str) -> Option<String> {
-    if !icx_testkit::lab::ready(
-        "network namespaces",
-        &[
-            ("ip", "iproute2"),
-            ("ethtool", "ethtool"),
-            ("nft", "nftables"),
-        ],
-    ) {
-        return None;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(root.join("hw/links-lab.sh"))
-        .arg("run")
-        .args(args)
-        .args(["--", "bash", "-c", script])
-        .env("IBENCH", IBENCH)
-        .env("HW", root.join("hw"))
-        .output()
-        .expect("run hw/links-lab.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}");
-    assert!(out.status.success(), "lab failed:\n{stdout}\n{stderr}");
-    Some(stdout)
-}
-
-/// The JSON object printed after the line `== name`.
-fn json_after(out: &str, name: &str) -> Value {
-    let part = out
-        .split(&format!("== {name}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no '== {name}' in:\n{out}"));
-    let start = part
-        .find('{')
-        .unwrap_or_else(|| panic!("no JSON after '== {name}':\n{out}"));
-    serde_json::Deserializer::from_str(&part[start..])
-        .into_iter::<Value>()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("{name}: no JSON object in:\n{part}"))
-}
-
-/// A server in B on both links (or `bind`), stopped when the script ends.
-const SERVER: &str = r#"set -u
-bind=${BIND:-$IP_B1:7480,$IP_B2:7480}
-log=$(mktemp)
-ip netns exec "$NS_B" "$IBENCH" server --backend uring --mtu "${SRV_MTU:-1500}" --bind "$bind" > "$log" 2>&1 &
-srv=$!
-trap 'kill $srv 2>/dev/null; wait $srv 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 50); do grep -q listening "$log" 2>/dev/null && break; sleep 0.1; done
-head -1 "$log"
-client() { ip netns exec "$NS_A" timeout 60 "$IBENCH" "$@" --backend uring --connect-timeout 10 -q --json; }
-cut() { # iface: drops everything by it, both ways
-  ip netns exec "$NS_A" nft -f - <<NFT
-table inet cut_$1 {
-  chain o { type filter hook output priority 0; oifname "$1" drop; }
-  chain i { type filter hook input priority 0; iifname "$1" drop; }
-}
-NFT
-}
-heal() { ip netns exec "$NS_A" nft delete table inet "cut_$1" 2>/dev/null || true; }
-"#;
 
 #[test]
 fn strict_rp_filter_traffic_flows_on_both_links() {
