@@ -1,7 +1,7 @@
 //! The send side: the queue, channel priority, fragmentation and the window.
 
 use super::{is_small, OutMsg, Retx, SentPacket, Session, BLOCK, MAX_ID_SPAN};
-use crate::{Config, Event, LossReason, SendError, Transmit};
+use crate::{Config, Event, LinkMode, LinkState, LossReason, SendError, Transmit};
 use icx_core::{Channel, Duration, HeaderBuf, Instant, Payload, SharedBuf};
 use icx_wire::{AckRepr, Body, DataRepr, FrameKind, FrameRepr, Header};
 use std::collections::VecDeque;
@@ -307,21 +307,69 @@ impl Session {
     /// least of `window_bytes`, the receiver's credit and the congestion
     /// window. Heartbeat and control: within their own reserve each.
     fn window_allows(&mut self, cfg: &Config, ch: Channel, bytes: usize, link: usize) -> bool {
-        let c = ch.index();
-        // One frame may always go when nothing is in flight, so a zero credit
-        // cannot deadlock the session.
-        let fits = |committed: usize, limit: usize| committed == 0 || committed + bytes <= limit;
         if is_small(ch) {
-            return fits(self.in_flight[c], cfg.small_window_bytes);
+            return fits(self.in_flight[ch.index()], bytes, cfg.small_window_bytes);
         }
-        let committed = self.in_flight[c] + self.tail_reserved;
-        let l = &mut self.links[link];
-        let ok = fits(committed, cfg.window_bytes.min(self.peer_credit))
-            && fits(l.block_in_flight + self.tail_reserved, l.cc.window());
+        let ok = self.peer_window_room(cfg, bytes) && self.link_window_room(link, bytes);
         if !ok {
-            l.block_limited = true;
+            self.links[link].block_limited = true;
         }
         ok
+    }
+
+    /// Block window room the peer as a whole has: `window_bytes` and the
+    /// receiver's credit, whichever link a frame takes.
+    fn peer_window_room(&self, cfg: &Config, bytes: usize) -> bool {
+        let committed = self.in_flight[BLOCK] + self.tail_reserved;
+        fits(committed, bytes, cfg.window_bytes.min(self.peer_credit))
+    }
+
+    /// Room in link `l`'s congestion window.
+    fn link_window_room(&self, l: usize, bytes: usize) -> bool {
+        let k = &self.links[l];
+        fits(k.block_in_flight + self.tail_reserved, bytes, k.cc.window())
+    }
+
+    /// The link block message `i`'s next frame of `bytes` goes by now:
+    /// `link` when its window allows; when spreading and only that link's
+    /// congestion window is full, another link in service, wide enough,
+    /// with room (the one with most), which the message's later fragments
+    /// follow. So a saturated link hands traffic to one with capacity
+    /// instead of holding the stream behind the front message: capacity,
+    /// not only RTT, decides the split. None: nothing may go now.
+    fn block_window_link(
+        &mut self,
+        cfg: &Config,
+        i: usize,
+        bytes: usize,
+        link: usize,
+    ) -> Option<usize> {
+        if self.window_allows(cfg, Channel::Block, bytes, link) {
+            return Some(link);
+        }
+        if cfg.link_mode != LinkMode::Spread
+            || !self.multi_link()
+            || !self.peer_window_room(cfg, bytes)
+        {
+            return None;
+        }
+        let m = &self.queue[i];
+        let widest = (m.frag_cap as usize).min(m.buf.len());
+        let room = |s: &Self, l: usize| {
+            let k = &s.links[l];
+            k.cc.window()
+                .saturating_sub(k.block_in_flight + s.tail_reserved)
+        };
+        let other = (0..self.links.len())
+            .filter(|&l| {
+                l != link
+                    && self.links[l].state == LinkState::Up
+                    && self.links[l].frag_cap >= widest
+                    && self.link_window_room(l, bytes)
+            })
+            .max_by_key(|&l| room(self, l))?;
+        self.queue[i].link = other as u8;
+        Some(other)
     }
 
     /// Sends the oldest deferred tail whose message is still unresolved.
@@ -464,9 +512,13 @@ impl Session {
                 return None;
             };
             let bytes = DataRepr::HEADER_LEN + self.queue[i].frag_range(frag).1;
-            if !self.window_allows(cfg, ch, bytes, link) {
+            let link = if c == BLOCK {
+                self.block_window_link(cfg, i, bytes, link)?
+            } else if self.window_allows(cfg, ch, bytes, link) {
+                link
+            } else {
                 return None;
-            }
+            };
             self.retx[c].pop_front();
             self.stats.retransmitted += 1;
             self.links[link].stats.retransmitted += 1;
@@ -494,9 +546,13 @@ impl Session {
             let frag = m.next_frag;
             let len = m.frag_range(frag).1;
             let bytes = DataRepr::HEADER_LEN + len;
-            if !self.window_allows(cfg, ch, bytes, link) {
+            let link = if c == BLOCK {
+                self.block_window_link(cfg, i, bytes, link)?
+            } else if self.window_allows(cfg, ch, bytes, link) {
+                link
+            } else {
                 return None;
-            }
+            };
             let m = &mut self.queue[i];
             let last = frag + 1 == m.frag_count;
             let short_tail = c == BLOCK && frag > 0 && last && len < m.frag_cap as usize;
@@ -518,4 +574,10 @@ impl Session {
         }
         None
     }
+}
+
+/// One frame may always go when nothing is in flight, so a zero credit or
+/// window cannot deadlock the session.
+fn fits(committed: usize, bytes: usize, limit: usize) -> bool {
+    committed == 0 || committed + bytes <= limit
 }
