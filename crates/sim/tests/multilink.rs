@@ -431,7 +431,10 @@ fn spreading_over_two_saturated_links_nearly_doubles_goodput() {
         let time = |mtus: &[usize]| {
             let mut sim = pair(seed, mtus, LinkMode::Spread, n, 32 << 10);
             let start = sim.now();
-            assert!(run_to_done(&mut sim, Duration::from_secs(120)), "seed {seed}");
+            assert!(
+                run_to_done(&mut sim, Duration::from_secs(120)),
+                "seed {seed}"
+            );
             assert_all_delivered(&sim, n, seed);
             (sim.now() - start).as_secs_f64()
         };
@@ -439,6 +442,9 @@ fn spreading_over_two_saturated_links_nearly_doubles_goodput() {
         let two = time(&[1500, 1500]);
         let speedup = one / two;
         println!("seed {seed}: one link {one:.3} s, two links {two:.3} s: {speedup:.2}x");
-        assert!(speedup > 1.7, "seed {seed}: two links only {speedup:.2}x one");
+        assert!(
+            speedup > 1.7,
+            "seed {seed}: two links only {speedup:.2}x one"
+        );
     });
 }
