@@ -392,6 +392,12 @@ fn a_cut_link_fails_over_with_no_message_lost() {
     assert!(exchange(&mut a, &mut b, 20, 8192));
     ha.cut_link(0);
     assert!(exchange(&mut a, &mut b, 200, 8192));
+    // The stream moved to link 1 once link 0 was suspect (two probe
+    // timeouts); link 0 goes out of service at the link timeout.
+    let start = std::time::Instant::now();
+    while a.endpoint().link_stats(NodeId(2))[0].downs == 0 && start.elapsed() < LIMIT {
+        assert!(exchange(&mut a, &mut b, 5, 8192));
+    }
     let links = a.endpoint().link_stats(NodeId(2));
     assert!(links[0].downs >= 1, "{links:?}");
     assert!(links[1].frames_sent > 0, "{links:?}");

@@ -122,6 +122,23 @@ fn active_link_cut_fails_over_without_loss_and_returns() {
         }
         let cut_at = sim.now();
         sim.partition_net(&[A], &[B], 0);
+        // Two probe timeouts in, link 0 is suspect: until the link timeout
+        // (300 ms) takes it out of service, new traffic goes by link 1 and
+        // link 0 carries keepalives only.
+        sim.run_for(Duration::from_millis(100));
+        let sent = |s: &Sim<HostNode<TNode>>| s.node(A).endpoint().link_stats(B)[0].frames_sent;
+        let at_100ms = sent(&sim);
+        sim.run_for(Duration::from_millis(150));
+        assert_eq!(
+            sim.node(A).endpoint().link_stats(B)[0].state,
+            LinkState::Up,
+            "seed {seed}: down before the link timeout"
+        );
+        assert!(
+            sent(&sim) - at_100ms <= 3,
+            "seed {seed}: {} frames by the suspect link",
+            sent(&sim) - at_100ms
+        );
         assert!(run_to_acked(&mut sim, 2400, Duration::from_secs(20)));
         let gap = longest_ack_gap(&sim, A, cut_at);
         // What was in flight on the cut link goes again by the other at its

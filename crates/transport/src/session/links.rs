@@ -27,6 +27,12 @@ const NUMBER_MASK: u32 = (1 << LINK_SHIFT) - 1;
 /// flap and doubles the run the next readmission needs.
 const FLAP_WINDOW_TIMEOUTS: u32 = 20;
 
+/// Probe timeouts without an ack between that make a link suspect: one
+/// is the tail of a burst lost at random (or queueing taken for loss), two
+/// in a row with the retransmissions acked by another link is a link that
+/// has stopped carrying.
+const SUSPECT_AFTER_PTOS: u32 = 2;
+
 /// Spreading: bytes of messages a link may take beyond its share before
 /// another link gets the next message, so runs of frames to one address
 /// (what a backend sends as one GSO train) stay long.
@@ -76,6 +82,15 @@ pub(super) struct Link {
     reported_down: bool,
     /// Spreading: bytes assigned over the link's share.
     vt: u64,
+    /// Potentially failed (SCTP's quick failover, RFC 7829): probe
+    /// timeouts hit frames it carried [`SUSPECT_AFTER_PTOS`] times with no
+    /// ack of its frames between, while another link was in service. New
+    /// traffic avoids it until it carries an ack or answers a keepalive,
+    /// so what is sent between a cut and the link timeout does not each
+    /// wait for a probe timeout of its own.
+    pub(super) suspect: bool,
+    /// Probe timeouts that hit its frames since one of them was acked.
+    pub(super) pto_hits: u32,
     /// Each link has its own queues, so its own block congestion window:
     /// one link's queueing delay must not hold back another's traffic.
     pub(super) cc: DelayController,
@@ -108,6 +123,8 @@ impl Link {
             up_at: None,
             reported_down: false,
             vt: 0,
+            suspect: false,
+            pto_hits: 0,
             cc: DelayController::new(cc),
             block_in_flight: 0,
             block_limited: false,
@@ -161,8 +178,42 @@ impl Session {
 
     /// Whether link `l` may carry traffic: it is in service, or none is
     /// (then every link is tried: whichever comes back carries it).
+    /// Links in service but suspect carry traffic only when every link
+    /// in service is.
     fn usable(&self, l: usize) -> bool {
-        self.links[l].state == LinkState::Up || !self.links.iter().any(|k| k.state == LinkState::Up)
+        let up = |k: &Link| k.state == LinkState::Up;
+        let k = &self.links[l];
+        if self.links.iter().any(|o| up(o) && !o.suspect) {
+            return up(k) && !k.suspect;
+        }
+        up(k) || !self.links.iter().any(up)
+    }
+
+    /// A probe timeout hit a frame link `l` carried: suspect it after
+    /// [`SUSPECT_AFTER_PTOS`] of them when another link is in service and
+    /// not suspect itself, and move what it has in flight.
+    pub(super) fn pto_hit_link(&mut self, l: usize) {
+        let Some(k) = self.links.get_mut(l) else {
+            return;
+        };
+        k.pto_hits += 1;
+        if k.pto_hits < SUSPECT_AFTER_PTOS {
+            return;
+        }
+        let other = self
+            .links
+            .iter()
+            .enumerate()
+            .any(|(k, o)| k != l && o.state == LinkState::Up && !o.suspect);
+        if other && !self.links[l].suspect {
+            self.links[l].suspect = true;
+            // Its heartbeat and control frames in flight would be found
+            // lost only by acks of later frames on it, and none will go by
+            // it now: resend them by the others at once. Block frames wait
+            // for the probe timeout or the link timeout, so a suspicion
+            // that queueing caused resends only a few small frames.
+            self.move_in_flight(l, true);
+        }
     }
 
     /// The link of highest priority among the usable ones that fit
@@ -318,6 +369,7 @@ impl Session {
         let link = &mut self.links[l];
         let was_up = link.state == LinkState::Up;
         link.state = LinkState::Down;
+        link.suspect = false;
         link.good_run = 0;
         if !was_up {
             // Recovering and silent again: it never carried traffic.
@@ -346,11 +398,17 @@ impl Session {
     /// Everything in flight on link `l` is sent again by the others at
     /// once, rather than when loss detection would find it.
     fn fail_over(&mut self, l: usize) {
+        self.move_in_flight(l, false);
+    }
+
+    /// What link `l` has in flight (or only its heartbeat and control
+    /// frames) is sent again by the others at once.
+    fn move_in_flight(&mut self, l: usize, only_small: bool) {
         let first = (self.live_from.max(self.sent_base) - self.sent_base) as usize;
         let mut moved = 0;
         for slot in self.sent.iter_mut().skip(first) {
             let Some(p) = slot else { continue };
-            if p.lost || usize::from(p.link) != l {
+            if p.lost || usize::from(p.link) != l || (only_small && !super::is_small(p.channel)) {
                 continue;
             }
             super::untrack(&mut self.in_flight, &mut self.links, p);
@@ -417,6 +475,7 @@ impl Session {
             .answered_at
             .is_some_and(|t| now.saturating_duration_since(t) <= cfg.link_probe_interval * 2);
         link.answered_at = Some(now);
+        link.suspect = false;
         if link.state == LinkState::Up {
             return;
         }

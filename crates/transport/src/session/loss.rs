@@ -47,6 +47,11 @@ impl Session {
                 let idx = (seq - self.sent_base) as usize;
                 if let Some(p) = self.sent.get_mut(idx).and_then(Option::take) {
                     let lane = lane_ix(p.channel);
+                    // It got through: its link works.
+                    if let Some(k) = self.links.get_mut(usize::from(p.link)) {
+                        k.suspect = false;
+                        k.pto_hits = 0;
+                    }
                     if p.lost {
                         // It arrived after all: the path reorders this far
                         // (within its lane).
@@ -217,6 +222,7 @@ impl Session {
         // Resend the oldest frames in flight, highest channel first; their
         // acks restart the clock.
         let mut n = 0;
+        let mut timed_out = [false; MAX_LINKS];
         self.advance_live();
         let first = (self.live_from - self.sent_base) as usize;
         for p in self.sent.iter_mut().skip(first).flatten() {
@@ -225,10 +231,18 @@ impl Session {
                 let c = p.channel.index();
                 super::untrack(&mut self.in_flight, &mut self.links, p);
                 self.retx[c].push_back(super::Retx::of(p, true));
+                if let Some(t) = timed_out.get_mut(usize::from(p.link)) {
+                    *t = true;
+                }
                 n += 1;
                 if n == 2 {
                     break;
                 }
+            }
+        }
+        if self.multi_link() {
+            for (l, _) in timed_out.iter().enumerate().filter(|(_, &t)| t) {
+                self.pto_hit_link(l);
             }
         }
         for l in &mut self.links {
