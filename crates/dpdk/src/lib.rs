@@ -28,6 +28,8 @@ pub mod eal;
 mod links;
 #[cfg(feature = "dpdk")]
 mod port;
+#[cfg(feature = "dpdk")]
+mod stats;
 
 // ArpTable: what `DpdkBackend::neighbours` returns.
 pub use arp::ArpTable;
@@ -36,11 +38,13 @@ pub use error::DpdkError;
 pub use net::{BadMac, MacAddr};
 
 #[cfg(feature = "dpdk")]
-pub use backend::{describe, DpdkBackend, DpdkStats};
+pub use backend::{describe, DpdkBackend};
 #[cfg(feature = "dpdk")]
 pub use links::DpdkLinks;
 #[cfg(feature = "dpdk")]
 pub use port::{ports, DpdkPort, PortInfo, PortStats};
+#[cfg(feature = "dpdk")]
+pub use stats::DpdkStats;
 
 /// Whether this build has the DPDK backend.
 pub const BUILT: bool = cfg!(feature = "dpdk");

@@ -4,11 +4,11 @@
 
 #[cfg(doc)]
 use crate::backend::DpdkBackend;
-use crate::backend::DpdkStats;
 use crate::config::{DpdkConfig, PortSelect};
 use crate::eal::{self, strerror};
 use crate::error::DpdkError;
 use crate::net::{self, MacAddr, TxChecksums};
+use crate::stats::DpdkStats;
 use icx_dpdk_sys::{self as sys, flags};
 use std::ffi::{CStr, CString};
 use std::net::Ipv4Addr;
