@@ -583,31 +583,26 @@ fn rx_verdict(ol: u64, mask: u64, good: u64, bad: u64) -> Option<bool> {
     }
 }
 
-impl Backend for DpdkBackend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_udp_payload: self.max_udp_payload,
-            max_batch: self.max_batch,
-            gso: false,
-            gro: false,
-            zero_copy_send: false,
-            registered_buffers: false,
-            // One lane (see the module docs): urgent frames are sent, and
-            // received, in line with the rest.
-            urgent_lane: false,
-        }
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        SocketAddr::V4(self.addr)
-    }
-
-    fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
+impl DpdkBackend {
+    /// [`Backend::send`] of the frames at the front of `batch`, at most a
+    /// burst, and with `link` only the run of frames for that link (a
+    /// [`DpdkLinks`](crate::DpdkLinks) port sending its own frames in
+    /// place, none moved). Returns (taken, considered): fewer taken than
+    /// considered is backpressure.
+    pub(crate) fn send_run(&mut self, batch: &mut TxBatch, link: Option<u8>) -> (usize, usize) {
         self.refresh_neighbours();
         self.tx_mbufs.clear();
         self.tx_index.clear();
+        let considered = match link {
+            None => batch.len().min(self.max_batch),
+            Some(l) => batch
+                .iter()
+                .take(self.max_batch)
+                .take_while(|t| t.link == l)
+                .count(),
+        };
         let mut examined = 0;
-        for (i, t) in batch.iter().enumerate().take(self.max_batch) {
+        for (i, t) in batch.iter().enumerate().take(considered) {
             let dst = match t.dst {
                 SocketAddr::V4(a) => a,
                 SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
@@ -683,7 +678,31 @@ impl Backend for DpdkBackend {
             self.stats.tx_bytes += (HEADERS_LEN + t.len()) as u64;
         }
         batch.drain(..taken);
-        Ok(taken)
+        (taken, considered)
+    }
+}
+
+impl Backend for DpdkBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_udp_payload: self.max_udp_payload,
+            max_batch: self.max_batch,
+            gso: false,
+            gro: false,
+            zero_copy_send: false,
+            registered_buffers: false,
+            // One lane (see the module docs): urgent frames are sent, and
+            // received, in line with the rest.
+            urgent_lane: false,
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        SocketAddr::V4(self.addr)
+    }
+
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
+        Ok(self.send_run(batch, None).0)
     }
 
     fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxDatagram<'_>)) -> io::Result<usize> {

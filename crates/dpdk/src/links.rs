@@ -3,10 +3,10 @@
 //! table and mbuf pool), as one [`Backend`] with `link_count() > 1`, the
 //! DPDK counterpart of the io_uring backend's socket per link.
 //!
-//! - **Transmit**: runs of frames for one link are moved from the caller's
-//!   batch to that link's backend; what its queue refuses goes back to the
-//!   front of the batch in order (backpressure), so a full port holds the
-//!   frames behind it, as a full socket does.
+//! - **Transmit**: each run of frames for one link at the front of the
+//!   caller's batch is sent by that link's backend in place (no frame is
+//!   moved); what its queue refuses stays at the front (backpressure), so a
+//!   full port holds the frames behind it, as a full socket does.
 //! - **Receive**: each call starts at the link after the one it started at
 //!   last, so a busy port cannot starve the others; each datagram is handed
 //!   over tagged with its link.
@@ -25,9 +25,6 @@ use std::time::Duration;
 /// Several DPDK ports, link k on the k-th, under one [`Backend`].
 pub struct DpdkLinks {
     links: Vec<DpdkBackend>,
-    /// Frames of one link on their way to its backend (reused, so steady
-    /// sending allocates nothing).
-    run: TxBatch,
     next_rx: usize,
     poll: PollWait,
     waker: Arc<Waker>,
@@ -77,9 +74,7 @@ impl DpdkLinks {
             let b = DpdkBackend::open(cfg).map_err(|e| e.for_link(i))?;
             links.push(b);
         }
-        let max_batch = links.iter().map(|l| l.capabilities().max_batch).max();
         Ok(DpdkLinks {
-            run: TxBatch::with_capacity(max_batch.unwrap_or(32)),
             links,
             next_rx: 0,
             poll,
@@ -88,11 +83,8 @@ impl DpdkLinks {
         })
     }
 
-    /// Link `k`'s backend: its port, counters and neighbour table.
-    pub fn link(&self, k: usize) -> Option<&DpdkBackend> {
-        self.links.get(k)
-    }
-
+    /// Each link's backend, link 0 first: its port, counters and
+    /// neighbour table.
     pub fn links(&self) -> &[DpdkBackend] {
         &self.links
     }
@@ -130,30 +122,17 @@ impl Backend for DpdkLinks {
 
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<usize> {
         let mut taken = 0;
-        while let Some(first) = batch.front() {
-            let l = usize::from(first.link);
+        while let Some(link) = batch.front().map(|f| f.link) {
+            let l = usize::from(link);
             if l >= self.links.len() {
                 batch.pop_front();
                 self.no_link += 1;
                 taken += 1;
                 continue;
             }
-            while let Some(f) = batch.pop_front() {
-                if usize::from(f.link) != l {
-                    batch.push_front(f);
-                    break;
-                }
-                self.run.push_back(f);
-            }
-            let offered = self.run.len();
-            let r = self.links[l].send(&mut self.run);
-            // Refused frames go back in front, in their order.
-            while let Some(f) = self.run.pop_back() {
-                batch.push_front(f);
-            }
-            let sent = r?;
+            let (sent, considered) = self.links[l].send_run(batch, Some(link));
             taken += sent;
-            if sent < offered {
+            if sent < considered {
                 break;
             }
         }

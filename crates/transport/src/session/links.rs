@@ -180,11 +180,14 @@ impl Session {
     /// (then every link is tried: whichever comes back carries it).
     /// Links in service but suspect carry traffic only when every link
     /// in service is.
-    fn usable(&self, l: usize) -> bool {
+    pub(super) fn usable(&self, l: usize) -> bool {
         let up = |k: &Link| k.state == LinkState::Up;
         let k = &self.links[l];
+        if up(k) && !k.suspect {
+            return true;
+        }
         if self.links.iter().any(|o| up(o) && !o.suspect) {
-            return up(k) && !k.suspect;
+            return false;
         }
         up(k) || !self.links.iter().any(up)
     }

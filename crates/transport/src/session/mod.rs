@@ -80,6 +80,11 @@ struct OutMsg {
 }
 
 impl OutMsg {
+    /// Its widest fragment: a message shorter than its cut fits more.
+    fn widest_frag(&self) -> usize {
+        (self.frag_cap as usize).min(self.buf.len())
+    }
+
     fn frag_range(&self, frag: u16) -> (usize, usize) {
         let off = frag as usize * self.frag_cap as usize;
         let len = (self.buf.len() - off).min(self.frag_cap as usize);

@@ -1,7 +1,7 @@
 //! The send side: the queue, channel priority, fragmentation and the window.
 
 use super::{is_small, OutMsg, Retx, SentPacket, Session, BLOCK, MAX_ID_SPAN};
-use crate::{Config, Event, LinkMode, LinkState, LossReason, SendError, Transmit};
+use crate::{Config, Event, LinkMode, LossReason, SendError, Transmit};
 use icx_core::{Channel, Duration, HeaderBuf, Instant, Payload, SharedBuf};
 use icx_wire::{AckRepr, Body, DataRepr, FrameKind, FrameRepr, Header};
 use std::collections::VecDeque;
@@ -155,10 +155,8 @@ impl Session {
     /// The link message `i`'s next frame may go by; None when no usable
     /// link is wide enough for its fragments.
     fn frame_link(&mut self, cfg: &Config, i: usize, avoid: Option<u8>) -> Option<usize> {
-        let m = &self.queue[i];
-        // Its widest fragment: a message shorter than its cut fits more.
-        let widest = (m.frag_cap as usize).min(m.buf.len());
-        let preferred = usize::from(m.link);
+        let widest = self.queue[i].widest_frag();
+        let preferred = usize::from(self.queue[i].link);
         if let Some(l) = avoid.and_then(|a| self.alternate_link(cfg, usize::from(a), widest)) {
             // Its fragments not yet sent follow.
             self.queue[i].link = l as u8;
@@ -330,44 +328,45 @@ impl Session {
         fits(k.block_in_flight + self.tail_reserved, bytes, k.cc.window())
     }
 
-    /// The link block message `i`'s next frame of `bytes` goes by now:
-    /// `link` when its window allows; when spreading and only that link's
-    /// congestion window is full, another link in service, wide enough,
-    /// with room (the one with most), which the message's later fragments
-    /// follow. So a saturated link hands traffic to one with capacity
-    /// instead of holding the stream behind the front message: capacity,
-    /// not only RTT, decides the split. None: nothing may go now.
-    fn block_window_link(
+    /// The link message `i`'s next frame of `bytes` on `ch` goes by now:
+    /// `link` when its window allows; for a block frame when spreading and
+    /// only that link's congestion window is full, another usable link,
+    /// wide enough, with room (the one with most), which the message's
+    /// later fragments follow. So a saturated link hands traffic to one
+    /// with capacity instead of holding the stream behind the front
+    /// message: capacity, not only RTT, decides the split. None: nothing
+    /// may go now.
+    fn window_link(
         &mut self,
         cfg: &Config,
+        ch: Channel,
         i: usize,
         bytes: usize,
         link: usize,
     ) -> Option<usize> {
-        if self.window_allows(cfg, Channel::Block, bytes, link) {
+        if self.window_allows(cfg, ch, bytes, link) {
             return Some(link);
         }
-        if cfg.link_mode != LinkMode::Spread
+        if is_small(ch)
+            || cfg.link_mode != LinkMode::Spread
             || !self.multi_link()
             || !self.peer_window_room(cfg, bytes)
         {
             return None;
         }
-        let m = &self.queue[i];
-        let widest = (m.frag_cap as usize).min(m.buf.len());
-        let room = |s: &Self, l: usize| {
-            let k = &s.links[l];
-            k.cc.window()
-                .saturating_sub(k.block_in_flight + s.tail_reserved)
-        };
+        let widest = self.queue[i].widest_frag();
         let other = (0..self.links.len())
             .filter(|&l| {
                 l != link
-                    && self.links[l].state == LinkState::Up
+                    && self.usable(l)
                     && self.links[l].frag_cap >= widest
                     && self.link_window_room(l, bytes)
             })
-            .max_by_key(|&l| room(self, l))?;
+            .max_by_key(|&l| {
+                let k = &self.links[l];
+                k.cc.window()
+                    .saturating_sub(k.block_in_flight + self.tail_reserved)
+            })?;
         self.queue[i].link = other as u8;
         Some(other)
     }
@@ -512,13 +511,7 @@ impl Session {
                 return None;
             };
             let bytes = DataRepr::HEADER_LEN + self.queue[i].frag_range(frag).1;
-            let link = if c == BLOCK {
-                self.block_window_link(cfg, i, bytes, link)?
-            } else if self.window_allows(cfg, ch, bytes, link) {
-                link
-            } else {
-                return None;
-            };
+            let link = self.window_link(cfg, ch, i, bytes, link)?;
             self.retx[c].pop_front();
             self.stats.retransmitted += 1;
             self.links[link].stats.retransmitted += 1;
@@ -546,13 +539,7 @@ impl Session {
             let frag = m.next_frag;
             let len = m.frag_range(frag).1;
             let bytes = DataRepr::HEADER_LEN + len;
-            let link = if c == BLOCK {
-                self.block_window_link(cfg, i, bytes, link)?
-            } else if self.window_allows(cfg, ch, bytes, link) {
-                link
-            } else {
-                return None;
-            };
+            let link = self.window_link(cfg, ch, i, bytes, link)?;
             let m = &mut self.queue[i];
             let last = frag + 1 == m.frag_count;
             let short_tail = c == BLOCK && frag > 0 && last && len < m.frag_cap as usize;
