@@ -351,3 +351,56 @@ fn private_addresses() {
         assert!(!is_private(a.parse().unwrap()), "{a}");
     }
 }
+
+/// Every parser, on any text: none may panic (the doctor reads outputs of
+/// tools whose versions and locales it does not control).
+fn parse_everything(text: &str) {
+    let _ = int(text);
+    let _ = ethtool_settings(text);
+    let _ = ethtool_pause(text);
+    let _ = ethtool_stats(text);
+    let _ = ethtool_features(text);
+    let _ = qdisc_drops(text);
+    let (rules, _) = nft_ruleset(text);
+    let (more, _) = iptables_save(text);
+    let addrs = ["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+    for r in rules.iter().chain(&more) {
+        let _ = rule_verdict(&r.text);
+        let _ = rule_matches(&r.text, &[4711, 0, 65535], &addrs);
+    }
+    let _ = rule_verdict(text);
+    let _ = rule_matches(text, &[4711, 0, 65535], &addrs);
+    let _ = proc_stat_cpu(text);
+    let _ = cpu_count(text);
+    let _ = procs_running(text);
+    let _ = loadavg1(text);
+    let _ = ip_addr_json(text);
+    let _ = ip_route_get_json(text);
+    let _ = default_route_devs(text);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn no_parser_panics_on_any_text(text in "\\PC{0,400}") {
+        parse_everything(&text);
+    }
+
+    /// Recorded outputs cut, spliced and with lines of junk inserted: text
+    /// close to what the parsers expect reaches their deeper branches.
+    #[test]
+    fn no_parser_panics_on_damaged_outputs(
+        which in 0usize..7,
+        cut in 0usize..4000,
+        at in 0usize..4000,
+        junk in "[ -~\\t\\n{}\\[\\]\":,/-]{0,40}",
+    ) {
+        let base = [ETHTOOL_VETH, ETHTOOL_HALF, ETHTOOL_DOWN, PAUSE_ASYM, STATS_IXGBE, NFT, IP_ADDR][which];
+        let boundary = |i: usize| (0..=i.min(base.len())).rev().find(|&j| base.is_char_boundary(j)).unwrap_or(0);
+        let (c, a) = (boundary(cut), boundary(at));
+        parse_everything(&base[..c]);
+        let spliced = format!("{}{junk}{}", &base[..a], &base[a..]);
+        parse_everything(&spliced);
+    }
+}
