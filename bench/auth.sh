@@ -8,6 +8,8 @@
 #
 # Usage: bash bench/auth.sh [ROUNDS] [SECONDS] [CIPHER]
 #        (defaults 5, 3 and the host's: aes-256-gcm with AES-NI)
+# With RT=1 every ibench runs under `chrt -f 1` (SCHED_FIFO), so other work
+# on a shared machine cannot take the cores mid-round (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-5}"
@@ -21,17 +23,20 @@ head -c 32 /dev/urandom | base64 >"$key"
 chmod 600 "$key"
 c=()
 [ -n "$cipher" ] && c=(--cipher "$cipher")
+rt=()
+[ "${RT:-0}" = 1 ] && rt=(chrt -f 1)
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); ${rt[*]:-no chrt}" >&2
 declare -A mode=([crc]="" [auth]="--key-file $key ${c[*]}" [enc]="--key-file $key --encrypt ${c[*]}")
 
 for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
     for m in crc auth enc; do
         # shellcheck disable=SC2086
-        $ib loopback throughput -m 8K --mtu 1500 -t "$secs" -q --json ${mode[$m]} >"$out/t15.$m.$r.json"
+        "${rt[@]}" $ib loopback throughput -m 8K --mtu 1500 -t "$secs" -q --json ${mode[$m]} >"$out/t15.$m.$r.json"
         # shellcheck disable=SC2086
-        $ib loopback throughput -m 8K --mtu 9000 -t "$secs" -q --json ${mode[$m]} >"$out/t90.$m.$r.json"
+        "${rt[@]}" $ib loopback throughput -m 8K --mtu 9000 -t "$secs" -q --json ${mode[$m]} >"$out/t90.$m.$r.json"
         # shellcheck disable=SC2086
-        $ib loopback ping-pong -m 64 -t "$secs" -q --json ${mode[$m]} >"$out/pp.$m.$r.json"
+        "${rt[@]}" $ib loopback ping-pong -m 64 -t "$secs" -q --json ${mode[$m]} >"$out/pp.$m.$r.json"
     done
 done
 

@@ -25,8 +25,6 @@ pub(crate) struct AuthState {
     rx: HashMap<RxKey, FrameKey>,
     /// Decryption happens here: a received datagram is borrowed, not owned.
     pub(crate) scratch: Vec<u8>,
-    /// Where an authenticated-only frame's throw-away ciphertext goes.
-    tag_scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -55,7 +53,6 @@ impl AuthState {
             tx: HashMap::new(),
             rx: HashMap::new(),
             scratch: Vec::new(),
-            tag_scratch: Vec::new(),
         }
     }
 
@@ -89,7 +86,7 @@ impl AuthState {
             self.scratch.extend_from_slice(datagram);
             key.open_in_place(&mut self.scratch, header_len)
         } else {
-            key.open(datagram, header_len, &mut self.tag_scratch)
+            key.open(datagram, header_len)
         };
         r.map_err(|e| match e {
             AuthError::BadTag => Refusal::BadTag,
@@ -116,13 +113,12 @@ impl AuthState {
             *ctl_seq += 1;
         }
         let key = tx_key(&mut self.tx, &self.ring, cfg, t.peer);
-        let scratch = &mut self.tag_scratch;
         if total <= HEADER_INLINE_CAP {
             let mut h = HeaderBuf::with_len(total)?;
             let b = h.as_mut_slice();
             b[..hl].copy_from_slice(t.header.as_slice());
             b[hl..hl + plen].copy_from_slice(t.payload.as_slice());
-            key.seal(b, hl, encrypt, scratch).ok()?;
+            key.seal(b, hl, encrypt).ok()?;
             t.header = h;
             t.payload = Payload::EMPTY;
             return Some(t);
@@ -130,7 +126,7 @@ impl AuthState {
         let mut buf = pool.alloc(total)?;
         buf[..hl].copy_from_slice(t.header.as_slice());
         buf[hl..hl + plen].copy_from_slice(t.payload.as_slice());
-        key.seal(&mut buf, hl, encrypt, scratch).ok()?;
+        key.seal(&mut buf, hl, encrypt).ok()?;
         t.header.as_mut_slice().copy_from_slice(&buf[..hl]);
         t.payload = Payload::new(buf.freeze(), hl, plen + TAG_LEN)?;
         Some(t)
