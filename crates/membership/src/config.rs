@@ -48,6 +48,11 @@ pub struct Config {
     pub disktimeout: Duration,
     /// Between two disk heartbeats (record writes and slot reads).
     pub disk_interval: Duration,
+    /// Between two disk heartbeats while reconfiguring: votes and decisions
+    /// of nodes out of network reach travel by disk, so the steady pace
+    /// would add up to a disk interval per step. Derived: a tenth of
+    /// `disk_interval`, at least 10 ms.
+    pub reconf_disk_interval: Duration,
     /// From the start of a reconfiguration to freezing this node's vote, so
     /// a failure seen by others a little later is in it.
     pub settle: Duration,
@@ -89,6 +94,7 @@ impl Config {
             misscount: Duration::from_secs(30),
             disktimeout: Duration::from_secs(200),
             disk_interval: Duration::from_secs(1),
+            reconf_disk_interval: Duration::ZERO,
             settle: Duration::ZERO,
             vote_wait: Duration::ZERO,
             form_wait: Duration::ZERO,
@@ -132,6 +138,9 @@ impl Config {
     /// and two heartbeats (what the members' reconfiguration takes, with a
     /// heartbeat to spare for a lost announcement or answer).
     pub fn derive_timers(&mut self) {
+        self.reconf_disk_interval = (self.disk_interval / 10)
+            .max(Duration::from_millis(10))
+            .min(self.disk_interval);
         self.settle = self.heartbeat_interval * 2 + self.disk_interval;
         self.vote_wait = (self.misscount / 6).max(self.disk_interval * 5);
         self.form_wait = self.heartbeat_interval * 3 + self.disk_interval * 2;

@@ -257,9 +257,14 @@ fn leave_during_a_reconfiguration() {
                         ),
                     }
                 };
-                let ok = run_until(&mut sim, o.misscount * 2, |s| {
-                    member(s, 1).m.reconfiguring()
-                });
+                // Node 4's silence reaches misscount no sooner than a
+                // heartbeat before misscount from now; from there in fine
+                // steps, since a reconfiguration whose voters are all heard
+                // at once takes only a few round trips.
+                let near = o.misscount - o.heartbeat * 2;
+                let early = run_until(&mut sim, near, |s| member(s, 1).m.reconfiguring());
+                assert!(!early, "reconfiguring before node 4 could be missed");
+                let ok = step_until(&mut sim, o.misscount, |s| member(s, 1).m.reconfiguring());
                 assert!(ok);
                 let ok = step_until(&mut sim, o.misscount, at(point));
                 assert!(ok, "{point:?} not reached");

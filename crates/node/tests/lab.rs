@@ -235,8 +235,10 @@ fn bench_detection_and_reconfiguration() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let misscount = std::env::var("ICX_BENCH_MISSCOUNT").unwrap_or_else(|_| "3s".into());
+    let heartbeat = std::env::var("ICX_BENCH_HEARTBEAT").unwrap_or_else(|_| "100ms".into());
     let mut spec = Spec::new(3, 3);
     spec.misscount = Box::leak(misscount.clone().into_boxed_str());
+    spec.heartbeat = Box::leak(heartbeat.clone().into_boxed_str());
     spec.disktimeout = "60s";
     let miss = humantime::parse_duration(&misscount).unwrap();
     let mut c = Cluster::new("icxb1", 21, spec);
@@ -286,6 +288,7 @@ fn bench_detection_and_reconfiguration() {
     let (d, dmin, dmax) = med(&mut detect);
     let (f, fmin, fmax) = med(&mut reconf);
     let (l, lmin, lmax) = med(&mut leave);
+    println!("heartbeat_interval {heartbeat}");
     println!("| misscount | rounds | cut -> decision to reconfigure, median (min-max) | decision -> CRS-1601, median (min-max) | SIGTERM -> CRS-1601, median (min-max) |");
     println!("|---|---|---|---|---|");
     println!(

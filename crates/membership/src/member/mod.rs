@@ -608,7 +608,12 @@ impl Protocol for Membership {
             self.send_heartbeats(now);
         }
         if now >= self.next_disk {
-            self.next_disk = now + self.cfg.disk_interval;
+            let every = if self.reconf.is_some() {
+                self.cfg.reconf_disk_interval
+            } else {
+                self.cfg.disk_interval
+            };
+            self.next_disk = now + every;
             self.disk_tick(now);
         }
         self.progress(now);

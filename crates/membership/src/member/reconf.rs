@@ -38,13 +38,12 @@ impl Membership {
     pub(super) fn reconf_step(&mut self, now: Instant) {
         let Some(r) = &self.reconf else { return };
         let (freeze_at, voted_at, started) = (r.freeze_at, r.voted_at, r.started);
-        let _ = started;
         if r.confirm.is_some() {
             self.confirm_step(now);
             return;
         }
         if voted_at.is_none() {
-            if now < freeze_at {
+            if now < freeze_at && !self.all_in_epoch(now, started) {
                 return;
             }
             // Whom this node heard during the settle period, not within
@@ -179,6 +178,23 @@ impl Membership {
                 format!("decision {s} of epoch {epoch} not confirmed by {missing}"),
             );
         }
+    }
+
+    /// Whether every node this node would vote as connected has been heard
+    /// in this epoch since it started: then nobody the settle period waits
+    /// for is still to come, and the vote freezes at once (a round trip
+    /// after the start instead of two heartbeats and a disk heartbeat). A
+    /// node heard within the settle period but not in the epoch (dying,
+    /// or its heartbeats lost) keeps the full wait.
+    fn all_in_epoch(&self, now: Instant, started: Instant) -> bool {
+        let in_epoch = |n: NodeId| {
+            n == self.cfg.me
+                || self.peers.get(usize::from(n.0)).is_some_and(|p| {
+                    p.last_heard.is_some_and(|t| t >= started)
+                        && p.nhb.as_ref().is_some_and(|s| s.epoch >= self.epoch)
+                })
+        };
+        self.heard_within(now, self.cfg.settle).iter().all(in_epoch)
     }
 
     pub(super) fn expected_voters(&self, now: Instant) -> NodeSet {
