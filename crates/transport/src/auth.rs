@@ -21,8 +21,8 @@ const RX_CACHE: usize = 4096;
 
 pub(crate) struct AuthState {
     ring: Keyring,
-    tx: HashMap<NodeId, FrameKey>,
-    rx: HashMap<RxKey, FrameKey>,
+    tx: KeyCache<NodeId>,
+    rx: KeyCache<RxKey>,
     /// Decryption happens here: a received datagram is borrowed, not owned.
     pub(crate) scratch: Vec<u8>,
 }
@@ -50,8 +50,8 @@ impl AuthState {
     pub(crate) fn new(ring: Keyring) -> AuthState {
         AuthState {
             ring,
-            tx: HashMap::new(),
-            rx: HashMap::new(),
+            tx: KeyCache::default(),
+            rx: KeyCache::default(),
             scratch: Vec::new(),
         }
     }
@@ -133,14 +133,64 @@ impl AuthState {
     }
 }
 
+/// Derived keys by what they were derived for. A stream of frames mostly
+/// comes from, or goes to, one peer at a time, so the last key used is
+/// checked before the map is hashed into (a SipHash per frame otherwise).
+struct KeyCache<K> {
+    index: HashMap<K, usize>,
+    keys: Vec<FrameKey>,
+    last: Option<(K, usize)>,
+}
+
+impl<K> Default for KeyCache<K> {
+    fn default() -> Self {
+        KeyCache {
+            index: HashMap::new(),
+            keys: Vec::new(),
+            last: None,
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> KeyCache<K> {
+    fn get_or_derive(&mut self, k: K, derive: impl FnOnce() -> FrameKey) -> &FrameKey {
+        let i = match self.last {
+            Some((l, i)) if l == k => i,
+            _ => {
+                let i = *self.index.entry(k).or_insert_with(|| {
+                    self.keys.push(derive());
+                    self.keys.len() - 1
+                });
+                self.last = Some((k, i));
+                i
+            }
+        };
+        &self.keys[i]
+    }
+
+    fn contains(&self, k: &K) -> bool {
+        self.index.contains_key(k)
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.keys.clear();
+        self.last = None;
+    }
+}
+
 /// The key this node seals frames to `peer` with, derived on first use.
 fn tx_key<'a>(
-    tx: &'a mut HashMap<NodeId, FrameKey>,
+    tx: &'a mut KeyCache<NodeId>,
     ring: &Keyring,
     cfg: &Config,
     peer: NodeId,
 ) -> &'a FrameKey {
-    tx.entry(peer).or_insert_with(|| {
+    tx.get_or_derive(peer, || {
         let id = ring.send_id();
         // The send id is always held (Keyring keeps it so).
         let master = ring
@@ -154,7 +204,7 @@ fn tx_key<'a>(
 /// The key a received datagram claims to be sealed with, derived on first
 /// use (the cache is cleared when full).
 fn rx_key<'a>(
-    rx: &'a mut HashMap<RxKey, FrameKey>,
+    rx: &'a mut KeyCache<RxKey>,
     ring: &Keyring,
     cfg: &Config,
     datagram: &[u8],
@@ -163,10 +213,10 @@ fn rx_key<'a>(
     let master = ring.get(id).ok_or(Refusal::Unauthenticated)?;
     let frame = icx_wire::Frame::new_unchecked(datagram);
     let k = (frame.src(), frame.src_incarnation(), id, cipher);
-    if rx.len() >= RX_CACHE && !rx.contains_key(&k) {
+    if rx.len() >= RX_CACHE && !rx.contains(&k) {
         rx.clear();
     }
-    Ok(rx.entry(k).or_insert_with(|| {
+    Ok(rx.get_or_derive(k, || {
         FrameKey::derive(master, id, cipher, direction(cfg, k.0, cfg.node, k.1))
     }))
 }

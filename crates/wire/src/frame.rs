@@ -355,6 +355,19 @@ impl FrameRepr {
     /// CRC32C over header and `payload`. Returns the header length, or
     /// `Truncated` if `buf` is too small.
     pub fn emit(&self, buf: &mut [u8], payload: &[u8]) -> Result<usize, WireError> {
+        let hl = self.emit_unsealed(buf)?;
+        let b = &mut buf[..hl];
+        // The CRC field is zero here: one pass over the header, then the
+        // payload where it lies.
+        let crc = icx_crc::crc32c_append(icx_crc::crc32c(b), payload);
+        b[field::CRC].copy_from_slice(&crc.to_be_bytes());
+        Ok(hl)
+    }
+
+    /// [`emit`](Self::emit) without the CRC32C (its field left zero), for a
+    /// frame an AEAD tag will seal: a checksum the tag overwrites would be
+    /// a pass over every payload byte for nothing.
+    pub fn emit_unsealed(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         let hl = self.header_len();
         let b = buf.get_mut(..hl).ok_or(WireError::Truncated)?;
         let h = &self.header;
@@ -385,10 +398,6 @@ impl FrameRepr {
             Body::Ack(a) => a.emit(ext),
             Body::Probe(p) | Body::ProbeAck(p) => p.emit(ext),
         }
-        // The CRC field is zero here: one pass over the header, then the
-        // payload where it lies.
-        let crc = icx_crc::crc32c_append(icx_crc::crc32c(b), payload);
-        b[field::CRC].copy_from_slice(&crc.to_be_bytes());
         Ok(hl)
     }
 }

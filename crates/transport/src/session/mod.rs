@@ -26,7 +26,7 @@ use crate::rtt::RttEstimator;
 use crate::stats::PeerStats;
 use crate::util::{FragBits, IdWindow, RangeSet};
 use crate::{Config, Event, LossReason, PeerConfig};
-use icx_core::{Channel, Incarnation, Instant, NodeId, PoolBuf, SharedBuf, MAX_LINKS};
+use icx_core::{Channel, HeaderBuf, Incarnation, Instant, NodeId, PoolBuf, SharedBuf, MAX_LINKS};
 use icx_wire::{FrameKind, Header, ProbeRepr};
 use links::Link;
 use std::collections::VecDeque;
@@ -55,6 +55,18 @@ fn is_small(ch: Channel) -> bool {
 /// blocks (normal), 1 for the small channels (urgent).
 fn lane_ix(ch: Channel) -> usize {
     usize::from(is_small(ch))
+}
+
+/// Writes a frame's header into `header` (sized to it): CRC32C-sealed over
+/// header and `payload`, or left for the AEAD tag when frames are
+/// authenticated (the endpoint seals them on the way out).
+fn emit_header(cfg: &Config, repr: &icx_wire::FrameRepr, header: &mut HeaderBuf, payload: &[u8]) {
+    // Cannot fail: every caller sizes `header` to `repr.header_len()`.
+    let _ = if cfg.auth.is_some() {
+        repr.emit_unsealed(header.as_mut_slice())
+    } else {
+        repr.emit(header.as_mut_slice(), payload)
+    };
 }
 
 /// A message being sent.

@@ -172,7 +172,7 @@ impl Session {
         };
         let mut header = HeaderBuf::new();
         header.set_len(hl);
-        let _ = repr.emit(header.as_mut_slice(), payload.as_slice());
+        super::emit_header(cfg, &repr, &mut header, payload.as_slice());
         Transmit {
             peer: self.peer,
             link: link as u8,

@@ -268,8 +268,8 @@ impl Session {
         };
         let mut header = HeaderBuf::new();
         header.set_len(repr.header_len());
-        // Cannot fail: ACK_FRAME_RANGES keeps an ack within the inline buffer.
-        let _ = repr.emit(header.as_mut_slice(), &[]);
+        // ACK_FRAME_RANGES keeps an ack within the inline buffer.
+        super::emit_header(cfg, &repr, &mut header, &[]);
         self.ack_sent();
         self.stats.acks_sent += 1;
         Transmit {

@@ -267,8 +267,8 @@ impl Session {
         let hl = repr.header_len();
         let mut header = HeaderBuf::new();
         header.set_len(hl);
-        // Cannot fail: a data header plus PIGGYBACK_RANGES fits the buffer.
-        let _ = repr.emit(header.as_mut_slice(), &m.buf[off..off + len]);
+        // A data header plus PIGGYBACK_RANGES fits the buffer.
+        super::emit_header(cfg, &repr, &mut header, &m.buf[off..off + len]);
         let payload = Payload::new(m.buf.clone(), off, len).unwrap_or(Payload::EMPTY);
         let bytes = (hl + len) as u32;
         let (msg_id, channel, cut) = (m.id, m.channel, m.cut);
