@@ -143,6 +143,15 @@ pub struct Stats {
     /// Requests that reached a master after their chunk moved away,
     /// answered with the new master.
     pub gc_remaster_redirects: u64,
+    /// Views that only added members, taken without a freeze to the end
+    /// (at the old members and at the joiner; a cold start, or a join that
+    /// became a reconfiguration, is not one).
+    pub gc_joins: u64,
+    /// Chunks this node handed to a joining node.
+    pub gc_join_chunks: u64,
+    /// Requests a joining node held until its share of the directory was
+    /// complete (the only requests a join makes wait).
+    pub gc_join_waits: u64,
     /// Instance recovery: redo read, records applied, blocks read from
     /// disk, blocks rebuilt with redo, blocks that could not be.
     pub recovery_redo_bytes_read: u64,
@@ -197,6 +206,9 @@ impl Stats {
             ("gc_remasters", self.gc_remasters),
             ("gc_remaster_waits", self.gc_remaster_waits),
             ("gc_remaster_redirects", self.gc_remaster_redirects),
+            ("gc_joins", self.gc_joins),
+            ("gc_join_chunks", self.gc_join_chunks),
+            ("gc_join_waits", self.gc_join_waits),
             ("recovery_redo_bytes_read", self.recovery_redo_bytes_read),
             (
                 "recovery_redo_records_applied",

@@ -21,10 +21,10 @@ mod common;
 
 use common::*;
 use icx_core::{seeded_rng, Duration, NodeId};
-use icx_fusion::db::{Db, Reply};
-use icx_fusion::gcs::{Config, Fusion, ReconPhase};
+use icx_fusion::db::Reply;
+use icx_fusion::gcs::{Config, ReconPhase};
 use icx_fusion::redo;
-use icx_fusion::testing::{SharedDisk, SimDb, SimFusion};
+use icx_fusion::testing::{SimDb, SimFusion};
 
 use icx_sim::host::HostNode;
 use icx_sim::run_seeds;
@@ -35,64 +35,6 @@ const CACHE: usize = 64;
 
 fn cfg(id: NodeId) -> Config {
     config(id, CACHE)
-}
-
-/// A command to its reply, asked again while the reply is `TRYAGAIN`
-/// (bounded).
-fn run_retry(c: &mut Cluster, n: u16, args: &[&str]) -> Reply {
-    for _ in 0..400 {
-        match run_cmd(c, n, args) {
-            Reply::Error(e) if e.starts_with("TRYAGAIN") => c.run_for(Duration::from_millis(5)),
-            r => return r,
-        }
-    }
-    panic!("node {n}: {args:?} still TRYAGAIN after 400 tries");
-}
-
-/// The members `members` see view `epoch`.
-fn view(c: &mut Cluster, epoch: u64, members: &[u16]) {
-    let m: Vec<NodeId> = members.iter().map(|&n| NodeId(n)).collect();
-    for &n in members {
-        let now = c.now();
-        node_mut(c, n).f.set_members(now, epoch, &m);
-        c.node_mut(NodeId(n));
-    }
-}
-
-/// Kill -9: the node and everything it had in flight are gone.
-fn kill(c: &mut Cluster, n: u16) -> HostNode<SimFusion> {
-    c.remove_node(NodeId(n)).expect("a node to kill")
-}
-
-/// The killed node's next incarnation: an empty cache, its redo log
-/// continued from the end of its valid records, recovery at open.
-fn restart(c: &mut Cluster, old: HostNode<SimFusion>, disk: &SharedDisk, seed: u64) {
-    let id = old.id();
-    let mut fc = cfg(id);
-    fc.open_recovery = true;
-    let log = disk.borrow().redo.get(&id).cloned().unwrap_or_default();
-    fc.redo_tail = redo::scan(&log, 0, None).end;
-    let members = old.members();
-    let f = Fusion::new(fc, old.endpoint().pool().clone(), &members);
-    let mut sf = SimFusion::new(f, disk.clone(), seed);
-    sf.db = Some(SimDb::new(Db::new(db_config()), WALL));
-    c.add_node(id, old.restarted(sf).expect("a new incarnation"));
-}
-
-fn wait_reconfigured(c: &mut Cluster, members: &[u16]) {
-    let ok = c.run_until_cond(Duration::from_secs(30), 5_000_000, |c| {
-        members
-            .iter()
-            .all(|&n| node(c, n).f.reconfiguration().is_none())
-    });
-    assert!(ok, "reconfiguration never finished");
-}
-
-fn int(r: &Reply) -> i64 {
-    match r {
-        Reply::Integer(v) => *v,
-        other => panic!("not an integer: {other:?}"),
-    }
 }
 
 #[test]
@@ -148,7 +90,7 @@ fn a_killed_nodes_acknowledged_writes_survive_and_it_rejoins() {
             "recovery writes nothing: recovered blocks are held dirty"
         );
         // The node comes back as its next incarnation and sees the same.
-        restart(&mut c, old, &disk, seed ^ 0x77);
+        restart(&mut c, old, &disk, seed ^ 0x77, cfg);
         view(&mut c, 3, &[1, 2, 3]);
         wait_reconfigured(&mut c, &[1, 2, 3]);
         for k in 0..40 {
@@ -251,8 +193,17 @@ const KEYS: [&str; 4] = ["c0", "c1", "c2", "c3"];
 /// may kill another during that reconfiguration; the service's invariants
 /// hold after every step; at the end every counter is between the INCRs
 /// acknowledged and those sent on every survivor, and the dead, started
-/// again, read the same.
-fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, lossy_p: f64) {
+/// again, read the same. With `rejoin`, the dead come back that many ticks
+/// after the survivors' last view, while the clients go on (a join under
+/// load, or a reconfiguration if the survivors still recover).
+fn crash_run(
+    seed: u64,
+    nodes: u16,
+    (crash, second): (Crash, Second),
+    detect: u64,
+    lossy_p: f64,
+    rejoin: Option<u64>,
+) {
     let mut rng = seeded_rng(seed);
     let mut db = db_config();
     // Checkpoints often, so block writes and PI discards happen.
@@ -303,6 +254,9 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
     let mut killed: Vec<HostNode<SimFusion>> = Vec::new();
     let mut crashed_at = None;
     let mut second_left = second;
+    let mut viewed_at: Option<u64> = None;
+    // The crash point fires once (the dead may be back since).
+    let mut fired_once = false;
     let mut seen_msgs: BTreeMap<u16, usize> = BTreeMap::new();
     // The node a trigger names, once it fires.
     let fired = |c: &Cluster, alive: &[u16], seen: &mut BTreeMap<u16, usize>| -> Option<u16> {
@@ -377,24 +331,45 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
             let left = end - c.now();
             c.run_until_cond(left, 1, |_| false);
             watch.step(&c, &disk, &blocks);
-            if killed.is_empty() && tick >= 20 && crash != Crash::Random {
+            if !fired_once && tick >= 20 && crash != Crash::Random {
                 victim = fired(&c, &alive, &mut seen_msgs);
                 if victim.is_some() {
                     break;
                 }
             }
         }
-        if killed.is_empty() && crash == Crash::Random && tick == crash_at {
+        if !fired_once && crash == Crash::Random && tick == crash_at {
             victim = Some(alive[rng.random_range(0..alive.len())]);
         }
         if let Some(v) = victim {
+            fired_once = true;
             killed.push(kill(&mut c, v));
             alive.retain(|&n| n != v);
             crashed_at = Some(tick);
         }
+        if crashed_at.is_none()
+            && !killed.is_empty()
+            && rejoin.is_some_and(|r| viewed_at.is_some_and(|v| tick == v + r))
+        {
+            for old in std::mem::take(&mut killed) {
+                let id = old.id().0;
+                restart(&mut c, old, &disk, seed ^ u64::from(id), cfg);
+                watch.forget(NodeId(id));
+                alive.push(id);
+                for cl in 1..=2 {
+                    // Its clients' INCRs in flight died with it (sent,
+                    // never acknowledged); they go on with the new life.
+                    clients.insert((id, cl), Client::default());
+                }
+            }
+            alive.sort_unstable();
+            epoch += 1;
+            view(&mut c, epoch, &alive);
+        }
         if crashed_at.is_some_and(|t| tick == t + detect) {
             epoch += 1;
             view(&mut c, epoch, &alive);
+            viewed_at = Some(tick);
             crashed_at = None;
             let phase = match std::mem::replace(&mut second_left, Second::None) {
                 Second::None => None,
@@ -421,7 +396,7 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
             }
         }
     }
-    if killed.is_empty() {
+    if !fired_once {
         // The point never came (a run with few writes): a node dies now.
         eprintln!("seed {seed}: {crash:?} never fired; a random node dies at the end");
         let v = alive[rng.random_range(0..alive.len())];
@@ -446,6 +421,18 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
     });
     if !ok {
         dump(&c, &alive);
+        if std::env::var("ICX_TRACE_BLOCK").is_ok() {
+            let b: u32 = std::env::var("ICX_TRACE_BLOCK").unwrap().parse().unwrap();
+            for &n in &alive {
+                for (t, to, m) in &node(&c, n).trace {
+                    if let Some(m) = m {
+                        if m.block() == (1, b) || m.block() == (0, 0) {
+                            eprintln!("{t:?} {n}->{to}: {m:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
     assert!(ok, "seed {seed}: a survivor's command never answered");
     for (&(n, cl), st) in clients.iter_mut() {
@@ -466,7 +453,7 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
     eprintln!(
         "seed {seed}: {nodes} nodes, {crash:?}/{second:?}, detect {detect} ms, killed {:?}, \
          sent {sent:?}, acknowledged {acked:?}; recovered {} blocks ({} from PIs, {} read), \
-         {} records, {} refused, {} remasters",
+         {} records, {} refused, {} remasters, {} joins ({} requests held)",
         killed.iter().map(|k| k.id().0).collect::<Vec<_>>(),
         st(|s| s.recovery_blocks_recovered),
         st(|s| s.recovery_blocks_from_pi),
@@ -474,6 +461,8 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
         st(|s| s.recovery_redo_records_applied),
         st(|s| s.gc_domain_validation),
         st(|s| s.gc_remasters),
+        st(|s| s.gc_joins),
+        st(|s| s.gc_join_waits),
     );
     let mut before = Vec::new();
     for (k, key) in KEYS.iter().enumerate() {
@@ -501,7 +490,7 @@ fn crash_run(seed: u64, nodes: u16, crash: Crash, second: Second, detect: u64, l
     // The dead come back, and read what the survivors read.
     for old in killed {
         let id = old.id().0;
-        restart(&mut c, old, &disk, seed ^ u64::from(id));
+        restart(&mut c, old, &disk, seed ^ u64::from(id), cfg);
         alive.push(id);
     }
     alive.sort_unstable();
@@ -563,7 +552,28 @@ fn counters_lose_no_acknowledged_increment_under_crashes() {
         // The membership's verdict comes a misscount after the crash: past
         // the requests' timers (0.5 s) for some seeds.
         let detect = [10u64, 100, 400][rng.random_range(0..3)];
-        crash_run(seed, nodes, Crash::Random, second, detect, 0.05);
+        crash_run(seed, nodes, (Crash::Random, second), detect, 0.05, None);
+    });
+}
+
+/// The dead come back while the clients go on: a join under load, or (the
+/// survivors still recovering) a reconfiguration; nothing acknowledged is
+/// lost either way.
+#[test]
+fn counters_lose_nothing_when_the_dead_rejoin_under_load() {
+    let seeds: Vec<u64> = (0x500..0x500 + env_or("ICX_RECOVERY_SEEDS", 12u64)).collect();
+    run_seeds(&seeds, |seed| {
+        let mut rng = seeded_rng(seed ^ 0xbeef);
+        let nodes: u16 = if seed % 2 == 0 { 3 } else { 4 };
+        let second = if seed % 4 == 3 {
+            Second::Recovering
+        } else {
+            Second::None
+        };
+        // Back at once (the survivors may still recover) or later.
+        let back = [1u64, 3, 30, 100][rng.random_range(0..4)];
+        let crash = [Crash::Random, Crash::Shipping, Crash::GroupCommit][seed as usize % 3];
+        crash_run(seed, nodes, (crash, second), 100, 0.05, Some(back));
     });
 }
 
@@ -582,7 +592,7 @@ fn crash_points() {
         let crash = points[seed as usize % points.len()];
         let second = [Second::None, Second::Rebuilding, Second::Recovering][seed as usize / 4 % 3];
         let nodes = if second == Second::None { 3 } else { 4 };
-        crash_run(seed, nodes, crash, second, 100, 0.02);
+        crash_run(seed, nodes, (crash, second), 100, 0.02, None);
     });
 }
 
@@ -596,7 +606,7 @@ fn crash_points_during_a_remaster() {
         let crash = [Crash::RemasterOld, Crash::RemasterNew][seed as usize % 2];
         let second = [Second::None, Second::Rebuilding, Second::Recovering][seed as usize / 2 % 3];
         let nodes = if second == Second::None { 3 } else { 4 };
-        crash_run(seed, nodes, crash, second, 100, 0.02);
+        crash_run(seed, nodes, (crash, second), 100, 0.02, None);
     });
 }
 
@@ -622,7 +632,7 @@ fn a_node_back_before_its_eviction_counts_as_departed_and_joined() {
         // Killed and back at once: the next view has the same ids, node 2
         // with its next incarnation (and an empty cache).
         let old = kill(&mut c, 2);
-        restart(&mut c, old, &disk, seed ^ 5);
+        restart(&mut c, old, &disk, seed ^ 5, cfg);
         view_inc(&mut c, 2, &[(1, 1), (2, 2), (3, 1)]);
         wait_reconfigured(&mut c, &[1, 2, 3]);
         for n in [1, 3] {

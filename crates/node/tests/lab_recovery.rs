@@ -234,8 +234,31 @@ fn kill9_mid_run_loses_no_acknowledged_increment_and_the_node_rejoins() {
             c.dump()
         );
     }
+    // The rejoin froze nothing: every node took it as a join (no
+    // reconfiguration since the kill's), the joiner got its chunks.
+    let who = victim.to_string();
+    let joined = |c: &Cluster, i: u16| {
+        c.info_section(i, "recovery")
+            .filter(|m| m.get("join_state").is_some_and(|s| s == "idle"))
+            .filter(|m| m.get("last_join_joined") == Some(&who))
+    };
+    for i in 1..=3u16 {
+        let m = c.wait_for(FORM, |c| joined(c, i));
+        let m = m.unwrap_or_else(|| panic!("node {i}: no join of node {victim}\n{}", c.dump()));
+        eprintln!("node {i} INFO recovery after the rejoin: {m:?}");
+        let role = if i == victim { "joiner" } else { "member" };
+        assert_eq!(m.get("last_join_role").map(String::as_str), Some(role));
+    }
+    assert_eq!(
+        joined(&c, 1).and_then(|m| m.get("reconfigurations").cloned()),
+        recovery.get("reconfigurations").cloned(),
+        "node 1 reconfigured for the rejoin"
+    );
     assert!(c.alert_log(1).contains("Reconfiguration started"));
     assert!(c.alert_log(1).contains("Reconfiguration complete"));
+    assert!(c
+        .alert_log(1)
+        .contains(&format!("instance joined: {victim}")));
 }
 
 /// Records per node and counter in every log, for a failure.

@@ -302,17 +302,32 @@ impl Fusion {
         }
         self.incarnation = incarnation;
         let first = !self.opened;
+        let can_join = self.can_join();
+        let mastered = if can_join {
+            self.mastered_chunks()
+        } else {
+            Default::default()
+        };
         self.opened = true;
         let (mut gone, mut joined) = self.slots.set_members(members);
+        let pure_join = gone.is_empty() && replaced.is_empty() && !joined.is_empty();
         gone.extend(replaced.iter().copied());
         joined.extend(replaced);
         self.known.extend(members.iter().copied());
+        // A node's next life numbers its requests from 1 again: what this
+        // holder shipped to its last life must not answer them.
+        self.last_ship
+            .retain(|_, ls| !gone.contains(&ls.to) && !joined.contains(&ls.to));
         let open_recovery = first && self.cfg.open_recovery;
-        if !gone.is_empty() || !joined.is_empty() || open_recovery {
-            let recover = !gone.is_empty() || open_recovery;
-            self.reconfigure(now, incarnation, (gone, joined), recover);
+        if can_join && pure_join {
+            self.join_start(now, incarnation, joined, mastered);
+        } else if open_recovery && self.slots.members().iter().any(|&m| m != self.me) {
+            self.join_as_new(now, incarnation);
+        } else if !gone.is_empty() || !joined.is_empty() || open_recovery {
+            self.reconfigure(now, incarnation, (gone, joined));
         } else if first {
-            self.epoch = incarnation;
+            self.epoch = super::wire_epoch(incarnation, false);
+            self.join.fresh = Some(self.epoch);
         }
         self.drain_local(now);
     }
@@ -337,6 +352,7 @@ impl Fusion {
         self.retries.clear();
         self.pi_retries.clear();
         self.drm = super::remaster::Drm::default();
+        self.join_reset();
         let ops: Vec<u64> = self.ops.keys().chain(self.scans.keys()).copied().collect();
         for op in ops {
             if self.ops.get(&op).is_some_and(|o| o.held.is_some()) {
@@ -388,7 +404,11 @@ impl Protocol for Fusion {
         match channel {
             Channel::Block => self.on_image(now, peer, data.freeze()),
             _ => match Msg::decode(&data) {
-                Ok((epoch, m)) if epoch == self.epoch => self.dispatch(now, peer, m),
+                Ok((epoch, m)) if self.join.accepts(epoch, self.epoch) => {
+                    self.dispatch(now, peer, m)
+                }
+                // A member reconfigures in the incarnation this node joined.
+                Ok((epoch, m)) if self.join_escalates(now, epoch) => self.dispatch(now, peer, m),
                 // A peer reconfigured first: kept until this node does.
                 Ok((epoch, m)) if epoch > self.epoch && self.early.len() < super::EARLY_KEPT => {
                     self.early.push_back((epoch, peer, m))
@@ -423,7 +443,8 @@ impl Protocol for Fusion {
             .min();
         let r = self.retries.values().map(|r| r.deadline).min();
         let d = self.pi_retries.values().map(|r| r.deadline).min();
-        [w, m, r, d, self.recon_deadline(), self.drm.deadline()]
+        let j = self.join.deadline();
+        [w, m, r, d, self.recon_deadline(), self.drm.deadline(), j]
             .into_iter()
             .flatten()
             .min()

@@ -19,7 +19,7 @@ use icx_core::{Instant, NodeId, SharedBuf};
 #[derive(Clone, Debug)]
 pub(crate) struct LastShip {
     rid: u64,
-    to: NodeId,
+    pub(crate) to: NodeId,
     scn: Scn,
     kind: ShipKind,
     pi: bool,
@@ -288,12 +288,19 @@ impl Fusion {
         }
     }
 
-    pub(crate) fn h_write_grant(&mut self, now: Instant, rid: u64, key: (FileNo, BlockNo)) {
+    pub(crate) fn h_write_grant(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        rid: u64,
+        key: (FileNo, BlockNo),
+    ) {
         let ours = matches!(
             self.retries.get(&(key, RETRY_WRITE)),
             Some(Retry { msg: Msg::WriteReq { rid: r, .. }, .. }) if *r == rid
         );
-        let to = self.slots.master(key.0, key.1);
+        // The WriteDone ends the granting master's conversion.
+        let to = from;
         if !ours {
             // A duplicate grant: its write is running (its WriteDone will
             // come), or done: the WriteDone again (SCN 0, discarding
@@ -317,6 +324,7 @@ impl Fusion {
             return;
         }
         self.retries.remove(&(key, RETRY_WRITE));
+        self.write_master.insert(key, (rid, from));
         let dirty = self
             .cache
             .get(key)
@@ -382,7 +390,11 @@ impl Fusion {
         rid: u64,
         result: Result<IoData, IoError>,
     ) {
-        let to = self.slots.master(key.0, key.1);
+        let to = match self.write_master.remove(&key) {
+            Some((r, m)) if r == rid && rid != 0 => m,
+            // A local-role write's notice: to the master as known now.
+            _ => self.slots.master(key.0, key.1),
+        };
         let ok = result.is_ok();
         if let Some(e) = self.cache.entries.get_mut(&key) {
             e.writing = None;

@@ -47,6 +47,15 @@ impl Fusion {
         self.slots.master(file, block)
     }
 
+    /// Whether this node serves as the block's master now: its map says
+    /// so and, joining, it is not still waiting for the block's share of
+    /// the directory.
+    pub fn serves_as_master(&self, file: FileNo, block: BlockNo) -> bool {
+        self.master_of(file, block) == self.me
+            && !self.join_pending((file, block))
+            && self.recon_rebuilt()
+    }
+
     /// This node's mode of a block and the SCN of its current image (N
     /// while a drop is under way: it is no longer read here).
     pub fn holding(&self, file: FileNo, block: BlockNo) -> (Mode, Option<Scn>) {
@@ -125,6 +134,7 @@ impl Fusion {
                 .all(|r| r.busy.is_none() && r.queue.is_empty())
             && self.redo.idle()
             && self.recon.is_none()
+            && !self.join.busy()
             && self.drm.idle()
     }
 
@@ -141,7 +151,7 @@ impl Fusion {
     /// The epoch messages are sent in (the cluster incarnation of the last
     /// reconfiguration).
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch / 2
     }
 
     /// What this node waits for, for a test's failure message.
@@ -186,6 +196,9 @@ impl Fusion {
         }
         if let Some(d) = self.drm.describe() {
             let _ = writeln!(o, "  remaster: {d}");
+        }
+        if let Some(d) = self.join.describe() {
+            let _ = writeln!(o, "  {d}");
         }
         let _ = writeln!(o, "  redo {:?}", self.redo);
         o

@@ -32,8 +32,10 @@
 //! (what tests and `INFO` read).
 
 mod api;
+mod dispatch;
 mod holder;
 mod inspect;
+mod join;
 mod master;
 mod reads;
 mod recon;
@@ -53,6 +55,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 pub use inspect::{CacheSummary, DirView};
+pub use join::JoinReport;
 pub use recon::{ReconPhase, ReconReport};
 pub use requester::Want;
 
@@ -311,8 +314,9 @@ pub struct Fusion {
     pub(crate) busy: BTreeSet<(FileNo, BlockNo)>,
     pub(crate) wants: BTreeMap<(FileNo, BlockNo), Want>,
     /// The last request completed per block, to answer a duplicate reply
-    /// with the Done again: (rid, pi, scn).
-    pub(crate) completed: BTreeMap<(FileNo, BlockNo), (u64, bool, Scn)>,
+    /// with the Done again: (rid, pi, scn, the master it asked: a join may
+    /// have moved the block's master since, not its conversion).
+    pub(crate) completed: BTreeMap<(FileNo, BlockNo), (u64, bool, Scn, NodeId)>,
     pub(crate) ops: BTreeMap<u64, Op>,
     pub(crate) waiting: BTreeMap<(FileNo, BlockNo), VecDeque<u64>>,
     pub(crate) scans: BTreeMap<u64, ScanOp>,
@@ -336,6 +340,10 @@ pub struct Fusion {
     pub(crate) write_wait: BTreeMap<(FileNo, BlockNo), (u64, SharedBuf)>,
     /// The last write per block: (rid, scn), for a duplicate grant.
     pub(crate) last_write: BTreeMap<(FileNo, BlockNo), (u64, Scn)>,
+    /// The master that granted the write under way per block: (rid, it).
+    /// Its WriteDone ends that master's conversion, so it goes there even
+    /// if a join has moved the block's master since.
+    pub(crate) write_master: BTreeMap<(FileNo, BlockNo), (u64, NodeId)>,
     /// A multi-block request being decided: its grants, one message.
     pub(crate) batch: Option<(NodeId, u64, FileNo, BlockNo, u16)>,
     /// Dones of one disk read, sent together: (master, rid, block).
@@ -350,8 +358,8 @@ pub struct Fusion {
     pub(crate) stats: Stats,
     pub(crate) fenced: bool,
     pub(crate) next_tag: u64,
-    /// The cluster incarnation of the last reconfiguration: every message
-    /// carries it, and one of another epoch is dropped.
+    /// The epoch of the last reconfiguration or join ([`wire_epoch`]):
+    /// every message carries it, and one of another epoch is dropped.
     pub(crate) epoch: u64,
     /// `set_members` was called (the first call opens the service).
     pub(crate) opened: bool,
@@ -372,6 +380,46 @@ pub struct Fusion {
     /// Dynamic remastering: affinity counts, chunks leaving, handovers
     /// unacknowledged.
     pub(crate) drm: remaster::Drm,
+    /// A join without a freeze under way, and the last one.
+    pub(crate) join: join::JoinState,
+}
+
+/// The epoch messages carry for a cluster incarnation: twice it, plus one
+/// for a reconfiguration (a join's is even). A join that turns into a
+/// reconfiguration moves to the odd epoch of its incarnation, so what was
+/// sent before that freeze is dropped like any older epoch's, and the
+/// first message of the odd epoch tells a node still joining to freeze.
+pub(crate) fn wire_epoch(incarnation: u64, recon: bool) -> u64 {
+    incarnation
+        .saturating_mul(2)
+        .saturating_add(u64::from(recon))
+}
+
+/// Messages kept until their peer acknowledges them all (a report's
+/// chunks, a join's parts), by peer.
+pub(crate) type Unacked = BTreeMap<NodeId, Vec<Msg>>;
+
+/// Every message of `u` with its peer, to send (again).
+pub(crate) fn all_unacked(u: &Unacked) -> Vec<(NodeId, Msg)> {
+    u.iter()
+        .flat_map(|(&m, v)| v.iter().map(move |x| (m, x.clone())))
+        .collect()
+}
+
+/// `items` cut in parts of at most `max` (one, empty, when there are
+/// none), each made a message by `msg(part, parts, items)`.
+pub(crate) fn in_parts<T: Copy>(
+    items: &[T],
+    max: usize,
+    msg: impl Fn(u16, u16, Vec<T>) -> Msg,
+) -> Vec<Msg> {
+    let parts = items.len().div_ceil(max).max(1);
+    (0..parts)
+        .map(|i| {
+            let part = items.iter().skip(i * max).take(max).copied().collect();
+            msg(i as u16, parts as u16, part)
+        })
+        .collect()
 }
 
 /// Messages of a later epoch kept at most (a report round of every member).
@@ -429,6 +477,7 @@ impl Fusion {
             write_after: BTreeMap::new(),
             write_wait: BTreeMap::new(),
             last_write: BTreeMap::new(),
+            write_master: BTreeMap::new(),
             batch: None,
             done_batch: None,
             redo,
@@ -450,6 +499,7 @@ impl Fusion {
             incs: BTreeMap::new(),
             early: VecDeque::new(),
             drm: remaster::Drm::default(),
+            join: join::JoinState::default(),
         }
     }
 
@@ -530,165 +580,6 @@ impl Fusion {
         }
     }
 
-    fn dispatch(&mut self, now: Instant, from: NodeId, msg: Msg) {
-        match msg {
-            Msg::Req {
-                rid,
-                file,
-                block,
-                access,
-            } => self.m_request(
-                now,
-                from,
-                rid,
-                (file, block),
-                crate::grd::What::Access(access),
-            ),
-            Msg::MultiReq {
-                rid,
-                file,
-                first,
-                mask,
-            } => self.m_multi(now, from, rid, file, first, mask),
-            Msg::Done {
-                rid,
-                file,
-                first,
-                mask,
-                pi,
-                scn,
-            } => self.m_done(now, from, rid, file, first, mask, pi, scn),
-            Msg::InvalAck {
-                rid,
-                file,
-                block,
-                pi_scn,
-            } => self.m_inval_ack(now, from, rid, (file, block), pi_scn),
-            Msg::WriteReq {
-                rid, file, block, ..
-            } => self.m_request(now, from, rid, (file, block), crate::grd::What::Write),
-            Msg::WriteDone {
-                rid,
-                file,
-                block,
-                scn,
-            } => self.m_write_done(now, from, rid, (file, block), scn),
-            // Fairness: the X holder went to S. Not acted on: it names no
-            // request, so one delayed past the holder's next X grant (its
-            // own S-to-X request) would mark that X holder S; the CR
-            // ship's Done tells the conversion reliably (`pi`).
-            Msg::DownConvert { .. } => {}
-            Msg::Drop { rid, file, block } => {
-                self.m_request(now, from, rid, (file, block), crate::grd::What::Drop)
-            }
-            Msg::Grant {
-                rid,
-                file,
-                block,
-                mode,
-                keep,
-                disk_scn,
-                dirty,
-            } => self.r_grant(now, from, rid, (file, block), mode, (keep, dirty), disk_scn),
-            Msg::GrantMulti {
-                rid,
-                file,
-                first,
-                mask,
-            } => self.r_grant_multi(now, rid, file, first, mask),
-            Msg::Ship {
-                rid,
-                file,
-                block,
-                scn,
-                kind,
-                pi,
-                dirty,
-            } => self.r_ship(now, from, rid, (file, block), scn, kind, pi || dirty),
-            Msg::Error {
-                rid,
-                file,
-                block,
-                code,
-            } => self.r_error(now, rid, (file, block), code),
-            Msg::Fwd {
-                rid,
-                to,
-                file,
-                block,
-                access,
-                dirty,
-                holder_rid,
-            } => self.h_fwd(
-                now,
-                from,
-                rid,
-                to,
-                (file, block),
-                access,
-                (dirty, holder_rid),
-            ),
-            Msg::Inval { rid, file, block } => self.h_inval(now, from, rid, (file, block)),
-            Msg::PiDiscard { file, block, scn } => self.h_pi_discard(from, (file, block), scn),
-            Msg::WriteAck { rid, file, block } => {
-                let k = ((file, block), RETRY_WRITE_DONE);
-                let acked = matches!(self.retries.get(&k),
-                    Some(Retry { msg: Msg::WriteDone { rid: r, .. }, .. }) if *r == rid);
-                if acked {
-                    self.retries.remove(&k);
-                }
-            }
-            Msg::PiDiscardAck { file, block, scn } => {
-                let k = ((file, block), from);
-                let acked = matches!(self.pi_retries.get(&k),
-                    Some(Retry { msg: Msg::PiDiscard { scn: s, .. }, .. }) if *s <= scn);
-                if acked {
-                    self.pi_retries.remove(&k);
-                    // A chunk leaving waits for its PI discards.
-                    self.drm_try_handover(now, crate::grd::chunk_of(file, block));
-                }
-            }
-            Msg::WriteGrant { rid, file, block } => self.h_write_grant(now, rid, (file, block)),
-            Msg::DropOk { rid, file, block } => self.h_drop_ok(now, rid, (file, block)),
-            Msg::Report {
-                chunk,
-                chunks,
-                entries,
-            } => self.m_report(now, from, chunk, chunks, &entries),
-            Msg::ReportAck { chunks } => self.r_report_ack(now, from, chunks),
-            Msg::PiShipReq {
-                rid,
-                file,
-                block,
-                scn,
-            } => self.h_pi_ship(from, rid, (file, block), scn),
-            Msg::PiShip {
-                rid,
-                file,
-                block,
-                scn,
-            } => self.m_pi_ship(now, from, rid, (file, block), scn),
-            Msg::Moved {
-                rid,
-                file,
-                block,
-                master,
-                version,
-            } => self.r_moved(now, rid, (file, block), master, version),
-            Msg::Handover {
-                file,
-                first,
-                version,
-                items,
-            } => self.m_handover(now, from, (file, first), version, &items),
-            Msg::HandoverAck {
-                file,
-                first,
-                version,
-            } => self.m_handover_ack((file, first), version),
-        }
-    }
-
     /// An image arrived on the block channel (or was shipped to self).
     fn on_image(&mut self, now: Instant, from: NodeId, img: SharedBuf) {
         if img.len() < crate::block::HEADER_LEN {
@@ -746,6 +637,7 @@ impl Fusion {
     /// Resends what is due.
     fn timers(&mut self, now: Instant) {
         self.recon_timers(now);
+        self.join_timers(now);
         self.drm_timers(now);
         self.r_timeout(now);
         self.m_timeout(now);

@@ -8,14 +8,13 @@ use super::{Fusion, GcError, IoFor};
 use crate::block::{self, Scn};
 use crate::io::{BlockNo, FileNo, IoData, IoError, IoOp};
 use crate::msg::{Mode, Msg};
-use icx_core::{Instant, NodeId};
+use icx_core::Instant;
 
 impl Fusion {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn r_grant(
         &mut self,
         now: Instant,
-        from: NodeId,
         rid: u64,
         key: (FileNo, BlockNo),
         mode: Mode,
@@ -23,7 +22,7 @@ impl Fusion {
         disk_scn: Scn,
     ) {
         if !self.matching(rid, key) {
-            return self.stray(rid, key, from);
+            return self.stray(rid, key);
         }
         let Some(w) = self.wants.get_mut(&key) else {
             return;
@@ -83,13 +82,11 @@ impl Fusion {
             }
             let key = (file, first.saturating_add(i));
             let Some(w) = self.wants.get_mut(&key) else {
-                let to = self.slots.master(key.0, key.1);
-                self.stray(rid, key, to);
+                self.stray(rid, key);
                 continue;
             };
             if w.rid != rid {
-                let to = self.slots.master(key.0, key.1);
-                self.stray(rid, key, to);
+                self.stray(rid, key);
                 continue;
             }
             if w.phase != Phase::Asked {
@@ -274,7 +271,7 @@ impl Fusion {
         let Some(w) = self.wants.remove(&key) else {
             return;
         };
-        self.completed.insert(key, (w.rid, false, 0));
+        self.completed.insert(key, (w.rid, false, 0, w.master));
         let done = Msg::Done {
             rid: w.rid,
             file: key.0,

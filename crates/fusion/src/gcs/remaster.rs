@@ -64,12 +64,12 @@ pub(crate) struct Drm {
     /// Requests seen in the window per chunk mastered here, by requester.
     counts: BTreeMap<ChunkId, BTreeMap<NodeId, u32>>,
     /// Chunks frozen here to move: the new master and the move's version.
-    leaving: BTreeMap<ChunkId, (NodeId, u32)>,
+    pub(super) leaving: BTreeMap<ChunkId, (NodeId, u32)>,
     /// Handovers sent and not yet acknowledged.
     unacked: BTreeMap<ChunkId, Retry>,
     /// Chunks a redirect says this node masters from the version given,
     /// whose handover has not arrived yet.
-    incoming: BTreeMap<ChunkId, u32>,
+    pub(super) incoming: BTreeMap<ChunkId, u32>,
 }
 
 impl Drm {
@@ -134,7 +134,7 @@ impl Fusion {
     /// A master got `from`'s new request (or write notice) for `key`:
     /// counts it, and starts moving the chunk when `from` has the affinity.
     pub(crate) fn drm_note(&mut self, now: Instant, from: NodeId, key: (FileNo, BlockNo)) {
-        if !enabled(&self.cfg) || self.recon.is_some() || self.fenced {
+        if !enabled(&self.cfg) || self.recon.is_some() || self.join.busy() || self.fenced {
             return;
         }
         let chunk = chunk_of(key.0, key.1);
@@ -208,6 +208,7 @@ impl Fusion {
             for k in keys {
                 self.m_next(now, k);
             }
+            self.join_chunk_left(now, chunk, false);
             return;
         }
         let mut redirect: Vec<(NodeId, u64, (FileNo, BlockNo))> = Vec::new();
@@ -254,6 +255,7 @@ impl Fusion {
             self.send(from, m);
         }
         self.drm_retarget(now, chunk);
+        self.join_chunk_left(now, chunk, true);
     }
 
     /// The new master: installs a chunk's directory entries.
@@ -339,6 +341,7 @@ impl Fusion {
                 self.send_want(k);
             }
         }
+        self.join_installed(now, chunk);
     }
 
     pub(crate) fn m_handover_ack(&mut self, (file, first): (FileNo, BlockNo), version: u32) {
@@ -358,8 +361,15 @@ impl Fusion {
             // Its handover is on the way: the requester asks again.
             return true;
         }
-        let Some(r) = self.slots.route(key.0, key.1) else {
-            return false;
+        let r = match self.slots.route(key.0, key.1) {
+            Some(r) => r,
+            // Sent before the sender saw the view a join made: the chunk's
+            // master by this node's view (version 0: no move).
+            None if self.join.accepts_old() => crate::grd::Route {
+                master: self.slots.master(key.0, key.1),
+                version: 0,
+            },
+            None => return false,
         };
         self.stats.gc_remaster_redirects += 1;
         let m = Msg::Moved {

@@ -372,9 +372,9 @@ impl Fusion {
 
     /// A reply that matches no outstanding request: the Done again if it
     /// is for the request completed last, else dropped.
-    pub(super) fn stray(&mut self, rid: u64, key: (FileNo, BlockNo), to: NodeId) {
+    pub(super) fn stray(&mut self, rid: u64, key: (FileNo, BlockNo)) {
         self.stats.gc_duplicate_replies += 1;
-        if let Some(&(done, pi, scn)) = self.completed.get(&key) {
+        if let Some(&(done, pi, scn, to)) = self.completed.get(&key) {
             if done == rid {
                 self.send(
                     to,
@@ -433,8 +433,7 @@ impl Fusion {
     ) {
         if !self.matching(rid, key) {
             self.take_image(from, key, scn);
-            let to = self.slots.master(key.0, key.1);
-            return self.stray(rid, key, to);
+            return self.stray(rid, key);
         }
         if !matches!(self.wants.get(&key).map(|w| w.phase), Some(Phase::Asked)) {
             self.stats.gc_duplicate_replies += 1;
@@ -564,7 +563,7 @@ impl Fusion {
         let Some(w) = self.wants.remove(&key) else {
             return;
         };
-        self.completed.insert(key, (w.rid, pi, scn));
+        self.completed.insert(key, (w.rid, pi, scn, w.master));
         match self.done_batch.as_mut() {
             Some(b) if !pi => b.push((w.master, w.rid, key)),
             _ => self.send(

@@ -106,6 +106,8 @@ fn exchange(
 /// not start a conversion its requester gave up (found by the crash runs).
 #[test]
 fn a_refused_request_is_refused_again_after_the_rebuild() {
+    const RECON_5: u64 = 11; // super::wire_epoch(5, true)
+    assert_eq!(RECON_5, super::wire_epoch(5, true));
     use crate::io::{IoCompletion, IoData};
     let pool = BufferPool::new(&PoolConfig::small(16 << 10, 256)).unwrap();
     let mut cfg = Config::new(NodeId(1));
@@ -129,15 +131,25 @@ fn a_refused_request_is_refused_again_after_the_rebuild() {
         })
     };
     // Rebuilding (node 2's report not in): refused.
-    assert!(refused(&exchange(&mut f, &pool, now, 2, 5, &req(7)), 7));
+    assert!(refused(
+        &exchange(&mut f, &pool, now, 2, RECON_5, &req(7)),
+        7
+    ));
     // Node 2's report and ack; the redo logs (empty) read: rebuilt.
     let report = Msg::Report {
         chunk: 0,
         chunks: 1,
         entries: vec![],
     };
-    exchange(&mut f, &pool, now, 2, 5, &report);
-    exchange(&mut f, &pool, now, 2, 5, &Msg::ReportAck { chunks: 1 });
+    exchange(&mut f, &pool, now, 2, RECON_5, &report);
+    exchange(
+        &mut f,
+        &pool,
+        now,
+        2,
+        RECON_5,
+        &Msg::ReportAck { chunks: 1 },
+    );
     for _ in 0..10 {
         while let Some(r) = f.poll_io(now) {
             let c = IoCompletion {
@@ -149,11 +161,11 @@ fn a_refused_request_is_refused_again_after_the_rebuild() {
     }
     assert!(f.reconfiguration().is_none(), "reconfigured");
     // The same request again: refused again, nothing started.
-    let out = exchange(&mut f, &pool, now, 2, 5, &req(7));
+    let out = exchange(&mut f, &pool, now, 2, RECON_5, &req(7));
     assert!(refused(&out, 7), "{out:?}");
     assert!(f.directory(1, b).is_none_or(|d| !d.busy));
     // A new request is served (a grant: nobody holds the block).
-    let out = exchange(&mut f, &pool, now, 2, 5, &req(8));
+    let out = exchange(&mut f, &pool, now, 2, RECON_5, &req(8));
     assert!(
         out.iter().any(|m| matches!(m, Msg::Grant { rid: 8, .. })),
         "{out:?}"

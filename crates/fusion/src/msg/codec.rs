@@ -32,6 +32,8 @@ impl Msg {
             Msg::Moved { .. } => 24,
             Msg::Handover { .. } => 25,
             Msg::HandoverAck { .. } => 26,
+            Msg::JoinDone { .. } => 27,
+            Msg::JoinAck { .. } => 28,
         }
     }
 
@@ -43,7 +45,10 @@ impl Msg {
     /// The block (or first block) it is about ((0, 0) for a report).
     pub fn block(&self) -> (FileNo, BlockNo) {
         match *self {
-            Msg::Report { .. } | Msg::ReportAck { .. } => (0, 0),
+            Msg::Report { .. }
+            | Msg::ReportAck { .. }
+            | Msg::JoinDone { .. }
+            | Msg::JoinAck { .. } => (0, 0),
             Msg::Handover { file, first, .. } | Msg::HandoverAck { file, first, .. } => {
                 (file, first)
             }
@@ -98,6 +103,24 @@ impl Msg {
                 }
             }
             Msg::ReportAck { chunks } => w.u16(chunks),
+            Msg::JoinDone {
+                part,
+                parts,
+                established,
+                ref routes,
+            } => {
+                w.u16(part);
+                w.u16(parts);
+                w.u8(u8::from(established));
+                w.u16(routes.len() as u16);
+                for r in routes {
+                    w.u16(r.file);
+                    w.u32(r.first);
+                    w.u16(r.master.0);
+                    w.u32(r.version);
+                }
+            }
+            Msg::JoinAck { parts } => w.u16(parts),
             Msg::Moved {
                 rid,
                 file,
@@ -314,6 +337,11 @@ impl Msg {
                 12 + DIR_ITEM_LEN * u16::from_le_bytes([b[HDR + 10], b[HDR + 11]]) as usize
             }
             25 => 12,
+            // A join's state: a 7-byte head, then its routes.
+            27 if len >= 7 && b.len() >= HDR + 7 => {
+                7 + ROUTE_ITEM_LEN * u16::from_le_bytes([b[HDR + 5], b[HDR + 6]]) as usize
+            }
+            27 => 7,
             _ => *BODY_LEN
                 .get((ty as usize).wrapping_sub(1))
                 .ok_or(DecodeError::Type(ty))?,
@@ -353,6 +381,35 @@ impl Msg {
                 }
             }
             21 => Msg::ReportAck { chunks: r.u16() },
+            27 => {
+                let part = r.u16();
+                let parts = r.u16();
+                let established = r.bool()?;
+                let n = r.u16() as usize;
+                if parts == 0 || part >= parts || n > JOIN_ROUTES_MAX {
+                    return Err(DecodeError::Field("join"));
+                }
+                let mut routes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let item = RouteItem {
+                        file: r.u16(),
+                        first: r.u32(),
+                        master: NodeId(r.u16()),
+                        version: r.u32(),
+                    };
+                    if !item.first.is_multiple_of(crate::grd::CHUNK) {
+                        return Err(DecodeError::Field("route"));
+                    }
+                    routes.push(item);
+                }
+                Msg::JoinDone {
+                    part,
+                    parts,
+                    established,
+                    routes,
+                }
+            }
+            28 => Msg::JoinAck { parts: r.u16() },
             24 => {
                 let (rid, file, block) = r.rfb();
                 Msg::Moved {
@@ -568,7 +625,7 @@ impl Msg {
     }
 }
 
-const NAMES: [&str; 26] = [
+const NAMES: [&str; 28] = [
     "Req",
     "MultiReq",
     "Grant",
@@ -595,11 +652,13 @@ const NAMES: [&str; 26] = [
     "Moved",
     "Handover",
     "HandoverAck",
+    "JoinDone",
+    "JoinAck",
 ];
 
 /// Body length by type (rid+file+block = 14 bytes; access = 9); a
 /// report's depends on its entry count.
-const BODY_LEN: [usize; 26] = [
+const BODY_LEN: [usize; 28] = [
     14 + 9,
     14 + 2,
     14 + 11,
@@ -626,6 +685,8 @@ const BODY_LEN: [usize; 26] = [
     14 + 6,
     12,
     10,
+    7,
+    2,
 ];
 
 struct W(Vec<u8>);

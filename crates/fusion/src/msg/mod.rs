@@ -12,15 +12,19 @@
 //! Little-endian; the CRC32C covers everything before it. Each type's body
 //! has a fixed length (a [`Msg::Report`]'s is its entry count times the
 //! entry size), so a decoder checks the length against the type before
-//! reading a field. The epoch is the cluster incarnation of the sender's
-//! last reconfiguration: a message of another epoch is dropped, so nothing
-//! sent before a reconfiguration changes the state rebuilt by it. Every message names a request id (`rid`,
+//! reading a field. The epoch is twice the cluster incarnation of the
+//! sender's last reconfiguration or join, plus one for a reconfiguration
+//! (`gcs::wire_epoch`): a message of another epoch is dropped (but for
+//! the epoch just before a join, which froze nothing), so nothing sent
+//! before a reconfiguration changes the state rebuilt by it. Every message names a request id (`rid`,
 //! per-requester and increasing) so a late or duplicate reply is known for
 //! what it is; decoding never panics.
 //!
 //! Version 3 adds dynamic remastering ([`Msg::Moved`], [`Msg::Handover`],
 //! [`Msg::HandoverAck`]): a version 2 node would not follow a redirect, so
-//! the versions refuse each other rather than mix.
+//! the versions refuse each other rather than mix. Version 4 adds the join
+//! without a freeze ([`Msg::JoinDone`], [`Msg::JoinAck`]): a version 3
+//! node would neither hand a joiner its chunks nor know to wait for them.
 //!
 //! [`Channel::Control`]: icx_core::Channel::Control
 //! [`Channel::Block`]: icx_core::Channel::Block
@@ -31,7 +35,7 @@ use icx_core::NodeId;
 use std::fmt;
 
 pub const MAGIC: [u8; 2] = *b"GC";
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 const HDR: usize = 14;
 /// Entries in one [`Msg::Report`] at most (a report of a whole cache is
 /// cut in chunks of this many).
@@ -45,6 +49,22 @@ const TRAILER: usize = 4;
 pub const HANDOVER_MAX: usize = 512;
 /// Bytes of one [`DirItem`].
 const DIR_ITEM_LEN: usize = 13;
+/// Routes in one [`Msg::JoinDone`] part at most (a node knowing more
+/// sends them in parts).
+pub const JOIN_ROUTES_MAX: usize = 1024;
+/// Bytes of one [`RouteItem`].
+const ROUTE_ITEM_LEN: usize = 12;
+
+/// A remastered chunk's route, as a member tells a joiner
+/// ([`Msg::JoinDone`]): the chunk starting at `first` is mastered by
+/// `master` since its move `version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteItem {
+    pub file: FileNo,
+    pub first: BlockNo,
+    pub master: NodeId,
+    pub version: u32,
+}
 
 /// One field of a master's directory entry for a block, as a remaster
 /// hands it to the new master ([`Msg::Handover`]): the whole of
@@ -340,6 +360,21 @@ pub enum Msg {
         first: BlockNo,
         version: u32,
     },
+    /// After a view that only adds members, part `part` of `parts` of what
+    /// the sender tells each joiner (resent until [`Msg::JoinAck`]). From a
+    /// member that served the last epoch (`established`): every chunk it
+    /// mastered that the joiner now masters was handed over already, and
+    /// `routes` are the remastered chunks it knows. From a joiner (not
+    /// `established`), to every other member: it has nothing; a cluster
+    /// whose members are all joiners is a cold start and reconfigures.
+    JoinDone {
+        part: u16,
+        parts: u16,
+        established: bool,
+        routes: Vec<RouteItem>,
+    },
+    /// Every part of the receiver's JoinDone arrived.
+    JoinAck { parts: u16 },
 }
 
 /// Why bytes are not a message.

@@ -16,7 +16,7 @@ fn req_bytes() {
     assert_eq!(
         &b[..b.len() - 4],
         &[
-            b'G', b'C', 3, 1, 23, 0, 0x55, 0, 0, 0, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 3, 0, 0x0d,
+            b'G', b'C', 4, 1, 23, 0, 0x55, 0, 0, 0, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 3, 0, 0x0d,
             0x0c, 0x0b, 0x0a, 0, 0x99, 0, 0, 0, 0, 0, 0, 0
         ]
     );
@@ -42,7 +42,7 @@ fn ship_bytes() {
     assert_eq!(
         &b[..b.len() - 4],
         &[
-            b'G', b'C', 3, 6, 25, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 0,
+            b'G', b'C', 4, 6, 25, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 0,
             0, 0x34, 0x12, 0, 0, 0, 0, 0, 0, 2, 1, 1
         ]
     );
@@ -100,6 +100,39 @@ fn handover_bytes() {
         Msg::decode(&off.encode(1)),
         Err(DecodeError::Field("handover"))
     );
+}
+
+#[test]
+fn join_done_bytes() {
+    let m = Msg::JoinDone {
+        part: 0,
+        parts: 1,
+        established: true,
+        routes: vec![RouteItem {
+            file: 1,
+            first: 48,
+            master: NodeId(3),
+            version: 2,
+        }],
+    };
+    let b = m.encode(9);
+    assert_eq!(b.len(), 14 + 7 + 12 + 4);
+    assert_eq!(&b[14..21], &[0, 0, 1, 0, 1, 1, 0]);
+    assert_eq!(&b[21..33], &[1, 0, 48, 0, 0, 0, 3, 0, 2, 0, 0, 0]);
+    assert_eq!(Msg::decode(&b), Ok((9, m.clone())));
+    // A route count the length does not carry, a flag that is not 0 or 1,
+    // a part past the parts, a route off a chunk boundary: refused.
+    let mut c = b.clone();
+    c[19] = 2;
+    assert!(Msg::decode(&c).is_err());
+    for (at, v, why) in [(18, 2u8, "flag"), (14, 1, "join"), (23, 49, "route")] {
+        let mut c = b.clone();
+        c[at] = v;
+        let n = c.len() - 4;
+        let crc = crc32c::crc32c(&c[..n]);
+        c[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Msg::decode(&c), Err(DecodeError::Field(why)), "byte {at}");
+    }
 }
 
 #[test]
@@ -354,6 +387,29 @@ pub(crate) fn msg() -> impl Strategy<Value = Msg> {
                 version,
             }
         }),
+        (
+            0u16..4,
+            any::<bool>(),
+            proptest::collection::vec(
+                (any::<u16>(), 0u32..1000, any::<u16>(), any::<u32>()),
+                0..20
+            )
+        )
+            .prop_map(|(part, established, r)| Msg::JoinDone {
+                part,
+                parts: part + 1,
+                established,
+                routes: r
+                    .into_iter()
+                    .map(|(file, c, m, version)| RouteItem {
+                        file,
+                        first: c * crate::grd::CHUNK,
+                        master: NodeId(m),
+                        version,
+                    })
+                    .collect(),
+            }),
+        any::<u16>().prop_map(|parts| Msg::JoinAck { parts }),
         (rfb, 1u8..4).prop_map(|((rid, file, block), c)| Msg::Error {
             rid,
             file,

@@ -9,6 +9,7 @@ use icx_fusion::db::{Cmd, Db, DbConfig, Reply};
 use icx_fusion::gcs::{Completion, Config, Fusion};
 use icx_fusion::io::{BlockNo, FileNo};
 use icx_fusion::msg::{Access, Mode};
+use icx_fusion::redo;
 use icx_fusion::testing::{Faults, SharedDisk, SimDb, SimDisk, SimFusion};
 use icx_sim::host::{ClusterBuilder, HostNode};
 use icx_sim::{LinkConfig, Sim};
@@ -261,7 +262,7 @@ pub fn check_one_master(c: &Cluster) {
     for (file, first) in chunks {
         let mut by_epoch: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
         for (id, p) in c.protocols() {
-            if p.f.master_of(file, first) == id {
+            if p.f.serves_as_master(file, first) {
                 by_epoch.entry(p.f.epoch()).or_default().push(id);
             }
         }
@@ -279,7 +280,7 @@ pub fn check_one_master(c: &Cluster) {
 pub fn master_of(c: &Cluster, block: BlockNo) -> NodeId {
     let m: Vec<NodeId> = c
         .protocols()
-        .filter(|(id, p)| p.f.master_of(1, block) == *id)
+        .filter(|(_, p)| p.f.serves_as_master(1, block))
         .map(|(id, _)| id)
         .collect();
     assert_eq!(m.len(), 1, "block {block}: masters {m:?}");
@@ -322,6 +323,12 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// A node starts a new life: what its last one had (changes whose redo
+    /// was not yet durable among them) is no floor for it.
+    pub fn forget(&mut self, node: NodeId) {
+        self.node_max.retain(|(n, _), _| *n != node);
+    }
+
     /// [`check_invariants`], and: a node's current version of each block
     /// in `blocks` never goes back, nor does the SCN written to disk.
     pub fn step(&mut self, c: &Cluster, disk: &SharedDisk, blocks: &[BlockNo]) {
@@ -496,4 +503,84 @@ pub fn checkpoint_all(c: &mut Cluster, nodes: u16) {
 
 pub fn bulk(s: &str) -> Reply {
     Reply::Bulk(s.as_bytes().to_vec())
+}
+
+/// A command to its reply, asked again while the reply is `TRYAGAIN`
+/// (bounded).
+pub fn run_retry(c: &mut Cluster, n: u16, args: &[&str]) -> Reply {
+    for _ in 0..400 {
+        match run_cmd(c, n, args) {
+            Reply::Error(e) if e.starts_with("TRYAGAIN") => c.run_for(Duration::from_millis(5)),
+            r => return r,
+        }
+    }
+    panic!("node {n}: {args:?} still TRYAGAIN after 400 tries");
+}
+
+/// The members `members` see view `epoch`.
+pub fn view(c: &mut Cluster, epoch: u64, members: &[u16]) {
+    let m: Vec<NodeId> = members.iter().map(|&n| NodeId(n)).collect();
+    for &n in members {
+        let now = c.now();
+        node_mut(c, n).f.set_members(now, epoch, &m);
+        c.node_mut(NodeId(n));
+    }
+}
+
+/// Kill -9: the node and everything it had in flight are gone.
+pub fn kill(c: &mut Cluster, n: u16) -> HostNode<SimFusion> {
+    c.remove_node(NodeId(n)).expect("a node to kill")
+}
+
+/// The killed node's next incarnation: an empty cache, its redo log
+/// continued from the end of its valid records, recovery at open (as
+/// `fusion-node` opens), a key-value executor.
+pub fn restart(
+    c: &mut Cluster,
+    old: HostNode<SimFusion>,
+    disk: &SharedDisk,
+    seed: u64,
+    cfg: impl Fn(NodeId) -> Config,
+) {
+    let id = old.id();
+    let mut fc = cfg(id);
+    fc.open_recovery = true;
+    let log = disk.borrow().redo.get(&id).cloned().unwrap_or_default();
+    fc.redo_tail = redo::scan(&log, 0, None).end;
+    let members = old.members();
+    let f = Fusion::new(fc, old.endpoint().pool().clone(), &members);
+    let mut sf = SimFusion::new(f, disk.clone(), seed);
+    sf.db = Some(SimDb::new(Db::new(db_config()), WALL));
+    c.add_node(id, old.restarted(sf).expect("a new incarnation"));
+}
+
+/// Runs until no member reconfigures or joins (bounded); panics with
+/// what each waits for if not.
+pub fn wait_reconfigured(c: &mut Cluster, members: &[u16]) {
+    let ok = c.run_until_cond(Duration::from_secs(30), 5_000_000, |c| {
+        members.iter().all(|&n| {
+            let f = &node(c, n).f;
+            f.reconfiguration().is_none() && f.joining().is_none()
+        })
+    });
+    if !ok {
+        for &n in members {
+            let f = &node(c, n).f;
+            eprintln!(
+                "node {n}: epoch {} recon {:?} join {:?}\n{}",
+                f.epoch(),
+                f.reconfiguration(),
+                f.joining(),
+                f.dump()
+            );
+        }
+    }
+    assert!(ok, "reconfiguration never finished");
+}
+
+pub fn int(r: &Reply) -> i64 {
+    match r {
+        Reply::Integer(v) => *v,
+        other => panic!("not an integer: {other:?}"),
+    }
 }

@@ -21,6 +21,14 @@ impl Data {
             };
             return format!("recovering in cluster incarnation {}: {phase}", r.epoch);
         }
+        if let Some(j) = self.fusion.as_ref().and_then(|f| f.joining()) {
+            let what = if j.joiner {
+                "joining"
+            } else {
+                "handing chunks to a joining node"
+            };
+            return format!("open, {what} in cluster incarnation {}", j.epoch);
+        }
         match self.gate.state() {
             GateState::Open {
                 view, joined: None, ..
@@ -55,6 +63,7 @@ impl Data {
         f.kv("recovery_epoch", fu.epoch());
         let st = fu.stats();
         f.kv("reconfigurations", st.gc_reconfigurations);
+        self.info_join(fu, f);
         let Some(r) = fu.reconfiguration().or(fu.last_reconfiguration()) else {
             return;
         };
@@ -82,6 +91,30 @@ impl Data {
         f.kv("last_recovery_set_blocks", r.recovery_set);
         f.kv("last_blocks_recovered", r.blocks_recovered);
         f.kv("last_redo_records_applied", r.records_applied);
+    }
+
+    /// The join (a view that only added members, taken without a freeze)
+    /// under way, or else the last one.
+    fn info_join(&self, fu: &icx_fusion::gcs::Fusion, f: &mut Fields<'_>) {
+        let cur = fu.joining();
+        f.kv("join_state", if cur.is_some() { "joining" } else { "idle" });
+        f.kv("joins", fu.stats().gc_joins);
+        let Some(j) = cur.or(fu.last_join()) else {
+            return;
+        };
+        let ids: Vec<String> = j.joined.iter().map(|n| n.0.to_string()).collect();
+        f.kv("last_join_incarnation", j.epoch);
+        f.kv("last_join_joined", ids.join(","));
+        f.kv("last_join_role", if j.joiner { "joiner" } else { "member" });
+        let ms = |t: Option<icx_core::Instant>| {
+            t.map_or("-".to_string(), |t| {
+                format!("{:.3}", (t - j.started).as_secs_f64() * 1e3)
+            })
+        };
+        f.kv("last_join_ready_ms", ms(j.ready));
+        f.kv("last_join_done_ms", ms(j.done));
+        f.kv("last_join_chunks_handed", j.chunks_handed);
+        f.kv("last_join_requests_held", j.requests_held);
     }
 
     pub(crate) fn info_gc(&self, f: &mut Fields<'_>) {

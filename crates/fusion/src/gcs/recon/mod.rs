@@ -1,6 +1,7 @@
 //! Reconfiguration and instance recovery.
 //!
-//! A change of the member set (a node evicted or gone, a node joining), and
+//! A change of the member set (a node evicted or gone; a node joining when
+//! it cannot be a join without a freeze, [`super::join`]), and
 //! the opening of the service when [`Config::open_recovery`] is set, start
 //! a reconfiguration in the epoch of the new view (Oracle's "Reconfiguration
 //! started (old inc A, new inc B)"):
@@ -17,7 +18,8 @@
 //!    directory back when every member's report is in. Nothing is read
 //!    from disk that a survivor holds: a block with a surviving current
 //!    holder is served again from here on.
-//! 3. **Redo scan** (when a node departed, or at open). The master reads
+//! 3. **Redo scan** (always: a freeze may drop an X ship in flight, its
+//!    only current image, and a recovery cut short is not done). The master reads
 //!    every node's redo log (the logs are never truncated, so together
 //!    they hold every acknowledged change) and keeps the records of the
 //!    blocks it masters that no member holds current: the recovery set.
@@ -75,7 +77,8 @@ pub struct ReconReport {
     pub members: Vec<NodeId>,
     pub departed: Vec<NodeId>,
     pub joined: Vec<NodeId>,
-    /// Whether the redo logs are scanned (a departure, or the open).
+    /// Whether the redo logs are scanned (always since the join without a
+    /// freeze: any freeze may drop a ship in flight; kept for `INFO`).
     pub recover: bool,
     pub phase: ReconPhase,
     pub started: Instant,
@@ -105,7 +108,7 @@ impl ReconReport {
 pub(crate) struct Recon {
     pub report: ReconReport,
     /// Report chunks not yet acknowledged, by master.
-    unacked: BTreeMap<NodeId, Vec<Msg>>,
+    unacked: super::Unacked,
     resend_at: Instant,
     /// As a master: chunk count and chunks got, per reporter.
     got: BTreeMap<NodeId, (u16, BTreeSet<u16>)>,
@@ -141,11 +144,16 @@ impl Fusion {
         now: Instant,
         epoch: u64,
         (departed, joined): (Vec<NodeId>, Vec<NodeId>),
-        recover: bool,
     ) {
-        let old_epoch = self.epoch;
-        self.epoch = epoch;
+        // Redo is scanned whatever changed: a freeze can drop an X ship in
+        // flight (its only current image; the shipper keeps a PI and the
+        // redo), so after any reconfiguration a block may have no current
+        // holder; and a recovery cut short is not done.
+        let recover = true;
+        let old_epoch = self.epoch / 2;
+        self.epoch = super::wire_epoch(epoch, true);
         self.stats.gc_reconfigurations += 1;
+        self.join_reset();
         // Before anything is routed: the rebuild and every request of the
         // new epoch go to the rendezvous masters.
         self.drm_reset();
@@ -204,7 +212,12 @@ impl Fusion {
             pi_wait: BTreeMap::new(),
         });
         self.send_reports();
-        // What peers already in this epoch sent, now that this node is.
+        self.take_early();
+    }
+
+    /// What peers already in this epoch sent, now that this node is.
+    pub(crate) fn take_early(&mut self) {
+        let epoch = self.epoch;
         let early = std::mem::take(&mut self.early);
         for (e, from, m) in early {
             match e.cmp(&epoch) {
@@ -233,6 +246,8 @@ impl Fusion {
         self.dir.clear();
         self.busy.clear();
         self.pi_retries.clear();
+        // A write in flight tells the rebuilt directory's master.
+        self.write_master.clear();
         self.deferred.clear();
         self.local.clear();
         self.img_buf.clear();
@@ -287,25 +302,14 @@ impl Fusion {
         }
         let mut unacked = BTreeMap::new();
         for (m, held) in by {
-            let chunks = held.len().div_ceil(REPORT_CHUNK).max(1);
-            let msgs: Vec<Msg> = (0..chunks)
-                .map(|i| Msg::Report {
-                    chunk: i as u16,
-                    chunks: chunks as u16,
-                    entries: held
-                        .iter()
-                        .skip(i * REPORT_CHUNK)
-                        .take(REPORT_CHUNK)
-                        .copied()
-                        .collect(),
-                })
-                .collect();
+            let msgs = super::in_parts(&held, REPORT_CHUNK, |chunk, chunks, entries| Msg::Report {
+                chunk,
+                chunks,
+                entries,
+            });
             unacked.insert(m, msgs);
         }
-        let all: Vec<(NodeId, Msg)> = unacked
-            .iter()
-            .flat_map(|(&m, v)| v.iter().map(move |x| (m, x.clone())))
-            .collect();
+        let all = super::all_unacked(&unacked);
         if let Some(rc) = self.recon.as_mut() {
             rc.unacked = unacked;
         }
@@ -444,11 +448,7 @@ impl Fusion {
             return;
         }
         rc.resend_at = now + timeout;
-        let again: Vec<(NodeId, Msg)> = rc
-            .unacked
-            .iter()
-            .flat_map(|(&m, v)| v.iter().map(move |x| (m, x.clone())))
-            .collect();
+        let again = super::all_unacked(&rc.unacked);
         let retry = std::mem::take(&mut rc.log_retry);
         let pis: Vec<(NodeId, Msg)> = rc
             .pi_wait

@@ -373,7 +373,7 @@ impl Fusion {
         e.global = global;
         e.dropping = false;
         self.cache.touch(key);
-        self.completed.insert(key, (rid, false, scn));
+        self.completed.insert(key, (rid, false, scn, self.me));
         self.stats.recovery_redo_records_applied += applied;
         if applied > 0 {
             self.stats.recovery_blocks_recovered += 1;
