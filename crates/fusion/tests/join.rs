@@ -256,3 +256,38 @@ fn routes_survive_a_join_and_the_joiner_learns_them() {
     let mut checked = disk.borrow().reads.len();
     check_invariants(&c, &disk, &mut checked);
 }
+
+/// The joiner's service opens after the others started handing it its
+/// chunks (their first handovers and JoinDone find it closed): its own
+/// JoinDone makes them send again at once, not on their timers (virtual
+/// time, asserted).
+#[test]
+fn a_joiner_that_opens_late_gets_its_chunks_at_once() {
+    run_seeds(&[0x331, 0x332], |seed| {
+        let (mut c, disk, old) = three_then_two(seed);
+        restart(&mut c, old, &disk, seed ^ 0x44, cfg);
+        // The survivors' view first (node 2 sees 1, 2, 3); node 3 later.
+        let m: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        for n in [1u16, 2] {
+            let now = c.now();
+            node_mut(&mut c, n).f.set_members(now, 3, &m);
+            c.node_mut(NodeId(n));
+        }
+        c.run_for(Duration::from_millis(30));
+        let now = c.now();
+        node_mut(&mut c, 3).f.set_members(now, 3, &m);
+        c.node_mut(NodeId(3));
+        let opened = c.now();
+        wait_reconfigured(&mut c, &[1, 2, 3]);
+        let j = node(&c, 3).f.last_join().expect("a join").clone();
+        let ready = j.ready.expect("ready") - opened;
+        assert!(
+            ready < Duration::from_millis(20),
+            "seed {seed}: the joiner's share took {ready:?} (a resend timer)"
+        );
+        for k in 0..KEYS {
+            let r = run_cmd(&mut c, 3, &["GET", &key(k)]);
+            assert_eq!(r, bulk(&format!("v{k}")), "seed {seed}: node 3 {}", key(k));
+        }
+    });
+}

@@ -381,6 +381,11 @@ impl Fusion {
             let inc = self.epoch / 2;
             self.reconfigure(now, inc, (Vec::new(), vec![self.me]));
         }
+        if !established {
+            // A joiner's service is open now: what was sent to it before
+            // (dropped, unless it opened first) goes again at once.
+            self.join_resend_to(from);
+        }
         let Some(j) = self.join.cur.as_mut().filter(|j| j.report.joiner) else {
             // Not joining (or done): the ack was lost, or it is a fellow
             // joiner's note.
@@ -536,6 +541,18 @@ impl Fusion {
         self.join.epoch = None;
         self.join.compat = None;
         self.join.fresh = None;
+    }
+
+    /// Every handover and JoinDone part not yet acknowledged by `to`,
+    /// sent again.
+    fn join_resend_to(&mut self, to: NodeId) {
+        let mut again: Vec<Msg> = self.drm.unacked_to(to);
+        if let Some(j) = self.join.cur.as_ref() {
+            again.extend(j.unacked.get(&to).into_iter().flatten().cloned());
+        }
+        for m in again {
+            self.send(to, m);
+        }
     }
 
     /// Resends JoinDone parts unanswered.

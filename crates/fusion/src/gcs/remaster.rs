@@ -77,6 +77,15 @@ impl Drm {
         self.unacked.values().map(|r| r.deadline).min()
     }
 
+    /// The handovers `to` has not acknowledged.
+    pub(crate) fn unacked_to(&self, to: NodeId) -> Vec<Msg> {
+        self.unacked
+            .values()
+            .filter(|r| r.to == to)
+            .map(|r| r.msg.clone())
+            .collect()
+    }
+
     /// No chunk frozen or handover unacknowledged.
     pub(crate) fn idle(&self) -> bool {
         self.leaving.is_empty() && self.unacked.is_empty()
