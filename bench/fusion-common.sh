@@ -2,7 +2,8 @@
 # clusters of it on 127.0.0.1 in a temporary directory removed on exit
 # (every process started is killed by PID).
 cargo build --release -q -p icx-node
-BIN=$PWD/target/release/fusion-node
+# FUSION_BIN: another build to run (an older commit's, as a baseline).
+BIN=${FUSION_BIN:-$PWD/target/release/fusion-node}
 WORK=$(mktemp -d /tmp/icx-fusion-bench.XXXXXX)
 PIDS=()
 declare -A NODE_PID   # node number -> PID, of the cluster started last

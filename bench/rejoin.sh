@@ -17,6 +17,10 @@
 #
 #   bash bench/rejoin.sh [ROUNDS] [KEYS] [WINDOW_S]
 #   bash bench/rejoin.sh 3 2000 10
+#   REJOIN_OLD_BIN=/path/to/fusion-node bash bench/rejoin.sh 3 2000 8
+# With REJOIN_OLD_BIN (a build of an older commit, whose rejoin froze the
+# whole directory), each round runs that build too, right after, and the
+# table compares the two rejoin windows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -82,8 +86,8 @@ window() {
 
 kv() { echo "$1" | sed -n "s/.*\b$2=\([0-9.]*\).*/\1/p"; }
 
-run_round() { # ROUND
-  local r=$1 name="j-$1" d p1=$BASE p2=$((BASE + 1)) p3=$((BASE + 2))
+run_round() { # ROUND [TAG]
+  local r=$1 name="j-$1${2:-}" d p1=$BASE p2=$((BASE + 1)) p3=$((BASE + 2))
   start_fusion "$name" 3 "$BASE"
   d="$WORK/$name"
   seq 1 "$KEYS" | awk '$1 % 2 {print "SET key:" $1 " a-" $1}' | redis-cli -p $p1 >/dev/null
@@ -104,16 +108,20 @@ run_round() { # ROUND
   PIDS+=($!); NODE_PID[3]=$!
   rejoin=$(window "$name-rejoin" $p1 $p2 $((r * 10 + 5)))
   after=$(window "$name-after" $p1 $p2 $((r * 10 + 7)))
-  [ "$(info $p1 recovery joins)" -gt "$joins" ] || { echo "round $r: node 3 did not rejoin within ${WINDOW}s" >&2; tail "$d/n3.log" >&2; exit 1; }
+  # A join (this build) or a reconfiguration for it (an older one).
+  [ "$(info $p1 recovery joins)" != "$joins" ] || [ "$(info $p1 recovery reconfigurations)" != "$rc1" ] ||
+    { echo "round $r: node 3 did not rejoin within ${WINDOW}s" >&2; tail "$d/n3.log" >&2; exit 1; }
   ready=$(info $p3 recovery last_join_ready_ms); held=$(info $p3 recovery last_join_requests_held)
-  chunks=$(( $(info $p1 recovery last_join_chunks_handed) + $(info $p2 recovery last_join_chunks_handed) ))
+  local h1 h2
+  h1=$(info $p1 recovery last_join_chunks_handed); h2=$(info $p2 recovery last_join_chunks_handed)
+  chunks=$(( ${h1:-0} + ${h2:-0} ))
   local recon=$(( $(info $p1 recovery reconfigurations) - rc1 + $(info $p2 recovery reconfigurations) - rc2 ))
   if [ -n "${REJOIN_DEBUG:-}" ]; then
     for i in 1 2 3; do
       echo "node $i: $(redis-cli -p $((BASE + i - 1)) INFO gc | tr -d '\r' | grep -E '_lost|stale_epoch|redirects|join|domain|failed' | tr '\n' ' ')"
     done >&2
   fi
-  echo "round $r steady $steady | rejoin $rejoin | after $after | recon=$recon chunks=$chunks ready=$ready held=$held"
+  echo "round $r steady $steady | rejoin $rejoin | after $after | recon=$recon chunks=$chunks ready=${ready:--} held=${held:--}"
   if [ -n "${REJOIN_DEBUG:-}" ]; then
     for i in 1 2 3; do grep -v '^\s*$' "$d/n$i.log" | tail -25 | sed "s/^/n$i: /"; done >&2
   fi
@@ -124,6 +132,9 @@ echo "# bench/rejoin.sh $ROUNDS $KEYS $WINDOW on $(date -u '+%Y-%m-%d %H:%M UTC'
 OUT="$WORK/rounds.txt"
 for r in $(seq 1 "$ROUNDS"); do
   run_round "$r" | tee -a "$OUT"
+  if [ -n "${REJOIN_OLD_BIN:-}" ]; then
+    (BIN=$REJOIN_OLD_BIN; run_round "$r" old | sed 's/^round/old/') | tee -a "$WORK/old.txt"
+  fi
 done
 echo
 # field WINDOW KEY LINE: a window's value in a round's line.
@@ -144,3 +155,17 @@ done < "$OUT"
 ratio() { while read -r line; do awk -v a="$(field "$1" "$3" "$line")" -v b="$(field "$2" "$3" "$line")" 'BEGIN {print a / b}'; done < "$OUT" | median; }
 echo
 echo "medians of per-round ratios: ops rejoin/steady $(ratio rejoin steady ops), rejoin/after $(ratio rejoin after ops); p99 rejoin/steady $(ratio rejoin steady p99), rejoin/after $(ratio rejoin after p99)"
+if [ -n "${REJOIN_OLD_BIN:-}" ]; then
+  echo
+  echo "| round | rejoin ops this / old | ratio | errors this / old | p99 ms this / old | max ms this / old | survivors' reconfigurations this / old |"
+  echo "|---|---|---|---|---|---|---|"
+  paste -d'#' "$OUT" "$WORK/old.txt" | while IFS='#' read -r a b; do
+    printf '| %s | %s / %s | %.3f | %s / %s | %s / %s | %s / %s | %s / %s |\n' "$(echo "$a" | awk '{print $2}')" \
+      "$(field rejoin ops "$a")" "$(field rejoin ops "$b")" \
+      "$(awk -v x="$(field rejoin ops "$a")" -v y="$(field rejoin ops "$b")" 'BEGIN {print x / y}')" \
+      "$(field rejoin errors "$a")" "$(field rejoin errors "$b")" "$(field rejoin p99 "$a")" "$(field rejoin p99 "$b")" \
+      "$(field rejoin max "$a")" "$(field rejoin max "$b")" "$(kv "${a##*|}" recon)" "$(kv "${b##*|}" recon)"
+  done
+  echo
+  echo "median rejoin ops ratio this/old: $(paste -d'#' "$OUT" "$WORK/old.txt" | while IFS='#' read -r a b; do awk -v x="$(field rejoin ops "$a")" -v y="$(field rejoin ops "$b")" 'BEGIN {print x / y}'; done | median)"
+fi
