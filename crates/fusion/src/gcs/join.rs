@@ -442,12 +442,8 @@ impl Fusion {
             return self.join_escalate(now);
         }
         j.report.ready = Some(now);
-        let held = std::mem::take(&mut j.held);
         self.alert("Global Resource Directory: share of the joining instance complete".into());
-        for (from, m) in held {
-            self.local.push_back((from, m));
-        }
-        self.join_finish(now);
+        self.join_release(now);
     }
 
     /// Holds a request for a chunk this joiner masters but whose directory
@@ -477,18 +473,19 @@ impl Fusion {
             && (j.report.ready.is_none() || self.drm.incoming.contains_key(&chunk_of(key.0, key.1)))
     }
 
-    /// A chunk's handover was installed here: its held requests go on.
-    pub(crate) fn join_installed(&mut self, now: Instant, chunk: ChunkId) {
-        let Some(j) = self.join.cur.as_mut() else {
+    /// Held requests whose chunk this joiner serves now (its share is
+    /// complete, or the chunk's handover was installed) go on; the rest
+    /// stay held (counted once).
+    pub(crate) fn join_release(&mut self, now: Instant) {
+        let Some(held) = self.join.cur.as_mut().map(|j| std::mem::take(&mut j.held)) else {
             return;
         };
-        if j.report.ready.is_none() {
-            return;
-        }
-        let (go, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut j.held)
+        let (keep, go): (Vec<_>, Vec<_>) = held
             .into_iter()
-            .partition(|(_, m)| master_bound(m).is_some_and(|k| chunk_of(k.0, k.1) == chunk));
-        j.held = keep;
+            .partition(|(_, m)| master_bound(m).is_some_and(|k| self.join_pending(k)));
+        if let Some(j) = self.join.cur.as_mut() {
+            j.held = keep;
+        }
         self.local.extend(go);
         self.join_finish(now);
     }

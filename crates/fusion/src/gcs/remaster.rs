@@ -350,7 +350,7 @@ impl Fusion {
                 self.send_want(k);
             }
         }
-        self.join_installed(now, chunk);
+        self.join_release(now);
     }
 
     pub(crate) fn m_handover_ack(&mut self, (file, first): (FileNo, BlockNo), version: u32) {
