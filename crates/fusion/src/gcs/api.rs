@@ -267,11 +267,13 @@ impl Fusion {
     }
 
     /// A new membership view. The first call opens the service (with
-    /// instance recovery when [`Config::open_recovery`]); a later one that
-    /// changes the member set reconfigures ([`recon`](super::recon)):
-    /// departed nodes' slots move, joiners take back theirs, the directory
-    /// is rebuilt from every member's report, and after a departure every
-    /// block no survivor holds is recovered from the redo logs.
+    /// instance recovery when `Config::open_recovery`, or as a joiner when
+    /// others are members already); a later one that only adds members is
+    /// a join, without a freeze (`join`: the joiners take back their
+    /// slots chunk by chunk); any other change reconfigures (`recon`):
+    /// departed nodes' slots move, the directory is rebuilt from every
+    /// member's report, and every block no member holds current is
+    /// recovered from the redo logs.
     pub fn set_members(&mut self, now: Instant, incarnation: u64, members: &[NodeId]) {
         self.apply_members(now, incarnation, members, Vec::new());
     }

@@ -299,8 +299,6 @@ impl Fusion {
             self.retries.get(&(key, RETRY_WRITE)),
             Some(Retry { msg: Msg::WriteReq { rid: r, .. }, .. }) if *r == rid
         );
-        // The WriteDone ends the granting master's conversion.
-        let to = from;
         if !ours {
             // A duplicate grant: its write is running (its WriteDone will
             // come), or done: the WriteDone again (SCN 0, discarding
@@ -320,7 +318,8 @@ impl Fusion {
                 block: key.1,
                 scn,
             };
-            self.send(to, m);
+            // The WriteDone ends the granting master's conversion.
+            self.send(from, m);
             return;
         }
         self.retries.remove(&(key, RETRY_WRITE));
@@ -340,7 +339,8 @@ impl Fusion {
                 block: key.1,
                 scn: 0,
             };
-            self.send(to, m);
+            // The WriteDone ends the granting master's conversion.
+            self.send(from, m);
             self.finish_write_ops(key, Ok(self.cache.get(key).map_or(0, |e| e.scn)));
             self.run_deferred(now, key);
         }

@@ -148,8 +148,8 @@ impl Fusion {
         self.last_recon.as_ref()
     }
 
-    /// The epoch messages are sent in (the cluster incarnation of the last
-    /// reconfiguration).
+    /// The cluster incarnation of the last reconfiguration or join (the
+    /// epoch on the wire is derived from it: [`super::wire_epoch`]).
     pub fn epoch(&self) -> u64 {
         self.epoch / 2
     }

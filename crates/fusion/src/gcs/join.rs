@@ -40,6 +40,7 @@
 //! joiner comes, takes that path; it is safe from any state a handover
 //! can be in, as after a crash mid-remaster.
 
+use super::parts::{self, PartsIn};
 use super::Fusion;
 use crate::grd::{chunk_of, ChunkId, CHUNK};
 use crate::io::{BlockNo, FileNo};
@@ -76,8 +77,8 @@ pub struct JoinReport {
 /// A node's join state.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct JoinState {
-    /// The epoch this node entered by a join (no freeze): a report in it
-    /// turns the join into a reconfiguration.
+    /// The epoch this node entered by a join (no freeze): a message of the
+    /// odd epoch after it turns the join into a reconfiguration.
     epoch: Option<u64>,
     /// The epoch before it, whose messages are still accepted.
     compat: Option<u64>,
@@ -94,10 +95,10 @@ struct Join {
     /// Old master: chunks still to hand over.
     handing: BTreeSet<ChunkId>,
     /// JoinDone parts not yet acknowledged, by member.
-    unacked: super::Unacked,
+    unacked: parts::Unacked,
     resend_at: Instant,
-    /// Joiner: per member, its part count and the parts in.
-    got: BTreeMap<NodeId, (u16, BTreeSet<u16>)>,
+    /// Joiner: the JoinDone parts in, per member.
+    got: PartsIn,
     /// Joiner: a member that served the last epoch answered.
     established: bool,
     /// Joiner: requests for chunks not complete here yet.
@@ -220,7 +221,7 @@ impl Fusion {
             handing: handing.clone(),
             unacked: BTreeMap::new(),
             resend_at: now + JOIN_RESEND,
-            got: BTreeMap::new(),
+            got: PartsIn::default(),
             established: true,
             held: Vec::new(),
         });
@@ -263,7 +264,7 @@ impl Fusion {
             handing: BTreeSet::new(),
             unacked,
             resend_at: now + JOIN_RESEND,
-            got: BTreeMap::new(),
+            got: PartsIn::default(),
             established: false,
             held: Vec::new(),
         });
@@ -329,7 +330,7 @@ impl Fusion {
                 version: r.version,
             })
             .collect();
-        let msgs = super::in_parts(&routes, JOIN_ROUTES_MAX, |part, parts, routes| {
+        let msgs = parts::in_parts(&routes, JOIN_ROUTES_MAX, |part, parts, routes| {
             Msg::JoinDone {
                 part,
                 parts,
@@ -391,12 +392,10 @@ impl Fusion {
             // joiner's note.
             return self.send(from, Msg::JoinAck { parts });
         };
-        let g = j.got.entry(from).or_insert((parts, BTreeSet::new()));
-        if g.0 != parts || part >= parts {
+        let Some(new) = j.got.add(from, part, parts) else {
             return;
-        }
-        let new = g.1.insert(part);
-        let complete = g.1.len() == usize::from(parts);
+        };
+        let complete = j.got.complete(from);
         j.established |= established;
         if new && established {
             for r in routes {
@@ -411,12 +410,7 @@ impl Fusion {
 
     pub(crate) fn j_join_ack(&mut self, now: Instant, from: NodeId, parts: u16) {
         if let Some(j) = self.join.cur.as_mut() {
-            if j.unacked
-                .get(&from)
-                .is_some_and(|v| v.len() == usize::from(parts))
-            {
-                j.unacked.remove(&from);
-            }
+            parts::acked(&mut j.unacked, from, parts);
         }
         self.join_finish(now);
     }
@@ -429,11 +423,10 @@ impl Fusion {
         let Some(j) = self.join.cur.as_mut() else {
             return;
         };
-        let all = members.iter().filter(|&&m| m != me).all(|m| {
-            j.got
-                .get(m)
-                .is_some_and(|(n, got)| got.len() == usize::from(*n))
-        });
+        let all = members
+            .iter()
+            .filter(|&&m| m != me)
+            .all(|&m| j.got.complete(m));
         if !all || j.report.ready.is_some() {
             return;
         }
@@ -561,7 +554,7 @@ impl Fusion {
             return;
         }
         j.resend_at = now + JOIN_RESEND;
-        let again = super::all_unacked(&j.unacked);
+        let again = parts::all_unacked(&j.unacked);
         for (m, msg) in again {
             self.send(m, msg);
         }

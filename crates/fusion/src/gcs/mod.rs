@@ -37,6 +37,7 @@ mod holder;
 mod inspect;
 mod join;
 mod master;
+mod parts;
 mod reads;
 mod recon;
 mod redo_log;
@@ -393,33 +394,6 @@ pub(crate) fn wire_epoch(incarnation: u64, recon: bool) -> u64 {
     incarnation
         .saturating_mul(2)
         .saturating_add(u64::from(recon))
-}
-
-/// Messages kept until their peer acknowledges them all (a report's
-/// chunks, a join's parts), by peer.
-pub(crate) type Unacked = BTreeMap<NodeId, Vec<Msg>>;
-
-/// Every message of `u` with its peer, to send (again).
-pub(crate) fn all_unacked(u: &Unacked) -> Vec<(NodeId, Msg)> {
-    u.iter()
-        .flat_map(|(&m, v)| v.iter().map(move |x| (m, x.clone())))
-        .collect()
-}
-
-/// `items` cut in parts of at most `max` (one, empty, when there are
-/// none), each made a message by `msg(part, parts, items)`.
-pub(crate) fn in_parts<T: Copy>(
-    items: &[T],
-    max: usize,
-    msg: impl Fn(u16, u16, Vec<T>) -> Msg,
-) -> Vec<Msg> {
-    let parts = items.len().div_ceil(max).max(1);
-    (0..parts)
-        .map(|i| {
-            let part = items.iter().skip(i * max).take(max).copied().collect();
-            msg(i as u16, parts as u16, part)
-        })
-        .collect()
 }
 
 /// Messages of a later epoch kept at most (a report round of every member).

@@ -42,13 +42,14 @@
 //! reports; the scan reads every log, which a checkpoint position per log
 //! would shorten (not done yet).
 
+use super::parts::{self, PartsIn};
 use super::{Fusion, GcError};
 use crate::block::Scn;
 use crate::io::{BlockNo, FileNo};
 use crate::msg::{Held, Mode, Msg, REPORT_CHUNK};
 use crate::redo::Record;
 use icx_core::{Duration, Instant, NodeId};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 mod recovery;
 
@@ -77,8 +78,8 @@ pub struct ReconReport {
     pub members: Vec<NodeId>,
     pub departed: Vec<NodeId>,
     pub joined: Vec<NodeId>,
-    /// Whether the redo logs are scanned (always since the join without a
-    /// freeze: any freeze may drop a ship in flight; kept for `INFO`).
+    /// Whether the redo logs are scanned: always (any freeze may drop a
+    /// ship in flight); kept for `INFO`'s `last_recovered_redo`.
     pub recover: bool,
     pub phase: ReconPhase,
     pub started: Instant,
@@ -108,10 +109,10 @@ impl ReconReport {
 pub(crate) struct Recon {
     pub report: ReconReport,
     /// Report chunks not yet acknowledged, by master.
-    unacked: super::Unacked,
+    unacked: parts::Unacked,
     resend_at: Instant,
-    /// As a master: chunk count and chunks got, per reporter.
-    got: BTreeMap<NodeId, (u16, BTreeSet<u16>)>,
+    /// As a master: the report chunks got, per reporter.
+    got: PartsIn,
     /// Logs still to read, and the read in flight: (node, offset, prev).
     logs: VecDeque<NodeId>,
     log_at: Option<(NodeId, u64, u32)>,
@@ -145,11 +146,6 @@ impl Fusion {
         epoch: u64,
         (departed, joined): (Vec<NodeId>, Vec<NodeId>),
     ) {
-        // Redo is scanned whatever changed: a freeze can drop an X ship in
-        // flight (its only current image; the shipper keeps a PI and the
-        // redo), so after any reconfiguration a block may have no current
-        // holder; and a recovery cut short is not done.
-        let recover = true;
         let old_epoch = self.epoch / 2;
         self.epoch = super::wire_epoch(epoch, true);
         self.stats.gc_reconfigurations += 1;
@@ -188,7 +184,12 @@ impl Fusion {
                 members,
                 departed,
                 joined,
-                recover,
+                // Redo is scanned whatever changed: a freeze can drop an
+                // X ship in flight (its only current image; the shipper
+                // keeps a PI and the redo), so after any reconfiguration a
+                // block may have no current holder; and a recovery cut
+                // short is not done.
+                recover: true,
                 phase: ReconPhase::Rebuilding,
                 started: now,
                 rebuilt: None,
@@ -202,7 +203,7 @@ impl Fusion {
             },
             unacked: BTreeMap::new(),
             resend_at: now + self.cfg.request_timeout.min(REPORT_RESEND),
-            got: BTreeMap::new(),
+            got: PartsIn::default(),
             logs,
             log_at: None,
             log_retry: false,
@@ -302,14 +303,14 @@ impl Fusion {
         }
         let mut unacked = BTreeMap::new();
         for (m, held) in by {
-            let msgs = super::in_parts(&held, REPORT_CHUNK, |chunk, chunks, entries| Msg::Report {
+            let msgs = parts::in_parts(&held, REPORT_CHUNK, |chunk, chunks, entries| Msg::Report {
                 chunk,
                 chunks,
                 entries,
             });
             unacked.insert(m, msgs);
         }
-        let all = super::all_unacked(&unacked);
+        let all = parts::all_unacked(&unacked);
         if let Some(rc) = self.recon.as_mut() {
             rc.unacked = unacked;
         }
@@ -334,11 +335,10 @@ impl Fusion {
             // Rebuilt already: the ack was lost.
             return self.send(from, Msg::ReportAck { chunks });
         };
-        let g = rc.got.entry(from).or_insert((chunks, BTreeSet::new()));
-        if g.0 != chunks || chunk >= chunks {
+        let Some(new) = rc.got.add(from, chunk, chunks) else {
             return;
-        }
-        if g.1.insert(chunk) {
+        };
+        if new {
             rc.report.entries_reported += entries.len() as u64;
             for h in entries {
                 if !mine(h) {
@@ -353,7 +353,7 @@ impl Fusion {
                 }
             }
         }
-        if g.1.len() == usize::from(g.0) {
+        if rc.got.complete(from) {
             self.send(from, Msg::ReportAck { chunks });
             self.check_rebuilt(now);
         }
@@ -361,13 +361,7 @@ impl Fusion {
 
     pub(crate) fn r_report_ack(&mut self, now: Instant, from: NodeId, chunks: u16) {
         if let Some(rc) = self.recon.as_mut() {
-            if rc
-                .unacked
-                .get(&from)
-                .is_some_and(|v| v.len() == usize::from(chunks))
-            {
-                rc.unacked.remove(&from);
-            }
+            parts::acked(&mut rc.unacked, from, chunks);
         }
         self.maybe_finish_recon(now);
     }
@@ -379,29 +373,18 @@ impl Fusion {
         if rc.report.phase != ReconPhase::Rebuilding {
             return;
         }
-        let complete = self.slots.members().iter().all(|m| {
-            rc.got
-                .get(m)
-                .is_some_and(|(n, got)| got.len() == usize::from(*n))
-        });
+        let complete = self.slots.members().iter().all(|&m| rc.got.complete(m));
         if !complete {
             return;
         }
         rc.report.rebuilt = Some(now);
         let n = rc.report.entries_reported;
-        let recover = rc.report.recover;
-        rc.report.phase = if recover {
-            ReconPhase::Scanning
-        } else {
-            ReconPhase::Done
-        };
+        rc.report.phase = ReconPhase::Scanning;
         self.alert(format!(
             "Global Resource Directory rebuilt from every member's report ({n} entries)"
         ));
-        if recover {
-            self.alert("Instance recovery: started redo scan".into());
-            self.next_log(now);
-        }
+        self.alert("Instance recovery: started redo scan".into());
+        self.next_log(now);
         self.maybe_finish_recon(now);
     }
 
@@ -448,7 +431,7 @@ impl Fusion {
             return;
         }
         rc.resend_at = now + timeout;
-        let again = super::all_unacked(&rc.unacked);
+        let again = parts::all_unacked(&rc.unacked);
         let retry = std::mem::take(&mut rc.log_retry);
         let pis: Vec<(NodeId, Msg)> = rc
             .pi_wait
