@@ -34,6 +34,23 @@ fn block(k: usize) -> BlockNo {
     block_of(key(k).as_bytes(), 1, BLOCKS).expect("a block").1
 }
 
+/// Every key read on each of `nodes` has its value (`retry`: asked again
+/// while TRYAGAIN; else a TRYAGAIN fails the test too).
+fn reads_every_key(c: &mut Cluster, nodes: &[u16], retry: bool, what: &str) {
+    for k in 0..KEYS {
+        for &n in nodes {
+            let name = key(k);
+            let get = ["GET", name.as_str()];
+            let r = if retry {
+                run_retry(c, n, &get)
+            } else {
+                run_cmd(c, n, &get)
+            };
+            assert_eq!(r, bulk(&format!("v{k}")), "{what}: node {n} {name}");
+        }
+    }
+}
+
 /// Three nodes in one view, the keys written from each in turn.
 fn three_written(seed: u64) -> (Cluster, SharedDisk) {
     let (mut c, disk) = build_db(seed, 3, cfg, db_config());
@@ -51,12 +68,7 @@ fn three_written(seed: u64) -> (Cluster, SharedDisk) {
 fn three_then_two(seed: u64) -> (Cluster, SharedDisk, HostNode<SimFusion>) {
     let (mut c, disk) = three_written(seed);
     // Node 1 reads everything: S copies of node 2's blocks, ships.
-    for k in 0..KEYS {
-        assert_eq!(
-            run_cmd(&mut c, 1, &["GET", &key(k)]),
-            bulk(&format!("v{k}"))
-        );
-    }
+    reads_every_key(&mut c, &[1], false, "before the kill");
     let old = kill(&mut c, 3);
     c.run_for(Duration::from_millis(20));
     view(&mut c, 2, &[1, 2]);
@@ -89,23 +101,15 @@ fn a_rejoin_hands_the_joiner_its_chunks_and_freezes_nothing_else() {
         assert!(node(&c, 1).f.joining().is_some(), "a join, not a freeze");
         // Straight away, during the join: every key on the survivors is
         // answered, none TRYAGAIN, the moving ones included.
-        for k in 0..KEYS {
-            for n in [1, 2] {
-                let r = run_cmd(&mut c, n, &["GET", &key(k)]);
-                assert_eq!(
-                    r,
-                    bulk(&format!("v{k}")),
-                    "seed {seed}: node {n} {}",
-                    key(k)
-                );
-            }
-        }
+        reads_every_key(
+            &mut c,
+            &[1, 2],
+            false,
+            &format!("seed {seed}, during the join"),
+        );
         // The joiner too: its requests for its own chunks wait for their
         // handover, never refused.
-        for k in 0..KEYS {
-            let r = run_cmd(&mut c, 3, &["GET", &key(k)]);
-            assert_eq!(r, bulk(&format!("v{k}")), "seed {seed}: node 3 {}", key(k));
-        }
+        reads_every_key(&mut c, &[3], false, &format!("seed {seed}, the joiner"));
         wait_reconfigured(&mut c, &[1, 2, 3]);
         for (i, n) in [1u16, 2].into_iter().enumerate() {
             let s = st(&c, n);
@@ -183,17 +187,7 @@ fn a_join_that_meets_a_reconfiguration_becomes_one_and_loses_nothing() {
                 .expect("a reconfiguration");
             assert_eq!(r.epoch, 3, "node {n} reconfigured in the join's epoch");
         }
-        for k in 0..KEYS {
-            for n in 1..=3 {
-                let r = run_retry(&mut c, n, &["GET", &key(k)]);
-                assert_eq!(
-                    r,
-                    bulk(&format!("v{k}")),
-                    "seed {seed}: node {n} {}",
-                    key(k)
-                );
-            }
-        }
+        reads_every_key(&mut c, &[1, 2, 3], true, &format!("seed {seed}"));
         settle(&mut c);
         let mut checked = disk.borrow().reads.len();
         check_invariants(&c, &disk, &mut checked);
@@ -285,9 +279,6 @@ fn a_joiner_that_opens_late_gets_its_chunks_at_once() {
             ready < Duration::from_millis(20),
             "seed {seed}: the joiner's share took {ready:?} (a resend timer)"
         );
-        for k in 0..KEYS {
-            let r = run_cmd(&mut c, 3, &["GET", &key(k)]);
-            assert_eq!(r, bulk(&format!("v{k}")), "seed {seed}: node 3 {}", key(k));
-        }
+        reads_every_key(&mut c, &[3], false, &format!("seed {seed}, the joiner"));
     });
 }

@@ -105,6 +105,47 @@ struct Join {
     held: Vec<(NodeId, Msg)>,
 }
 
+impl JoinReport {
+    fn new(
+        now: Instant,
+        (old_epoch, epoch): (u64, u64),
+        joined: Vec<NodeId>,
+        joiner: bool,
+    ) -> Self {
+        JoinReport {
+            old_epoch,
+            epoch,
+            joined,
+            joiner,
+            started: now,
+            ready: None,
+            done: None,
+            chunks_handed: 0,
+            requests_held: 0,
+        }
+    }
+}
+
+impl Join {
+    fn new(
+        now: Instant,
+        report: JoinReport,
+        handing: BTreeSet<ChunkId>,
+        unacked: parts::Unacked,
+    ) -> Join {
+        Join {
+            // An old master knows it served the last epoch.
+            established: !report.joiner,
+            report,
+            handing,
+            unacked,
+            resend_at: now + JOIN_RESEND,
+            got: PartsIn::default(),
+            held: Vec::new(),
+        }
+    }
+}
+
 impl JoinState {
     /// Whether a message of `epoch` belongs to this node's epoch `now`.
     pub(crate) fn accepts(&self, epoch: u64, now: u64) -> bool {
@@ -206,25 +247,8 @@ impl Fusion {
         self.alert(format!(
             "Global Resource Directory partially frozen: {n} chunk(s) to hand to the joining instance(s)"
         ));
-        self.join.cur = Some(Join {
-            report: JoinReport {
-                old_epoch: old_inc,
-                epoch,
-                joined,
-                joiner: false,
-                started: now,
-                ready: None,
-                done: None,
-                chunks_handed: 0,
-                requests_held: 0,
-            },
-            handing: handing.clone(),
-            unacked: BTreeMap::new(),
-            resend_at: now + JOIN_RESEND,
-            got: PartsIn::default(),
-            established: true,
-            held: Vec::new(),
-        });
+        let report = JoinReport::new(now, (old_inc, epoch), joined, false);
+        self.join.cur = Some(Join::new(now, report, handing.clone(), BTreeMap::new()));
         for c in handing {
             self.drm_try_handover(now, c);
         }
@@ -249,25 +273,8 @@ impl Fusion {
         };
         let unacked: BTreeMap<NodeId, Vec<Msg>> =
             others.iter().map(|&m| (m, vec![msg.clone()])).collect();
-        self.join.cur = Some(Join {
-            report: JoinReport {
-                old_epoch: 0,
-                epoch,
-                joined: vec![self.me],
-                joiner: true,
-                started: now,
-                ready: None,
-                done: None,
-                chunks_handed: 0,
-                requests_held: 0,
-            },
-            handing: BTreeSet::new(),
-            unacked,
-            resend_at: now + JOIN_RESEND,
-            got: PartsIn::default(),
-            established: false,
-            held: Vec::new(),
-        });
+        let report = JoinReport::new(now, (0, epoch), vec![self.me], true);
+        self.join.cur = Some(Join::new(now, report, BTreeSet::new(), unacked));
         for m in others {
             self.send(m, msg.clone());
         }
@@ -278,22 +285,8 @@ impl Fusion {
         let old = self.epoch / 2;
         self.epoch = super::wire_epoch(epoch, false);
         self.join.epoch = Some(self.epoch);
-        self.alert(format!(
-            "Reconfiguration started (old inc {old}, new inc {epoch})"
-        ));
-        let list: Vec<String> = self
-            .slots
-            .members()
-            .iter()
-            .map(|n| n.0.to_string())
-            .collect();
-        self.alert(format!(
-            "List of instances: {} (myinst: {})",
-            list.join(" "),
-            self.me.0
-        ));
-        let j: Vec<String> = joined.iter().map(|n| n.0.to_string()).collect();
-        self.alert(format!("instance {how}: {}", j.join(" ")));
+        self.alert_started(old, epoch);
+        self.alert(format!("instance {how}: {}", super::recon::ids(joined)));
         self.take_early();
     }
 

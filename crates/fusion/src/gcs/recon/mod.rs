@@ -154,18 +154,9 @@ impl Fusion {
         // new epoch go to the rendezvous masters.
         self.drm_reset();
         let members = self.slots.members().to_vec();
-        self.alert(format!(
-            "Reconfiguration started (old inc {old_epoch}, new inc {epoch})"
-        ));
-        let list: Vec<String> = members.iter().map(|n| n.0.to_string()).collect();
-        self.alert(format!(
-            "List of instances: {} (myinst: {})",
-            list.join(" "),
-            self.me.0
-        ));
+        self.alert_started(old_epoch, epoch);
         if !departed.is_empty() {
-            let d: Vec<String> = departed.iter().map(|n| n.0.to_string()).collect();
-            self.alert(format!("dead instance detected: {}", d.join(" ")));
+            self.alert(format!("dead instance detected: {}", ids(&departed)));
         }
         self.alert("Global Resource Directory frozen".into());
         if !departed.is_empty() {
@@ -482,9 +473,24 @@ impl Fusion {
             .is_none_or(|rc| rc.report.phase != ReconPhase::Rebuilding)
     }
 
+    /// Oracle's first lines of a reconfiguration (a join's too).
+    pub(crate) fn alert_started(&mut self, old_inc: u64, inc: u64) {
+        self.alert(format!(
+            "Reconfiguration started (old inc {old_inc}, new inc {inc})"
+        ));
+        let list = ids(self.slots.members());
+        self.alert(format!("List of instances: {list} (myinst: {})", self.me.0));
+    }
+
     pub(crate) fn alert(&mut self, line: String) {
         if self.alerts.len() < 1024 {
             self.alerts.push_back(line);
         }
     }
+}
+
+/// Node numbers as an alert line lists them.
+pub(crate) fn ids(nodes: &[NodeId]) -> String {
+    let v: Vec<String> = nodes.iter().map(|n| n.0.to_string()).collect();
+    v.join(" ")
 }
