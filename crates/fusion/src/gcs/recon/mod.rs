@@ -39,8 +39,9 @@
 //! the blocks it mastered is gone, and so is the ordering of a block's
 //! history between nodes; rebuilding from what the members hold and
 //! replaying every log by SCN needs neither. The freeze costs one round of
-//! reports; the scan reads every log, which a checkpoint position per log
-//! would shorten (not done yet).
+//! reports; the scan reads every log from its start. A checkpoint position
+//! per log would shorten it, but needs a write's PI discards ordered
+//! (docs/ARCHITECTURE.md says why): not done yet.
 
 use super::parts::{self, PartsIn};
 use super::{Fusion, GcError};
