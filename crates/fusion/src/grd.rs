@@ -215,8 +215,11 @@ pub enum Step {
         waiting: BTreeSet<NodeId>,
         then_fwd: Option<(NodeId, u64)>,
     },
-    /// The holder was told to write; waits for WriteDone.
-    WriteGranted,
+    /// `to` was told to write: the requester, or the X holder when the
+    /// block moved on while the request waited (as Oracle's GCS forwards a
+    /// write to the current holder: under contention a hot block would
+    /// otherwise never be written). Waits for its WriteDone.
+    WriteGranted { to: NodeId },
 }
 
 #[derive(Clone, Debug)]

@@ -52,6 +52,19 @@ pub enum IoOp {
     /// Reads `len` bytes of `node`'s redo log from `offset` (recovery);
     /// complete with [`IoData::Bytes`], shorter at the end of the log.
     RedoRead { node: NodeId, offset: u64, len: u32 },
+    /// Every record of this node's redo log below `lsn` is covered by the
+    /// datafiles: recovery starts there. Durable (the node's checkpoint
+    /// file) before it completes with [`IoData::Done`]; the host may then
+    /// reclaim the log's space below the checkpoint before this one (one
+    /// behind, so a scan that started from it a moment ago still reads).
+    RedoCheckpoint { lsn: u64 },
+    /// The checkpoint of `node`'s redo log (0 when it has none); complete
+    /// with [`IoData::Lsn`].
+    RedoCheckpointRead { node: NodeId },
+    /// The SCN of one block as the datafile holds it (0: never written),
+    /// its checksum verified; complete with [`IoData::Scn`]. No image
+    /// comes back: the node learns how much of its redo the disk covers.
+    ReadScn { file: FileNo, block: BlockNo },
 }
 
 /// How a request ended.
@@ -65,6 +78,10 @@ pub struct IoCompletion {
 pub enum IoData {
     Blocks(Vec<SharedBuf>),
     Bytes(Vec<u8>),
+    /// A redo log position.
+    Lsn(u64),
+    /// A block's SCN on disk.
+    Scn(u64),
     Done,
 }
 

@@ -3,10 +3,10 @@
 //! scanner recovery reads a log tail with.
 //!
 //! ```text
-//!  0      4      8          16         24      28     30      32        36   37     40
-//!  +------+------+----------+----------+-------+------+-------+---------+----+------+------+--------+
-//!  | ICXR | len  | LSN      | SCN      | prev  | node | file# | block#  | op | rsvd | body | crc32c |
-//!  +------+------+----------+----------+-------+------+-------+---------+----+------+------+--------+
+//!  0      4      8          16         24         32      36     38      40        44   45     48
+//!  +------+------+----------+----------+----------+-------+------+-------+---------+----+------+------+--------+
+//!  | ICXR | len  | LSN      | SCN      | base SCN | prev  | node | file# | block#  | op | rsvd | body | crc32c |
+//!  +------+------+----------+----------+----------+-------+------+-------+---------+----+------+------+--------+
 //!
 //!  body of op 1, put:    klen u16 | vlen u16 | rsvd u32 | expires_at u64 (0: none) | key | value
 //!  body of op 2, delete: klen u16 | key
@@ -25,7 +25,10 @@
 //!
 //! **What a record carries:** the key-value change to one block, logically
 //! (the key, and the value with its expiry), with the block's address and
-//! the change's SCN. Recovery redoes it with [`apply`] onto the block image
+//! the change's SCN and the SCN of the version it was made on (`base`:
+//! each block's records chain, so a replay that meets a record whose base
+//! is not the image's SCN knows a record is missing: the image it started
+//! from is older than the checkpoint that freed them). Recovery redoes it with [`apply`] onto the block image
 //! on disk, which is older: the change is redone when the image's SCN is
 //! below the record's, skipped otherwise (the image has it already), so a
 //! record applies at most once. The live path makes the change with
@@ -43,7 +46,7 @@ use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"ICXR";
 /// Bytes before the body.
-pub const HEADER_LEN: usize = 40;
+pub const HEADER_LEN: usize = 48;
 /// The smallest record (an empty body): a pad at least this long.
 pub const MIN_RECORD: usize = HEADER_LEN + 4;
 /// Groups end on this boundary, so an `O_DIRECT` append of whole groups
@@ -76,6 +79,8 @@ pub enum Change {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub scn: Scn,
+    /// The SCN of the version the change was made on (0: a blank block).
+    pub base: Scn,
     pub node: NodeId,
     pub file: FileNo,
     pub block: BlockNo,
@@ -122,6 +127,7 @@ fn encode_one(out: &mut Vec<u8>, tail: &mut Tail, r: &Record, op: u8, body: &[u8
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&tail.lsn.to_le_bytes());
     out.extend_from_slice(&r.scn.to_le_bytes());
+    out.extend_from_slice(&r.base.to_le_bytes());
     out.extend_from_slice(&tail.prev.to_le_bytes());
     put_u16(out, r.node.0);
     put_u16(out, r.file);
@@ -195,6 +201,7 @@ pub fn encode_group(tail: &mut Tail, records: &[Record]) -> Result<Vec<u8>, Enco
     if pad != 0 {
         let r = Record {
             scn: 0,
+            base: 0,
             node: NodeId(0),
             file: 0,
             block: 0,
@@ -320,21 +327,21 @@ fn parse(b: &[u8], lsn: u64, prev: Option<u32>) -> Result<(Option<Record>, usize
     if found != lsn {
         return Err(Torn::Lsn { found });
     }
-    let back = le32(r, 24);
+    let back = le32(r, 32);
     if let Some(expected) = prev.filter(|&p| p != back) {
         return Err(Torn::Chain {
             prev: back,
             expected,
         });
     }
-    let op = r[36];
-    if r[37..40] != [0; 3] {
+    let op = r[44];
+    if r[45..48] != [0; 3] {
         return Err(Torn::Body("reserved bytes not zero"));
     }
     let body = &r[HEADER_LEN..len - 4];
     let change = match op {
         OP_PAD => {
-            if body.iter().any(|&x| x != 0) || r[16..24] != [0; 8] || r[28..36] != [0; 8] {
+            if body.iter().any(|&x| x != 0) || r[16..32] != [0; 16] || r[36..44] != [0; 8] {
                 return Err(Torn::Body("pad not zero"));
             }
             return Ok((None, len, stored));
@@ -372,9 +379,10 @@ fn parse(b: &[u8], lsn: u64, prev: Option<u32>) -> Result<(Option<Record>, usize
     };
     let rec = Record {
         scn: le64(r, 16),
-        node: NodeId(le16(r, 28)),
-        file: le16(r, 30),
-        block: le32(r, 32),
+        base: le64(r, 24),
+        node: NodeId(le16(r, 36)),
+        file: le16(r, 38),
+        block: le32(r, 40),
         change,
     };
     Ok((Some(rec), len, stored))
@@ -489,4 +497,59 @@ pub fn apply(rec: &Record, img: &mut [u8]) -> Result<Applied, ApplyError> {
         },
     );
     Ok(Applied::Redone)
+}
+
+/// What [`replay`] did to one block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replay {
+    /// Records redone.
+    pub applied: u64,
+    /// Records newer than the final image that could not be redone: made
+    /// on a version the replay never reached. From a past image this means
+    /// the image is older than what a checkpoint freed the redo of: start
+    /// again from the disk.
+    pub unreached: u64,
+    /// The first record the page refused (the replay stopped there).
+    pub failed: Option<(Scn, NodeId, ApplyError)>,
+}
+
+/// Redoes one block's records (from every node's log, in any order) onto
+/// `img`, each only onto the version it was made on: in SCN order,
+/// following the chain of `base` SCNs, so a missing record is seen (the
+/// records after it stay unreached) rather than replayed past.
+pub fn replay(recs: &mut [Record], img: &mut [u8]) -> Replay {
+    recs.sort_by_key(|r| r.scn);
+    let mut out = Replay {
+        applied: 0,
+        unreached: 0,
+        failed: None,
+    };
+    let mut cur = None;
+    for r in recs.iter() {
+        let scn = match block::verify(img, r.file, r.block) {
+            Ok(h) => h.scn,
+            Err(e) => {
+                out.failed = Some((r.scn, r.node, ApplyError::Block(e)));
+                return out;
+            }
+        };
+        cur = Some(scn);
+        if r.scn <= scn || r.base != scn {
+            continue;
+        }
+        match apply(r, img) {
+            Ok(_) => {
+                out.applied += 1;
+                cur = Some(r.scn);
+            }
+            Err(e) => {
+                out.failed = Some((r.scn, r.node, e));
+                return out;
+            }
+        }
+    }
+    // An orphan the image passed later is not missing.
+    let last = cur.unwrap_or(0);
+    out.unreached = recs.iter().filter(|r| r.scn > last).count() as u64;
+    out
 }

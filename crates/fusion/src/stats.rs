@@ -162,6 +162,17 @@ pub struct Stats {
     pub recovery_blocks_from_pi: u64,
     pub recovery_blocks_recovered: u64,
     pub recovery_blocks_failed: u64,
+    /// Recovery bases that were past images older than the disk (their
+    /// discard lost with a master, the redo after them checkpointed):
+    /// read from disk instead.
+    pub recovery_stale_pis: u64,
+    /// Blocks recovered with records that chain to no version any log
+    /// holds (alerted: never expected).
+    pub recovery_redo_gaps: u64,
+    /// Redo checkpoints written (the log's scan start moved up).
+    pub redo_checkpoints: u64,
+    /// Datafile blocks read to see that an earlier life's redo is covered.
+    pub redo_checkpoint_reads: u64,
     /// Redo appends (group commits) and the bytes they carried.
     pub redo_writes: u64,
     pub redo_bytes: u64,
@@ -218,6 +229,10 @@ impl Stats {
             ("recovery_blocks_from_pi", self.recovery_blocks_from_pi),
             ("recovery_blocks_recovered", self.recovery_blocks_recovered),
             ("recovery_blocks_failed", self.recovery_blocks_failed),
+            ("recovery_stale_pis", self.recovery_stale_pis),
+            ("recovery_redo_gaps", self.recovery_redo_gaps),
+            ("redo_checkpoints", self.redo_checkpoints),
+            ("redo_checkpoint_reads", self.redo_checkpoint_reads),
             ("redo_writes", self.redo_writes),
             ("redo_bytes", self.redo_bytes),
         ]

@@ -39,6 +39,13 @@ pub struct SimDisk {
     /// Written blocks (the rest read as zeroes).
     pub blocks: BTreeMap<(FileNo, BlockNo), Vec<u8>>,
     pub redo: BTreeMap<NodeId, Vec<u8>>,
+    /// Each node's redo checkpoints, oldest first (the last one is in
+    /// force; the log is zeroed below the one before it, as the real host
+    /// punches it).
+    pub checkpoints: BTreeMap<NodeId, Vec<u64>>,
+    /// Records a checkpoint left behind that the datafile did not hold
+    /// (each is a lost write waiting for a recovery to need it).
+    pub checkpoint_violations: Vec<String>,
     pub latency: Duration,
     /// The next read of these blocks returns a damaged image.
     pub corrupt_next_read: BTreeSet<(FileNo, BlockNo)>,
@@ -70,6 +77,23 @@ impl SimDisk {
             .get(&(file, block))
             .and_then(|b| block::verify(b, file, block).ok())
             .map_or(0, |h| h.scn)
+    }
+
+    /// Where `node`'s log is scanned from: its checkpoint (0: none).
+    pub fn checkpoint(&self, node: NodeId) -> u64 {
+        self.checkpoints
+            .get(&node)
+            .and_then(|c| c.last().copied())
+            .unwrap_or(0)
+    }
+
+    /// Where `node`'s log continues: the end of its valid records from its
+    /// checkpoint (a host's scan at start).
+    pub fn redo_tail(&self, node: NodeId) -> crate::redo::Tail {
+        let log = self.redo.get(&node).map_or(&[][..], |l| &l[..]);
+        let from = self.checkpoint(node);
+        let at = (from as usize).min(log.len());
+        crate::redo::scan(&log[at..], from, None).end
     }
 
     fn block(&self, file: FileNo, block: BlockNo) -> Vec<u8> {
@@ -310,6 +334,34 @@ impl SimFusion {
                     let end = (off + len as usize).min(log.len());
                     Ok(IoData::Bytes(log[off..end].to_vec()))
                 }
+                IoOp::RedoCheckpoint { lsn } => {
+                    // Every record the checkpoint leaves behind must be in
+                    // the datafile already.
+                    let from = d.checkpoint(me);
+                    let log = d.redo.get(&me).cloned().unwrap_or_default();
+                    let (a, b) = (
+                        (from as usize).min(log.len()),
+                        (lsn as usize).min(log.len()),
+                    );
+                    for (at, r) in crate::redo::scan(&log[a..b], from, None).records {
+                        let on_disk = d.scn(r.file, r.block);
+                        if on_disk < r.scn {
+                            d.checkpoint_violations.push(format!(
+                                "node {} checkpoint {lsn} leaves record LSN {at} SCN {} of block {}/{} behind, the disk has SCN {on_disk}",
+                                me.0, r.scn, r.file, r.block
+                            ));
+                        }
+                    }
+                    let c = d.checkpoints.entry(me).or_default();
+                    let below = c.last().copied().unwrap_or(0);
+                    c.push(lsn);
+                    let log = d.redo.entry(me).or_default();
+                    let end = (below as usize).min(log.len());
+                    log[..end].fill(0);
+                    Ok(IoData::Done)
+                }
+                IoOp::RedoCheckpointRead { node } => Ok(IoData::Lsn(d.checkpoint(node))),
+                IoOp::ReadScn { file, block } => Ok(IoData::Scn(d.scn(file, block))),
             }
         };
         self.f.handle_io(now, IoCompletion { id: req.id, result });

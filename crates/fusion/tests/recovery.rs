@@ -23,18 +23,29 @@ use common::*;
 use icx_core::{seeded_rng, Duration, NodeId};
 use icx_fusion::db::Reply;
 use icx_fusion::gcs::{Config, ReconPhase};
-use icx_fusion::redo;
+use icx_fusion::io::BlockNo;
 use icx_fusion::testing::{SimDb, SimFusion};
 
 use icx_sim::host::HostNode;
 use icx_sim::run_seeds;
 use rand::Rng;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Crash runs, and those whose survivors moved a redo checkpoint.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINTED: AtomicU64 = AtomicU64::new(0);
 
 const CACHE: usize = 64;
 
+/// Redo checkpoints move every few milliseconds here (a second in
+/// production), so crashes meet logs whose start has moved and past
+/// images older than the disk.
 fn cfg(id: NodeId) -> Config {
-    config(id, CACHE)
+    let mut c = config(id, CACHE);
+    c.checkpoint_every = Duration::from_millis(5);
+    c.checkpoint_verify_every = Duration::from_millis(30);
+    c
 }
 
 #[test]
@@ -126,8 +137,8 @@ fn a_cold_start_recovers_what_only_the_redo_logs_hold() {
             |id| {
                 let mut fc = cfg(id);
                 fc.open_recovery = true;
-                let log = disk.borrow().redo.get(&id).cloned().unwrap_or_default();
-                fc.redo_tail = redo::scan(&log, 0, None).end;
+                fc.redo_tail = disk.borrow().redo_tail(id);
+                fc.redo_checkpoint = disk.borrow().checkpoint(id);
                 fc
             },
             db_config(),
@@ -453,7 +464,8 @@ fn crash_run(
     eprintln!(
         "seed {seed}: {nodes} nodes, {crash:?}/{second:?}, detect {detect} ms, killed {:?}, \
          sent {sent:?}, acknowledged {acked:?}; recovered {} blocks ({} from PIs, {} read), \
-         {} records, {} refused, {} remasters, {} joins ({} requests held)",
+         {} records, {} refused, {} remasters, {} joins ({} requests held), \
+         {} checkpoints, {} stale PIs, {} checkpoint reads",
         killed.iter().map(|k| k.id().0).collect::<Vec<_>>(),
         st(|s| s.recovery_blocks_recovered),
         st(|s| s.recovery_blocks_from_pi),
@@ -463,7 +475,17 @@ fn crash_run(
         st(|s| s.gc_remasters),
         st(|s| s.gc_joins),
         st(|s| s.gc_join_waits),
+        st(|s| s.redo_checkpoints),
+        st(|s| s.recovery_stale_pis),
+        st(|s| s.redo_checkpoint_reads),
     );
+    let v = disk.borrow().checkpoint_violations.clone();
+    assert!(v.is_empty(), "seed {seed}: {v:#?}");
+    // A short run may end before its first checkpoint (a record's block
+    // written only at the end): counted over the seeds.
+    CHECKPOINTED.fetch_add(u64::from(st(|s| s.redo_checkpoints) > 0), Ordering::Relaxed);
+    RUNS.fetch_add(1, Ordering::Relaxed);
+    assert_eq!(st(|s| s.recovery_redo_gaps), 0, "seed {seed}");
     let mut before = Vec::new();
     for (k, key) in KEYS.iter().enumerate() {
         let mut seen = Vec::new();
@@ -506,6 +528,8 @@ fn crash_run(
             );
         }
     }
+    let v = disk.borrow().checkpoint_violations.clone();
+    assert!(v.is_empty(), "seed {seed}: {v:#?}");
 }
 
 /// What each survivor waits for, for a failure.
@@ -554,6 +578,7 @@ fn counters_lose_no_acknowledged_increment_under_crashes() {
         let detect = [10u64, 100, 400][rng.random_range(0..3)];
         crash_run(seed, nodes, (Crash::Random, second), detect, 0.05, None);
     });
+    checkpoints_moved();
 }
 
 /// The dead come back while the clients go on: a join under load, or (the
@@ -575,6 +600,7 @@ fn counters_lose_nothing_when_the_dead_rejoin_under_load() {
         let crash = [Crash::Random, Crash::Shipping, Crash::GroupCommit][seed as usize % 3];
         crash_run(seed, nodes, (crash, second), 100, 0.05, Some(back));
     });
+    checkpoints_moved();
 }
 
 /// A node dies at each interesting point, a second during the remaster or
@@ -594,6 +620,7 @@ fn crash_points() {
         let nodes = if second == Second::None { 3 } else { 4 };
         crash_run(seed, nodes, (crash, second), 100, 0.02, None);
     });
+    checkpoints_moved();
 }
 
 /// The old or the new master of a chunk dies in the middle of its
@@ -608,6 +635,7 @@ fn crash_points_during_a_remaster() {
         let nodes = if second == Second::None { 3 } else { 4 };
         crash_run(seed, nodes, (crash, second), 100, 0.02, None);
     });
+    checkpoints_moved();
 }
 
 /// The members see view `epoch` with these incarnations.
@@ -649,5 +677,105 @@ fn a_node_back_before_its_eviction_counts_as_departed_and_joined() {
                 assert_eq!(r, bulk(&format!("v{k}")), "node {n} key k{k}");
             }
         }
+    });
+}
+
+/// Most crash runs moved a redo checkpoint (all of them but short runs
+/// whose first record's block was written only at the end).
+fn checkpoints_moved() {
+    let (runs, moved) = (
+        RUNS.load(Ordering::Relaxed),
+        CHECKPOINTED.load(Ordering::Relaxed),
+    );
+    assert!(
+        moved * 4 >= runs * 3,
+        "{moved} of {runs} runs moved a redo checkpoint"
+    );
+}
+
+/// Three keys of one block that `master` masters.
+fn keys_of_one_block(c: &Cluster, master: u16) -> (BlockNo, [String; 3]) {
+    let mut by_block: BTreeMap<BlockNo, Vec<String>> = BTreeMap::new();
+    for i in 0..20_000 {
+        let k = format!("s{i}");
+        let b = icx_fusion::kv::block_of(k.as_bytes(), 1, BLOCKS).unwrap().1;
+        if master_of(c, b) != NodeId(master) {
+            continue;
+        }
+        let ks = by_block.entry(b).or_default();
+        ks.push(k);
+        if ks.len() == 3 {
+            let ks = std::mem::take(ks);
+            return (b, [ks[0].clone(), ks[1].clone(), ks[2].clone()]);
+        }
+    }
+    panic!("no block of node {master} with three keys");
+}
+
+/// The hazard of truncating the redo: a past image whose discard died with
+/// its master is older than the disk, and the redo between the two was
+/// checkpointed away. Recovery from that image would silently lose the
+/// writes in between; the broken chain of base SCNs sends it to the disk.
+#[test]
+fn a_past_image_older_than_the_disk_is_not_a_recovery_base() {
+    run_seeds(&[0x5ca1e, 0x5ca1f], |seed| {
+        let mut dbc = db_config();
+        // Writes only when this test asks.
+        dbc.checkpoint_interval = Duration::from_secs(3600);
+        dbc.max_dirty = 1 << 20;
+        let (mut c, disk) = build_db(seed, 3, cfg, dbc);
+        view(&mut c, 1, &[1, 2, 3]);
+        let (b, [k1, k2, k3]) = keys_of_one_block(&c, 3);
+        assert_eq!(run_cmd(&mut c, 1, &["SET", &k1, "one"]), Reply::ok());
+        // Node 2 takes the block; node 1 keeps a past image.
+        assert_eq!(run_cmd(&mut c, 2, &["SET", &k2, "two"]), Reply::ok());
+        assert_eq!(node(&c, 1).f.past_images(1, b).len(), 1);
+        // Node 2 writes it; the master's discard of node 1's image is lost.
+        node_mut(&mut c, 3).drop_filter = Some(Box::new(
+            |to, m| matches!(m, icx_fusion::msg::Msg::PiDiscard { .. } if to == NodeId(1)),
+        ));
+        let now = c.now();
+        let sf = node_mut(&mut c, 2);
+        sf.db.as_mut().unwrap().db.checkpoint_all(&mut sf.f, now);
+        c.node_mut(NodeId(2));
+        let ok = c.run_until_cond(Duration::from_secs(10), 1_000_000, |c| {
+            db(c, 2).db.checkpoint_done()
+        });
+        assert!(ok, "seed {seed}: node 2's write");
+        let written = disk_scn(&disk, b);
+        assert!(written > 0, "seed {seed}: block {b} written");
+        // Node 2's checkpoint passes the record of "two".
+        c.run_for(Duration::from_millis(100));
+        let d = disk.borrow();
+        let from = d.checkpoint(NodeId(2));
+        let log = d.redo[&NodeId(2)].clone();
+        drop(d);
+        let left = icx_fusion::redo::scan(&log[from as usize..], from, None).records;
+        assert!(
+            !left.iter().any(|(_, r)| r.block == b),
+            "seed {seed}: node 2's redo of block {b} checkpointed (from {from})"
+        );
+        assert_eq!(node(&c, 1).f.past_images(1, b).len(), 1, "seed {seed}");
+        // The master dies; then node 2 changes the block again and dies.
+        let _m = kill(&mut c, 3);
+        c.run_for(Duration::from_millis(20));
+        view(&mut c, 2, &[1, 2]);
+        wait_reconfigured(&mut c, &[1, 2]);
+        assert_eq!(run_retry(&mut c, 2, &["SET", &k3, "three"]), Reply::ok());
+        let _b = kill(&mut c, 2);
+        c.run_for(Duration::from_millis(20));
+        view(&mut c, 3, &[1]);
+        wait_reconfigured(&mut c, &[1]);
+        for (k, v) in [(&k1, "one"), (&k2, "two"), (&k3, "three")] {
+            assert_eq!(
+                run_retry(&mut c, 1, &["GET", k]),
+                bulk(v),
+                "seed {seed}: {k}"
+            );
+        }
+        let s = node(&c, 1).f.stats();
+        assert_eq!(s.recovery_stale_pis, 1, "seed {seed}");
+        assert_eq!(s.recovery_redo_gaps, 0, "seed {seed}");
+        assert!(disk.borrow().checkpoint_violations.is_empty());
     });
 }

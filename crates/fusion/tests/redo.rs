@@ -14,6 +14,7 @@ use proptest::prelude::*;
 fn put(scn: u64, block: u32, key: &str, value: &str) -> Record {
     Record {
         scn,
+        base: 0,
         node: NodeId(2),
         file: 1,
         block,
@@ -33,6 +34,7 @@ fn record_bytes() {
     };
     let r = Record {
         scn: 0x0102030405060708,
+        base: 0x1112131415161718,
         node: NodeId(3),
         file: 4,
         block: 0x0a0b0c0d,
@@ -48,6 +50,7 @@ fn record_bytes() {
             b'I', b'C', b'X', b'R', len as u8, 0, 0, 0, // magic, len
             0, 2, 0, 0, 0, 0, 0, 0, // LSN 512
             8, 7, 6, 5, 4, 3, 2, 1, // SCN
+            0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11, // base SCN
             0xdd, 0xcc, 0xbb, 0xaa, // prev
             3, 0, 4, 0, 0x0d, 0x0c, 0x0b, 0x0a, // node, file, block
             2, 0, 0, 0, // op delete
@@ -169,6 +172,7 @@ fn apply_redoes_onto_an_older_image_once() {
         put(6, 7, "b", "2"),
         Record {
             scn: 9,
+            base: 6,
             node: NodeId(1),
             file: 1,
             block: 7,
@@ -228,13 +232,15 @@ fn change() -> impl Strategy<Value = Change> {
 fn record() -> impl Strategy<Value = Record> {
     (
         any::<u64>(),
+        any::<u64>(),
         any::<u16>(),
         any::<u16>(),
         any::<u32>(),
         change(),
     )
-        .prop_map(|(scn, node, file, block, change)| Record {
+        .prop_map(|(scn, base, node, file, block, change)| Record {
             scn,
+            base,
             node: NodeId(node),
             file,
             block,
@@ -284,14 +290,16 @@ proptest! {
         let disk_at = disk_at.index(n + 1);
         let mut disk = live.clone();
         let mut recs = Vec::new();
+        let mut base = 0;
         for (i, c) in changes.into_iter().enumerate() {
             if i == disk_at {
                 disk = live.clone();
             }
-            let r = Record { scn: 10 + i as u64, node: NodeId(1), file: 3, block: 4, change: c };
+            let r = Record { scn: 10 + i as u64, base, node: NodeId(1), file: 3, block: 4, change: c };
             // Only changes the live page took are logged.
             let before = live.clone();
             if redo::apply(&r, &mut live).is_ok() {
+                base = r.scn;
                 recs.push(r);
             } else {
                 prop_assert_eq!(&live, &before);
@@ -299,6 +307,28 @@ proptest! {
         }
         if disk_at == n {
             disk = live.clone();
+        }
+        // The chained replay, records in any order, gives the live image.
+        let disk_scn = block::verify(&disk, 3, 4).unwrap().scn;
+        let newer = recs.iter().filter(|r| r.scn > disk_scn).count() as u64;
+        let mut shuffled: Vec<Record> = recs.iter().rev().cloned().collect();
+        let mut chained = disk.clone();
+        let out = redo::replay(&mut shuffled, &mut chained);
+        prop_assert_eq!(out.applied, newer);
+        prop_assert_eq!(out.unreached, 0);
+        prop_assert!(out.failed.is_none());
+        prop_assert_eq!(&chained, &live);
+        // A record missing (a checkpoint freed it, the image is older than
+        // the disk): the replay stops at the image before it, the records
+        // after it unreached.
+        if let Some(gone) = recs.iter().position(|r| r.scn > disk_scn) {
+            let mut holed: Vec<Record> = recs.clone();
+            holed.remove(gone);
+            let mut img = disk.clone();
+            let out = redo::replay(&mut holed, &mut img);
+            prop_assert_eq!(out.applied, 0);
+            prop_assert_eq!(out.unreached, (recs.len() - gone - 1) as u64);
+            prop_assert_eq!(&img, &disk);
         }
         for _ in 0..2 {
             for r in &recs {

@@ -303,17 +303,23 @@ fn a_snapshot_older_than_the_versions_kept_is_refused() {
 /// another without waiting (so the later ones share a group commit),
 /// releases, and waits until all are durable. Returns the records made.
 fn kv_changes(c: &mut Cluster, n: u16, op: u64, b: BlockNo, changes: &[Change]) -> Vec<Record> {
-    acquire(c, n, op, b, Access::Exclusive);
+    let (mut base, _) = acquire(c, n, op, b, Access::Exclusive);
     let now = c.now();
     let f = &mut node_mut(c, n).f;
     let records: Vec<Record> = changes
         .iter()
-        .map(|change| Record {
-            scn: f.change_kv(now, op, change.clone()).expect("change_kv"),
-            node: NodeId(n),
-            file: 1,
-            block: b,
-            change: change.clone(),
+        .map(|change| {
+            let scn = f.change_kv(now, op, change.clone()).expect("change_kv");
+            let r = Record {
+                scn,
+                base,
+                node: NodeId(n),
+                file: 1,
+                block: b,
+                change: change.clone(),
+            };
+            base = scn;
+            r
         })
         .collect();
     f.release(now, op);
@@ -401,6 +407,7 @@ fn change_kv_logs_records_that_scan_back_in_order_and_replay_to_the_live_block()
 fn a_node_started_at_a_redo_tail_continues_the_chain() {
     let old = vec![Record {
         scn: 7,
+        base: 0,
         node: NodeId(1),
         file: 1,
         block: 2,

@@ -261,13 +261,34 @@ fn kill9_mid_run_loses_no_acknowledged_increment_and_the_node_rejoins() {
         .contains(&format!("instance joined: {victim}")));
 }
 
+/// Node `n`'s redo log scanned from its checkpoint (below it the log is
+/// punched out, zeroes): the log's length and the scan, or why not.
+fn scan_log(c: &Cluster, n: u16) -> Result<(usize, icx_fusion::redo::Scan), String> {
+    use icx_node::storage::{checkpoint, checkpoint_name, redo_name};
+    let dir = c.dir.join("shared/data");
+    let node = icx_core::NodeId(n);
+    let ckpt = checkpoint::read_checkpoint(&dir.join(checkpoint_name(node)))
+        .map_err(|e| e.to_string())?
+        .unwrap_or(0);
+    let log = std::fs::read(dir.join(redo_name(node))).unwrap_or_default();
+    let from = usize::try_from(ckpt)
+        .ok()
+        .and_then(|at| log.get(at..))
+        .ok_or_else(|| format!("checkpoint {ckpt} beyond the log's end ({} B)", log.len()))?;
+    Ok((log.len(), icx_fusion::redo::scan(from, ckpt, None)))
+}
+
 /// Records per node and counter in every log, for a failure.
 fn log_counts(c: &Cluster) {
     use icx_fusion::redo;
     for n in 1..=3 {
-        let log =
-            std::fs::read(c.dir.join(format!("shared/data/redo_{n}.log"))).unwrap_or_default();
-        let s = redo::scan(&log, 0, Some(0));
+        let s = match scan_log(c, n) {
+            Ok((_, s)) => s,
+            Err(e) => {
+                eprintln!("log of node {n}: {e}");
+                continue;
+            }
+        };
         let mut per = [0u64; COUNTERS];
         for (_, r) in &s.records {
             if let redo::Change::Put { key, .. } = &r.change {
@@ -289,10 +310,14 @@ fn redo_history(c: &Cluster, key: &str) {
         return;
     };
     for n in 1..=3 {
-        let log =
-            std::fs::read(c.dir.join(format!("shared/data/redo_{n}.log"))).unwrap_or_default();
-        let s = redo::scan(&log, 0, Some(0));
-        eprintln!("log of node {n}: {} bytes, stop {:?}", log.len(), s.stop);
+        let (len, s) = match scan_log(c, n) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("log of node {n}: {e}");
+                continue;
+            }
+        };
+        eprintln!("log of node {n}: {len} bytes, stop {:?}", s.stop);
         for (lsn, r) in s
             .records
             .iter()

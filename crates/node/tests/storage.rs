@@ -2,8 +2,9 @@
 //! two at once), multi-block reads in one preadv into pool buffers, write
 //! and read round trips (through a bounce buffer too), a corrupt block on
 //! disk, reads and writes past the end, ENOSPC on a tiny tmpfs (root),
-//! group commit grouping concurrent appends, and the redo scan after a
-//! torn tail. Every file lives in a temp dir removed on drop (panics
+//! group commit grouping concurrent appends, the redo scan after a torn
+//! tail, and redo checkpoints (their file's two slots, a torn one, both
+//! lost, the log punched out one checkpoint behind). Every file lives in a temp dir removed on drop (panics
 //! included); every wait and loop is bounded.
 
 use icx_core::{BufferPool, HugePages, NodeId, PoolConfig, SharedBuf, SizeClass};
@@ -11,7 +12,7 @@ use icx_fusion::block::{self, Header, Kind, HEADER_LEN};
 use icx_fusion::io::{IoCompletion, IoData, IoError, IoOp, IoRequest};
 use icx_fusion::kv;
 use icx_fusion::redo::{self, Change, Record, Stop, Tail, Torn};
-use icx_node::storage::{datafile, Storage, StorageConfig, StorageStats};
+use icx_node::storage::{checkpoint, datafile, Storage, StorageConfig, StorageStats};
 use icx_node::vote::IoMode;
 use icx_node::Wake;
 use icx_testkit::lab::require_or_skip;
@@ -131,6 +132,22 @@ impl Rig {
         }
     }
 
+    fn checkpoint(&mut self, lsn: u64) -> Result<(), IoError> {
+        let id = self.submit(IoOp::RedoCheckpoint { lsn });
+        match self.wait(id)? {
+            IoData::Done => Ok(()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn checkpoint_read(&mut self, node: u16) -> Result<u64, IoError> {
+        let id = self.submit(IoOp::RedoCheckpointRead { node: NodeId(node) });
+        match self.wait(id)? {
+            IoData::Lsn(l) => Ok(l),
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn stats(&self) -> StorageStats {
         self.s.stats()
     }
@@ -178,6 +195,7 @@ fn names(dir: &Path) -> Vec<String> {
 fn put(scn: u64, key: &str, value: &str) -> Record {
     Record {
         scn,
+        base: 0,
         node: NodeId(1),
         file: 1,
         block: (scn % 7) as u32,
@@ -368,8 +386,16 @@ fn a_corrupt_block_on_disk_is_a_counted_error_never_data() {
     let d = TempDir::new("corrupt");
     let mut r = Rig::open(cfg(&d.0, 1));
     for b in 0..4 {
-        r.write(1, b, &image(1, b, 7, "k", "v")).unwrap();
+        r.write(1, b, &image(1, b, 7 + u64::from(b), "k", "v")).unwrap();
     }
+    // The SCN alone (what a redo checkpoint settles with): a written
+    // block's, and 0 for one never written.
+    let scn = |r: &mut Rig, block| {
+        let id = r.submit(IoOp::ReadScn { file: 1, block });
+        r.wait(id)
+    };
+    assert!(matches!(scn(&mut r, 3), Ok(IoData::Scn(10))));
+    assert!(matches!(scn(&mut r, 5), Ok(IoData::Scn(0))));
     // One bit of block 2's payload rots on disk.
     let f = OpenOptions::new()
         .read(true)
@@ -389,9 +415,12 @@ fn a_corrupt_block_on_disk_is_a_counted_error_never_data() {
         other => panic!("{other:?}"),
     }
     assert_eq!(r.stats().corrupt, 1);
+    // Its SCN is refused as well: a corrupt header says nothing.
+    assert!(scn(&mut r, 2).is_err());
+    let corrupt = r.stats().corrupt;
     // A run over it fails as a whole; the blocks around it are fine.
     assert!(r.read(1, 0, 4).is_err());
-    assert_eq!(r.stats().corrupt, 2);
+    assert_eq!(r.stats().corrupt, corrupt + 1);
     assert_eq!(value_of(&r.read(1, 3, 1).unwrap()[0], "k"), b"v");
     assert_eq!(r.pool.in_use(), 0, "no buffer kept by a failed read");
 }
@@ -573,7 +602,8 @@ fn redo_scan_after_a_torn_tail() {
     // The third group's second record never fully reached the disk.
     let path = d.0.join("redo_1.log");
     let f = OpenOptions::new().write(true).open(&path).unwrap();
-    let second = lsns[2] + 40 + 4 + 16 + 1 + 100;
+    // The first record's length: header, put fields, key, value, CRC.
+    let second = lsns[2] + (redo::HEADER_LEN + 16 + 1 + 100 + 4) as u64;
     f.write_all_at(&[0xde; 64], second + 20).unwrap();
     f.sync_all().unwrap();
     drop(f);
@@ -618,6 +648,241 @@ fn redo_scan_after_a_torn_tail() {
         "{:?}",
         s.stop
     );
+}
+
+// ----- redo checkpoints ------------------------------------------------
+
+/// `groups` groups of two records each (1.5 KiB a group, padded to
+/// sectors) appended from `tail`: the LSN each group starts at.
+fn append_groups(r: &mut Rig, tail: &mut Tail, groups: u64) -> Vec<u64> {
+    let first = r.stats().redo_appends + 1;
+    (0..groups)
+        .map(|g| {
+            let n = (first + g) * 2;
+            let recs = [put(n, "k", &"v".repeat(1000)), put(n + 1, "j", "w")];
+            let at = tail.lsn;
+            let bytes = redo::encode_group(tail, &recs).unwrap();
+            r.append(at, bytes).unwrap();
+            at
+        })
+        .collect()
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Checkpoints at group boundaries: read back by this node and another,
+/// the second one punches the log out below the first (whole pages, the
+/// size kept), a restart scans from the checkpoint to the same tail, and
+/// a checkpoint never moves back nor past the log's end.
+#[test]
+fn redo_checkpoint_round_trip_punches_one_behind() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TempDir::new("ckpt");
+    let mut r = Rig::open(cfg(&d.0, 1));
+    let log = d.0.join("redo_1.log");
+    let ckpt = d.0.join("redo_1.ckpt");
+    let mut tail = Tail::default();
+    let lsns = append_groups(&mut r, &mut tail, 12);
+    assert_eq!(r.checkpoint_read(1), Ok(0), "no checkpoint file yet");
+    assert_eq!(r.s.redo_checkpoint().unwrap(), 0);
+    assert!(!ckpt.exists());
+    let before = std::fs::read(&log).unwrap();
+
+    let c1 = lsns[7];
+    assert!(
+        c1 >= 8192 && !c1.is_multiple_of(4096),
+        "{c1}: rounding is exercised"
+    );
+    r.checkpoint(c1).unwrap();
+    assert_eq!(r.checkpoint_read(1), Ok(c1));
+    assert_eq!(checkpoint::read_checkpoint(&ckpt).unwrap(), Some(c1));
+    assert_eq!(std::fs::metadata(&ckpt).unwrap().len(), 1024);
+    assert_eq!(
+        names(&d.0),
+        vec!["data01.dbf", "redo_1.ckpt", "redo_1.log"],
+        "no temp file left"
+    );
+    let st = r.stats();
+    assert_eq!((st.redo_checkpoints, st.redo_punched_bytes), (1, 0));
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        before,
+        "nothing punched below the first"
+    );
+
+    let blocks = std::fs::metadata(&log).unwrap().blocks();
+    let c2 = lsns[10];
+    r.checkpoint(c2).unwrap();
+    assert_eq!(r.checkpoint_read(1), Ok(c2));
+    let st = r.stats();
+    assert_eq!(st.redo_checkpoints, 2);
+    let now = std::fs::read(&log).unwrap();
+    assert_eq!(now.len() as u64, tail.lsn, "the log keeps its size");
+    let punched = c1 - c1 % 4096;
+    if st.redo_punch_unsupported == 1 {
+        eprintln!("this filesystem cannot punch holes: the log keeps its space");
+        assert_eq!(st.redo_punched_bytes, 0);
+        assert_eq!(now, before);
+    } else {
+        assert_eq!(st.redo_punched_bytes, punched);
+        let p = punched as usize;
+        assert!(now[..p].iter().all(|&b| b == 0), "zeroes below the first");
+        assert_eq!(now[p..], before[p..], "intact from the page of the first");
+        let after = std::fs::metadata(&log).unwrap().blocks();
+        eprintln!("{blocks} blocks of 512 B before the punch, {after} after ({punched} B punched)");
+        assert!(blocks - after >= punched / 512, "{blocks} -> {after}");
+    }
+    // The log from the first checkpoint still scans whole (one behind).
+    let s = redo::scan(&r.redo_read(1, c1, 1 << 20).unwrap(), c1, None);
+    assert_eq!(s.stop, Stop::End);
+    assert_eq!(s.end, tail);
+    assert_eq!(s.records.len(), 2 * (12 - 7));
+    assert_eq!(s.records[0].0, c1);
+
+    // Never back, never past the end; the one in force stays.
+    match r.checkpoint(c1) {
+        Err(IoError::Io(m)) => assert!(m.contains("below the one in force"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    match r.checkpoint(tail.lsn + 512) {
+        Err(IoError::Io(m)) => assert!(m.contains("beyond the log's end"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.checkpoint_read(1), Ok(c2));
+
+    // Another node reads it (recovery reads a dead node's); its own is 0.
+    let mut two = Rig::open(cfg(&d.0, 2));
+    assert_eq!(two.checkpoint_read(1), Ok(c2));
+    assert_eq!(two.checkpoint_read(2), Ok(0));
+    drop(two);
+
+    // A restart scans from the checkpoint and continues at the same tail.
+    drop(r);
+    let mut r = Rig::open(cfg(&d.0, 1));
+    assert_eq!(r.s.redo_checkpoint().unwrap(), c2);
+    assert_eq!(r.s.redo_tail().unwrap(), tail);
+    append_groups(&mut r, &mut tail, 2);
+    assert_eq!(r.s.redo_tail().unwrap(), tail);
+    // Its first checkpoint punches below the one the last life left.
+    r.checkpoint(tail.lsn).unwrap();
+    if r.stats().redo_punch_unsupported == 0 {
+        assert_eq!(r.stats().redo_punched_bytes, c2 - c2 % 4096);
+    }
+    drop(r);
+    let r = Rig::open(cfg(&d.0, 1));
+    assert_eq!(r.s.redo_checkpoint().unwrap(), tail.lsn);
+    assert_eq!(r.s.redo_tail().unwrap().lsn, tail.lsn, "nothing after it");
+}
+
+/// A crash tore the newest slot: the older checkpoint is used (its log
+/// bytes are still there, punching is one behind), and the next
+/// checkpoint rewrites the torn slot.
+#[test]
+fn a_torn_checkpoint_slot_falls_back_to_the_older_one() {
+    let d = TempDir::new("ckpt-torn");
+    let mut r = Rig::open(cfg(&d.0, 1));
+    let ckpt = d.0.join("redo_1.ckpt");
+    let mut tail = Tail::default();
+    let lsns = append_groups(&mut r, &mut tail, 8);
+    r.checkpoint(lsns[3]).unwrap(); // seq 1: slot 1
+    r.checkpoint(lsns[6]).unwrap(); // seq 2: slot 0
+    drop(r);
+    // The LSN of slot 0, the newest, half written.
+    flip_byte(&ckpt, 20);
+    let mut r = Rig::open(cfg(&d.0, 1));
+    assert_eq!(r.s.redo_checkpoint().unwrap(), lsns[3]);
+    assert_eq!(r.checkpoint_read(1), Ok(lsns[3]));
+    assert_eq!(r.s.redo_tail().unwrap(), tail, "scanned from the older one");
+    let s = redo::scan(&r.redo_read(1, lsns[3], 1 << 20).unwrap(), lsns[3], None);
+    assert_eq!((s.stop, s.records.len()), (Stop::End, 2 * 5));
+    // The next checkpoint takes seq 2 again: the torn slot, rewritten.
+    r.checkpoint(lsns[7]).unwrap();
+    assert_eq!(r.checkpoint_read(1), Ok(lsns[7]));
+    let f = std::fs::read(&ckpt).unwrap();
+    assert_eq!(
+        checkpoint::decode(&f),
+        Ok(checkpoint::Slot {
+            seq: 2,
+            lsn: lsns[7]
+        })
+    );
+    assert_eq!(
+        checkpoint::decode_slot(&f[512..]),
+        Ok(checkpoint::Slot {
+            seq: 1,
+            lsn: lsns[3]
+        })
+    );
+}
+
+/// Both slots lost: the log's start is unknown, and every reader says so
+/// (never 0: the log below may be punched out); so does a checkpoint
+/// past the end of a log cut short.
+#[test]
+fn both_checkpoint_slots_corrupt_is_a_clear_error() {
+    let d = TempDir::new("ckpt-lost");
+    let mut r = Rig::open(cfg(&d.0, 1));
+    let ckpt = d.0.join("redo_1.ckpt");
+    let mut tail = Tail::default();
+    let lsns = append_groups(&mut r, &mut tail, 6);
+    r.checkpoint(lsns[2]).unwrap();
+    r.checkpoint(lsns[4]).unwrap();
+    drop(r);
+    flip_byte(&ckpt, 2);
+    flip_byte(&ckpt, 512 + 9);
+    // The storage opens (its datafiles serve); the log's start does not.
+    let mut r = Rig::open(cfg(&d.0, 1));
+    let e = r.s.redo_tail().unwrap_err();
+    eprintln!("{e}");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    let m = e.to_string();
+    assert!(m.contains("redo_1.ckpt: no valid checkpoint slot"), "{m}");
+    assert!(
+        m.contains("slot 0: bad magic") && m.contains("slot 1: bad checksum"),
+        "{m}"
+    );
+    assert!(r.s.redo_checkpoint().is_err());
+    match r.checkpoint_read(1) {
+        Err(IoError::Io(m)) => assert!(m.contains("no valid checkpoint slot"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut two = Rig::open(cfg(&d.0, 2));
+    assert!(matches!(two.checkpoint_read(1), Err(IoError::Io(_))));
+    drop(two);
+    // Nor is a new checkpoint written over them (its seq is unknown).
+    match r.checkpoint(tail.lsn) {
+        Err(IoError::Io(m)) => assert!(m.contains("no valid checkpoint slot"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(r.stats().errors >= 2);
+    drop(r);
+
+    // A valid checkpoint beyond the end of a log cut short.
+    let d = TempDir::new("ckpt-past");
+    let mut r = Rig::open(cfg(&d.0, 1));
+    let mut tail = Tail::default();
+    let lsns = append_groups(&mut r, &mut tail, 4);
+    r.checkpoint(lsns[3]).unwrap();
+    drop(r);
+    OpenOptions::new()
+        .write(true)
+        .open(d.0.join("redo_1.log"))
+        .unwrap()
+        .set_len(lsns[2])
+        .unwrap();
+    let r = Rig::open(cfg(&d.0, 1));
+    let m = r.s.redo_tail().unwrap_err().to_string();
+    assert!(m.contains("beyond the log's end"), "{m}");
 }
 
 #[test]

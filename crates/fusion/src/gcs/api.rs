@@ -118,9 +118,11 @@ impl Fusion {
         image.copy_from_slice(&cur);
         redo::apply_change(&change, crate::block::payload_mut(&mut image)).map_err(GcError::Kv)?;
         let node = self.me;
+        let base = self.cache.get(key).map_or(0, |e| e.scn);
         Ok(self.install_change(now, op, key, image, |scn| {
             Entry::Record(redo::Record {
                 scn,
+                base,
                 node,
                 file: key.0,
                 block: key.1,
@@ -262,6 +264,13 @@ impl Fusion {
                 self.recovery_redo_done(now, node, offset, c.result)
             }
             IoFor::RecoveryRead { key } => self.recovery_read_done(now, key, c.result),
+            IoFor::RecoveryScn { key } => self.recovery_scn_done(now, key, c.result),
+            IoFor::RecoveryCheckpoint { node } => {
+                self.recovery_checkpoint_done(now, node, c.result)
+            }
+            IoFor::Checkpoint { lsn } => self.checkpoint_done(now, lsn, c.result),
+            IoFor::EarlierRedo { offset } => self.earlier_redo_done(now, offset, c.result),
+            IoFor::CheckpointRead { key } => self.checkpoint_read_done(now, key, c.result),
         }
         self.drain_local(now);
     }
@@ -304,6 +313,9 @@ impl Fusion {
         }
         self.incarnation = incarnation;
         let first = !self.opened;
+        if first {
+            self.ckpt_start(now);
+        }
         let can_join = self.can_join();
         let mastered = if can_join {
             self.mastered_chunks()
@@ -446,7 +458,8 @@ impl Protocol for Fusion {
         let r = self.retries.values().map(|r| r.deadline).min();
         let d = self.pi_retries.values().map(|r| r.deadline).min();
         let j = self.join.deadline();
-        [w, m, r, d, self.recon_deadline(), self.drm.deadline(), j]
+        let c = self.ckpt.deadline();
+        [w, m, r, d, self.recon_deadline(), self.drm.deadline(), j, c]
             .into_iter()
             .flatten()
             .min()

@@ -235,6 +235,9 @@ impl Fusion {
         if let Some(e) = self.cache.entries.get_mut(&key) {
             self.stats.gc_pi_discards += e.discard_pis(scn) as u64;
         }
+        // The block reached the disk at `scn`: this node's redo up to it
+        // is covered.
+        self.ckpt_covered(key, scn);
         let (file, block) = key;
         self.send(master, Msg::PiDiscardAck { file, block, scn });
     }
@@ -312,6 +315,18 @@ impl Fusion {
                 Some(&(r, scn)) if r == rid => scn,
                 _ => 0,
             };
+            let dirty_x = self
+                .cache
+                .get(key)
+                .is_some_and(|e| e.current.is_some() && e.dirty && e.mode == Mode::X);
+            if scn == 0 && dirty_x {
+                // Another node's write, forwarded to this X holder (the
+                // block came here while that request waited): written
+                // under its id, the WriteDone to the master that asked.
+                self.write_master.insert(key, (rid, from));
+                self.start_write(key, rid);
+                return;
+            }
             let m = Msg::WriteDone {
                 rid,
                 file: key.0,
@@ -409,6 +424,7 @@ impl Fusion {
         let written = if ok { scn } else { 0 };
         if ok {
             self.stats.physical_writes += 1;
+            self.ckpt_covered(key, scn);
         }
         self.last_write.insert(key, (rid, written));
         let m = Msg::WriteDone {

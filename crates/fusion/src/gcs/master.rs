@@ -230,7 +230,9 @@ impl Fusion {
                 self.send(from, m);
                 return;
             }
-            What::Write => Step::WriteGranted,
+            What::Write => Step::WriteGranted {
+                to: r.x_holder().unwrap_or(from),
+            },
             What::Scan => {
                 let access = if r.x_holder().is_some_and(|h| h != from) {
                     Access::Cr { scn: Scn::MAX }
@@ -334,7 +336,7 @@ impl Fusion {
                     self.send(n, Msg::Inval { rid, file, block });
                 }
             }
-            Step::WriteGranted => self.send(from, Msg::WriteGrant { rid, file, block }),
+            Step::WriteGranted { to } => self.send(to, Msg::WriteGrant { rid, file, block }),
         }
     }
 
@@ -467,6 +469,7 @@ impl Fusion {
             return;
         };
         if scn > 0 {
+            self.ckpt.pending.covered(key, scn);
             r.disk_scn = r.disk_scn.max(scn);
             // Every PI at or below what reached disk goes, cluster-wide.
             let discard: Vec<NodeId> = r
@@ -499,12 +502,17 @@ impl Fusion {
         let Some(r) = self.dir.get_mut(&key) else {
             return;
         };
-        let ours = r.running(from, rid)
-            && r.busy
-                .as_ref()
-                .is_some_and(|c| c.step == Step::WriteGranted);
-        if ours {
+        let requester = r.busy.as_ref().and_then(|c| match c.step {
+            Step::WriteGranted { to } if to == from && c.req.rid == rid => Some(c.req.from),
+            _ => None,
+        });
+        if let Some(requester) = requester {
             self.m_end(now, key);
+            if requester != from {
+                // Its grant now: the block is not its to write any more,
+                // so it answers at once and its write completes.
+                self.send(requester, Msg::WriteGrant { rid, file, block });
+            }
         }
         // A checkpointing holder's writes are its use of the block too.
         self.drm_note(now, from, key);

@@ -32,6 +32,7 @@
 //! (what tests and `INFO` read).
 
 mod api;
+mod checkpoint;
 mod dispatch;
 mod holder;
 mod inspect;
@@ -86,6 +87,15 @@ pub struct Config {
     /// start ([`crate::redo::scan`]), so a restarted node appends after
     /// its old records and chains on from the last one.
     pub redo_tail: crate::redo::Tail,
+    /// This node's redo checkpoint at start ([`crate::io::IoOp::RedoCheckpoint`]):
+    /// the records between it and `redo_tail` are an earlier life's, kept
+    /// until the datafiles are seen to hold them.
+    pub redo_checkpoint: u64,
+    /// How often the redo checkpoint may move (default 1 s), and how long
+    /// records wait before their blocks are checked against the disk
+    /// (default 5 s; see the `checkpoint` module).
+    pub checkpoint_every: Duration,
+    pub checkpoint_verify_every: Duration,
     /// Run instance recovery when the service opens (a cold start after a
     /// crash: changes acknowledged but not yet in the datafiles are only
     /// in the redo logs). The node sets it; tests that count messages of a
@@ -123,6 +133,9 @@ impl Config {
             datafiles: 1,
             datafile_blocks: 8192,
             redo_tail: crate::redo::Tail::default(),
+            redo_checkpoint: 0,
+            checkpoint_every: Duration::from_secs(1),
+            checkpoint_verify_every: Duration::from_secs(5),
             open_recovery: false,
             log_nodes: Vec::new(),
             remaster_threshold: 0,
@@ -290,6 +303,27 @@ pub(crate) enum IoFor {
     RecoveryRead {
         key: (FileNo, BlockNo),
     },
+    /// Instance recovery: the disk's SCN of a block with a PI base.
+    RecoveryScn {
+        key: (FileNo, BlockNo),
+    },
+    /// Instance recovery: where `node`'s log starts.
+    RecoveryCheckpoint {
+        node: NodeId,
+    },
+    /// This node's redo checkpoint being made durable.
+    Checkpoint {
+        lsn: u64,
+    },
+    /// A chunk of this node's log from an earlier life, from `offset`.
+    EarlierRedo {
+        offset: u64,
+    },
+    /// A block's disk image, to see how much of this node's redo for it
+    /// the datafile holds.
+    CheckpointRead {
+        key: (FileNo, BlockNo),
+    },
 }
 
 /// A message kept until answered, resent on its timer.
@@ -350,6 +384,8 @@ pub struct Fusion {
     /// Dones of one disk read, sent together: (master, rid, block).
     pub(crate) done_batch: Option<Vec<DoneItem>>,
     pub(crate) redo: redo_log::RedoLog,
+    /// Where this node's log starts for recovery, and what holds it back.
+    pub(crate) ckpt: checkpoint::State,
     pub(crate) io_out: VecDeque<IoRequest>,
     pub(crate) io_for: BTreeMap<u64, IoFor>,
     pub(crate) next_io: u64,
@@ -425,6 +461,7 @@ impl Fusion {
     pub fn new(cfg: Config, pool: BufferPool, members: &[NodeId]) -> Fusion {
         let cache = Cache::new(cfg.cache_blocks, cfg.replacement);
         let redo = redo_log::RedoLog::new(cfg.redo_tail);
+        let ckpt = checkpoint::State::new(cfg.redo_checkpoint, cfg.redo_tail.lsn);
         Fusion {
             me: cfg.me,
             slots: SlotMap::new(members),
@@ -455,6 +492,7 @@ impl Fusion {
             batch: None,
             done_batch: None,
             redo,
+            ckpt,
             io_out: VecDeque::new(),
             io_for: BTreeMap::new(),
             next_io: 1,
@@ -610,6 +648,7 @@ impl Fusion {
 
     /// Resends what is due.
     fn timers(&mut self, now: Instant) {
+        self.ckpt_timers(now);
         self.recon_timers(now);
         self.join_timers(now);
         self.drm_timers(now);

@@ -140,6 +140,9 @@ impl Fusion {
         self.done_batch = Some(Vec::new());
         for (i, buf) in bufs.into_iter().enumerate() {
             let key = (file, first + i as u32);
+            if let Ok(h) = block::verify(&buf, key.0, key.1) {
+                self.ckpt_covered(key, h.scn);
+            }
             let Some(w) = self.wants.get(&key) else {
                 continue;
             };

@@ -62,6 +62,11 @@ impl RedoLog {
         scn > self.durable && scn <= self.last
     }
 
+    /// Where the next append goes: past every record handed to the host.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     pub fn idle(&self) -> bool {
         self.queued.is_empty() && self.inflight.is_none()
     }
@@ -99,6 +104,9 @@ impl Fusion {
             };
             match redo::encode_group(&mut tail, &records) {
                 Ok(group) => {
+                    for r in &records {
+                        self.ckpt_logged((r.file, r.block), r.scn, offset);
+                    }
                     data.extend_from_slice(&group);
                     self.redo.prev = tail.prev;
                     covers.extend(record_ops);

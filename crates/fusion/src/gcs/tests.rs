@@ -152,9 +152,13 @@ fn a_refused_request_is_refused_again_after_the_rebuild() {
     );
     for _ in 0..10 {
         while let Some(r) = f.poll_io(now) {
+            let data = match r.op {
+                crate::io::IoOp::RedoCheckpointRead { .. } => IoData::Lsn(0),
+                _ => IoData::Bytes(Vec::new()),
+            };
             let c = IoCompletion {
                 id: r.id,
-                result: Ok(IoData::Bytes(Vec::new())),
+                result: Ok(data),
             };
             f.handle_io(now, c);
         }

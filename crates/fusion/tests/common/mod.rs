@@ -9,7 +9,6 @@ use icx_fusion::db::{Cmd, Db, DbConfig, Reply};
 use icx_fusion::gcs::{Completion, Config, Fusion};
 use icx_fusion::io::{BlockNo, FileNo};
 use icx_fusion::msg::{Access, Mode};
-use icx_fusion::redo;
 use icx_fusion::testing::{Faults, SharedDisk, SimDb, SimDisk, SimFusion};
 use icx_sim::host::{ClusterBuilder, HostNode};
 use icx_sim::{LinkConfig, Sim};
@@ -348,6 +347,21 @@ impl Watch {
         let mut last: BTreeMap<BlockNo, Scn> = BTreeMap::new();
         for &(_, _, b, scn) in &d.writes {
             let l = last.entry(b).or_insert(0);
+            if scn < *l {
+                eprintln!(
+                    "writes of {b}: {:?}",
+                    d.writes.iter().filter(|w| w.2 == b).collect::<Vec<_>>()
+                );
+                for (id, p) in c.protocols() {
+                    for (t, to, m) in &p.trace {
+                        if let Some(m) = m {
+                            if m.block() == (1, b) {
+                                eprintln!("{t:?} {id}->{to}: {m:?}");
+                            }
+                        }
+                    }
+                }
+            }
             assert!(scn >= *l, "disk block {b} went from SCN {l} back to {scn}");
             *l = scn;
         }
@@ -545,8 +559,8 @@ pub fn restart(
     let id = old.id();
     let mut fc = cfg(id);
     fc.open_recovery = true;
-    let log = disk.borrow().redo.get(&id).cloned().unwrap_or_default();
-    fc.redo_tail = redo::scan(&log, 0, None).end;
+    fc.redo_tail = disk.borrow().redo_tail(id);
+    fc.redo_checkpoint = disk.borrow().checkpoint(id);
     let members = old.members();
     let f = Fusion::new(fc, old.endpoint().pool().clone(), &members);
     let mut sf = SimFusion::new(f, disk.clone(), seed);

@@ -225,8 +225,14 @@ impl Data {
                 .unwrap_or(0),
         );
         f.kv("redo_write_max_us", s.redo_write_max.as_micros());
+        f.kv("redo_checkpoints_written", s.redo_checkpoints);
+        f.kv("redo_punched_bytes", s.redo_punched_bytes);
+        f.kv("redo_punch_unsupported", s.redo_punch_unsupported);
         if let Some(fu) = self.fusion.as_ref() {
             let st = fu.stats();
+            let (lsn, pending) = fu.redo_checkpoint();
+            f.kv("redo_checkpoint_lsn", lsn);
+            f.kv("redo_checkpoint_pending_blocks", pending);
             f.kv("redo_writes", st.redo_writes);
             f.kv("redo_bytes", st.redo_bytes);
             f.kv("gcs_log_flush_sync", st.gcs_log_flush_sync);

@@ -288,6 +288,15 @@ impl Data {
                     }
                 };
                 self.redo_tail = fc.redo_tail;
+                // Where its scan started: the records from there to the
+                // tail are an earlier life's, not yet known to be covered.
+                fc.redo_checkpoint = match self.storage.redo_checkpoint() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("cache fusion not opened: redo checkpoint: {e}");
+                        return true;
+                    }
+                };
                 // Changes acknowledged but not yet in the datafiles live
                 // only in the redo logs: every node's are replayed at open.
                 fc.open_recovery = true;

@@ -1,5 +1,5 @@
 //! Datafiles: race-free creation, and the workers doing block reads and
-//! writes (and reads of redo logs).
+//! writes (and reads of redo logs and their checkpoints).
 //!
 //! **Creation.** Nodes starting at once must neither both create a file
 //! nor clobber one another's. A node builds the file under a temp name of
@@ -11,7 +11,9 @@
 //! replaces the target, and with it blocks another node may have written
 //! already. The directory is fsynced, the temp name removed.
 
-use super::{add, io_error, redo_name, Shared, StorageConfig, MAX_READ_BLOCKS};
+use super::{
+    add, checkpoint, checkpoint_name, io_error, redo_name, Shared, StorageConfig, MAX_READ_BLOCKS,
+};
 use crate::dio::{self, AlignedBuf, Failed, ALIGN};
 use crate::vote::IoMode;
 use crossbeam_channel::{Receiver, Sender};
@@ -324,8 +326,13 @@ impl Worker {
                     add(&c.redo_reads, 1);
                     self.redo_read(node, offset, len)
                 }
-                IoOp::Write { .. } | IoOp::RedoAppend { .. } => {
-                    Err(IoError::Io("redo append sent to a datafile worker".into()))
+                IoOp::ReadScn { file, block } => {
+                    add(&c.reads, 1);
+                    self.read_scn(file, block)
+                }
+                IoOp::RedoCheckpointRead { node } => self.checkpoint_read(node),
+                IoOp::Write { .. } | IoOp::RedoAppend { .. } | IoOp::RedoCheckpoint { .. } => {
+                    Err(IoError::Io("redo write sent to a datafile worker".into()))
                 }
             };
             self.count_error(&result);
@@ -508,6 +515,32 @@ impl Worker {
                 Err(e) if direct && e.direct_refused() => f.refuse_direct("write"),
                 Err(e) => return Err(io_error(&e, &f.path)),
             }
+        }
+    }
+
+    /// The SCN of one block on disk (0: never written): a verified
+    /// one-block read whose image is dropped, so it costs a pool buffer
+    /// only for the read's length.
+    fn read_scn(&mut self, file: FileNo, block: BlockNo) -> Result<IoData, IoError> {
+        let IoData::Blocks(b) = self.read(file, block, 1)? else {
+            return Err(IoError::Io("a block read returned no blocks".into()));
+        };
+        let img = b
+            .first()
+            .ok_or_else(|| IoError::Io("a block read returned no blocks".into()))?;
+        // Verified by the read already: this only takes the header.
+        let h = block::verify(img, file, block).map_err(|e| IoError::Io(e.to_string()))?;
+        Ok(IoData::Scn(h.scn))
+    }
+
+    /// The checkpoint of `node`'s redo log: 0 without a checkpoint file,
+    /// an error when the file has no valid slot (never 0: the log below
+    /// the lost checkpoint may be punched out).
+    fn checkpoint_read(&self, node: NodeId) -> Result<IoData, IoError> {
+        let path = self.shared.dir.join(checkpoint_name(node));
+        match checkpoint::read_checkpoint(&path) {
+            Ok(lsn) => Ok(IoData::Lsn(lsn.unwrap_or(0))),
+            Err(e) => Err(IoError::Io(e.to_string())),
         }
     }
 

@@ -7,12 +7,16 @@
 //!   data workers (N, one queue):  Read ──► preadv into pool buffers ──► verify each block
 //!                                 Write ──► pwrite + fdatasync
 //!                                 RedoRead ──► pread of any node's log
+//!                                 RedoCheckpointRead ──► any node's checkpoint file
 //!   redo writer (1, own queue):   RedoAppend, and every append queued meanwhile
 //!                                 ──► pwrite(s) + one fdatasync (group commit)
+//!                                 RedoCheckpoint, in order with the appends
+//!                                 ──► slot write + fdatasync, then punch the log
 //! ```
 //!
 //! The datafiles `data01.dbf`, `data02.dbf`, … and the redo logs
-//! `redo_<node>.log` live in one shared directory (the config's
+//! `redo_<node>.log`, each with its checkpoint file `redo_<node>.ckpt`
+//! ([`checkpoint`]), live in one shared directory (the config's
 //! `datafiles`). The first node to start creates missing datafiles, at
 //! their full size, race-free (see [`datafile`]). A datafile never grows:
 //! a block past its end is [`IoError::OutOfRange`], never a write that
@@ -28,6 +32,7 @@
 //! aligned bounce buffer otherwise; a file the filesystem refuses
 //! `O_DIRECT` on goes buffered and says so in [`Storage::modes`].
 
+pub mod checkpoint;
 pub mod datafile;
 mod redo_log;
 
@@ -62,6 +67,11 @@ pub fn datafile_name(file: FileNo) -> String {
 /// The redo log name of `node`.
 pub fn redo_name(node: NodeId) -> String {
     format!("redo_{}.log", node.0)
+}
+
+/// The redo checkpoint file name of `node` (next to its log).
+pub fn checkpoint_name(node: NodeId) -> String {
+    format!("redo_{}.ckpt", node.0)
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +131,13 @@ pub struct StorageStats {
     /// (what a commit waits for, beyond its queueing).
     pub redo_write_time: Duration,
     pub redo_write_max: Duration,
+    /// Redo checkpoints made durable.
+    pub redo_checkpoints: u64,
+    /// The log's space reclaimed: every byte below this offset is punched
+    /// out (the highest punch's end).
+    pub redo_punched_bytes: u64,
+    /// 1 once the filesystem refused to punch (the log keeps its space).
+    pub redo_punch_unsupported: u64,
 }
 
 #[derive(Default)]
@@ -140,6 +157,9 @@ struct Counters {
     redo_reads: AtomicU64,
     redo_write_ns: AtomicU64,
     redo_write_max_ns: AtomicU64,
+    redo_checkpoints: AtomicU64,
+    redo_punched_bytes: AtomicU64,
+    redo_punch_unsupported: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -155,6 +175,8 @@ struct Shared {
     pool: BufferPool,
     files: Vec<DataFile>,
     redo_path: PathBuf,
+    /// This node's checkpoint file.
+    checkpoint_path: PathBuf,
     redo_mode: Mutex<IoMode>,
 }
 
@@ -183,11 +205,28 @@ struct Append {
     data: Vec<u8>,
 }
 
+/// What the redo writer does: appends, and checkpoints on the same queue,
+/// so a checkpoint is ordered with the appends around it (it never covers
+/// an append still queued before it) and uses the writer's descriptor.
+enum RedoReq {
+    Append(Append),
+    Checkpoint { id: u64, lsn: u64 },
+}
+
+impl RedoReq {
+    fn id(&self) -> u64 {
+        match self {
+            RedoReq::Append(a) => a.id,
+            RedoReq::Checkpoint { id, .. } => *id,
+        }
+    }
+}
+
 /// Datafile and redo I/O (see the module docs).
 pub struct Storage {
     shared: Arc<Shared>,
     data_tx: Option<Sender<IoRequest>>,
-    redo_tx: Option<Sender<Append>>,
+    redo_tx: Option<Sender<RedoReq>>,
     done_tx: Sender<IoCompletion>,
     done_rx: Receiver<IoCompletion>,
     exited: Receiver<()>,
@@ -249,7 +288,8 @@ impl Storage {
             files.push(DataFile::ensure(&cfg, no, path)?);
         }
         let redo_path = cfg.dir.join(redo_name(cfg.node));
-        let writer = redo_log::Writer::open(&redo_path)?;
+        let checkpoint_path = cfg.dir.join(checkpoint_name(cfg.node));
+        let writer = redo_log::Writer::open(&redo_path, &checkpoint_path)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
@@ -258,6 +298,7 @@ impl Storage {
             pool,
             files,
             redo_path,
+            checkpoint_path,
             redo_mode: Mutex::new(writer.mode()),
         });
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -306,20 +347,22 @@ impl Storage {
     /// Never blocks. A full queue is a counted refusal, answered at once
     /// with [`IoError::Io`].
     pub fn submit(&self, req: IoRequest) {
-        let refused = match req.op {
-            IoOp::RedoAppend { offset, data } => {
-                let a = Append {
-                    id: req.id,
-                    offset,
-                    data,
-                };
-                match self.redo_tx.as_ref().map(|q| q.try_send(a)) {
-                    Some(Ok(())) => return,
-                    Some(Err(TrySendError::Full(a))) => (a.id, "redo queue full"),
-                    _ => (req.id, "redo writer gone"),
-                }
-            }
-            op => {
+        let redo = match req.op {
+            IoOp::RedoAppend { offset, data } => Ok(RedoReq::Append(Append {
+                id: req.id,
+                offset,
+                data,
+            })),
+            IoOp::RedoCheckpoint { lsn } => Ok(RedoReq::Checkpoint { id: req.id, lsn }),
+            op => Err(op),
+        };
+        let refused = match redo {
+            Ok(r) => match self.redo_tx.as_ref().map(|q| q.try_send(r)) {
+                Some(Ok(())) => return,
+                Some(Err(TrySendError::Full(r))) => (r.id(), "redo queue full"),
+                _ => (req.id, "redo writer gone"),
+            },
+            Err(op) => {
                 let r = IoRequest { id: req.id, op };
                 match self.data_tx.as_ref().map(|q| q.try_send(r)) {
                     Some(Ok(())) => return,
@@ -380,13 +423,47 @@ impl Storage {
         &self.shared.redo_path
     }
 
+    /// This node's redo checkpoint file.
+    pub fn checkpoint_path(&self) -> &Path {
+        &self.shared.checkpoint_path
+    }
+
+    /// This node's redo checkpoint: where a scan of its log starts (0
+    /// before the first). A checkpoint file with no valid slot is an
+    /// error, never 0: the log below the checkpoint may be punched out.
+    pub fn redo_checkpoint(&self) -> io::Result<u64> {
+        Ok(checkpoint::read_checkpoint(&self.shared.checkpoint_path)?.unwrap_or(0))
+    }
+
     /// Where this node's redo log continues: the end of its valid records
-    /// (a torn last group, left by a crash mid-write, is written over).
+    /// from its checkpoint on (a torn last group, left by a crash
+    /// mid-write, is written over). Only the log from the checkpoint is
+    /// read: below it are punched-out zeroes.
     pub fn redo_tail(&self) -> io::Result<icx_fusion::redo::Tail> {
+        use std::io::{Read, Seek, SeekFrom};
         let path = &self.shared.redo_path;
-        let bytes = std::fs::read(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: read: {e}", path.display())))?;
-        let s = icx_fusion::redo::scan(&bytes, 0, None);
+        let ckpt = self.redo_checkpoint()?;
+        let ctx = |what: &str, e: io::Error| {
+            io::Error::new(e.kind(), format!("{}: {what}: {e}", path.display()))
+        };
+        let mut f = std::fs::File::open(path).map_err(|e| ctx("open", e))?;
+        let size = f.metadata().map_err(|e| ctx("fstat", e))?.len();
+        if ckpt > size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: the checkpoint ({}) is at LSN {ckpt}, beyond the log's end ({size} B)",
+                    path.display(),
+                    self.shared.checkpoint_path.display()
+                ),
+            ));
+        }
+        f.seek(SeekFrom::Start(ckpt)).map_err(|e| ctx("seek", e))?;
+        let mut bytes = Vec::with_capacity((size - ckpt) as usize);
+        f.read_to_end(&mut bytes).map_err(|e| ctx("read", e))?;
+        // The record before a checkpoint is not read: its CRC, the first
+        // record's chain link, is trusted.
+        let s = icx_fusion::redo::scan(&bytes, ckpt, None);
         if let icx_fusion::redo::Stop::Torn { at, why } = &s.stop {
             tracing::warn!(
                 "{}: the log ends at a torn record (LSN {at}: {why}); appending from there",
@@ -415,6 +492,9 @@ impl Storage {
             redo_reads: l(&c.redo_reads),
             redo_write_time: Duration::from_nanos(l(&c.redo_write_ns)),
             redo_write_max: Duration::from_nanos(l(&c.redo_write_max_ns)),
+            redo_checkpoints: l(&c.redo_checkpoints),
+            redo_punched_bytes: l(&c.redo_punched_bytes),
+            redo_punch_unsupported: l(&c.redo_punch_unsupported),
         }
     }
 }

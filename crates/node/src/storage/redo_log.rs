@@ -16,8 +16,19 @@
 //! have dropped the unwritten pages and a later sync succeed without them,
 //! so no later append could be trusted durable (Oracle stops the instance
 //! when its log writer fails). Every append after it gets the first error.
+//!
+//! **Checkpoints** come on the same queue: a group ends before one, so it
+//! is written after every append queued before it, never racing one. Once
+//! the checkpoint is durable ([`super::checkpoint`]), the log's space below
+//! the checkpoint it replaced is given back with
+//! `fallocate(FALLOC_FL_PUNCH_HOLE)` (whole pages, the size kept): one
+//! behind, so a scan another node started from the replaced checkpoint a
+//! moment ago still finds its bytes. LSNs stay byte offsets: the log
+//! becomes sparse, never rewritten or shifted. A filesystem that cannot
+//! punch keeps the space (counted, warned once).
 
-use super::{add, io_error, Append, Shared};
+use super::checkpoint::CheckpointFile;
+use super::{add, io_error, Append, Counters, RedoReq, Shared};
 use crate::dio::{self, AlignedBuf, Failed};
 use crate::vote::IoMode;
 use crossbeam_channel::{Receiver, Sender};
@@ -38,6 +49,9 @@ pub const MAX_GROUP: usize = 1024;
 /// `O_DIRECT` transfers need this alignment of offset and length (the
 /// logical sector; redo groups are padded to it).
 const SECTOR: u64 = 512;
+/// Punched ranges end on this boundary (a page: a filesystem frees whole
+/// blocks only, and zeroes the partial ones it is asked to punch).
+const PUNCH_ALIGN: u64 = 4096;
 
 pub(super) struct Writer {
     path: PathBuf,
@@ -50,6 +64,14 @@ pub(super) struct Writer {
     allocated: Option<u64>,
     /// Set by a failed sync: the error every later append gets.
     failed: Option<String>,
+    ckpt_path: PathBuf,
+    /// Loaded at the first checkpoint (so a damaged file fails that, and
+    /// the scan at start, not the open).
+    ckpt: Option<CheckpointFile>,
+    /// Every byte below is punched out (in this life).
+    punched: u64,
+    /// Cleared for good when the filesystem cannot punch.
+    punch_ok: bool,
 }
 
 fn ctx(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -57,8 +79,9 @@ fn ctx(path: &Path, what: &str, e: io::Error) -> io::Error {
 }
 
 impl Writer {
-    /// Opens (creating if missing, never truncating) the log.
-    pub(super) fn open(path: &Path) -> io::Result<Writer> {
+    /// Opens (creating if missing, never truncating) the log; its
+    /// checkpoint file, at `ckpt_path`, is read at the first checkpoint.
+    pub(super) fn open(path: &Path, ckpt_path: &Path) -> io::Result<Writer> {
         let mut o = OpenOptions::new();
         o.read(true).write(true).create(true).mode(0o644);
         let mut refused = None;
@@ -79,6 +102,10 @@ impl Writer {
             refused,
             allocated: Some(size),
             failed: None,
+            ckpt_path: ckpt_path.to_path_buf(),
+            ckpt: None,
+            punched: 0,
+            punch_ok: true,
         })
     }
 
@@ -94,20 +121,50 @@ impl Writer {
     pub(super) fn run(
         mut self,
         shared: Arc<Shared>,
-        rx: Receiver<Append>,
+        rx: Receiver<RedoReq>,
         done: Sender<IoCompletion>,
         wake: crate::Wake,
     ) {
         // Made here, on the thread that uses it (it is not `Send`).
         let mut buf = AlignedBuf::new();
-        while let Ok(first) = rx.recv() {
+        // A checkpoint taken while gathering a group, to do after it.
+        let mut next: Option<RedoReq> = None;
+        loop {
+            let req = match next.take() {
+                Some(r) => r,
+                None => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+            };
             if shared.stop.load(Ordering::SeqCst) {
                 return;
             }
+            let first = match req {
+                RedoReq::Append(a) => a,
+                RedoReq::Checkpoint { id, lsn } => {
+                    let result = self.checkpoint(&shared.counters, lsn);
+                    if let Err(e) = &result {
+                        add(&shared.counters.errors, 1);
+                        tracing::warn!("redo checkpoint at LSN {lsn}: {e}");
+                    }
+                    if shared.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let result = result.map(|()| IoData::Done);
+                    let _ = done.send(IoCompletion { id, result });
+                    wake();
+                    continue;
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(a) => group.push(a),
+                    Ok(RedoReq::Append(a)) => group.push(a),
+                    Ok(c) => {
+                        next = Some(c);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -145,6 +202,92 @@ impl Writer {
                 let _ = done.send(IoCompletion { id: a.id, result });
             }
             wake();
+        }
+    }
+
+    /// Makes `lsn` this node's checkpoint, durably, then punches the log
+    /// below the checkpoint it replaces. A checkpoint never moves back (the
+    /// log below the one in force may be gone) nor past the log's end (a
+    /// restart would have nothing to scan from).
+    fn checkpoint(&mut self, c: &Counters, lsn: u64) -> Result<(), IoError> {
+        let mut ck = match self.ckpt.take() {
+            Some(ck) => ck,
+            None => {
+                CheckpointFile::load(&self.ckpt_path).map_err(|e| IoError::Io(e.to_string()))?
+            }
+        };
+        let r = self.checkpoint_in(&mut ck, c, lsn);
+        self.ckpt = Some(ck);
+        r
+    }
+
+    fn checkpoint_in(
+        &mut self,
+        ck: &mut CheckpointFile,
+        c: &Counters,
+        lsn: u64,
+    ) -> Result<(), IoError> {
+        let before = ck.lsn();
+        if lsn < before {
+            return Err(IoError::Io(format!(
+                "{}: checkpoint at LSN {lsn} is below the one in force ({before})",
+                ck.path().display()
+            )));
+        }
+        let size = self
+            .buffered
+            .metadata()
+            .map_err(|e| io_error(&Failed::new("fstat", e), &self.path))?
+            .len();
+        if lsn > size {
+            return Err(IoError::Io(format!(
+                "{}: checkpoint at LSN {lsn} is beyond the log's end ({size} B)",
+                self.path.display()
+            )));
+        }
+        ck.write(lsn).map_err(|f| io_error(&f, ck.path()))?;
+        add(&c.redo_checkpoints, 1);
+        self.punch_below(c, before);
+        Ok(())
+    }
+
+    /// Gives back the log's space below `to` (rounded down to a page),
+    /// from where the last punch ended. Best effort: the checkpoint is
+    /// durable already, a failure only leaves the space allocated.
+    fn punch_below(&mut self, c: &Counters, to: u64) {
+        let to = to - to % PUNCH_ALIGN;
+        if !self.punch_ok || to <= self.punched {
+            return;
+        }
+        let from = self.punched;
+        // SAFETY: fallocate takes a descriptor this writer owns and plain
+        // integers; it touches no memory of ours.
+        let r = unsafe {
+            libc::fallocate(
+                self.buffered.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                from as libc::off_t,
+                (to - from) as libc::off_t,
+            )
+        };
+        if r == 0 {
+            self.punched = to;
+            c.redo_punched_bytes.fetch_max(to, Ordering::Relaxed);
+            return;
+        }
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) {
+            self.punch_ok = false;
+            c.redo_punch_unsupported.store(1, Ordering::Relaxed);
+            tracing::warn!(
+                path = %self.path.display(),
+                "redo log: the filesystem cannot punch holes ({e}): the log keeps its space below the checkpoint"
+            );
+        } else {
+            tracing::warn!(
+                path = %self.path.display(),
+                "redo log: punching out [{from}, {to}): {e}; the space stays allocated for now"
+            );
         }
     }
 

@@ -20,14 +20,17 @@
 //!    holder is served again from here on.
 //! 3. **Redo scan** (always: a freeze may drop an X ship in flight, its
 //!    only current image, and a recovery cut short is not done). The master reads
-//!    every node's redo log (the logs are never truncated, so together
-//!    they hold every acknowledged change) and keeps the records of the
+//!    every node's redo log from its checkpoint (below it the datafiles
+//!    hold every change; see `gcs/checkpoint.rs`) and keeps the records of the
 //!    blocks it masters that no member holds current: the recovery set.
 //!    Blocks outside it are released when the scan ends.
-//! 4. **Recovery.** Each block of the set is read from disk and its
-//!    records newer than the image applied in SCN order ([`redo::apply`]
-//!    compares SCNs, so a record applies at most once; a torn tail ends a
-//!    log's scan by its checksum); the master installs the result in its
+//! 4. **Recovery.** Each block of the set starts from the newest surviving
+//!    past image, else the disk, and its records newer than the image are
+//!    applied along their chain of base SCNs ([`redo::replay`]: a record
+//!    applies at most once; a torn tail ends a log's scan by its checksum;
+//!    a past image older than the disk, whose later records a checkpoint
+//!    freed, breaks the chain and the block starts again from the disk);
+//!    the master installs the result in its
 //!    own cache as the X holder (dirty when redo was applied) and serves
 //!    it. Then "Reconfiguration complete".
 //!
@@ -39,9 +42,7 @@
 //! the blocks it mastered is gone, and so is the ordering of a block's
 //! history between nodes; rebuilding from what the members hold and
 //! replaying every log by SCN needs neither. The freeze costs one round of
-//! reports; the scan reads every log from its start. A checkpoint position
-//! per log would shorten it, but needs a write's PI discards ordered
-//! (docs/ARCHITECTURE.md says why): not done yet.
+//! reports; the scan reads every log from its checkpoint.
 
 use super::parts::{self, PartsIn};
 use super::{Fusion, GcError};
@@ -49,7 +50,7 @@ use crate::block::Scn;
 use crate::io::{BlockNo, FileNo};
 use crate::msg::{Held, Mode, Msg, REPORT_CHUNK};
 use crate::redo::Record;
-use icx_core::{Duration, Instant, NodeId};
+use icx_core::{Duration, Instant, NodeId, SharedBuf};
 use std::collections::{BTreeMap, VecDeque};
 
 mod recovery;
@@ -58,6 +59,12 @@ mod recovery;
 /// most: a member whose service opens a moment later (or that reaches the
 /// view later) drops them, and the freeze lasts until they are in.
 const REPORT_RESEND: Duration = Duration::from_millis(100);
+/// Redo read per request (a recovery scan, a log read back at start).
+pub(crate) const REDO_CHUNK: u32 = 1 << 20;
+
+/// Where a log's scan is: the offset, and the CRC of the record before
+/// it (unknown at the log's checkpoint).
+type LogPos = (u64, Option<u32>);
 
 /// Where a reconfiguration is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,9 +121,11 @@ pub(crate) struct Recon {
     resend_at: Instant,
     /// As a master: the report chunks got, per reporter.
     got: PartsIn,
-    /// Logs still to read, and the read in flight: (node, offset, prev).
+    /// Logs still to read, and the one being read: its node, then where
+    /// (offset and the CRC before it, unknown at the log's checkpoint)
+    /// once its checkpoint is known.
     logs: VecDeque<NodeId>,
-    log_at: Option<(NodeId, u64, u32)>,
+    log_at: Option<(NodeId, Option<LogPos>)>,
     /// A log read failed: asked again at the next timer.
     log_retry: bool,
     /// The recovery set: its blocks' records (kept only for blocks
@@ -127,6 +136,12 @@ pub(crate) struct Recon {
     reading: usize,
     /// PI ships asked, by block.
     pi_wait: BTreeMap<(FileNo, BlockNo), PiWait>,
+    /// A past image is a base only if the disk is not newer (its discard
+    /// may have died with a master, and the redo after it been
+    /// checkpointed): the disk's SCN of each block with a PI base, read
+    /// alongside the ship (`None`: asked), and images that came first.
+    disk_scn: BTreeMap<(FileNo, BlockNo), Option<Scn>>,
+    pi_ready: BTreeMap<(FileNo, BlockNo), SharedBuf>,
 }
 
 /// A past image a master asked its holder to ship, as a recovery base.
@@ -203,6 +218,8 @@ impl Fusion {
             to_read: VecDeque::new(),
             reading: 0,
             pi_wait: BTreeMap::new(),
+            disk_scn: BTreeMap::new(),
+            pi_ready: BTreeMap::new(),
         });
         self.send_reports();
         self.take_early();

@@ -4,29 +4,32 @@
 //! (shipped by its holder) or the disk, plus the newer records.
 
 use super::super::{Fusion, IoFor};
-use super::{PiWait, ReconPhase};
+use super::{PiWait, ReconPhase, REDO_CHUNK};
 use crate::block::{self, Scn};
 use crate::io::{BlockNo, FileNo, IoData, IoError, IoOp};
 use crate::msg::{Mode, Msg};
-use crate::redo::{self, Applied, Stop, Torn};
-use icx_core::{Instant, NodeId};
+use crate::redo::{self, Stop, Torn};
+use icx_core::{Instant, NodeId, SharedBuf};
 
-/// Redo read per request during the scan.
-const REDO_CHUNK: u32 = 1 << 20;
 /// Recovery reads in flight at most (the storage queue is bounded).
 const READS_IN_FLIGHT: usize = 32;
 
 impl Fusion {
-    /// Asks for the next chunk of the log being read, or of the next log.
+    /// Asks for the next log's checkpoint (its scan starts there), or the
+    /// next chunk of the log being read.
     pub(super) fn next_log(&mut self, now: Instant) {
         let Some(rc) = self.recon.as_mut() else {
             return;
         };
         if rc.log_at.is_none() {
-            rc.log_at = rc.logs.pop_front().map(|n| (n, 0, 0));
+            rc.log_at = rc.logs.pop_front().map(|n| (n, None));
         }
         match rc.log_at {
-            Some((node, offset, _)) => self.io(
+            Some((node, None)) => self.io(
+                IoOp::RedoCheckpointRead { node },
+                IoFor::RecoveryCheckpoint { node },
+            ),
+            Some((node, Some((offset, _)))) => self.io(
                 IoOp::RedoRead {
                     node,
                     offset,
@@ -35,6 +38,38 @@ impl Fusion {
                 IoFor::RecoveryRedo { node, offset },
             ),
             None => self.scan_done(now),
+        }
+    }
+
+    /// Where `node`'s log starts: its scan goes on from there.
+    pub(crate) fn recovery_checkpoint_done(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        result: Result<IoData, IoError>,
+    ) {
+        let Some(rc) = self.recon.as_mut() else {
+            return;
+        };
+        if rc.log_at != Some((node, None)) || rc.report.phase != ReconPhase::Scanning {
+            return;
+        }
+        match result {
+            Ok(IoData::Lsn(lsn)) => {
+                rc.log_at = Some((node, Some((lsn, (lsn == 0).then_some(0)))));
+                self.next_log(now);
+            }
+            Ok(_) | Err(_) => {
+                rc.log_retry = true;
+                let why = match result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "not a log position".into(),
+                };
+                self.alert(format!(
+                    "Instance recovery: the redo checkpoint of node {} is unreadable ({why}); retrying",
+                    node.0
+                ));
+            }
         }
     }
 
@@ -49,7 +84,7 @@ impl Fusion {
         let Some(rc) = self.recon.as_mut() else {
             return;
         };
-        let Some((n, at, prev)) = rc.log_at else {
+        let Some((n, Some((at, prev)))) = rc.log_at else {
             return;
         };
         if (n, at) != (node, offset) || rc.report.phase != ReconPhase::Scanning {
@@ -69,7 +104,7 @@ impl Fusion {
         };
         rc.report.redo_bytes_read += bytes.len() as u64;
         self.stats.recovery_redo_bytes_read += bytes.len() as u64;
-        let s = redo::scan(&bytes, offset, Some(prev));
+        let s = redo::scan(&bytes, offset, prev);
         for (_, rec) in s.records {
             let key = (rec.file, rec.block);
             let mastered = self.slots.master(key.0, key.1) == me && self.cfg.in_range(key.0, key.1);
@@ -89,7 +124,7 @@ impl Fusion {
                         ..
                     }
             );
-        rc.log_at = more.then_some((node, s.end.lsn, s.end.prev));
+        rc.log_at = more.then_some((node, Some((s.end.lsn, Some(s.end.prev)))));
         if let (false, Stop::Torn { at, why }) = (more, &s.stop) {
             let line = format!(
                 "Instance recovery: the log of node {} ends at LSN {at} ({why})",
@@ -143,6 +178,18 @@ impl Fusion {
             .dir
             .get(&key)
             .and_then(|r| r.pis.iter().max_by_key(|(_, s)| **s).map(|(&n, &s)| (n, s)));
+        if best.is_some() {
+            if let Some(rc) = self.recon.as_mut() {
+                rc.disk_scn.insert(key, None);
+            }
+            self.io(
+                IoOp::ReadScn {
+                    file: key.0,
+                    block: key.1,
+                },
+                IoFor::RecoveryScn { key },
+            );
+        }
         match best {
             Some((n, _)) if n == self.me => {
                 let own = self
@@ -151,7 +198,7 @@ impl Fusion {
                     .and_then(|e| e.pis.iter().next_back())
                     .map(|(_, b)| b.clone());
                 match own {
-                    Some(img) => self.recover_from(now, key, &img, true),
+                    Some(img) => self.pi_base(now, key, img),
                     None => self.read_disk(key),
                 }
             }
@@ -281,8 +328,57 @@ impl Fusion {
         if let Some(rc) = self.recon.as_mut() {
             rc.pi_wait.remove(&key);
         }
-        self.recover_from(now, key, &img, true);
+        self.pi_base(now, key, img);
         true
+    }
+
+    /// A past image for `key`'s recovery: its base once the disk is known
+    /// not to be newer.
+    fn pi_base(&mut self, now: Instant, key: (FileNo, BlockNo), img: SharedBuf) {
+        let Some(rc) = self.recon.as_mut() else {
+            return;
+        };
+        match rc.disk_scn.get(&key).copied().flatten() {
+            Some(disk) => self.pi_or_disk(now, key, img, disk),
+            None => {
+                rc.pi_ready.insert(key, img);
+            }
+        }
+    }
+
+    /// The disk's SCN of a block whose base is a past image (an error
+    /// counts as newer: the disk is always a safe base, the records after
+    /// it never checkpointed).
+    pub(crate) fn recovery_scn_done(
+        &mut self,
+        now: Instant,
+        key: (FileNo, BlockNo),
+        result: Result<IoData, IoError>,
+    ) {
+        let Some(rc) = self.recon.as_mut() else {
+            return;
+        };
+        if rc.report.phase != ReconPhase::Recovering || !rc.disk_scn.contains_key(&key) {
+            return;
+        }
+        let disk = match result {
+            Ok(IoData::Scn(s)) => s,
+            _ => Scn::MAX,
+        };
+        rc.disk_scn.insert(key, Some(disk));
+        if let Some(img) = rc.pi_ready.remove(&key) {
+            self.pi_or_disk(now, key, img, disk);
+        }
+    }
+
+    fn pi_or_disk(&mut self, now: Instant, key: (FileNo, BlockNo), img: SharedBuf, disk: Scn) {
+        let pi = block::verify(&img, key.0, key.1).map_or(0, |h| h.scn);
+        if pi >= disk {
+            return self.recover_from(now, key, &img, true);
+        }
+        // Older than the disk: its discard died with a master.
+        self.stats.recovery_stale_pis += 1;
+        self.read_disk(key);
     }
 
     pub(crate) fn recovery_read_done(
@@ -311,6 +407,9 @@ impl Fusion {
         };
         self.stats.recovery_blocks_read += 1;
         self.stats.physical_reads += 1;
+        if let Ok(h) = block::verify(&img, key.0, key.1) {
+            self.ckpt_covered(key, h.scn);
+        }
         self.recover_from(now, key, &img, false);
     }
 
@@ -333,30 +432,38 @@ impl Fusion {
             }
             return;
         };
+        let Some(rc) = self.recon.as_mut() else {
+            return;
+        };
+        rc.disk_scn.remove(&key);
+        let mut recs = rc.set.remove(&key).unwrap_or_default();
+        let out = redo::replay(&mut recs, &mut buf);
+        if from_pi && out.unreached > 0 && out.failed.is_none() {
+            // The past image is older than what reached the disk (its
+            // discard was lost with a master), and a checkpoint freed the
+            // records after it: the disk is the base.
+            rc.set.insert(key, recs);
+            self.stats.recovery_stale_pis += 1;
+            return self.read_disk(key);
+        }
+        rc.reading = rc.reading.saturating_sub(1);
         if from_pi {
             self.stats.recovery_blocks_from_pi += 1;
         }
-        let mut recs = match self.recon.as_mut() {
-            Some(rc) => {
-                rc.reading = rc.reading.saturating_sub(1);
-                rc.set.remove(&key).unwrap_or_default()
-            }
-            None => Vec::new(),
-        };
-        recs.sort_by_key(|r| r.scn);
-        let mut applied = 0u64;
-        for r in &recs {
-            match redo::apply(r, &mut buf) {
-                Ok(Applied::Redone) => applied += 1,
-                Ok(Applied::Skipped { .. }) => {}
-                Err(e) => {
-                    let line = format!(
-                        "Instance recovery: record SCN {} of node {} on file {} block {} not applied: {e}",
-                        r.scn, r.node.0, key.0, key.1
-                    );
-                    self.alert(line);
-                }
-            }
+        let applied = out.applied;
+        if let Some((scn, node, e)) = out.failed {
+            let line = format!(
+                "Instance recovery: record SCN {scn} of node {} on file {} block {} not applied: {e}",
+                node.0, key.0, key.1
+            );
+            self.alert(line);
+        } else if out.unreached > 0 {
+            self.stats.recovery_redo_gaps += 1;
+            let line = format!(
+                "Instance recovery: file {} block {}: {} records not applied, made on a version no log holds",
+                key.0, key.1, out.unreached
+            );
+            self.alert(line);
         }
         let scn: Scn = block::verify(&buf, key.0, key.1).map_or(0, |h| h.scn);
         self.see_scn(scn);
