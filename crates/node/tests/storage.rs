@@ -386,7 +386,8 @@ fn a_corrupt_block_on_disk_is_a_counted_error_never_data() {
     let d = TempDir::new("corrupt");
     let mut r = Rig::open(cfg(&d.0, 1));
     for b in 0..4 {
-        r.write(1, b, &image(1, b, 7 + u64::from(b), "k", "v")).unwrap();
+        r.write(1, b, &image(1, b, 7 + u64::from(b), "k", "v"))
+            .unwrap();
     }
     // The SCN alone (what a redo checkpoint settles with): a written
     // block's, and 0 for one never written.
