@@ -99,6 +99,32 @@ pub fn regular(file: &File) -> Result<Metadata, Failed> {
     ))
 }
 
+/// Reads `dst` from `start` until it is full, the file ends, or a direct
+/// read comes back short (the end of the file; the next offset would be
+/// unaligned). Returns the bytes read; an error says how many came first.
+pub fn read_up_to(
+    file: &File,
+    dst: &mut [u8],
+    start: u64,
+    direct: bool,
+) -> Result<usize, (usize, io::Error)> {
+    let mut got = 0;
+    while got < dst.len() {
+        match file.read_at(&mut dst[got..], start + got as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if direct && !got.is_multiple_of(ALIGN) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((got, e)),
+        }
+    }
+    Ok(got)
+}
+
 /// All of `src` at `offset`, retrying EINTR and short writes. `what(done)`
 /// names the write for the error.
 pub fn write_all_at(

@@ -28,7 +28,7 @@
 use crate::dio::{self, AlignedBuf, Failed, ALIGN};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 4] = *b"ICXK";
@@ -151,33 +151,13 @@ pub(super) fn read_slot(path: &Path) -> io::Result<Option<Slot>> {
         dio::regular(&file).map_err(|f| io::Error::new(f.err.kind(), f.describe(path)))?;
         // Direct reads take whole pages: one page holds the whole file.
         let dst = &mut buf.as_mut_slice()[..ALIGN];
-        let mut got = 0;
-        let r = loop {
-            if got >= FILE_LEN {
-                break Ok(());
-            }
-            match file.read_at(&mut dst[got..], got as u64) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    got += n;
-                    // A short direct read is the end of the file (and
-                    // the next offset would be unaligned).
-                    if direct && !got.is_multiple_of(ALIGN) {
-                        break Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    break Err(Failed {
-                        what: format!("read at {got}"),
-                        err,
-                        transfer: true,
-                    })
-                }
-            }
-        };
+        let r = dio::read_up_to(&file, dst, 0, direct).map_err(|(at, err)| Failed {
+            what: format!("read at {at}"),
+            err,
+            transfer: true,
+        });
         match r {
-            Ok(()) => {
+            Ok(got) => {
                 return decode(&buf.as_slice()[..got.min(FILE_LEN)])
                     .map(Some)
                     .map_err(|e| {

@@ -23,7 +23,7 @@ use icx_fusion::io::{BlockNo, FileNo, IoCompletion, IoData, IoError, IoOp, IoReq
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -584,31 +584,13 @@ impl Worker {
             } else {
                 &mut v
             };
-            let mut got = 0;
-            let r = loop {
-                if got == span {
-                    break Ok(());
-                }
-                match file.read_at(&mut dst[got..], start + got as u64) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        got += n;
-                        if direct && !got.is_multiple_of(ALIGN) {
-                            break Ok(());
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => {
-                        break Err(Failed {
-                            what: format!("read of {span} B at {start}"),
-                            err,
-                            transfer: got == 0,
-                        })
-                    }
-                }
-            };
+            let r = dio::read_up_to(&file, dst, start, direct).map_err(|(got, err)| Failed {
+                what: format!("read of {span} B at {start}"),
+                err,
+                transfer: got == 0,
+            });
             match r {
-                Ok(()) => {
+                Ok(got) => {
                     let end = got.min(skip + want);
                     let bytes = if skip >= end {
                         Vec::new()
