@@ -393,3 +393,72 @@ fn a_master_sharing_the_block_ships_it_itself_2way() {
     );
     assert_eq!(node(&c, 1).f.stats().gc_current_block_2way, 1);
 }
+
+#[test]
+fn a_write_asked_while_the_block_moves_on_is_made_by_its_new_holder() {
+    // Node 1 holds the block X and dirty (global: node 2 keeps a PI) and
+    // asks the master (3) to write it just after node 2's request for X
+    // reached the master: the write waits for the transfer, which leaves
+    // node 1 a PI and node 2 the dirty current. The master forwards the
+    // write to node 2, which writes under node 1's request; then node 1's
+    // write is granted with nothing left to write, and both PIs go.
+    let (mut c, disk) = build(12, 3, 64);
+    let b = mastered_by(&c, 3);
+    let s1 = set(&mut c, 2, 1, b, 1);
+    let s2 = set(&mut c, 1, 2, b, 2);
+    settle(&mut c);
+    assert_eq!(node(&c, 2).f.past_images(1, b), vec![s1]);
+    clear_counts(&mut c);
+    let now = c.now();
+    node_mut(&mut c, 2)
+        .f
+        .acquire(now, 3, 1, b, Access::Exclusive);
+    c.node_mut(NodeId(2));
+    let forwarded = c.run_until_cond(Duration::from_secs(5), 100_000, |c| {
+        sent(c).get("Fwd") == Some(&1)
+    });
+    assert!(forwarded, "node 2's request reached the master");
+    let now = c.now();
+    node_mut(&mut c, 1).f.write(now, 4, 1, b);
+    c.node_mut(NodeId(1));
+    wait(&mut c, 2, 3);
+    wait(&mut c, 1, 4);
+    release(&mut c, 2, 3);
+    settle(&mut c);
+    assert!(matches!(
+        node(&c, 1).completion(4),
+        Some(Completion::Written { scn, .. }) if *scn == s2
+    ));
+    assert_eq!(
+        sent(&c),
+        counts(&[
+            ("Req", 1),
+            ("Fwd", 1),
+            ("Ship", 1),
+            ("Image", 1),
+            ("Done", 1),
+            ("WriteReq", 1),
+            // To node 2 (forwarded), then node 1's own.
+            ("WriteGrant", 2),
+            ("WriteDone", 2),
+            ("WriteAck", 2),
+            ("PiDiscard", 2),
+            ("PiDiscardAck", 2)
+        ])
+    );
+    assert_eq!(
+        disk_scn(&disk, b),
+        s2,
+        "node 2 wrote the image it was shipped"
+    );
+    assert_eq!(disk.borrow().writes.len(), 1, "one write");
+    assert_eq!(node(&c, 2).f.stats().physical_writes, 1, "by node 2");
+    assert_eq!(node(&c, 1).f.stats().physical_writes, 0);
+    assert_eq!(node(&c, 2).f.holding(1, b), (Mode::X, Some(s2)));
+    assert!(!node(&c, 2).f.is_dirty(1, b));
+    assert!(node(&c, 1).f.past_images(1, b).is_empty());
+    assert!(node(&c, 2).f.past_images(1, b).is_empty());
+    let d = node(&c, 3).f.directory(1, b).unwrap();
+    assert!(d.pis.is_empty());
+    assert_eq!(d.disk_scn, s2);
+}
