@@ -64,6 +64,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod conn;
 mod server;
 
 use std::net::{IpAddr, SocketAddr};
