@@ -100,13 +100,15 @@ impl Node {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         match name.as_str() {
-            "ping" => match rest.as_slice() {
+            // Binary-safe, as in Redis: `redis-cli --pipe` ends its stream
+            // with an ECHO of 20 random bytes and waits for them exactly.
+            "ping" => match &args[1..] {
                 [] => Reply::Simple("PONG".into()),
-                [m] => Reply::Bulk(m.clone().into_bytes()),
+                [m] => Reply::Bulk(m.clone()),
                 _ => wrong_args("ping"),
             },
-            "echo" => match rest.as_slice() {
-                [m] => Reply::Bulk(m.clone().into_bytes()),
+            "echo" => match &args[1..] {
+                [m] => Reply::Bulk(m.clone()),
                 _ => wrong_args("echo"),
             },
             "info" => match rest.as_slice() {

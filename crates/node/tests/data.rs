@@ -3,7 +3,8 @@
 //! exact under concurrent INCRs from every node, the seeds' scan moves
 //! node 2's blocks over the interconnect instead of the disk, a clean
 //! shutdown checkpoints so a restarted cluster has every value,
-//! redis-benchmark runs against all three at once without errors, and
+//! redis-benchmark runs against all three at once without errors, a
+//! `redis-cli --pipe` mass insertion completes, and
 //! blocks one node writes alone move their mastership to it.
 
 use icx_node::client::{info_fields, Client};
@@ -487,7 +488,7 @@ fn a_clean_shutdown_keeps_every_value() {
 }
 
 #[test]
-fn redis_benchmark_against_all_three_at_once() {
+fn redis_benchmark_against_all_three_at_once_then_a_redis_cli_pipe() {
     if Command::new("redis-benchmark")
         .arg("--version")
         .output()
@@ -544,6 +545,56 @@ fn redis_benchmark_against_all_three_at_once() {
             );
         }
     }
+
+    let raw: &[u8] = b"\xff\xfe\x00a";
+    for cmd in [&b"ECHO"[..], b"PING"] {
+        assert_eq!(
+            c.client(3).call(&[cmd, raw]).unwrap(),
+            Reply::Bulk(raw.to_vec()),
+            "{}",
+            String::from_utf8_lossy(cmd)
+        );
+    }
+    // Redis's mass insertion: the stream ends with an ECHO of 20 random
+    // bytes redis-cli waits for, byte for byte.
+    let mut rcmds = Vec::new();
+    for i in 0..2000 {
+        let (k, v) = (format!("pipe:{i}"), format!("v{i}"));
+        rcmds.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let mut pipe = Command::new("timeout")
+        .args([
+            "60",
+            "redis-cli",
+            "-p",
+            &c.clients[0].port().to_string(),
+            "--pipe",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    pipe.stdin.take().unwrap().write_all(&rcmds).unwrap();
+    let out = pipe.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("errors: 0, replies: 2000"),
+        "redis-cli --pipe: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.client(2).cmd(&["GET", "pipe:1999"]).unwrap(),
+        Reply::Bulk(b"v1999".to_vec())
+    );
 }
 
 #[test]
