@@ -333,6 +333,33 @@ fn pipelined_requests_are_answered_in_order() {
     assert!((2..300).contains(&wakes), "{wakes} wakes");
 }
 
+/// A client that writes its whole pipeline at once and then only reads
+/// (redis-cli --pipe's last stretch): the server has read the socket dry
+/// with far more than the in-flight bound parsed-to-be; each batch of
+/// replies must let it parse on from its buffer, with no new readiness.
+#[test]
+fn a_pipeline_far_past_the_in_flight_bound_is_parsed_from_the_buffer() {
+    const N: usize = 3000;
+    let node = Node::start(Limits::default());
+    let mut c = node.connect();
+    let mut batch = Vec::new();
+    for i in 0..N {
+        batch.extend_from_slice(&encode_cmd(&[b"ECHO", format!("{i}").as_bytes()]));
+    }
+    c.send(&batch);
+    for i in 0..N {
+        assert_eq!(c.reply(), bulk(format!("{i}").as_bytes()), "reply {i}");
+    }
+    // The same with replies the server gives itself (-NOAUTH), which take
+    // in-flight room too.
+    let node = Node::start(with_password(b"pw"));
+    let mut c = node.connect();
+    c.send(&b"PING\r\n".repeat(N));
+    for i in 0..N {
+        assert_eq!(c.reply(), error(NOAUTH), "reply {i}");
+    }
+}
+
 #[test]
 fn a_wake_hold_sends_its_replies_when_dropped() {
     let node = Node::start(Limits::default());

@@ -192,9 +192,15 @@ impl Conn {
         self.more = false;
         let mut reads = 0;
         loop {
-            self.parse(now, shared, back, batch);
+            let capped = self.parse(now, shared, back, batch);
             if let Err(e) = self.flush(now) {
                 return Some(e);
+            }
+            // The replies just written made room: parse on from the buffer
+            // before anything else. The socket may be read dry, with no new
+            // readiness to come while the client waits for these replies.
+            if capped && self.waiting.len() < MAX_IN_FLIGHT {
+                continue;
             }
             if !self.readable
                 || self.eof
@@ -233,20 +239,23 @@ impl Conn {
 
     /// Every whole request in `inbuf`, in order, up to the in-flight bound.
     /// `QUIT` and `AUTH` are answered here, and so is every request before
-    /// the connection authenticated.
+    /// the connection authenticated. True when it stopped at the bound with
+    /// input left.
     pub(super) fn parse(
         &mut self,
         now: Instant,
         shared: &Shared,
         back: &Arc<Back>,
         batch: &mut Vec<Request>,
-    ) {
+    ) -> bool {
         let limits = &shared.limits;
         let mut pos = 0;
-        while !self.closing
-            && self.waiting.len() < MAX_IN_FLIGHT
-            && self.inbuf.len() - pos >= self.need
-        {
+        let mut capped = false;
+        while !self.closing && self.inbuf.len() - pos >= self.need {
+            if self.waiting.len() >= MAX_IN_FLIGHT {
+                capped = true;
+                break;
+            }
             let (parsed, more) = parse(&self.inbuf[pos..], limits, self.authed);
             self.need = 1;
             match parsed {
@@ -261,7 +270,7 @@ impl Conn {
                     shared.n.commands.fetch_add(1, Ordering::Relaxed);
                     if args[0].eq_ignore_ascii_case(b"quit") {
                         self.push_last(Reply::Simple("OK".into()));
-                        return;
+                        return false;
                     }
                     if args[0].eq_ignore_ascii_case(b"auth") {
                         let r = self.auth(&args, shared);
@@ -281,12 +290,13 @@ impl Conn {
                     shared.n.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(id = self.info.id, peer = %self.info.peer, error = %e, "RESP protocol error");
                     self.push_last(Reply::Error(e));
-                    return;
+                    return false;
                 }
             }
         }
         // `need` counts from `pos`, which becomes 0.
         self.inbuf.drain(..pos);
+        capped
     }
 
     /// Reads once onto `inbuf`.
