@@ -25,6 +25,8 @@ start_fusion() {
     echo 'heartbeat_interval = "200ms"'; echo 'misscount = "6s"'; echo 'disktimeout = "12s"'
     echo "voting_files = [\"$d/v1\", \"$d/v2\", \"$d/v3\"]"
     echo "datafiles = \"$d/data\""
+    # FUSION_EXTRA: more top-level keys (a bench's own settings).
+    if [ -n "${FUSION_EXTRA:-}" ]; then echo "$FUSION_EXTRA"; fi
     for i in $(seq 1 "$nodes"); do
       printf '\n[[node]]\nid = %d\nname = "n%d"\ninterconnect = ["127.0.0.1:%d"]\nclient = "127.0.0.1:%d"\n' \
         "$i" "$i" "$(free_port)" $((base + i - 1))
@@ -54,3 +56,18 @@ stop_fusion() { # BASEPORT NODES
   done
 }
 
+
+now_ms() { date +%s%3N; }
+
+# The time (epoch ms) of the last "Reconfiguration started" in a node's log.
+started_ms() {
+  local line
+  line=$(grep 'Reconfiguration started' "$1" | tail -1 | awk '{print $1}')
+  [ -n "$line" ] && date -d "$line" +%s%3N || echo 0
+}
+
+# info PORT SECTION FIELD: one INFO field's value.
+info() { redis-cli -p "$1" INFO "$2" | tr -d '\r' | awk -F: -v k="$3" '$1 == k {print $2}'; }
+
+# The median of the numbers on stdin ("-" if none; the mean of the middle two).
+median_of() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else printf "%g\n", (a[NR/2]+a[NR/2+1])/2}'; }

@@ -24,19 +24,6 @@ SETS=${2:-"1 1000 4000"}
 source bench/fusion-common.sh
 BASE=7700
 
-now_ms() { date +%s%3N; }
-
-# The time (epoch ms) of the last "Reconfiguration started" in a node's log.
-started_ms() {
-  local line
-  line=$(grep 'Reconfiguration started' "$1" | tail -1 | awk '{print $1}')
-  [ -n "$line" ] && date -d "$line" +%s%3N || echo 0
-}
-
-info() { redis-cli -p "$1" INFO "$2" | tr -d '\r' | awk -F: -v k="$3" '$1 == k {print $2}'; }
-
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-
 run_round() { # BASEKIND D ROUND
   local kind=$1 n=$2 r=$3 name="r-$1-$2-$3" d p1=$BASE p3=$((BASE + 2))
   start_fusion "$name" 3 "$BASE"
@@ -104,7 +91,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for kind in pi disk; do
   for n in $SETS; do
     rows=$(grep "^$kind $n " "$OUT")
-    m() { echo "$rows" | sed -n "s/.* $1=\([0-9.]*\).*/\1/p" | median; }
+    m() { echo "$rows" | sed -n "s/.* $1=\([0-9.]*\).*/\1/p" | median_of; }
     ratio=$(echo "$rows" | awk '{for (i=4;i<=NF;i++) {split($i,kv,"="); v[kv[1]]=kv[2]} if (v["detect"] > 0) print (v["serve"]-v["detect"])/v["detect"]}' | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}')
     echo "| $kind | $n | $(m dirty) | $(m redo_read_kb) | $(m detect) | $(m skew) | $(m rebuild) | $(m scan) | $(m recover) | $(m serve) | $ratio | $(m recovered) | $(m from_pi) | $(m from_disk) |"
   done

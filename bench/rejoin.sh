@@ -29,8 +29,6 @@ WINDOW=${3:-10}
 source bench/fusion-common.sh
 BASE=7750
 
-info() { redis-cli -p "$1" INFO "$2" | tr -d '\r' | awk -F: -v k="$3" '$1 == k {print $2}'; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else print a[int((NR+1)/2)]}'; }
 
 # client PORT SECONDS KEYS SEED: one request at a time for SECONDS; prints
 # "ops=N errors=E p50=.. p99=.. max=.." (latencies in ms).
@@ -152,7 +150,7 @@ while read -r line; do
     "$(field steady max "$line")" "$(field rejoin max "$line")" "$(field after max "$line")" \
     "$(kv "$t" recon)" "$(kv "$t" chunks)" "$(kv "$t" ready)" "$(kv "$t" held)"
 done < "$OUT"
-ratio() { while read -r line; do awk -v a="$(field "$1" "$3" "$line")" -v b="$(field "$2" "$3" "$line")" 'BEGIN {print a / b}'; done < "$OUT" | median; }
+ratio() { while read -r line; do awk -v a="$(field "$1" "$3" "$line")" -v b="$(field "$2" "$3" "$line")" 'BEGIN {print a / b}'; done < "$OUT" | median_of; }
 echo
 echo "medians of per-round ratios: ops rejoin/steady $(ratio rejoin steady ops), rejoin/after $(ratio rejoin after ops); p99 rejoin/steady $(ratio rejoin steady p99), rejoin/after $(ratio rejoin after p99)"
 if [ -n "${REJOIN_OLD_BIN:-}" ]; then
@@ -167,5 +165,5 @@ if [ -n "${REJOIN_OLD_BIN:-}" ]; then
       "$(field rejoin max "$a")" "$(field rejoin max "$b")" "$(kv "${a##*|}" recon)" "$(kv "${b##*|}" recon)"
   done
   echo
-  echo "median rejoin ops ratio this/old: $(paste -d'#' "$OUT" "$WORK/old.txt" | while IFS='#' read -r a b; do awk -v x="$(field rejoin ops "$a")" -v y="$(field rejoin ops "$b")" 'BEGIN {print x / y}'; done | median)"
+  echo "median rejoin ops ratio this/old: $(paste -d'#' "$OUT" "$WORK/old.txt" | while IFS='#' read -r a b; do awk -v x="$(field rejoin ops "$a")" -v y="$(field rejoin ops "$b")" 'BEGIN {print x / y}'; done | median_of)"
 fi
