@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # End-to-end benchmarks of the io_uring backend on 127.0.0.1 against
-# baselines measured in the same run:
-#   - 64 B ping-pong round trip (p50/p99/p99.9): ibench over icx (io_uring:
-#     default wait (spins 100 us, then sleeps), sleeping at once (--spin-us 0),
-#     and busy-poll) vs ibench's plain-UDP baseline (in-run) vs
-#     `sockperf ping-pong` (whose "latency" is half the round trip: we double it);
+# baselines measured in the same run, like for like (issue 16): the same
+# wait mode on both sides, one pair running at a time, client on CPU 0 and
+# server on CPU 1 for every tool.
+#   - 64 B ping-pong and 8 KiB block request/reply round trips
+#     (p50/p99/p99.9), in two pairs:
+#       blocking:  ibench --spin-us 0 (sleeps at once)  vs  sockperf
+#                  ping-pong / server defaults (recvfrom blocks);
+#       spinning:  ibench --busy-poll  vs  sockperf ping-pong / server
+#                  --nonblocked (recvfrom spins on EAGAIN);
+#     icx's 8 KiB block travels as 6 reliable MTU-1500 fragments, sockperf's
+#     as one unfragmented loopback datagram. Also icx's default wait (spins
+#     100 us, then sleeps) and ibench's in-run plain-UDP baseline, which
+#     blocks: no spin-then-sleep baseline exists yet, so that row is for
+#     reference, not a like-for-like ratio. sockperf reports half the round
+#     trip unless --full-rtt, which is used.
 #   - one-way goodput of reliable 8 KiB and 32 KiB blocks at MTU 1500 and
 #     9000 framing, one core each side, vs ibench's plain-UDP sink (in-run) and
 #     `qperf udp_bw` with 8 KiB messages (unreliable; recv_bw counted).
-# Rounds alternate the tools so drifting machine load hits all of them; the
-# summary reports medians over rounds and ratios of medians.
+# Rounds alternate which of a pair goes first, so drifting machine load hits
+# both; the summary reports medians over rounds and medians of per-round
+# ratios.
 #
 # Usage: bash bench/e2e.sh [ROUNDS] [SECONDS]   (defaults 3 and 4)
 #        E2E_ONLY=latency|goodput bash bench/e2e.sh ...   (one half only)
@@ -33,20 +44,44 @@ ib=target/release/ibench
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-sockperf server -i 127.0.0.1 -p 11111 >/dev/null 2>&1 & pids+=($!)
-qperf --listen_port 19765 >/dev/null 2>&1 & pids+=($!)
-sleep 0.5
+
+# sockperf_pair NAME MSG [--nonblocked]: a sockperf server on CPU 1 for this
+# run only (a spinning one left running would steal the client's core),
+# the ping-pong client on CPU 0.
+sockperf_pair() {
+    local name=$1 m=$2 mode=("${@:3}") sp
+    taskset -c 1 sockperf server -i 127.0.0.1 -p 11111 "${mode[@]}" >/dev/null 2>&1 &
+    sp=$!; pids+=($sp)
+    sleep 0.3
+    taskset -c 0 sockperf ping-pong -i 127.0.0.1 -p 11111 -m "$m" -t "$secs" --full-rtt "${mode[@]}" \
+        >"$out/$name.$r.txt" 2>&1 || true
+    kill "$sp" 2>/dev/null || true
+    wait "$sp" 2>/dev/null || true
+}
+icx_pp() { $ib loopback ping-pong -m 64 -t "$secs" --cpus 0,1 "${@:2}" --json >"$out/$1.$r.json"; }
+icx_blk() { $ib loopback block --block-size 8K -t "$secs" --cpus 0,1 "${@:2}" --json >"$out/$1.$r.json"; }
 
 for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
     if [ "$only" != goodput ]; then
-        sockperf ping-pong -i 127.0.0.1 -p 11111 -m 64 -t "$secs" --full-rtt >"$out/sockperf.$r.txt" 2>&1 || true
-        $ib loopback ping-pong -m 64 -t "$secs" --cpus 0,1 --baseline --json >"$out/pp.$r.json"
-        $ib loopback ping-pong -m 64 -t "$secs" --cpus 0,1 --spin-us 0 --json >"$out/ppsleep.$r.json"
-        $ib loopback ping-pong -m 64 -t "$secs" --cpus 0,1 --busy-poll --json >"$out/ppbusy.$r.json"
+        if [ $((r % 2)) -eq 1 ]; then
+            sockperf_pair sp_block 64; icx_pp ppsleep --spin-us 0
+            icx_pp ppbusy --busy-poll; sockperf_pair sp_spin 64 --nonblocked
+            sockperf_pair sp8_block 8192; icx_blk blksleep --spin-us 0
+            icx_blk blkbusy --busy-poll; sockperf_pair sp8_spin 8192 --nonblocked
+        else
+            icx_pp ppsleep --spin-us 0; sockperf_pair sp_block 64
+            sockperf_pair sp_spin 64 --nonblocked; icx_pp ppbusy --busy-poll
+            icx_blk blksleep --spin-us 0; sockperf_pair sp8_block 8192
+            sockperf_pair sp8_spin 8192 --nonblocked; icx_blk blkbusy --busy-poll
+        fi
+        icx_pp pp --baseline
     fi
     if [ "$only" != latency ]; then
+        qperf --listen_port 19765 >/dev/null 2>&1 & qp=$!; pids+=($qp)
+        sleep 0.5
         qperf --listen_port 19765 -t "$secs" -m 8192 127.0.0.1 udp_bw >"$out/qperf.$r.txt" 2>&1 || true
+        kill "$qp" 2>/dev/null || true; wait "$qp" 2>/dev/null || true
         for mtu in 1500 9000; do
             for m in 8192 32768; do
                 $ib loopback throughput -m "$m" --mtu "$mtu" -t "$secs" --cpus 0,1 --baseline --json \
@@ -75,37 +110,31 @@ def qperf(p):
     return x * {"GB": 8.0, "MB": 8e-3, "KB": 8e-6}[unit]
 R = range(1, rounds + 1)
 if only != "goodput":
-    print("## ping-pong, 64 B, round trip in µs (median over %d rounds)\n" % rounds)
-    print("| what | p50 | p99 | p99.9 | client CPU % |\n|---|---:|---:|---:|---:|")
-    rows, cpu = {}, {}
-    def icx_row(name, f, sub=None):
-        d = [js(f"{out}/{f}.{r}.json") for r in R]
-        if sub: d = [x[sub] for x in d]
-        rows[name] = [x["rtt_us"] for x in d]
-        cpu[name] = med(x["cpu"]["client_pct"] for x in d)
-    icx_row("icx io_uring (default: spin 100 us, then sleep)", "pp")
-    icx_row("icx io_uring --spin-us 0 (sleep at once)", "ppsleep")
-    icx_row("icx io_uring --busy-poll", "ppbusy")
-    icx_row("plain UDP (ibench baseline, in-run, blocking)", "pp", "baseline")
-    sp = [sockperf(f"{out}/sockperf.{r}.txt") for r in R]
-    if all(sp): rows["sockperf ping-pong (--full-rtt)"] = sp
-    agg = {k: {q: med(x[q] for x in v) for q in ("p50", "p99", "p999")} for k, v in rows.items()}
-    for k, v in agg.items():
-        c = f"{cpu[k]:.0f}" if k in cpu else "n/a"
-        print(f"| {k} | {v['p50']:.1f} | {v['p99']:.1f} | {v['p999']:.1f} | {c} |")
-    if "sockperf ping-pong (--full-rtt)" in agg:
-        s = agg["sockperf ping-pong (--full-rtt)"]
-        print("\nratio to sockperf (lower is better; target <= 0.8):\n")
-        for k in ("icx io_uring (default: spin 100 us, then sleep)", "icx io_uring --spin-us 0 (sleep at once)", "icx io_uring --busy-poll"):
-            v = agg[k]
-            print(f"- {k}: p50 {v['p50']/s['p50']:.2f}x, p99 {v['p99']/s['p99']:.2f}x, p99.9 {v['p999']/s['p999']:.2f}x")
-        # Tails move with the host from one round to the next; the ratio
-        # within each round (same minute) is the steadier figure.
-        print("\nmedian of per-round ratios (each round's icx run over the same round's sockperf):\n")
-        spr = rows["sockperf ping-pong (--full-rtt)"]
-        for k in ("icx io_uring (default: spin 100 us, then sleep)", "icx io_uring --spin-us 0 (sleep at once)", "icx io_uring --busy-poll"):
-            rr = {q: med(x[q] / y[q] for x, y in zip(rows[k], spr)) for q in ("p50", "p99", "p999")}
-            print(f"- {k}: p50 {rr['p50']:.2f}x, p99 {rr['p99']:.2f}x, p99.9 {rr['p999']:.2f}x")
+    Q = ("p50", "p99", "p999")
+    def icx(f): return [js(f"{out}/{f}.{r}.json") for r in R]
+    def sp(f): return [sockperf(f"{out}/{f}.{r}.txt") for r in R]
+    print("## Round trips like for like, µs (medians over %d rounds; client CPU %% for icx)\n" % rounds)
+    print("| pair | icx p50 / p99 / p99.9 | plain UDP (sockperf) p50 / p99 / p99.9 | median per-round ratio p50 / p99 / p99.9 | icx client CPU % |")
+    print("|---|---|---|---|---:|")
+    for name, fi, fs in (("64 B, both blocking (--spin-us 0 / sockperf default)", "ppsleep", "sp_block"),
+                         ("64 B, both spinning (--busy-poll / sockperf --nonblocked)", "ppbusy", "sp_spin"),
+                         ("8 KiB, both blocking", "blksleep", "sp8_block"),
+                         ("8 KiB, both spinning", "blkbusy", "sp8_spin")):
+        a, b = icx(fi), sp(fs)
+        if not all(b) or not all(all(q in x for q in Q) for x in b):
+            print(f"| {name} | sockperf output missing: see {out}/{fs}.*.txt | | | |"); continue
+        ia = {q: med(x["rtt_us"][q] for x in a) for q in Q}
+        sa = {q: med(x[q] for x in b) for q in Q}
+        rr = {q: med(x["rtt_us"][q] / y[q] for x, y in zip(a, b)) for q in Q}
+        c = med(x["cpu"]["client_pct"] for x in a)
+        f3 = lambda d, k="{:.1f}": " / ".join(k.format(d[q]) for q in Q)
+        print(f"| {name} | {f3(ia)} | {f3(sa)} | {f3(rr, '{:.2f}')} | {c:.0f} |")
+    d = icx("pp")
+    v = {q: med(x["rtt_us"][q] for x in d) for q in Q}
+    bl = {q: med(x["baseline"]["rtt_us"][q] for x in d) for q in Q}
+    print(f"\nFor reference, not like for like: icx's default wait (spin 100 µs, then sleep) 64 B "
+          f"p50/p99/p99.9 {v['p50']:.1f} / {v['p99']:.1f} / {v['p999']:.1f} µs; ibench's in-run plain-UDP "
+          f"baseline (blocking) {bl['p50']:.1f} / {bl['p99']:.1f} / {bl['p999']:.1f} µs.")
 if only != "latency":
     print("\n## one-way goodput of reliable blocks, Gbit/s (median over %d rounds)\n" % rounds)
     print("| block | MTU framing | icx io_uring | plain UDP sink (in-run) | icx / UDP | retransmitted | lost |\n|---:|---:|---:|---:|---:|---:|---:|")
