@@ -10,11 +10,11 @@
 #       spinning:  ibench --busy-poll  vs  sockperf ping-pong / server
 #                  --nonblocked (recvfrom spins on EAGAIN);
 #     icx's 8 KiB block travels as 6 reliable MTU-1500 fragments, sockperf's
-#     as one unfragmented loopback datagram. Also icx's default wait (spins
-#     100 us, then sleeps) and ibench's in-run plain-UDP baseline, which
-#     blocks: no spin-then-sleep baseline exists yet, so that row is for
-#     reference, not a like-for-like ratio. sockperf reports half the round
-#     trip unless --full-rtt, which is used.
+#     as one unfragmented loopback datagram. And a third pair:
+#       spin-then-sleep: icx's default wait (spins 100 us, then sleeps) vs
+#                  ibench's in-run plain-UDP baseline (`--baseline`), which
+#                  waits the same way on both ends (sockperf has no such mode).
+#     sockperf reports half the round trip unless --full-rtt, which is used.
 #   - one-way goodput of reliable 8 KiB and 32 KiB blocks at MTU 1500 and
 #     9000 framing, one core each side, vs ibench's plain-UDP sink (in-run) and
 #     `qperf udp_bw` with 8 KiB messages (unreliable; recv_bw counted).
@@ -76,6 +76,7 @@ for r in $(seq 1 "$rounds"); do
             sockperf_pair sp8_spin 8192 --nonblocked; icx_blk blkbusy --busy-poll
         fi
         icx_pp pp --baseline
+        icx_blk blk --baseline
     fi
     if [ "$only" != latency ]; then
         qperf --listen_port 19765 >/dev/null 2>&1 & qp=$!; pids+=($qp)
@@ -129,12 +130,15 @@ if only != "goodput":
         c = med(x["cpu"]["client_pct"] for x in a)
         f3 = lambda d, k="{:.1f}": " / ".join(k.format(d[q]) for q in Q)
         print(f"| {name} | {f3(ia)} | {f3(sa)} | {f3(rr, '{:.2f}')} | {c:.0f} |")
-    d = icx("pp")
-    v = {q: med(x["rtt_us"][q] for x in d) for q in Q}
-    bl = {q: med(x["baseline"]["rtt_us"][q] for x in d) for q in Q}
-    print(f"\nFor reference, not like for like: icx's default wait (spin 100 µs, then sleep) 64 B "
-          f"p50/p99/p99.9 {v['p50']:.1f} / {v['p99']:.1f} / {v['p999']:.1f} µs; ibench's in-run plain-UDP "
-          f"baseline (blocking) {bl['p50']:.1f} / {bl['p99']:.1f} / {bl['p999']:.1f} µs.")
+    for name, f in (("64 B, both spin 100 µs then sleep (icx default / ibench --baseline)", "pp"),
+                    ("8 KiB, both spin 100 µs then sleep", "blk")):
+        d = icx(f)
+        ia = {q: med(x["rtt_us"][q] for x in d) for q in Q}
+        ba = {q: med(x["baseline"]["rtt_us"][q] for x in d) for q in Q}
+        rr = {q: med(x["rtt_us"][q] / x["baseline"]["rtt_us"][q] for x in d) for q in Q}
+        c = med(x["cpu"]["client_pct"] for x in d)
+        f3 = lambda d, k="{:.1f}": " / ".join(k.format(d[q]) for q in Q)
+        print(f"| {name} | {f3(ia)} | {f3(ba)} (ibench baseline) | {f3(rr, '{:.2f}')} | {c:.0f} |")
 if only != "latency":
     print("\n## one-way goodput of reliable blocks, Gbit/s (median over %d rounds)\n" % rounds)
     print("| block | MTU framing | icx io_uring | plain UDP sink (in-run) | icx / UDP | retransmitted | lost |\n|---:|---:|---:|---:|---:|---:|---:|")

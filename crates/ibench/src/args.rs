@@ -308,7 +308,8 @@ pub(crate) struct RunArgs {
     /// CLIENT,SERVER CPUs (shorthand for --cpu and --server-cpu).
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["cpu", "server_cpu"])]
     pub(crate) cpus: Option<Vec<usize>>,
-    /// Also run the same pattern over plain kernel UDP and print the ratios.
+    /// Also run the same pattern over plain kernel UDP and print the ratios
+    /// (the UDP sockets wait as icx does: --spin-us, --busy-poll).
     #[arg(long)]
     pub(crate) baseline: bool,
     /// The baseline echo's address (default: the server's PORT+1).

@@ -11,6 +11,7 @@ use crate::client::{Counters, Measured, Pattern};
 use crate::proto::{Header, Kind, ServerStats, FLAG_ACK, HEADER_LEN, ROUTED_LEN};
 use crate::server::MAX_UDP_DATAGRAM;
 use crate::stats::{self, Intervals};
+use crate::udpwait::{UdpWait, WaitSocket};
 use crate::{sys, INTERRUPTED};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -23,17 +24,22 @@ pub struct BaselineTarget {
     pub server: SocketAddr,
     /// 3-way: the holder's baseline address.
     pub holder: Option<SocketAddr>,
+    /// The client's wait, icx's (the server's baseline waits as the
+    /// server's icx does).
+    pub wait: UdpWait,
 }
 
-fn stats_exchange(sock: &UdpSocket, to: SocketAddr, seq: u64) -> Option<ServerStats> {
+fn stats_exchange(sock: &mut WaitSocket, to: SocketAddr, seq: u64) -> Option<ServerStats> {
     let mut buf = [0u8; 512];
     for _ in 0..5 {
         let mut h = [0u8; HEADER_LEN];
         Header::new(Kind::StatsReq, seq, 0).write(&mut h);
-        sock.send_to(&h, to).ok()?;
+        sock.socket().send_to(&h, to).ok()?;
         let deadline = Instant::now() + Duration::from_millis(300);
         while Instant::now() < deadline {
-            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some((n, _))) = sock.recv_from(&mut buf, left.min(Duration::from_millis(20)))
+            else {
                 continue;
             };
             if let Some(r) = Header::parse(&buf[..n]) {
@@ -61,11 +67,12 @@ pub fn run(t: &BaselineTarget, p: &Pattern) -> Result<Measured, String> {
     } else {
         "0.0.0.0:0".parse().expect("literal")
     };
-    let sock = UdpSocket::bind(bind).map_err(|e| format!("baseline socket: {e}"))?;
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
+    let sock = UdpSocket::bind(bind)
+        .and_then(|s| WaitSocket::new(s, t.wait))
         .map_err(|e| format!("baseline socket: {e}"))?;
+    let mut sock = sock;
     let mut seq: u64 = 1 << 40;
-    let begin = stats_exchange(&sock, t.server, seq).ok_or_else(|| {
+    let begin = stats_exchange(&mut sock, t.server, seq).ok_or_else(|| {
         format!(
             "baseline: no answer from {} (the plain-UDP echo an `ibench server` runs on PORT+1; use --baseline-peer if it is elsewhere)",
             t.server
@@ -77,8 +84,6 @@ pub fn run(t: &BaselineTarget, p: &Pattern) -> Result<Measured, String> {
     } else {
         Duration::from_millis(5)
     };
-    sock.set_read_timeout(Some(read_timeout))
-        .map_err(|e| format!("baseline socket: {e}"))?;
 
     let origin = Instant::now();
     let ns = |i: Instant| i.duration_since(origin).as_nanos() as u64 + 1;
@@ -141,7 +146,7 @@ pub fn run(t: &BaselineTarget, p: &Pattern) -> Result<Measured, String> {
                     p.len.max(HEADER_LEN)
                 };
                 h.write(&mut tx[..len]);
-                if sock.send_to(&tx[..len], to.0).is_err() {
+                if sock.socket().send_to(&tx[..len], to.0).is_err() {
                     break;
                 }
                 outstanding.insert(seq, ts);
@@ -161,7 +166,7 @@ pub fn run(t: &BaselineTarget, p: &Pattern) -> Result<Measured, String> {
                     next_load += iv;
                     let h = Header::new(Kind::OneWay, 0, 0);
                     h.write(&mut tx[..size]);
-                    match sock.send_to(&tx[..size], to.0) {
+                    match sock.socket().send_to(&tx[..size], to.0) {
                         Ok(_) if measuring => load_sent += 1,
                         Err(_) if measuring => load_behind += 1,
                         _ => {}
@@ -169,7 +174,7 @@ pub fn run(t: &BaselineTarget, p: &Pattern) -> Result<Measured, String> {
                 }
             }
         }
-        if let Ok((n, _)) = sock.recv_from(&mut rx) {
+        if let Ok(Some((n, _))) = sock.recv_from(&mut rx, read_timeout) {
             let t_rx = ns(Instant::now());
             if let Some(h) = Header::parse(&rx[..n]) {
                 if matches!(h.kind, Kind::Pong | Kind::Block | Kind::OneWayAck) {
@@ -231,10 +236,8 @@ pub fn run(t: &BaselineTarget, p: &Pattern) -> Result<Measured, String> {
     };
     let client_cpu_pct =
         100.0 * cpu.as_secs_f64() / Instant::now().duration_since(from).as_secs_f64().max(1e-9);
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
-        .map_err(|e| format!("baseline socket: {e}"))?;
     // Late replies must not be mistaken for the stats answer.
-    let end = stats_exchange(&sock, t.server, seq + 1);
+    let end = stats_exchange(&mut sock, t.server, seq + 1);
     let (server_pct, load_delivered) = match end {
         Some(e) => {
             let dw = e.wall_ns.saturating_sub(begin.wall_ns).max(1);

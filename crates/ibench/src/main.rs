@@ -14,6 +14,7 @@ mod report;
 mod server;
 mod stats;
 mod sys;
+mod udpwait;
 
 use args::*;
 use backend::BackendKind;
@@ -575,10 +576,16 @@ fn run_client(
         channel,
         load_channel: a.load_channel,
     };
+    let baseline_wait = udpwait::UdpWait::new(
+        a.backend.busy_poll,
+        std::time::Duration::from_micros(a.backend.spin_us),
+    );
     let udp_info = backend::BackendInfo {
         name: "kernel-udp".into(),
         max_udp_payload: server::MAX_UDP_DATAGRAM,
         auth: "off".into(),
+        busy_poll: baseline_wait == udpwait::UdpWait::Spin,
+        spin_us: baseline_wait.spin_us(),
         ..Default::default()
     };
     let mut reports = Vec::new();
@@ -594,6 +601,7 @@ fn run_client(
             let bt = baseline::BaselineTarget {
                 server: t.baseline.unwrap_or_else(|| plus_one(t.peer)),
                 holder: t.baseline_holder,
+                wait: baseline_wait,
             };
             match baseline::run(&bt, p) {
                 Ok(b) => {

@@ -5,6 +5,7 @@ use crate::backend::{BackendInfo, BackendOpts};
 use crate::net::{Net, NotSent};
 use crate::proto::{Counters, Header, Kind, ServerStats, FLAG_ACK, HEADER_LEN, ROUTED_LEN};
 use crate::sys;
+use crate::udpwait::{UdpWait, WaitSocket};
 use crate::CLUSTER;
 use icx_core::{BufferPool, Channel, NodeId, PoolConfig};
 use icx_driver::LoopbackNet;
@@ -31,6 +32,10 @@ const CLIENT_IDLE: Duration = Duration::from_secs(60);
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Largest baseline datagram.
 pub const MAX_UDP_DATAGRAM: usize = icx_core::MAX_UDP_PAYLOAD;
+
+/// A spinning baseline echo sleeps once idle this long, so it spins only
+/// while a baseline run is on and never steals the icx server's CPU.
+const BASELINE_IDLE: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -237,6 +242,7 @@ pub fn start(
         Some(sock) => {
             let stop = stop.clone();
             let cpu = cfg.cpu;
+            let wait = UdpWait::new(cfg.backend.busy_poll, cfg.backend.spin);
             Some(
                 std::thread::Builder::new()
                     .name("ibench-baseline".into())
@@ -244,7 +250,7 @@ pub fn start(
                         if let Some(cpu) = cpu {
                             let _ = sys::pin_current_thread(cpu);
                         }
-                        run_baseline(sock, &stop)
+                        run_baseline(sock, wait, &stop)
                     })
                     .map_err(|e| format!("spawn baseline thread: {e}"))?,
             )
@@ -584,17 +590,23 @@ impl Server {
 /// The plain-UDP baseline: echoes pings, answers block requests (one
 /// datagram per block, IP-fragmented above the MTU as a plain UDP
 /// interconnect would be), forwards 3-way requests, counts one-way data.
-fn run_baseline(sock: UdpSocket, stop: &AtomicBool) -> BaselineCounters {
+fn run_baseline(sock: UdpSocket, wait: UdpWait, stop: &AtomicBool) -> BaselineCounters {
     let mut c = BaselineCounters::default();
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut sock = match WaitSocket::new(sock, wait) {
+        Ok(s) => s.idle_sleep(BASELINE_IDLE),
+        Err(e) => {
+            tracing::warn!("baseline socket: {e}; serving icx only");
+            return c;
+        }
+    };
     let start = Instant::now();
     let mut rx = vec![0u8; 65536];
     let mut tx = vec![0u8; 65536];
     let (mut oneway_msgs, mut oneway_bytes) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
-        let (n, src) = match sock.recv_from(&mut rx) {
-            Ok(x) => x,
-            Err(_) => continue,
+        let (n, src) = match sock.recv_from(&mut rx, Duration::from_millis(50)) {
+            Ok(Some(x)) => x,
+            Ok(None) | Err(_) => continue,
         };
         c.datagrams += 1;
         let Some(h) = Header::parse(&rx[..n]) else {
@@ -664,7 +676,7 @@ fn run_baseline(sock: UdpSocket, stop: &AtomicBool) -> BaselineCounters {
             }
         };
         if let Some((len, to)) = reply {
-            match sock.send_to(&tx[..len], to) {
+            match sock.socket().send_to(&tx[..len], to) {
                 Ok(_) => c.replies += 1,
                 Err(_) => c.send_errors += 1,
             }
