@@ -71,8 +71,11 @@ impl WaitSocket {
     /// Stop spinning once nothing came for `after`: a server's baseline
     /// thread shares its CPU with the icx server, and must not spin while
     /// icx is being measured.
+    /// Idle from the start: it sleeps until the first datagram.
     pub fn idle_sleep(mut self, after: Duration) -> WaitSocket {
         self.idle_sleep = Some(after);
+        let now = Instant::now();
+        self.last_rx = now.checked_sub(after).unwrap_or(now);
         self
     }
 
@@ -209,9 +212,8 @@ mod tests {
     #[test]
     fn an_idle_spinner_sleeps() {
         let (w, b) = pair(UdpWait::Spin);
-        let mut w = w.idle_sleep(Duration::from_millis(1));
+        let mut w = w.idle_sleep(Duration::from_millis(100));
         let mut buf = [0u8; 64];
-        std::thread::sleep(Duration::from_millis(2));
         let cpu0 = crate::sys::thread_cpu_time();
         assert_eq!(
             w.recv_from(&mut buf, Duration::from_millis(50)).unwrap(),
