@@ -67,10 +67,9 @@ pub fn run(t: &BaselineTarget, p: &Pattern) -> Result<Measured, String> {
     } else {
         "0.0.0.0:0".parse().expect("literal")
     };
-    let sock = UdpSocket::bind(bind)
+    let mut sock = UdpSocket::bind(bind)
         .and_then(|s| WaitSocket::new(s, t.wait))
         .map_err(|e| format!("baseline socket: {e}"))?;
-    let mut sock = sock;
     let mut seq: u64 = 1 << 40;
     let begin = stats_exchange(&mut sock, t.server, seq).ok_or_else(|| {
         format!(

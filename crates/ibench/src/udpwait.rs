@@ -68,10 +68,9 @@ impl WaitSocket {
         Ok(w)
     }
 
-    /// Stop spinning once nothing came for `after`: a server's baseline
-    /// thread shares its CPU with the icx server, and must not spin while
-    /// icx is being measured.
-    /// Idle from the start: it sleeps until the first datagram.
+    /// Stop spinning once nothing came for `after` (and until the first
+    /// datagram): a server's baseline thread shares its CPU with the icx
+    /// server, and must not spin while icx is being measured.
     pub fn idle_sleep(mut self, after: Duration) -> WaitSocket {
         self.idle_sleep = Some(after);
         let now = Instant::now();
@@ -83,7 +82,9 @@ impl WaitSocket {
         &self.sock
     }
 
-    /// One datagram within `timeout` (`Ok(None)` when none came).
+    /// One datagram within `timeout` (`Ok(None)` when none came); a sleep
+    /// after a spin may overrun it by the spin, so the read timeout stays
+    /// the same from call to call and costs no `setsockopt` each.
     pub fn recv_from(
         &mut self,
         buf: &mut [u8],
@@ -117,14 +118,13 @@ impl WaitSocket {
                 std::hint::spin_loop();
             }
         }
-        let left = timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
+        if self.wait == UdpWait::Spin && !idle {
             return Ok(None);
         }
-        // Sleep: a blocking receive with the rest of the timeout.
+        // Sleep: a blocking receive.
         self.set_nonblocking(false)?;
         // A zero read timeout is an error in std: at least 1 µs.
-        let t = Some(left.max(Duration::from_micros(1)));
+        let t = Some(timeout.max(Duration::from_micros(1)));
         if self.timeout != t {
             self.sock.set_read_timeout(t)?;
             self.timeout = t;
